@@ -1,0 +1,148 @@
+"""What a reader hands out: float tensors and ternary weights, both over raw (memory-mapped)
+bytes, decoded only on request.
+
+Shapes are in torch order everywhere in bitnet_lab: a weight is ``(M, K)`` = (output features,
+input features), i.e. GGUF ``[ne0, ne1] = [K, M]`` reversed (formats.md §0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from bitnet_lab.errors import CodecError
+
+# Layout names of ternary weights (formats.md §3).
+TERNARY_LAYOUTS = ("i2_s", "tl1", "tl2", "tq1_0", "tq2_0", "hf_packed", "int8")
+FLOAT_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q6_K")
+
+
+@dataclass(frozen=True)
+class TLTiling:
+    """TL1/TL2 tiling parameters (kernels.md §5). Not stored in GGUF files."""
+
+    BM: int
+    BK: int
+    bm: int
+
+    def __str__(self) -> str:  # pragma: no cover - trivial
+        return f"BM={self.BM} BK={self.BK} bm={self.bm}"
+
+
+@dataclass(eq=False)
+class FloatTensor:
+    """A non-ternary tensor: embeddings, norms, an untied lm_head.
+
+    ``data`` is the raw payload: float32 / float16 arrays already shaped, ``uint16`` for BF16,
+    ``uint8`` blocks for Q8_0 / Q6_K. ``to_numpy()`` returns float32.
+    """
+
+    name: str
+    ggml_type: str
+    shape: tuple[int, ...]
+    data: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.data.nbytes)
+
+    def to_numpy(self) -> np.ndarray:
+        t = self.ggml_type
+        if t == "F32":
+            return np.asarray(self.data, dtype=np.float32).reshape(self.shape)
+        if t == "F16":
+            return np.asarray(self.data, dtype=np.float16).astype(np.float32).reshape(self.shape)
+        if t == "BF16":
+            u = np.asarray(self.data).view(np.uint16).astype(np.uint32) << 16
+            return u.view(np.float32).reshape(self.shape)
+        from bitnet_lab.quant import blockquant
+
+        return blockquant.dequantize(t, self.data, self.shape)
+
+    def __repr__(self) -> str:
+        return f"FloatTensor({self.name!r}, {self.ggml_type}, shape={self.shape})"
+
+
+@dataclass(eq=False)
+class TernaryWeight:
+    """A ternary projection weight ``W = γ · t`` of shape ``(M, K)`` in one of TERNARY_LAYOUTS.
+
+    - ``data``: the packed bytes exactly as stored (uint8, no scale tail), or for ``int8`` the
+      ternary values themselves (int8 (M, K)).
+    - ``scale``: the per-tensor γ (float32) for i2_s, tl1, tl2, hf_packed, int8.
+    - ``block_scales``: float16 (M, K // 256) for tq1_0 / tq2_0 (the block absmax ``d``).
+    - ``tiling``: TL1/TL2 only.
+    """
+
+    name: str
+    layout: str
+    shape: tuple[int, int]
+    data: np.ndarray
+    scale: Optional[np.float32] = None
+    block_scales: Optional[np.ndarray] = None
+    tiling: Optional[TLTiling] = None
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.layout not in TERNARY_LAYOUTS:
+            raise CodecError(f"{self.name}: unknown ternary layout {self.layout!r}")
+        if self.layout.startswith("tq"):
+            if self.block_scales is None:
+                raise CodecError(f"{self.name}: {self.layout} needs block_scales")
+        elif self.scale is None:
+            raise CodecError(f"{self.name}: {self.layout} needs a per-tensor scale")
+        if self.layout.startswith("tl") and self.tiling is None:
+            raise CodecError(f"{self.name}: {self.layout} needs its tiling (BM, BK, bm)")
+
+    @property
+    def nbytes(self) -> int:
+        n = int(self.data.nbytes)
+        return n + (int(self.block_scales.nbytes) if self.block_scales is not None else 4)
+
+    def ternary(self) -> np.ndarray:
+        """Decode to int8 values in {-1, 0, 1}, shape (M, K). Cached after the first call."""
+        t = self._cache.get("t")
+        if t is None:
+            from bitnet_lab.quant import packing
+
+            M, K = self.shape
+            if self.layout == "int8":
+                t = np.asarray(self.data, dtype=np.int8).reshape(M, K)
+            else:
+                t = packing.unpack(self.layout, self.data, M, K, tiling=self.tiling)
+            self._cache["t"] = t
+        return t
+
+    def gamma(self) -> np.float32:
+        """The single per-tensor γ. For TQ files (per-block fp16 ``d``) it is the one non-zero
+        block value when they all agree, which is what ternary×γ input produces."""
+        if self.scale is not None:
+            return np.float32(self.scale)
+        d = np.asarray(self.block_scales, dtype=np.float16).astype(np.float32)
+        nz = np.unique(d[d != 0])
+        if nz.size == 0:
+            return np.float32(0.0)
+        if nz.size > 1:
+            raise CodecError(
+                f"{self.name}: {self.layout} block scales are not uniform "
+                f"({nz.size} distinct values, {nz.min()}..{nz.max()}); use block_scales"
+            )
+        return np.float32(nz[0])
+
+    def scales_per_element(self) -> np.ndarray:
+        """float32 (M, K) scale of each weight (γ broadcast, or the TQ block ``d``)."""
+        M, K = self.shape
+        if self.block_scales is None:
+            return np.full((M, K), np.float32(self.scale), dtype=np.float32)
+        d = np.asarray(self.block_scales, dtype=np.float16).astype(np.float32).reshape(M, K // 256)
+        return np.repeat(d, 256, axis=1)
+
+    def dequantize(self) -> np.ndarray:
+        """float32 (M, K) = t · scale (exactly what the converters store in F32 GGUFs)."""
+        return self.ternary().astype(np.float32) * self.scales_per_element()
+
+    def __repr__(self) -> str:
+        s = f"γ={float(self.scale):.6g}" if self.scale is not None else "block scales"
+        return f"TernaryWeight({self.name!r}, {self.layout}, shape={self.shape}, {s})"

@@ -1,0 +1,184 @@
+"""`bitnet_lab.load`: one entry point from a path or a Hub repo id to a `Model`.
+
+A `Model` carries what was loaded (config, tensors, metadata, tokenizer) and, on demand, a
+backend that runs it. The reference (JAX) and the native engine read the *same* tensors, so
+they can only differ in arithmetic, never in what they loaded (design.md).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from bitnet_lab.config import ModelConfig
+from bitnet_lab.errors import BitnetLabError, ConfigError, FormatError
+from bitnet_lab.tensors import FloatTensor, TernaryWeight
+
+BACKENDS = ("native", "reference")
+
+
+@dataclass(eq=False)
+class Model:
+    """A loaded model. ``tensors`` are keyed by GGUF names, shapes in torch order (M, K)."""
+
+    config: ModelConfig
+    tensors: dict[str, FloatTensor | TernaryWeight]
+    metadata: Mapping[str, Any]
+    source: Path
+    file_format: str                      # "gguf" | "safetensors"
+    backend: str = "reference"
+    threads: int | None = None
+    backend_options: dict = field(default_factory=dict)
+    _tokenizer: Any = field(default=None, repr=False)
+    _runner: Any = field(default=None, repr=False)
+    _closer: Any = field(default=None, repr=False)
+
+    # ---- what was loaded --------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        """The tokenizer described by the file (GGUF metadata or tokenizer.json next to it)."""
+        if self._tokenizer is None:
+            from bitnet_lab.tokenizer import Tokenizer
+
+            if self.file_format == "gguf":
+                self._tokenizer = Tokenizer.from_metadata(self.metadata)
+            else:
+                self._tokenizer = Tokenizer.from_file(self.source)
+        return self._tokenizer
+
+    def ternary_weights(self) -> dict[str, TernaryWeight]:
+        return {k: v for k, v in self.tensors.items() if isinstance(v, TernaryWeight)}
+
+    @property
+    def n_params(self) -> int:
+        return int(sum(int(np.prod(t.shape)) for t in self.tensors.values()))
+
+    @property
+    def size_bytes(self) -> int:
+        return int(sum(t.nbytes for t in self.tensors.values()))
+
+    # ---- running it -------------------------------------------------------------------
+    @property
+    def runner(self):
+        """The backend object implementing the forward interface (new_cache / forward / logits)."""
+        if self._runner is None:
+            if self.backend == "reference":
+                from bitnet_lab.reference import ReferenceModel
+
+                self._runner = ReferenceModel(self.config, self.tensors, **self.backend_options)
+            elif self.backend == "native":
+                try:
+                    from bitnet_lab.engine import NativeEngine
+                except ImportError as e:
+                    raise BitnetLabError(
+                        "the native engine is not built in this version; use backend='reference'"
+                    ) from e
+                self._runner = NativeEngine(self.config, self.tensors, threads=self.threads, **self.backend_options)
+            else:  # guarded in load(); kept for objects built by hand
+                raise ConfigError(f"unknown backend {self.backend!r}; expected one of {BACKENDS}")
+        return self._runner
+
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        """Full forward from an empty cache: float32 logits of shape (T, vocab)."""
+        return self.runner.logits(ids)
+
+    def generate(self, prompt: str | Sequence[int], **kwargs: Any) -> Iterator[Any]:
+        """Stream generation events (see bitnet_lab.generate.generate); never prints."""
+        from bitnet_lab.generate import generate
+
+        return generate(self, prompt, **kwargs)
+
+    def close(self) -> None:
+        if self._closer is not None:
+            self._closer()
+            self._closer = None
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"Model({c.arch}, {c.n_layers} layers, hidden {c.hidden}, vocab {c.vocab}, "
+            f"{self.n_params / 1e6:.1f}M params, {self.size_bytes / 2**20:.1f} MiB, "
+            f"{self.file_format} {self.source.name}, backend={self.backend})"
+        )
+
+
+def _open_local(path: Path, tl_tiling: Any) -> tuple[ModelConfig, dict, Mapping[str, Any], str, Any, Path]:
+    if path.is_dir():
+        if (path / "config.json").exists():
+            return _open_hf(path)
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            path = ggufs[0]
+        elif ggufs:
+            names = ", ".join(p.name for p in ggufs)
+            raise FormatError(f"{path} holds several GGUF files ({names}); pass one of them")
+        else:
+            raise FormatError(f"{path} holds neither a config.json (Hugging Face) nor a .gguf file")
+    if path.suffix == ".safetensors" or path.name.endswith(".safetensors.index.json"):
+        return _open_hf(path.parent)
+    from bitnet_lab.formats.gguf import GGUFFile
+
+    f = GGUFFile(path, tl_tiling=tl_tiling)
+    try:
+        tensors = f.tensors()
+        config = ModelConfig.from_gguf(f.metadata, tensors.keys())
+    except BaseException:
+        f.close()
+        raise
+    return config, tensors, f.metadata, "gguf", f.close, path
+
+
+def _open_hf(directory: Path):
+    from bitnet_lab.formats.hf import read_hf_checkpoint
+
+    config, tensors, info = read_hf_checkpoint(directory)
+    return config, tensors, info, "safetensors", None, directory
+
+
+def load(
+    source: str | os.PathLike,
+    *,
+    backend: str = "reference",
+    threads: int | None = None,
+    tl_tiling: Any = None,
+    revision: str | None = None,
+    filename: str | None = None,
+    **backend_options: Any,
+) -> Model:
+    """Load a model from a GGUF file, a Hugging Face checkpoint directory, or a Hub repo id.
+
+    Local paths never touch the network; ``owner/name`` strings that are not existing paths
+    are resolved through huggingface_hub (cache, ``revision``, ``HF_HUB_OFFLINE``).
+    ``backend_options`` go to the backend (e.g. ``rounding=``, ``kv_dtype=`` for the reference).
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    path = Path(os.fspath(source)).expanduser()
+    if not path.exists():
+        from bitnet_lab.formats import hub
+
+        if not hub.is_repo_id(str(source)):
+            raise FormatError(f"no such file or directory: {source}")
+        path = hub.resolve(str(source), revision=revision, filename=filename)
+    config, tensors, metadata, fmt, closer, resolved = _open_local(path, tl_tiling)
+    return Model(
+        config=config,
+        tensors=tensors,
+        metadata=metadata,
+        source=resolved,
+        file_format=fmt,
+        backend=backend,
+        threads=threads,
+        backend_options=dict(backend_options),
+        _closer=closer,
+    )

@@ -1,0 +1,33 @@
+# Cython declarations of the C kernels and the dispatch table (src/bl_kernels.h).
+# cimport this from every .pyx that calls a native kernel; the C side documents each item.
+
+from libc.stdint cimport int8_t, int64_t, uint8_t
+
+
+cdef extern from "bl_kernels.h" nogil:
+    int BL_I2S_BLOCK
+    int BL_I2S_BLOCK_BYTES
+    int BL_ISA_COUNT
+
+    ctypedef struct bl_status:
+        int64_t n_bad
+        int64_t first_bad
+
+    ctypedef bl_status (*bl_unpack_i2_s_fn)(const uint8_t *packed, int8_t *out, int64_t n_blocks)
+    ctypedef bl_status (*bl_pack_i2_s_fn)(const int8_t *t, uint8_t *packed, int64_t n_blocks)
+
+    ctypedef struct bl_isa_kernels:
+        const char *name
+        bl_unpack_i2_s_fn unpack_i2_s
+        bl_pack_i2_s_fn pack_i2_s
+
+    void bl_dispatch_init()
+    const char *bl_isa_name(int isa)
+    int bl_isa_built(int isa)
+    int bl_isa_supported(int isa)
+    const bl_isa_kernels *bl_isa_table(int isa)
+    int bl_cpu_feature_count()
+    const char *bl_cpu_feature_name(int i)
+    int bl_cpu_feature_value(int i)
+    const char *bl_target_arch()
+    const char *bl_compiler_version()

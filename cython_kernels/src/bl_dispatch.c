@@ -1,0 +1,157 @@
+/* bl_dispatch.c — run-time dispatch: which ISA levels this build has and this CPU can run.
+ *
+ * Compiled with no ISA flags (it must run on every CPU of the target). setup.py defines
+ * BL_BUILD_<LEVEL> for every per-ISA file it compiled into the extension, so a level is
+ * "built" exactly when its object file is linked in.
+ *
+ * CPU features:
+ *   x86-64  — __builtin_cpu_init() / __builtin_cpu_supports() (GCC, Clang). They also check
+ *             that the OS saves the wider registers (XCR0), so a feature reported here is
+ *             usable. "avxvnni" is only known to GCC >= 11 and Clang >= 13; older compilers
+ *             report it as -1 (cannot tell).
+ *   aarch64 — NEON (Advanced SIMD) is part of the architecture; dot product (SDOT/UDOT) from
+ *             getauxval(AT_HWCAP) & HWCAP_ASIMDDP on Linux. Elsewhere (e.g. macOS) dotprod is
+ *             reported as -1 and the neon_dotprod level stays off.
+ */
+#include "bl_kernels.h"
+
+#include <stddef.h>
+
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1UL << 20) /* Linux arch/arm64 uapi hwcap.h */
+#endif
+#endif
+
+/* ---- CPU features ------------------------------------------------------------------------ */
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define BL_TARGET_X86 1
+enum { F_AVX2, F_FMA, F_AVX512F, F_AVX512BW, F_AVX512VL, F_AVX512VNNI, F_AVXVNNI, F_COUNT };
+static const char *const feature_names[F_COUNT] = {
+    "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni",
+};
+#elif defined(__aarch64__)
+#define BL_TARGET_ARM64 1
+enum { F_NEON, F_DOTPROD, F_COUNT };
+static const char *const feature_names[F_COUNT] = {"neon", "dotprod"};
+#else
+enum { F_COUNT = 0 };
+static const char *const feature_names[1] = {NULL};
+#endif
+
+/* 1 / 0 / -1 (cannot tell) per feature; filled by bl_dispatch_init(). */
+static int feature_values[F_COUNT > 0 ? F_COUNT : 1];
+
+static void read_cpu_features(void) {
+#if defined(BL_TARGET_X86)
+    __builtin_cpu_init();
+    feature_values[F_AVX2] = __builtin_cpu_supports("avx2") != 0;
+    feature_values[F_FMA] = __builtin_cpu_supports("fma") != 0;
+    feature_values[F_AVX512F] = __builtin_cpu_supports("avx512f") != 0;
+    feature_values[F_AVX512BW] = __builtin_cpu_supports("avx512bw") != 0;
+    feature_values[F_AVX512VL] = __builtin_cpu_supports("avx512vl") != 0;
+    feature_values[F_AVX512VNNI] = __builtin_cpu_supports("avx512vnni") != 0;
+#if (defined(__clang__) && __clang_major__ >= 13) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11)
+    feature_values[F_AVXVNNI] = __builtin_cpu_supports("avxvnni") != 0;
+#else
+    feature_values[F_AVXVNNI] = -1;
+#endif
+#elif defined(BL_TARGET_ARM64)
+    feature_values[F_NEON] = 1; /* mandatory in aarch64 */
+#if defined(__linux__)
+    feature_values[F_DOTPROD] = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#else
+    feature_values[F_DOTPROD] = -1;
+#endif
+#endif
+}
+
+static int has(int f) { return f >= 0 && f < F_COUNT && feature_values[f] == 1; }
+
+/* ---- the table --------------------------------------------------------------------------- */
+
+static const char *const isa_names[BL_ISA_COUNT] = {
+    "scalar", "avx2", "avxvnni", "avx512vnni", "neon", "neon_dotprod",
+};
+
+/* Kernels compiled into this build, per level (NULL pointers where not built). */
+static bl_isa_kernels built_table[BL_ISA_COUNT];
+/* CPU can run the level (every feature its compile flags enable). */
+static int supported[BL_ISA_COUNT];
+static int initialised = 0;
+
+void bl_dispatch_init(void) {
+    if (initialised) return;
+    read_cpu_features();
+    for (int i = 0; i < BL_ISA_COUNT; ++i) built_table[i].name = isa_names[i];
+
+    built_table[BL_ISA_SCALAR].unpack_i2_s = bl_unpack_i2_s_scalar;
+    built_table[BL_ISA_SCALAR].pack_i2_s = bl_pack_i2_s_scalar;
+    supported[BL_ISA_SCALAR] = 1;
+
+#if defined(BL_TARGET_X86)
+    supported[BL_ISA_AVX2] = has(F_AVX2) && has(F_FMA);
+    supported[BL_ISA_AVXVNNI] = has(F_AVX2) && has(F_FMA) && has(F_AVXVNNI);
+    supported[BL_ISA_AVX512VNNI] = has(F_AVX2) && has(F_FMA) && has(F_AVX512F) && has(F_AVX512BW) &&
+                                   has(F_AVX512VL) && has(F_AVX512VNNI);
+#if defined(BL_BUILD_AVX2)
+    built_table[BL_ISA_AVX2].unpack_i2_s = bl_unpack_i2_s_avx2;
+    built_table[BL_ISA_AVX2].pack_i2_s = bl_pack_i2_s_avx2;
+#endif
+#if defined(BL_BUILD_AVX512VNNI)
+    built_table[BL_ISA_AVX512VNNI].unpack_i2_s = bl_unpack_i2_s_avx512vnni;
+    built_table[BL_ISA_AVX512VNNI].pack_i2_s = bl_pack_i2_s_avx512vnni;
+#endif
+    /* BL_ISA_AVXVNNI: reserved for the matmul kernels; no codec of its own is built. */
+#elif defined(BL_TARGET_ARM64)
+    supported[BL_ISA_NEON] = has(F_NEON);
+    supported[BL_ISA_NEON_DOTPROD] = has(F_NEON) && has(F_DOTPROD);
+#if defined(BL_BUILD_NEON)
+    built_table[BL_ISA_NEON].unpack_i2_s = bl_unpack_i2_s_neon;
+    built_table[BL_ISA_NEON].pack_i2_s = bl_pack_i2_s_neon;
+    /* The codec has no dot product: the dotprod level shares NEON's codec. */
+    built_table[BL_ISA_NEON_DOTPROD].unpack_i2_s = bl_unpack_i2_s_neon;
+    built_table[BL_ISA_NEON_DOTPROD].pack_i2_s = bl_pack_i2_s_neon;
+#endif
+#endif
+    initialised = 1;
+}
+
+const char *bl_isa_name(int isa) { return (isa >= 0 && isa < BL_ISA_COUNT) ? isa_names[isa] : NULL; }
+
+int bl_isa_built(int isa) {
+    if (isa < 0 || isa >= BL_ISA_COUNT) return 0;
+    return built_table[isa].unpack_i2_s != NULL && built_table[isa].pack_i2_s != NULL;
+}
+
+int bl_isa_supported(int isa) { return (isa >= 0 && isa < BL_ISA_COUNT) ? supported[isa] : 0; }
+
+const bl_isa_kernels *bl_isa_table(int isa) {
+    return (bl_isa_built(isa) && bl_isa_supported(isa)) ? &built_table[isa] : NULL;
+}
+
+int bl_cpu_feature_count(void) { return F_COUNT; }
+
+const char *bl_cpu_feature_name(int i) { return (i >= 0 && i < F_COUNT) ? feature_names[i] : NULL; }
+
+int bl_cpu_feature_value(int i) { return (i >= 0 && i < F_COUNT) ? feature_values[i] : -1; }
+
+const char *bl_target_arch(void) {
+#if defined(BL_TARGET_X86)
+    return "x86_64";
+#elif defined(BL_TARGET_ARM64)
+    return "aarch64";
+#else
+    return "other";
+#endif
+}
+
+const char *bl_compiler_version(void) {
+#if defined(__VERSION__)
+    return __VERSION__;
+#else
+    return "unknown";
+#endif
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Build and run test_codec.c, the C-level test of every ISA level's I2_S codec.
+#
+#   run_c_tests.sh native    x86-64 host: scalar + AVX2 + AVX-512 files, run directly
+#   run_c_tests.sh aarch64   cross-compile scalar + NEON with aarch64-linux-gnu-gcc (static)
+#                            and run under qemu-aarch64 twice: -cpu max (has dotprod) and
+#                            -cpu cortex-a53 (ARMv8.0, no dotprod)
+#
+# Same per-file flags as setup.py (COMMON + the ISA's own flags; never -march=native).
+# Exit status 0 only when every run printed its PASS lines. Needs: gcc (native), or
+# aarch64-linux-gnu-gcc and qemu-aarch64 (Debian: gcc-aarch64-linux-gnu qemu-user).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+src="$here/../src"
+common=(-O3 -fno-strict-aliasing -ffp-contract=off -Wall -Wextra -I"$src")
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+
+case "${1:-native}" in
+native)
+    cc="${CC:-gcc}"
+    "$cc" "${common[@]}" -c "$src/pack_scalar.c" -o "$out/scalar.o"
+    "$cc" "${common[@]}" -mavx2 -mfma -c "$src/pack_avx2.c" -o "$out/avx2.o"
+    "$cc" "${common[@]}" -mavx512f -mavx512bw -mavx512vl -mavx512vnni \
+        -c "$src/pack_avx512vnni.c" -o "$out/avx512.o"
+    "$cc" "${common[@]}" -DBL_BUILD_AVX2=1 -DBL_BUILD_AVX512VNNI=1 -c "$src/bl_dispatch.c" -o "$out/dispatch.o"
+    "$cc" "${common[@]}" "$here/test_codec.c" "$out"/*.o -o "$out/test_codec"
+    "$out/test_codec"
+    ;;
+aarch64)
+    cc="${CC:-aarch64-linux-gnu-gcc}"
+    qemu="${QEMU:-qemu-aarch64}"
+    "$cc" "${common[@]}" -c "$src/pack_scalar.c" -o "$out/scalar.o"
+    "$cc" "${common[@]}" -c "$src/pack_neon.c" -o "$out/neon.o"
+    "$cc" "${common[@]}" -DBL_BUILD_NEON=1 -c "$src/bl_dispatch.c" -o "$out/dispatch.o"
+    "$cc" "${common[@]}" -static "$here/test_codec.c" "$out"/*.o -o "$out/test_codec"
+    for cpu in max cortex-a53; do
+        echo "== qemu-aarch64 -cpu $cpu"
+        "$qemu" -cpu "$cpu" "$out/test_codec"
+    done
+    ;;
+*)
+    echo "usage: $0 [native|aarch64]" >&2
+    exit 2
+    ;;
+esac

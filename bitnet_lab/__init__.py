@@ -19,6 +19,7 @@ from bitnet_lab.errors import (
     FormatError,
     GGUFError,
     HubError,
+    KernelError,
     SafetensorsError,
     UnsupportedTypeError,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "FormatError",
     "GGUFError",
     "HubError",
+    "KernelError",
     "SafetensorsError",
     "UnsupportedTypeError",
     "kernels",

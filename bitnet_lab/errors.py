@@ -38,3 +38,8 @@ class HubError(BitnetLabError):
 
 class CodecError(BitnetLabError):
     """Packing or unpacking was asked for an impossible shape, code or tiling."""
+
+
+class KernelError(BitnetLabError):
+    """A kernel was asked for an ISA level this build/CPU cannot run, or an impossible thread
+    count."""

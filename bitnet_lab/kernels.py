@@ -37,7 +37,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from bitnet_lab.errors import BitnetLabError, CodecError
+from bitnet_lab.errors import CodecError, KernelError  # noqa: F401 (KernelError re-exported)
 
 try:
     from bitnet_lab import _kernels as _k
@@ -68,11 +68,6 @@ ENV_VAR = "BITNET_LAB_ISA"
 
 # Must equal the C enum bl_isa (src/bl_kernels.h); checked below.
 ISA_ORDER: tuple[str, ...] = ("scalar", "avx2", "avxvnni", "avx512vnni", "neon", "neon_dotprod")
-
-
-class KernelError(BitnetLabError):
-    """A kernel was asked for an ISA level this build/CPU cannot run, or an impossible thread
-    count."""
 
 
 if _k.isa_names() != ISA_ORDER:  # pragma: no cover - only after an inconsistent edit

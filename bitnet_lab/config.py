@@ -167,12 +167,23 @@ class ModelConfig:
         """From a Hugging Face config.json (dict or path). llama-arch models get ``rope_style
         'norm'`` because our HF reader permutes q/k rows exactly as the GGUF converters do
         (formats.md §7.6), so both readers yield identical tensors."""
-        if not isinstance(cfg, Mapping):
+        if isinstance(cfg, (str, Path)):
             try:
                 cfg = json.loads(Path(cfg).read_text())
             except (OSError, json.JSONDecodeError) as e:
                 raise ConfigError(f"cannot read config.json {cfg}: {e}") from e
-        archs = [a.lower() for a in cfg.get("architectures") or []]
+        if not isinstance(cfg, Mapping):
+            raise ConfigError(f"config.json holds a {type(cfg).__name__}, not an object")
+        try:
+            return cls._from_hf_mapping(cfg)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError, ArithmeticError, AttributeError) as e:
+            raise ConfigError(f"config.json has an unusable value: {type(e).__name__}: {e}") from None
+
+    @classmethod
+    def _from_hf_mapping(cls, cfg: Mapping[str, Any]) -> "ModelConfig":
+        archs = [str(a).lower() for a in cfg.get("architectures") or []]
         model_type = cfg.get("model_type", "")
         is_bitnet = any(a in ("bitnetforcausallm",) for a in archs) or model_type == "bitnet"
         try:
@@ -199,6 +210,8 @@ class ModelConfig:
         eos = cfg.get("eos_token_id")
         if isinstance(eos, list):
             eos = eos[0] if eos else None
+        if n_heads <= 0:
+            raise ConfigError(f"config.json num_attention_heads is {n_heads}; it must be positive")
         head_dim = cfg.get("head_dim") or hidden // n_heads
         return cls(
             arch=arch,

@@ -132,3 +132,23 @@ def test_hf_config_errors_are_clear(tmp_path):
     with pytest.raises(ConfigError, match="gelu"):
         ModelConfig.from_hf(json.loads('{"hidden_size":8,"num_attention_heads":2,"num_hidden_layers":1,'
                                        '"intermediate_size":8,"vocab_size":8,"hidden_act":"gelu"}'))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"num_attention_heads": 0},
+        {"num_attention_heads": "four"},
+        {"rope_theta": "fast"},
+        {"architectures": 7},
+        {"rms_norm_eps": [1]},
+    ],
+)
+def test_hf_config_bad_values_give_config_error(bad):
+    cfg = {"hidden_size": 8, "num_attention_heads": 2, "num_hidden_layers": 1,
+           "intermediate_size": 8, "vocab_size": 8, "hidden_act": "silu"}
+    cfg.update(bad)
+    with pytest.raises(ConfigError):
+        ModelConfig.from_hf(cfg)
+    with pytest.raises(ConfigError, match="not an object"):
+        ModelConfig.from_hf(json.loads("[1]"))

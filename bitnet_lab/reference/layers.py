@@ -1,0 +1,240 @@
+"""The building blocks of the reference forward pass, as pure ``jax.numpy`` functions.
+
+Every function here mirrors one numbered rule of ../shared/reference/numerics.md. They are meant
+to run inside ``jax.jit`` **under** ``jax.enable_x64(True)`` (the model wraps every call in that
+context; the user's global JAX config is never changed): several reductions are accumulated in
+float64 and rounded once to float32.
+
+Three XLA-CPU facts shape the code (all measured on jax 0.10.2; ``tests/test_reference.py`` pins
+the results bit for bit against a plain numpy twin, so a regression shows):
+
+* LLVM contracts ``a*b + c`` into one fused multiply-add (one rounding instead of two) even with
+  fast-math off. ggml and numpy round the product first. :func:`rounded` defeats this by adding a
+  *runtime* ``-0.0`` (passed in as an argument, so no compiler can fold it away): ``p + (-0.0)``
+  is exactly ``p`` for every float, and an add whose operand is no longer a bare multiply cannot
+  be contracted with the next one.
+* XLA's algebraic simplifier rewrites ``1/sqrt(x)`` into ``rsqrt(x)``, which is not correctly
+  rounded on CPU. An ``optimization_barrier`` between the sqrt and the division keeps ggml's
+  ``1.0f/sqrtf(...)`` (both correctly rounded IEEE operations).
+* It also rewrites ``a / broadcast(b)`` into ``a * broadcast(1/b)``; :func:`exact_div` hides the
+  divisor behind a barrier so the epilogue's ``acc / s_x`` stays one IEEE division.
+
+Precision choices that are *defined* here rather than copied from ggml (ggml's f32 SIMD
+reduction order is ISA dependent, so no portable reference can copy it):
+
+* dot products in floating point (attention q·k and p·v, the lm_head) take their f32 (or fp16)
+  operands to float64, where every product is exact, accumulate there, and round once to f32
+  ("≈ correctly rounded dot"; order-independent to the last f32 bit except in astronomically
+  rare near-midpoint cases). ggml accumulates these in f32 (ISA order).
+* ``exp`` (softmax, SiLU) is evaluated in float64 and rounded to f32 (≈ correctly rounded
+  ``expf``; glibc 2.36's ``expf`` differs from it in ~6e-4 of random arguments by one ulp).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from bitnet_lab.quant import ternary
+
+F32 = jnp.float32
+F64 = jnp.float64
+
+
+def exact_div(a: jax.Array, b: jax.Array) -> jax.Array:
+    """IEEE ``a / b`` with ``b`` broadcast to ``a``'s shape.
+
+    XLA's simplifier turns ``a / broadcast(b)`` into ``a * broadcast(1/b)`` (two roundings); the
+    barrier on the broadcast divisor keeps the single correctly rounded division.
+    """
+    b = lax.optimization_barrier(jnp.broadcast_to(b, jnp.broadcast_shapes(a.shape, jnp.shape(b))))
+    return a / b
+
+
+def rounded(p: jax.Array, neg_zero: jax.Array) -> jax.Array:
+    """``fl32(p)`` as a value LLVM cannot fuse into a following add (see module docstring).
+
+    ``neg_zero`` must be a traced f32 scalar holding ``-0.0`` (a jit argument, not a constant).
+    """
+    return p + neg_zero
+
+
+# ---- activation quantisation (numerics §2.1; mirrors bitnet_lab.quant.ternary) -------------
+def round_int(v: jax.Array, mode: str) -> jax.Array:
+    """Round f32 values to integers (still f32), exactly as ``ternary.round_int``.
+
+    ``v`` must already be a :func:`rounded` value when ``mode == "half_away"`` (its ``v - trunc``
+    would otherwise be contracted with the product that formed ``v``).
+    """
+    if mode == "half_even":
+        return jnp.round(v)  # jnp.round is round-half-to-even, like np.rint
+    if mode == "half_away":
+        whole = jnp.trunc(v)
+        frac = v - whole  # exact, as in the numpy policy
+        return whole + jnp.where(jnp.abs(frac) >= F32(0.5), jnp.sign(v), F32(0.0))
+    raise ValueError(f"unknown rounding mode {mode!r}; expected one of {ternary.ROUNDING_MODES}")
+
+
+def quantize_activations(x: jax.Array, mode: str, neg_zero: jax.Array):
+    """Per-token absmax int8: ``(q int8 (..., K), s_x f32 (...,), sum_q int32 (...,))``.
+
+    Same arithmetic as ``ternary.quantize_activations``: absmax in f32 (exact), floored at
+    f32(1e-5); ``s_x = fl32(127 / amax)`` via one float64 division (= the correctly rounded f32
+    quotient); ``x·s_x`` in f32; round; clamp to [-128, 127].
+    """
+    amax = jnp.maximum(jnp.max(jnp.abs(x), axis=-1), F32(ternary.ACT_EPS))
+    s_x = exact_div(F64(ternary.ACT_QMAX), amax.astype(F64)).astype(F32)
+    v = rounded(x * s_x[..., None], neg_zero)
+    q = jnp.clip(round_int(v, mode), ternary.ACT_CLAMP_MIN, ternary.ACT_CLAMP_MAX).astype(jnp.int8)
+    return q, s_x, jnp.sum(q, axis=-1, dtype=jnp.int32)
+
+
+# ---- BitLinear (numerics §3) ------------------------------------------------------------------
+def int_matmul(q: jax.Array, t: jax.Array) -> jax.Array:
+    """Exact ``Σ_k q[c,k]·t[m,k]``: int8 (C, K) × int8 (M, K) → int32 (C, M)."""
+    return lax.dot_general(q, t, (((1,), (1,)), ((), ())), preferred_element_type=jnp.int32)
+
+
+def int_matmul_blocks(q: jax.Array, t: jax.Array, block: int) -> jax.Array:
+    """Per-block partial sums: int8 (C, K) × int8 (M, K) → int32 (nb, C, M), nb = K // block."""
+    C, K = q.shape
+    M = t.shape[0]
+    qb = q.reshape(C, K // block, block)
+    tb = t.reshape(M, K // block, block)
+    # batch over the block axis, contract within the block
+    return lax.dot_general(qb, tb, (((2,), (2,)), ((1,), (1,))), preferred_element_type=jnp.int32)
+
+
+def epilogue(acc: jax.Array, s_x: jax.Array, gamma: jax.Array) -> jax.Array:
+    """``y = acc / s_x · γ`` in f32, left to right (numerics §3.2: the order is the contract)."""
+    return exact_div(acc.astype(F32), s_x[:, None]) * gamma
+
+
+def epilogue_blocks(acc_b: jax.Array, s_x: jax.Array, d: jax.Array) -> jax.Array:
+    """Block-scaled epilogue (TQ weights whose fp16 block scales are not uniform).
+
+    ``y[c, m] = fl32( Σ_b acc_b[b, c, m] · d[m, b] ) / s_x[c]``: each product is exact in float64
+    (|acc_b| < 2^15 times an fp16 value), the sum over blocks is accumulated in float64 and rounded
+    once to f32, then divided by the activation scale in f32. acc_b (nb, C, M), d (M, nb) f32.
+    """
+    y = jnp.einsum("bcm,mb->cm", acc_b.astype(F64), d.astype(F64)).astype(F32)
+    return exact_div(y, s_x[:, None])
+
+
+# ---- RMSNorm (numerics §4.1, ggml_compute_forward_rms_norm_f32) ---------------------------
+def rms_norm(x: jax.Array, w: jax.Array, eps: float) -> jax.Array:
+    """ggml RMSNorm of each row of ``x`` (..., n) f32, then the separate weight multiply.
+
+    Squares formed in f32 and summed in float64; ``mean = fl32(sum / n)``; ``scale =
+    1.0f / sqrtf(mean + eps)`` (eps as f32, inside the root); ``(x · scale) · w`` as two f32
+    multiplies.
+    """
+    n = x.shape[-1]
+    ss = jnp.sum((x * x).astype(F64), axis=-1)
+    mean = exact_div(ss, F64(n)).astype(F32)
+    root = lax.optimization_barrier(jnp.sqrt(mean + F32(eps)))  # keep 1/sqrt out of rsqrt
+    scale = exact_div(F32(1.0), root)
+    return (x * scale[..., None]) * w
+
+
+# ---- RoPE (numerics §5.3; tables come from bitnet_lab.reference.rope) ----------------------
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array, style: str, rot: int, neg_zero):
+    """Rotate the first ``rot`` dims of every head of ``x`` (C, n_heads, head_dim) f32.
+
+    ``cos``/``sin`` (C, rot/2) f32 for each row's position. ``style`` "neox": dim ``i`` pairs with
+    ``i + rot/2``; "norm": dim ``2i`` pairs with ``2i+1``. Rotation in f32, each product rounded
+    before the add/sub (ggml): ``x0' = x0·cos − x1·sin``, ``x1' = x0·sin + x1·cos``.
+    """
+    half = rot // 2
+    c = cos[:, None, :]  # (C, 1, rot/2): the same angle for every head
+    s = sin[:, None, :]
+    if style == "neox":
+        x0, x1 = x[..., :half], x[..., half:rot]
+    elif style == "norm":
+        x0, x1 = x[..., 0:rot:2], x[..., 1:rot:2]
+    else:
+        raise ValueError(f"unknown rope style {style!r}")
+    y0 = rounded(x0 * c, neg_zero) - rounded(x1 * s, neg_zero)
+    y1 = rounded(x0 * s, neg_zero) + rounded(x1 * c, neg_zero)
+    if style == "neox":
+        rotated = jnp.concatenate([y0, y1], axis=-1)
+    else:
+        rotated = jnp.stack([y0, y1], axis=-1).reshape(*y0.shape[:-1], rot)
+    return jnp.concatenate([rotated, x[..., rot:]], axis=-1) if rot < x.shape[-1] else rotated
+
+
+# ---- attention (numerics §6) ------------------------------------------------------------------
+def attention(q, k_cache, v_cache, q_pos, kq_scale, *, n_rep: int, f16: bool, neg_zero):
+    """Causal GQA attention of C query rows over a whole fixed-size cache.
+
+    q (C, n_heads, d) f32 after RoPE; k_cache/v_cache (n_ctx, n_kv, d) in the cache dtype,
+    already holding this chunk's keys/values; q_pos (C,) int32 absolute positions. Query head
+    ``j`` reads kv head ``j // n_rep`` (numerics §6). Returns (C, n_heads·d) f32, heads in order.
+
+    Arithmetic (ggml's soft_max_f32 structure): ``s = fl32(q·k) · kq_scale`` (f32); keys after the
+    query position masked to −inf; ``e = fl32(exp(s − max))``; ``sum`` in float64;
+    ``p = e · fl32(1/sum)``; ``o = fl32(Σ p·v)``. Dots accumulate in float64 (module docstring).
+    With an fp16 cache, q and p are rounded to fp16 before their dots, as llama.cpp's F16
+    mat-muls convert their f32 operand (vec_dot_type F16).
+    """
+    C, n_heads, d = q.shape
+    n_ctx, n_kv, _ = k_cache.shape
+    if f16:
+        q = q.astype(jnp.float16)
+    qg = q.astype(F64).reshape(C, n_kv, n_rep, d)  # head j = g·n_rep + r  ->  kv head g
+    scores = jnp.einsum("cgrd,ngd->cgrn", qg, k_cache.astype(F64)).astype(F32)
+    s = rounded(scores * kq_scale, neg_zero)
+    mask = jnp.arange(n_ctx, dtype=jnp.int32)[None, :] <= q_pos[:, None]  # (C, n_ctx) causal
+    mask = mask[:, None, None, :]
+    s = jnp.where(mask, s, F32(-jnp.inf))
+    m = jnp.max(s, axis=-1, keepdims=True)
+    e = jnp.exp((s - m).astype(F64)).astype(F32)
+    e = jnp.where(mask, e, F32(0.0))
+    total = jnp.sum(e.astype(F64), axis=-1, keepdims=True)
+    p = e * exact_div(F64(1.0), total).astype(F32)
+    if f16:
+        p = p.astype(jnp.float16)
+    o = jnp.einsum("cgrn,ngd->cgrd", p.astype(F64), v_cache.astype(F64)).astype(F32)
+    return o.reshape(C, n_heads * d)
+
+
+# ---- FFN activation (numerics §7) -------------------------------------------------------------
+def silu(g: jax.Array) -> jax.Array:
+    """``fl32(g / (1 + exp(−g)))`` evaluated in float64 (≈ correctly rounded SiLU)."""
+    g64 = g.astype(F64)
+    return exact_div(g64, F64(1.0) + jnp.exp(-g64)).astype(F32)
+
+
+def gated_activation(g: jax.Array, u: jax.Array, activation: str) -> jax.Array:
+    """``relu(g)² · u`` (ggml relu, sqr, mul: f32, left to right) or ``silu(g) · u``."""
+    if activation == "relu2":
+        r = jnp.where(g > F32(0.0), g, F32(0.0))  # ggml_relu: x > 0 ? x : 0
+        return (r * r) * u
+    if activation == "silu":
+        return silu(g) * u
+    raise ValueError(f"unknown activation {activation!r}")
+
+
+# ---- lm_head (numerics §9) --------------------------------------------------------------------
+def lm_head(h: jax.Array, w: jax.Array, *, f16: bool, chunk: int) -> jax.Array:
+    """Logits (C, V_pad) f32 = fl32(h · wᵀ) accumulated in float64.
+
+    h (C, H) f32 (the output_norm'ed hidden state), w (V_pad, H) f16 or f32 with V_pad a multiple
+    of ``chunk``. When ``f16`` the hidden state is rounded to fp16 first (ggml's F16 mat-mul
+    converts its f32 operand). ``preferred_element_type=float64`` forms every product exactly
+    in float64 (checked against explicit upcasts in the tests) without a float64 copy of the
+    weights; the vocabulary is walked in chunks to bound XLA's temporaries.
+    """
+    h = h.astype(jnp.float16) if f16 else h
+    V, H = w.shape
+    h = h.astype(w.dtype)  # exact: h is already representable in w's dtype (fp16 or f32)
+    dims = (((1,), (1,)), ((), ()))
+
+    def block(wb):
+        return lax.dot_general(h, wb, dims, preferred_element_type=F64).astype(F32)
+
+    if V == chunk:
+        return block(w)
+    out = lax.map(block, w.reshape(V // chunk, chunk, H))  # (nc, C, chunk)
+    return jnp.transpose(out, (1, 0, 2)).reshape(h.shape[0], V)

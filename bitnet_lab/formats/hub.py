@@ -59,13 +59,11 @@ def is_repo_id(s: str | os.PathLike) -> bool:
 
 
 def offline_mode() -> bool:
-    """``HF_HUB_OFFLINE`` as set now (huggingface_hub reads it once at import; we re-read it)."""
-    from huggingface_hub import constants
-
-    env = os.environ.get("HF_HUB_OFFLINE")
-    if env is not None:
-        return env.strip().upper() in ("1", "ON", "YES", "TRUE")
-    return bool(constants.HF_HUB_OFFLINE)
+    """``HF_HUB_OFFLINE`` as set now. huggingface_hub reads it once, at its import, so its own
+    constant can be stale (e.g. set while it was first imported, unset since): the environment
+    is the only source of that constant, so we read the environment itself."""
+    env = os.environ.get("HF_HUB_OFFLINE", "")
+    return env.strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
 def choose_gguf(files: Iterable[str], filename: str | None = None) -> str | None:

@@ -71,9 +71,66 @@ ISA_SOURCES = (
     ),
     # Advanced SIMD is part of the aarch64 baseline: no flag needed.
     IsaSource("neon", f"{C_SRC_DIR}/pack_neon.c", (), "aarch64", "BL_BUILD_NEON"),
+    # Machine-ceiling microkernels for bitnet_lab.bench (src/ceiling.h): read bandwidth and
+    # int8 dot peak per level; their own macros, so a level's ceiling is "built" on its own.
+    IsaSource("scalar", f"{C_SRC_DIR}/ceiling_scalar.c", (), None, None),
+    IsaSource("avx2", f"{C_SRC_DIR}/ceiling_avx2.c", ("-mavx2", "-mfma"), "x86_64", "BL_BUILD_CEILING_AVX2"),
+    IsaSource("avxvnni", f"{C_SRC_DIR}/ceiling_avxvnni.c", ("-mavx2", "-mfma", "-mavxvnni"), "x86_64",
+              "BL_BUILD_CEILING_AVXVNNI"),
+    IsaSource("avx512vnni", f"{C_SRC_DIR}/ceiling_avx512vnni.c",
+              ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"), "x86_64", "BL_BUILD_CEILING_AVX512VNNI"),
+    IsaSource("neon", f"{C_SRC_DIR}/ceiling_neon.c", (), "aarch64", "BL_BUILD_CEILING_NEON"),
+    IsaSource("neon_dotprod", f"{C_SRC_DIR}/ceiling_neon_dotprod.c", ("-march=armv8.2-a+dotprod",), "aarch64",
+              "BL_BUILD_CEILING_NEON_DOTPROD"),
+    # TL1 / TL2 LUT kernels (bl_lut.h); the levels above avx2 / neon reuse these (bl_dispatch.c).
+    IsaSource("scalar", f"{C_SRC_DIR}/lut_scalar.c", (), None, None),
+    IsaSource("avx2", f"{C_SRC_DIR}/lut_avx2.c", ("-mavx2", "-mfma"), "x86_64", "BL_BUILD_LUT_AVX2"),
+    IsaSource("neon", f"{C_SRC_DIR}/lut_neon.c", (), "aarch64", "BL_BUILD_LUT_NEON"),
+    # MAD family (bl_mad.h): activation quantisation and the I2_S / TQ2_0 / TQ1_0 products.
+    # A level's macro is defined once, by its first file above; these only add objects — except
+    # the two levels that exist only for the MAD kernels (avxvnni, neon_dotprod).
+    IsaSource("scalar", f"{C_SRC_DIR}/act_scalar.c", (), None, None),
+    IsaSource("scalar", f"{C_SRC_DIR}/mad_scalar.c", (), None, None),
+    IsaSource("avx2", f"{C_SRC_DIR}/act_avx2.c", ("-mavx2", "-mfma"), "x86_64", None),
+    IsaSource("avx2", f"{C_SRC_DIR}/mad_avx2.c", ("-mavx2", "-mfma"), "x86_64", None),
+    # AVX-VNNI: needs GCC >= 11 or Clang >= 12 to compile; called only on CPUs that have it.
+    IsaSource("avxvnni", f"{C_SRC_DIR}/mad_avxvnni.c", ("-mavx2", "-mfma", "-mavxvnni"), "x86_64", "BL_BUILD_AVXVNNI"),
+    IsaSource(
+        "avx512vnni",
+        f"{C_SRC_DIR}/act_avx512.c",
+        ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"),
+        "x86_64",
+        None,
+    ),
+    IsaSource(
+        "avx512vnni",
+        f"{C_SRC_DIR}/mad_avx512vnni.c",
+        ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"),
+        "x86_64",
+        None,
+    ),
+    IsaSource("neon", f"{C_SRC_DIR}/act_neon.c", (), "aarch64", None),
+    IsaSource("neon", f"{C_SRC_DIR}/mad_neon.c", (), "aarch64", None),
+    IsaSource(
+        "neon_dotprod", f"{C_SRC_DIR}/mad_neon_dotprod.c", ("-march=armv8.2-a+dotprod",), "aarch64", "BL_BUILD_NEON_DOTPROD"
+    ),
+    # Native engine, float side (src/engine_float.h): float64-accumulated dots of attention and
+    # the lm_head. F16C converts the fp16 weights; the levels' macros come from the files above.
+    IsaSource("scalar", f"{C_SRC_DIR}/float_scalar.c", (), None, None),
+    IsaSource("avx2", f"{C_SRC_DIR}/float_avx2.c", ("-mavx2", "-mfma", "-mf16c"), "x86_64", None),
+    IsaSource(
+        "avx512vnni",
+        f"{C_SRC_DIR}/float_avx512.c",
+        ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mf16c", "-mfma"),
+        "x86_64",
+        None,
+    ),
 )
 
 HEADERS = [f"{C_SRC_DIR}/bl_kernels.h", f"{KERNEL_DIR}/bl_kernels.pxd"]
+HEADERS += [f"{C_SRC_DIR}/bl_lut.h", f"{C_SRC_DIR}/bl_lut_layout.h", f"{KERNEL_DIR}/lut.pxi"]
+HEADERS += [f"{C_SRC_DIR}/bl_mad.h", f"{C_SRC_DIR}/bl_mad_impl.h", f"{C_SRC_DIR}/bl_mad_x86.h", f"{KERNEL_DIR}/mad.pxi"]
+HEADERS += [f"{C_SRC_DIR}/engine.h", f"{C_SRC_DIR}/engine_float.h", f"{KERNEL_DIR}/engine.pxi"]
 
 
 def target_arch() -> str:
@@ -195,7 +252,8 @@ class BuildKernels(build_ext):
 extensions = [
     Extension(
         "bitnet_lab._kernels",
-        sources=[f"{KERNEL_DIR}/_kernels.pyx", f"{C_SRC_DIR}/bl_dispatch.c"],
+        sources=[f"{KERNEL_DIR}/_kernels.pyx", f"{C_SRC_DIR}/bl_dispatch.c", f"{C_SRC_DIR}/mad_dispatch.c",
+                 f"{C_SRC_DIR}/engine.c"],
         # The per-ISA files are linked as objects; listing them here makes a change to any
         # of them relink the module.
         depends=[*HEADERS, *(s.path for s in ISA_SOURCES)],

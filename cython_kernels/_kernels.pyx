@@ -252,3 +252,11 @@ def pack_i2_s(t, int isa, int threads, name=None):
             f"{who}: a ({M}, {K}) ternary tensor holds {total} value(s) outside {{-1, 0, 1}}; "
             f"first at row {row}, column {col} (value {int(t[row, col])})")
     return out
+
+
+include "ceilings.pxi"  # machine-ceiling microkernels for bitnet_lab.bench
+include "lut.pxi"  # TL1 / TL2 LUT kernels (src/bl_lut.h)
+
+
+include "mad.pxi"  # MAD family: quantize_act, I2_S / TQ2_0 / TQ1_0 GEMV and GEMM (src/bl_mad.h)
+include "engine.pxi"  # native engine: the whole forward pass in one call (src/engine.h)

@@ -14,6 +14,7 @@
  *             reported as -1 and the neon_dotprod level stays off.
  */
 #include "bl_kernels.h"
+#include "bl_mad.h" /* bl_mad_defaults: the MAD kernels of each level */
 
 #include <stddef.h>
 
@@ -82,6 +83,15 @@ static bl_isa_kernels built_table[BL_ISA_COUNT];
 static int supported[BL_ISA_COUNT];
 static int initialised = 0;
 
+/* Put one level's LUT kernels (bl_lut.h) into the table. */
+static void set_lut(int isa, bl_tl1_build_lut_fn b1, bl_tl2_build_lut_fn b2, bl_tl1_gemv_fn g1,
+                    bl_tl2_gemv_fn g2) {
+    built_table[isa].tl1_build_lut = b1;
+    built_table[isa].tl2_build_lut = b2;
+    built_table[isa].tl1_gemv = g1;
+    built_table[isa].tl2_gemv = g2;
+}
+
 void bl_dispatch_init(void) {
     if (initialised) return;
     read_cpu_features();
@@ -104,7 +114,11 @@ void bl_dispatch_init(void) {
     built_table[BL_ISA_AVX512VNNI].unpack_i2_s = bl_unpack_i2_s_avx512vnni;
     built_table[BL_ISA_AVX512VNNI].pack_i2_s = bl_pack_i2_s_avx512vnni;
 #endif
-    /* BL_ISA_AVXVNNI: reserved for the matmul kernels; no codec of its own is built. */
+#if defined(BL_BUILD_AVXVNNI) && defined(BL_BUILD_AVX2)
+    /* AVX-VNNI adds only dot products: the avxvnni level's codec is AVX2's. */
+    built_table[BL_ISA_AVXVNNI].unpack_i2_s = bl_unpack_i2_s_avx2;
+    built_table[BL_ISA_AVXVNNI].pack_i2_s = bl_pack_i2_s_avx2;
+#endif
 #elif defined(BL_TARGET_ARM64)
     supported[BL_ISA_NEON] = has(F_NEON);
     supported[BL_ISA_NEON_DOTPROD] = has(F_NEON) && has(F_DOTPROD);
@@ -116,6 +130,22 @@ void bl_dispatch_init(void) {
     built_table[BL_ISA_NEON_DOTPROD].pack_i2_s = bl_pack_i2_s_neon;
 #endif
 #endif
+    for (int i = 0; i < BL_ISA_COUNT; ++i) built_table[i].mad = bl_mad_defaults(i); /* mad_dispatch.c */
+    /* LUT family: own kernels for scalar, avx2 and neon. avxvnni / avx512vnni and neon_dotprod
+     * add only dot products, which table lookups do not use: they run the AVX2 / NEON ones. */
+    set_lut(BL_ISA_SCALAR, bl_tl1_build_lut_scalar, bl_tl2_build_lut_scalar, bl_tl1_gemv_scalar,
+            bl_tl2_gemv_scalar);
+#if defined(BL_BUILD_LUT_AVX2)
+    set_lut(BL_ISA_AVX2, bl_tl1_build_lut_avx2, bl_tl2_build_lut_avx2, bl_tl1_gemv_avx2, bl_tl2_gemv_avx2);
+    set_lut(BL_ISA_AVXVNNI, bl_tl1_build_lut_avx2, bl_tl2_build_lut_avx2, bl_tl1_gemv_avx2, bl_tl2_gemv_avx2);
+    set_lut(BL_ISA_AVX512VNNI, bl_tl1_build_lut_avx2, bl_tl2_build_lut_avx2, bl_tl1_gemv_avx2,
+            bl_tl2_gemv_avx2);
+#endif
+#if defined(BL_BUILD_LUT_NEON)
+    set_lut(BL_ISA_NEON, bl_tl1_build_lut_neon, bl_tl2_build_lut_neon, bl_tl1_gemv_neon, bl_tl2_gemv_neon);
+    set_lut(BL_ISA_NEON_DOTPROD, bl_tl1_build_lut_neon, bl_tl2_build_lut_neon, bl_tl1_gemv_neon,
+            bl_tl2_gemv_neon);
+#endif
     initialised = 1;
 }
 
@@ -123,7 +153,8 @@ const char *bl_isa_name(int isa) { return (isa >= 0 && isa < BL_ISA_COUNT) ? isa
 
 int bl_isa_built(int isa) {
     if (isa < 0 || isa >= BL_ISA_COUNT) return 0;
-    return built_table[isa].unpack_i2_s != NULL && built_table[isa].pack_i2_s != NULL;
+    return built_table[isa].unpack_i2_s != NULL && built_table[isa].pack_i2_s != NULL && built_table[isa].mad != NULL &&
+           built_table[isa].tl1_gemv != NULL;
 }
 
 int bl_isa_supported(int isa) { return (isa >= 0 && isa < BL_ISA_COUNT) ? supported[isa] : 0; }

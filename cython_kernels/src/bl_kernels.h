@@ -17,6 +17,8 @@
 
 #include <stdint.h>
 
+#include "bl_lut.h" /* TL1 / TL2 LUT kernels: types of the tl* fields below */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -29,7 +31,7 @@ extern "C" {
 typedef enum {
     BL_ISA_SCALAR = 0,       /* portable C, no SIMD flags                                  */
     BL_ISA_AVX2 = 1,         /* x86-64: AVX2 + FMA                                         */
-    BL_ISA_AVXVNNI = 2,      /* x86-64: AVX2 + AVX-VNNI (reserved: no kernel built yet)    */
+    BL_ISA_AVXVNNI = 2,      /* x86-64: AVX2 + AVX-VNNI (MAD kernels; codec is AVX2's)     */
     BL_ISA_AVX512VNNI = 3,   /* x86-64: AVX-512 F/BW/VL + VNNI                             */
     BL_ISA_NEON = 4,         /* aarch64: Advanced SIMD (always present)                    */
     BL_ISA_NEON_DOTPROD = 5, /* aarch64: NEON + SDOT/UDOT (ASIMDDP)                        */
@@ -51,11 +53,22 @@ typedef bl_status (*bl_unpack_i2_s_fn)(const uint8_t *packed, int8_t *out, int64
 /* pack: t (128 * n_blocks int8 in {-1, 0, 1}) -> packed (32 * n_blocks bytes). */
 typedef bl_status (*bl_pack_i2_s_fn)(const int8_t *t, uint8_t *packed, int64_t n_blocks);
 
+/* The MAD family's kernels of one level (quantize_act, I2_S/TQ2_0/TQ1_0 GEMV and GEMM):
+ * defined and documented in bl_mad.h. */
+struct bl_mad_kernels;
+
 /* One row of the dispatch table: the kernels of one ISA level. */
 typedef struct {
     const char *name;
     bl_unpack_i2_s_fn unpack_i2_s;
     bl_pack_i2_s_fn pack_i2_s;
+    const struct bl_mad_kernels *mad; /* bl_mad.h; never NULL for a built level */
+    /* LUT family (bl_lut.h). x86 levels above avx2 use the AVX2 LUT kernels, neon_dotprod
+     * uses NEON's; set for every built level. */
+    bl_tl1_build_lut_fn tl1_build_lut;
+    bl_tl2_build_lut_fn tl2_build_lut;
+    bl_tl1_gemv_fn tl1_gemv;
+    bl_tl2_gemv_fn tl2_gemv;
 } bl_isa_kernels;
 
 /* ---- per-ISA implementations (each defined only in its own file) ---------------------- */

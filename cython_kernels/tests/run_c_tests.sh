@@ -16,24 +16,19 @@ src="$here/../src"
 common=(-O3 -fno-strict-aliasing -ffp-contract=off -Wall -Wextra -I"$src")
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
+# shellcheck source=build_c_objects.sh
+source "$here/build_c_objects.sh"
 
 case "${1:-native}" in
 native)
-    cc="${CC:-gcc}"
-    "$cc" "${common[@]}" -c "$src/pack_scalar.c" -o "$out/scalar.o"
-    "$cc" "${common[@]}" -mavx2 -mfma -c "$src/pack_avx2.c" -o "$out/avx2.o"
-    "$cc" "${common[@]}" -mavx512f -mavx512bw -mavx512vl -mavx512vnni \
-        -c "$src/pack_avx512vnni.c" -o "$out/avx512.o"
-    "$cc" "${common[@]}" -DBL_BUILD_AVX2=1 -DBL_BUILD_AVX512VNNI=1 -c "$src/bl_dispatch.c" -o "$out/dispatch.o"
+    # the whole library: bl_dispatch.c links every family's kernels (build_c_objects.sh)
+    bl_build_objects native "$out"
     "$cc" "${common[@]}" "$here/test_codec.c" "$out"/*.o -o "$out/test_codec"
     "$out/test_codec"
     ;;
 aarch64)
-    cc="${CC:-aarch64-linux-gnu-gcc}"
     qemu="${QEMU:-qemu-aarch64}"
-    "$cc" "${common[@]}" -c "$src/pack_scalar.c" -o "$out/scalar.o"
-    "$cc" "${common[@]}" -c "$src/pack_neon.c" -o "$out/neon.o"
-    "$cc" "${common[@]}" -DBL_BUILD_NEON=1 -c "$src/bl_dispatch.c" -o "$out/dispatch.o"
+    bl_build_objects aarch64 "$out"
     "$cc" "${common[@]}" -static "$here/test_codec.c" "$out"/*.o -o "$out/test_codec"
     for cpu in max cortex-a53; do
         echo "== qemu-aarch64 -cpu $cpu"

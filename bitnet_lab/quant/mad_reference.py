@@ -1,0 +1,191 @@
+"""numpy twins of the MAD-family native kernels (the CPU reference the C kernels must match).
+
+Every native multiply-add kernel in ``bitnet_lab.kernels`` (I2_S, TQ2_0, TQ1_0 GEMV/GEMM) returns
+the exact integer ``Σ_k t[r, k]·q[n, k]`` per weight row r and activation row n, as int32. The
+functions here compute the same numbers the slow, obvious way: decode the ternary weights with
+the codecs of :mod:`bitnet_lab.quant.packing`, then an integer matrix product in int64, cast to
+int32 (exact: ``|Σ t·q| ≤ 128·K`` fits int32 for any K < 2²⁴, numerics.md §3.1).
+
+Activation quantisation has no twin here: it is :func:`bitnet_lab.quant.quantize_activations`
+itself (the numerics policy), which ``kernels.quantize_act`` must reproduce bit for bit.
+
+TQ2_0 / TQ1_0: these are llama.cpp's weight layouts, but the numerics are BitNet's — one int8
+activation row per token with one scale (numerics.md §2.1), not llama.cpp's per-256-block Q8_K
+activations. The per-block fp16 scales ``d`` are ignored by the integer product: it equals the
+dequantised product (up to the common scale) only when every non-zero ``d`` of the tensor is the
+same value and all-zero-scale blocks hold only zero weights — :func:`tq_uniform_scale` checks it.
+
+The int16-accumulator model (:func:`int16_accumulator_dot`) reproduces, lane by lane, the AVX2
+``maddubs`` kernel of bitnet.cpp (kernels.md §2.1, §2.3), so tests can show that a 32-block int16
+interval overflows on adversarial rows while the ≤ 16-block rule our kernels follow does not.
+
+Shapes: packed weights are flat uint8 blobs for an ``(M, K)`` tensor (torch order); ``q`` is int8
+``(K,)`` for a GEMV and ``Q`` int8 ``(N, K)`` for a GEMM; GEMV results are int32 ``(M,)``, GEMM
+results int32 ``(N, M)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bitnet_lab.errors import CodecError
+from bitnet_lab.quant import packing
+
+__all__ = [
+    "i2s_gemm_ref",
+    "i2s_gemv_ref",
+    "int16_accumulator_dot",
+    "raw_code_dot_ref",
+    "tq1_gemm_ref",
+    "tq1_gemv_ref",
+    "tq2_gemm_ref",
+    "tq2_gemv_ref",
+    "tq_uniform_scale",
+]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _act(q, K: int, what: str, batched: bool) -> np.ndarray:
+    """``q`` as int8 ``(K,)`` (GEMV) or ``(N, K)`` (GEMM), else CodecError with the shapes."""
+    if not isinstance(q, np.ndarray) or q.dtype != np.int8:
+        raise CodecError(f"{what}: activations must be an int8 numpy array; got {getattr(q, 'dtype', type(q).__name__)}")
+    want = 2 if batched else 1
+    if q.ndim != want or q.shape[-1] != K:
+        shape = "(N, K)" if batched else "(K,)"
+        raise CodecError(f"{what}: activations must have shape {shape} with K = {K}; got {q.shape}")
+    return q
+
+
+def _int_product(t: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """Exact ``Q @ tᵀ`` for int8 t (M, K) and int8 Q (N, K): int64 matmul, then int32 (N, M)."""
+    return (Q.astype(np.int64) @ t.astype(np.int64).T).astype(np.int32)
+
+
+# ----------------------------------------------------------------------------- I2_S
+
+
+def i2s_gemv_ref(packed, q: np.ndarray, M: int, K: int) -> np.ndarray:
+    """``Σ_k t[r, k]·q[k]`` for every row r of an I2_S tensor (128/32 layout): int32 (M,)."""
+    t = packing.unpack_i2_s(packed, M, K)
+    return _int_product(t, _act(q, K, "i2s_gemv_ref", False)[None, :])[0]
+
+
+def i2s_gemm_ref(packed, Q: np.ndarray, M: int, K: int) -> np.ndarray:
+    """``Σ_k t[r, k]·Q[n, k]`` for every activation row n and weight row r: int32 (N, M)."""
+    t = packing.unpack_i2_s(packed, M, K)
+    return _int_product(t, _act(Q, K, "i2s_gemm_ref", True))
+
+
+def raw_code_dot_ref(packed, q: np.ndarray, M: int, K: int) -> np.ndarray:
+    """``D = Σ_k c[r, k]·q[k]`` with the unsigned codes ``c = t + 1`` (what the u8 × s8 byte
+    instructions compute before the code-offset correction): int32 (M,).
+
+    ``D − Σ_k q[k]`` equals :func:`i2s_gemv_ref` (numerics.md §3.1); tests check the two
+    separately so an error in the correction cannot hide behind an error in the dot product.
+    """
+    c = packing.unpack_i2_s(packed, M, K).astype(np.int64) + 1
+    return (c @ _act(q, K, "raw_code_dot_ref", False).astype(np.int64)).astype(np.int32)
+
+
+def int16_accumulator_dot(packed, q: np.ndarray, M: int, K: int, widen_every: int) -> np.ndarray:
+    """Model of an AVX2 I2_S kernel with an int16 accumulator widened every ``widen_every`` blocks.
+
+    Per 128-weight block and per int16 lane ``l`` (0..15), the four ``_mm256_maddubs_epi16`` of
+    the block's planes add ``c[2l]·q[2l] + c[2l+1]·q[2l+1]`` of each plane (a saturating int16
+    pair sum — it never saturates for codes ≤ 2). The lanes are accumulated in **wrapping**
+    int16 (``_mm256_add_epi16``) for ``widen_every`` blocks, then widened to int32 and summed.
+    Returns ``D = Σ c·q`` as that kernel would: int32 (M,). Equal to :func:`raw_code_dot_ref`
+    exactly when no int16 lane leaves [−32768, 32767] — true for ``widen_every ≤ 16``
+    (kernels.md §2.3), not for bitnet.cpp's 32 on adversarial rows.
+    """
+    if widen_every < 1:
+        raise ValueError(f"widen_every must be >= 1, got {widen_every}")
+    q = _act(q, K, "int16_accumulator_dot", False)
+    c = packing.unpack_i2_s(packed, M, K).astype(np.int32) + 1
+    nb = K // 128
+    # (M, blocks, plane, 16 lanes, 2 products): pairs of adjacent elements of each 32-wide plane.
+    prod = (c.reshape(M, nb, 4, 16, 2) * q.astype(np.int32).reshape(1, nb, 4, 16, 2)).sum(axis=4)
+    pair = np.clip(prod, -32768, 32767)  # maddubs saturates each pair sum to int16
+    per_block = pair.sum(axis=2)  # (M, nb, 16): the four planes' maddubs added into the lanes
+    out = np.zeros(M, dtype=np.int64)
+    for start in range(0, nb, widen_every):  # loop over widening intervals only (few)
+        lanes = per_block[:, start : start + widen_every].sum(axis=1)
+        wrapped = ((lanes + 32768) % 65536) - 32768  # what the int16 accumulator holds
+        out += wrapped.sum(axis=1)
+    return out.astype(np.int32)
+
+
+# ----------------------------------------------------------------------------- TQ2_0 / TQ1_0
+
+
+def tq2_gemv_ref(data, q: np.ndarray, M: int, K: int) -> np.ndarray:
+    """``Σ_k t[r, k]·q[k]`` for a TQ2_0 tensor (block scales ignored, see module doc): int32 (M,)."""
+    t, _ = packing.unpack_tq2_0(data, M, K)
+    return _int_product(t, _act(q, K, "tq2_gemv_ref", False)[None, :])[0]
+
+
+def tq1_gemv_ref(data, q: np.ndarray, M: int, K: int) -> np.ndarray:
+    """``Σ_k t[r, k]·q[k]`` for a TQ1_0 tensor (block scales ignored, see module doc): int32 (M,)."""
+    t, _ = packing.unpack_tq1_0(data, M, K)
+    return _int_product(t, _act(q, K, "tq1_gemv_ref", False)[None, :])[0]
+
+
+def tq2_gemm_ref(data, Q: np.ndarray, M: int, K: int) -> np.ndarray:
+    """TQ2_0 batched product: int32 (N, M)."""
+    t, _ = packing.unpack_tq2_0(data, M, K)
+    return _int_product(t, _act(Q, K, "tq2_gemm_ref", True))
+
+
+def tq1_gemm_ref(data, Q: np.ndarray, M: int, K: int) -> np.ndarray:
+    """TQ1_0 batched product: int32 (N, M)."""
+    t, _ = packing.unpack_tq1_0(data, M, K)
+    return _int_product(t, _act(Q, K, "tq1_gemm_ref", True))
+
+
+def tq_uniform_scale(block_scales: np.ndarray, t: np.ndarray | None = None, *, name: str | None = None) -> np.float32:
+    """The one scale shared by every non-zero block scale of a TQ1_0/TQ2_0 tensor, as float32.
+
+    The native TQ kernels return the integer ``Σ t·q`` of the whole row and ignore the per-block
+    fp16 ``d``; ``d_common · Σ t·q`` is the dequantised product only when all non-zero ``d`` are
+    equal (true of every ternary × γ file: quantize gives ``d = fp16(γ)`` for each block holding a
+    non-zero weight, 0 for all-zero blocks). Raises CodecError naming the first block whose scale
+    differs. Returns 0.0 when every scale is 0.
+
+    ``t`` (optional, int8 (M, K)): also check that blocks with ``d == 0`` hold only zero weights
+    (their weights would otherwise count in ``Σ t·q`` although they dequantise to 0).
+    """
+    who = f"tensor {name!r}" if name else "TQ tensor"
+    d = np.asarray(block_scales)
+    if d.dtype != np.float16:
+        raise CodecError(f"{who}: block scales must be float16 (as stored), got {d.dtype}")
+    if d.size == 0:
+        raise CodecError(f"{who}: no block scales")
+    flat = d.reshape(-1)
+    if not np.isfinite(flat).all():
+        i = int(np.flatnonzero(~np.isfinite(flat))[0])
+        raise CodecError(f"{who}: block scale {i} is {flat[i]} (not finite)")
+    nz = np.flatnonzero(flat != 0)
+    common = np.float16(0) if nz.size == 0 else flat[nz[0]]
+    bad = nz[flat[nz] != common]
+    if bad.size:
+        i = int(bad[0])
+        raise CodecError(
+            f"{who}: the native TQ kernels need one common non-zero block scale; block {nz[0]} "
+            f"has d = {float(common)!r} but block {i} has d = {float(flat[i])!r} "
+            f"({bad.size} of {nz.size} non-zero scales differ)"
+        )
+    if t is not None:
+        t = np.asarray(t)
+        if t.ndim != 2 or t.size != flat.size * packing.QK_K:
+            raise CodecError(f"{who}: t has shape {t.shape}, expected {flat.size * packing.QK_K} weights in 256-blocks")
+        zero_blocks = flat == 0
+        nonzero_w = (t.reshape(-1, packing.QK_K) != 0).any(axis=1)
+        clash = np.flatnonzero(zero_blocks & nonzero_w)
+        if clash.size:
+            raise CodecError(
+                f"{who}: {clash.size} block(s) have d = 0 but non-zero weights (first: block "
+                f"{int(clash[0])}); the native TQ kernels would count those weights"
+            )
+    return np.float32(common)

@@ -1,0 +1,269 @@
+# engine.pxi — the Cython side of the native engine (included by _kernels.pyx).
+#
+# Private: bitnet_lab/engine.py builds the arguments (weights as numpy arrays pointing into the
+# memory-mapped file, config numbers, caches) and validates everything a user can get wrong;
+# this file only turns them into the C structs of src/engine.h, holds references to every
+# array whose memory the C side points into, and calls bl_forward / bl_bitlinear WITHOUT the
+# GIL. Errors from C come back as bitnet_lab's exceptions with the C message.
+
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uintptr_t
+from libc.stdlib cimport calloc, free
+
+
+cdef extern from "engine.h" nogil:
+    ctypedef struct bl_tweight:
+        int32_t layout
+        int32_t has_out_scale
+        int64_t M, K, K_pad
+        const uint8_t *data
+        float gamma
+        float out_scale
+        int64_t BM, BK, bm
+
+    ctypedef struct bl_fmat:
+        int32_t type
+        int64_t rows, cols, row_bytes
+        const uint8_t *data
+
+    ctypedef struct bl_layer:
+        const float *attn_norm
+        const float *ffn_norm
+        const float *attn_sub_norm
+        const float *ffn_sub_norm
+        bl_tweight w[7]
+
+    ctypedef struct bl_model:
+        int64_t n_layers, hidden, n_heads, n_kv_heads, head_dim, ffn, vocab, rot_dim
+        int32_t rope_neox, act_relu2, sub_norms, rounding, kv_f16, lm_f16
+        float eps, kq_scale
+        bl_fmat embed, lm_head
+        const float *output_norm
+        const bl_layer *layers
+
+    ctypedef struct bl_kv:
+        void *k
+        void *v
+        int64_t n_ctx
+        const float *rope_cos
+        const float *rope_sin
+
+    ctypedef struct bl_error:
+        int code
+        char msg[512]
+
+    int BL_OK, BL_E_KERNEL, BL_E_DATA, BL_E_ARG, BL_E_NOMEM
+    int BL_CAP_LAYER_COUNT, BL_CAP_GLOBAL_COUNT, BL_P_COUNT, BL_CHUNK
+
+    const char *bl_capture_info(const bl_model *m, int layer, int c, int *dtype, int64_t *width)
+    int bl_forward(const bl_model *m, const bl_kv *kv, const int32_t *tokens, int64_t T, int64_t pos0,
+                   float *logits, int64_t logits_row0, void *const *caps, int isa, int n_threads,
+                   bl_error *err)
+    int bl_bitlinear(const bl_tweight *w, const float *x, int64_t N, float *y, int32_t *acc, int rounding,
+                     int isa, int n_threads, bl_error *err)
+    void bl_rms_norm_rows(const float *x, const float *w, float *y, int64_t N, int64_t n, float eps)
+    void bl_f32_to_f16_array(const float *x, uint16_t *y, int64_t n)
+
+
+ENGINE_CHUNK = BL_CHUNK
+_CAP_DTYPES = {0: np.float32, 1: np.int8, 2: np.int32}
+
+
+cdef uintptr_t _addr(a, str what, dtype=None) except 0:
+    """Address of the first element of a C-contiguous, non-empty ndarray (kept alive by the
+    caller). ``dtype`` (optional) is checked."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{what}: expected a numpy array, got {type(a).__name__}")
+    if dtype is not None and a.dtype != dtype:
+        raise TypeError(f"{what}: expected dtype {np.dtype(dtype)}, got {a.dtype}")
+    if not a.flags.c_contiguous:
+        raise TypeError(f"{what}: array must be C-contiguous")
+    if a.size == 0:
+        raise ValueError(f"{what}: array is empty")
+    return <uintptr_t>a.ctypes.data
+
+
+cdef _raise(bl_error *err):
+    from bitnet_lab.errors import BitnetLabError, CodecError, KernelError
+    msg = err.msg.decode("utf-8", "replace")
+    if err.code == BL_E_KERNEL:
+        raise KernelError(msg)
+    if err.code == BL_E_DATA:
+        raise CodecError(msg)
+    if err.code == BL_E_NOMEM:
+        raise MemoryError(msg)
+    raise BitnetLabError(msg)
+
+
+cdef class EngineCore:
+    """The C model struct over numpy arrays (see bitnet_lab/engine.py, which builds it).
+
+    ``dims``: dict of the bl_model numbers; ``layers``: one dict per layer with the norm
+    weights (f32 arrays or None) and ``w``: 7 tuples ``(layout, data, M, K, K_pad, gamma,
+    out_scale or None, (BM, BK, bm) or None)`` in projection order; ``embed``/``lm_head``:
+    ``(ftype, array)`` with the array 2-D (rows, row bytes) uint8 or typed rows.
+    """
+
+    cdef bl_model model
+    cdef bl_layer *layers
+    cdef list _keep
+
+    def __cinit__(self):
+        self.layers = NULL
+        self._keep = []
+
+    def __dealloc__(self):
+        free(self.layers)
+
+    def __init__(self, dict dims, list layers, tuple embed, tuple lm_head, output_norm):
+        cdef int64_t L = len(layers)
+        cdef int64_t i
+        cdef int p
+        cdef bl_model *m = &self.model
+        self.layers = <bl_layer *>calloc(L if L > 0 else 1, sizeof(bl_layer))
+        if self.layers == NULL:
+            raise MemoryError("EngineCore: cannot allocate the layer table")
+        m.n_layers = L
+        m.hidden = dims["hidden"]
+        m.n_heads = dims["n_heads"]
+        m.n_kv_heads = dims["n_kv_heads"]
+        m.head_dim = dims["head_dim"]
+        m.ffn = dims["ffn"]
+        m.vocab = dims["vocab"]
+        m.rot_dim = dims["rot_dim"]
+        m.rope_neox = dims["rope_neox"]
+        m.act_relu2 = dims["act_relu2"]
+        m.sub_norms = dims["sub_norms"]
+        m.rounding = dims["rounding"]
+        m.kv_f16 = dims["kv_f16"]
+        m.lm_f16 = dims["lm_f16"]
+        m.eps = dims["eps"]
+        m.kq_scale = dims["kq_scale"]
+        self._set_fmat(&m.embed, embed, "token_embd")
+        self._set_fmat(&m.lm_head, lm_head, "lm_head")
+        m.output_norm = <const float *>_addr(output_norm, "output_norm", np.float32)
+        self._keep.append(output_norm)
+        for i in range(L):
+            spec = layers[i]
+            for key in ("attn_norm", "ffn_norm", "attn_sub_norm", "ffn_sub_norm"):
+                arr = spec.get(key)
+                if arr is not None:
+                    self._keep.append(arr)
+            self.layers[i].attn_norm = <const float *>_addr(spec["attn_norm"], "attn_norm", np.float32)
+            self.layers[i].ffn_norm = <const float *>_addr(spec["ffn_norm"], "ffn_norm", np.float32)
+            if m.sub_norms:
+                self.layers[i].attn_sub_norm = <const float *>_addr(spec["attn_sub_norm"], "attn_sub_norm", np.float32)
+                self.layers[i].ffn_sub_norm = <const float *>_addr(spec["ffn_sub_norm"], "ffn_sub_norm", np.float32)
+            for p in range(BL_P_COUNT):
+                self._set_tweight(&self.layers[i].w[p], spec["w"][p])
+        m.layers = self.layers
+
+    cdef _set_fmat(self, bl_fmat *f, tuple spec, str what):
+        ftype, arr = spec
+        f.type = ftype
+        f.rows = self.model.vocab
+        f.cols = self.model.hidden
+        f.row_bytes = arr.nbytes // f.rows
+        f.data = <const uint8_t *>_addr(arr, what)
+        self._keep.append(arr)
+
+    cdef _set_tweight(self, bl_tweight *w, tuple spec):
+        layout, data, M, K, K_pad, gamma, out_scale, tiling = spec
+        w.layout = layout
+        w.M = M
+        w.K = K
+        w.K_pad = K_pad
+        w.data = <const uint8_t *>_addr(data, "weight data", np.uint8)
+        w.gamma = gamma
+        w.has_out_scale = out_scale is not None
+        w.out_scale = out_scale if out_scale is not None else 1.0
+        if tiling is not None:
+            w.BM, w.BK, w.bm = tiling
+        self._keep.append(data)
+
+    def capture_specs(self):
+        """[(name, dtype, width)] of the per-layer captures, then of the global ones."""
+        cdef int dt
+        cdef int64_t width
+        cdef int c
+        per_layer, glob = [], []
+        for c in range(BL_CAP_LAYER_COUNT):
+            name = bl_capture_info(&self.model, 1, c, &dt, &width)
+            per_layer.append((name.decode(), _CAP_DTYPES[dt], width))
+        for c in range(BL_CAP_GLOBAL_COUNT):
+            name = bl_capture_info(&self.model, 0, c, &dt, &width)
+            glob.append((name.decode(), _CAP_DTYPES[dt], width))
+        return per_layer, glob
+
+    def forward(self, tokens, k, v, int64_t n_ctx, cos, sin, int64_t pos0, logits, int64_t logits_row0,
+                caps, int isa, int threads):
+        """Run bl_forward (arguments as in engine.h; validated by bitnet_lab/engine.py)."""
+        cdef bl_kv kv
+        cdef bl_error err
+        cdef int64_t T = tokens.shape[0]
+        cdef int rc
+        cdef int64_t ncap, i
+        cdef void **cap_ptrs = NULL
+        cdef const int32_t *tok = <const int32_t *>_addr(tokens, "tokens", np.int32)
+        cdef float *out = <float *>_addr(logits, "logits", np.float32)
+        kv.k = <void *>_addr(k, "cache k")
+        kv.v = <void *>_addr(v, "cache v")
+        kv.n_ctx = n_ctx
+        kv.rope_cos = <const float *>_addr(cos, "rope cos", np.float32)
+        kv.rope_sin = <const float *>_addr(sin, "rope sin", np.float32)
+        if caps is not None:
+            ncap = self.model.n_layers * BL_CAP_LAYER_COUNT + BL_CAP_GLOBAL_COUNT
+            if len(caps) != ncap:
+                raise ValueError(f"caps: expected {ncap} entries, got {len(caps)}")
+            cap_ptrs = <void **>calloc(ncap, sizeof(void *))
+            if cap_ptrs == NULL:
+                raise MemoryError("forward: cannot allocate the capture table")
+            try:
+                for i in range(ncap):
+                    if caps[i] is not None:
+                        cap_ptrs[i] = <void *>_addr(caps[i], "capture")
+            except BaseException:
+                free(cap_ptrs)
+                raise
+        with nogil:
+            rc = bl_forward(&self.model, &kv, tok, T, pos0, out, logits_row0, cap_ptrs, isa, threads, &err)
+        free(cap_ptrs)
+        if rc != BL_OK:
+            _raise(&err)
+
+    def bitlinear(self, int layer, int slot, x, int isa, int threads, bint want_acc):
+        """One projection of layer ``layer`` (slot in projection order) on x (N, K) f32 rows:
+        returns (y (N, M) f32, acc (N, M) int32 or None)."""
+        cdef bl_error err
+        cdef int rc
+        cdef bl_tweight *w = &self.layers[layer].w[slot]
+        cdef int64_t N = x.shape[0]
+        y = np.empty((N, w.M), dtype=np.float32)
+        acc = np.empty((N, w.M), dtype=np.int32) if want_acc else None
+        cdef const float *xp = <const float *>_addr(x, "x", np.float32)
+        cdef float *yp = <float *>_addr(y, "y", np.float32)
+        cdef int32_t *ap = NULL
+        if want_acc:
+            ap = <int32_t *>_addr(acc, "acc", np.int32)
+        with nogil:
+            rc = bl_bitlinear(w, xp, N, yp, ap, self.model.rounding, isa, threads, &err)
+        if rc != BL_OK:
+            _raise(&err)
+        return y, acc
+
+
+def engine_rms_norm(x, w, float eps):
+    """Test hook: the engine's RMSNorm of each row of x (N, n) f32 with weight w (n,) f32."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    y = np.empty_like(x)
+    bl_rms_norm_rows(<const float *>_addr(x, "x"), <const float *>_addr(w, "w"), <float *>_addr(y, "y"),
+                     x.shape[0], x.shape[1], eps)
+    return y
+
+
+def engine_f32_to_f16(x):
+    """Test hook: the engine's f32 -> fp16 rounding (bits as uint16) of a 1-D f32 array."""
+    x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    y = np.empty(x.shape, dtype=np.uint16)
+    bl_f32_to_f16_array(<const float *>_addr(x, "x"), <uint16_t *>_addr(y, "y"), x.shape[0])
+    return y

@@ -1,0 +1,121 @@
+/* bl_lut.h — TL1 / TL2 lookup-table kernels: LUT construction and GEMV, one implementation
+ * per ISA level (lut_scalar.c, lut_avx2.c, lut_neon.c). Self-contained (only <stdint.h>), so
+ * a C caller (the engine) can include it alone; bl_kernels.h includes it and puts the
+ * functions into the dispatch table (fields tl1_build_lut, tl2_build_lut, tl1_gemv, tl2_gemv).
+ * numpy twins and the full statement of the layouts: bitnet_lab/quant/lut.py (tables) and
+ * bitnet_lab/quant/packing.py (packed weights). Facts: kernels.md §3–§5, formats.md §3.2–3.3.
+ *
+ * ---- activations ---------------------------------------------------------------------------
+ * Input is an already quantised int8 row q[K] (bitnet_lab's activation policy; its scale s_x
+ * is applied by the caller's epilogue acc / s_x * gamma). Any int8 value is allowed, -128
+ * included: every result is exact.
+ *
+ * ---- LUT buffer (byte-plane form) ----------------------------------------------------------
+ * One 32-byte table per activation group, in activation order: table j at lut + 32*j,
+ * bytes 0..15 = low bytes of entries 0..15, bytes 16..31 = high bytes (int16 two's
+ * complement); entry e = (int16_t)(lut[32j+16+e] << 8 | lut[32j+e]).
+ *   TL1 (pair j = q[2j], q[2j+1]):  entry 3*t0 + t1 + 4 = t0*q[2j] + t1*q[2j+1]; 9..15 = 0.
+ *   TL2 (triple j = q[3j..3j+2]):   entry m = t0*b0 + t1*b1 + t2*b2 for 9*t0 + 3*t1 + t2 = +m;
+ *                                   14, 15 = 0. Then the tail's TL1 pair tables.
+ * A TL1 row needs BL_TL1_LUT_BYTES(K) = 16*K bytes; a TL2 row BL_TL2_LUT_BYTES(K, BK).
+ * Tables are independent: building q[a .. b) (a, b multiples of 2 for TL1) into
+ * lut + 16*a gives the same bytes as the slice of the whole-row build, so a caller may build
+ * a row's LUT in parallel pieces.
+ *
+ * ---- GEMV --------------------------------------------------------------------------------
+ * out[r] = sum_k t[r, k] * q[k] (exact int32) for the rows r in [r0, r1), read from the packed
+ * bytes `data` of the whole (M, K) tensor (the file's blob: TL1 M*K/4 bytes, TL2 index
+ * nibbles + sign plane + pair tail as in packing.py) through the row's LUT. `out` is the base
+ * of the caller's M-vector; only out[r0 .. r1) is written. r0 and r1 must be multiples of the
+ * sub-tile height (bm for TL1, 32 for TL2) with 0 <= r0 <= r1 <= M — row ranges of different
+ * calls are independent, so threads may split the rows any way at that granularity and the
+ * results are identical. Tiling: BM, BK, bm as runtime arguments; the caller guarantees a
+ * legal tiling (bitnet_lab.quant.tiling.validate_tiling; BK <= 256) — the kernels do not
+ * re-check. No allocation, no global state; the kernels only read data and lut.
+ *
+ * Exactness: SIMD paths sum the looked-up entries in int16 and widen into int32 before any
+ * int16 accumulator can exceed 127 entries of |e| <= 256 (TL1 pairs) or 85 of |e| <= 384
+ * (TL2 triples): |sum| <= 32640 < 32767 for every int8 row (kernels.md §3.2, §4.2).
+ *
+ * Invalid indices (a TL1 / TL2-tail pair index > 8, a TL2 magnitude > 13) would read a
+ * padding entry 0. Every GEMV checks them (SIMD: a running byte max, then an exact scalar
+ * scan of the range when it fired) and returns their count and the smallest byte offset
+ * (from `data`) of a byte holding one; out[] of the range is then unspecified.
+ */
+#ifndef BL_LUT_H
+#define BL_LUT_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BL_LUT_TABLE_BYTES 32 /* one 16-entry int16 table in byte-plane form */
+#define BL_TL1_MAX_INDEX 8    /* pair index 3*t0 + t1 + 4 in 0..8 */
+#define BL_TL2_MAX_MAG 13     /* triple magnitude |9*t0 + 3*t1 + t2| in 0..13 */
+#define BL_TL2_SUBTILE 32     /* TL2 rows per sub-tile (bm) */
+#define BL_TL2_TAIL_BK 32     /* TL2 pair tail: columns per K-block */
+
+/* LUT bytes of one activation row. */
+#define BL_TL1_LUT_BYTES(K) ((int64_t)(K) / 2 * BL_LUT_TABLE_BYTES)
+#define BL_TL2_LUT_BYTES(K, BK)                                               \
+    ((((int64_t)(K) / (BK)) * (BK) / 3 + ((int64_t)(K) % (BK)) / 2) * BL_LUT_TABLE_BYTES)
+
+/* Invalid-index report of a GEMV range: count, and smallest byte offset in data (or -1). */
+typedef struct {
+    int64_t n_bad;
+    int64_t first_bad_byte;
+} bl_lut_status;
+
+/* TL1 tables of q[0 .. K) (K even) -> lut[0 .. 16*K). */
+typedef void (*bl_tl1_build_lut_fn)(const int8_t *q, int64_t K, uint8_t *lut);
+/* TL2 tables of q[0 .. K) under the K-tile BK: the three_k/3 triple tables of
+ * q[0 .. three_k), three_k = (K / BK) * BK, then the (K - three_k)/2 pair tables of the tail
+ * -> lut[0 .. BL_TL2_LUT_BYTES(K, BK)). */
+typedef void (*bl_tl2_build_lut_fn)(const int8_t *q, int64_t K, int64_t BK, uint8_t *lut);
+/* GEMV of rows [r0, r1) (see above). lut: the row's LUT from the matching build function. */
+typedef bl_lut_status (*bl_tl1_gemv_fn)(const uint8_t *data, const uint8_t *lut, int64_t M,
+                                        int64_t K, int64_t BM, int64_t BK, int64_t bm,
+                                        int64_t r0, int64_t r1, int32_t *out);
+typedef bl_lut_status (*bl_tl2_gemv_fn)(const uint8_t *data, const uint8_t *lut, int64_t M,
+                                        int64_t K, int64_t BM, int64_t BK, int64_t r0,
+                                        int64_t r1, int32_t *out);
+
+/* ---- per-ISA implementations ---------------------------------------------------------- */
+void bl_tl1_build_lut_scalar(const int8_t *q, int64_t K, uint8_t *lut);
+void bl_tl2_build_lut_scalar(const int8_t *q, int64_t K, int64_t BK, uint8_t *lut);
+bl_lut_status bl_tl1_gemv_scalar(const uint8_t *data, const uint8_t *lut, int64_t M, int64_t K,
+                                 int64_t BM, int64_t BK, int64_t bm, int64_t r0, int64_t r1,
+                                 int32_t *out);
+bl_lut_status bl_tl2_gemv_scalar(const uint8_t *data, const uint8_t *lut, int64_t M, int64_t K,
+                                 int64_t BM, int64_t BK, int64_t r0, int64_t r1, int32_t *out);
+
+void bl_tl1_build_lut_avx2(const int8_t *q, int64_t K, uint8_t *lut);
+void bl_tl2_build_lut_avx2(const int8_t *q, int64_t K, int64_t BK, uint8_t *lut);
+bl_lut_status bl_tl1_gemv_avx2(const uint8_t *data, const uint8_t *lut, int64_t M, int64_t K,
+                               int64_t BM, int64_t BK, int64_t bm, int64_t r0, int64_t r1,
+                               int32_t *out);
+bl_lut_status bl_tl2_gemv_avx2(const uint8_t *data, const uint8_t *lut, int64_t M, int64_t K,
+                               int64_t BM, int64_t BK, int64_t r0, int64_t r1, int32_t *out);
+
+void bl_tl1_build_lut_neon(const int8_t *q, int64_t K, uint8_t *lut);
+void bl_tl2_build_lut_neon(const int8_t *q, int64_t K, int64_t BK, uint8_t *lut);
+bl_lut_status bl_tl1_gemv_neon(const uint8_t *data, const uint8_t *lut, int64_t M, int64_t K,
+                               int64_t BM, int64_t BK, int64_t bm, int64_t r0, int64_t r1,
+                               int32_t *out);
+bl_lut_status bl_tl2_gemv_neon(const uint8_t *data, const uint8_t *lut, int64_t M, int64_t K,
+                               int64_t BM, int64_t BK, int64_t r0, int64_t r1, int32_t *out);
+
+/* Exact scans for invalid indices over rows [r0, r1) (lut_scalar.c); the SIMD GEMVs call
+ * them only after their cheap test fired. Same result as the scalar GEMVs' status. */
+bl_lut_status bl_tl1_scan(const uint8_t *data, int64_t M, int64_t K, int64_t BM, int64_t BK,
+                          int64_t bm, int64_t r0, int64_t r1);
+bl_lut_status bl_tl2_scan(const uint8_t *data, int64_t M, int64_t K, int64_t BM, int64_t BK,
+                          int64_t r0, int64_t r1);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BL_LUT_H */

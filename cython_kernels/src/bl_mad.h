@@ -1,0 +1,166 @@
+/* bl_mad.h — the MAD (multiply-add) kernel family: activation quantisation and the ternary
+ * integer products over I2_S, TQ2_0 and TQ1_0 weights (kernels.md §1–§2, numerics.md §2–§3).
+ *
+ * Callable from C without Python (the engine does): every function works on caller-owned
+ * buffers, allocates nothing, takes a half-open range of weight rows [r0, r1) (or activation
+ * rows) so the caller can split work across threads, and is pure integer arithmetic (quantize_act
+ * aside) — results are bit-identical for every ISA, row split and thread count.
+ *
+ * Which implementation to call: bl_isa_table(isa)->mad (bl_kernels.h) is the default set of one
+ * ISA level; bl_mad_version_*() (mad_dispatch.c) lists every numbered version of every op, for
+ * notebooks and benchmarks.
+ *
+ * ---- Operands ------------------------------------------------------------------------------
+ *  w        packed weights of the WHOLE (M, K) tensor (base pointer; the kernel indexes row r):
+ *             I2_S  (formats §3.1): K/4 bytes per row, row r at w + r*K/4, K % 128 == 0
+ *             TQ2_0 (formats §3.4): K/256 blocks of 66 bytes per row,     K % 256 == 0
+ *             TQ1_0 (formats §3.5): K/256 blocks of 54 bytes per row,     K % 256 == 0
+ *           Codes must be valid (I2_S/TQ2_0: no code 3; check at load). TQ block scales d are
+ *           ignored: the result is the integer Σ t·q, exact when every non-zero d is equal.
+ *  q        one int8 activation row (K,)             (GEMV)
+ *  Q        N int8 activation rows, row n at Q + n*K (GEMM)
+ *  sum_q    Σ_k q[k] (GEMV: a value; GEMM: N values), from quantize_act: the code-offset
+ *           correction Σ t·q = Σ c·q − Σ q with codes c = t + 1 (numerics §3.1)
+ *  out      GEMV: int32 base of (M,), the kernel writes out[r] for r in [r0, r1)
+ *           GEMM: int32 base of (N, ld_out), writes out[n*ld_out + r], n < N, r in [r0, r1)
+ *  Stack    GEMMs use ≈ 19 KiB of stack (a decoded 8-row panel + a token block of partial sums);
+ *           GEMVs and quantize_act < 4 KiB. Nothing is allocated on the heap.
+ *  Result   out = Σ_k t[r,k]·q[k] exactly (int32; |value| ≤ 128·K). Internal int32 accumulators
+ *           hold up to 256·K: K ≤ 2^22 (the Python wrappers check it; real models have K ≤ 65536).
+ *
+ * ---- Fault injection ------------------------------------------------------------------------
+ * bl_mad_set_fault(1 << BL_OP_<op>) makes that op deliberately wrong, for the tests of `verify`:
+ * a GEMV/GEMM adds 1 to out[0] (row 0, token 0) and quantize_act adds 1 to sum_q[0] — only in the
+ * call whose range starts at 0, so the wrong value is the same for every thread split. Each
+ * kernel reads the flag once per call (BL_MAD_FAULT below), never in its loops. Off by default.
+ */
+#ifndef BL_MAD_H
+#define BL_MAD_H
+
+#include <stdint.h>
+
+#include "bl_kernels.h" /* bl_status, bl_isa */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* TQ block sizes (formats §3.4, §3.5). */
+#define BL_TQ_BLOCK 256
+#define BL_TQ2_BLOCK_BYTES 66
+#define BL_TQ1_BLOCK_BYTES 54
+
+/* Rounding of x·s_x to an integer (numerics §2.1, §2.5). */
+enum {
+    BL_ROUND_HALF_EVEN = 0, /* bitnet.cpp fork nearest_int, torch.round, numpy rint   */
+    BL_ROUND_HALF_AWAY = 1  /* C roundf: later bitnet.cpp forks                          */
+};
+
+/* quantize_act: rows [r0, r1) of x (row r at x + r*K) -> q (row r at q + r*K), s_x[r], sum_q[r].
+ * Per row: amax = max(max_k |x_k|, 1e-5f) (float), s_x = fl32(127 / amax) computed in double
+ * then rounded once, q_k = clamp(round(fl32(x_k * s_x)), -128, 127), sum_q = Σ q_k — bit-identical
+ * to bitnet_lab.quant.quantize_activations. A row with a NaN or inf gets q = 0, s_x = 0,
+ * sum_q = 0 and is counted in the status (n_bad = such rows, first_bad = the first, as an absolute
+ * row index). All pointers are the bases of the whole (N, K) / (N,) arrays. */
+typedef bl_status (*bl_quantize_act_fn)(const float *x, int8_t *q, float *s_x, int32_t *sum_q, int64_t K,
+                                        int64_t r0, int64_t r1, int rounding);
+
+/* GEMV over weight rows [r0, r1): one activation row. */
+typedef void (*bl_gemv_fn)(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *out, int64_t K,
+                           int64_t r0, int64_t r1);
+
+/* GEMM over weight rows [r0, r1) and all N activation rows. */
+typedef void (*bl_gemm_fn)(const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int32_t *out,
+                           int64_t N, int64_t K, int64_t ld_out, int64_t r0, int64_t r1);
+
+/* The default MAD kernels of one ISA level (what bl_isa_table(isa)->mad points to). */
+typedef struct bl_mad_kernels {
+    bl_quantize_act_fn quantize_act;
+    bl_gemv_fn i2s_gemv;
+    bl_gemm_fn i2s_gemm;
+    bl_gemv_fn tq2_gemv;
+    bl_gemv_fn tq1_gemv;
+    bl_gemm_fn tq2_gemm;
+    bl_gemm_fn tq1_gemm;
+} bl_mad_kernels;
+
+/* ---- ops, versions, dispatch (mad_dispatch.c) ------------------------------------------- */
+typedef enum {
+    BL_OP_QUANTIZE_ACT = 0,
+    BL_OP_I2S_GEMV = 1,
+    BL_OP_I2S_GEMM = 2,
+    BL_OP_TQ2_GEMV = 3,
+    BL_OP_TQ1_GEMV = 4,
+    BL_OP_TQ2_GEMM = 5,
+    BL_OP_TQ1_GEMM = 6,
+    BL_OP_COUNT = 7
+} bl_mad_op;
+
+/* One numbered implementation of one op. Exactly one member of fn is set, by op. */
+typedef struct {
+    const char *name;        /* "v0", "v1", "v2", "avxvnni", "neon", "neon_dotprod", ...      */
+    int op;                  /* bl_mad_op                                                       */
+    int isa;                 /* bl_isa level whose CPU features it needs                        */
+    const char *description; /* one line                                                        */
+    union {
+        bl_quantize_act_fn act;
+        bl_gemv_fn gemv;
+        bl_gemm_fn gemm;
+    } fn;
+} bl_mad_version;
+
+const char *bl_mad_op_name(int op);  /* "quantize_act", "i2s_gemv", ...; NULL out of range   */
+int bl_mad_version_count(void);      /* every version compiled into this build               */
+const bl_mad_version *bl_mad_version_at(int i);
+/* The default kernels of an ISA level, or NULL when the level is not built. (Whether the CPU
+ * can run it is bl_isa_supported's business.) Used by bl_dispatch_init to fill the table. */
+const bl_mad_kernels *bl_mad_defaults(int isa);
+
+/* Fault injection: a bit mask of (1 << bl_mad_op); 0 = off (the default). */
+void bl_mad_set_fault(int mask);
+int bl_mad_get_fault(void);
+extern volatile int bl_mad_fault_mask;
+#define BL_MAD_FAULT(op) ((bl_mad_fault_mask >> (op)) & 1)
+
+/* ---- implementations (each defined in its own per-ISA file) ------------------------------- */
+/* act_<isa>.c */
+bl_status bl_quantize_act_scalar(const float *, int8_t *, float *, int32_t *, int64_t, int64_t, int64_t, int);
+bl_status bl_quantize_act_avx2(const float *, int8_t *, float *, int32_t *, int64_t, int64_t, int64_t, int);
+bl_status bl_quantize_act_avx512(const float *, int8_t *, float *, int32_t *, int64_t, int64_t, int64_t, int);
+bl_status bl_quantize_act_neon(const float *, int8_t *, float *, int32_t *, int64_t, int64_t, int64_t, int);
+
+#define BL_DECLARE_MAD(sfx)                                                                          \
+    void bl_i2s_gemv_##sfx(const uint8_t *, const int8_t *, int32_t, int32_t *, int64_t, int64_t, int64_t); \
+    void bl_i2s_gemm_##sfx(const uint8_t *, const int8_t *, const int32_t *, int32_t *, int64_t, int64_t,   \
+                           int64_t, int64_t, int64_t);
+#define BL_DECLARE_TQ(sfx)                                                                           \
+    void bl_tq2_gemv_##sfx(const uint8_t *, const int8_t *, int32_t, int32_t *, int64_t, int64_t, int64_t); \
+    void bl_tq1_gemv_##sfx(const uint8_t *, const int8_t *, int32_t, int32_t *, int64_t, int64_t, int64_t); \
+    void bl_tq2_gemm_##sfx(const uint8_t *, const int8_t *, const int32_t *, int32_t *, int64_t, int64_t,   \
+                           int64_t, int64_t, int64_t);                                                      \
+    void bl_tq1_gemm_##sfx(const uint8_t *, const int8_t *, const int32_t *, int32_t *, int64_t, int64_t,   \
+                           int64_t, int64_t, int64_t);
+
+BL_DECLARE_MAD(v0)           /* mad_scalar.c      */
+BL_DECLARE_TQ(v0)            /* mad_scalar.c      */
+BL_DECLARE_MAD(v1)           /* mad_avx2.c        */
+/* mad_avx2.c: the v1 GEMV widening to int32 after every block (measured against v1) */
+void bl_i2s_gemv_v1w1(const uint8_t *, const int8_t *, int32_t, int32_t *, int64_t, int64_t, int64_t);
+BL_DECLARE_TQ(v1)            /* mad_avx2.c        */
+BL_DECLARE_MAD(avxvnni)      /* mad_avxvnni.c     */
+BL_DECLARE_MAD(v2)           /* mad_avx512vnni.c  */
+BL_DECLARE_TQ(v2)            /* mad_avx512vnni.c  */
+/* mad_avx512vnni.c: v3 = v2 without shifts (planes masked in place, rescaled at the end) */
+void bl_i2s_gemv_v3(const uint8_t *, const int8_t *, int32_t, int32_t *, int64_t, int64_t, int64_t);
+void bl_tq2_gemv_v3(const uint8_t *, const int8_t *, int32_t, int32_t *, int64_t, int64_t, int64_t);
+BL_DECLARE_MAD(neon)         /* mad_neon.c        */
+BL_DECLARE_MAD(neon_dotprod) /* mad_neon_dotprod.c */
+
+/* Shared scalar helper: Σ q[k] over K int8 (exact int32). */
+int32_t bl_sum_i8(const int8_t *q, int64_t K);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BL_MAD_H */

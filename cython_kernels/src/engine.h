@@ -1,0 +1,169 @@
+/* engine.h — the native forward pass of bitnet_lab: structs and entry points.
+ *
+ * The whole model step (embedding -> layers -> lm_head) is ONE C call, bl_forward(), run
+ * without the GIL inside one OpenMP parallel region. The weights are never copied: every
+ * bl_tweight points into the memory-mapped file (or, for layouts the kernels cannot read, into
+ * an I2_S repack made once at load by bitnet_lab/engine.py). The ternary products go through
+ * the dispatch table of bl_kernels.h (MAD kernels: bl_mad.h, LUT kernels: bl_lut.h); the float
+ * side (norms, RoPE, attention, activations, lm_head) is engine.c + engine_float.h.
+ *
+ * Numerics: the JAX reference (bitnet_lab/reference/layers.py) is the judge; engine.c mirrors
+ * each of its choices and says so where it makes one. Every float reduction is done by one
+ * thread in an order independent of the thread count, so the logits are bit-identical for any
+ * `n_threads`, and (engine_float.h: one canonical order) for every ISA level.
+ *
+ * Shapes below: L layers, H hidden, nh / nkv heads, d head_dim, I ffn, V vocab, T tokens.
+ */
+#ifndef BL_ENGINE_H
+#define BL_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine_float.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- weights ------------------------------------------------------------------------------ */
+
+/* Ternary layouts the engine multiplies (formats.md §3). */
+typedef enum {
+    BL_W_I2S = 0,   /* MAD kernels, K_pad/4 bytes per row                                  */
+    BL_W_TQ2_0 = 1, /* MAD kernels, 66-byte blocks of 256; uniform block scale = gamma     */
+    BL_W_TQ1_0 = 2, /* MAD kernels, 54-byte blocks of 256; uniform block scale = gamma     */
+    BL_W_TL1 = 3,   /* LUT kernels, tiling (BM, BK, bm)                                    */
+    BL_W_TL2 = 4,   /* LUT kernels, tiling (BM, BK, 32)                                    */
+    BL_W_COUNT = 5
+} bl_wlayout;
+
+/* One ternary projection W = gamma · t, shape (M, K) in torch order. */
+typedef struct {
+    int32_t layout;        /* bl_wlayout                                                     */
+    int32_t has_out_scale; /* old `bitnet` arch: multiply the output by out_scale            */
+    int64_t M, K;          /* output rows, input columns                                     */
+    int64_t K_pad;         /* columns per packed row: K, or K rounded up to 128 for an I2_S
+                              repack of a K % 128 != 0 weight (zero weights in the padding)  */
+    const uint8_t *data;   /* packed bytes of the whole tensor (no scale tail)               */
+    float gamma;           /* per-tensor scale (TQ: the uniform fp16 block scale, widened)   */
+    float out_scale;       /* the `.scale` tensor's value; 1.0f when absent                  */
+    int64_t BM, BK, bm;    /* TL1 / TL2 tiling (kernels.md §5); 0 otherwise                  */
+} bl_tweight;
+
+/* A float matrix read row by row (embedding, lm_head). */
+typedef struct {
+    int32_t type;        /* bl_ftype (engine_float.h): F32, F16, Q8_0                        */
+    int64_t rows, cols;  /* (V, H)                                                           */
+    int64_t row_bytes;   /* bytes per row: 4·cols, 2·cols or 34·cols/32                      */
+    const uint8_t *data; /* rows, contiguous                                                 */
+} bl_fmat;
+
+/* Projection slots of a layer, in the order of reference/weights.py PROJECTIONS. */
+enum { BL_P_Q = 0, BL_P_K, BL_P_V, BL_P_O, BL_P_GATE, BL_P_UP, BL_P_DOWN, BL_P_COUNT };
+
+typedef struct {
+    const float *attn_norm;     /* (H)                                                     */
+    const float *ffn_norm;      /* (H)                                                     */
+    const float *attn_sub_norm; /* (nh·d), NULL without sub-norms                          */
+    const float *ffn_sub_norm;  /* (I),    NULL without sub-norms                          */
+    bl_tweight w[BL_P_COUNT];   /* q (nh·d, H), k, v (nkv·d, H), o (H, nh·d), gate, up (I, H),
+                                   down (H, I)                                            */
+} bl_layer;
+
+typedef struct {
+    int64_t n_layers, hidden, n_heads, n_kv_heads, head_dim, ffn, vocab;
+    int64_t rot_dim;        /* rotated dims per head (<= head_dim, even)                      */
+    int32_t rope_neox;      /* 1: dim i pairs with i + rot/2; 0: 2i with 2i+1 (numerics §5)   */
+    int32_t act_relu2;      /* 1: relu(g)²·u; 0: silu(g)·u (numerics §7)                      */
+    int32_t sub_norms;      /* attn_sub_norm / ffn_sub_norm present (numerics §8)             */
+    int32_t rounding;       /* BL_ROUND_HALF_EVEN / BL_ROUND_HALF_AWAY (bl_mad.h)             */
+    int32_t kv_f16;         /* K/V cache in fp16; q and softmax rounded to fp16 (numerics §6) */
+    int32_t lm_f16;         /* round the final hidden state to fp16 before the lm_head        */
+    float eps;              /* RMSNorm epsilon, as f32                                        */
+    float kq_scale;         /* 1.0f / sqrtf(head_dim)                                         */
+    bl_fmat embed;          /* token_embd (V, H)                                              */
+    bl_fmat lm_head;        /* output (V, H); the same matrix as embed when tied              */
+    const float *output_norm; /* (H)                                                          */
+    const bl_layer *layers;   /* [n_layers]                                                   */
+} bl_model;
+
+/* KV cache of one sequence, and the RoPE tables for its positions. */
+typedef struct {
+    void *k;               /* (L, nkv, n_ctx, d) f32, or fp16 bits when kv_f16; K after RoPE */
+    void *v;               /* same shape                                                     */
+    int64_t n_ctx;         /* positions the cache holds                                      */
+    const float *rope_cos; /* (n_ctx, rot/2): cos θ[p, i] (bitnet_lab/engine.py rope tables) */
+    const float *rope_sin; /* (n_ctx, rot/2)                                                 */
+} bl_kv;
+
+/* ---- captures ------------------------------------------------------------------------------ */
+
+/* Per-layer intermediates, named as the reference's captures (reference/model.py docstring).
+ * The capture argument of bl_forward is NULL or an array of BL_CAP_LAYER_COUNT·L +
+ * BL_CAP_GLOBAL_COUNT pointers, layer i's entry c at [i·BL_CAP_LAYER_COUNT + c], the global
+ * ones after them; each non-NULL pointer is a (T, width) row-major array of the capture's dtype
+ * (bl_capture_info). */
+enum {
+    BL_CAP_ATTN_NORM = 0, BL_CAP_ATTN_IN_Q, BL_CAP_ATTN_IN_SCALE, BL_CAP_ATTN_IN_SUM,
+    BL_CAP_ATTN_Q_ACC, BL_CAP_ATTN_Q_OUT, BL_CAP_ATTN_K_ACC, BL_CAP_ATTN_K_OUT,
+    BL_CAP_ATTN_V_ACC, BL_CAP_ATTN_V_OUT, BL_CAP_Q_ROPE, BL_CAP_K_ROPE, BL_CAP_ATTN_OUT,
+    BL_CAP_ATTN_SUB_NORM, BL_CAP_O_IN_Q, BL_CAP_O_IN_SCALE, BL_CAP_O_IN_SUM, BL_CAP_O_ACC,
+    BL_CAP_O_OUT, BL_CAP_ATTN_RESID, BL_CAP_FFN_NORM, BL_CAP_FFN_IN_Q, BL_CAP_FFN_IN_SCALE,
+    BL_CAP_FFN_IN_SUM, BL_CAP_GATE_ACC, BL_CAP_GATE_OUT, BL_CAP_UP_ACC, BL_CAP_UP_OUT,
+    BL_CAP_FFN_ACT, BL_CAP_FFN_SUB_NORM, BL_CAP_DOWN_IN_Q, BL_CAP_DOWN_IN_SCALE,
+    BL_CAP_DOWN_IN_SUM, BL_CAP_DOWN_ACC, BL_CAP_DOWN_OUT, BL_CAP_FFN_RESID,
+    BL_CAP_LAYER_COUNT
+};
+enum { BL_CAP_EMBD = 0, BL_CAP_OUTPUT_NORM, BL_CAP_GLOBAL_COUNT };
+
+/* Capture dtypes. */
+enum { BL_CAP_F32 = 0, BL_CAP_I8 = 1, BL_CAP_I32 = 2 };
+
+/* Name, dtype and row width of capture `c` (layer == 1: per-layer id, 0: global id); the
+ * name is NULL for an out-of-range id. Widths come from the model's dimensions. */
+const char *bl_capture_info(const bl_model *m, int layer, int c, int *dtype, int64_t *width);
+
+/* ---- entry points -------------------------------------------------------------------------- */
+
+/* What went wrong in a call (code != 0), with a message naming the tensor and the numbers. */
+typedef struct {
+    int code;
+    char msg[512];
+} bl_error;
+
+enum {
+    BL_OK = 0,
+    BL_E_KERNEL = 1, /* a kernel is missing at this ISA level                            */
+    BL_E_DATA = 2,   /* invalid packed data found by a kernel (e.g. a bad TL index)       */
+    BL_E_ARG = 3,    /* an argument the Python layer should have rejected                 */
+    BL_E_NOMEM = 4
+};
+
+/* Rows of one internal chunk: longer inputs are processed CHUNK rows at a time (bounded
+ * scratch); every row's arithmetic is independent of the chunking. */
+#define BL_CHUNK 64
+
+/* Run T tokens at positions pos0 .. pos0+T-1 through the model, appending their K/V to `kv`.
+ * logits: (T - logits_row0, V) f32, the logits of rows logits_row0 .. T-1 (logits_row0 = T-1
+ * for "last row only"; the lm_head is skipped for the others). caps: NULL or see above.
+ * isa: bl_isa level; n_threads >= 1. Returns BL_OK or an error code (err filled). */
+int bl_forward(const bl_model *m, const bl_kv *kv, const int32_t *tokens, int64_t T, int64_t pos0,
+               float *logits, int64_t logits_row0, void *const *caps, int isa, int n_threads,
+               bl_error *err);
+
+/* One BitLinear on N float rows: quantise each row of x (N, K) (rounding), exact ternary
+ * product, epilogue (acc / s_x) · gamma (· out_scale). y (N, M) f32; acc (N, M) int32 or NULL.
+ * The same code path as bl_forward's projections. */
+int bl_bitlinear(const bl_tweight *w, const float *x, int64_t N, float *y, int32_t *acc, int rounding,
+                 int isa, int n_threads, bl_error *err);
+
+/* Test hooks for the float side (the same functions bl_forward uses). */
+void bl_rms_norm_rows(const float *x, const float *w, float *y, int64_t N, int64_t n, float eps);
+void bl_f32_to_f16_array(const float *x, uint16_t *y, int64_t n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BL_ENGINE_H */

@@ -1,0 +1,138 @@
+/* mad_dispatch.c — the MAD family's registry: every numbered version of every op, the default
+ * version of each op per ISA level, and the fault-injection switch.
+ *
+ * Compiled without ISA flags, with the same BL_BUILD_<LEVEL> macros as bl_dispatch.c (setup.py
+ * defines them for the extension's own sources), so a version is listed exactly when its
+ * per-ISA object file is linked in. Whether the CPU can run it is bl_isa_supported(v->isa).
+ *
+ * Version names: v0 scalar, v1 AVX2 (maddubs, int16 ≤ 16 blocks), v1w1 AVX2 widening every
+ * block, v2 AVX-512 VNNI, v3 AVX-512 VNNI without shifts (I2_S and TQ2_0 GEMV), avxvnni (256-bit VEX
+ * dpbusd), neon, neon_dotprod. The descriptions repeat the file headers in one line;
+ * kernel_versions() in Python shows them. Defaults per level: bl_mad_defaults below.
+ */
+#include <stddef.h>
+
+#include "bl_mad.h"
+
+volatile int bl_mad_fault_mask = 0;
+
+void bl_mad_set_fault(int mask) { bl_mad_fault_mask = mask; }
+int bl_mad_get_fault(void) { return bl_mad_fault_mask; }
+
+static const char *const op_names[BL_OP_COUNT] = {
+    "quantize_act", "i2s_gemv", "i2s_gemm", "tq2_gemv", "tq1_gemv", "tq2_gemm", "tq1_gemm",
+};
+
+const char *bl_mad_op_name(int op) { return (op >= 0 && op < BL_OP_COUNT) ? op_names[op] : NULL; }
+
+#define ACT(n, isa, d, f) {n, BL_OP_QUANTIZE_ACT, isa, d, {.act = f}}
+#define GEMV(op, n, isa, d, f) {n, op, isa, d, {.gemv = f}}
+#define GEMM(op, n, isa, d, f) {n, op, isa, d, {.gemm = f}}
+
+static const bl_mad_version versions[] = {
+    /* ---- portable C ---- */
+    ACT("v0", BL_ISA_SCALAR, "scalar: integer absmax, truncate + exact remainder rounding", bl_quantize_act_scalar),
+    GEMV(BL_OP_I2S_GEMV, "v0", BL_ISA_SCALAR, "scalar: decode codes, int32 dot, minus sum_q", bl_i2s_gemv_v0),
+    GEMM(BL_OP_I2S_GEMM, "v0", BL_ISA_SCALAR, "scalar: decode a 2048-weight chunk once, dot per token", bl_i2s_gemm_v0),
+    GEMV(BL_OP_TQ2_GEMV, "v0", BL_ISA_SCALAR, "scalar: decode TQ2_0 codes, int32 dot", bl_tq2_gemv_v0),
+    GEMV(BL_OP_TQ1_GEMV, "v0", BL_ISA_SCALAR, "scalar: decode TQ1_0 trits, int32 dot", bl_tq1_gemv_v0),
+    GEMM(BL_OP_TQ2_GEMM, "v0", BL_ISA_SCALAR, "scalar: decode chunk once, dot per token", bl_tq2_gemm_v0),
+    GEMM(BL_OP_TQ1_GEMM, "v0", BL_ISA_SCALAR, "scalar: decode chunk once, dot per token", bl_tq1_gemm_v0),
+#if defined(BL_BUILD_AVX2)
+    ACT("v1", BL_ISA_AVX2, "AVX2: 8 floats/step, integer max, round_ps + cvtt", bl_quantize_act_avx2),
+    GEMV(BL_OP_I2S_GEMV, "v1", BL_ISA_AVX2, "AVX2 maddubs, 4 rows/step, int16 acc widened every 16 blocks", bl_i2s_gemv_v1),
+    GEMV(BL_OP_I2S_GEMV, "v1w1", BL_ISA_AVX2, "AVX2 maddubs, 4 rows/step, widened to int32 every block", bl_i2s_gemv_v1w1),
+    GEMM(BL_OP_I2S_GEMM, "v1", BL_ISA_AVX2, "AVX2 maddubs, 2 rows x 4 tokens tile, int16 acc per 2048-weight chunk", bl_i2s_gemm_v1),
+    GEMV(BL_OP_TQ2_GEMV, "v1", BL_ISA_AVX2, "AVX2 maddubs over both 128-halves, int16 acc per 8 blocks", bl_tq2_gemv_v1),
+    GEMV(BL_OP_TQ1_GEMV, "v1", BL_ISA_AVX2, "AVX2 base-3 decode by byte adds + compares, maddubs", bl_tq1_gemv_v1),
+    GEMM(BL_OP_TQ2_GEMM, "v1", BL_ISA_AVX2, "AVX2 decode chunk once, 2x4 maddubs tile", bl_tq2_gemm_v1),
+    GEMM(BL_OP_TQ1_GEMM, "v1", BL_ISA_AVX2, "AVX2 decode chunk once, 2x4 maddubs tile", bl_tq1_gemm_v1),
+#endif
+#if defined(BL_BUILD_AVXVNNI)
+    GEMV(BL_OP_I2S_GEMV, "avxvnni", BL_ISA_AVXVNNI, "AVX-VNNI 256-bit dpbusd straight into int32, 4 rows/step", bl_i2s_gemv_avxvnni),
+    GEMM(BL_OP_I2S_GEMM, "avxvnni", BL_ISA_AVXVNNI, "AVX-VNNI decode chunk once, 2x4 dpbusd tile", bl_i2s_gemm_avxvnni),
+#endif
+#if defined(BL_BUILD_AVX512VNNI)
+    ACT("v2", BL_ISA_AVX512VNNI, "AVX-512: 16 floats/step, embedded-rounding convert, masked tail", bl_quantize_act_avx512),
+    GEMV(BL_OP_I2S_GEMV, "v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI dpbusd, 2 blocks = 64 B/step, 4 rows share activations", bl_i2s_gemv_v2),
+    GEMV(BL_OP_I2S_GEMV, "v3", BL_ISA_AVX512VNNI, "v2 without shifts: planes masked in place (4^k·c), 4 int32 accs/row rescaled once", bl_i2s_gemv_v3),
+    GEMM(BL_OP_I2S_GEMM, "v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI decode chunk once, 2 rows x 4 tokens dpbusd tile", bl_i2s_gemm_v2),
+    GEMV(BL_OP_TQ2_GEMV, "v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI: one 64-byte TQ2_0 block/step, 4 rows", bl_tq2_gemv_v2),
+    GEMV(BL_OP_TQ2_GEMV, "v3", BL_ISA_AVX512VNNI, "v2 without shifts: planes masked in place (4^j·c), rescaled once", bl_tq2_gemv_v3),
+    GEMV(BL_OP_TQ1_GEMV, "v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI: base-3 decode with mask compares, dpbusd", bl_tq1_gemv_v2),
+    GEMM(BL_OP_TQ2_GEMM, "v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI decode chunk once, 2x4 dpbusd tile", bl_tq2_gemm_v2),
+    GEMM(BL_OP_TQ1_GEMM, "v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI decode chunk once, 2x4 dpbusd tile", bl_tq1_gemm_v2),
+#endif
+#if defined(BL_BUILD_NEON)
+    ACT("neon", BL_ISA_NEON, "NEON: vcvtnq (ties even) / vcvtaq (ties away), saturating narrow", bl_quantize_act_neon),
+    GEMV(BL_OP_I2S_GEMV, "neon", BL_ISA_NEON, "NEON 128/32 layout, vmull/vmlal_s8 int16 acc widened every 16 blocks", bl_i2s_gemv_neon),
+    GEMM(BL_OP_I2S_GEMM, "neon", BL_ISA_NEON, "NEON GEMV per token row (no activation reuse yet)", bl_i2s_gemm_neon),
+#endif
+#if defined(BL_BUILD_NEON_DOTPROD)
+    GEMV(BL_OP_I2S_GEMV, "neon_dotprod", BL_ISA_NEON_DOTPROD, "NEON SDOT (vdotq_s32) straight into int32, 128/32 layout", bl_i2s_gemv_neon_dotprod),
+    GEMM(BL_OP_I2S_GEMM, "neon_dotprod", BL_ISA_NEON_DOTPROD, "NEON SDOT GEMV per token row (no activation reuse yet)", bl_i2s_gemm_neon_dotprod),
+#endif
+};
+
+#define N_VERSIONS ((int)(sizeof versions / sizeof versions[0]))
+
+int bl_mad_version_count(void) { return N_VERSIONS; }
+
+const bl_mad_version *bl_mad_version_at(int i) { return (i >= 0 && i < N_VERSIONS) ? &versions[i] : NULL; }
+
+/* ---- default kernels per level ---------------------------------------------------------------
+ * The best version of each op the level can run; levels without their own version of an op
+ * take the next level down that they include (avxvnni ⊃ avx2; neon_dotprod ⊃ neon ⊃ scalar). */
+
+static const bl_mad_kernels scalar_defaults = {
+    bl_quantize_act_scalar, bl_i2s_gemv_v0, bl_i2s_gemm_v0, bl_tq2_gemv_v0, bl_tq1_gemv_v0, bl_tq2_gemm_v0, bl_tq1_gemm_v0,
+};
+#if defined(BL_BUILD_AVX2)
+static const bl_mad_kernels avx2_defaults = {
+    bl_quantize_act_avx2, bl_i2s_gemv_v1, bl_i2s_gemm_v1, bl_tq2_gemv_v1, bl_tq1_gemv_v1, bl_tq2_gemm_v1, bl_tq1_gemm_v1,
+};
+#endif
+#if defined(BL_BUILD_AVXVNNI) && defined(BL_BUILD_AVX2)
+static const bl_mad_kernels avxvnni_defaults = {
+    bl_quantize_act_avx2, bl_i2s_gemv_avxvnni, bl_i2s_gemm_avxvnni, bl_tq2_gemv_v1, bl_tq1_gemv_v1, bl_tq2_gemm_v1, bl_tq1_gemm_v1,
+};
+#endif
+#if defined(BL_BUILD_AVX512VNNI)
+static const bl_mad_kernels avx512vnni_defaults = {
+    bl_quantize_act_avx512, bl_i2s_gemv_v3, bl_i2s_gemm_v2, bl_tq2_gemv_v3, bl_tq1_gemv_v2, bl_tq2_gemm_v2, bl_tq1_gemm_v2,
+};
+#endif
+#if defined(BL_BUILD_NEON)
+/* TQ2_0/TQ1_0 have no NEON version yet: the NEON levels use v0 for them. */
+static const bl_mad_kernels neon_defaults = {
+    bl_quantize_act_neon, bl_i2s_gemv_neon, bl_i2s_gemm_neon, bl_tq2_gemv_v0, bl_tq1_gemv_v0, bl_tq2_gemm_v0, bl_tq1_gemm_v0,
+};
+#endif
+#if defined(BL_BUILD_NEON_DOTPROD) && defined(BL_BUILD_NEON)
+static const bl_mad_kernels neon_dotprod_defaults = {
+    bl_quantize_act_neon, bl_i2s_gemv_neon_dotprod, bl_i2s_gemm_neon_dotprod,
+    bl_tq2_gemv_v0, bl_tq1_gemv_v0, bl_tq2_gemm_v0, bl_tq1_gemm_v0,
+};
+#endif
+
+const bl_mad_kernels *bl_mad_defaults(int isa) {
+    switch (isa) {
+    case BL_ISA_SCALAR: return &scalar_defaults;
+#if defined(BL_BUILD_AVX2)
+    case BL_ISA_AVX2: return &avx2_defaults;
+#endif
+#if defined(BL_BUILD_AVXVNNI) && defined(BL_BUILD_AVX2)
+    case BL_ISA_AVXVNNI: return &avxvnni_defaults;
+#endif
+#if defined(BL_BUILD_AVX512VNNI)
+    case BL_ISA_AVX512VNNI: return &avx512vnni_defaults;
+#endif
+#if defined(BL_BUILD_NEON)
+    case BL_ISA_NEON: return &neon_defaults;
+#endif
+#if defined(BL_BUILD_NEON_DOTPROD) && defined(BL_BUILD_NEON)
+    case BL_ISA_NEON_DOTPROD: return &neon_dotprod_defaults;
+#endif
+    default: return NULL;
+    }
+}

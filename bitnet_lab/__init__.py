@@ -39,6 +39,9 @@ __all__ = [
     "SafetensorsError",
     "UnsupportedTypeError",
     "kernels",
+    "bench",
+    "verify",
+    "Tokenizer",
     "__version__",
 ]
 
@@ -47,6 +50,9 @@ _LAZY = {
     "Model": ("bitnet_lab.model", "Model"),
     "Tokenizer": ("bitnet_lab.tokenizer", "Tokenizer"),
     "kernels": ("bitnet_lab.kernels", None),
+    # callable modules: bitnet_lab.bench(...) / bitnet_lab.verify(...) (see _callable.py)
+    "bench": ("bitnet_lab.bench", None),
+    "verify": ("bitnet_lab.verify", None),
 }
 
 

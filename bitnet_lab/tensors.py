@@ -98,8 +98,13 @@ class TernaryWeight:
 
     @property
     def nbytes(self) -> int:
+        """Bytes the weight occupies as stored: the packed data plus where its scale lives
+        (I2_S: the 32-byte tail; TL1/TL2: the hidden 32-byte slot; TQ: inside the blocks,
+        already counted in ``data``; in-memory layouts: one f32)."""
         n = int(self.data.nbytes)
-        return n + (int(self.block_scales.nbytes) if self.block_scales is not None else 4)
+        if self.layout.startswith("tq"):
+            return n
+        return n + (32 if self.layout in ("i2_s", "tl1", "tl2") else 4)
 
     def ternary(self) -> np.ndarray:
         """Decode to int8 values in {-1, 0, 1}, shape (M, K). Cached after the first call."""

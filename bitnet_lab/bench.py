@@ -1,0 +1,318 @@
+"""`bitnet_lab.bench`: the measuring instruments — pp / tg throughput, machine ceilings, the
+decode roofline, load time and RSS, a per-op decode breakdown, kernel microbenchmarks, and
+llama.cpp / bitnet.cpp side by side. ``bitnet-lab bench`` prints them; notebooks call the same
+functions and get table objects (``_repr_html_``, ``to_markdown``, ``to_csv``, ``to_json``).
+
+The pp / tg protocol is llama-bench's (ggml-org/llama.cpp:tools/llama-bench/llama-bench.cpp):
+
+- ``pp N``: N prompt tokens in ONE forward call (one batch) into an empty KV cache; the engine
+  is asked for the last row of logits only when it can do that (``last_only=True``), as
+  llama.cpp computes only the logits it is asked for.
+- ``tg N``: N tokens fed one at a time into an empty cache (BOS first when the model has one).
+- Token ids are random (seeded) and drawn before the clock starts; no tokenizer and no sampler
+  run: tokenisation and sampling are not timed.
+- Per test: one warm-up run that is not recorded (pp: the whole prompt; tg: one token — JIT
+  compilation, page faults of the memory-mapped weights, thread start-up land there), then
+  ``repeat`` timed runs, each on a fresh cache made before the clock starts.
+- Per run ``t/s = 1e9 · N / t_ns``; reported as mean ± sample standard deviation of those.
+
+Everything else lives in small modules re-exported here: tables (``bench_table``), the machine
+(``bench_machine``: info, ceilings, roofline), profiles (``bench_profile``: load time and RSS,
+decode breakdown), kernel microbenchmarks (``bench_kernels``), baselines (``bench_compare``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import inspect
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from bitnet_lab.bench_compare import compare_external, compare_llama_cpp
+from bitnet_lab.bench_kernels import KernelShape, kernel_bench, layout_shapes
+from bitnet_lab.bench_machine import (
+    Ceiling,
+    DecodeRoofline,
+    MachineCeilings,
+    decode_bytes,
+    decode_roofline,
+    int8_peak,
+    machine_ceilings,
+    machine_header,
+    machine_info,
+    memory_bandwidth,
+)
+from bitnet_lab.bench_profile import (
+    DecodeBreakdown,
+    LoadProfile,
+    decode_breakdown,
+    load_profile,
+)
+from bitnet_lab.bench_table import (  # noqa: F401
+    BenchRow,
+    BenchTable,
+    Table,
+    mean_sd,
+    rows_from_llama_bench_json,
+)
+from bitnet_lab.errors import BitnetLabError, ConfigError
+from bitnet_lab.tensors import FloatTensor, TernaryWeight
+
+__all__ = [
+    "BenchRow",
+    "BenchTable",
+    "Ceiling",
+    "DecodeBreakdown",
+    "DecodeRoofline",
+    "KernelShape",
+    "LoadProfile",
+    "MachineCeilings",
+    "Table",
+    "attach_roofline",
+    "bench",
+    "compare_external",
+    "compare_llama_cpp",
+    "decode_breakdown",
+    "decode_bytes",
+    "decode_roofline",
+    "int8_peak",
+    "kernel_bench",
+    "layout_shapes",
+    "load_profile",
+    "machine_ceilings",
+    "machine_header",
+    "machine_info",
+    "memory_bandwidth",
+    "model_label",
+    "resolve_backends",
+    "rows_from_llama_bench_json",
+    "run_test",
+]
+
+Clock = Callable[[], int]  # nanoseconds
+
+
+# =============================================================================================
+# One test
+# =============================================================================================
+
+
+def _supports_last_only(runner: Any) -> bool:
+    try:
+        return "last_only" in inspect.signature(runner.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def run_test(runner: Any, kind: str, n: int, *, repeat: int, n_ctx: int, rng: np.random.Generator,
+             bos_id: int | None = None, warmup: bool = True, clock: Clock = time.perf_counter_ns) -> tuple[int, ...]:
+    """Time one test on a runner (the forward interface: ``new_cache(n_ctx)``,
+    ``forward(ids, cache)``) and return the ``repeat`` samples in nanoseconds.
+
+    ``kind``: "pp" (``n`` tokens in one call) or "tg" (``n`` calls of one token). The warm-up
+    (when ``warmup``) and cache creation happen outside the timed region; ``clock`` is read
+    exactly twice per timed run (tests inject a fake one)."""
+    if kind not in ("pp", "tg"):
+        raise ConfigError(f"test kind must be 'pp' or 'tg', got {kind!r}")
+    if n < 1 or repeat < 1:
+        raise ConfigError(f"{kind}{n}: need n >= 1 and repeat >= 1, got n={n}, repeat={repeat}")
+    if n > n_ctx:
+        raise ConfigError(f"{kind}{n} needs {n} cache positions but n_ctx is {n_ctx}")
+    vocab = int(runner.vocab_size) if hasattr(runner, "vocab_size") else int(runner.config.vocab)
+    kwargs = {"last_only": True} if kind == "pp" and _supports_last_only(runner) else {}
+
+    def draw() -> np.ndarray:
+        ids = rng.integers(0, vocab, size=n, dtype=np.int64).astype(np.int32)  # drawn outside the clock
+        if bos_id is not None:
+            ids[0] = bos_id
+        return ids
+
+    def once(ids: np.ndarray) -> int:
+        cache = runner.new_cache(n_ctx)
+        if kind == "pp":
+            t0 = clock()
+            np.asarray(runner.forward(ids, cache, **kwargs))
+            return clock() - t0
+        t0 = clock()
+        for i in range(n):
+            np.asarray(runner.forward(ids[i : i + 1], cache))
+        return clock() - t0
+
+    if warmup:  # llama-bench: the whole prompt for pp, one token for tg
+        ids = draw()
+        if kind == "pp":
+            np.asarray(runner.forward(ids, runner.new_cache(n_ctx), **kwargs))
+        else:
+            np.asarray(runner.forward(ids[:1], runner.new_cache(n_ctx)))
+    samples = []
+    for _ in range(repeat):
+        ids = draw()
+        ns = once(ids)
+        if ns <= 0:
+            raise BitnetLabError(f"{kind}{n}: the clock did not advance ({ns} ns); use a finer clock")
+        samples.append(int(ns))
+    return tuple(samples)
+
+
+# =============================================================================================
+# The table of tests
+# =============================================================================================
+
+
+def model_label(model: Any) -> str:
+    """llama-bench's ``model`` column, our way: ``arch size type``, e.g.
+    ``bitnet-b1.58 2.41B I2_S`` — the type is the most common ternary layout, or the float type
+    of the projections when the file stores them as floats."""
+    c = model.config
+    n = model.n_params
+    size = f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+    kinds: dict[str, int] = {}
+    for t in model.tensors.values():
+        if isinstance(t, TernaryWeight):
+            kinds[t.layout.upper()] = kinds.get(t.layout.upper(), 0) + 1
+    if not kinds:
+        t = model.tensors.get("blk.0.attn_q.weight")
+        kinds = {getattr(t, "ggml_type", "?"): 1} if isinstance(t, FloatTensor) else {"?": 1}
+    return f"{c.arch} {size} {max(kinds, key=kinds.get)}"
+
+
+def resolve_backends(backend: str | Sequence[str]) -> list[str]:
+    """``"native"``, ``"reference"``, ``"native,reference"`` or a sequence of those."""
+    from bitnet_lab.model import BACKENDS
+
+    names = [b.strip() for b in backend.split(",")] if isinstance(backend, str) else [str(b) for b in backend]
+    names = [b for b in names if b]
+    bad = [b for b in names if b not in BACKENDS]
+    if bad or not names:
+        raise ConfigError(f"unknown backend(s) {', '.join(bad) or '(none)'}; expected {', '.join(BACKENDS)}")
+    return list(dict.fromkeys(names))
+
+
+def _open(model_or_path: Any, backend: str):
+    from bitnet_lab.model import Model, load
+
+    if isinstance(model_or_path, Model):
+        return model_or_path
+    if model_or_path is None:
+        from bitnet_lab.default_model import default_model_path
+
+        model_or_path = default_model_path()
+    return load(model_or_path, backend=backend)
+
+
+def _variant(model: Any, backend: str, threads: int | None):
+    """The model with another backend / thread count, sharing its tensors (no reload); the model
+    itself when it already is that variant (its runner, maybe warm, is reused)."""
+    if model.backend == backend and model.threads == threads:
+        return model
+    return replace(model, backend=backend, threads=threads, _runner=None, _closer=None)
+
+
+def _isa_of(backend: str) -> str:
+    if backend == "reference":
+        return "xla"
+    from bitnet_lab import kernels
+
+    return kernels.active_isa()
+
+
+def bench(
+    model_or_path: Any = None,
+    *,
+    pp: Iterable[int] = (128, 512),
+    tg: Iterable[int] = (64, 128),
+    threads: Iterable[int | None] = (1, 2),
+    repeat: int = 5,
+    backend: str | Sequence[str] = "native",
+    warmup: bool = True,
+    n_ctx: int | None = None,
+    seed: int = 0,
+    ceilings: MachineCeilings | None = None,
+    progress: bool = False,
+    clock: Clock = time.perf_counter_ns,
+) -> BenchTable:
+    """Run llama-bench's pp / tg tests (module docstring) and return a :class:`BenchTable`.
+
+    ``model_or_path``: a loaded Model (its tensors are shared by every variant), a path or Hub
+    id, or None for the default model. ``backend``: "native", "reference" or several (a list or
+    "native,reference"); the JAX reference picks its own threads, so it runs once per test with
+    threads shown as "-". ``n_ctx``: the cache size of every run (default: the longest test).
+    ``ceilings``: measured :class:`MachineCeilings` — tg rows then show their decode roofline.
+    A backend that cannot run (e.g. the native engine not built) raises; nothing is faked.
+    """
+    pp, tg = [int(x) for x in pp], [int(x) for x in tg]
+    if not pp and not tg:
+        raise ConfigError("nothing to measure: give at least one pp or tg size")
+    if min(pp + tg) < 1:
+        raise ConfigError(f"test sizes must be >= 1, got pp={pp} tg={tg}")
+    threads = list(dict.fromkeys(threads)) or [None]
+    backends = resolve_backends(backend)
+    base = _open(model_or_path, backends[0])
+    cfg = base.config
+    n_ctx = int(n_ctx) if n_ctx is not None else max(pp + tg)
+    rng = np.random.default_rng(seed)
+    label, size, params = model_label(base), base.size_bytes, base.n_params
+    notes: list[str] = []
+
+    plan = []  # (backend, threads, kind, n)
+    for b in backends:
+        for t in ([None] if b == "reference" else threads):
+            plan += [(b, t, "pp", n) for n in pp] + [(b, t, "tg", n) for n in tg]
+    if "reference" in backends and len(threads) > 1:
+        notes.append("reference (JAX/XLA) chooses its own threads: measured once, threads '-'.")
+
+    try:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(plan, desc="bench", disable=not progress, leave=False)
+    except ImportError:  # pragma: no cover
+        bar = plan
+    rows: list[BenchRow] = []
+    runners: dict[tuple[str, int | None], Any] = {}
+    for b, t, kind, n in bar:
+        if (b, t) not in runners:  # one runner per backend and thread count, built once
+            runners[(b, t)] = _variant(base, b, t).runner
+        runner = runners[(b, t)]
+        if kind == "pp" and not _supports_last_only(runner):
+            note = f"{b}: pp computes the logits of every prompt token (the runner has no last-row-only mode)."
+            if note not in notes:
+                notes.append(note)
+        when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        samples = run_test(runner, kind, n, repeat=repeat, n_ctx=n_ctx, rng=rng, bos_id=cfg.bos_id,
+                           warmup=warmup, clock=clock)
+        shown_t = getattr(runner, "threads", t) if b != "reference" else None
+        rows.append(BenchRow(
+            model=label, size=size, params=params, backend=b, isa=_isa_of(b), threads=shown_t,
+            n_prompt=n if kind == "pp" else 0, n_gen=n if kind == "tg" else 0, samples_ns=samples,
+            model_filename=str(base.source), test_time=when,
+        ))
+    if not warmup:
+        notes.append("no warm-up runs: the first sample includes start-up costs.")
+    table = BenchTable(rows, machine_info(), notes)
+    if ceilings is not None:
+        table = attach_roofline(table, base, ceilings)
+    return table
+
+
+def attach_roofline(table: BenchTable, model: Any, ceilings: MachineCeilings) -> BenchTable:
+    """tg rows get ``roofline_ts`` = bandwidth measured at their thread count / bytes per
+    decode step of ``model`` (see :func:`decode_bytes`)."""
+    roof = decode_bytes(model)
+    out = table.with_roofline(lambda t: roof.tokens_per_s(ceilings.bandwidth(t)))
+    out.notes.append(f"roofline: memory read bandwidth reachable with the row's threads / {roof.bytes_per_token / 2**20:.1f} "
+                     "MiB read per decode step (weights as stored, KV cache excluded).")
+    llc = table.machine.get("llc_bytes")
+    if llc and roof.bytes_per_token < 2 * llc:
+        out.notes.append(f"the {roof.bytes_per_token / 2**20:.1f} MiB read per token fit in (or near) the "
+                         f"{llc / 2**20:.0f} MiB last-level cache: DRAM bandwidth does not bound this model, "
+                         "so the roofline column is not a limit here.")
+    return out
+
+
+from bitnet_lab._callable import make_module_callable  # noqa: E402  (needs bench defined)
+
+make_module_callable(__name__, bench)

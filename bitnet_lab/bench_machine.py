@@ -505,20 +505,11 @@ class DecodeRoofline:
         return self.to_markdown()
 
 
-def _stored_bytes(t: Any) -> int:
-    """Bytes of a tensor as the file stores it. TQ1_0/TQ2_0 blocks carry their fp16 scale d inside
-    (formats.md §3.4-3.5: 54 / 66 bytes per 256 weights), so the decoded ``block_scales`` copy
-    that ``TernaryWeight.nbytes`` adds is not read again."""
-    if isinstance(t, TernaryWeight) and t.layout in ("tq1_0", "tq2_0"):
-        return int(t.data.nbytes)
-    return int(t.nbytes)
-
-
 def decode_bytes(model: Any, *, kv_dtype: str = "f32") -> DecodeRoofline:
     """What one decode step of ``model`` (a Model, or anything with ``.config`` and
     ``.tensors``) reads, from the tensors as stored:
 
-    - every ternary projection's packed bytes and scales (:func:`_stored_bytes`); projections
+    - every ternary projection's packed bytes and scales as stored (``nbytes``); projections
       stored as float (F32/F16 files) are counted as stored, under their own part;
     - the lm_head: ``output.weight``, or ``token_embd.weight`` when tied;
     - one row of ``token_embd`` (the embedding gather);
@@ -531,7 +522,7 @@ def decode_bytes(model: Any, *, kv_dtype: str = "f32") -> DecodeRoofline:
              "embedding row": 0, "norms and scales": 0}
     lm_name = "output.weight" if "output.weight" in tensors else "token_embd.weight"
     for name, t in tensors.items():
-        nb = _stored_bytes(t)
+        nb = int(t.nbytes)
         if isinstance(t, TernaryWeight):
             parts["ternary projections"] += nb
         elif name == lm_name:

@@ -320,7 +320,7 @@ def _handmade(tied: bool) -> Model:
 def test_roofline_arithmetic_tied():
     m = _handmade(tied=True)
     r = B.decode_roofline(m, 10.0)
-    ternary = 2 * (64 * 128 // 4 + 4)                  # packed bytes + the f32 scale, two tensors
+    ternary = 2 * (64 * 128 // 4 + 32)                 # packed bytes + the 32-byte I2_S tail, two tensors
     assert r.parts["ternary projections"] == ternary
     assert r.parts["lm_head"] == 100 * 64 * 2          # tied: token_embd (F16) is the lm_head
     assert r.parts["embedding row"] == 64 * 2          # one gathered row

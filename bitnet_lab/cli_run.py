@@ -2,7 +2,7 @@
 
     bitnet-lab run  -m MODEL -p PROMPT [-n 128] [-c 2048] [-t N] [--temp 0.8] [--top-k 40]
                     [--top-p 0.95] [--min-p 0.05] [--repeat-penalty 1.0] [--repeat-last-n 64]
-                    [-s SEED] [--backend auto|native|reference] [-f FILE] [-cnv] [-sys TEXT]
+                    [-s SEED] [--backend native|reference] [-f FILE] [-cnv] [-sys TEXT]
     bitnet-lab chat -m MODEL [-sys TEXT] [--chat-template NAME] [sampling flags]
 
 Streams: the generated text goes to stdout as it is produced (flushed per token) and nothing
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import signal
 import sys
 import threading
@@ -30,7 +29,7 @@ from typing import Any, Iterator
 from bitnet_lab.errors import ConfigError
 
 PROG = "bitnet-lab"
-BACKEND_CHOICES = ("auto", "native", "reference")
+BACKEND_CHOICES = ("native", "reference")
 CHAT_COMMANDS = {"/reset": "forget the conversation (the system prompt stays)", "/exit": "quit", "/quit": "quit",
                  "/help": "show these commands"}
 
@@ -45,9 +44,8 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("-m", "--model", metavar="MODEL",
                    help="a .gguf file, a Hugging Face checkpoint folder or a Hub repo id "
                         "(default: the embedded default model)")
-    g.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
-                   help="forward pass: native engine or the JAX reference; auto = native when it is "
-                        "built, else reference (default auto)")
+    g.add_argument("--backend", choices=BACKEND_CHOICES, default="native",
+                   help="forward pass: the native engine (default) or the JAX reference (slow; needs jax)")
     g.add_argument("-t", "--threads", type=int, metavar="N", help="CPU threads for the native engine")
     g.add_argument("-c", "--ctx-size", type=int, default=2048, metavar="N",
                    help="KV cache size in tokens; 0 = the model's training context (default 2048)")
@@ -137,12 +135,6 @@ def _process_escapes(text: str) -> str:
     return "".join(out)
 
 
-def _resolve_backend(name: str) -> str:
-    if name != "auto":
-        return name
-    return "native" if importlib.util.find_spec("bitnet_lab.engine") is not None else "reference"
-
-
 def _load(args: argparse.Namespace):
     """Load the model and build its backend; returns (model, n_ctx, load_ms)."""
     import bitnet_lab
@@ -157,7 +149,7 @@ def _load(args: argparse.Namespace):
         raise ConfigError(f"-t/--threads must be positive, got {args.threads}")
     if args.ctx_size < 0:
         raise ConfigError(f"-c/--ctx-size must be >= 0, got {args.ctx_size}")
-    backend = _resolve_backend(args.backend)
+    backend = args.backend
     t0 = time.perf_counter()
     model = bitnet_lab.load(source, backend=backend, threads=args.threads)
     model.runner  # build the backend now so load time includes it
@@ -167,7 +159,7 @@ def _load(args: argparse.Namespace):
     if n_ctx > train_ctx:
         _err(f"warning: -c {n_ctx} is longer than the model's training context ({train_ctx})")
     _err(f"model: {model!r}")
-    _err(f"backend: {backend}{'' if args.backend != 'auto' else ' (auto)'}, context {n_ctx} tokens")
+    _err(f"backend: {backend}, context {n_ctx} tokens")
     return model, n_ctx, load_ms
 
 

@@ -15,7 +15,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from bitnet_lab.config import ModelConfig
-from bitnet_lab.errors import BitnetLabError, ConfigError, FormatError
+from bitnet_lab.errors import ConfigError, FormatError
 from bitnet_lab.tensors import FloatTensor, TernaryWeight
 
 BACKENDS = ("native", "reference")
@@ -30,7 +30,7 @@ class Model:
     metadata: Mapping[str, Any]
     source: Path
     file_format: str                      # "gguf" | "safetensors"
-    backend: str = "reference"
+    backend: str = "native"
     threads: int | None = None
     backend_options: dict = field(default_factory=dict)
     _tokenizer: Any = field(default=None, repr=False)
@@ -71,12 +71,8 @@ class Model:
 
                 self._runner = ReferenceModel(self.config, self.tensors, **self.backend_options)
             elif self.backend == "native":
-                try:
-                    from bitnet_lab.engine import NativeEngine
-                except ImportError as e:
-                    raise BitnetLabError(
-                        "the native engine is not built in this version; use backend='reference'"
-                    ) from e
+                from bitnet_lab.engine import NativeEngine
+
                 self._runner = NativeEngine(self.config, self.tensors, threads=self.threads, **self.backend_options)
             else:  # guarded in load(); kept for objects built by hand
                 raise ConfigError(f"unknown backend {self.backend!r}; expected one of {BACKENDS}")
@@ -148,7 +144,7 @@ def _open_hf(directory: Path):
 def load(
     source: str | os.PathLike,
     *,
-    backend: str = "reference",
+    backend: str = "native",
     threads: int | None = None,
     tl_tiling: Any = None,
     revision: str | None = None,

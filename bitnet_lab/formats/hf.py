@@ -192,7 +192,7 @@ def read_safetensors_header(path: str | os.PathLike) -> SafetensorsHeader:
             what = "overlaps" if e.begin < pos else "leaves a gap after"
             raise SafetensorsError(
                 f"{path}: tensor {name!r} starts at {e.begin} and {what} "
-                + (f"tensor {prev!r}, which ends at {pos}" if prev else f"the start of the data section")
+                + (f"tensor {prev!r}, which ends at {pos}" if prev else "the start of the data section")
             )
         pos, prev = e.end, name
     if pos != data_size:

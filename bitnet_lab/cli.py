@@ -37,6 +37,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bitnet_lab.cli_verify",
     "bitnet_lab.cli_bench",
     "bitnet_lab.cli_perplexity",
+    "bitnet_lab.cli_train",
 )
 
 OUTTYPES = ("i2_s", "tl1", "tl2", "tq1_0", "tq2_0", "f16", "f32")

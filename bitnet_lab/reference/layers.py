@@ -3,7 +3,9 @@
 Every function here mirrors one numbered rule of ../shared/reference/numerics.md. They are meant
 to run inside ``jax.jit`` **under** ``jax.enable_x64(True)`` (the model wraps every call in that
 context; the user's global JAX config is never changed): several reductions are accumulated in
-float64 and rounded once to float32.
+float64 and rounded once to float32. The trainer's differentiable twin (``fakequant.py``) calls
+the same functions with ``acc=F32`` in JAX's default 32-bit mode; :func:`decoder_layer` is the
+layer structure both share.
 
 Three XLA-CPU facts shape the code (all measured on jax 0.10.2; ``tests/test_reference.py`` pins
 the results bit for bit against a plain numpy twin, so a regression shows):
@@ -76,15 +78,16 @@ def round_int(v: jax.Array, mode: str) -> jax.Array:
     raise ValueError(f"unknown rounding mode {mode!r}; expected one of {ternary.ROUNDING_MODES}")
 
 
-def quantize_activations(x: jax.Array, mode: str, neg_zero: jax.Array):
+def quantize_activations(x: jax.Array, mode: str, neg_zero: jax.Array, acc=F64):
     """Per-token absmax int8: ``(q int8 (..., K), s_x f32 (...,), sum_q int32 (...,))``.
 
     Same arithmetic as ``ternary.quantize_activations``: absmax in f32 (exact), floored at
     f32(1e-5); ``s_x = fl32(127 / amax)`` via one float64 division (= the correctly rounded f32
-    quotient); ``x·s_x`` in f32; round; clamp to [-128, 127].
+    quotient); ``x·s_x`` in f32; round; clamp to [-128, 127]. ``acc=F32`` (the trainer, which
+    runs without x64) divides in f32 directly: the same correctly rounded quotient (numerics §2.1).
     """
     amax = jnp.maximum(jnp.max(jnp.abs(x), axis=-1), F32(ternary.ACT_EPS))
-    s_x = exact_div(F64(ternary.ACT_QMAX), amax.astype(F64)).astype(F32)
+    s_x = exact_div(acc(ternary.ACT_QMAX), amax.astype(acc)).astype(F32)
     v = rounded(x * s_x[..., None], neg_zero)
     q = jnp.clip(round_int(v, mode), ternary.ACT_CLAMP_MIN, ternary.ACT_CLAMP_MAX).astype(jnp.int8)
     return q, s_x, jnp.sum(q, axis=-1, dtype=jnp.int32)
@@ -123,16 +126,16 @@ def epilogue_blocks(acc_b: jax.Array, s_x: jax.Array, d: jax.Array) -> jax.Array
 
 
 # ---- RMSNorm (numerics §4.1, ggml_compute_forward_rms_norm_f32) ---------------------------
-def rms_norm(x: jax.Array, w: jax.Array, eps: float) -> jax.Array:
+def rms_norm(x: jax.Array, w: jax.Array, eps: float, acc=F64) -> jax.Array:
     """ggml RMSNorm of each row of ``x`` (..., n) f32, then the separate weight multiply.
 
-    Squares formed in f32 and summed in float64; ``mean = fl32(sum / n)``; ``scale =
-    1.0f / sqrtf(mean + eps)`` (eps as f32, inside the root); ``(x · scale) · w`` as two f32
-    multiplies.
+    Squares formed in f32 and summed in float64 (``acc``; the trainer sums in f32); ``mean =
+    fl32(sum / n)``; ``scale = 1.0f / sqrtf(mean + eps)`` (eps as f32, inside the root);
+    ``(x · scale) · w`` as two f32 multiplies.
     """
     n = x.shape[-1]
-    ss = jnp.sum((x * x).astype(F64), axis=-1)
-    mean = exact_div(ss, F64(n)).astype(F32)
+    ss = jnp.sum((x * x).astype(acc), axis=-1)
+    mean = exact_div(ss, acc(n)).astype(F32)
     root = lax.optimization_barrier(jnp.sqrt(mean + F32(eps)))  # keep 1/sqrt out of rsqrt
     scale = exact_div(F32(1.0), root)
     return (x * scale[..., None]) * w
@@ -165,7 +168,7 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array, style: str, rot: in
 
 
 # ---- attention (numerics §6) ------------------------------------------------------------------
-def attention(q, k_cache, v_cache, q_pos, kq_scale, *, n_rep: int, f16: bool, neg_zero):
+def attention(q, k_cache, v_cache, q_pos, kq_scale, *, n_rep: int, f16: bool, neg_zero, acc=F64):
     """Causal GQA attention of C query rows over a whole fixed-size cache.
 
     q (C, n_heads, d) f32 after RoPE; k_cache/v_cache (n_ctx, n_kv, d) in the cache dtype,
@@ -177,25 +180,26 @@ def attention(q, k_cache, v_cache, q_pos, kq_scale, *, n_rep: int, f16: bool, ne
     ``p = e · fl32(1/sum)``; ``o = fl32(Σ p·v)``. Dots accumulate in float64 (module docstring).
     With an fp16 cache, q and p are rounded to fp16 before their dots, as llama.cpp's F16
     mat-muls convert their f32 operand (vec_dot_type F16).
+    ``acc``: the dtype of the dots, the exp and the softmax sum (float64; the trainer: f32).
     """
     C, n_heads, d = q.shape
     n_ctx, n_kv, _ = k_cache.shape
     if f16:
         q = q.astype(jnp.float16)
-    qg = q.astype(F64).reshape(C, n_kv, n_rep, d)  # head j = g·n_rep + r  ->  kv head g
-    scores = jnp.einsum("cgrd,ngd->cgrn", qg, k_cache.astype(F64)).astype(F32)
+    qg = q.astype(acc).reshape(C, n_kv, n_rep, d)  # head j = g·n_rep + r  ->  kv head g
+    scores = jnp.einsum("cgrd,ngd->cgrn", qg, k_cache.astype(acc)).astype(F32)
     s = rounded(scores * kq_scale, neg_zero)
     mask = jnp.arange(n_ctx, dtype=jnp.int32)[None, :] <= q_pos[:, None]  # (C, n_ctx) causal
     mask = mask[:, None, None, :]
     s = jnp.where(mask, s, F32(-jnp.inf))
     m = jnp.max(s, axis=-1, keepdims=True)
-    e = jnp.exp((s - m).astype(F64)).astype(F32)
+    e = jnp.exp((s - m).astype(acc)).astype(F32)
     e = jnp.where(mask, e, F32(0.0))
-    total = jnp.sum(e.astype(F64), axis=-1, keepdims=True)
-    p = e * exact_div(F64(1.0), total).astype(F32)
+    total = jnp.sum(e.astype(acc), axis=-1, keepdims=True)
+    p = e * exact_div(acc(1.0), total).astype(F32)
     if f16:
         p = p.astype(jnp.float16)
-    o = jnp.einsum("cgrn,ngd->cgrd", p.astype(F64), v_cache.astype(F64)).astype(F32)
+    o = jnp.einsum("cgrn,ngd->cgrd", p.astype(acc), v_cache.astype(acc)).astype(F32)
     return o.reshape(C, n_heads * d)
 
 
@@ -217,14 +221,15 @@ def gated_activation(g: jax.Array, u: jax.Array, activation: str) -> jax.Array:
 
 
 # ---- lm_head (numerics §9) --------------------------------------------------------------------
-def lm_head(h: jax.Array, w: jax.Array, *, f16: bool, chunk: int) -> jax.Array:
+def lm_head(h: jax.Array, w: jax.Array, *, f16: bool, chunk: int, acc=F64) -> jax.Array:
     """Logits (C, V_pad) f32 = fl32(h · wᵀ) accumulated in float64.
 
     h (C, H) f32 (the output_norm'ed hidden state), w (V_pad, H) f16 or f32 with V_pad a multiple
     of ``chunk``. When ``f16`` the hidden state is rounded to fp16 first (ggml's F16 mat-mul
     converts its f32 operand). ``preferred_element_type=float64`` forms every product exactly
     in float64 (checked against explicit upcasts in the tests) without a float64 copy of the
-    weights; the vocabulary is walked in chunks to bound XLA's temporaries.
+    weights; the vocabulary is walked in chunks to bound XLA's temporaries. ``acc=F32``: the
+    trainer's plain f32 dot.
     """
     h = h.astype(jnp.float16) if f16 else h
     V, H = w.shape
@@ -232,9 +237,64 @@ def lm_head(h: jax.Array, w: jax.Array, *, f16: bool, chunk: int) -> jax.Array:
     dims = (((1,), (1,)), ((), ()))
 
     def block(wb):
-        return lax.dot_general(h, wb, dims, preferred_element_type=F64).astype(F32)
+        return lax.dot_general(h, wb, dims, preferred_element_type=acc).astype(F32)
 
     if V == chunk:
         return block(w)
     out = lax.map(block, w.reshape(V // chunk, chunk, H))  # (nc, C, chunk)
     return jnp.transpose(out, (1, 0, 2)).reshape(h.shape[0], V)
+
+
+# ---- one decoder layer (numerics §2.6 quantisation points, §8 sub-norm placement) -------------
+def decoder_layer(h, w, *, n_heads: int, n_kv: int, head_dim: int, eps: float, activation: str,
+                  sub_norms: bool, quant, proj, rope, attend, cap, neg_zero, acc=F64):
+    """One pre-norm decoder layer of every BitNet family: the architecture, written once.
+
+    The reference forward pass (``model.py``) and the trainer's differentiable fake-quant forward
+    (``fakequant.py``) both call this function; they differ only in the callables they pass:
+
+    - ``quant(tag, x) -> X``: what a projection consumes of the float activation ``x`` (the
+      reference: int8 codes and scales; the trainer: ``x`` itself, quantised inside its
+      straight-through BitLinear). One call per quantisation point: q, k and v share one, as do
+      gate and up (numerics §2.6).
+    - ``proj(name, X) -> y`` f32 (..., M): the BitLinear named by its GGUF short name.
+    - ``rope(x) -> x``: RoPE of (..., n, head_dim) rows at their positions.
+    - ``attend(q, k, v) -> o`` f32 (..., n_heads·head_dim): causal GQA attention.
+    - ``cap(name, value)``: records an intermediate (a no-op when nothing is captured).
+
+    ``h`` (..., H) f32 is the residual stream (any leading dims); ``w`` maps "attn_norm",
+    "ffn_norm" (and with ``sub_norms`` "attn_sub_norm", "ffn_sub_norm") to the layer's RMSNorm
+    weights. Returns the layer's output (..., H).
+    """
+    lead = h.shape[:-1]
+    # ---- attention block
+    a = rms_norm(h, w["attn_norm"], eps, acc)
+    cap("attn_norm", a)
+    xa = quant("attn_in", a)  # one quantisation shared by q, k, v
+    q = proj("attn_q", xa).reshape(*lead, n_heads, head_dim)
+    k = proj("attn_k", xa).reshape(*lead, n_kv, head_dim)
+    v = proj("attn_v", xa).reshape(*lead, n_kv, head_dim)
+    q, k = rope(q), rope(k)
+    cap("q_rope", q)
+    cap("k_rope", k)
+    o = attend(q, k, v)
+    cap("attn_out", o)
+    if sub_norms:
+        o = rms_norm(o, w["attn_sub_norm"], eps, acc)  # before o_proj (numerics §8)
+        cap("attn_sub_norm", o)
+    h = h + rounded(proj("attn_output", quant("attn_output_in", o)), neg_zero)
+    cap("attn_resid", h)
+    # ---- FFN block
+    m = rms_norm(h, w["ffn_norm"], eps, acc)
+    cap("ffn_norm", m)
+    xm = quant("ffn_in", m)  # shared by gate and up
+    g = proj("ffn_gate", xm)
+    u = proj("ffn_up", xm)
+    f = gated_activation(g, u, activation)
+    cap("ffn_act", f)
+    if sub_norms:
+        f = rms_norm(f, w["ffn_sub_norm"], eps, acc)  # before down_proj
+        cap("ffn_sub_norm", f)
+    h = h + rounded(proj("ffn_down", quant("ffn_down_in", f)), neg_zero)
+    cap("ffn_resid", h)
+    return h

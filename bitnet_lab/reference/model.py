@@ -153,53 +153,32 @@ def _step(st: _Static, params: dict, ids, pos, n_valid, cache_k, cache_v, neg_ze
         h, ck, cv = carry
         li, w = xs
         cap: dict[str, Any] = {}
+        kv: dict[str, Any] = {}
 
         def quant(tag, x):
             qx, sx, sumx = L.quantize_activations(x, st.rounding, nz)
             cap.update({f"{tag}.q": qx, f"{tag}.scale": sx, f"{tag}.sum": sumx})
             return qx, sx
 
-        def proj(name, qx, sx):
-            y, acc = bitlinear(w, name, qx, sx)
+        def proj(name, qs):
+            y, acc = bitlinear(w, name, *qs)
             cap.update({f"{name}.acc": acc, f"{name}.out": y})
             return y
 
-        # ---- attention block
-        a = L.rms_norm(h, w["attn_norm"], st.eps)
-        cap["attn_norm"] = a
-        qa, sa = quant("attn_in", a)  # one quantisation shared by q, k, v (numerics §2.6)
-        q = proj("attn_q", qa, sa).reshape(C, st.n_heads, d)
-        k = proj("attn_k", qa, sa).reshape(C, st.n_kv, d)
-        v = proj("attn_v", qa, sa).reshape(C, st.n_kv, d)
-        q = L.apply_rope(q, cos, sin, st.rope_style, st.rot, nz)
-        k = L.apply_rope(k, cos, sin, st.rope_style, st.rot, nz)
-        cap["q_rope"], cap["k_rope"] = q, k
-        ck = ck.at[li, write_at].set(k.astype(kv_dtype), mode="drop")
-        cv = cv.at[li, write_at].set(v.astype(kv_dtype), mode="drop")
-        o = L.attention(q, ck[li], cv[li], q_pos, L.F32(st.kq_scale),
-                        n_rep=st.n_heads // st.n_kv, f16=st.kv_f16, neg_zero=nz)
-        cap["attn_out"] = o
-        if st.sub_norms:
-            o = L.rms_norm(o, w["attn_sub_norm"], st.eps)  # before o_proj (numerics §8)
-            cap["attn_sub_norm"] = o
-        qo, so = quant("attn_output_in", o)
-        h = h + L.rounded(proj("attn_output", qo, so), nz)
-        cap["attn_resid"] = h
-        # ---- FFN block
-        m = L.rms_norm(h, w["ffn_norm"], st.eps)
-        cap["ffn_norm"] = m
-        qm, sm = quant("ffn_in", m)  # shared by gate and up
-        g = proj("ffn_gate", qm, sm)
-        u = proj("ffn_up", qm, sm)
-        f = L.gated_activation(g, u, st.activation)
-        cap["ffn_act"] = f
-        if st.sub_norms:
-            f = L.rms_norm(f, w["ffn_sub_norm"], st.eps)  # before down_proj
-            cap["ffn_sub_norm"] = f
-        qf, sf = quant("ffn_down_in", f)
-        h = h + L.rounded(proj("ffn_down", qf, sf), nz)
-        cap["ffn_resid"] = h
-        return (h, ck, cv), (cap if capture else None)
+        def rope(x):
+            return L.apply_rope(x, cos, sin, st.rope_style, st.rot, nz)
+
+        def attend(q, k, v):
+            kv["k"] = ck.at[li, write_at].set(k.astype(kv_dtype), mode="drop")
+            kv["v"] = cv.at[li, write_at].set(v.astype(kv_dtype), mode="drop")
+            return L.attention(q, kv["k"][li], kv["v"][li], q_pos, L.F32(st.kq_scale),
+                               n_rep=st.n_heads // st.n_kv, f16=st.kv_f16, neg_zero=nz)
+
+        h = L.decoder_layer(
+            h, w, n_heads=st.n_heads, n_kv=st.n_kv, head_dim=d, eps=st.eps, activation=st.activation,
+            sub_norms=st.sub_norms, quant=quant, proj=proj, rope=rope, attend=attend,
+            cap=cap.__setitem__, neg_zero=nz)
+        return (h, kv["k"], kv["v"]), (cap if capture else None)
 
     xs = (jnp.arange(st.n_layers, dtype=jnp.int32), params["layers"])
     (h, cache_k, cache_v), per_layer = lax.scan(layer, (h0, cache_k, cache_v), xs)

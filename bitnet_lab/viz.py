@@ -642,6 +642,438 @@ def gguf_file_map(gf: "GGUFFile", *, title: str, tensor_info_start: Optional[int
     return fig
 
 
+# =============================================================================================
+# Notebook 03: lookup tables (TL1 / TL2)
+# =============================================================================================
+
+
+def lut_entries(labels: Sequence[str], values: Sequence[float], *, kinds: Sequence[str], title: str,
+                xlabel: str, ylabel: str = "table entry (int16)") -> "Figure":
+    """Bars of the entries of one lookup table (or of every weight pattern it serves), one bar per
+    ``labels`` item, coloured by ``kinds`` (e.g. "stored entry", "padding", "stored entry,
+    negated by the sign bit"); one legend entry per kind, the value written on each bar."""
+    plt = _plt()
+    if not (len(labels) == len(values) == len(kinds)):
+        raise ValueError(f"lut_entries: {len(labels)} labels, {len(values)} values, {len(kinds)} kinds")
+    vals = np.asarray(values, dtype=np.float64)
+    order = list(dict.fromkeys(kinds))
+    cmap = plt.get_cmap("tab10")
+    colour = {k: cmap(i % 10) for i, k in enumerate(order)}
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.36 * len(labels) + 1.5), 3.8))
+    x = np.arange(len(labels))
+    for k in order:
+        sel = np.array([kk == k for kk in kinds])
+        bars = ax.bar(x[sel], vals[sel], color=colour[k], label=k, hatch="//" if "negat" in k else None,
+                      edgecolor="black", linewidth=0.4)
+        ax.bar_label(bars, fmt="%d", fontsize=6, padding=1)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xticks(x, labels, rotation=90 if len(labels) > 12 else 0, fontsize=7)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    lim = max(float(np.abs(vals).max()), 1.0) * 1.25
+    ax.set_ylim(-lim, lim)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def byte_planes(planes: np.ndarray, *, title: str, n_tables: int = 8) -> "Figure":
+    """The first ``n_tables`` tables of a LUT buffer in byte-plane form (uint8 ``(n, 32)``: 16 low
+    bytes, then 16 high bytes of the int16 entries), one row per table, each byte written in hex."""
+    plt = _plt()
+    p = np.asarray(planes)
+    if p.dtype != np.uint8 or p.ndim != 2 or p.shape[1] != 32:
+        raise ValueError(f"byte_planes: need uint8 (n, 32) tables, got {p.dtype} {p.shape}")
+    p = p[:n_tables]
+    fig, ax = plt.subplots(figsize=(11, 1.2 + 0.34 * p.shape[0]))
+    im = ax.imshow(p, cmap="viridis", vmin=0, vmax=255, aspect="auto", interpolation="nearest")
+    for (r, c), v in np.ndenumerate(p):
+        ax.text(c, r, f"{int(v):02x}", ha="center", va="center", fontsize=6,
+                color="white" if v < 128 else "black")
+    ax.axvline(15.5, color="red", linewidth=1.5)
+    ax.set_xticks(range(32), [str(i % 16) for i in range(32)], fontsize=6)
+    ax.set_yticks(range(p.shape[0]))
+    ax.set_title(title)
+    ax.set_xlabel("byte of the table: entries 0–15, low bytes | entries 0–15, high bytes")
+    ax.set_ylabel("table j (activation group)")
+    fig.colorbar(im, ax=ax, label="byte value (0–255)", pad=0.01)
+    fig.tight_layout()
+    return fig
+
+
+def stacked_bars(parts: Mapping[str, Mapping[str, float]], *, title: str, xlabel: str, ylabel: str,
+                 fmt: str = "{:.3g}") -> "Figure":
+    """One stacked bar per outer key of ``parts`` (a category), stacked from its inner items
+    (label → value, same labels in every category); the total is written on top."""
+    plt = _plt()
+    cats = list(parts)
+    stacks = list(dict.fromkeys(k for c in cats for k in parts[c]))
+    cmap = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.2 * len(cats) + 3.0), 4.4))
+    x = np.arange(len(cats))
+    bottom = np.zeros(len(cats))
+    for i, k in enumerate(stacks):
+        v = np.array([float(parts[c].get(k, 0.0)) for c in cats])
+        ax.bar(x, v, bottom=bottom, color=cmap(i % 10), label=k, width=0.6)
+        bottom += v
+    for xi, tot in zip(x, bottom, strict=True):
+        ax.text(xi, tot, fmt.format(tot), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, cats, fontsize=8)
+    ax.set_ylim(0, float(bottom.max()) * 1.2 if bottom.max() > 0 else 1.0)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+# =============================================================================================
+# Notebook 04: kernels step by step
+# =============================================================================================
+
+
+def throughput_by_version(records: Sequence[Mapping[str, Any]], *, title: str, key: str = "gop_s",
+                          ylabel: str = "throughput (GOP/s, 2 ops per multiply-add, log scale)") -> "Figure":
+    """Grouped bars from kernel benchmark records (dicts with ``op``, ``version``, ``isa``,
+    ``threads`` and ``key``; records without ``key`` — unverified rows — are left out): one group
+    per (op, version, isa), one bar per thread count, on a log axis (scalar and SIMD versions
+    differ by orders of magnitude)."""
+    plt = _plt()
+    recs = [r for r in records if r.get(key) is not None]
+    if not recs:
+        raise ValueError(f"throughput_by_version: no record has a {key!r} value")
+    groups = list(dict.fromkeys((r["op"], r["version"], r["isa"]) for r in recs))
+    threads = sorted({int(r["threads"]) for r in recs})
+    value = {(r["op"], r["version"], r["isa"], int(r["threads"])): float(r[key]) for r in recs}
+    cmap = plt.get_cmap("tab10")
+    width = 0.8 / len(threads)
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.75 * len(groups) + 2.5), 4.2))
+    x = np.arange(len(groups))
+    for i, t in enumerate(threads):
+        ys = [value.get((*g, t), math.nan) for g in groups]
+        bars = ax.bar(x + (i - (len(threads) - 1) / 2) * width, ys, width=width, color=cmap(i),
+                      label=f"{t} thread{'s' if t > 1 else ''}")
+        ax.bar_label(bars, fmt="%.3g", fontsize=6, padding=1)
+    ax.set_yscale("log")
+    ax.set_xticks(x, [f"{op}\n{v} ({isa})" for op, v, isa in groups], fontsize=7, rotation=30, ha="right")
+    ax.set_title(title)
+    ax.set_xlabel("kernel version (op, version, ISA level)")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def show_report(obj: Any) -> None:
+    """Show a report or table object of the package (anything with ``__str__`` and, ideally,
+    ``_repr_html_``): its HTML in Jupyter, with its text form as the plain-text fallback; its
+    text form anywhere else (a plain ``python notebooks/…py`` run)."""
+    if _in_kernel():
+        from IPython.display import display
+
+        data = {"text/plain": str(obj)}
+        if hasattr(obj, "_repr_html_"):
+            data["text/html"] = obj._repr_html_()
+        display(data, raw=True)
+    else:
+        print(obj)
+
+
+# =============================================================================================
+# Notebook 05: lossless verification
+# =============================================================================================
+
+
+def agreement_grid(differ: np.ndarray, *, total: np.ndarray, projections: Sequence[str], title: str) -> "Figure":
+    """Layer × projection grid of how many values of a capture differ between two passes
+    (``differ``, ``total``: int ``(layers, projections)``); every cell reads ``differ/total``, and
+    a cell with any difference is coloured."""
+    plt = _plt()
+    from matplotlib.colors import ListedColormap
+
+    d, n = np.asarray(differ), np.asarray(total)
+    if d.shape != n.shape or d.shape[1:] != (len(projections),):
+        raise ValueError(f"agreement_grid: differ {d.shape} and total {n.shape} must be (layers, {len(projections)})")
+    L = d.shape[0]
+    fig, ax = plt.subplots(figsize=(1.3 * len(projections) + 2.5, 1.4 + 0.42 * L))
+    cmap = ListedColormap(["#d4edda", "#f8d7da"])   # green: identical, red: some values differ
+    im = ax.imshow((d > 0).astype(float), cmap=cmap, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+    for (r, c), v in np.ndenumerate(d):
+        ax.text(c, r, f"{int(v)}/{int(n[r, c])}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(projections)), projections, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(L), [str(i) for i in range(L)], fontsize=8)
+    ax.set_title(title)
+    ax.set_xlabel("projection")
+    ax.set_ylabel("layer (index)")
+    cb = fig.colorbar(im, ax=ax, ticks=[0.25, 0.75], fraction=0.046, pad=0.02)
+    cb.ax.set_yticklabels(["identical", "differ"])
+    cb.set_label("int32 values differing / compared")
+    fig.tight_layout()
+    return fig
+
+
+def step_agreement(rel_err: Sequence[float], margin: Sequence[float], max_abs: Sequence[float], *,
+                   tolerance: float, title: str) -> "Figure":
+    """Two panels over the greedy steps of a side-by-side run: the relative logit difference
+    ``max|Δ| / max|logit|`` against the tolerance (symlog: zero stays visible), and the
+    reference's top-2 margin next to ``2·max|Δ|`` — a greedy token can only flip where the
+    difference reaches half the margin."""
+    plt = _plt()
+    r, m, a = (np.asarray(v, dtype=np.float64) for v in (rel_err, margin, max_abs))
+    steps = np.arange(r.size)
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 3.8))
+    ax0.plot(steps, r, marker="o", color="#3b6fb6", label="max|Δ logit| / max|logit|")
+    ax0.axhline(tolerance, color="#d1495b", linestyle="--", label=f"tolerance {tolerance:g}")
+    ax0.set_yscale("symlog", linthresh=tolerance * 1e-4)   # float-order differences (~1e-7) stay visible
+    ax0.set_ylim(-tolerance * 1e-5, max(10 * tolerance, float(r.max(initial=0)) * 2))
+    ax0.set_title("logits: native vs reference, per step")
+    ax0.set_xlabel("greedy step (index)")
+    ax0.set_ylabel("relative difference (symlog)")
+    ax0.legend(fontsize=7, loc="upper left")
+    ax1.bar(steps, m, color="#bdbdbd", label="reference top-1 − top-2 logit")
+    ax1.scatter(steps, 2 * a, color="#d1495b", zorder=3, s=18, label="2 · max|Δ logit| (a flip needs ≥ margin)")
+    ax1.set_title("how close each greedy choice was")
+    ax1.set_xlabel("greedy step (index)")
+    ax1.set_ylabel("logit units")
+    ax1.legend(fontsize=7, loc="upper right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# =============================================================================================
+# Notebook 06: generation
+# =============================================================================================
+
+
+def safe_label(text: str) -> str:
+    """``text`` with the characters matplotlib's default font may lack (beyond Latin, Greek and
+    Cyrillic; control characters) written as ``\\uXXXX`` escapes, so token pieces of any script
+    label a figure without missing-glyph boxes."""
+    return "".join(c if (c.isprintable() and ord(c) < 0x0530) else
+                   (f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}") for c in text)
+
+
+def token_probs(labels: Sequence[str], probs: Sequence[float], *, kept: Sequence[bool], chosen: int,
+                title: str) -> "Figure":
+    """Horizontal bars of the most likely next tokens (``labels``, ``probs`` in [0, 1], most
+    likely first): the model's raw probability of each, coloured by whether the sampler's
+    filters kept it; the sampled token (index ``chosen`` into the lists, or −1 when it is not
+    among them) is outlined."""
+    plt = _plt()
+    p = 100.0 * np.asarray(probs, dtype=np.float64)
+    if not (len(labels) == p.size == len(kept)):
+        raise ValueError(f"token_probs: {len(labels)} labels, {p.size} probabilities, {len(kept)} flags")
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.32 * len(labels)))
+    y = np.arange(len(labels))
+    for flag, colour, name in ((True, "#3b6fb6", "kept by the sampler's filters"),
+                               (False, "#bdbdbd", "removed by top-k / top-p / min-p")):
+        sel = np.array([bool(k) == flag for k in kept])
+        if sel.any():
+            ax.barh(y[sel], p[sel], color=colour, label=name)
+    if 0 <= chosen < len(labels):
+        ax.barh([chosen], [p[chosen]], fill=False, edgecolor="#d1495b", linewidth=2.5, label="sampled token")
+    for yi, v in zip(y, p, strict=True):
+        ax.text(v, yi, f" {v:.3g} %", va="center", fontsize=7)
+    ax.set_yticks(y, [safe_label(lb) for lb in labels], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(float(p.max()), 1e-9) * 1.25)
+    ax.set_title(title)
+    ax.set_xlabel("probability under the model (%, before sampling filters)")
+    ax.set_ylabel("candidate next token")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def token_timeline(t_ms: Sequence[float], *, title: str, n_prompt: Optional[int] = None) -> "Figure":
+    """Wall time per generated token (``TokenEvent.t_ms``): the first bar includes the whole
+    prompt's forward pass; a dashed line marks the mean of the others and its tokens/s."""
+    plt = _plt()
+    t = np.asarray(t_ms, dtype=np.float64)
+    if t.size == 0:
+        raise ValueError("token_timeline: no tokens")
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    x = np.arange(1, t.size + 1)
+    first = "first token (prompt" + (f" of {n_prompt} tokens" if n_prompt else "") + " + sampling)"
+    ax.bar(x[:1], t[:1], color="#d1495b", label=first)
+    if t.size > 1:
+        ax.bar(x[1:], t[1:], color="#3b6fb6", label="one decode step + sampling")
+        mean = float(t[1:].mean())
+        ax.axhline(mean, color="black", linestyle="--", linewidth=1,
+                   label=f"mean of the decode steps: {mean:.2f} ms = {1000 / mean:.1f} tokens/s")
+    ax.set_title(title)
+    ax.set_xlabel("generated token (index)")
+    ax.set_ylabel("wall time (ms)")
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+# =============================================================================================
+# Notebook 07: profiling
+# =============================================================================================
+
+
+def op_breakdown(profiles: Mapping[str, Mapping[str, float]], *, title: str,
+                 xlabel: str = "time per decode step (ms)") -> "Figure":
+    """Horizontal grouped bars: one row per op (the union of the profiles' keys, in first-seen
+    order), one bar per profile (label → {op: time})."""
+    plt = _plt()
+    if not profiles:
+        raise ValueError("op_breakdown: no profile given")
+    ops = list(dict.fromkeys(op for prof in profiles.values() for op in prof))
+    cmap = plt.get_cmap("tab10")
+    height = 0.8 / len(profiles)
+    fig, ax = plt.subplots(figsize=(8, 1.4 + 0.22 * len(ops) * (1 + 0.25 * (len(profiles) - 1))))
+    y = np.arange(len(ops))
+    top = max((float(v) for prof in profiles.values() for v in prof.values()), default=0.0)
+    for i, (label, prof) in enumerate(profiles.items()):
+        vals = [float(prof.get(op, 0.0)) for op in ops]
+        bars = ax.barh(y + (i - (len(profiles) - 1) / 2) * height, vals, height=height, color=cmap(i % 10),
+                       label=label)
+        # values under 1 % of the largest bar would only clutter the picture
+        ax.bar_label(bars, labels=[f"{v:.3g}" if v >= 0.01 * top else "" for v in vals], fontsize=6, padding=2)
+    ax.set_yticks(y, ops, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("part of the forward pass")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def roofline(bandwidths: Mapping[str, float], peak: float, points: Mapping[str, tuple[float, float]], *,
+             title: str, peak_label: str = "int8 dot peak") -> "Figure":
+    """The roofline model on log–log axes: for each measured bandwidth (label → GB/s) the
+    attainable throughput ``min(bandwidth · intensity, peak)`` (GOP/s), and the measured
+    ``points`` (label → (operational intensity in ops/byte, GOP/s achieved))."""
+    plt = _plt()
+    if peak <= 0 or not bandwidths or any(b <= 0 for b in bandwidths.values()):
+        raise ValueError(f"roofline: need a positive peak and bandwidths, got {peak}, {dict(bandwidths)}")
+    xs = [i for i, _ in points.values()] + [peak / b for b in bandwidths.values()]
+    lo, hi = min(xs) / 4, max(xs) * 4
+    grid = np.geomspace(lo, hi, 200)
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    styles = ["-", "--", "-.", ":"]
+    for i, (label, bw) in enumerate(bandwidths.items()):
+        ax.plot(grid, np.minimum(bw * grid, peak), color="black", linestyle=styles[i % 4], linewidth=1.2,
+                label=f"{label}: {bw:.1f} GB/s")
+    ax.axhline(peak, color="grey", linewidth=0.8, alpha=0.6, label=f"{peak_label}: {peak:.0f} GOP/s")
+    cmap = plt.get_cmap("tab10")
+    for i, (label, (inten, gops)) in enumerate(points.items()):
+        ax.scatter([inten], [gops], s=60, color=cmap(i % 10), zorder=3, label=f"{label}: {gops:.3g} GOP/s")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.set_xlabel("operational intensity (operations per byte read)")
+    ax.set_ylabel("throughput (GOP/s, log scale)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def throughput_bars(records: Sequence[Mapping[str, Any]], *, title: str) -> "Figure":
+    """Grouped bars of pp / tg results (``BenchTable.records()``: ``test``, ``backend``,
+    ``n_threads``, ``avg_ts``, ``stddev_ts``): one group per test, one bar per backend and
+    thread count, with the standard deviation as an error bar, on a log axis."""
+    plt = _plt()
+    recs = [r for r in records if r.get("avg_ts")]
+    if not recs:
+        raise ValueError("throughput_bars: no record with a t/s value")
+    tests = list(dict.fromkeys(r["test"] for r in recs))
+    who = list(dict.fromkeys((r["backend"], r["n_threads"]) for r in recs))
+    val = {(r["test"], r["backend"], r["n_threads"]): (r["avg_ts"], r.get("stddev_ts") or 0.0) for r in recs}
+    cmap = plt.get_cmap("tab10")
+    width = 0.8 / len(who)
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.6 * len(tests) * max(1, len(who) / 3) + 3), 4.2))
+    x = np.arange(len(tests))
+    for i, (backend, thr) in enumerate(who):
+        m = [val.get((t, backend, thr), (math.nan, 0.0)) for t in tests]
+        bars = ax.bar(x + (i - (len(who) - 1) / 2) * width, [v for v, _ in m], width=width,
+                      yerr=[e for _, e in m], capsize=2, color=cmap(i % 10),
+                      label=f"{backend}, " + ("threads chosen by the backend" if thr is None else f"{thr} thread(s)"))
+        ax.bar_label(bars, fmt="%.4g", fontsize=6, padding=2)
+    ax.set_yscale("log")
+    ax.set_xticks(x, tests)
+    ax.set_title(title)
+    ax.set_xlabel("test (pp N: N prompt tokens in one call; tg N: N tokens one at a time)")
+    ax.set_ylabel("tokens per second (log scale)")
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+# =============================================================================================
+# Notebook 08: weight and activation statistics
+# =============================================================================================
+
+
+def _heatmap(ax: "Axes", data: np.ndarray, *, rows: Sequence[str], cols: Sequence[str], title: str,
+             cbar: str, fmt: str, cmap: str, vmin: Optional[float] = None, vmax: Optional[float] = None):
+    """One annotated layer × projection heatmap on ``ax`` with its colorbar."""
+    im = ax.imshow(data, cmap=cmap, aspect="auto", interpolation="nearest", vmin=vmin, vmax=vmax)
+    if data.size <= 120:  # values readable: write them in the cells
+        lo, hi = im.get_clim()
+        for (r, c), v in np.ndenumerate(data):
+            dark = (v - lo) / ((hi - lo) or 1.0) < 0.5 if cmap != "RdBu_r" else abs(v) > 0.6 * max(abs(lo), abs(hi))
+            ax.text(c, r, fmt.format(v), ha="center", va="center", fontsize=6.5,
+                    color="white" if dark else "black")
+    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("projection")
+    ax.set_ylabel("layer (index)")
+    ax.figure.colorbar(im, ax=ax, label=cbar, fraction=0.046, pad=0.02)
+
+
+def weight_dashboard(zero: np.ndarray, gamma: np.ndarray, balance: np.ndarray, *, projections: Sequence[str],
+                     activations: Mapping[str, np.ndarray], title: str) -> "Figure":
+    """A model at a glance, four panels: the share of zero codes, the scale γ and the sign
+    balance (share of +1 minus share of −1) of every ternary tensor (``(layers, projections)``
+    arrays, shares in [0, 1]), and the range of the activations entering each quantisation
+    point per layer (``activations``: label → ``(layers,)`` absmax values)."""
+    plt = _plt()
+    zero, gamma, balance = (np.asarray(a, dtype=np.float64) for a in (zero, gamma, balance))
+    L = zero.shape[0]
+    if not (zero.shape == gamma.shape == balance.shape == (L, len(projections))):
+        raise ValueError(f"weight_dashboard: arrays {zero.shape}, {gamma.shape}, {balance.shape} "
+                         f"must all be (layers, {len(projections)})")
+    rows = [str(i) for i in range(L)]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 5.5 + 0.45 * min(L, 30)))
+    _heatmap(axes[0, 0], 100 * zero, rows=rows, cols=projections, title="share of zero codes",
+             cbar="zeros (% of the tensor)", fmt="{:.1f}", cmap="viridis")
+    _heatmap(axes[0, 1], gamma, rows=rows, cols=projections, title="scale γ of each tensor",
+             cbar="γ (what a ±1 code stands for)", fmt="{:.3g}", cmap="magma")
+    lim = max(float(np.abs(100 * balance).max()), 0.1)
+    _heatmap(axes[1, 0], 100 * balance, rows=rows, cols=projections, title="sign balance: share(+1) − share(−1)",
+             cbar="balance (percentage points)", fmt="{:+.1f}", cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax = axes[1, 1]
+    for label, vals in activations.items():
+        v = np.asarray(vals, dtype=np.float64)
+        if v.shape != (L,):
+            raise ValueError(f"weight_dashboard: activations {label!r} has shape {v.shape}, expected ({L},)")
+        ax.plot(range(L), v, marker="o", label=label)
+    ax.set_yscale("log")
+    from matplotlib.ticker import LogFormatter
+
+    ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    ax.set_xticks(range(L) if L <= 30 else range(0, L, max(1, L // 15)))
+    ax.set_title("absmax of the activations entering each int8 quantisation", fontsize=9)
+    ax.set_xlabel("layer (index)")
+    ax.set_ylabel("max |x| over the prompt (model units, log)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def hexdump(data: bytes | np.ndarray, *, start: int = 0, width: int = 16,
             notes: Optional[Mapping[int, str]] = None) -> str:
     """Classic hex dump (offset, hex bytes, ASCII) of ``data`` whose first byte is at file
@@ -676,9 +1108,11 @@ __all__ = [
     "FIGDIR_ENV",
     "TERNARY_COLOURS",
     "activation_error",
+    "agreement_grid",
     "bit_map_figure",
     "bits_per_weight",
     "byte_order_image",
+    "byte_planes",
     "check_figure",
     "code_shares",
     "describe_figure",
@@ -686,11 +1120,23 @@ __all__ = [
     "gguf_file_map",
     "hexdump",
     "latent_histogram",
+    "lut_entries",
+    "op_breakdown",
     "output_scatter",
     "probe_bit_map",
+    "roofline",
     "rounding_modes",
+    "safe_label",
     "show",
+    "show_report",
+    "stacked_bars",
+    "step_agreement",
     "table",
     "tensor_overview",
+    "throughput_bars",
+    "throughput_by_version",
+    "token_probs",
+    "token_timeline",
+    "weight_dashboard",
     "zero_shares_by_tensor",
 ]

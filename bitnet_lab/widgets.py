@@ -18,6 +18,9 @@ last, the middle), each under a header naming the values. Headless means any of:
 
 ``BITNET_LAB_HEADLESS=0`` (or unset) lets the other checks decide; any other value is an error,
 so a typo does not silently switch widgets off.
+
+``chat(model, script=[...])`` is a chat box over a ``ChatSession`` (streamed answers, sampling
+sliders, live tokens/s); headless it plays the scripted messages as text.
 """
 
 from __future__ import annotations
@@ -191,8 +194,154 @@ def explore(
         fn(**p)
 
 
+# ---------------------------------------------------------------------------------------------
+# Chat
+# ---------------------------------------------------------------------------------------------
+
+# The sampling controls of the chat box and their start values (llama.cpp's defaults).
+CHAT_SAMPLING = {"temp": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05}
+
+
+def _chat_turn_text(session: Any, message: str, n: int) -> Any:
+    """One turn of ``session`` printed as it streams: the user line, the answer token by token,
+    then a line of counters. Returns the turn's DoneEvent."""
+    from bitnet_lab.generate import TokenEvent
+
+    print(f"user: {message}")
+    print("assistant: ", end="", flush=True)
+    done = None
+    for ev in session.send(message, n=n):
+        if isinstance(ev, TokenEvent):
+            print(ev.text, end="", flush=True)
+        else:
+            done = ev
+    print()
+    print(f"  [{done.n_generated} tokens; prompt {done.n_prompt} tokens at {done.prompt_tokens_per_s:.1f} tokens/s; "
+          f"generation {done.eval_tokens_per_s:.1f} tokens/s; stopped: {done.reason}]")
+    return done
+
+
+def _chat_html(turns: Sequence[Sequence[str]]) -> str:
+    import html
+
+    rows = []
+    for role, text in turns:
+        colour = "#3b6fb6" if role == "user" else "#d1495b"
+        body = html.escape(text).replace("\n", "<br>") or "&nbsp;"
+        rows.append(f"<div style='margin:2px 0'><b style='color:{colour}'>{role}:</b> {body}</div>")
+    return "<div style='font-family:monospace'>" + "".join(rows) + "</div>"
+
+
+def chat(
+    model: Any,
+    *,
+    script: Sequence[str] = (),
+    n: int = 48,
+    seed: int = 0,
+    system: Optional[str] = None,
+    chat_format: Any = None,
+    sampling: Optional[Mapping[str, float]] = None,
+    headless: Optional[bool] = None,
+) -> Any:
+    """A chat box over a :class:`bitnet_lab.chat.ChatSession` of ``model``; returns the session.
+
+    With a frontend: a transcript that streams the answer token by token, a message box with
+    Send and Reset, sliders for the sampler (temperature, top-k, top-p, min-p; read at every
+    Send) and for the answer length, and a live tokens/s counter. The ``script`` messages are
+    sent first, so the box opens on a conversation. Errors of a turn appear in the box's
+    output area.
+
+    Headless (see :func:`headless_reason`): prints why, then plays ``script`` as text — each
+    user message, the streamed answer and a line of counters — with the ``sampling`` settings.
+    ``sampling``: start values for :data:`CHAT_SAMPLING`'s keys (``make_sampler`` arguments).
+    """
+    import time
+
+    from bitnet_lab.chat import ChatSession
+    from bitnet_lab.generate import TokenEvent, make_sampler
+
+    settings = {**CHAT_SAMPLING, **dict(sampling or {})}
+    unknown = set(settings) - set(CHAT_SAMPLING)
+    if unknown:
+        raise ValueError(f"chat: unknown sampling setting(s) {sorted(unknown)}; known: {sorted(CHAT_SAMPLING)}")
+    session = ChatSession(model, system=system, chat_format=chat_format, sampler=make_sampler(**settings), seed=seed)
+    reason = headless_reason() if headless is None else ("headless=True" if headless else None)
+    if reason is not None:
+        print(f"[widgets off: {reason}] a scripted chat of {len(script)} turn(s) instead of the chat box; "
+              f"format {session.format.name}, sampler {session.sampler.name}, seed {session.seed}")
+        for message in script:
+            _chat_turn_text(session, message, n)
+        return session
+
+    import ipywidgets as w
+    from IPython.display import display
+
+    style = {"description_width": "initial"}
+    controls = {
+        "temp": w.FloatSlider(value=settings["temp"], min=0.0, max=2.0, step=0.05, description="temperature",
+                              style=style, continuous_update=False),
+        "top_k": w.IntSlider(value=int(settings["top_k"]), min=0, max=200, description="top-k", style=style,
+                             continuous_update=False),
+        "top_p": w.FloatSlider(value=settings["top_p"], min=0.0, max=1.0, step=0.01, description="top-p",
+                               style=style, continuous_update=False),
+        "min_p": w.FloatSlider(value=settings["min_p"], min=0.0, max=0.5, step=0.01, description="min-p",
+                               style=style, continuous_update=False),
+    }
+    length = w.IntSlider(value=n, min=1, max=512, description="max tokens", style=style, continuous_update=False)
+    transcript = w.HTML(_chat_html([]))
+    stats = w.HTML(f"format {session.format.name}; seed {session.seed}")
+    message = w.Text(placeholder="your message", description="you", style=style,
+                     layout=w.Layout(width="60%"))
+    send, reset = w.Button(description="Send", button_style="primary"), w.Button(description="Reset")
+    out = w.Output()
+    turns: list[list[str]] = [["system", system]] if system else []
+
+    def run_turn(text: str) -> None:
+        session.sampler = make_sampler(**{k: c.value for k, c in controls.items()})
+        turns.extend([["user", text], ["assistant", ""]])
+        transcript.value = _chat_html(turns)
+        t0, n_tok = time.perf_counter(), 0
+        for ev in session.send(text, n=length.value):
+            if isinstance(ev, TokenEvent):
+                n_tok += 1
+                turns[-1][1] += ev.text
+                transcript.value = _chat_html(turns)
+                dt = time.perf_counter() - t0
+                stats.value = f"{n_tok} tokens · {n_tok / dt:.1f} tokens/s (live, prompt included)"
+            else:
+                stats.value = (f"{ev.n_generated} tokens · prompt {ev.prompt_tokens_per_s:.1f} tokens/s · "
+                               f"generation {ev.eval_tokens_per_s:.1f} tokens/s · stopped: {ev.reason} · "
+                               f"sampler {session.sampler.name}")
+
+    def on_send(_=None) -> None:
+        text, message.value = message.value.strip(), ""
+        if text:
+            with out:
+                run_turn(text)
+
+    def on_reset(_=None) -> None:
+        with out:
+            session.reset()
+            del turns[:]
+            if system:
+                turns.append(["system", system])
+            transcript.value = _chat_html(turns)
+            stats.value = "conversation reset"
+
+    send.on_click(on_send)
+    reset.on_click(on_reset)
+    display(w.VBox([transcript, w.HBox([message, send, reset]), stats,
+                    w.HBox(list(controls.values())), length, out]))
+    for text in script:
+        with out:
+            run_turn(text)
+    return session
+
+
 __all__ = [
+    "CHAT_SAMPLING",
     "HEADLESS_ENV",
+    "chat",
     "default_picks",
     "explore",
     "headless_reason",

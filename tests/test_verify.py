@@ -25,6 +25,7 @@ import pytest
 
 import bitnet_lab
 from bitnet_lab import cli, kernels
+import bitnet_lab.verify as verify_mod
 from bitnet_lab.default_model import default_model_path
 from bitnet_lab.dummy import generate_dummy
 from bitnet_lab.errors import ConfigError, KernelError
@@ -84,7 +85,9 @@ def test_default_model_passes_every_tier(model):
     assert {c.version for c in rep.kernel.checks if c.op == "i2s_gemv"} == versions
     assert {c.op for c in rep.kernel.checks} == {"quantize_act", "i2s_gemv", "i2s_gemm"}
     assert all(c.compared > 0 for c in rep.kernel.checks + rep.bitlinear.checks)
-    assert len(rep.kernel.tensors) == 7 * model.config.n_layers  # small model: every tensor
+    # every projection of the sampled layers (all layers of a model with <= ALL_LAYERS_UP_TO)
+    sampled = verify_mod._sample_layers(model.config.n_layers, None)
+    assert len(rep.kernel.tensors) == 7 * len(sampled)
     # the model tier: n steps, captures compared at the prompt and at the decode steps
     m = rep.model_tier
     assert len(m.steps) == N_STEPS and set(m.capture_checks) == {"prefill", "decode step 1"}
@@ -218,11 +221,14 @@ def _scale_gamma(w: TernaryWeight) -> TernaryWeight:
     return TernaryWeight(w.name, w.layout, w.shape, w.data, scale=np.float32(w.scale * np.float32(1 + 2**-8)))
 
 
-@pytest.mark.parametrize("name, change, op, what", [
-    ("blk.2.ffn_up.weight", _flip_one_code, "ffn_up.acc", "acc"),
-    ("blk.1.attn_v.weight", _scale_gamma, "attn_v.out", "y"),
+@pytest.mark.parametrize("pick, proj, change, op, what", [
+    (2, "ffn_up", _flip_one_code, "ffn_up.acc", "acc"),
+    (1, "attn_v", _scale_gamma, "attn_v.out", "y"),
 ])
-def test_perturbed_weight_is_located(model, name, change, op, what):
+def test_perturbed_weight_is_located(model, pick, proj, change, op, what):
+    # a layer the BitLinear tier checks: the pick-th of the sampled layers
+    layer_index = verify_mod._sample_layers(model.config.n_layers, None)[pick]
+    name = f"blk.{layer_index}.{proj}.weight"
     tensors = dict(model.tensors)
     tensors[name] = change(model.tensors[name])
     rep = run(model, n=2, native_tensors=tensors)

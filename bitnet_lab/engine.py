@@ -11,6 +11,7 @@
     logits = engine.logits(ids)              # full forward from an empty cache
     logits, caps = engine.forward(ids, cache, capture=True)   # + named intermediates
     y = engine.bitlinear("blk.0.attn_q", x)  # one projection on f32 rows (the BitLinear tier)
+    prof = engine.profile_decode(position=64)  # ms per op class of one decode step (C timers)
 
 What happens where:
 
@@ -26,22 +27,42 @@ What happens where:
   one activation quantisation and gate/up share one (numerics.md §2.6).
 
 Numerics: the engine mirrors the reference's choices (bitnet_lab/reference/layers.py) rule by
-rule — RMSNorm squares summed in float64, ``1.0f/sqrtf``; RoPE from the same cos/sin tables
-(:func:`rope_tables`, tested equal to the reference's); float64-accumulated dots in attention
-and the lm_head, rounded once; ``exp`` in float64; the BitLinear epilogue ``(acc / s_x) · γ``;
-fp16 roundings of q, the softmax output and the K/V cache with ``kv_dtype="f16"``, and of the
-hidden state before an F16 lm_head. Results are bit-identical for every thread count and every
-ISA level (one canonical summation order, see cython_kernels/src/engine_float.h).
+rule for the integer side and every element-wise float op — activation quantisation, exact
+ternary products, the BitLinear epilogue ``(acc / s_x) · γ``, RMSNorm (squares summed in
+float64, ``1.0f/sqrtf``), RoPE from the same cos/sin tables (:func:`rope_tables`, tested equal
+to the reference's), ``exp`` in float64, fp16 roundings of q, the softmax output and the K/V
+cache with ``kv_dtype="f16"``, and of the hidden state before an F16 lm_head; a Q8_0 lm_head
+uses llama.cpp's Q8_0 dot on both sides (the hidden state quantised to Q8_0 per block of 32).
+Every float reduction follows one canonical order shared by all ISA levels
+(cython_kernels/src/engine_float.h), so results are bit-identical for every thread count and
+ISA level. Attention dots, the softmax sum and the norms accumulate in float64 like the
+reference (anything upstream of an int8 activation quantisation must: a 1e-7 difference there
+once flipped an o-projection input and moved the logits by 3e-3); the lm_head accumulates in
+float32 (32 lanes, multiply then add, a fixed fold), which the logits alone see: they agree
+with the reference within ~1e-7 relative (tests/test_engine.py checks 1e-4 and identical greedy
+tokens).
+
+Speed (cython_kernels/src/engine.c, mad_avx512vnni.c, float_avx512.c): weights stream once per
+token with a software prefetch into L2 ahead of the rows being read (the hardware prefetchers
+do not follow the GEMV's interleaved row streams); the lm_head reads one row at a time; threads
+meet at a spin-then-sleep barrier (``spin_us``). :meth:`NativeEngine.profile_decode` shows where
+a decode step's time goes.
 
 Memory: the packed weights (mapped, not copied) + the KV cache (``new_cache``; pages are
-committed as positions fill up) + per-call scratch of at most ``ENGINE_CHUNK`` rows. Float
+committed as positions fill up) + a workspace kept by the engine between calls (scratch of at
+most ``ENGINE_CHUNK`` rows per thread, grown on demand: a decode step allocates nothing). Load
+reads every page of the ternary weights once (the check for the invalid 2-bit code 3, one C pass
+at memory speed, ~0.06 s for the 2B-4T when the file is cached) but not the embedding. Float
 tensors are used in place when they are F32, F16 or Q8_0; other float types (BF16, Q6_K) are
-widened to F32 once at load.
+widened to F32 once at load (the Q6_K lm_head then runs the F32 path).
 """
 
 from __future__ import annotations
 
+import os
+import statistics
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -52,7 +73,8 @@ from bitnet_lab.errors import BitnetLabError, CodecError, ConfigError
 from bitnet_lab.quant import ternary
 from bitnet_lab.tensors import FloatTensor, TernaryWeight
 
-__all__ = ["ENGINE_CHUNK", "KV_DTYPES", "PROJECTIONS", "NativeCache", "NativeEngine", "rope_tables"]
+__all__ = ["ENGINE_CHUNK", "KV_DTYPES", "PROF_CLASSES", "PROJECTIONS", "DecodeProfile", "NativeCache", "NativeEngine",
+           "rope_tables"]
 
 _k = kernels._k  # the compiled module (engine core, test hooks)
 
@@ -61,6 +83,11 @@ _k = kernels._k  # the compiled module (engine core, test hooks)
 ENGINE_CHUNK: int = _k.ENGINE_CHUNK
 
 PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+# Op classes timed by the C side (src/engine.h BL_PROF_*), in order.
+PROF_CLASSES: tuple[str, ...] = _k.PROF_NAMES
+# Environment override of how long a thread waiting at one of the engine's barriers spins before
+# it sleeps, in µs (default: the C side's BL_SPIN_NS_DEFAULT / 1000).
+SPIN_ENV_VAR = "BITNET_LAB_SPIN_US"
 KV_DTYPES = ("f32", "f16")
 LM_HEAD_DTYPES = ("auto", "f16", "f32")
 
@@ -109,12 +136,13 @@ def _flat_u8(data: Any, name: str) -> np.ndarray:
     return a.reshape(-1).view(np.uint8)
 
 
-def _check_2bit_codes(codes: np.ndarray, name: str, layout: str) -> None:
-    """Every 2-bit field of ``codes`` (uint8) must be 0, 1 or 2 (code 3 is invalid)."""
-    bad = (codes & (codes >> 1) & 0x55) != 0  # a field holds 3 iff both of its bits are set
-    n_bad = int(np.count_nonzero(bad))
+def _check_2bit_codes(data: np.ndarray, name: str, layout: str, stride: int = 0, width: int = 0) -> None:
+    """Every 2-bit field must be 0, 1 or 2 (code 3 is invalid): the first ``width`` bytes of every
+    ``stride``-byte group of ``data`` (default: all bytes). One pass in C at memory speed
+    (_kernels.scan_code3; a numpy version with temporaries cost ~0.35 s for the 2B-4T)."""
+    n = int(data.size)
+    n_bad, first = _k.scan_code3(data, stride or max(n, 1), width or max(n, 1))
     if n_bad:
-        first = int(np.argmax(bad))
         raise CodecError(f"{name}: {layout} data holds invalid code(s) 3 (codes are t + 1 in {{0, 1, 2}}) "
                          f"in {n_bad} byte(s); first at byte {first}")
 
@@ -180,8 +208,8 @@ def _projection_spec(name: str, w: Any, shape: tuple[int, int]) -> tuple:
         need = M * (K // _TQ_BLOCK) * _TQ_BLOCK_BYTES[layout]
         if data.size != need:
             raise CodecError(f"{name}: a ({M}, {K}) {layout} tensor needs {need} bytes, got {data.size}")
-        if layout == "tq2_0":
-            _check_2bit_codes(data.reshape(-1, 66)[:, :64], name, "TQ2_0")
+        if layout == "tq2_0":  # the 64 code bytes of every 66-byte block (the fp16 scale follows)
+            _check_2bit_codes(data, name, "TQ2_0", _TQ_BLOCK_BYTES["tq2_0"], 64)
         gamma = _tq_gamma(w, name)
         return (_LAYOUT_CODE[layout], data, M, K, K, float(gamma), None, None)
     if layout in ("tl1", "tl2"):
@@ -240,6 +268,71 @@ def _expected_names(config: ModelConfig) -> set[str]:
     return names
 
 
+def _spin_us(value: float | None) -> float:
+    """The barrier spin time in µs: ``value``, else ``$BITNET_LAB_SPIN_US``, else the C default."""
+    if value is None:
+        env = os.environ.get(SPIN_ENV_VAR, "").strip()
+        if not env:
+            return _k.SPIN_NS_DEFAULT / 1000
+        try:
+            value = float(env)
+        except ValueError:
+            raise ConfigError(f"{SPIN_ENV_VAR}={env!r} is not a number of microseconds") from None
+    if not value >= 0:  # also rejects NaN
+        raise ConfigError(f"spin_us must be >= 0, got {value}")
+    return float(value)
+
+
+# ---- per-op profile -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecodeProfile:
+    """Where the time of one native decode step goes, from the C side's own timers.
+
+    ``ops_ms``: wall-clock milliseconds per op class (:data:`PROF_CLASSES`) of thread 0, median
+    over the profiled steps; ``ops_cpu_ms``: the same thread's CPU time per class (the time it
+    actually ran: on a shared machine the wall figure also holds the time other processes took
+    the core, the CPU figure does not — but neither removes their pressure on memory bandwidth);
+    ``threads_ms`` / ``threads_cpu_ms``: per thread (index = OpenMP thread id). "sync" is the
+    time a thread waited at barriers: load imbalance + wake-up. ``region_ms``: thread 0's wall
+    total inside the C call (the sum of its classes); ``step_ms``: median wall time of the whole
+    call (Python + C). ``loadavg``: the 1-minute load average at the end.
+    """
+
+    position: int
+    threads: int
+    isa: str
+    steps: int
+    step_ms: float
+    region_ms: float
+    ops_ms: dict[str, float]
+    ops_cpu_ms: dict[str, float]
+    threads_ms: list[dict[str, float]] = field(default_factory=list)
+    threads_cpu_ms: list[dict[str, float]] = field(default_factory=list)
+    loadavg: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"position": self.position, "threads": self.threads, "isa": self.isa, "steps": self.steps,
+                "step_ms": self.step_ms, "region_ms": self.region_ms, "ops_ms": dict(self.ops_ms),
+                "ops_cpu_ms": dict(self.ops_cpu_ms), "threads_ms": [dict(t) for t in self.threads_ms],
+                "threads_cpu_ms": [dict(t) for t in self.threads_cpu_ms], "loadavg": self.loadavg}
+
+    def __str__(self) -> str:
+        head = (f"decode step at position {self.position}, {self.threads} thread(s), isa {self.isa}, "
+                f"median of {self.steps}: {self.step_ms:.3f} ms (C region {self.region_ms:.3f} ms)"
+                + (f", load average {self.loadavg:.2f}" if self.loadavg is not None else ""))
+        cols = "".join(f"{f'wall t{i}':>10}{f'cpu t{i}':>10}" for i in range(len(self.threads_ms)))
+        lines = [head, f"{'op (ms)':<12}{cols}"]
+        for name in self.ops_ms:
+            per = "".join(f"{w[name]:>10.3f}{c[name]:>10.3f}" for w, c in zip(self.threads_ms, self.threads_cpu_ms))
+            lines.append(f"{name:<12}{per}")
+        tot = "".join(f"{sum(w.values()):>10.3f}{sum(c.values()):>10.3f}"
+                      for w, c in zip(self.threads_ms, self.threads_cpu_ms))
+        lines.append(f"{'total':<12}{tot}")
+        return "\n".join(lines)
+
+
 # ---- the cache --------------------------------------------------------------------------------
 
 
@@ -284,8 +377,13 @@ class NativeEngine:
     - ``threads``: OpenMP threads (``None``: :func:`bitnet_lab.kernels.effective_threads`).
     - ``rounding``: activation rounding, "half_even" or "half_away" (numerics.md §2.5).
     - ``kv_dtype``: "f32" or "f16" (K/V stored as fp16, q and the softmax output rounded to fp16).
-    - ``lm_head_dtype``: "auto" (fp16 dot iff the lm_head is F16), "f16" or "f32".
+    - ``lm_head_dtype``: "auto" (fp16 dot iff the lm_head is F16; a Q8_0 lm_head uses llama.cpp's
+      Q8_0 dot, the hidden state quantised to Q8_0 per block of 32), "f16" or "f32".
     - ``n_ctx_max``: default cache length (default ``config.context``).
+    - ``spin_us``: how long a thread waiting at a barrier between stages spins before it sleeps
+      (default: ``$BITNET_LAB_SPIN_US`` or 20 µs). Spinning reacts in ~0.1 µs on a quiet
+      machine; sleeping costs a futex wake-up but frees the core on a busy one (src/engine.h
+      has the measurements).
 
     The ISA level is :func:`bitnet_lab.kernels.active_isa` at each call (``use_isa`` switches it).
     """
@@ -300,6 +398,7 @@ class NativeEngine:
         kv_dtype: str = "f32",
         lm_head_dtype: str = "auto",
         n_ctx_max: int | None = None,
+        spin_us: float | None = None,
     ) -> None:
         if rounding not in ternary.ROUNDING_MODES:
             raise ConfigError(f"rounding {rounding!r} is not one of {ternary.ROUNDING_MODES}")
@@ -365,6 +464,8 @@ class NativeEngine:
             if tuple(t.shape) != (V, H):
                 raise ConfigError(f"{t.name}: shape {tuple(t.shape)} but the config implies {(V, H)}")
         lm_f16 = lm_head_dtype == "f16" or (lm_head_dtype == "auto" and lm_t.ggml_type == "F16")
+        # a Q8_0 lm_head ("auto"): llama.cpp's Q8_0 dot, the hidden state quantised to Q8_0 (numerics §9)
+        lm_q8 = lm_head_dtype == "auto" and lm_t.ggml_type == "Q8_0" and H % _Q8_0_BLOCK == 0
         embed = _float_matrix(emb_t, None, V, H)
         lm = embed if (lm_t is emb_t and not (lm_f16 and emb_t.ggml_type != "F16")) else _float_matrix(lm_t, lm_f16, V, H)
         output_norm = _norm(tensors, "output_norm.weight", H)
@@ -374,10 +475,19 @@ class NativeEngine:
             "ffn": c.ffn, "vocab": V, "rot_dim": c.rot_dim, "rope_neox": int(c.rope_style == "neox"),
             "act_relu2": int(c.activation == "relu2"), "sub_norms": int(c.sub_norms),
             "rounding": _ROUNDING_CODE[rounding], "kv_f16": int(kv_dtype == "f16"), "lm_f16": int(lm_f16),
+            "lm_q8": int(lm_q8),
             "eps": float(np.float32(c.norm_eps)),
             "kq_scale": float(np.float32(1.0) / np.sqrt(np.float32(c.head_dim))),  # 1.0f/sqrtf(d)
         }
+        # 2 MiB pages for the streamed weights where the OS allows (a hint; ~20% more read
+        # bandwidth than 4 KiB pages on the reference machine: src/engine.h bl_advise_hugepages)
+        for _, arr in self._packed.values():
+            _k.advise_hugepages(arr)
+        for _, arr in (embed, lm):
+            _k.advise_hugepages(arr)
         self._core = _k.EngineCore(dims, layers, embed, lm, output_norm)
+        self.spin_us = _spin_us(spin_us)
+        self._core.set_spin_ns(int(self.spin_us * 1000))
         per_layer, glob = self._core.capture_specs()
         self._cap_layer, self._cap_global = per_layer, glob
         self._weight_bytes = sum(int(a.nbytes) for _, a in self._packed.values())
@@ -386,10 +496,10 @@ class NativeEngine:
             "act_floor": ternary.ACT_EPS,
             "epilogue": "(acc / s_x) * gamma",
             "kv_dtype": kv_dtype,
-            "lm_head": "f16" if lm_f16 else "f32",
+            "lm_head": "q8_0" if lm_q8 else "f16" if lm_f16 else "f32",
             "embed_type": emb_t.ggml_type,
             "lm_head_type": lm_t.ggml_type,
-            "float_dots": "float64 accumulate (canonical 16-lane order), one f32 rounding",
+            "float_dots": "float32 accumulate, canonical 16-lane order (multiply, add; fixed fold)",
         }
 
     # ---- caches -------------------------------------------------------------------------------
@@ -480,6 +590,49 @@ class NativeEngine:
         T = len(ids)
         n_ctx = max(64, 1 << max(T - 1, 0).bit_length())
         return self.forward(ids, self.new_cache(n_ctx), capture=capture)
+
+    # ---- profile -------------------------------------------------------------------------------
+    def profile_decode(self, *, position: int = 64, steps: int = 10, seed: int = 0) -> DecodeProfile:
+        """Per-op times of a decode step at cache position ``position`` (tg128's mean position
+        is 64), from timers inside the C forward pass (one ``clock_gettime`` per phase boundary:
+        ~30 ns each, a few hundred per step).
+
+        ``position`` random tokens are prefilled (untimed), then ``steps`` single-token steps run
+        at that same position (the cache is rewound after each). Returns a
+        :class:`DecodeProfile` (median over the steps). This is what
+        ``bitnet_lab.bench_profile.decode_breakdown`` can show for the native backend instead of
+        estimating the split from differences of whole-step times.
+        """
+        import time
+
+        if position < 0 or steps < 1:
+            raise BitnetLabError(f"profile_decode: need position >= 0 and steps >= 1, got {position}, {steps}")
+        rng = np.random.default_rng(seed)
+        cache = self.new_cache(position + 1)
+        if position:
+            self.forward(rng.integers(0, self.vocab_size, position), cache, last_only=True)
+        tok = np.array([int(rng.integers(0, self.vocab_size))], dtype=np.int32)
+        isa = self._isa_index()
+        logits = np.empty((1, self.vocab_size), dtype=np.float32)
+        self._core.forward(tok, cache.k, cache.v, cache.n_ctx, cache.rope_cos, cache.rope_sin, cache.pos, logits, 0,
+                           None, isa, self.threads)  # warm-up (pages, caches)
+        rows, walls = [], []
+        n_cls = len(PROF_CLASSES)
+        for _ in range(steps):
+            prof = np.zeros((self.threads, _k.PROF_STRIDE), dtype=np.float64)
+            t0 = time.perf_counter_ns()
+            self._core.forward(tok, cache.k, cache.v, cache.n_ctx, cache.rope_cos, cache.rope_sin, cache.pos, logits,
+                               0, None, isa, self.threads, prof)
+            walls.append(time.perf_counter_ns() - t0)
+            rows.append(np.concatenate([prof[:, :n_cls], prof[:, _k.PROF_CPU : _k.PROF_CPU + n_cls]], axis=1) / 1e6)
+        per = np.median(np.stack(rows), axis=0)  # (threads, 2·classes) ms: wall, then CPU
+        wall = [{name: float(per[t, i]) for i, name in enumerate(PROF_CLASSES)} for t in range(self.threads)]
+        cpu = [{name: float(per[t, n_cls + i]) for i, name in enumerate(PROF_CLASSES)} for t in range(self.threads)]
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        return DecodeProfile(position=position, threads=self.threads, isa=kernels.active_isa(), steps=steps,
+                             step_ms=statistics.median(walls) / 1e6, region_ms=float(per[0, :n_cls].sum()),
+                             ops_ms=dict(wall[0]), ops_cpu_ms=dict(cpu[0]), threads_ms=wall, threads_cpu_ms=cpu,
+                             loadavg=load)
 
     # ---- one projection ----------------------------------------------------------------------
     def bitlinear(self, name: str, x: np.ndarray, *, return_acc: bool = False):

@@ -4,7 +4,9 @@
 # memory-mapped file, config numbers, caches) and validates everything a user can get wrong;
 # this file only turns them into the C structs of src/engine.h, holds references to every
 # array whose memory the C side points into, and calls bl_forward / bl_bitlinear WITHOUT the
-# GIL. Errors from C come back as bitnet_lab's exceptions with the C message.
+# GIL. Errors from C come back as bitnet_lab's exceptions with the C message. Each EngineCore
+# owns one C workspace (scratch buffers + barrier, src/engine.h) reused by every call, so a
+# decode step allocates nothing; a lock keeps two Python threads from sharing it at once.
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uintptr_t
 from libc.stdlib cimport calloc, free
@@ -34,7 +36,7 @@ cdef extern from "engine.h" nogil:
 
     ctypedef struct bl_model:
         int64_t n_layers, hidden, n_heads, n_kv_heads, head_dim, ffn, vocab, rot_dim
-        int32_t rope_neox, act_relu2, sub_norms, rounding, kv_f16, lm_f16
+        int32_t rope_neox, act_relu2, sub_norms, rounding, kv_f16, lm_f16, lm_q8
         float eps, kq_scale
         bl_fmat embed, lm_head
         const float *output_norm
@@ -51,20 +53,40 @@ cdef extern from "engine.h" nogil:
         int code
         char msg[512]
 
+    ctypedef struct bl_ws:
+        pass
+
     int BL_OK, BL_E_KERNEL, BL_E_DATA, BL_E_ARG, BL_E_NOMEM
     int BL_CAP_LAYER_COUNT, BL_CAP_GLOBAL_COUNT, BL_P_COUNT, BL_CHUNK
+    int BL_PROF_COUNT, BL_PROF_STRIDE, BL_PROF_CPU, BL_SPIN_NS_DEFAULT
+
+    bl_ws *bl_ws_new()
+    void bl_ws_free(bl_ws *ws)
+    void bl_ws_set_spin_ns(bl_ws *ws, int64_t spin_ns)
+    const char *bl_prof_name(int c)
 
     const char *bl_capture_info(const bl_model *m, int layer, int c, int *dtype, int64_t *width)
     int bl_forward(const bl_model *m, const bl_kv *kv, const int32_t *tokens, int64_t T, int64_t pos0,
                    float *logits, int64_t logits_row0, void *const *caps, int isa, int n_threads,
-                   bl_error *err)
+                   bl_ws *ws, double *prof, bl_error *err)
     int bl_bitlinear(const bl_tweight *w, const float *x, int64_t N, float *y, int32_t *acc, int rounding,
                      int isa, int n_threads, bl_error *err)
-    void bl_rms_norm_rows(const float *x, const float *w, float *y, int64_t N, int64_t n, float eps)
+    void bl_rms_norm_rows(const float *x, const float *w, float *y, int64_t N, int64_t n, float eps, int isa)
+    float bl_dot_f32_at(const float *a, const float *b, int64_t n, int isa)
+    float bl_expf64(float x)
+    int bl_softmax_at(float *s, int64_t n, int f16, int isa)
+    int bl_silu_at(const float *g, const float *u, float *f, int64_t n, int isa)
     void bl_f32_to_f16_array(const float *x, uint16_t *y, int64_t n)
+    int64_t bl_scan_code3(const uint8_t *data, int64_t n_bytes, int64_t stride, int64_t width, int64_t *first_bad)
+    int bl_advise_hugepages(const void *p, size_t n)
 
 
 ENGINE_CHUNK = BL_CHUNK
+PROF_STRIDE = BL_PROF_STRIDE
+PROF_CPU = BL_PROF_CPU
+SPIN_NS_DEFAULT = BL_SPIN_NS_DEFAULT
+# Names of the profile classes of bl_forward (src/engine.h BL_PROF_*), in column order.
+PROF_NAMES = tuple(bl_prof_name(_c).decode() for _c in range(BL_PROF_COUNT))
 _CAP_DTYPES = {0: np.float32, 1: np.int8, 2: np.int32}
 
 
@@ -105,14 +127,26 @@ cdef class EngineCore:
 
     cdef bl_model model
     cdef bl_layer *layers
+    cdef bl_ws *ws
     cdef list _keep
+    cdef object _lock
 
     def __cinit__(self):
         self.layers = NULL
+        self.ws = bl_ws_new()
+        if self.ws == NULL:
+            raise MemoryError("EngineCore: cannot allocate the workspace")
         self._keep = []
+        import threading
+        self._lock = threading.Lock()
 
     def __dealloc__(self):
         free(self.layers)
+        bl_ws_free(self.ws)
+
+    def set_spin_ns(self, int64_t spin_ns):
+        """How long a thread waiting at one of the engine's barriers spins before it sleeps."""
+        bl_ws_set_spin_ns(self.ws, spin_ns)
 
     def __init__(self, dict dims, list layers, tuple embed, tuple lm_head, output_norm):
         cdef int64_t L = len(layers)
@@ -136,6 +170,7 @@ cdef class EngineCore:
         m.rounding = dims["rounding"]
         m.kv_f16 = dims["kv_f16"]
         m.lm_f16 = dims["lm_f16"]
+        m.lm_q8 = dims["lm_q8"]
         m.eps = dims["eps"]
         m.kq_scale = dims["kq_scale"]
         self._set_fmat(&m.embed, embed, "token_embd")
@@ -195,14 +230,20 @@ cdef class EngineCore:
         return per_layer, glob
 
     def forward(self, tokens, k, v, int64_t n_ctx, cos, sin, int64_t pos0, logits, int64_t logits_row0,
-                caps, int isa, int threads):
-        """Run bl_forward (arguments as in engine.h; validated by bitnet_lab/engine.py)."""
+                caps, int isa, int threads, prof=None):
+        """Run bl_forward (arguments as in engine.h; validated by bitnet_lab/engine.py).
+        ``prof``: None or a zeroed float64 array (threads, PROF_STRIDE) the C side adds ns to."""
         cdef bl_kv kv
         cdef bl_error err
         cdef int64_t T = tokens.shape[0]
         cdef int rc
         cdef int64_t ncap, i
         cdef void **cap_ptrs = NULL
+        cdef double *prof_ptr = NULL
+        if prof is not None:
+            if prof.shape != (threads, BL_PROF_STRIDE):
+                raise ValueError(f"prof: expected shape {(threads, BL_PROF_STRIDE)}, got {prof.shape}")
+            prof_ptr = <double *>_addr(prof, "prof", np.float64)
         cdef const int32_t *tok = <const int32_t *>_addr(tokens, "tokens", np.int32)
         cdef float *out = <float *>_addr(logits, "logits", np.float32)
         kv.k = <void *>_addr(k, "cache k")
@@ -224,8 +265,10 @@ cdef class EngineCore:
             except BaseException:
                 free(cap_ptrs)
                 raise
-        with nogil:
-            rc = bl_forward(&self.model, &kv, tok, T, pos0, out, logits_row0, cap_ptrs, isa, threads, &err)
+        with self._lock:
+            with nogil:
+                rc = bl_forward(&self.model, &kv, tok, T, pos0, out, logits_row0, cap_ptrs, isa, threads, self.ws,
+                                prof_ptr, &err)
         free(cap_ptrs)
         if rc != BL_OK:
             _raise(&err)
@@ -251,14 +294,84 @@ cdef class EngineCore:
         return y, acc
 
 
-def engine_rms_norm(x, w, float eps):
-    """Test hook: the engine's RMSNorm of each row of x (N, n) f32 with weight w (n,) f32."""
+def advise_hugepages(a):
+    """madvise(MADV_HUGEPAGE) over the memory of a contiguous array (a hint to map it with 2 MiB
+    pages; src/engine.h). True when the kernel accepted it."""
+    if not isinstance(a, np.ndarray) or not a.flags.c_contiguous or a.size == 0:
+        return False
+    return bl_advise_hugepages(<const void *><uintptr_t>a.ctypes.data, a.nbytes) == 0
+
+
+def scan_code3(data, int64_t stride, int64_t width):
+    """(bad byte count, first bad byte or -1): bytes holding the invalid 2-bit code 3 among the
+    first ``width`` bytes of every ``stride``-byte group of a contiguous uint8 array (I2_S:
+    stride = width = 1 is fine; TQ2_0: 66, 64). Runs without the GIL at memory speed."""
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or not data.flags.c_contiguous:
+        raise TypeError("scan_code3: expected a C-contiguous uint8 array")
+    if stride < 1 or width < 1 or width > stride:
+        raise ValueError(f"scan_code3: need 1 <= width <= stride, got width {width}, stride {stride}")
+    cdef int64_t first = -1, n_bad = 0, n = data.size
+    cdef const uint8_t *p = NULL
+    if n:
+        p = <const uint8_t *>_addr(data, "data")
+        with nogil:
+            n_bad = bl_scan_code3(p, n, stride, width, &first)
+    return int(n_bad), int(first)
+
+
+def engine_rms_norm(x, w, float eps, int isa):
+    """Test hook: the engine's RMSNorm of each row of x (N, n) f32 with weight w (n,) f32, with the
+    float kernels of ISA level ``isa`` (index into ISA_ORDER)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     w = np.ascontiguousarray(w, dtype=np.float32)
     y = np.empty_like(x)
     bl_rms_norm_rows(<const float *>_addr(x, "x"), <const float *>_addr(w, "w"), <float *>_addr(y, "y"),
-                     x.shape[0], x.shape[1], eps)
+                     x.shape[0], x.shape[1], eps, isa)
     return y
+
+
+def engine_dot_f32(a, b, int isa):
+    """Test hook: the engine's canonical-order f32 dot of two 1-D f32 arrays at ISA level ``isa``."""
+    a = np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
+    b = np.ascontiguousarray(b, dtype=np.float32).reshape(-1)
+    if a.shape != b.shape:
+        raise ValueError(f"engine_dot_f32: shapes {a.shape} and {b.shape} differ")
+    return float(bl_dot_f32_at(<const float *>_addr(a, "a"), <const float *>_addr(b, "b"), a.shape[0], isa))
+
+
+def engine_expf(x):
+    """Test hook: the engine's softmax exp, fl32(e^x) through float64 (src/engine_float.h), of a
+    1-D f32 array."""
+    x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    y = np.empty_like(x)
+    cdef const float[::1] xv = x
+    cdef float[::1] yv = y
+    cdef Py_ssize_t i
+    for i in range(x.shape[0]):
+        yv[i] = bl_expf64(xv[i])
+    return y
+
+
+def engine_softmax(x, int isa, bint f16=False):
+    """Test hook: the attention softmax (src/engine_float.h order) of a 1-D f32 array at ISA level
+    ``isa`` (index into ISA_ORDER); ``f16``: the probabilities rounded to fp16."""
+    y = np.array(x, dtype=np.float32, copy=True).reshape(-1)
+    if bl_softmax_at(<float *>_addr(y, "x", np.float32), y.shape[0], f16, isa) != 0:
+        raise ValueError(f"engine_softmax: ISA level {isa} is not available")
+    return y
+
+
+def engine_silu(g, u, int isa):
+    """Test hook: the SiLU-gated activation fl32(fl32(g / (1 + e^-g)) · u) (float64 SiLU, src/
+    engine_float.h) of two 1-D f32 arrays at ISA level ``isa``."""
+    g = np.ascontiguousarray(g, dtype=np.float32).reshape(-1)
+    u = np.ascontiguousarray(u, dtype=np.float32).reshape(-1)
+    if g.shape != u.shape:
+        raise ValueError(f"engine_silu: shapes {g.shape} and {u.shape} differ")
+    f = np.empty_like(g)
+    if bl_silu_at(<const float *>_addr(g, "g"), <const float *>_addr(u, "u"), <float *>_addr(f, "f"), g.shape[0], isa) != 0:
+        raise ValueError(f"engine_silu: ISA level {isa} is not available")
+    return f
 
 
 def engine_f32_to_f16(x):

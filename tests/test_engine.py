@@ -3,14 +3,22 @@
 - greedy decoding: identical tokens for 64 steps and logits within 1e-4 relative
   (max|Δ| / max|logit|) at every step, for the tiny model of each family (int8 layout: repacked
   to I2_S with K padded 64 -> 128) and for each ternary layout (i2_s, tl1, tl2, tq1_0, tq2_0:
-  packed tiny models for 64 steps, and dummy files of the `tiny` layout through the reader for 8);
-- prefill + decode == one full forward (bit for bit, also across the 64-row internal chunks);
-- 1 and 2 threads, and every ISA level in available_isas(): bit-identical logits;
+  packed tiny models for 64 steps, and dummy files of the `tiny` layout through the reader for 8).
+  The engine's lm_head sums in float32 (canonical order, engine_float.h) where the reference sums
+  in float64, so logits are close, not equal (measured max ~1e-7 relative);
 - captures: every int8 / int32 intermediate equal to the reference's exactly;
+- prefill + decode == one full forward (bit for bit, also across the internal ENGINE_CHUNK-row
+  chunks);
+- 1 and 2 threads, every ISA level in available_isas(), barrier spin on/off: bit-identical logits
+  (F16, F32 and Q8_0 lm_heads, f32 and f16 caches);
+- the float kernels' canonical orders: the f32 dot and the softmax equal numpy twins of their
+  orders bit for bit on every level; RMSNorm equals the reference's; the softmax exp is within
+  one f32 ulp of the correctly rounded e^x; SiLU equals numpy's float64 formula;
 - BitLinear: bit-identical to bitnet_lab.quant's numpy policy (quantise, integer product,
   epilogue) for every layout and both rounding modes;
-- the reference's options (kv_dtype f16, lm_head f32, half_away rounding), a Q8_0 embedding, the
-  old `bitnet` arch's `.scale` tensors;
+- the reference's options (kv_dtype f16, lm_head f32, half_away rounding), a Q8_0 embedding (the
+  lm_head then uses llama.cpp's Q8_0 dot on both sides), the old `bitnet` arch's `.scale` tensors;
+- profile_decode: the C timers' classes add up and name where the time goes;
 - bad inputs raise the project's errors with the numbers.
 """
 
@@ -22,7 +30,7 @@ import pytest
 import bitnet_lab
 from bitnet_lab import kernels
 from bitnet_lab.dummy import generate_dummy
-from bitnet_lab.engine import PROJECTIONS, NativeEngine, rope_tables
+from bitnet_lab.engine import ENGINE_CHUNK, PROJECTIONS, NativeEngine, rope_tables
 from bitnet_lab.errors import BitnetLabError, CodecError, ConfigError
 from bitnet_lab.quant import ternary
 from bitnet_lab.tensors import FloatTensor, TernaryWeight
@@ -115,10 +123,95 @@ def test_rms_norm_equals_reference():
     rng = np.random.default_rng(1)
     x = (rng.standard_normal((16, 2560)) * rng.uniform(0.01, 100, (16, 1))).astype(np.float32)
     w = (1 + 0.1 * rng.standard_normal(2560)).astype(np.float32)
-    got = kernels._k.engine_rms_norm(x, w, np.float32(1e-5))
     with jax.enable_x64(True):
         want = np.asarray(jax.jit(layers.rms_norm, static_argnums=2)(jnp.asarray(x), jnp.asarray(w), float(np.float32(1e-5))))
-    assert np.array_equal(got, want)
+    for isa in kernels.available_isas():  # float64 sums in the canonical 16-lane order, every level
+        got = kernels._k.engine_rms_norm(x, w, np.float32(1e-5), kernels.ISA_ORDER.index(isa))
+        assert np.array_equal(got, want), isa
+
+
+def canonical_dot_f32(a: np.ndarray, b: np.ndarray) -> np.float32:
+    """numpy twin of the engine's f32 dot order (engine_float.h): 32 lanes, lane k % 32 summed in
+    increasing k as lane + fl32(a·b), then the fold w = 16, 8, 4, 2, 1."""
+    p = a.astype(np.float32) * b.astype(np.float32)  # fl32 products
+    lane = np.zeros(32, np.float32)
+    for r in range(0, p.size, 32):
+        chunk = p[r : r + 32]
+        lane[: chunk.size] = lane[: chunk.size] + chunk
+    w = 16
+    while w >= 1:
+        lane[:w] = lane[:w] + lane[w : 2 * w]
+        w //= 2
+    return lane[0]
+
+
+@pytest.mark.parametrize("n", [1, 7, 31, 32, 33, 95, 128, 2560, 2573])
+def test_canonical_f32_dot_every_isa(n):
+    rng = np.random.default_rng(n)
+    a = (rng.standard_normal(n) * rng.uniform(0.1, 10, n)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    want = canonical_dot_f32(a, b)
+    for isa in kernels.available_isas():
+        got = np.float32(kernels._k.engine_dot_f32(a, b, kernels.ISA_ORDER.index(isa)))
+        assert got.view(np.uint32) == want.view(np.uint32), f"{isa}: {got!r} vs {want!r}"
+
+
+def test_softmax_exp_within_one_ulp():
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.uniform(-110, 0, 400_000), rng.uniform(-1, 1, 100_000), rng.uniform(0, 88, 1000),
+                        [0.0, -0.0, -1e-30, -103.97, -104.0, -110.0, -120.0, -np.inf, 88.7, 89.5]]).astype(np.float32)
+    got = kernels._k.engine_expf(x)
+    with np.errstate(over="ignore"):
+        want = np.exp(x.astype(np.float64)).astype(np.float32)  # the reference's fl32(exp in float64)
+    ulps = np.abs(got.view(np.int32).astype(np.int64) - want.view(np.int32).astype(np.int64))
+    assert ulps.max() <= 1, f"max {ulps.max()} ulp at x = {x[np.argmax(ulps)]!r}"
+    assert np.count_nonzero(ulps) <= 10, f"{np.count_nonzero(ulps)} of {x.size} differ by one ulp"
+    assert np.all(np.isnan(kernels._k.engine_expf(np.array([np.nan], np.float32))))
+
+
+def numpy_softmax(s: np.ndarray, f16: bool) -> np.ndarray:
+    """numpy twin of the engine's softmax order: e = fl32(exp(s - max)) (engine_expf), the sum in
+    8 float64 lanes folded 4, 2, 1, p = e · fl32(1 / sum)."""
+    e = kernels._k.engine_expf(s - s.max())
+    lane = np.zeros(8)
+    for i in range(0, e.size, 8):
+        chunk = e[i : i + 8].astype(np.float64)
+        lane[: chunk.size] += chunk
+    for w in (4, 2, 1):
+        lane[:w] = lane[:w] + lane[w : 2 * w]
+    p = e * np.float32(1.0 / lane[0])
+    return p.astype(np.float16).astype(np.float32) if f16 else p
+
+
+@pytest.mark.parametrize("f16", [False, True])
+def test_softmax_every_isa(f16):
+    rng = np.random.default_rng(4)
+    for n in (1, 5, 8, 9, 64, 67, 513):
+        s = (rng.standard_normal(n) * rng.choice([0.1, 10.0, 60.0])).astype(np.float32)
+        if n > 8:
+            s[3] = -np.inf  # a masked-out score: e = 0
+            s[5] = s.max() - 200.0  # far below: underflows to 0
+        want = numpy_softmax(s, f16)
+        for isa in kernels.available_isas():
+            got = kernels._k.engine_softmax(s, kernels.ISA_ORDER.index(isa), f16)
+            assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), f"{isa} n={n}"
+
+
+def test_silu_every_isa():
+    """fl32(g / (1 + e^-g)) in float64 then · u in f32, the reference's formula: every level equal
+    to the others bit for bit and to numpy's float64 exp (barring a rare one-ulp near-tie)."""
+    rng = np.random.default_rng(6)
+    g = np.concatenate([rng.standard_normal(50_000) * 3, rng.uniform(-800, 800, 5_000),
+                        [0.0, -0.0, 745.5, -745.5, 709.9, -709.9, 88.0, -88.0, np.inf, -np.inf]]).astype(np.float32)
+    u = rng.uniform(-2, 2, g.size).astype(np.float32)
+    g64 = g.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # -inf / inf = NaN, as in the engine
+        want = (g64 / (1.0 + np.exp(-g64))).astype(np.float32) * u
+    results = [kernels._k.engine_silu(g, u, kernels.ISA_ORDER.index(isa)) for isa in kernels.available_isas()]
+    for got in results[1:]:
+        assert np.array_equal(got.view(np.uint32), results[0].view(np.uint32))
+    differ = np.count_nonzero(results[0].view(np.uint32) != want.view(np.uint32))
+    assert differ <= 5, f"{differ} of {g.size} differ from numpy's float64 formula"
 
 
 # ---- whole model vs reference ------------------------------------------------------------------
@@ -194,8 +287,13 @@ def test_q8_0_embedding_matches_reference(tmp_path):
         assert m.tensors["token_embd.weight"].ggml_type == "Q8_0"
         eng = NativeEngine(m.config, m.tensors, threads=2)
         ref = ReferenceModel(m.config, m.tensors, n_ctx_max=64)
-        assert eng.numerics["lm_head"] == ref.numerics["lm_head"] == "f32"
+        # llama.cpp's Q8_0 dot on both sides: the hidden state quantised to Q8_0 per block of 32
+        assert eng.numerics["lm_head"] == ref.numerics["lm_head"] == "q8_0"
         greedy_against_reference(eng, ref, [1, 2, 3], steps=8, n_ctx=64)
+        f32 = NativeEngine(m.config, m.tensors, threads=2, lm_head_dtype="f32")  # the dequantised dot
+        assert f32.numerics["lm_head"] == "f32"
+        ids = [1, 2, 3, 4]
+        assert 1e-4 < rel_err(eng.logits(ids), f32.logits(ids)) < 0.05  # quantising h is visible
 
 
 def test_out_scale_tensors_match_reference():
@@ -241,34 +339,90 @@ def test_captures_match_reference(dummy_models):
 def test_prefill_plus_decode_equals_full_forward(dummy_models):
     m = dummy_models["i2_s"]
     eng = NativeEngine(m.config, m.tensors, threads=2)
-    ids = np.random.default_rng(2).integers(0, m.config.vocab, 100)  # > one 64-row chunk
+    C = ENGINE_CHUNK
+    ids = np.random.default_rng(2).integers(0, m.config.vocab, C + 62)  # calls longer than one chunk
     full = eng.logits(ids)
-    cache = eng.new_cache(128)
-    parts = [eng.forward(ids[:37], cache), eng.forward(ids[37:80], cache)]
-    parts += [eng.forward(ids[t : t + 1], cache) for t in range(80, 100)]
+    cache = eng.new_cache(C + 64)
+    parts = [eng.forward(ids[:37], cache), eng.forward(ids[37 : C + 42], cache)]  # the 2nd: C + 5 rows
+    parts += [eng.forward(ids[t : t + 1], cache) for t in range(C + 42, C + 62)]
     assert np.array_equal(np.concatenate(parts), full)
-    cache = eng.new_cache(128)
+    cache = eng.new_cache(C + 64)
     last = eng.forward(ids, cache, last_only=True)
     assert last.shape == (1, m.config.vocab) and np.array_equal(last[0], full[-1])
     cache.reset()
     assert np.array_equal(eng.forward(ids[:5], cache), full[:5])
 
 
+def run_isas_threads(config, tensors, ids, **opts) -> dict:
+    """Logits of a 9-token prefill + 3 decode steps for 1 thread, and for 2 threads on every ISA
+    level and with the barrier spin off (sleep at once)."""
+    results = {}
+    for threads, spin in ((1, None), (2, None), (2, 0.0)):
+        eng = NativeEngine(config, tensors, threads=threads, spin_us=spin, **opts)
+        for isa in kernels.available_isas() if (threads, spin) == (2, None) else (kernels.active_isa(),):
+            with kernels.use_isa(isa):
+                cache = eng.new_cache(32)
+                out = [eng.forward(ids[:9], cache)] + [eng.forward(ids[t : t + 1], cache) for t in range(9, 12)]
+                results[(threads, isa, spin)] = np.concatenate(out)
+    return results
+
+
 @pytest.mark.parametrize("kv_dtype", ["f32", "f16"])
 def test_threads_and_isas_bit_identical(dummy_models, kv_dtype):
     ids = [1, 5, 900, 31000, 77, 123, 4, 8, 15, 16, 23, 42]
     for layout, m in dummy_models.items():
-        results = {}
-        for threads in (1, 2):
-            eng = NativeEngine(m.config, m.tensors, threads=threads, kv_dtype=kv_dtype)
-            for isa in kernels.available_isas() if threads == 2 else (kernels.active_isa(),):
-                with kernels.use_isa(isa):
-                    cache = eng.new_cache(32)
-                    out = [eng.forward(ids[:9], cache)] + [eng.forward(ids[t : t + 1], cache) for t in range(9, 12)]
-                    results[(threads, isa)] = np.concatenate(out)
+        results = run_isas_threads(m.config, m.tensors, ids, kv_dtype=kv_dtype)
         first = next(iter(results.values()))
         for key, val in results.items():
             assert np.array_equal(val, first), f"{layout}: {key} differs from {next(iter(results))}"
+
+
+@pytest.mark.parametrize("embedding_type,lm_head_dtype", [("q8_0", "auto"), ("f32", "auto"), ("f16", "f32")])
+def test_lm_head_types_bit_identical_across_isas(tmp_path, embedding_type, lm_head_dtype):
+    """Every lm_head kind (Q8_0 rows, F32 rows, F16 rows against an unrounded hidden state)."""
+    path = generate_dummy("tiny", tmp_path / "e.gguf", outtype="i2_s", embedding_type=embedding_type, progress=False)
+    with bitnet_lab.load(path) as m:
+        results = run_isas_threads(m.config, m.tensors, [1, 5, 900, 31000, 77, 123, 4, 8, 15, 16, 23, 42],
+                                   lm_head_dtype=lm_head_dtype)
+    first = next(iter(results.values()))
+    for key, val in results.items():
+        assert np.array_equal(val, first), f"{embedding_type}: {key} differs"
+
+
+# ---- profile -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_profile_decode_classes(dummy_models, threads):
+    from bitnet_lab.engine import PROF_CLASSES
+
+    m = dummy_models["i2_s"]
+    eng = NativeEngine(m.config, m.tensors, threads=threads)
+    prof = eng.profile_decode(position=8, steps=3)
+    assert prof.threads == threads and len(prof.threads_ms) == len(prof.threads_cpu_ms) == threads
+    assert tuple(prof.ops_ms) == PROF_CLASSES and "lm_head" in PROF_CLASSES and "sync" in PROF_CLASSES
+    for name in ("qkv", "attention", "attn_output", "gate_up", "down", "lm_head", "norm", "quant"):
+        assert prof.ops_ms[name] > 0, name  # every stage of a decode step ran and was timed
+    assert prof.ops_ms["embed"] > 0 and all(v >= 0 for t in prof.threads_ms for v in t.values())
+    assert prof.region_ms == pytest.approx(sum(prof.ops_ms.values()))
+    assert prof.region_ms <= prof.step_ms * 1.05 + 0.05  # the C region is inside the Python call
+    text = str(prof)
+    assert "lm_head" in text and "wall t0" in text and f"position {8}" in text
+    assert prof.to_dict()["ops_ms"]["lm_head"] == prof.ops_ms["lm_head"]
+    with pytest.raises(BitnetLabError, match="steps >= 1"):
+        eng.profile_decode(steps=0)
+
+
+def test_spin_option(tiny_b158, monkeypatch):
+    config, tensors = tiny_b158
+    assert NativeEngine(config, tensors, threads=1, spin_us=5).spin_us == 5.0
+    monkeypatch.setenv("BITNET_LAB_SPIN_US", "12.5")
+    assert NativeEngine(config, tensors, threads=1).spin_us == 12.5
+    monkeypatch.setenv("BITNET_LAB_SPIN_US", "fast")
+    with pytest.raises(ConfigError, match="BITNET_LAB_SPIN_US='fast' is not a number"):
+        NativeEngine(config, tensors, threads=1)
+    with pytest.raises(ConfigError, match="spin_us must be >= 0, got -1"):
+        NativeEngine(config, tensors, threads=1, spin_us=-1)
 
 
 # ---- BitLinear tier ------------------------------------------------------------------------------

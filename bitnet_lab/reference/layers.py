@@ -245,6 +245,38 @@ def lm_head(h: jax.Array, w: jax.Array, *, f16: bool, chunk: int, acc=F64) -> ja
     return jnp.transpose(out, (1, 0, 2)).reshape(h.shape[0], V)
 
 
+def quantize_q8_0(x: jax.Array, neg_zero: jax.Array):
+    """The hidden state as llama.cpp's Q8_0 vec_dot operand (``quantize_row_q8_0``; numerics §9):
+    per block of 32, ``d = amax / 127`` (f32), ``q = roundf(x · (d ? 1/d : 0))`` (half away from
+    zero), ``d`` stored as fp16. x (C, H) f32, H % 32 == 0 -> (q int32 (C, H/32, 32), d f32 (C, H/32)
+    holding the fp16 values)."""
+    xb = x.reshape(x.shape[0], -1, 32)
+    amax = jnp.max(jnp.abs(xb), axis=-1)
+    d = exact_div(amax, F32(127.0))
+    inv = jnp.where(d != F32(0.0), exact_div(F32(1.0), d), F32(0.0))
+    v = rounded(xb * inv[..., None], neg_zero)
+    q = round_int(v, "half_away").astype(jnp.int32)  # |v| <= 127 + rounding: no clamp needed
+    return q, d.astype(jnp.float16).astype(F32)
+
+
+def lm_head_q8_0(h: jax.Array, q_w: jax.Array, d_w: jax.Array, *, chunk: int, neg_zero: jax.Array) -> jax.Array:
+    """Logits (C, V_pad) f32 of a Q8_0 lm_head with llama.cpp's semantics: the hidden state is
+    quantised to Q8_0 (:func:`quantize_q8_0`), each block's integer dot Σ q_w·q_x is exact, and
+    ``logit = fl32(Σ_b isum_b · fl32(d_w,b · d_x,b))`` summed in float64 (the products are exact:
+    19 + 22 bits). q_w (V_pad, H) int8, d_w (V_pad, H/32) f32 (fp16 values)."""
+    qx, dx = quantize_q8_0(h, neg_zero)  # (C, nb, 32), (C, nb)
+    V, H = q_w.shape
+
+    def block(args):
+        qw, dw = args  # (chunk, H) int8, (chunk, nb)
+        isum = jnp.einsum("cbk,vbk->cvb", qx, qw.reshape(chunk, -1, 32).astype(jnp.int32))
+        scale = dw[None, :, :] * dx[:, None, :]  # f32, exact (11 x 11 significant bits)
+        return jnp.sum(isum.astype(F64) * scale.astype(F64), axis=-1).astype(F32)
+
+    out = lax.map(block, (q_w.reshape(V // chunk, chunk, H), d_w.reshape(V // chunk, chunk, -1)))
+    return jnp.transpose(out, (1, 0, 2)).reshape(h.shape[0], V)
+
+
 # ---- one decoder layer (numerics §2.6 quantisation points, §8 sub-norm placement) -------------
 def decoder_layer(h, w, *, n_heads: int, n_kv: int, head_dim: int, eps: float, activation: str,
                   sub_norms: bool, quant, proj, rope, attend, cap, neg_zero, acc=F64):

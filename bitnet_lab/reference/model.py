@@ -93,6 +93,7 @@ class _Static:
     lm_f16: bool
     lm_chunk: int
     vocab: int
+    lm_q8: bool = False  # Q8_0 lm_head with llama.cpp semantics (layers.lm_head_q8_0)
 
 
 class KVCache:
@@ -183,7 +184,11 @@ def _step(st: _Static, params: dict, ids, pos, n_valid, cache_k, cache_v, neg_ze
     xs = (jnp.arange(st.n_layers, dtype=jnp.int32), params["layers"])
     (h, cache_k, cache_v), per_layer = lax.scan(layer, (h0, cache_k, cache_v), xs)
     hn = L.rms_norm(h, params["output_norm"], st.eps)
-    logits = L.lm_head(hn, params["lm_head"], f16=st.lm_f16, chunk=st.lm_chunk)[:, : st.vocab]
+    if st.lm_q8:
+        logits = L.lm_head_q8_0(hn, params["lm_head"], params["lm_scales"], chunk=st.lm_chunk, neg_zero=nz)
+    else:
+        logits = L.lm_head(hn, params["lm_head"], f16=st.lm_f16, chunk=st.lm_chunk)
+    logits = logits[:, : st.vocab]
     caps = None
     if capture:
         caps = {"layers": per_layer, "embd": h0, "output_norm": hn, "logits": logits}
@@ -212,8 +217,9 @@ class ReferenceModel:
       "half_away" (later forks' ``roundf``), numerics §2.5.
     - ``kv_dtype``: "f32" or "f16" (llama.cpp's default cache: K after RoPE and V rounded to fp16,
       q and the softmax output rounded to fp16 for their dots, numerics §6).
-    - ``lm_head_dtype``: "auto" (fp16 mat-mul iff the lm_head weight is F16, numerics §9), "f16"
-      (hidden state and weights rounded to fp16), "f32" (no rounding).
+    - ``lm_head_dtype``: "auto" (fp16 mat-mul iff the lm_head weight is F16; for a Q8_0 lm_head
+      llama.cpp's Q8_0 dot: the hidden state quantised to Q8_0, exact int8 block dots, numerics
+      §9), "f16" (hidden state and weights rounded to fp16), "f32" (no rounding).
     - ``n_ctx_max``: RoPE tables are built for this many positions (default ``config.context``;
       ``new_cache`` extends them on demand).
     - ``buckets``: chunk lengths compiled for ``forward`` (must contain 1).
@@ -255,6 +261,7 @@ class ReferenceModel:
             activation=config.activation, sub_norms=config.sub_norms, rounding=rounding,
             kv_f16=kv_dtype == "f16", block_mode=prep.block_mode, out_scales=prep.out_scales,
             lm_f16=prep.lm_head_f16, lm_chunk=prep.lm_chunk, vocab=config.vocab,
+            lm_q8=prep.lm_head_scales is not None,
         )
         lm = jnp.asarray(prep.lm_head)
         self._params = {
@@ -263,13 +270,15 @@ class ReferenceModel:
             "lm_head": lm,
             "output_norm": jnp.asarray(prep.output_norm),
         }
+        if prep.lm_head_scales is not None:
+            self._params["lm_scales"] = jnp.asarray(prep.lm_head_scales)
         self._set_rope_tables(self.n_ctx_max)
         self.numerics = {
             "rounding": rounding,
             "act_floor": ternary.ACT_EPS,
             "epilogue": "(acc / s_x) * gamma" if not prep.block_mode else "fl32(sum_b acc_b*d_b) / s_x",
             "kv_dtype": kv_dtype,
-            "lm_head": "f16" if prep.lm_head_f16 else "f32",
+            "lm_head": "q8_0" if prep.lm_head_scales is not None else "f16" if prep.lm_head_f16 else "f32",
             "embed_type": prep.embed_type,
             "lm_head_type": prep.lm_head_type,
             "float_dots": "float64 accumulate, one f32 rounding",

@@ -54,6 +54,9 @@ class PreparedModel:
     out_scales: tuple[str, ...] = field(default_factory=tuple)  # projections with a `.scale`
     embed_type: str = "F32"
     lm_head_type: str = "F32"
+    # Q8_0 lm_head (llama.cpp semantics, layers.lm_head_q8_0): lm_head is then the int8 (V_pad, H)
+    # block values and this the (V_pad, H/32) f32 block scales (fp16 values); None otherwise.
+    lm_head_scales: np.ndarray | None = None
 
 
 def expected_names(config: ModelConfig) -> set[str]:
@@ -204,8 +207,21 @@ def prepare(config: ModelConfig, tensors: Mapping[str, object], *, lm_head_dtype
 
     chunk = min(V, LM_HEAD_CHUNK)
     v_pad = -(-V // chunk) * chunk
+    # A Q8_0 lm_head ("auto") keeps its int8 blocks: llama.cpp quantises the hidden state to Q8_0
+    # for the dot (numerics §9), layers.lm_head_q8_0.
+    lm_q8 = lm_head_dtype == "auto" and lm_t.ggml_type == "Q8_0" and H % 32 == 0
+    scales = None
+    if lm_q8:
+        raw = np.asarray(lm_t.data).reshape(-1).view(np.uint8).reshape(V, H // 32, 34)
+        scales = np.ascontiguousarray(raw[:, :, :2]).view(np.float16).reshape(V, H // 32).astype(np.float32)
+        lm = np.ascontiguousarray(raw[:, :, 2:]).view(np.int8).reshape(V, H)
+        if v_pad != V:
+            scales = np.concatenate([scales, np.zeros((v_pad - V, H // 32), np.float32)])
     # lm_head "f16" keeps fp16 weights (F32 ones rounded to fp16: an F16 mat-mul); "f32" widens.
-    lm = lm_t.to_numpy().astype(np.float16) if lm_f16 else lm_t.to_numpy().astype(np.float32)
+    elif lm_f16:
+        lm = lm_t.to_numpy().astype(np.float16)
+    else:
+        lm = lm_t.to_numpy().astype(np.float32)
     if v_pad != V:
         lm = np.concatenate([lm, np.zeros((v_pad - V, H), dtype=lm.dtype)])
     emb = as_stored(emb_t)
@@ -214,5 +230,5 @@ def prepare(config: ModelConfig, tensors: Mapping[str, object], *, lm_head_dtype
     return PreparedModel(
         layers=layers, embed=emb, lm_head=lm, lm_chunk=chunk, lm_head_f16=lm_f16,
         output_norm=out_norm, block_mode=block_mode, out_scales=tuple(out_scales),
-        embed_type=emb_t.ggml_type, lm_head_type=lm_t.ggml_type,
+        embed_type=emb_t.ggml_type, lm_head_type=lm_t.ggml_type, lm_head_scales=scales,
     )

@@ -23,8 +23,9 @@
  *           correction Σ t·q = Σ c·q − Σ q with codes c = t + 1 (numerics §3.1)
  *  out      GEMV: int32 base of (M,), the kernel writes out[r] for r in [r0, r1)
  *           GEMM: int32 base of (N, ld_out), writes out[n*ld_out + r], n < N, r in [r0, r1)
- *  Stack    GEMMs use ≈ 19 KiB of stack (a decoded 8-row panel + a token block of partial sums);
- *           GEMVs and quantize_act < 4 KiB. Nothing is allocated on the heap.
+ *  Stack    GEMMs use ≈ 19 KiB of stack (a decoded 8-row panel + a token block of partial sums;
+ *           AVX-512 GEMM v3: 32 KiB of codes), GEMVs and quantize_act < 4 KiB (AVX-512 GEMV v4:
+ *           16 KiB of re-ordered activations). Nothing is allocated on the heap.
  *  Result   out = Σ_k t[r,k]·q[k] exactly (int32; |value| ≤ 128·K). Internal int32 accumulators
  *           hold up to 256·K: K ≤ 2^22 (the Python wrappers check it; real models have K ≤ 65536).
  *
@@ -153,6 +154,16 @@ BL_DECLARE_TQ(v2)            /* mad_avx512vnni.c  */
 /* mad_avx512vnni.c: v3 = v2 without shifts (planes masked in place, rescaled at the end) */
 void bl_i2s_gemv_v3(const uint8_t *, const int8_t *, int32_t, int32_t *, int64_t, int64_t, int64_t);
 void bl_tq2_gemv_v3(const uint8_t *, const int8_t *, int32_t, int32_t *, int64_t, int64_t, int64_t);
+/* mad_avx512vnni.c: v4 = v3 with the activations joined once per call (one load per plane) */
+void bl_i2s_gemv_v4(const uint8_t *, const int8_t *, int32_t, int32_t *, int64_t, int64_t, int64_t);
+void bl_tq2_gemv_v4(const uint8_t *, const int8_t *, int32_t, int32_t *, int64_t, int64_t, int64_t);
+/* mad_avx512vnni.c: GEMM v3 = whole-row 4-row panels, 4 x 6 tiles reduced once per panel */
+void bl_i2s_gemm_v3(const uint8_t *, const int8_t *, const int32_t *, int32_t *, int64_t, int64_t, int64_t, int64_t,
+                    int64_t);
+void bl_tq2_gemm_v3(const uint8_t *, const int8_t *, const int32_t *, int32_t *, int64_t, int64_t, int64_t, int64_t,
+                    int64_t);
+void bl_tq1_gemm_v3(const uint8_t *, const int8_t *, const int32_t *, int32_t *, int64_t, int64_t, int64_t, int64_t,
+                    int64_t);
 BL_DECLARE_MAD(neon)         /* mad_neon.c        */
 BL_DECLARE_MAD(neon_dotprod) /* mad_neon_dotprod.c */
 

@@ -7,10 +7,13 @@
  * the dispatch table of bl_kernels.h (MAD kernels: bl_mad.h, LUT kernels: bl_lut.h); the float
  * side (norms, RoPE, attention, activations, lm_head) is engine.c + engine_float.h.
  *
- * Numerics: the JAX reference (bitnet_lab/reference/layers.py) is the judge; engine.c mirrors
- * each of its choices and says so where it makes one. Every float reduction is done by one
- * thread in an order independent of the thread count, so the logits are bit-identical for any
- * `n_threads`, and (engine_float.h: one canonical order) for every ISA level.
+ * Numerics: the JAX reference (bitnet_lab/reference/layers.py) is the judge. The integer side
+ * (activation quantisation, Σ t·q) and every element-wise float op (norm scaling, RoPE, the
+ * BitLinear epilogue, activations, residuals) mirror it bit for bit; the float REDUCTIONS follow
+ * canonical orders (engine_float.h): float64 like the reference for attention and the norms,
+ * float32 for the lm_head (its logits feed nothing, and the model tier's tolerance allows it).
+ * Every float reduction is done by one thread in its order, so the logits are bit-identical for
+ * any `n_threads` and every ISA level.
  *
  * Shapes below: L layers, H hidden, nh / nkv heads, d head_dim, I ffn, V vocab, T tokens.
  */
@@ -80,6 +83,8 @@ typedef struct {
     int32_t rounding;       /* BL_ROUND_HALF_EVEN / BL_ROUND_HALF_AWAY (bl_mad.h)             */
     int32_t kv_f16;         /* K/V cache in fp16; q and softmax rounded to fp16 (numerics §6) */
     int32_t lm_f16;         /* round the final hidden state to fp16 before the lm_head        */
+    int32_t lm_q8;          /* Q8_0 lm_head with llama.cpp's dot: the hidden state quantised to
+                               Q8_0 (engine_float.h; reference layers.lm_head_q8_0)          */
     float eps;              /* RMSNorm epsilon, as f32                                        */
     float kq_scale;         /* 1.0f / sqrtf(head_dim)                                         */
     bl_fmat embed;          /* token_embd (V, H)                                              */
@@ -142,15 +147,66 @@ enum {
 
 /* Rows of one internal chunk: longer inputs are processed CHUNK rows at a time (bounded
  * scratch); every row's arithmetic is independent of the chunking. */
-#define BL_CHUNK 64
+#define BL_CHUNK 128
+
+/* ---- workspace ---------------------------------------------------------------------------- */
+
+/* Scratch memory of bl_forward, kept between calls so that a decode step allocates nothing:
+ * the shared buffers, one private block per thread, and the inter-thread barrier. Grown (never
+ * shrunk) when a call needs more rows, cache positions or threads. Not thread-safe: one call at
+ * a time per workspace (bitnet_lab/engine.py holds a lock). */
+typedef struct bl_ws bl_ws;
+bl_ws *bl_ws_new(void);
+void bl_ws_free(bl_ws *ws);
+/* How long a thread waiting at a barrier spins (checking a shared counter, ~100 ns reaction)
+ * before it sleeps in the kernel (futex on Linux; sched_yield elsewhere). 0: sleep at once.
+ * Default BL_SPIN_NS_DEFAULT = 20 µs: measured on the shared 2-core machine (load ~3) a 2B-4T
+ * decode step took 66 ms with 0 or 20 µs, 77-80 ms with 100 µs and 211 ms with 1 ms of spinning
+ * (a spinning thread takes the core its partner, or another process, needs); on a quiet machine
+ * a short spin catches the typical few-µs imbalance at a barrier without a futex wake-up. */
+void bl_ws_set_spin_ns(bl_ws *ws, int64_t spin_ns);
+#define BL_SPIN_NS_DEFAULT 20000
+
+/* ---- per-op profile ------------------------------------------------------------------------- */
+
+/* Classes of work timed by bl_forward when given a profile array `prof` (NULL: no timing):
+ * prof[t * BL_PROF_STRIDE + c] += wall-clock ns thread t spent in class c (CLOCK_MONOTONIC),
+ * prof[t * BL_PROF_STRIDE + BL_PROF_CPU + c] += its CPU ns there (CLOCK_THREAD_CPUTIME_ID: the
+ * time it actually ran, blind to other processes taking the core — the figure to trust on a
+ * shared machine). Both clocks are read at each phase boundary; the caller zeroes the array.
+ * A thread's classes add up to the time it spent inside the parallel region. */
+enum {
+    BL_PROF_EMBED = 0, /* embedding row gather (+ f16 -> f32)                                 */
+    BL_PROF_NORM,      /* RMSNorms: attn/ffn norm, sub-norms, output norm                     */
+    BL_PROF_QUANT,     /* activation quantisation (int8, s_x, Σq)                             */
+    BL_PROF_QKV,       /* q/k/v ternary products + epilogue                                   */
+    BL_PROF_ATTN,      /* RoPE, K/V cache writes, attention                                   */
+    BL_PROF_O,         /* attn_output ternary product + epilogue                              */
+    BL_PROF_GATE_UP,   /* ffn gate/up ternary products + epilogue                             */
+    BL_PROF_ACT,       /* gated activation relu(g)²·u / silu(g)·u                             */
+    BL_PROF_DOWN,      /* ffn_down ternary product + epilogue                                 */
+    BL_PROF_RESID,     /* residual adds                                                       */
+    BL_PROF_LM_HEAD,   /* lm_head (hidden -> logits)                                          */
+    BL_PROF_SYNC,      /* waiting at barriers (load imbalance + wake-up)                      */
+    BL_PROF_OTHER,     /* captures, setup                                                     */
+    BL_PROF_COUNT
+};
+#define BL_PROF_CPU 16    /* offset of the CPU-time columns in a row (>= BL_PROF_COUNT)     */
+#define BL_PROF_STRIDE 32 /* doubles per thread row: wall columns, then CPU columns        */
+/* Name of a profile class ("embed", "norm", ...); NULL out of range. */
+const char *bl_prof_name(int c);
+
+/* ---- entry points -------------------------------------------------------------------------- */
 
 /* Run T tokens at positions pos0 .. pos0+T-1 through the model, appending their K/V to `kv`.
  * logits: (T - logits_row0, V) f32, the logits of rows logits_row0 .. T-1 (logits_row0 = T-1
  * for "last row only"; the lm_head is skipped for the others). caps: NULL or see above.
- * isa: bl_isa level; n_threads >= 1. Returns BL_OK or an error code (err filled). */
+ * isa: bl_isa level; n_threads >= 1. ws: a workspace (NULL: allocate one for this call).
+ * prof: NULL or (n_threads, BL_PROF_STRIDE) doubles, see above.
+ * Returns BL_OK or an error code (err filled). */
 int bl_forward(const bl_model *m, const bl_kv *kv, const int32_t *tokens, int64_t T, int64_t pos0,
                float *logits, int64_t logits_row0, void *const *caps, int isa, int n_threads,
-               bl_error *err);
+               bl_ws *ws, double *prof, bl_error *err);
 
 /* One BitLinear on N float rows: quantise each row of x (N, K) (rounding), exact ternary
  * product, epilogue (acc / s_x) · gamma (· out_scale). y (N, M) f32; acc (N, M) int32 or NULL.
@@ -158,8 +214,26 @@ int bl_forward(const bl_model *m, const bl_kv *kv, const int32_t *tokens, int64_
 int bl_bitlinear(const bl_tweight *w, const float *x, int64_t N, float *y, int32_t *acc, int rounding,
                  int isa, int n_threads, bl_error *err);
 
+/* Ask the kernel to map [p, p + n) with transparent huge pages (madvise MADV_HUGEPAGE; Linux only,
+ * a hint: 0 or -1, never fatal). Streaming weights through 4 KiB pages measured ~20% slower than
+ * through 2 MiB ones on the 2-core Zen 4 machine (a TLB miss and a prefetcher stop every 4 KiB).
+ * A file mapping gets 2 MiB pages when the page cache holds 2 MiB folios; pages read in through
+ * an advised mapping are cached that way. */
+int bl_advise_hugepages(const void *p, size_t n);
+
+/* Load-time validation of 2-bit codes (I2_S, TQ2_0 qs): bytes holding the invalid code 3 among
+ * the first `width` bytes of every `stride`-byte group of data; *first_bad = index of the first
+ * such byte or -1. One pass at memory speed. */
+int64_t bl_scan_code3(const uint8_t *data, int64_t n_bytes, int64_t stride, int64_t width, int64_t *first_bad);
+
 /* Test hooks for the float side (the same functions bl_forward uses). */
-void bl_rms_norm_rows(const float *x, const float *w, float *y, int64_t N, int64_t n, float eps);
+void bl_rms_norm_rows(const float *x, const float *w, float *y, int64_t N, int64_t n, float eps, int isa);
+/* Canonical f32 dot of a and b (n floats) at ISA level isa (NaN when the level is missing). */
+float bl_dot_f32_at(const float *a, const float *b, int64_t n, int isa);
+/* The attention softmax of s[0..n) in place / the SiLU-gated activation, at ISA level isa (-1 when
+ * the level is missing). */
+int bl_silu_at(const float *g, const float *u, float *f, int64_t n, int isa);
+int bl_softmax_at(float *s, int64_t n, int f16, int isa);
 void bl_f32_to_f16_array(const float *x, uint16_t *y, int64_t n);
 
 #ifdef __cplusplus

@@ -1,26 +1,53 @@
-/* engine_float.h — the float side of the native engine: fp16 conversions and the float64-
- * accumulated dot products of attention and the lm_head, one implementation per ISA level.
+/* engine_float.h — the float side of the native engine: fp16 conversions, the float dot products
+ * of attention, RMSNorm and the lm_head, one implementation per ISA level.
  *
- * Numerics (mirrors bitnet_lab/reference/layers.py, the judge):
- *   Every float dot product takes its f32 / fp16 operands to float64, where each product is
- *   exact (24 + 24 bits < 53), accumulates there, and is rounded once to f32 by the caller.
- *   Summation order is fixed by one CANONICAL ORDER shared by every ISA, so every level
- *   returns the same double bit for bit (and therefore the same f32):
+ * Numerics. The JAX reference (bitnet_lab/reference/layers.py, the judge) accumulates its float
+ * dots in float64. The engine does the same wherever the result feeds an activation
+ * quantisation, and uses float32 only for the lm_head, whose logits feed nothing:
  *
- *     16 partial sums, element k goes to lane k % 16, each lane summed in increasing k;
- *     then the lanes are folded by a fixed tree: for w = 8, 4, 2, 1: lane[i] += lane[i + w]
- *     for i < w; the result is lane[0].                              (bl_fold16 below)
+ *   attention q·k and p·v, RMSNorm: operands widened to float64, where every product is exact
+ *     (24 + 24 bits < 53), summed in float64, rounded once to f32. Why not f32 here: measured on
+ *     the tiny packed model (tests/test_engine.py), f32 dots in attention move its output by
+ *     ~1e-7 relative, which once in a few dozen steps moves an o-projection input across an int8
+ *     rounding boundary; that one flipped activation changed the logits by 3e-3 relative, 30x the
+ *     model tier's 1e-4. Activation quantisation amplifies every upstream difference.
+ *   lm_head: float32, the cheap path for the 657 MB F16 matrix of the 2B-4T (its error, ~1e-6
+ *     relative, reaches nothing but the logits).
  *
- *   AVX-512 keeps the 16 lanes in two 8-double registers, AVX2 in four 4-double registers,
- *   scalar in an array; the fold is the same. Products are exact, so a fused multiply-add
- *   gives the same bits as a multiply then an add: SIMD files may use FMA.
- *   The axpy kernels (attention p·v) vectorise over the output index, so each output is a
- *   sequential sum over the cache positions in every ISA.
+ * Every ISA level and thread count gives the SAME bits, because every reduction follows ONE
+ * canonical order, written plainly in float_scalar.c:
+ *
+ *   f32 dot (lm_head):  32 float32 partial sums; element k goes to lane k % 32; each lane is
+ *            summed in increasing k as  lane = lane + fl32(a[k]·b[k])  (a multiply, then an add:
+ *            two roundings, never a fused multiply-add); then the fold  for w = 16, 8, 4, 2, 1:
+ *            lane[i] = lane[i] + lane[i + w] for i < w; the result is lane[0].   (bl_fold32f)
+ *            32 lanes, not 16: a lane is a chain of dependent adds (3-4 cycles each), and the
+ *            lm_head reads one weight row at a time (the order the memory system streams best),
+ *            so a 2560-long row must be at least two independent chains (two AVX-512 vectors)
+ *            to be summed as fast as DRAM delivers it.
+ *   f64 dot (q·k, sum of squares): 16 float64 partial sums, element k into lane k % 16 in
+ *            increasing k, the products exact (so a fused multiply-add gives the same bits),
+ *            then the fold for w = 8, 4, 2, 1 (bl_fold16d); rounded once to f32 by the caller.
+ *            For the sum of squares the square itself is formed in f32 first (as ggml).
+ *   f64 axpy (p·v): o[i] += p·v[i] in float64 (exact products), summed in increasing cache
+ *            position for each output i; rounded once to f32 at the end.
+ *   Q8_0 lm_head (llama.cpp semantics, as the reference's layers.lm_head_q8_0): the hidden
+ *            state quantised per block of 32 (bl_quantize_q8_0 in engine.c), then per block b
+ *            the 8 quads j (4 consecutive elements) give exact integers p_bj = Σ q_w·q_x; 16
+ *            float32 lanes, lane 8·(b % 2) + j summed in increasing b as
+ *            lane = lane + fl32(p_bj · dd_b) with dd_b = fl32(d_w,b · d_x,b) (exact: 11 x 11
+ *            bits); then the fold w = 8, 4, 2, 1. (An AVX-512 dpbusd over two blocks yields
+ *            exactly these 16 quads in its 16 lanes.)
+ *   softmax: e_n = bl_expf64(s_n − max s) (identical in every file: a fixed sequence of float64
+ *            multiplies and adds), Σ e in float64 over 8 lanes (n % 8, increasing n; fold 4, 2,
+ *            1), p_n = e_n · fl32(1 / Σ).
+ *
+ * AVX-512 keeps the lanes in two __m512 / __m512d, AVX2 in four __m256 / __m256d; tails go into
+ * their lanes in increasing k and the fold is the scalar tree (or the same tree in registers).
+ * tests/test_engine.py compares every level bit for bit.
  *
  * fp16: conversions f32 -> fp16 round to nearest even (numpy's astype(float16), F16C's
- * _MM_FROUND_TO_NEAREST_INT); fp16 -> f32 is exact. The scalar versions below are the ones
- * the engine uses for small vectors (q, p, K/V stores, the hidden state); SIMD files convert
- * weights with F16C / AVX-512F, which is exact as well.
+ * _MM_FROUND_TO_NEAREST_INT); fp16 -> f32 is exact.
  */
 #ifndef BL_ENGINE_FLOAT_H
 #define BL_ENGINE_FLOAT_H
@@ -41,6 +68,14 @@ typedef enum {
 
 #define BL_Q8_0_BLOCK 32
 #define BL_Q8_0_BYTES 34
+
+/* Lanes of the canonical f32 dot order (above). */
+#define BL_DOT_LANES 32
+
+/* Bytes ahead of the current read position that the Q8_0 lm_head prefetches into L2 (one weight
+ * row at a time, so the front runs straight through the matrix): ~latency × bandwidth with
+ * margin. The F16 / F32 rows stream best without a software prefetch (float_avx512.c). */
+#define BL_LM_PREFETCH_BYTES 8192
 
 /* ---- fp16 <-> f32 (portable, bit exact) ------------------------------------------------ */
 
@@ -94,33 +129,139 @@ static inline uint16_t bl_f32_to_f16(float f) {
 
 static inline float bl_round_f16(float f) { return bl_f16_to_f32(bl_f32_to_f16(f)); }
 
-/* The canonical fold of 16 partial sums (see the header comment). */
-static inline double bl_fold16(double lane[16]) {
-    for (int w = 8; w >= 1; w >>= 1)
-        for (int i = 0; i < w; ++i) lane[i] += lane[i + w];
+/* The canonical folds (see the header comment). */
+static inline float bl_fold32f(float lane[BL_DOT_LANES]) {
+    for (int w = BL_DOT_LANES / 2; w >= 1; w >>= 1)
+        for (int i = 0; i < w; ++i) lane[i] = lane[i] + lane[i + w];
     return lane[0];
+}
+
+static inline double bl_fold8d(double lane[8]) {
+    for (int w = 4; w >= 1; w >>= 1)
+        for (int i = 0; i < w; ++i) lane[i] = lane[i] + lane[i + w];
+    return lane[0];
+}
+
+static inline double bl_fold16d(double lane[16]) {
+    for (int w = 8; w >= 1; w >>= 1)
+        for (int i = 0; i < w; ++i) lane[i] = lane[i] + lane[i + w];
+    return lane[0];
+}
+
+/* fl32(e^x) for a float x, computed in float64 and rounded once (≈ the correctly rounded expf,
+ * like the reference's float64 exp): Cody–Waite reduction x = n·ln2 + r, |r| <= ln2/2, Taylor
+ * polynomial of degree 11 (relative error < 1e-14), scaling by 2^n through the exponent bits.
+ * Plain double multiplies and adds in a fixed order (no FMA: every file is compiled with
+ * -ffp-contract=off), so it returns the same bits everywhere; ~5x faster than libm's exp for the
+ * softmax, whose very negative arguments hit libm's underflow slow path. NaN propagates;
+ * x < -110 gives +0 (e^-110 is far below half the smallest f32 subnormal). */
+#define BL_EXP_SHIFTER 6755399441055744.0 /* 1.5·2^52: adding it rounds to an integer */
+#define BL_EXP_LOG2E 1.4426950408889634074
+#define BL_EXP_LN2_HI 6.93147180369123816490e-01 /* 32 trailing zero bits: n·LN2_HI is exact */
+#define BL_EXP_LN2_LO 1.90821492927058770002e-10
+
+static inline float bl_expf64(float xf) {
+    const double x = (double)xf;
+    if (!(x >= -110.0)) return x != x ? xf : 0.0f;
+    if (x > 89.0) return (float)(x * 1e300); /* overflows to +inf in the f32 rounding */
+    const double t = x * BL_EXP_LOG2E + BL_EXP_SHIFTER;
+    const double n = t - BL_EXP_SHIFTER;
+    double r = x - n * BL_EXP_LN2_HI;
+    r = r - n * BL_EXP_LN2_LO;
+    double p = 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    const uint64_t bits = (uint64_t)((int64_t)n + 1023) << 52; /* 2^n, n in [-159, 129] */
+    double scale;
+    memcpy(&scale, &bits, 8);
+    return (float)(p * scale);
+}
+
+/* e^x in float64 (relative error < 1e-14; no f32 rounding): the same reduction and polynomial as
+ * bl_expf64 over the whole double range (+inf above 709.78, +0 below -745.2, NaN propagates).
+ * Used by SiLU, whose reference is fl32(g / (1 + e^-g)) evaluated in float64. */
+static inline double bl_exp64(double x) {
+    if (!(x >= -745.2)) return x != x ? x : 0.0;
+    if (x > 709.78) return x * 1e300 * 1e300; /* +inf */
+    const double t = x * BL_EXP_LOG2E + BL_EXP_SHIFTER;
+    const double n = t - BL_EXP_SHIFTER;
+    double r = x - n * BL_EXP_LN2_HI;
+    r = r - n * BL_EXP_LN2_LO;
+    double p = 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    /* 2^n for n in [-1075, 1024] in two steps, each factor a normal double */
+    const int64_t ni = (int64_t)n, n1 = ni / 2, n2 = ni - n1;
+    const uint64_t b1 = (uint64_t)(n1 + 1023) << 52, b2 = (uint64_t)(n2 + 1023) << 52;
+    double s1, s2;
+    memcpy(&s1, &b1, 8);
+    memcpy(&s2, &b2, 8);
+    return p * s1 * s2;
 }
 
 /* ---- per-ISA float kernels ------------------------------------------------------------- */
 
-/* Σ_k a[k]·b[k] in the canonical order; a in float64 (already widened), b f32 or fp16. */
-typedef double (*bl_dot_f32_fn)(const double *a, const float *b, int64_t n);
-typedef double (*bl_dot_f16_fn)(const double *a, const uint16_t *b, int64_t n);
-/* o[i] += p · v[i] for i < n (float64 accumulators; one sequential sum per i). */
-typedef void (*bl_axpy_f32_fn)(double *o, double p, const float *v, int64_t n);
-typedef void (*bl_axpy_f16_fn)(double *o, double p, const uint16_t *v, int64_t n);
+/* Σ_k a[k]·b[k] in the canonical f32 order (the lm_head's; exposed for tests). */
+typedef float (*bl_dot_f32_fn)(const float *a, const float *b, int64_t n);
+/* Attention of one query head: q (d f32) against n_cache cached rows (d elements apart; f32, or
+ * fp16 bits when f16) plus, when not NULL, one more row `last` in the same dtype (decode: the new
+ * token, held privately by the thread while another one writes the cache).
+ *   qk: scores[n] = fl32(fl32(f64 dot(q, K[n])) · kq_scale) for n <= n_cache (- 1 without last);
+ *   pv: out[i] = fl32(Σ_n p[n]·V[n][i]), the sum in float64 in increasing n. */
+typedef void (*bl_qk_fn)(const float *q, const void *K, int64_t n_cache, const void *last, int64_t d, int f16,
+                         float kq_scale, float *scores);
+typedef void (*bl_pv_fn)(const float *p, const void *V, int64_t n_cache, const void *last, int64_t d, int f16,
+                         float *out);
+/* SiLU-gated FFN activation, element-wise: f[i] = fl32(fl32(g / (1 + e^-g)) · u[i]), the SiLU in
+ * float64 with bl_exp64 (every level: the same double operations). */
+typedef void (*bl_silu_fn)(const float *g, const float *u, float *f, int64_t n);
+/* Softmax of scores[0..n) in place (the order above); p rounded to fp16 when f16. */
+typedef void (*bl_softmax_fn)(float *scores, int64_t n, int f16);
+/* Σ_k fl32(x[k]·x[k]) in the canonical float64 order (RMSNorm). */
+typedef double (*bl_sumsq_fn)(const float *x, int64_t n);
 /* lm_head rows [r0, r1) of W (type `type`, row_bytes bytes per row, K columns) against N
- * hidden rows h (N, K) float64: out[n * ldo + r] = fl32(Σ_k h[n,k]·W[r,k]) (canonical order). */
+ * hidden rows h (N, K) f32: out[n * ldo + r] = Σ_k h[n,k]·W[r,k] in the canonical f32 order
+ * (a Q8_0 element is the exact f32 value q·d). One weight row at a time, so the matrix is read
+ * as one sequential stream (for N > 1 each row is used for all N hidden rows while in L1). */
 typedef void (*bl_lm_rows_fn)(int type, const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0,
-                              int64_t r1, const double *h, int64_t N, float *out, int64_t ldo);
+                              int64_t r1, const float *h, int64_t N, float *out, int64_t ldo);
+
+/* Q8_0 lm_head rows [r0, r1) of W (34-byte blocks, row_bytes per row, K columns) against N hidden
+ * rows quantised to Q8_0: qx (N, K) int8, dx (N, K/32) f32 (fp16 block scales), qsum4 (N, K/4)
+ * int32 = 128·Σ of each quad of qx (the correction of dpbusd's unsigned operand: the kernels may
+ * multiply w + 128 instead of w). out[n * ldo + r] = the canonical Q8_0 sum (above). */
+typedef void (*bl_lm_q8_fn)(const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, int64_t r1,
+                            const int8_t *qx, const float *dx, const int32_t *qsum4, int64_t N, float *out,
+                            int64_t ldo);
 
 typedef struct {
     const char *name;
     bl_dot_f32_fn dot_f32;
-    bl_dot_f16_fn dot_f16;
-    bl_axpy_f32_fn axpy_f32;
-    bl_axpy_f16_fn axpy_f16;
+    bl_qk_fn qk;
+    bl_pv_fn pv;
+    bl_softmax_fn softmax;
+    bl_silu_fn silu;
+    bl_sumsq_fn sumsq;
     bl_lm_rows_fn lm_rows;
+    bl_lm_q8_fn lm_q8;
 } bl_float_kernels;
 
 /* Defined in float_scalar.c / float_avx2.c / float_avx512.c (only the ones built). */

@@ -1,173 +1,240 @@
-/* float_avx2.c — v1: the engine's float kernels with AVX2 + FMA + F16C.
+/* float_avx2.c — v1: the engine's float kernels with AVX2 + F16C.
  *
  * Compiled with -mavx2 -mfma -mf16c (setup.py). Runs at the avx2 level (every AVX2 + FMA CPU
  * has F16C: it predates AVX2 on both Intel and AMD).
  *
- * Canonical order (engine_float.h): the 16 partial sums live in four __m256d (lanes 0..3,
- * 4..7, 8..11, 12..15); tail and fold on a 16-double array exactly as in float_scalar.c.
- * The lm_head walks 2 weight rows at a time (8 accumulators).
+ * Canonical orders (engine_float.h): the lm_head's 32 f32 partial sums live in four __m256
+ * (lanes 0..7, 8..15, 16..23, 24..31), multiplies and adds separate; the 16 float64 lanes of q·k
+ * and the sum of squares in four __m256d (exact products: FMA allowed); tails and folds on an
+ * array exactly as in float_scalar.c. The lm_head reads one weight row at a time (see
+ * float_avx512.c for why; the Q8_0 rows are prefetched into L2 ahead).
  */
 #include <immintrin.h>
 
 #include "engine_float.h"
 
+#include <math.h>
+
+#define LANES BL_DOT_LANES
+
 typedef struct {
-    __m256d v[4]; /* lanes 0..3, 4..7, 8..11, 12..15 */
-} acc16;
+    __m256 v[4]; /* lanes 0..7, 8..15, 16..23, 24..31 */
+} acc32;
 
-static inline void acc16_zero(acc16 *a) {
-    for (int i = 0; i < 4; ++i) a->v[i] = _mm256_setzero_pd();
+static inline acc32 acc32_zero(void) {
+    acc32 a;
+    for (int i = 0; i < 4; ++i) a.v[i] = _mm256_setzero_ps();
+    return a;
 }
 
-/* 8 f32 / fp16 values -> two 4-wide float64 vectors. */
-static inline void cvt8_f32(const float *p, __m256d *lo, __m256d *hi) {
-    __m256 w = _mm256_loadu_ps(p);
-    *lo = _mm256_cvtps_pd(_mm256_castps256_ps128(w));
-    *hi = _mm256_cvtps_pd(_mm256_extractf128_ps(w, 1));
-}
-
-static inline void cvt8_f16(const uint16_t *p, __m256d *lo, __m256d *hi) {
-    __m256 w = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-    *lo = _mm256_cvtps_pd(_mm256_castps256_ps128(w));
-    *hi = _mm256_cvtps_pd(_mm256_extractf128_ps(w, 1));
-}
-
-/* Add a[k..k+15]·w (w given as four 4-wide vectors) into the 16 lanes. */
-static inline void acc16_fma(acc16 *acc, const double *a, const __m256d w[4]) {
-    for (int i = 0; i < 4; ++i) acc->v[i] = _mm256_fmadd_pd(_mm256_loadu_pd(a + 4 * i), w[i], acc->v[i]);
-}
-
-static inline double finish(const acc16 *acc, int64_t k, int64_t n, const double *a, const void *b, int f16) {
-    double lane[16];
-    for (int i = 0; i < 4; ++i) _mm256_storeu_pd(lane + 4 * i, acc->v[i]);
+static inline float finish(acc32 acc, int64_t k, int64_t n, const float *a, const void *b, int f16) {
+    float lane[LANES];
+    for (int i = 0; i < 4; ++i) _mm256_storeu_ps(lane + 8 * i, acc.v[i]);
     for (; k < n; ++k) {
-        double bv = f16 ? (double)bl_f16_to_f32(((const uint16_t *)b)[k]) : (double)((const float *)b)[k];
-        lane[k & 15] += a[k] * bv;
+        const float bv = f16 ? bl_f16_to_f32(((const uint16_t *)b)[k]) : ((const float *)b)[k];
+        const float p = a[k] * bv;
+        lane[k % LANES] = lane[k % LANES] + p;
     }
-    return bl_fold16(lane);
+    return bl_fold32f(lane);
 }
 
-static double dot_f32(const double *a, const float *b, int64_t n) {
-    acc16 acc;
-    acc16_zero(&acc);
-    __m256d w[4];
+static inline __m256 cvt8_f16(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+
+static inline __m256 madd(__m256 acc, __m256 a, __m256 b) { return _mm256_add_ps(acc, _mm256_mul_ps(a, b)); }
+
+static inline void pf_l2(const void *p) { _mm_prefetch((const char *)p + BL_LM_PREFETCH_BYTES, _MM_HINT_T1); }
+
+/* Σ a·b in the canonical order (b f32 or fp16). */
+static inline float dot_any(const float *a, const void *b, int64_t n, int f16) {
+    acc32 acc = acc32_zero();
     int64_t k = 0;
-    for (; k + 16 <= n; k += 16) {
-        cvt8_f32(b + k, &w[0], &w[1]);
-        cvt8_f32(b + k + 8, &w[2], &w[3]);
-        acc16_fma(&acc, a + k, w);
-    }
-    return finish(&acc, k, n, a, b, 0);
-}
-
-static double dot_f16(const double *a, const uint16_t *b, int64_t n) {
-    acc16 acc;
-    acc16_zero(&acc);
-    __m256d w[4];
-    int64_t k = 0;
-    for (; k + 16 <= n; k += 16) {
-        cvt8_f16(b + k, &w[0], &w[1]);
-        cvt8_f16(b + k + 8, &w[2], &w[3]);
-        acc16_fma(&acc, a + k, w);
-    }
-    return finish(&acc, k, n, a, b, 1);
-}
-
-static void axpy_f32(double *o, double p, const float *v, int64_t n) {
-    __m256d pv = _mm256_set1_pd(p);
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4)
-        _mm256_storeu_pd(o + i, _mm256_fmadd_pd(pv, _mm256_cvtps_pd(_mm_loadu_ps(v + i)), _mm256_loadu_pd(o + i)));
-    for (; i < n; ++i) o[i] += p * (double)v[i];
-}
-
-static void axpy_f16(double *o, double p, const uint16_t *v, int64_t n) {
-    __m256d pv = _mm256_set1_pd(p);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256d lo, hi;
-        cvt8_f16(v + i, &lo, &hi);
-        _mm256_storeu_pd(o + i, _mm256_fmadd_pd(pv, lo, _mm256_loadu_pd(o + i)));
-        _mm256_storeu_pd(o + i + 4, _mm256_fmadd_pd(pv, hi, _mm256_loadu_pd(o + i + 4)));
-    }
-    for (; i < n; ++i) o[i] += p * (double)bl_f16_to_f32(v[i]);
-}
-
-/* 4 int8 of a Q8_0 block times its scale d, as float64 (exact). */
-static inline __m256d q8_times_d(const int8_t *q, __m256d d) {
-    int32_t four;
-    memcpy(&four, q, 4);
-    __m128i q32 = _mm_cvtepi8_epi32(_mm_cvtsi32_si128(four));
-    return _mm256_mul_pd(_mm256_cvtepi32_pd(q32), d);
-}
-
-static double dot_q8_0(const double *a, const uint8_t *row, int64_t K) {
-    acc16 acc;
-    acc16_zero(&acc);
-    for (int64_t b = 0; b < K / BL_Q8_0_BLOCK; ++b) {
-        const uint8_t *blk = row + b * BL_Q8_0_BYTES;
-        uint16_t dbits;
-        memcpy(&dbits, blk, 2);
-        __m256d d = _mm256_set1_pd((double)bl_f16_to_f32(dbits));
-        const int8_t *q = (const int8_t *)(blk + 2);
-        const double *ab = a + b * BL_Q8_0_BLOCK;
-        for (int half = 0; half < 2; ++half) { /* elements 0..15, then 16..31: lanes 0..15 */
-            __m256d w[4];
-            for (int i = 0; i < 4; ++i) w[i] = q8_times_d(q + 16 * half + 4 * i, d);
-            acc16_fma(&acc, ab + 16 * half, w);
+    for (; k + 32 <= n; k += 32) {
+        for (int i = 0; i < 4; ++i) {
+            const __m256 bv = f16 ? cvt8_f16((const uint16_t *)b + k + 8 * i) : _mm256_loadu_ps((const float *)b + k + 8 * i);
+            acc.v[i] = madd(acc.v[i], _mm256_loadu_ps(a + k + 8 * i), bv);
         }
     }
-    return finish(&acc, K, K, a, NULL, 0);
+    return finish(acc, k, n, a, b, f16);
 }
 
-/* 2 F16 rows against one hidden row: the decode hot loop. */
-static void f16_rows2(const uint8_t *W, int64_t row_bytes, int64_t K, const double *h, double out[2]) {
-    const uint16_t *w0 = (const uint16_t *)W, *w1 = (const uint16_t *)(W + row_bytes);
-    acc16 a0, a1;
-    acc16_zero(&a0);
-    acc16_zero(&a1);
-    int64_t k = 0;
-    for (; k + 16 <= K; k += 16) {
-        __m256d h4[4], w[4];
-        for (int i = 0; i < 4; ++i) h4[i] = _mm256_loadu_pd(h + k + 4 * i);
-        cvt8_f16(w0 + k, &w[0], &w[1]);
-        cvt8_f16(w0 + k + 8, &w[2], &w[3]);
-        for (int i = 0; i < 4; ++i) a0.v[i] = _mm256_fmadd_pd(h4[i], w[i], a0.v[i]);
-        cvt8_f16(w1 + k, &w[0], &w[1]);
-        cvt8_f16(w1 + k + 8, &w[2], &w[3]);
-        for (int i = 0; i < 4; ++i) a1.v[i] = _mm256_fmadd_pd(h4[i], w[i], a1.v[i]);
+static float dot_f32(const float *a, const float *b, int64_t n) { return dot_any(a, b, n, 0); }
+
+/* ---- attention: float64 ------------------------------------------------------------------------ */
+
+/* Elements i .. i+7 of a row (f32 or fp16) as two 4-wide float64 vectors (exact). */
+static inline void load8_pd(const void *row, int64_t i, int f16, __m256d *lo, __m256d *hi) {
+    const __m256 v = f16 ? cvt8_f16((const uint16_t *)row + i) : _mm256_loadu_ps((const float *)row + i);
+    *lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+    *hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+}
+
+static inline double elem(const void *row, int64_t i, int f16) {
+    return f16 ? (double)bl_f16_to_f32(((const uint16_t *)row)[i]) : (double)((const float *)row)[i];
+}
+
+static inline size_t row_bytes(int64_t d, int f16) { return (size_t)d * (f16 ? 2 : 4); }
+
+static void qk(const float *q, const void *K, int64_t n_cache, const void *last, int64_t d, int f16, float kq_scale,
+               float *scores) {
+    const size_t row = row_bytes(d, f16);
+    double q64[d];
+    for (int64_t k = 0; k < d; ++k) q64[k] = (double)q[k];
+    for (int64_t n = 0; n < n_cache + (last != NULL); ++n) {
+        const void *kn = n < n_cache ? (const void *)((const char *)K + n * row) : last;
+        __m256d acc[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
+        int64_t k = 0;
+        for (; k + 16 <= d; k += 16)
+            for (int j = 0; j < 2; ++j) {
+                __m256d lo, hi;
+                load8_pd(kn, k + 8 * j, f16, &lo, &hi);
+                acc[2 * j] = _mm256_fmadd_pd(_mm256_loadu_pd(q64 + k + 8 * j), lo, acc[2 * j]); /* exact products */
+                acc[2 * j + 1] = _mm256_fmadd_pd(_mm256_loadu_pd(q64 + k + 8 * j + 4), hi, acc[2 * j + 1]);
+            }
+        double lane[16];
+        for (int j = 0; j < 4; ++j) _mm256_storeu_pd(lane + 4 * j, acc[j]);
+        for (; k < d; ++k) lane[k & 15] += q64[k] * elem(kn, k, f16);
+        scores[n] = (float)bl_fold16d(lane) * kq_scale;
     }
-    out[0] = finish(&a0, k, K, h, w0, 1);
-    out[1] = finish(&a1, k, K, h, w1, 1);
+}
+
+static void pv(const float *p, const void *V, int64_t n_cache, const void *last, int64_t d, int f16, float *out) {
+    const size_t row = row_bytes(d, f16);
+    const int64_t n_pos = n_cache + (last != NULL);
+    int64_t i = 0;
+    for (; i + 16 <= d; i += 16) { /* 16 outputs in four 4-wide float64 accumulators */
+        __m256d o[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
+        for (int64_t n = 0; n < n_pos; ++n) {
+            const void *vn = n < n_cache ? (const void *)((const char *)V + n * row) : last;
+            const __m256d pn = _mm256_set1_pd((double)p[n]);
+            for (int j = 0; j < 2; ++j) {
+                __m256d lo, hi;
+                load8_pd(vn, i + 8 * j, f16, &lo, &hi);
+                o[2 * j] = _mm256_fmadd_pd(pn, lo, o[2 * j]);
+                o[2 * j + 1] = _mm256_fmadd_pd(pn, hi, o[2 * j + 1]);
+            }
+        }
+        for (int j = 0; j < 4; ++j) _mm_storeu_ps(out + i + 4 * j, _mm256_cvtpd_ps(o[j]));
+    }
+    for (; i < d; ++i) {
+        double o = 0.0;
+        for (int64_t n = 0; n < n_pos; ++n) {
+            const void *vn = n < n_cache ? (const void *)((const char *)V + n * row) : last;
+            o += (double)p[n] * elem(vn, i, f16);
+        }
+        out[i] = (float)o;
+    }
+}
+
+/* Softmax: the scalar order (engine_float.h) in plain C; the exp is not vectorised at this level. */
+static void softmax(float *s, int64_t n, int f16) {
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; ++i)
+        if (s[i] > mx) mx = s[i];
+    double lane[8] = {0};
+    for (int64_t i = 0; i < n; ++i) {
+        s[i] = bl_expf64(s[i] - mx);
+        lane[i & 7] += (double)s[i];
+    }
+    const float inv = (float)(1.0 / bl_fold8d(lane));
+    for (int64_t i = 0; i < n; ++i) {
+        const float p = s[i] * inv;
+        s[i] = f16 ? bl_round_f16(p) : p;
+    }
+}
+
+static double sumsq(const float *x, int64_t n) {
+    __m256d acc[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        for (int j = 0; j < 2; ++j) {
+            const __m256 v = _mm256_loadu_ps(x + k + 8 * j);
+            const __m256 sq = _mm256_mul_ps(v, v);
+            acc[2 * j] = _mm256_add_pd(acc[2 * j], _mm256_cvtps_pd(_mm256_castps256_ps128(sq)));
+            acc[2 * j + 1] = _mm256_add_pd(acc[2 * j + 1], _mm256_cvtps_pd(_mm256_extractf128_ps(sq, 1)));
+        }
+    }
+    double lane[16];
+    for (int j = 0; j < 4; ++j) _mm256_storeu_pd(lane + 4 * j, acc[j]);
+    for (; k < n; ++k) {
+        const float sq = x[k] * x[k];
+        lane[k & 15] += (double)sq;
+    }
+    return bl_fold16d(lane);
+}
+
+/* One Q8_0 row: element j of every block goes to lane j (exact f32 weights q·d). */
+static float q8_row(const uint8_t *row, int64_t K, const float *h) {
+    acc32 acc = acc32_zero();
+    for (int64_t b = 0; b < K / BL_Q8_0_BLOCK; ++b) {
+        const uint8_t *blk = row + b * BL_Q8_0_BYTES;
+        pf_l2(blk);
+        uint16_t dbits;
+        memcpy(&dbits, blk, 2);
+        const __m256 d = _mm256_set1_ps(bl_f16_to_f32(dbits));
+        const int8_t *q = (const int8_t *)(blk + 2);
+        const float *hb = h + b * BL_Q8_0_BLOCK;
+        for (int i = 0; i < 4; ++i) {
+            const __m256 w = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + 8 * i)))), d);
+            acc.v[i] = madd(acc.v[i], _mm256_loadu_ps(hb + 8 * i), w);
+        }
+    }
+    return finish(acc, K, K, h, NULL, 0);
+}
+
+/* Q8_0 lm_head, one block per 256-bit step: maddubs(|w|, sign(x, w)) gives exact int16 pair sums
+ * (|w| <= 128, |x| <= 127: at most 32512), madd with ones the 8 quad sums p_bj (the lanes of the
+ * canonical order); block b goes to lanes 8·(b % 2) .. +7. */
+static void lm_q8(const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, int64_t r1, const int8_t *qx,
+                  const float *dx, const int32_t *qsum4, int64_t N, float *out, int64_t ldo) {
+    (void)qsum4;
+    const int64_t nb = K / BL_Q8_0_BLOCK;
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t r = r0; r < r1; ++r) {
+        const uint8_t *row = W + r * row_bytes;
+        for (int64_t n = 0; n < N; ++n) {
+            const int8_t *xn = qx + n * K;
+            const float *dxn = dx + n * nb;
+            __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+            for (int64_t b = 0; b < nb; ++b) {
+                const uint8_t *blk = row + b * BL_Q8_0_BYTES;
+                if (n == 0) pf_l2(blk);
+                uint16_t dbits;
+                memcpy(&dbits, blk, 2);
+                const __m256 dd = _mm256_set1_ps(bl_f16_to_f32(dbits) * dxn[b]); /* exact */
+                const __m256i w = _mm256_loadu_si256((const __m256i *)(blk + 2));
+                const __m256i x = _mm256_loadu_si256((const __m256i *)(xn + b * BL_Q8_0_BLOCK));
+                const __m256i p16 = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
+                const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+                acc[b & 1] = _mm256_add_ps(acc[b & 1], _mm256_mul_ps(p, dd));
+            }
+            float lane[16];
+            _mm256_storeu_ps(lane, acc[0]);
+            _mm256_storeu_ps(lane + 8, acc[1]);
+            for (int w = 8; w >= 1; w >>= 1)
+                for (int i = 0; i < w; ++i) lane[i] = lane[i] + lane[i + w];
+            out[n * ldo + r] = lane[0];
+        }
+    }
 }
 
 static void lm_rows(int type, const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, int64_t r1,
-                    const double *h, int64_t N, float *out, int64_t ldo) {
-    int64_t r = r0;
-    if (type == BL_FT_F16) {
-        for (; r + 2 <= r1; r += 2) {
-            for (int64_t n = 0; n < N; ++n) {
-                double s[2];
-                f16_rows2(W + r * row_bytes, row_bytes, K, h + n * K, s);
-                out[n * ldo + r] = (float)s[0];
-                out[n * ldo + r + 1] = (float)s[1];
-            }
-        }
-    }
-    for (; r < r1; ++r) {
+                    const float *h, int64_t N, float *out, int64_t ldo) {
+    for (int64_t r = r0; r < r1; ++r) {
         const uint8_t *row = W + r * row_bytes;
         for (int64_t n = 0; n < N; ++n) {
-            const double *hn = h + n * K;
-            double s;
-            if (type == BL_FT_F16)
-                s = dot_f16(hn, (const uint16_t *)row, K);
-            else if (type == BL_FT_F32)
-                s = dot_f32(hn, (const float *)row, K);
-            else
-                s = dot_q8_0(hn, row, K);
-            out[n * ldo + r] = (float)s;
+            const float *hn = h + n * K;
+            out[n * ldo + r] = type == BL_FT_Q8_0 ? q8_row(row, K, hn) : dot_any(hn, row, K, type == BL_FT_F16);
         }
     }
 }
 
-const bl_float_kernels bl_float_avx2 = {"avx2", dot_f32, dot_f16, axpy_f32, axpy_f16, lm_rows};
+/* SiLU-gated activation in float64 (engine_float.h): the plain loop every level can use. */
+static void silu(const float *g, const float *u, float *f, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+        const double g64 = (double)g[i];
+        const float s = (float)(g64 / (1.0 + bl_exp64(-g64)));
+        f[i] = s * u[i];
+    }
+}
+
+const bl_float_kernels bl_float_avx2 = {"avx2", dot_f32, qk, pv, softmax, silu, sumsq, lm_rows, lm_q8};

@@ -1,151 +1,497 @@
-/* float_avx512.c — v2: the engine's float kernels with AVX-512F (+ F16C, FMA).
+/* float_avx512.c — v2: the engine's float kernels with AVX-512F (+ F16C).
  *
  * Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mf16c -mfma (setup.py). Runs only
- * at the avx512vnni level, whose CPUs all have F16C and FMA.
+ * at the avx512vnni level, whose CPUs all have F16C.
  *
- * Canonical order (engine_float.h): lanes 0..7 of the 16 partial sums live in one __m512d,
- * lanes 8..15 in a second; the tail (n % 16 elements) and the fold happen on a 16-double array
- * exactly as in float_scalar.c. Products are exact in float64, so FMA changes nothing.
- * The lm_head walks 8 weight rows at a time (16 accumulators) so that one hidden-state load
- * serves 8 rows and the loop runs at memory bandwidth for the F16 embedding.
+ * Canonical orders (engine_float.h): the lm_head's 32 f32 partial sums live in two __m512 (lanes
+ * 0..15, 16..31); each step of 32 consecutive k adds fl32(a·b) to both, multiply and add separate
+ * (no FMA); the 16 float64 lanes of q·k and the sum of squares in two __m512d (exact products:
+ * FMA allowed); tails go into their lanes in order and the folds follow the scalar trees (in
+ * registers where there is no tail). Attention keeps the query / the outputs in registers across
+ * the cache positions.
+ *
+ * lm_head (the decode hot loop: 657 MB of F16 rows per token for the 2B-4T): ONE weight row at
+ * a time, so the matrix is read as a single sequential stream the hardware prefetchers follow.
+ * Measured on a Zen 4 core: this streams at the machine's read bandwidth, while 4 or 8 rows in
+ * lockstep (sharing the hidden-state loads) reached 60–80 % of it, with or without software
+ * prefetch. (The Q8_0 rows, with more instructions per line, do need a prefetch: see lm_q8.) The hidden state (10 KB) stays in L1; the two accumulators are two independent add
+ * chains (one would cap the row at ~8 bytes per cycle of add latency).
  */
 #include <immintrin.h>
+#include <math.h>
 
 #include "engine_float.h"
 
-/* 8 fp16 -> one 8-wide float64 vector (a 128-bit load and the 256-bit F16C convert: on Zen 4
- * this measured ~30 % faster than one 512-bit convert plus an extract). */
-static inline __m512d cvt8_f16(const uint16_t *p) {
-    return _mm512_cvtps_pd(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)));
+#define LANES BL_DOT_LANES
+
+/* The canonical fold of bl_fold32f in registers: lanes i + i+16 (the two halves), then i + i+8,
+ * i + i+4, i + i+2, i + i+1 — the same additions in the same order. */
+static inline float fold32(__m512 lo, __m512 hi) {
+    const __m512 v16 = _mm512_add_ps(lo, hi);
+    const __m256 v8 = _mm256_add_ps(_mm512_castps512_ps256(v16),
+                                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v16), 1)));
+    const __m128 v4 = _mm_add_ps(_mm256_castps256_ps128(v8), _mm256_extractf128_ps(v8, 1));
+    const __m128 v2 = _mm_add_ps(v4, _mm_movehl_ps(v4, v4));
+    return _mm_cvtss_f32(_mm_add_ss(v2, _mm_shuffle_ps(v2, v2, 1)));
 }
 
-static inline void cvt16_f32(const float *p, __m512d *lo, __m512d *hi) {
-    *lo = _mm512_cvtps_pd(_mm256_loadu_ps(p));
-    *hi = _mm512_cvtps_pd(_mm256_loadu_ps(p + 8));
-}
-
-/* Store the 16 lanes, add the tail elements k..n-1 of a·b into their lanes, fold. */
-static inline double finish(__m512d a0, __m512d a1, int64_t k, int64_t n, const double *a, const void *b,
-                            int f16) {
-    double lane[16];
-    _mm512_storeu_pd(lane, a0);
-    _mm512_storeu_pd(lane + 8, a1);
+/* Fold two 16-lane halves (lanes 0..15, 16..31) plus the tail elements k .. n-1 (into lane
+ * k % 32, in order) exactly as float_scalar.c. */
+static inline float finish(__m512 lo, __m512 hi, int64_t k, int64_t n, const float *a, const void *b, int f16) {
+    if (k == n) return fold32(lo, hi);
+    float lane[LANES];
+    _mm512_storeu_ps(lane, lo);
+    _mm512_storeu_ps(lane + 16, hi);
     for (; k < n; ++k) {
-        double bv = f16 ? (double)bl_f16_to_f32(((const uint16_t *)b)[k]) : (double)((const float *)b)[k];
-        lane[k & 15] += a[k] * bv;
+        const float bv = f16 ? bl_f16_to_f32(((const uint16_t *)b)[k]) : ((const float *)b)[k];
+        const float p = a[k] * bv;
+        lane[k % LANES] = lane[k % LANES] + p;
     }
-    return bl_fold16(lane);
+    return bl_fold32f(lane);
 }
 
-static double dot_f32(const double *a, const float *b, int64_t n) {
-    __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd(), w0, w1;
+static inline __m512 cvt16_f16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+
+static inline __m512 madd(__m512 acc, __m512 a, __m512 b) { return _mm512_add_ps(acc, _mm512_mul_ps(a, b)); }
+
+static float dot_f16(const float *a, const uint16_t *b, int64_t n) {
+    __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
     int64_t k = 0;
-    for (; k + 16 <= n; k += 16) {
-        cvt16_f32(b + k, &w0, &w1);
-        a0 = _mm512_fmadd_pd(_mm512_loadu_pd(a + k), w0, a0);
-        a1 = _mm512_fmadd_pd(_mm512_loadu_pd(a + k + 8), w1, a1);
+    for (; k + 32 <= n; k += 32) {
+        lo = madd(lo, _mm512_loadu_ps(a + k), cvt16_f16(b + k));
+        hi = madd(hi, _mm512_loadu_ps(a + k + 16), cvt16_f16(b + k + 16));
     }
-    return finish(a0, a1, k, n, a, b, 0);
+    return finish(lo, hi, k, n, a, b, 1);
 }
 
-static double dot_f16(const double *a, const uint16_t *b, int64_t n) {
-    __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
+static float dot_f32(const float *a, const float *b, int64_t n) {
+    __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
     int64_t k = 0;
-    for (; k + 16 <= n; k += 16) {
-        a0 = _mm512_fmadd_pd(_mm512_loadu_pd(a + k), cvt8_f16(b + k), a0);
-        a1 = _mm512_fmadd_pd(_mm512_loadu_pd(a + k + 8), cvt8_f16(b + k + 8), a1);
+    for (; k + 32 <= n; k += 32) {
+        lo = madd(lo, _mm512_loadu_ps(a + k), _mm512_loadu_ps(b + k));
+        hi = madd(hi, _mm512_loadu_ps(a + k + 16), _mm512_loadu_ps(b + k + 16));
     }
-    return finish(a0, a1, k, n, a, b, 1);
+    return finish(lo, hi, k, n, a, b, 0);
 }
 
-static void axpy_f32(double *o, double p, const float *v, int64_t n) {
-    __m512d pv = _mm512_set1_pd(p);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm512_storeu_pd(o + i, _mm512_fmadd_pd(pv, _mm512_cvtps_pd(_mm256_loadu_ps(v + i)), _mm512_loadu_pd(o + i)));
-    for (; i < n; ++i) o[i] += p * (double)v[i];
-}
+/* ---- attention: float64 ------------------------------------------------------------------------ */
 
-static void axpy_f16(double *o, double p, const uint16_t *v, int64_t n) {
-    __m512d pv = _mm512_set1_pd(p);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m512d w = _mm512_cvtps_pd(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i))));
-        _mm512_storeu_pd(o + i, _mm512_fmadd_pd(pv, w, _mm512_loadu_pd(o + i)));
+/* Elements i .. i+15 of a row (f32 or fp16) as two 8-wide float64 vectors (exact): two 256-bit
+ * loads (128-bit for fp16) and two widening converts, no cross-lane extract. */
+static inline void load16_pd(const void *row, int64_t i, int f16, __m512d *lo, __m512d *hi) {
+    if (f16) {
+        const uint16_t *p = (const uint16_t *)row + i;
+        *lo = _mm512_cvtps_pd(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)));
+        *hi = _mm512_cvtps_pd(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 8))));
+    } else {
+        const float *p = (const float *)row + i;
+        *lo = _mm512_cvtps_pd(_mm256_loadu_ps(p));
+        *hi = _mm512_cvtps_pd(_mm256_loadu_ps(p + 8));
     }
-    for (; i < n; ++i) o[i] += p * (double)bl_f16_to_f32(v[i]);
 }
 
-/* 8 int8 of a Q8_0 block times its scale d, as float64 (exact). */
-static inline __m512d q8_times_d(const int8_t *q, __m512d d) {
-    __m256i q32 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)q));
-    return _mm512_mul_pd(_mm512_cvtepi32_pd(q32), d);
+static inline double elem(const void *row, int64_t i, int f16) {
+    return f16 ? (double)bl_f16_to_f32(((const uint16_t *)row)[i]) : (double)((const float *)row)[i];
 }
 
-static double dot_q8_0(const double *a, const uint8_t *row, int64_t K) {
-    __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
-    for (int64_t b = 0; b < K / BL_Q8_0_BLOCK; ++b) {
-        const uint8_t *blk = row + b * BL_Q8_0_BYTES;
-        uint16_t dbits;
-        memcpy(&dbits, blk, 2);
-        __m512d d = _mm512_set1_pd((double)bl_f16_to_f32(dbits));
-        const int8_t *q = (const int8_t *)(blk + 2);
-        const double *ab = a + b * BL_Q8_0_BLOCK;
-        a0 = _mm512_fmadd_pd(_mm512_loadu_pd(ab + 0), q8_times_d(q + 0, d), a0);
-        a1 = _mm512_fmadd_pd(_mm512_loadu_pd(ab + 8), q8_times_d(q + 8, d), a1);
-        a0 = _mm512_fmadd_pd(_mm512_loadu_pd(ab + 16), q8_times_d(q + 16, d), a0);
-        a1 = _mm512_fmadd_pd(_mm512_loadu_pd(ab + 24), q8_times_d(q + 24, d), a1);
+static inline size_t row_bytes(int64_t d, int f16) { return (size_t)d * (f16 ? 2 : 4); }
+
+/* The fold of bl_fold16d in registers (lanes 0..7 in lo, 8..15 in hi): i + i+8, i + i+4, ... */
+static inline double fold16d(__m512d lo, __m512d hi) {
+    const __m512d v8 = _mm512_add_pd(lo, hi);
+    const __m256d v4 = _mm256_add_pd(_mm512_castpd512_pd256(v8), _mm512_extractf64x4_pd(v8, 1));
+    const __m128d v2 = _mm_add_pd(_mm256_castpd256_pd128(v4), _mm256_extractf128_pd(v4, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(v2, _mm_unpackhi_pd(v2, v2)));
+}
+
+static inline const void *kv_row(const void *base, int64_t n, int64_t n_cache, const void *last, size_t row) {
+    return n < n_cache ? (const void *)((const char *)base + n * row) : last;
+}
+
+/* q·k for d = 16·STEPS (STEPS <= 8), the query in float64 registers for all positions, two keys
+ * at a time (each dot is a chain of STEPS dependent adds per lane: two keys hide the latency).
+ * STEPS and F16 are compile-time constants at every call, so the loops unroll and nothing
+ * spills. */
+#define AI static inline __attribute__((always_inline))
+AI void qk_regs(const float *q, const void *K, int64_t n_cache, const void *last, const int STEPS, const int F16,
+                float kq_scale, float *scores) {
+    const size_t row = row_bytes(16 * STEPS, F16);
+    const int64_t n_pos = n_cache + (last != NULL);
+    __m512d qv[16];
+    for (int j = 0; j < STEPS; ++j) load16_pd(q, 16 * j, 0, &qv[2 * j], &qv[2 * j + 1]);
+    int64_t n = 0;
+    for (; n + 2 <= n_pos; n += 2) {
+        const void *ka = kv_row(K, n, n_cache, last, row), *kb = kv_row(K, n + 1, n_cache, last, row);
+        __m512d alo = _mm512_setzero_pd(), ahi = _mm512_setzero_pd();
+        __m512d blo = _mm512_setzero_pd(), bhi = _mm512_setzero_pd();
+        for (int j = 0; j < STEPS; ++j) {
+            __m512d k0, k1, k2, k3;
+            load16_pd(ka, 16 * j, F16, &k0, &k1);
+            load16_pd(kb, 16 * j, F16, &k2, &k3);
+            alo = _mm512_fmadd_pd(qv[2 * j], k0, alo); /* exact products: FMA = multiply + add */
+            ahi = _mm512_fmadd_pd(qv[2 * j + 1], k1, ahi);
+            blo = _mm512_fmadd_pd(qv[2 * j], k2, blo);
+            bhi = _mm512_fmadd_pd(qv[2 * j + 1], k3, bhi);
+        }
+        scores[n] = (float)fold16d(alo, ahi) * kq_scale;
+        scores[n + 1] = (float)fold16d(blo, bhi) * kq_scale;
     }
-    double lane[16];
-    _mm512_storeu_pd(lane, a0);
-    _mm512_storeu_pd(lane + 8, a1);
-    return bl_fold16(lane);
+    for (; n < n_pos; ++n) {
+        const void *kn = kv_row(K, n, n_cache, last, row);
+        __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+        for (int j = 0; j < STEPS; ++j) {
+            __m512d k0, k1;
+            load16_pd(kn, 16 * j, F16, &k0, &k1);
+            lo = _mm512_fmadd_pd(qv[2 * j], k0, lo);
+            hi = _mm512_fmadd_pd(qv[2 * j + 1], k1, hi);
+        }
+        scores[n] = (float)fold16d(lo, hi) * kq_scale;
+    }
 }
 
-/* 8 F16 rows against one hidden row: the decode hot loop (16 accumulators, 8 streams). */
-#define LM_ROWS 8
-static void f16_rows8(const uint8_t *W, int64_t row_bytes, int64_t K, const double *h, double out[LM_ROWS]) {
-    const uint16_t *w[LM_ROWS];
-    for (int r = 0; r < LM_ROWS; ++r) w[r] = (const uint16_t *)(W + r * row_bytes);
-    __m512d acc[LM_ROWS][2];
-    for (int r = 0; r < LM_ROWS; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_pd();
-    int64_t k = 0;
-    for (; k + 16 <= K; k += 16) {
-        __m512d h0 = _mm512_loadu_pd(h + k), h1 = _mm512_loadu_pd(h + k + 8);
-        for (int r = 0; r < LM_ROWS; ++r) {
-            acc[r][0] = _mm512_fmadd_pd(h0, cvt8_f16(w[r] + k), acc[r][0]);
-            acc[r][1] = _mm512_fmadd_pd(h1, cvt8_f16(w[r] + k + 8), acc[r][1]);
+/* General head sizes: the same order, the query reloaded for every key. */
+static void qk_any(const float *q, const void *K, int64_t n_cache, const void *last, int64_t d, int f16,
+                   float kq_scale, float *scores) {
+    const size_t row = row_bytes(d, f16);
+    for (int64_t n = 0; n < n_cache + (last != NULL); ++n) {
+        const void *kn = kv_row(K, n, n_cache, last, row);
+        __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+        int64_t k = 0;
+        for (; k + 16 <= d; k += 16) {
+            __m512d q0, q1, k0, k1;
+            load16_pd(q, k, 0, &q0, &q1);
+            load16_pd(kn, k, f16, &k0, &k1);
+            lo = _mm512_fmadd_pd(q0, k0, lo);
+            hi = _mm512_fmadd_pd(q1, k1, hi);
+        }
+        double lane[16];
+        _mm512_storeu_pd(lane, lo);
+        _mm512_storeu_pd(lane + 8, hi);
+        for (; k < d; ++k) lane[k & 15] += (double)q[k] * elem(kn, k, f16);
+        scores[n] = (float)bl_fold16d(lane) * kq_scale;
+    }
+}
+
+static void qk(const float *q, const void *K, int64_t n_cache, const void *last, int64_t d, int f16, float kq_scale,
+               float *scores) {
+#define QK(S)                                                                                             \
+    case S:                                                                                               \
+        if (f16)                                                                                          \
+            qk_regs(q, K, n_cache, last, S, 1, kq_scale, scores);                                         \
+        else                                                                                              \
+            qk_regs(q, K, n_cache, last, S, 0, kq_scale, scores);                                         \
+        return;
+    if (d % 16 == 0) switch (d / 16) { QK(8) QK(4) QK(6) QK(2) }
+#undef QK
+    qk_any(q, K, n_cache, last, d, f16, kq_scale, scores);
+}
+
+/* p·v for 16·G outputs (G <= 8) in 2G float64 registers, each a sequential sum over positions;
+ * G and F16 compile-time constants (see qk_regs). */
+AI void pv_regs(const float *p, const void *V, int64_t n_cache, const void *last, int64_t d, int64_t i0, const int G,
+                const int F16, float *out) {
+    const size_t row = row_bytes(d, F16);
+    const int64_t n_pos = n_cache + (last != NULL);
+    __m512d o[16];
+    for (int j = 0; j < 2 * G; ++j) o[j] = _mm512_setzero_pd();
+    for (int64_t n = 0; n < n_pos; ++n) {
+        const void *vn = kv_row(V, n, n_cache, last, row);
+        const __m512d pn = _mm512_set1_pd((double)p[n]);
+        for (int j = 0; j < G; ++j) {
+            __m512d v0, v1;
+            load16_pd(vn, i0 + 16 * j, F16, &v0, &v1);
+            o[2 * j] = _mm512_fmadd_pd(pn, v0, o[2 * j]);
+            o[2 * j + 1] = _mm512_fmadd_pd(pn, v1, o[2 * j + 1]);
         }
     }
-    for (int r = 0; r < LM_ROWS; ++r) out[r] = finish(acc[r][0], acc[r][1], k, K, h, w[r], 1);
+    for (int j = 0; j < 2 * G; ++j) _mm256_storeu_ps(out + i0 + 8 * j, _mm512_cvtpd_ps(o[j]));
+}
+
+static void pv(const float *p, const void *V, int64_t n_cache, const void *last, int64_t d, int f16, float *out) {
+    const size_t row = row_bytes(d, f16);
+    const int64_t n_pos = n_cache + (last != NULL);
+#define PV(G)                                                                              \
+    if (f16)                                                                               \
+        pv_regs(p, V, n_cache, last, d, i0, G, 1, out);                                    \
+    else                                                                                   \
+        pv_regs(p, V, n_cache, last, d, i0, G, 0, out);
+    int64_t i0 = 0;
+    while (d - i0 >= 16) { /* one pass over the positions for up to 128 outputs */
+        const int64_t g = (d - i0) / 16 < 8 ? (d - i0) / 16 : 8;
+        switch (g) {
+            case 8: PV(8) break;
+            case 7: PV(7) break;
+            case 6: PV(6) break;
+            case 5: PV(5) break;
+            case 4: PV(4) break;
+            case 3: PV(3) break;
+            case 2: PV(2) break;
+            default: PV(1) break;
+        }
+        i0 += 16 * g;
+    }
+#undef PV
+    for (int64_t i = i0; i < d; ++i) { /* d % 16 outputs left */
+        double o = 0.0;
+        for (int64_t n = 0; n < n_pos; ++n) o += (double)p[n] * elem(kv_row(V, n, n_cache, last, row), i, f16);
+        out[i] = (float)o;
+    }
+}
+
+/* bl_expf64 on 8 floats: the same float64 operations in the same order (multiply and add kept
+ * separate), the same special cases, so every lane equals the scalar result bit for bit. 2^n is
+ * built from t's bits: t = 1.5·2^52 + n holds n in its low mantissa bits, and
+ * (bits(t) + 1023) << 52 keeps exactly (n + 1023) in the exponent field. */
+static inline __m256 exp8(__m256 xf) {
+    const __m512d x = _mm512_cvtps_pd(xf);
+    const __m512d shifter = _mm512_set1_pd(BL_EXP_SHIFTER);
+    const __m512d t = _mm512_add_pd(_mm512_mul_pd(x, _mm512_set1_pd(BL_EXP_LOG2E)), shifter);
+    const __m512d n = _mm512_sub_pd(t, shifter);
+    __m512d r = _mm512_sub_pd(x, _mm512_mul_pd(n, _mm512_set1_pd(BL_EXP_LN2_HI)));
+    r = _mm512_sub_pd(r, _mm512_mul_pd(n, _mm512_set1_pd(BL_EXP_LN2_LO)));
+    static const double c[11] = {1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0,
+                                 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0};
+    __m512d p = _mm512_set1_pd(1.0 / 39916800.0);
+    for (int i = 0; i < 11; ++i) p = _mm512_add_pd(_mm512_mul_pd(p, r), _mm512_set1_pd(c[i]));
+    const __m512i sbits = _mm512_slli_epi64(_mm512_add_epi64(_mm512_castpd_si512(t), _mm512_set1_epi64(1023)), 52);
+    __m256 y = _mm512_cvtpd_ps(_mm512_mul_pd(p, _mm512_castsi512_pd(sbits)));
+    /* special lanes: x < -110 -> +0; NaN -> x itself; x > 89 -> +inf */
+    const __mmask8 ok = _mm512_cmp_pd_mask(x, _mm512_set1_pd(-110.0), _CMP_GE_OQ);
+    const __mmask8 nan = _mm512_cmp_pd_mask(x, x, _CMP_UNORD_Q);
+    const __mmask8 big = _mm512_cmp_pd_mask(x, _mm512_set1_pd(89.0), _CMP_GT_OQ);
+    y = _mm256_maskz_mov_ps(ok, y);
+    y = _mm256_mask_mov_ps(y, nan, xf);
+    y = _mm256_mask_mov_ps(y, big, _mm256_set1_ps(INFINITY));
+    return y;
+}
+
+/* Softmax (engine_float.h): max, exp8 over 8 scores at a time, the sum in 8 float64 lanes
+ * (score n into lane n % 8 — exactly the vector's lanes), the fold, then p = e · fl32(1/Σ). */
+static void softmax(float *s, int64_t n, int f16) {
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; ++i)
+        if (s[i] > mx) mx = s[i];
+    const __m256 mv = _mm256_set1_ps(mx);
+    __m512d sum = _mm512_setzero_pd();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + i), mv));
+        _mm256_storeu_ps(s + i, e);
+        sum = _mm512_add_pd(sum, _mm512_cvtps_pd(e));
+    }
+    double lane[8];
+    _mm512_storeu_pd(lane, sum);
+    for (; i < n; ++i) {
+        s[i] = bl_expf64(s[i] - mx);
+        lane[i & 7] += (double)s[i];
+    }
+    const float inv = (float)(1.0 / bl_fold8d(lane));
+    const __m256 iv = _mm256_set1_ps(inv);
+    i = 0;
+    if (!f16)
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(s + i, _mm256_mul_ps(_mm256_loadu_ps(s + i), iv));
+    for (; i < n; ++i) {
+        const float p = s[i] * inv;
+        s[i] = f16 ? bl_round_f16(p) : p;
+    }
+}
+
+static double sumsq(const float *x, int64_t n) {
+    __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd(); /* lanes 0..7, 8..15 */
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        const __m512 v = _mm512_loadu_ps(x + k);
+        const __m512 sq = _mm512_mul_ps(v, v);
+        lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(sq)));
+        hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sq), 1))));
+    }
+    double lane[16];
+    _mm512_storeu_pd(lane, lo);
+    _mm512_storeu_pd(lane + 8, hi);
+    for (; k < n; ++k) {
+        const float sq = x[k] * x[k];
+        lane[k & 15] += (double)sq;
+    }
+    return bl_fold16d(lane);
+}
+
+/* ---- lm_head -------------------------------------------------------------------------------- */
+
+/* 16 int8 of a Q8_0 block times its scale: the exact f32 weights. */
+static inline __m512 q8_w(const int8_t *q, __m512 d) {
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)q))), d);
+}
+
+static inline void pf_l2(const void *p) { _mm_prefetch((const char *)p + BL_LM_PREFETCH_BYTES, _MM_HINT_T1); }
+
+/* F16 / F32 lm_head rows: the dots above, one row at a time. No software prefetch: a single
+ * sequential stream is what the hardware prefetchers follow best (measured: 87–105% of the read
+ * ceiling without, 81–84% with a prefetch 4–32 KB ahead, 4 KiB or 2 MiB pages alike). */
+static float lm_f16_row(const float *h, const uint16_t *w, int64_t K) { return dot_f16(h, w, K); }
+
+static float lm_f32_row(const float *h, const float *w, int64_t K) { return dot_f32(h, w, K); }
+
+/* One Q8_0 row: element j of every block goes to lane j (lo: j < 16, hi: j >= 16). */
+static float lm_q8_0_row(const float *h, const uint8_t *row, int64_t K) {
+    __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
+    for (int64_t b = 0; b < K / BL_Q8_0_BLOCK; ++b) {
+        const uint8_t *blk = row + b * BL_Q8_0_BYTES;
+        pf_l2(blk);
+        uint16_t dbits;
+        memcpy(&dbits, blk, 2);
+        const __m512 d = _mm512_set1_ps(bl_f16_to_f32(dbits));
+        const int8_t *q = (const int8_t *)(blk + 2);
+        lo = madd(lo, _mm512_loadu_ps(h + b * BL_Q8_0_BLOCK), q8_w(q, d));
+        hi = madd(hi, _mm512_loadu_ps(h + b * BL_Q8_0_BLOCK + 16), q8_w(q + 16, d));
+    }
+    float lane[LANES];
+    _mm512_storeu_ps(lane, lo);
+    _mm512_storeu_ps(lane + 16, hi);
+    return bl_fold32f(lane);
+}
+
+/* Q8_0 lm_head: two blocks per step. The 32 + 32 int8 weights of blocks A = 2s, B = 2s + 1 sit
+ * at A + 2 and A + 36; one 512-bit vector [A | B] xor 0x80 is w + 128 as unsigned bytes, so one
+ * vpdpbusd against the quantised hidden state gives Σ (w + 128)·x per quad, and subtracting
+ * 128·Σx per quad (qsum4) leaves the exact quad sums p — lanes 0..7 block A, 8..15 block B:
+ * the canonical lanes. The two fp16 scales come from one 64-byte load of the pair (words 0 and
+ * 17), spread over the lanes by vpermw. dx per lane is built once per call. */
+static inline __m512i dpbusd_q8(__m512i acc, __m512i u, __m512i s) {
+#if defined(__GNUC__) && !defined(__clang__)
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "vm"(s));
+    return acc;
+#else
+    return _mm512_dpbusd_epi32(acc, u, s);
+#endif
+}
+
+#define Q8_MAX_K 16384 /* hidden widths the AVX-512 kernel handles; larger: the scalar order */
+
+static void lm_q8(const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, int64_t r1, const int8_t *qx,
+                  const float *dx, const int32_t *qsum4, int64_t N, float *out, int64_t ldo) {
+    const int64_t nb = K / BL_Q8_0_BLOCK;
+    if (K > Q8_MAX_K || (nb & 1)) { /* odd block count or huge K: the plain loop (same order) */
+        for (int64_t r = r0; r < r1; ++r) {
+            const uint8_t *row = W + r * row_bytes;
+            for (int64_t n = 0; n < N; ++n) {
+                float lane[16] = {0};
+                for (int64_t b = 0; b < nb; ++b) {
+                    const uint8_t *blk = row + b * BL_Q8_0_BYTES;
+                    uint16_t dbits;
+                    memcpy(&dbits, blk, 2);
+                    const float dd = bl_f16_to_f32(dbits) * dx[n * nb + b];
+                    const int8_t *q = (const int8_t *)(blk + 2);
+                    for (int j = 0; j < 8; ++j) {
+                        int32_t p = 0;
+                        for (int e = 4 * j; e < 4 * j + 4; ++e) p += (int32_t)q[e] * (int32_t)qx[n * K + b * 32 + e];
+                        const float t = (float)p * dd;
+                        lane[8 * (b & 1) + j] = lane[8 * (b & 1) + j] + t;
+                    }
+                }
+                for (int w = 8; w >= 1; w >>= 1)
+                    for (int i = 0; i < w; ++i) lane[i] = lane[i] + lane[i + w];
+                out[n * ldo + r] = lane[0];
+            }
+        }
+        return;
+    }
+    /* dx spread per lane: dxl[n][16 s + l] = dx[n][2s + (l >= 8)] */
+    _Alignas(64) float dxl[Q8_MAX_K / 4];
+    const __m512i x80 = _mm512_set1_epi8((char)0x80);
+    const __m512i didx = _mm512_setr_epi32(0x00000000, 0x00000000, 0x00000000, 0x00000000, 0x00110011, 0x00110011,
+                                           0x00110011, 0x00110011, 0, 0, 0, 0, 0, 0, 0, 0); /* words 0 x8, 17 x8 */
+    for (int64_t n = 0; n < N; ++n) {
+        for (int64_t s = 0; s < nb / 2; ++s)
+            for (int l = 0; l < 16; ++l) dxl[16 * s + l] = dx[n * nb + 2 * s + (l >= 8)];
+        const int8_t *xn = qx + n * K;
+        const int32_t *cn = qsum4 + n * (K / 4);
+        for (int64_t r = r0; r < r1; ++r) {
+            const uint8_t *row = W + r * row_bytes;
+            __m512 acc = _mm512_setzero_ps();
+            for (int64_t s = 0; s < nb / 2; ++s) {
+                const uint8_t *a = row + 2 * s * BL_Q8_0_BYTES;
+                if (n == 0) { /* 68 bytes per step: two lines, or every ~16th line would be missed */
+                    pf_l2(a);
+                    pf_l2(a + 64);
+                }
+                const __m512i pair = _mm512_loadu_si512((const void *)a); /* dA at word 0, dB at word 17 */
+                const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(didx, pair)));
+                const __m512i w = _mm512_xor_si512(
+                    _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(a + 2))),
+                                       _mm256_loadu_si256((const __m256i *)(a + 2 + BL_Q8_0_BYTES)), 1),
+                    x80);
+                __m512i p = dpbusd_q8(_mm512_setzero_si512(), w, _mm512_loadu_si512((const void *)(xn + 64 * s)));
+                p = _mm512_sub_epi32(p, _mm512_loadu_si512((const void *)(cn + 16 * s)));
+                const __m512 dd = _mm512_mul_ps(dw, _mm512_load_ps(dxl + 16 * s)); /* exact */
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(p), dd));
+            }
+            const __m256 v8 = _mm256_add_ps(_mm512_castps512_ps256(acc),
+                                            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
+            const __m128 v4 = _mm_add_ps(_mm256_castps256_ps128(v8), _mm256_extractf128_ps(v8, 1));
+            const __m128 v2 = _mm_add_ps(v4, _mm_movehl_ps(v4, v4));
+            out[n * ldo + r] = _mm_cvtss_f32(_mm_add_ss(v2, _mm_shuffle_ps(v2, v2, 1)));
+        }
+    }
 }
 
 static void lm_rows(int type, const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, int64_t r1,
-                    const double *h, int64_t N, float *out, int64_t ldo) {
-    int64_t r = r0;
-    if (type == BL_FT_F16) {
-        for (; r + LM_ROWS <= r1; r += LM_ROWS) {
-            for (int64_t n = 0; n < N; ++n) {
-                double s[LM_ROWS];
-                f16_rows8(W + r * row_bytes, row_bytes, K, h + n * K, s);
-                for (int i = 0; i < LM_ROWS; ++i) out[n * ldo + r + i] = (float)s[i];
-            }
-        }
-    }
-    for (; r < r1; ++r) {
+                    const float *h, int64_t N, float *out, int64_t ldo) {
+    for (int64_t r = r0; r < r1; ++r) {
         const uint8_t *row = W + r * row_bytes;
         for (int64_t n = 0; n < N; ++n) {
-            const double *hn = h + n * K;
-            double s;
-            if (type == BL_FT_F16)
-                s = dot_f16(hn, (const uint16_t *)row, K);
-            else if (type == BL_FT_F32)
-                s = dot_f32(hn, (const float *)row, K);
-            else
-                s = dot_q8_0(hn, row, K);
-            out[n * ldo + r] = (float)s;
+            const float *hn = h + n * K;
+            out[n * ldo + r] = type == BL_FT_F16   ? lm_f16_row(hn, (const uint16_t *)row, K)
+                               : type == BL_FT_F32 ? lm_f32_row(hn, (const float *)row, K)
+                                                   : lm_q8_0_row(hn, row, K);
         }
     }
 }
 
-const bl_float_kernels bl_float_avx512 = {"avx512", dot_f32, dot_f16, axpy_f32, axpy_f16, lm_rows};
+/* bl_exp64 on 8 doubles: the same operations in the same order; 2^n in two exponent-built factors
+ * (n1 = n / 2 truncated, n2 = n - n1, as the scalar code) from the integer held in t's low bits. */
+static inline __m512d exp8_pd(__m512d x) {
+    const __m512d shifter = _mm512_set1_pd(BL_EXP_SHIFTER);
+    const __m512d t = _mm512_add_pd(_mm512_mul_pd(x, _mm512_set1_pd(BL_EXP_LOG2E)), shifter);
+    const __m512d n = _mm512_sub_pd(t, shifter);
+    __m512d r = _mm512_sub_pd(x, _mm512_mul_pd(n, _mm512_set1_pd(BL_EXP_LN2_HI)));
+    r = _mm512_sub_pd(r, _mm512_mul_pd(n, _mm512_set1_pd(BL_EXP_LN2_LO)));
+    static const double c[11] = {1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0,
+                                 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0};
+    __m512d p = _mm512_set1_pd(1.0 / 39916800.0);
+    for (int i = 0; i < 11; ++i) p = _mm512_add_pd(_mm512_mul_pd(p, r), _mm512_set1_pd(c[i]));
+    /* n as int64: t = 1.5·2^52 + n has 2^51 + n in its 52 mantissa bits */
+    const __m512i lowbits = _mm512_sub_epi64(
+        _mm512_and_si512(_mm512_castpd_si512(t), _mm512_set1_epi64(0x000FFFFFFFFFFFFFLL)),
+        _mm512_set1_epi64(0x0008000000000000LL));
+    /* n1 = n / 2 truncated toward zero: (n + (n < 0)) >> 1 */
+    const __m512i n1 = _mm512_srai_epi64(_mm512_add_epi64(lowbits, _mm512_srli_epi64(lowbits, 63)), 1);
+    const __m512i n2 = _mm512_sub_epi64(lowbits, n1);
+    const __m512i bias = _mm512_set1_epi64(1023);
+    const __m512d s1 = _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_add_epi64(n1, bias), 52));
+    const __m512d s2 = _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_add_epi64(n2, bias), 52));
+    __m512d y = _mm512_mul_pd(_mm512_mul_pd(p, s1), s2);
+    const __mmask8 ok = _mm512_cmp_pd_mask(x, _mm512_set1_pd(-745.2), _CMP_GE_OQ);
+    const __mmask8 nan = _mm512_cmp_pd_mask(x, x, _CMP_UNORD_Q);
+    const __mmask8 big = _mm512_cmp_pd_mask(x, _mm512_set1_pd(709.78), _CMP_GT_OQ);
+    y = _mm512_maskz_mov_pd(ok, y);
+    y = _mm512_mask_mov_pd(y, nan, x);
+    y = _mm512_mask_mov_pd(y, big, _mm512_set1_pd(INFINITY));
+    return y;
+}
+
+static void silu(const float *g, const float *u, float *f, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m512d g64 = _mm512_cvtps_pd(_mm256_loadu_ps(g + i));
+        const __m512d e = exp8_pd(_mm512_sub_pd(_mm512_setzero_pd(), g64));
+        const __m256 s = _mm512_cvtpd_ps(_mm512_div_pd(g64, _mm512_add_pd(_mm512_set1_pd(1.0), e)));
+        _mm256_storeu_ps(f + i, _mm256_mul_ps(s, _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; ++i) {
+        const double g64 = (double)g[i];
+        const float s = (float)(g64 / (1.0 + bl_exp64(-g64)));
+        f[i] = s * u[i];
+    }
+}
+
+const bl_float_kernels bl_float_avx512 = {"avx512", dot_f32, qk, pv, softmax, silu, sumsq, lm_rows, lm_q8};

@@ -7,7 +7,8 @@
  *
  * Version names: v0 scalar, v1 AVX2 (maddubs, int16 ≤ 16 blocks), v1w1 AVX2 widening every
  * block, v2 AVX-512 VNNI, v3 AVX-512 VNNI without shifts (I2_S and TQ2_0 GEMV), avxvnni (256-bit VEX
- * dpbusd), neon, neon_dotprod. The descriptions repeat the file headers in one line;
+ * dpbusd), v4 AVX-512 VNNI with the activations joined once per call (GEMV), v3 AVX-512 VNNI
+ * whole-row panels with 4 x 6 tiles (GEMM), neon, neon_dotprod. The descriptions repeat the file headers in one line;
  * kernel_versions() in Python shows them. Defaults per level: bl_mad_defaults below.
  */
 #include <stddef.h>
@@ -55,13 +56,18 @@ static const bl_mad_version versions[] = {
 #if defined(BL_BUILD_AVX512VNNI)
     ACT("v2", BL_ISA_AVX512VNNI, "AVX-512: 16 floats/step, embedded-rounding convert, masked tail", bl_quantize_act_avx512),
     GEMV(BL_OP_I2S_GEMV, "v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI dpbusd, 2 blocks = 64 B/step, 4 rows share activations", bl_i2s_gemv_v2),
-    GEMV(BL_OP_I2S_GEMV, "v3", BL_ISA_AVX512VNNI, "v2 without shifts: planes masked in place (4^k·c), 4 int32 accs/row rescaled once", bl_i2s_gemv_v3),
+    GEMV(BL_OP_I2S_GEMV, "v3", BL_ISA_AVX512VNNI, "v2 without shifts: planes masked in place (4^k·c), rescaled once; L2 prefetch, 4-row reduction", bl_i2s_gemv_v3),
+    GEMV(BL_OP_I2S_GEMV, "v4", BL_ISA_AVX512VNNI, "v3 with activations joined once per call (1 load/plane); faster in L2, slower from DRAM", bl_i2s_gemv_v4),
     GEMM(BL_OP_I2S_GEMM, "v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI decode chunk once, 2 rows x 4 tokens dpbusd tile", bl_i2s_gemm_v2),
+    GEMM(BL_OP_I2S_GEMM, "v3", BL_ISA_AVX512VNNI, "AVX-512 VNNI 4-row panels over the whole row, 4 rows x 6 tokens tile reduced once", bl_i2s_gemm_v3),
     GEMV(BL_OP_TQ2_GEMV, "v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI: one 64-byte TQ2_0 block/step, 4 rows", bl_tq2_gemv_v2),
-    GEMV(BL_OP_TQ2_GEMV, "v3", BL_ISA_AVX512VNNI, "v2 without shifts: planes masked in place (4^j·c), rescaled once", bl_tq2_gemv_v3),
+    GEMV(BL_OP_TQ2_GEMV, "v3", BL_ISA_AVX512VNNI, "v2 without shifts: planes masked in place (4^j·c), rescaled once; L2 prefetch, 4-row reduction", bl_tq2_gemv_v3),
+    GEMV(BL_OP_TQ2_GEMV, "v4", BL_ISA_AVX512VNNI, "v3 with activations joined once per call (1 load/plane); faster in L2, slower from DRAM", bl_tq2_gemv_v4),
     GEMV(BL_OP_TQ1_GEMV, "v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI: base-3 decode with mask compares, dpbusd", bl_tq1_gemv_v2),
     GEMM(BL_OP_TQ2_GEMM, "v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI decode chunk once, 2x4 dpbusd tile", bl_tq2_gemm_v2),
+    GEMM(BL_OP_TQ2_GEMM, "v3", BL_ISA_AVX512VNNI, "AVX-512 VNNI 4-row panels over the whole row, 4x6 tile reduced once", bl_tq2_gemm_v3),
     GEMM(BL_OP_TQ1_GEMM, "v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI decode chunk once, 2x4 dpbusd tile", bl_tq1_gemm_v2),
+    GEMM(BL_OP_TQ1_GEMM, "v3", BL_ISA_AVX512VNNI, "AVX-512 VNNI 4-row panels over the whole row, 4x6 tile reduced once", bl_tq1_gemm_v3),
 #endif
 #if defined(BL_BUILD_NEON)
     ACT("neon", BL_ISA_NEON, "NEON: vcvtnq (ties even) / vcvtaq (ties away), saturating narrow", bl_quantize_act_neon),
@@ -99,7 +105,7 @@ static const bl_mad_kernels avxvnni_defaults = {
 #endif
 #if defined(BL_BUILD_AVX512VNNI)
 static const bl_mad_kernels avx512vnni_defaults = {
-    bl_quantize_act_avx512, bl_i2s_gemv_v3, bl_i2s_gemm_v2, bl_tq2_gemv_v3, bl_tq1_gemv_v2, bl_tq2_gemm_v2, bl_tq1_gemm_v2,
+    bl_quantize_act_avx512, bl_i2s_gemv_v3, bl_i2s_gemm_v3, bl_tq2_gemv_v3, bl_tq1_gemv_v2, bl_tq2_gemm_v3, bl_tq1_gemm_v3,
 };
 #endif
 #if defined(BL_BUILD_NEON)

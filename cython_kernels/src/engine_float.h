@@ -160,10 +160,10 @@ static inline double bl_fold16d(double lane[16]) {
 #define BL_EXP_LN2_HI 6.93147180369123816490e-01 /* 32 trailing zero bits: n·LN2_HI is exact */
 #define BL_EXP_LN2_LO 1.90821492927058770002e-10
 
-static inline float bl_expf64(float xf) {
-    const double x = (double)xf;
-    if (!(x >= -110.0)) return x != x ? xf : 0.0f;
-    if (x > 89.0) return (float)(x * 1e300); /* overflows to +inf in the f32 rounding */
+/* The shared core of bl_expf64 and bl_exp64: x = n·ln2 + r (Cody-Waite, two-part ln2), and
+ * e^r by its degree-11 Taylor polynomial in Horner form; returns that polynomial, n in *n_out.
+ * Both callers then scale by 2^n, so they run the same operations in the same order. */
+static inline double bl_exp_reduced(double x, double *n_out) {
     const double t = x * BL_EXP_LOG2E + BL_EXP_SHIFTER;
     const double n = t - BL_EXP_SHIFTER;
     double r = x - n * BL_EXP_LN2_HI;
@@ -180,6 +180,16 @@ static inline float bl_expf64(float xf) {
     p = p * r + 0.5;
     p = p * r + 1.0;
     p = p * r + 1.0;
+    *n_out = n;
+    return p;
+}
+
+static inline float bl_expf64(float xf) {
+    const double x = (double)xf;
+    if (!(x >= -110.0)) return x != x ? xf : 0.0f;
+    if (x > 89.0) return (float)(x * 1e300); /* overflows to +inf in the f32 rounding */
+    double n;
+    const double p = bl_exp_reduced(x, &n);
     const uint64_t bits = (uint64_t)((int64_t)n + 1023) << 52; /* 2^n, n in [-159, 129] */
     double scale;
     memcpy(&scale, &bits, 8);
@@ -192,22 +202,8 @@ static inline float bl_expf64(float xf) {
 static inline double bl_exp64(double x) {
     if (!(x >= -745.2)) return x != x ? x : 0.0;
     if (x > 709.78) return x * 1e300 * 1e300; /* +inf */
-    const double t = x * BL_EXP_LOG2E + BL_EXP_SHIFTER;
-    const double n = t - BL_EXP_SHIFTER;
-    double r = x - n * BL_EXP_LN2_HI;
-    r = r - n * BL_EXP_LN2_LO;
-    double p = 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
+    double n;
+    const double p = bl_exp_reduced(x, &n);
     /* 2^n for n in [-1075, 1024] in two steps, each factor a normal double */
     const int64_t ni = (int64_t)n, n1 = ni / 2, n2 = ni - n1;
     const uint64_t b1 = (uint64_t)(n1 + 1023) << 52, b2 = (uint64_t)(n2 + 1023) << 52;

@@ -123,7 +123,8 @@ def compare_llama_cpp(
                     f"llama.cpp (llama-cpp-python {version}) cannot load {path}: {e}. Upstream llama.cpp reads "
                     "TQ1_0, TQ2_0, F16 and F32 files, not bitnet.cpp's I2_S/TL1/TL2: write a TQ2_0 file "
                     "(`bitnet-lab convert --outtype tq2_0` from the checkpoint, `bitnet-lab dummy --outtype tq2_0`) "
-                    "or pass bitnet.cpp's llama-bench with --compare PATH"
+                    "or pass bitnet.cpp's llama-bench with --compare PATH. llama.cpp reads the 2B-4T graph "
+                    "under the arch name `bitnet`, not `bitnet-b1.58` (`bitnet-lab dummy --arch-name bitnet`)"
                 ) from None
             llms[t] = _LlamaCppRunner(llm, t)
         runner = llms[t]

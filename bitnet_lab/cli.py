@@ -132,6 +132,9 @@ def _add_dummy(sub) -> None:
                    help="token_embd (and output) type: f16, f32, q8_0 (default f16; f32 for --outtype f32)")
     p.add_argument("--tl-tiling", type=tl_tiling_arg, metavar="BM,BK,bm",
                    help="TL1/TL2 tiling for every shape (default: per-shape presets/search)")
+    p.add_argument("--arch-name", metavar="NAME",
+                   help="general.architecture to write instead of the layout's, e.g. bitnet: the name "
+                   "llama.cpp and bitnet.cpp read the 2B-4T graph under (for bench --llama-cpp)")
     add_progress_flag(p)
     p.set_defaults(func=_run_dummy)
 
@@ -149,7 +152,8 @@ def _run_dummy(args: argparse.Namespace) -> int:
 
     path = generate_dummy(
         args.layout, args.outfile, outtype=args.outtype, seed=args.seed,
-        embedding_type=args.token_embedding_type, tl_tiling=args.tl_tiling, progress=args.progress,
+        embedding_type=args.token_embedding_type, tl_tiling=args.tl_tiling, arch_name=args.arch_name,
+        progress=args.progress,
     )
     print(path)
     return 0

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -442,9 +442,30 @@ def describe_dummy(layout: Layout, seed: int) -> str:
     return text + "."
 
 
-def dummy_metadata(layout: Layout, outtype: str, seed: int, plan: list[TensorPlan]) -> dict[str, Any]:
-    """Every metadata key of a dummy file, in writing order."""
-    c = layout.config
+def check_arch_name(layout: Layout, arch_name: str | None) -> str:
+    """The ``general.architecture`` a dummy of ``layout`` is written under: the layout's own, or
+    another name of the same graph family. llama.cpp and bitnet.cpp call the 2B-4T graph
+    ``bitnet`` (the real files do, formats.md §5.3); our activation key keeps the graph exact
+    under any bitnet name. A sub-norm graph cannot be called ``llama`` and vice versa."""
+    from bitnet_lab.config import ARCHS
+
+    own = layout.config.arch
+    if arch_name is None or arch_name == own:
+        return own
+    bitnet_names = tuple(a for a in ARCHS if a.startswith("bitnet"))
+    allowed = bitnet_names if layout.config.sub_norms else ("llama",)
+    if arch_name not in allowed:
+        raise ConfigError(
+            f"arch name {arch_name!r} cannot carry the {layout.name} graph "
+            f"({'sub-norms' if layout.config.sub_norms else 'no sub-norms'}); choose one of {', '.join(allowed)}"
+        )
+    return arch_name
+
+
+def dummy_metadata(layout: Layout, outtype: str, seed: int, plan: list[TensorPlan],
+                   arch_name: str | None = None) -> dict[str, Any]:
+    """Every metadata key of a dummy file, in writing order (``arch_name``: check_arch_name)."""
+    c = replace(layout.config, arch=check_arch_name(layout, arch_name))
     md: dict[str, Any] = dict(c.gguf_metadata())
     md["general.name"] = c.name
     md["general.description"] = describe_dummy(layout, seed)
@@ -474,6 +495,7 @@ def generate_dummy(
     seed: int = 0,
     embedding_type: str | None = None,
     tl_tiling: Any = None,
+    arch_name: str | None = None,
     progress: bool = True,
 ) -> Path:
     """Write a dummy GGUF of ``layout`` to ``out_path`` and return its path.
@@ -483,7 +505,10 @@ def generate_dummy(
     ``outtype == "f32"``. ``tl_tiling``: for TL outtypes, one tiling "BM,BK,bm" / `TLTiling`
     for every shape or a mapping per (M, K); default per shape from
     `bitnet_lab.quant.tiling.default_tiling`; recorded in the file (``bitnet_lab.tl_tiling``).
-    The file appears atomically (written to a temporary name, then renamed).
+    ``arch_name``: write ``general.architecture`` (and the hyper-parameter keys) under this name
+    instead of the layout's, e.g. ``"bitnet"`` for the 2B-4T so that llama.cpp reads the file
+    (see :func:`check_arch_name`). The file appears atomically (written to a temporary name, then
+    renamed).
     """
     from bitnet_lab.formats.gguf import GGUFWriter
 
@@ -493,7 +518,7 @@ def generate_dummy(
     if seed < 0 or seed >= 2**64:
         raise ConfigError(f"seed must be in [0, 2**64), got {seed}")
     plan = plan_tensors(lay, outtype, embedding_type=embedding_type, tl_tiling=tl_tiling)
-    metadata = dummy_metadata(lay, outtype, seed, plan)
+    metadata = dummy_metadata(lay, outtype, seed, plan, arch_name)
     out_path = Path(out_path).expanduser()
     out_path.parent.mkdir(parents=True, exist_ok=True)
 

@@ -523,6 +523,20 @@ def test_compare_llama_cpp_on_real_files():
         B.compare_llama_cpp(REAL / "bitnet-i2_s.gguf", pp=(8,), tg=(), threads=(1,), repeat=1)
 
 
+
+def test_compare_llama_cpp_reads_the_2b4t_graph_under_the_name_bitnet(tmp_path):
+    """llama.cpp refuses arch `bitnet-b1.58` (the message says which name it wants) and runs the
+    same TQ2_0 dummy written with --arch-name bitnet."""
+    pytest.importorskip("llama_cpp")
+    from bitnet_lab import dummy
+
+    own = dummy.generate_dummy("tiny", tmp_path / "own.gguf", outtype="tq2_0", progress=False)
+    with pytest.raises(BitnetLabError, match="arch-name bitnet"):
+        B.compare_llama_cpp(own, pp=(8,), tg=(), threads=(1,), repeat=1)
+    renamed = dummy.generate_dummy("tiny", tmp_path / "bitnet.gguf", outtype="tq2_0", arch_name="bitnet", progress=False)
+    t = B.compare_llama_cpp(renamed, pp=(8,), tg=(4,), threads=(1,), repeat=1)
+    assert [(r.test, r.backend) for r in t.rows] == [("pp8", "llama.cpp"), ("tg4", "llama.cpp")]
+
 def test_compare_llama_cpp_needs_the_package():
     from bitnet_lab.bench_compare import llama_cpp_available
 

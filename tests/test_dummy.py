@@ -279,6 +279,25 @@ def test_q8_0_embedding_is_the_same_draw(tiny_files, tmp_path):
     assert np.max(np.abs(a - b)) < 0.2 / 127 and not np.array_equal(a, b)
 
 
+def test_arch_name_relabels_the_same_graph(tiny_files, tmp_path):
+    """--arch-name bitnet: the name llama.cpp reads the 2B-4T graph under; same tensors, same
+    logits, the activation still relu² through our key."""
+    p = dummy.generate_dummy("tiny", tmp_path / "bitnet.gguf", outtype="tq2_0", arch_name="bitnet", progress=False)
+    relabelled, own = bitnet_lab.load(p), bitnet_lab.load(tiny_files["tq2_0"])
+    assert relabelled.metadata["general.architecture"] == "bitnet" and own.config.arch == "bitnet-b1.58"
+    assert "bitnet.block_count" in relabelled.metadata and "bitnet-b1.58.block_count" not in relabelled.metadata
+    assert relabelled.config.activation == own.config.activation == "relu2"
+    assert relabelled.config.replace(arch=own.config.arch, name=own.config.name) == own.config.replace(name=own.config.name)
+    ids = [1, 5, 9, 200]
+    np.testing.assert_array_equal(relabelled.runner.logits(ids), own.runner.logits(ids))
+
+
+def test_arch_name_refuses_a_family_that_cannot_carry_the_graph(tmp_path):
+    with pytest.raises(ConfigError, match="cannot carry.*sub-norms.*bitnet"):
+        dummy.generate_dummy("tiny", tmp_path / "x.gguf", arch_name="llama", progress=False)
+    assert not (tmp_path / "x.gguf").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # Determinism
 # ---------------------------------------------------------------------------------------------

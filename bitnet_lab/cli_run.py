@@ -1,6 +1,6 @@
 """`bitnet-lab run` and `bitnet-lab chat`: text generation and an interactive chat, llama.cpp flags.
 
-    bitnet-lab run  -m MODEL -p PROMPT [-n 128] [-c 2048] [-t N] [--temp 0.8] [--top-k 40]
+    bitnet-lab run  -m MODEL -p PROMPT [-n 128] [-c N] [-t N] [--temp 0.8] [--top-k 40]
                     [--top-p 0.95] [--min-p 0.05] [--repeat-penalty 1.0] [--repeat-last-n 64]
                     [-s SEED] [--backend native|reference] [-f FILE] [-cnv] [-sys TEXT]
     bitnet-lab chat -m MODEL [-sys TEXT] [--chat-template NAME] [sampling flags]
@@ -47,8 +47,9 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", choices=BACKEND_CHOICES, default="native",
                    help="forward pass: the native engine (default) or the JAX reference (slow; needs jax)")
     g.add_argument("-t", "--threads", type=int, metavar="N", help="CPU threads for the native engine")
-    g.add_argument("-c", "--ctx-size", type=int, default=2048, metavar="N",
-                   help="KV cache size in tokens; 0 = the model's training context (default 2048)")
+    g.add_argument("-c", "--ctx-size", type=int, default=None, metavar="N",
+                   help="KV cache size in tokens; 0 = the model's training context (default: the "
+                   "training context, at most 2048)")
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser, n_default: int) -> None:
@@ -147,7 +148,7 @@ def _load(args: argparse.Namespace):
         _err(f"no -m given: using the default model {source}")
     if args.threads is not None and args.threads <= 0:
         raise ConfigError(f"-t/--threads must be positive, got {args.threads}")
-    if args.ctx_size < 0:
+    if args.ctx_size is not None and args.ctx_size < 0:
         raise ConfigError(f"-c/--ctx-size must be >= 0, got {args.ctx_size}")
     backend = args.backend
     t0 = time.perf_counter()
@@ -155,7 +156,8 @@ def _load(args: argparse.Namespace):
     model.runner  # build the backend now so load time includes it
     load_ms = (time.perf_counter() - t0) * 1e3
     train_ctx = model.config.context
-    n_ctx = args.ctx_size or train_ctx
+    # default: the training context, capped so that a 4096-token model's cache stays small
+    n_ctx = min(train_ctx, 2048) if args.ctx_size is None else (args.ctx_size or train_ctx)
     if n_ctx > train_ctx:
         _err(f"warning: -c {n_ctx} is longer than the model's training context ({train_ctx})")
     _err(f"model: {model!r}")

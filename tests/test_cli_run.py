@@ -266,3 +266,19 @@ def test_missing_model_file_exits_1(tmp_path):
     r = _subprocess(["run", "-m", str(tmp_path / "nope.gguf"), "-p", "x"], tmp_path)
     assert r.returncode == 1 and r.stdout == ""
     assert "error" in r.stderr and "nope.gguf" in r.stderr
+
+
+def test_the_readmes_main_command_runs_on_the_embedded_model(tmp_path):
+    """The README's main job, exactly as written there (plus a seed), on the shipped default model
+    (no -m, no download): it exits 0 and streams a continuation."""
+    import shlex
+
+    readme = (ROOT / "README.md").read_text()
+    line = next(x for x in readme.splitlines() if "pip install -e . &&" in x and "bitnet-lab run" in x)
+    argv = shlex.split(line.split("&&", 1)[1])
+    assert argv[:2] == ["bitnet-lab", "run"] and "-m" not in argv
+    r = _subprocess([*argv[1:], "-s", "0"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "default model" in r.stderr or "default-model.gguf" in r.stderr
+    n_eval = int(r.stderr.split("eval        =")[1].split("/")[1].split()[0])
+    assert n_eval >= 32 and len(r.stdout.strip()) > 40

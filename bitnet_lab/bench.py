@@ -232,6 +232,7 @@ def bench(
     n_ctx: int | None = None,
     seed: int = 0,
     ceilings: MachineCeilings | None = None,
+    mmap: Iterable[bool] = (True,),
     progress: bool = False,
     clock: Clock = time.perf_counter_ns,
 ) -> BenchTable:
@@ -242,6 +243,8 @@ def bench(
     "native,reference"); the JAX reference picks its own threads, so it runs once per test with
     threads shown as "-". ``n_ctx``: the cache size of every run (default: the longest test).
     ``ceilings``: measured :class:`MachineCeilings` — tg rows then show their decode roofline.
+    ``mmap``: llama-bench's ``-mmp``: True runs on the weights in place in the file's memory map,
+    False on a copy in anonymous huge pages (``bitnet_lab.residency``; made once, shared).
     A backend that cannot run (e.g. the native engine not built) raises; nothing is faked.
     """
     pp, tg = [int(x) for x in pp], [int(x) for x in tg]
@@ -250,6 +253,7 @@ def bench(
     if min(pp + tg) < 1:
         raise ConfigError(f"test sizes must be >= 1, got pp={pp} tg={tg}")
     threads = list(dict.fromkeys(threads)) or [None]
+    mmaps = [bool(m) for m in dict.fromkeys(mmap)] or [True]
     backends = resolve_backends(backend)
     base = _open(model_or_path, backends[0])
     cfg = base.config
@@ -258,10 +262,11 @@ def bench(
     label, size, params = model_label(base), base.size_bytes, base.n_params
     notes: list[str] = []
 
-    plan = []  # (backend, threads, kind, n)
+    plan = []  # (backend, mmap, threads, kind, n)
     for b in backends:
-        for t in ([None] if b == "reference" else threads):
-            plan += [(b, t, "pp", n) for n in pp] + [(b, t, "tg", n) for n in tg]
+        for m in mmaps:
+            for t in ([None] if b == "reference" else threads):
+                plan += [(b, m, t, "pp", n) for n in pp] + [(b, m, t, "tg", n) for n in tg]
     if "reference" in backends and len(threads) > 1:
         notes.append("reference (JAX/XLA) chooses its own threads: measured once, threads '-'.")
 
@@ -272,11 +277,16 @@ def bench(
     except ImportError:  # pragma: no cover
         bar = plan
     rows: list[BenchRow] = []
-    runners: dict[tuple[str, int | None], Any] = {}
-    for b, t, kind, n in bar:
-        if (b, t) not in runners:  # one runner per backend and thread count, built once
-            runners[(b, t)] = _variant(base, b, t).runner
-        runner = runners[(b, t)]
+    runners: dict[tuple[str, bool, int | None], Any] = {}
+    resident: dict[bool, Any] = {True: base}
+    for b, m, t, kind, n in bar:
+        if m not in resident:  # the weights copied into anonymous huge pages once (-mmp 0)
+            from bitnet_lab.residency import to_anonymous_memory
+
+            resident[m] = replace(base, tensors=to_anonymous_memory(base.tensors), _runner=None, _closer=None)
+        if (b, m, t) not in runners:  # one runner per backend, residency and thread count, built once
+            runners[(b, m, t)] = _variant(resident[m], b, t).runner
+        runner = runners[(b, m, t)]
         if kind == "pp" and not _supports_last_only(runner):
             note = f"{b}: pp computes the logits of every prompt token (the runner has no last-row-only mode)."
             if note not in notes:
@@ -288,7 +298,7 @@ def bench(
         rows.append(BenchRow(
             model=label, size=size, params=params, backend=b, isa=_isa_of(b), threads=shown_t,
             n_prompt=n if kind == "pp" else 0, n_gen=n if kind == "tg" else 0, samples_ns=samples,
-            model_filename=str(base.source), test_time=when,
+            model_filename=str(base.source), test_time=when, use_mmap=m,
         ))
     if not warmup:
         notes.append("no warm-up runs: the first sample includes start-up costs.")

@@ -220,6 +220,7 @@ class BenchRow:
     model_filename: str = ""
     tool: str = "bitnet_lab"
     test_time: str = ""              # RFC 3339, when the test ran
+    use_mmap: bool = True            # llama-bench's -mmp: weights used in place from the file's map
 
     @property
     def test(self) -> str:
@@ -277,6 +278,7 @@ class BenchRow:
             "backend": self.backend,
             "isa": self.isa,
             "n_threads": self.threads,
+            "use_mmap": self.use_mmap,
             "n_prompt": self.n_prompt,
             "n_gen": self.n_gen,
             "test": self.test,
@@ -342,6 +344,10 @@ class BenchTable:
             Column("backend", "backend"),
             Column("isa", "isa"),
             Column("n_threads", "threads", "r", lambda r: "-" if r["n_threads"] is None else str(r["n_threads"])),
+        ]
+        if any(not r.use_mmap for r in self.rows):  # llama-bench shows a non-default -mmp as a column
+            cols.append(Column("use_mmap", "mmap", "r", lambda r: str(int(r["use_mmap"]))))
+        cols += [
             Column("test", "test", "r"),
             Column("avg_ts", "t/s", "r", lambda r: "-" if r["avg_ts"] is None else fmt_pm(r["avg_ts"], r["stddev_ts"] or 0.0)),
         ]

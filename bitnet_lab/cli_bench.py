@@ -47,6 +47,14 @@ FORMATS = ("md", "csv", "json")
 # =============================================================================================
 
 
+def mmap_list(text: str) -> list[bool]:
+    """llama-bench's ``-mmp`` values: ``1``, ``0`` or ``0,1``."""
+    values = int_list(text)
+    if not values or any(v not in (0, 1) for v in values):
+        raise argparse.ArgumentTypeError(f"expected 0, 1 or 0,1, got {text!r}")
+    return [bool(v) for v in values]
+
+
 def int_list(text: str) -> list[int]:
     """llama-bench's list syntax: ``128,512``, ranges ``128-512`` (step 1), ``128-512+128``,
     ``1-16*2``. Zeros are allowed (``-p 0``: no pp tests)."""
@@ -94,6 +102,9 @@ def add_parser(sub: Any) -> None:
                    help="auto, native, reference, or a comma list (default auto = native when built, else reference)")
     g.add_argument("--no-warmup", dest="warmup", action="store_false", help="no untimed warm-up run per test")
     g.add_argument("-s", "--seed", type=int, default=0, help="seed of the random token ids (default 0)")
+    g.add_argument("-mmp", "--mmap", type=mmap_list, default=[True], metavar="0|1",
+                   help="1: weights used in place from the file's memory map; 0: read into anonymous huge "
+                        "pages (run's --no-mmap); 0,1 measures both (default 1)")
     s = p.add_argument_group("sections (none given: tests, ceilings, load, breakdown)")
     for name, text in (("tests", "pp / tg throughput"), ("ceilings", "memory bandwidth and int8 peak (+ roofline)"),
                        ("load", "load time and peak RSS (fresh process)"), ("breakdown", "decode-step breakdown"),
@@ -245,7 +256,8 @@ def bench_command(args: argparse.Namespace) -> int:
         _try(report, "load", lambda: B.load_profile(path, backend=backends[0], threads=max(threads)))
     if "tests" in sections:
         table = B.bench(model, pp=pp, tg=tg, threads=threads, repeat=args.repetitions, backend=backends,
-                        warmup=args.warmup, seed=args.seed, ceilings=ceilings, progress=args.progress)
+                        warmup=args.warmup, seed=args.seed, ceilings=ceilings, mmap=args.mmap,
+                        progress=args.progress)
         if args.llama_cpp or (args.all and _llama_cpp_installed()):
             extra = _try(report, "llama.cpp", lambda: B.compare_llama_cpp(
                 path, pp=pp, tg=tg, threads=threads, repeat=args.repetitions, seed=args.seed,

@@ -50,6 +50,9 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("-c", "--ctx-size", type=int, default=None, metavar="N",
                    help="KV cache size in tokens; 0 = the model's training context (default: the "
                    "training context, at most 2048)")
+    g.add_argument("--no-mmap", dest="mmap", action="store_false",
+                   help="read the weights into anonymous huge pages instead of using the file's memory map "
+                        "in place (faster decode where the page cache holds 4 KiB pages; loads the whole file)")
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser, n_default: int) -> None:
@@ -152,7 +155,7 @@ def _load(args: argparse.Namespace):
         raise ConfigError(f"-c/--ctx-size must be >= 0, got {args.ctx_size}")
     backend = args.backend
     t0 = time.perf_counter()
-    model = bitnet_lab.load(source, backend=backend, threads=args.threads)
+    model = bitnet_lab.load(source, backend=backend, threads=args.threads, mmap=args.mmap)
     model.runner  # build the backend now so load time includes it
     load_ms = (time.perf_counter() - t0) * 1e3
     train_ctx = model.config.context

@@ -149,6 +149,7 @@ def load(
     tl_tiling: Any = None,
     revision: str | None = None,
     filename: str | None = None,
+    mmap: bool = True,
     **backend_options: Any,
 ) -> Model:
     """Load a model from a GGUF file, a Hugging Face checkpoint directory, or a Hub repo id.
@@ -156,6 +157,8 @@ def load(
     Local paths never touch the network; ``owner/name`` strings that are not existing paths
     are resolved through huggingface_hub (cache, ``revision``, ``HF_HUB_OFFLINE``).
     ``backend_options`` go to the backend (e.g. ``rounding=``, ``kv_dtype=`` for the reference).
+    ``mmap=False`` (llama.cpp's ``--no-mmap``): the weights are read into anonymous huge pages
+    instead of being used in place from the file's memory map (``bitnet_lab.residency``).
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
@@ -167,6 +170,10 @@ def load(
             raise FormatError(f"no such file or directory: {source}")
         path = hub.resolve(str(source), revision=revision, filename=filename)
     config, tensors, metadata, fmt, closer, resolved = _open_local(path, tl_tiling)
+    if not mmap:
+        from bitnet_lab.residency import to_anonymous_memory
+
+        tensors = to_anonymous_memory(tensors)
     return Model(
         config=config,
         tensors=tensors,

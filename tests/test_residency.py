@@ -1,0 +1,75 @@
+"""Weights in anonymous huge pages (bitnet_lab.residency; load(mmap=False), --no-mmap, -mmp)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import bitnet_lab
+from bitnet_lab import dummy, residency
+from bitnet_lab.errors import BitnetLabError
+from bitnet_lab.tensors import TernaryWeight
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return dummy.generate_dummy("tiny", tmp_path_factory.mktemp("res") / "tiny.gguf", progress=False)
+
+
+def _is_file_view(a) -> bool:
+    return residency._file_view(a) is not None
+
+
+def test_no_mmap_copies_every_tensor_out_of_the_file_and_changes_nothing_else(tiny):
+    mapped, resident = bitnet_lab.load(tiny), bitnet_lab.load(tiny, mmap=False)
+    assert mapped.tensors.keys() == resident.tensors.keys()
+    for name, t in mapped.tensors.items():
+        r = resident.tensors[name]
+        assert _is_file_view(t.data), name            # the default uses the file's map in place
+        assert not _is_file_view(r.data), name        # the copy does not
+        assert type(r) is type(t) and r.shape == t.shape and r.data.dtype == t.data.dtype
+        np.testing.assert_array_equal(np.asarray(r.data), np.asarray(t.data), err_msg=name)
+        assert r.data.__array_interface__["data"][0] % residency.ALIGN == 0, name
+        if isinstance(t, TernaryWeight):
+            assert r.scale == t.scale
+    ids = [1, 7, 300, 4]
+    np.testing.assert_array_equal(resident.runner.logits(ids), mapped.runner.logits(ids))
+
+
+def test_the_arena_starts_on_a_huge_page_and_outlives_its_views():
+    a = residency._arena(3 << 20)
+    assert a.__array_interface__["data"][0] % residency.HUGE_PAGE == 0 and a.nbytes == 3 << 20
+    v = a[5:9]
+    del a
+    v[...] = 7  # the mapping stays alive through the view
+    assert list(v) == [7, 7, 7, 7]
+
+
+def test_in_memory_tensors_are_copied_as_they_are():
+    from bitnet_lab.tensors import FloatTensor
+
+    t = FloatTensor("x", (2, 3), "F32", np.arange(6, dtype=np.float32).reshape(2, 3))
+    out = residency.to_anonymous_memory({"x": t})["x"]
+    np.testing.assert_array_equal(out.data, t.data)
+    assert not np.shares_memory(out.data, t.data)
+
+
+def test_a_file_that_shrank_under_the_map_is_a_clear_error(tiny, tmp_path):
+    copy = tmp_path / "shrinks.gguf"
+    copy.write_bytes(tiny.read_bytes())
+    m = bitnet_lab.load(copy)
+    os.truncate(copy, 4096)  # reading through the map now would fault; pread just comes up short
+    with pytest.raises(BitnetLabError, match="ends early"):
+        residency.to_anonymous_memory(m.tensors)
+
+
+def test_bench_mmp_measures_both_and_labels_the_rows(tiny):
+    from bitnet_lab import bench
+
+    t = bench.bench(tiny, pp=(4,), tg=(2,), threads=(1,), repeat=1, mmap=(True, False))
+    assert [(r.test, r.use_mmap) for r in t.rows] == [("pp4", True), ("tg2", True), ("pp4", False), ("tg2", False)]
+    md = t.to_markdown()
+    assert "| mmap |" in md.replace("  ", " ") or " mmap " in md.splitlines()[0]
+    assert all(rec["use_mmap"] in (True, False) for rec in t.records())

@@ -278,12 +278,17 @@ def bench(
         bar = plan
     rows: list[BenchRow] = []
     runners: dict[tuple[str, bool, int | None], Any] = {}
-    resident: dict[bool, Any] = {True: base}
-    for b, m, t, kind, n in bar:
-        if m not in resident:  # the weights copied into anonymous huge pages once (-mmp 0)
-            from bitnet_lab.residency import to_anonymous_memory
+    from bitnet_lab.residency import to_anonymous_memory
 
-            resident[m] = replace(base, tensors=to_anonymous_memory(base.tensors), _runner=None, _closer=None)
+    resident: dict[bool, Any] = {getattr(base, "mmap", True): base}  # a model may come in either way
+    for b, m, t, kind, n in bar:
+        if m not in resident:
+            if m:
+                raise ConfigError("mmap=True needs a model whose weights are mapped from its file; this one was "
+                                  "loaded with mmap=False (pass the path instead)")
+            # the weights copied into anonymous huge pages once (-mmp 0)
+            resident[m] = replace(base, tensors=to_anonymous_memory(base.tensors), mmap=False, _runner=None,
+                                  _closer=None)
         if (b, m, t) not in runners:  # one runner per backend, residency and thread count, built once
             runners[(b, m, t)] = _variant(resident[m], b, t).runner
         runner = runners[(b, m, t)]

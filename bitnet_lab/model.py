@@ -32,6 +32,7 @@ class Model:
     file_format: str                      # "gguf" | "safetensors"
     backend: str = "native"
     threads: int | None = None
+    mmap: bool = True                     # False: weights in anonymous huge pages (load(mmap=False))
     backend_options: dict = field(default_factory=dict)
     _tokenizer: Any = field(default=None, repr=False)
     _runner: Any = field(default=None, repr=False)
@@ -182,6 +183,7 @@ def load(
         file_format=fmt,
         backend=backend,
         threads=threads,
+        mmap=bool(mmap),
         backend_options=dict(backend_options),
         _closer=closer,
     )

@@ -73,3 +73,15 @@ def test_bench_mmp_measures_both_and_labels_the_rows(tiny):
     md = t.to_markdown()
     assert "| mmap |" in md.replace("  ", " ") or " mmap " in md.splitlines()[0]
     assert all(rec["use_mmap"] in (True, False) for rec in t.records())
+
+
+def test_bench_labels_a_model_loaded_without_mmap_as_such(tiny):
+    from bitnet_lab import bench
+    from bitnet_lab.errors import ConfigError
+
+    resident = bitnet_lab.load(tiny, mmap=False)
+    assert not resident.mmap and bitnet_lab.load(tiny).mmap
+    t = bench.bench(resident, pp=(), tg=(2,), threads=(1,), repeat=1, mmap=(False,))
+    assert [r.use_mmap for r in t.rows] == [False]
+    with pytest.raises(ConfigError, match="mmap=True needs"):
+        bench.bench(resident, pp=(), tg=(2,), threads=(1,), repeat=1)

@@ -8,9 +8,10 @@ Why: decode streams every weight once per token, so it runs at the speed the cor
 bytes from DRAM. Through a file mapping those bytes sit in whatever page-cache folios the file
 got when it was written or read (usually 4 KiB pages: a TLB miss and a hardware-prefetcher stop
 every 4 KiB); an anonymous THP arena is 2 MiB pages. On the project's 2-core Zen 4 VM the 2B-4T
-I2_S projections streamed ~10% faster from the arena (bench --no-mmap side by side measures it).
+I2_S decode ran 3–14% faster from the arena (`bench -mmp 0,1` measures both side by side).
 
-Cost: the load reads the whole file (≈ 0.3 s per GB from the page cache) and the weights are
+Cost: the load reads the whole file (0.46 s instead of 0.31 s for the 1.2 GB 2B-4T file when the
+page cache holds it; a file not yet cached is read from disk either way) and the weights are
 private memory (RSS ≈ the file size, as with a fully touched mapping; the copy reads with
 ``preadv`` straight into the arena, so the mapping's pages are never touched and the peak stays
 ≈ one file size). Tensors that are not views of a file mapping are copied as they are.

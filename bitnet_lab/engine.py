@@ -92,7 +92,12 @@ KV_DTYPES = ("f32", "f16")
 LM_HEAD_DTYPES = ("auto", "f16", "f32")
 
 # Codes of src/engine.h / engine_float.h / bl_mad.h.
-_LAYOUT_CODE = {"i2_s": 0, "tq2_0": 1, "tq1_0": 2, "tl1": 3, "tl2": 4}
+_LAYOUT_CODE = {"i2_s": 0, "tq2_0": 1, "tq1_0": 2, "tl1": 3, "tl2": 4, "i2_s_x4": 5}
+# How the engine holds I2_S projections: "x4" re-orders them at load into one anonymous THP
+# arena, 4 rows interleaved per 64-byte step (src/bl_mad.h: a decode GEMV then reads one
+# sequential stream); "file" uses the file's bytes in place; "auto" = x4 where the active ISA
+# level has a native x4 GEMV (kernels.i2s_x4_native), else file.
+I2S_LAYOUTS = ("auto", "x4", "file")
 _FT_F32, _FT_F16, _FT_Q8_0 = 0, 1, 2
 _ROUNDING_CODE = {"half_even": 0, "half_away": 1}
 
@@ -174,8 +179,10 @@ def _repack_i2_s(t: np.ndarray) -> tuple[np.ndarray, int]:
     return kernels.pack_i2_s(np.ascontiguousarray(t, dtype=np.int8), threads=1), K_pad
 
 
-def _projection_spec(name: str, w: Any, shape: tuple[int, int]) -> tuple:
-    """``(layout code, data, M, K, K_pad, gamma, None, tiling)`` for EngineCore (engine.pxi)."""
+def _projection_spec(name: str, w: Any, shape: tuple[int, int], scan_i2s: bool = True) -> tuple:
+    """``(layout code, data, M, K, K_pad, gamma, None, tiling)`` for EngineCore (engine.pxi).
+    ``scan_i2s=False``: a file-layout I2_S tensor is not scanned for code 3 here (the x4 re-order
+    scans the copy it reads, without touching the file's mapping)."""
     M, K = shape
     if tuple(getattr(w, "shape", ())) != (M, K):
         raise ConfigError(f"{name}: shape {tuple(getattr(w, 'shape', ()))} but the config implies {(M, K)}")
@@ -199,7 +206,8 @@ def _projection_spec(name: str, w: Any, shape: tuple[int, int]) -> tuple:
         data = _flat_u8(w.data, name)
         if data.size != M * K // 4:
             raise CodecError(f"{name}: a ({M}, {K}) I2_S tensor needs {M * K // 4} bytes, got {data.size}")
-        _check_2bit_codes(data, name, "I2_S")
+        if scan_i2s:
+            _check_2bit_codes(data, name, "I2_S")
         return (_LAYOUT_CODE["i2_s"], data, M, K, K, float(np.float32(w.scale)), None, None)
     if layout in ("tq2_0", "tq1_0"):
         if K % _TQ_BLOCK:
@@ -229,6 +237,68 @@ def _projection_spec(name: str, w: Any, shape: tuple[int, int]) -> tuple:
         raise CodecError(f"{name}: values outside {{-1, 0, 1}} (max |t| = {int(np.abs(t).max())})")
     data, K_pad = _repack_i2_s(t)
     return (_LAYOUT_CODE["i2_s"], data, M, K, K_pad, float(np.float32(w.gamma())), None, None)
+
+
+def _x4_wanted(i2s_layout: str) -> bool:
+    if i2s_layout not in I2S_LAYOUTS:
+        raise ConfigError(f"i2s_layout {i2s_layout!r} is not one of {I2S_LAYOUTS}")
+    return i2s_layout == "x4" or (i2s_layout == "auto" and kernels.i2s_x4_native())
+
+
+def _x4_fits(K_pad: int) -> bool:
+    return K_pad <= kernels.X4_MAX_K
+
+
+def x4_repacked_names(config: ModelConfig, tensors: Mapping[str, Any], i2s_layout: str = "auto") -> set[str]:
+    """Names of the file-layout I2_S projections a NativeEngine built with ``i2s_layout`` would
+    re-order into x4 memory of its own (``load(mmap=False)`` leaves them out of its copy)."""
+    if not _x4_wanted(i2s_layout):
+        return set()
+    shapes = config.projection_shapes()
+    out = set()
+    for i in range(config.n_layers):
+        for p in PROJECTIONS:
+            name = f"blk.{i}.{p}.weight"
+            w = tensors.get(name)
+            K = shapes[p][1]
+            if isinstance(w, TernaryWeight) and w.layout == "i2_s" and K % _I2S_BLOCK == 0 and _x4_fits(K):
+                out.add(name)
+    return out
+
+
+def _to_x4(specs: list[tuple[str, list]], file_i2s: set[str], threads: int) -> None:
+    """Re-order every I2_S spec (K_pad <= X4_MAX_K) in place into the x4 layout, all in one
+    anonymous THP arena: file-layout tensors (``file_i2s``) are read with preadv into a scratch
+    buffer (the mapping's pages never enter RSS), scanned for code 3, then interleaved. The
+    tensors are spread over ``threads`` threads (preadv, the scan and the re-order release the
+    GIL): most of the time goes into first touches of the arena's new pages."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bitnet_lab.residency import _arena, copy_bytes
+
+    todo = [(n, s) for n, s in specs if s[0] == _LAYOUT_CODE["i2_s"] and _x4_fits(s[4])]
+    if not todo:
+        return
+    sizes = [int(s[2]) * int(s[4]) // 4 for _, s in todo]
+    offsets = np.concatenate([[0], np.cumsum([-(-n // 64) * 64 for n in sizes])])  # 64-byte aligned rows
+    arena = _arena(int(offsets[-1]))
+
+    def run(part: int) -> None:
+        scratch = np.empty(max(sizes), dtype=np.uint8)
+        for k in range(part, len(todo), threads):
+            (name, s), n, off = todo[k], sizes[k], int(offsets[k])
+            src = s[1]
+            if name in file_i2s:
+                buf = scratch[:n]
+                copy_bytes(src.reshape(-1)[:n], buf)
+                _check_2bit_codes(buf, name, "I2_S")
+                src = buf
+            s[1] = kernels.i2s_x4_interleave(src, int(s[2]), int(s[4]), out=arena[off : off + n])
+            s[0] = _LAYOUT_CODE["i2_s_x4"]
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for f in [pool.submit(run, part) for part in range(threads)]:
+            f.result()  # the first error (e.g. an invalid code) propagates
 
 
 def _norm(tensors: Mapping[str, Any], name: str, n: int) -> np.ndarray:
@@ -399,6 +469,7 @@ class NativeEngine:
         lm_head_dtype: str = "auto",
         n_ctx_max: int | None = None,
         spin_us: float | None = None,
+        i2s_layout: str = "auto",
     ) -> None:
         if rounding not in ternary.ROUNDING_MODES:
             raise ConfigError(f"rounding {rounding!r} is not one of {ternary.ROUNDING_MODES}")
@@ -406,6 +477,7 @@ class NativeEngine:
             raise ConfigError(f"kv_dtype {kv_dtype!r} is not one of {KV_DTYPES}")
         if lm_head_dtype not in LM_HEAD_DTYPES:
             raise ConfigError(f"lm_head_dtype {lm_head_dtype!r} is not one of {LM_HEAD_DTYPES}")
+        x4 = _x4_wanted(i2s_layout)
         self.config = config
         self.vocab_size = config.vocab
         self.threads = kernels.effective_threads(threads)
@@ -431,6 +503,8 @@ class NativeEngine:
         shapes = c.projection_shapes()
         layers = []
         self._packed: dict[str, tuple[str, np.ndarray]] = {}
+        file_i2s = x4_repacked_names(config, tensors, "x4") if x4 else set()
+        all_specs: list[tuple[str, list]] = []
         for i in range(c.n_layers):
             spec: dict[str, Any] = {
                 "attn_norm": _norm(tensors, f"blk.{i}.attn_norm.weight", H),
@@ -443,7 +517,7 @@ class NativeEngine:
             for p in PROJECTIONS:
                 name = f"blk.{i}.{p}.weight"
                 w = tensors[name]
-                s = list(_projection_spec(name, w, shapes[p]))
+                s = list(_projection_spec(name, w, shapes[p], scan_i2s=name not in file_i2s))
                 scale_name = f"blk.{i}.{p}.scale"
                 if scale_name in names:  # old `bitnet` arch: y · scale after the epilogue
                     st = tensors[scale_name]
@@ -451,10 +525,18 @@ class NativeEngine:
                     if v is None or v.size != 1:
                         raise ConfigError(f"{scale_name}: expected one float, got {getattr(st, 'shape', None)}")
                     s[6] = float(np.float32(v[0]))
-                ws.append(tuple(s))
-                self._packed[name] = ({v: k for k, v in _LAYOUT_CODE.items()}[s[0]], s[1])
+                ws.append(s)
+                all_specs.append((name, s))
             spec["w"] = ws
             layers.append(spec)
+        if x4:
+            _to_x4(all_specs, file_i2s, self.threads)
+        layout_name = {v: k for k, v in _LAYOUT_CODE.items()}
+        for name, s in all_specs:
+            self._packed[name] = (layout_name[s[0]], s[1])
+        for spec in layers:
+            spec["w"] = [tuple(s) for s in spec["w"]]
+        self.i2s_layout = "x4" if any(s[0] == _LAYOUT_CODE["i2_s_x4"] for _, s in all_specs) else "file"
 
         emb_t = tensors["token_embd.weight"]
         lm_t = emb_t if c.tied_output else tensors["output.weight"]
@@ -500,6 +582,7 @@ class NativeEngine:
             "embed_type": emb_t.ggml_type,
             "lm_head_type": lm_t.ggml_type,
             "float_dots": "float32 accumulate, canonical 16-lane order (multiply, add; fixed fold)",
+            "i2s_layout": self.i2s_layout,
         }
 
     # ---- caches -------------------------------------------------------------------------------

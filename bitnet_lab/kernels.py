@@ -75,9 +75,15 @@ __all__ = [
     "tl2_gemv",
     "use_isa",
     # MAD family (bitnet_lab.kernels_mad, imported at the end of this module)
+    "X4_MAX_K",
     "default_version",
     "fault_status",
     "i2s_gemm",
+    "i2s_x4_gemm",
+    "i2s_x4_gemv",
+    "i2s_x4_interleave",
+    "i2s_x4_native",
+    "i2s_x4_rowmajor",
     "i2s_gemv",
     "inject_fault",
     "kernel_versions",
@@ -421,10 +427,16 @@ def lut_kernel_versions() -> list[dict]:
 # ---- MAD family: quantize_act, I2_S / TQ2_0 / TQ1_0 GEMV and GEMM ----------------------------
 # Lives in bitnet_lab.kernels_mad (which uses the ISA helpers above, hence the late import).
 from bitnet_lab.kernels_mad import (  # noqa: E402
+    X4_MAX_K,
     default_version,
     fault_status,
     i2s_gemm,
     i2s_gemv,
+    i2s_x4_gemm,
+    i2s_x4_gemv,
+    i2s_x4_interleave,
+    i2s_x4_native,
+    i2s_x4_rowmajor,
     inject_fault,
     kernel_versions,
     microbench,

@@ -60,6 +60,11 @@ __all__ = [
     "fault_status",
     "i2s_gemm",
     "i2s_gemv",
+    "i2s_x4_gemm",
+    "i2s_x4_gemv",
+    "i2s_x4_interleave",
+    "i2s_x4_native",
+    "i2s_x4_rowmajor",
     "inject_fault",
     "kernel_versions",
     "microbench",
@@ -185,6 +190,44 @@ def i2s_gemm(packed, Q: np.ndarray, M: int, K: int, *, threads: int | None = Non
     return _gemm("i2s_gemm", packed, Q, M, K, threads, isa, version)
 
 
+def i2s_x4_gemv(data, q: np.ndarray, M: int, K: int, *, threads: int | None = None, isa: str | None = None,
+                version: str | None = None) -> np.ndarray:
+    """:func:`i2s_gemv` on the I2_S x4 layout (``data`` from :func:`i2s_x4_interleave`): int32 (M,).
+    Numpy twin: :func:`bitnet_lab.quant.mad_reference.i2s_x4_gemv_ref`."""
+    return _gemv("i2s_x4_gemv", data, q, M, K, threads, isa, version)
+
+
+def i2s_x4_gemm(data, Q: np.ndarray, M: int, K: int, *, threads: int | None = None, isa: str | None = None,
+                version: str | None = None) -> np.ndarray:
+    """:func:`i2s_gemm` on the I2_S x4 layout: int32 (N, M)."""
+    return _gemm("i2s_x4_gemm", data, Q, M, K, threads, isa, version)
+
+
+# Levels whose x4 GEMV reads the layout itself (src/mad_dispatch.c); elsewhere the x4 kernels run
+# the row-major I2_S kernel on each group re-ordered, so the engine keeps plain I2_S there.
+_X4_NATIVE_GEMV = {"avx512vnni": "v3"}
+X4_MAX_K = 65536  # BL_X4_MAX_K: the _via kernels re-order a group (4·K/4 bytes) on the stack
+
+
+def i2s_x4_native(isa: str | None = None) -> bool:
+    """True when ``isa`` (None: the active level) runs the x4 GEMV natively, as its default."""
+    level = active_isa() if isa is None else _check_isa(isa, "isa=")
+    want = _X4_NATIVE_GEMV.get(level)
+    return want is not None and default_version("i2s_x4_gemv", level) == want
+
+
+def i2s_x4_interleave(packed, M: int, K: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Row-major I2_S bytes (M·K/4, or + 32 with the scale tail, ignored) -> the x4 order
+    (src/bl_mad.h; numpy statement: mad_reference.i2s_x4_from_rowmajor), into ``out`` (uint8,
+    M·K/4 bytes, not overlapping ``packed``) or a new array. Returns the x4 array."""
+    return _k.i2s_x4_interleave(packed, _dim(M, "M"), _dim(K, "K"), out)
+
+
+def i2s_x4_rowmajor(data, M: int, K: int) -> np.ndarray:
+    """The inverse of :func:`i2s_x4_interleave`: a new row-major I2_S uint8 array."""
+    return _k.i2s_x4_rowmajor(data, _dim(M, "M"), _dim(K, "K"))
+
+
 def tq2_gemv(data, q: np.ndarray, M: int, K: int, *, threads: int | None = None, isa: str | None = None,
              version: str | None = None) -> np.ndarray:
     """Exact ``Σ t·q`` per row of a TQ2_0 tensor (``M*K/256*66`` bytes, ``K % 256 == 0``): int32
@@ -245,15 +288,18 @@ _fault_from_env()
 
 # ---- microbenchmark ----------------------------------------------------------------------------
 
-_GEMV_TWINS = {"i2s_gemv": _ref.i2s_gemv_ref, "tq2_gemv": _ref.tq2_gemv_ref, "tq1_gemv": _ref.tq1_gemv_ref}
-_GEMM_TWINS = {"i2s_gemm": _ref.i2s_gemm_ref, "tq2_gemm": _ref.tq2_gemm_ref, "tq1_gemm": _ref.tq1_gemm_ref}
+_GEMV_TWINS = {"i2s_gemv": _ref.i2s_gemv_ref, "i2s_x4_gemv": _ref.i2s_x4_gemv_ref, "tq2_gemv": _ref.tq2_gemv_ref, "tq1_gemv": _ref.tq1_gemv_ref}
+_GEMM_TWINS = {"i2s_gemm": _ref.i2s_gemm_ref, "i2s_x4_gemm": _ref.i2s_x4_gemm_ref, "tq2_gemm": _ref.tq2_gemm_ref, "tq1_gemm": _ref.tq1_gemm_ref}
 _KERNELS = {
-    "i2s_gemv": i2s_gemv, "tq2_gemv": tq2_gemv, "tq1_gemv": tq1_gemv,
+    "i2s_gemv": i2s_gemv, "tq2_gemv": tq2_gemv, "tq1_gemv": tq1_gemv, "i2s_x4_gemv": i2s_x4_gemv,
+    "i2s_x4_gemm": i2s_x4_gemm,
     "i2s_gemm": i2s_gemm, "tq2_gemm": tq2_gemm, "tq1_gemm": tq1_gemm,
 }
 
 
 def _pack_for(op: str, t: np.ndarray) -> np.ndarray:
+    if op.startswith("i2s_x4"):
+        return i2s_x4_interleave(_packing.pack_i2_s(t), *t.shape)
     if op.startswith("i2s"):
         return _packing.pack_i2_s(t)
     d = _packing.tq_default_block_scales(t, 1.0)

@@ -174,7 +174,12 @@ def load(
     if not mmap:
         from bitnet_lab.residency import to_anonymous_memory
 
-        tensors = to_anonymous_memory(tensors)
+        skip: set[str] = set()
+        if backend == "native":  # the engine re-orders these I2_S projections into memory of its own
+            from bitnet_lab.engine import x4_repacked_names
+
+            skip = x4_repacked_names(config, tensors, backend_options.get("i2s_layout", "auto"))
+        tensors = to_anonymous_memory(tensors, skip)
     return Model(
         config=config,
         tensors=tensors,

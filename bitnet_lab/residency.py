@@ -22,7 +22,7 @@ from __future__ import annotations
 import mmap
 import os
 from dataclasses import replace
-from typing import Mapping
+from typing import Collection, Mapping
 
 import numpy as np
 
@@ -60,10 +60,40 @@ def _arena(nbytes: int) -> np.ndarray:
     return buf[skip : skip + nbytes]
 
 
-def to_anonymous_memory(tensors: Mapping[str, object]) -> dict[str, object]:
+def copy_bytes(src: np.ndarray, dst: np.ndarray) -> None:
+    """The bytes of the contiguous array ``src`` into the uint8 array ``dst`` (same byte count):
+    with preadv when ``src`` is a view of a memory-mapped file, so its pages enter the page cache
+    but never this process's RSS (a NumPy copy would fault every page of the mapping in)."""
+    n = int(src.nbytes)
+    if int(dst.nbytes) != n:
+        raise BitnetLabError(f"copy_bytes: {n} source bytes into a {int(dst.nbytes)}-byte buffer")
+    where = _file_view(src)
+    if where is None:
+        dst[...] = np.ascontiguousarray(src).reshape(-1).view(np.uint8)
+        return
+    path, pos = where
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        _pread_all(fd, dst, pos, f"{path}: {n} bytes at offset {pos}")
+    finally:
+        os.close(fd)
+
+
+def _pread_all(fd: int, dst: np.ndarray, pos: int, what: str) -> None:
+    got, n = 0, int(dst.nbytes)
+    while got < n:  # preadv may return short reads; loop until the range is complete
+        k = os.preadv(fd, [memoryview(dst[got:])], pos + got)
+        if k <= 0:
+            raise BitnetLabError(f"{what}: the file ends early ({got} of {n} bytes read)")
+        got += k
+
+
+def to_anonymous_memory(tensors: Mapping[str, object], skip: Collection[str] = ()) -> dict[str, object]:
     """The same tensors with every ``data`` array moved into one THP arena (module docstring).
-    Values, dtypes and shapes are unchanged: the result is interchangeable with the input."""
-    sizes = {name: int(t.data.nbytes) for name, t in tensors.items()}
+    Values, dtypes and shapes are unchanged: the result is interchangeable with the input.
+    Tensors named in ``skip`` stay as they are (the native engine re-orders I2_S projections into
+    memory of its own at load: copying them here first would hold them twice)."""
+    sizes = {name: int(t.data.nbytes) for name, t in tensors.items() if name not in skip}
     offsets, total = {}, 0
     for name, n in sizes.items():
         offsets[name] = total
@@ -73,6 +103,9 @@ def to_anonymous_memory(tensors: Mapping[str, object]) -> dict[str, object]:
     try:
         out = {}
         for name, t in tensors.items():
+            if name in skip:
+                out[name] = t
+                continue
             src, n = t.data, sizes[name]
             dst = arena[offsets[name] : offsets[name] + n]
             where = _file_view(src)
@@ -83,12 +116,7 @@ def to_anonymous_memory(tensors: Mapping[str, object]) -> dict[str, object]:
                 fd = files.get(path)
                 if fd is None:
                     fd = files[path] = os.open(path, os.O_RDONLY)
-                got = 0
-                while got < n:  # preadv may return short reads; loop until the tensor is complete
-                    k = os.preadv(fd, [memoryview(dst[got:])], pos + got)
-                    if k <= 0:
-                        raise BitnetLabError(f"{path}: tensor {name!r} ends early ({got} of {n} bytes at offset {pos})")
-                    got += k
+                _pread_all(fd, dst, pos, f"{path}: tensor {name!r} ({n} bytes at offset {pos})")
             out[name] = replace(t, data=dst.view(src.dtype).reshape(src.shape))
         return out
     finally:

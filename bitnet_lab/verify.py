@@ -88,7 +88,8 @@ PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up"
 MAX_ROWS = 16          # prompt rows fed to T1/T2 (their cost grows with rows, their coverage hardly)
 ALL_LAYERS_UP_TO = 4   # models with at most this many layers are checked whole at T1/T2
 
-_MAD_OPS = {"i2_s": ("i2s_gemv", "i2s_gemm"), "tq2_0": ("tq2_gemv", "tq2_gemm"), "tq1_0": ("tq1_gemv", "tq1_gemm")}
+_MAD_OPS = {"i2_s": ("i2s_gemv", "i2s_gemm"), "i2_s_x4": ("i2s_x4_gemv", "i2s_x4_gemm"), "tq2_0": ("tq2_gemv", "tq2_gemm"),
+            "tq1_0": ("tq1_gemv", "tq1_gemm")}
 
 
 # =============================================================================================

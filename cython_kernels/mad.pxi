@@ -28,6 +28,8 @@ cdef extern from "bl_mad.h" nogil:
         bl_gemv_fn tq1_gemv
         bl_gemm_fn tq2_gemm
         bl_gemm_fn tq1_gemm
+        bl_gemv_fn i2s_x4_gemv
+        bl_gemm_fn i2s_x4_gemm
 
     ctypedef union bl_mad_fn_union:
         bl_quantize_act_fn act
@@ -42,7 +44,8 @@ cdef extern from "bl_mad.h" nogil:
         bl_mad_fn_union fn
 
     int BL_OP_QUANTIZE_ACT, BL_OP_I2S_GEMV, BL_OP_I2S_GEMM, BL_OP_TQ2_GEMV, BL_OP_TQ1_GEMV
-    int BL_OP_TQ2_GEMM, BL_OP_TQ1_GEMM, BL_OP_COUNT
+    int BL_OP_TQ2_GEMM, BL_OP_TQ1_GEMM, BL_OP_I2S_X4_GEMV, BL_OP_I2S_X4_GEMM, BL_OP_COUNT
+    int BL_X4_MAX_K
     int BL_ROUND_HALF_EVEN, BL_ROUND_HALF_AWAY
 
     const char *bl_mad_op_name(int op)
@@ -52,6 +55,8 @@ cdef extern from "bl_mad.h" nogil:
     void bl_mad_set_fault(int mask)
     int bl_mad_get_fault()
     int32_t bl_sum_i8(const int8_t *q, int64_t K)
+    void bl_i2s_x4_interleave(const uint8_t *src, uint8_t *dst, int64_t M, int64_t K)
+    void bl_i2s_x4_rows(const uint8_t *w, uint8_t *dst, int64_t K, int64_t r0, int64_t r1)
 
 
 # ---- registry ------------------------------------------------------------------------------
@@ -82,12 +87,14 @@ cdef const void *_default_fn(int op, int isa):
     if op == BL_OP_TQ1_GEMV: return <const void *>d.tq1_gemv
     if op == BL_OP_TQ2_GEMM: return <const void *>d.tq2_gemm
     if op == BL_OP_TQ1_GEMM: return <const void *>d.tq1_gemm
+    if op == BL_OP_I2S_X4_GEMV: return <const void *>d.i2s_x4_gemv
+    if op == BL_OP_I2S_X4_GEMM: return <const void *>d.i2s_x4_gemm
     return NULL
 
 
 cdef const void *_version_fn(const bl_mad_version *v):
     if v.op == BL_OP_QUANTIZE_ACT: return <const void *>v.fn.act
-    if v.op == BL_OP_I2S_GEMV or v.op == BL_OP_TQ2_GEMV or v.op == BL_OP_TQ1_GEMV:
+    if v.op == BL_OP_I2S_GEMV or v.op == BL_OP_TQ2_GEMV or v.op == BL_OP_TQ1_GEMV or v.op == BL_OP_I2S_X4_GEMV:
         return <const void *>v.fn.gemv
     return <const void *>v.fn.gemm
 
@@ -166,6 +173,10 @@ cdef tuple _layout(int op, Py_ssize_t M, Py_ssize_t K, str who):
         if K % 128:
             raise CodecError(f"{who}: I2_S needs K % 128 == 0 (128-weight blocks per row), got K={K}")
         return M * (K // 4), M * (K // 4) + 32, f"a ({M}, {K}) I2_S tensor (M*K/4)"
+    if op == BL_OP_I2S_X4_GEMV or op == BL_OP_I2S_X4_GEMM:
+        if K % 128 or K > BL_X4_MAX_K:
+            raise CodecError(f"{who}: the I2_S x4 layout needs K % 128 == 0 and K <= {BL_X4_MAX_K}, got K={K}")
+        return M * (K // 4), -1, f"a ({M}, {K}) I2_S x4 tensor (M*K/4)"
     if K % 256:
         raise CodecError(f"{who}: TQ1_0/TQ2_0 need K % 256 == 0 (256-weight blocks per row), got K={K}")
     if op == BL_OP_TQ2_GEMV or op == BL_OP_TQ2_GEMM:
@@ -238,7 +249,8 @@ def quantize_act(x, int rounding, int vi, int threads):
 def gemv(int vi, w, q, Py_ssize_t M, Py_ssize_t K, int threads):
     """int32 (M,) = Σ_k t[r, k]·q[k] for the packed tensor w (format = the version's op)."""
     cdef const bl_mad_version *v = bl_mad_version_at(vi)
-    if v == NULL or not (v.op == BL_OP_I2S_GEMV or v.op == BL_OP_TQ2_GEMV or v.op == BL_OP_TQ1_GEMV):
+    if v == NULL or not (v.op == BL_OP_I2S_GEMV or v.op == BL_OP_TQ2_GEMV or v.op == BL_OP_TQ1_GEMV
+                         or v.op == BL_OP_I2S_X4_GEMV):
         raise KernelError(f"version index {vi} is not a GEMV kernel")
     v = _version(vi, v.op)
     who = bl_mad_op_name(v.op).decode()
@@ -251,7 +263,7 @@ def gemv(int vi, w, q, Py_ssize_t M, Py_ssize_t K, int threads):
     cdef const int8_t[::1] qv = q
     cdef int32_t[::1] ov = out
     cdef int32_t sum_q = bl_sum_i8(&qv[0], K)
-    cdef Py_ssize_t per = _run_length(M, threads, 4)
+    cdef Py_ssize_t per = _run_length(M, threads, 4)  # x4: ranges start on a group (bl_mad.h)
     cdef Py_ssize_t n_runs = (M + per - 1) // per
     cdef bl_gemv_fn fn = v.fn.gemv
     cdef Py_ssize_t c
@@ -264,7 +276,8 @@ def gemv(int vi, w, q, Py_ssize_t M, Py_ssize_t K, int threads):
 def gemm(int vi, w, Q, Py_ssize_t M, Py_ssize_t K, int threads):
     """int32 (N, M) = Σ_k t[r, k]·Q[n, k] for the packed tensor w (format = the version's op)."""
     cdef const bl_mad_version *v = bl_mad_version_at(vi)
-    if v == NULL or not (v.op == BL_OP_I2S_GEMM or v.op == BL_OP_TQ2_GEMM or v.op == BL_OP_TQ1_GEMM):
+    if v == NULL or not (v.op == BL_OP_I2S_GEMM or v.op == BL_OP_TQ2_GEMM or v.op == BL_OP_TQ1_GEMM
+                         or v.op == BL_OP_I2S_X4_GEMM):
         raise KernelError(f"version index {vi} is not a GEMM kernel")
     v = _version(vi, v.op)
     who = bl_mad_op_name(v.op).decode()
@@ -289,4 +302,42 @@ def gemm(int vi, w, Q, Py_ssize_t M, Py_ssize_t K, int threads):
     with nogil:
         for c in prange(n_runs, num_threads=threads, schedule="static", chunksize=1):
             fn(&wv[0], &Qv[0, 0], &sv[0], &ov[0, 0], N, K, M, c * per, min(M, (c + 1) * per))
+    return out
+
+
+# ---- the I2_S x4 layout ----------------------------------------------------------------------
+
+def i2s_x4_interleave(src, Py_ssize_t M, Py_ssize_t K, out=None):
+    """Row-major I2_S bytes (M*K/4, or + 32 with the scale tail, ignored) -> the x4 order (bl_mad.h,
+    "The I2_S x4 layout"), into ``out`` (1-D uint8 of M*K/4 bytes, not overlapping src) or a new
+    array."""
+    who = "i2s_x4_interleave"
+    need, alt, what = _layout(BL_OP_I2S_GEMV, M, K, who)
+    if K > BL_X4_MAX_K:
+        raise CodecError(f"{who}: the I2_S x4 layout needs K <= {BL_X4_MAX_K}, got K={K}")
+    src = _packed(src, need, alt, who, what)
+    if out is None:
+        out = np.empty(need, dtype=np.uint8)
+    elif not (isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.ndim == 1 and out.shape[0] == need
+              and out.flags.c_contiguous and out.flags.writeable):
+        raise CodecError(f"{who}: out must be a writeable contiguous 1-D uint8 array of {need} bytes")
+    elif np.shares_memory(out, src):
+        raise CodecError(f"{who}: out must not overlap the source")
+    cdef const uint8_t[::1] sv = src
+    cdef uint8_t[::1] ov = out
+    with nogil:
+        bl_i2s_x4_interleave(&sv[0], &ov[0], M, K)
+    return out
+
+
+def i2s_x4_rowmajor(w, Py_ssize_t M, Py_ssize_t K):
+    """The inverse of i2s_x4_interleave: x4 bytes -> a new row-major I2_S uint8 array."""
+    who = "i2s_x4_rowmajor"
+    need, alt, what = _layout(BL_OP_I2S_X4_GEMV, M, K, who)
+    w = _packed(w, need, alt, who, what)
+    out = np.empty(need, dtype=np.uint8)
+    cdef const uint8_t[::1] wv = w
+    cdef uint8_t[::1] ov = out
+    with nogil:
+        bl_i2s_x4_rows(&wv[0], &ov[0], K, 0, M)
     return out

@@ -53,7 +53,8 @@ MODEL = None          # None → the embedded default model; or a .gguf path, an
 PROMPT = "The capital of France is"
 N_STEPS = 12          # greedy steps compared by hand (section 3)
 N_VERIFY = 8          # greedy steps of bitnet_lab.verify (section 4)
-FAULT_OP = "i2s_gemv" # the kernel made wrong in section 5 (one of bitnet_lab.kernels.MAD_OPS)
+FAULT_OP = None       # the kernel made wrong in section 5 (one of bitnet_lab.kernels.MAD_OPS);
+                      # None → the I2_S GEMV the engine runs here (i2s_x4_gemv or i2s_gemv)
 
 # %%
 import numpy as np
@@ -189,6 +190,8 @@ viz.show_report(report)
 # again on the active ISA level with the fault on, then switch it off and verify once more.
 
 # %%
+if FAULT_OP is None:  # on a level with a native x4 GEMV the engine re-orders I2_S at load (engine.I2S_LAYOUTS)
+    FAULT_OP = "i2s_x4_gemv" if native.runner.i2s_layout == "x4" else "i2s_gemv"
 kernels.inject_fault(FAULT_OP)
 try:
     print(f"fault injected: {kernels.fault_status()} is wrong")

@@ -24,15 +24,17 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
 import bitnet_lab
-from bitnet_lab import kernels
+from bitnet_lab import kernels, residency
 from bitnet_lab.dummy import generate_dummy
 from bitnet_lab.engine import ENGINE_CHUNK, PROJECTIONS, NativeEngine, rope_tables
 from bitnet_lab.errors import BitnetLabError, CodecError, ConfigError
-from bitnet_lab.quant import ternary
+from bitnet_lab.quant import mad_reference, ternary
 from bitnet_lab.tensors import FloatTensor, TernaryWeight
 from bitnet_lab.testing import tiny_model
 
@@ -467,15 +469,56 @@ def test_bitlinear_bit_identical_to_numpy_policy(dummy_models, rounding):
 
 def test_weights_are_not_copied(dummy_models):
     for layout, m in dummy_models.items():
-        eng = NativeEngine(m.config, m.tensors, threads=1)
+        eng = NativeEngine(m.config, m.tensors, threads=1, i2s_layout="file")
         for name in ("blk.2.ffn_up.weight", "blk.0.attn_k.weight"):
             kind, data = eng.packed_weight(name)
             assert kind == layout and np.shares_memory(data, np.asarray(m.tensors[name].data)), (layout, name)
         assert eng.weight_bytes == sum(np.asarray(w.data).nbytes for w in m.ternary_weights().values())
     config, tensors = tiny_model("bitnet", seed=1)  # int8 layout, K = 64: one I2_S repack, K -> 128
-    eng = NativeEngine(config, tensors, threads=1)
+    eng = NativeEngine(config, tensors, threads=1, i2s_layout="file")
     kind, data = eng.packed_weight("blk.0.attn_q.weight")
     assert kind == "i2_s" and data.nbytes == 64 * 128 // 4
+
+
+@pytest.mark.parametrize("i2s_layout", ["x4", "auto", "file"])
+def test_i2s_x4_layout_is_a_reordered_copy_with_the_same_results(dummy_models, i2s_layout):
+    m = dummy_models["i2_s"]
+    eng = NativeEngine(m.config, m.tensors, threads=2, i2s_layout=i2s_layout)
+    x4 = i2s_layout == "x4" or (i2s_layout == "auto" and kernels.i2s_x4_native())
+    assert eng.i2s_layout == eng.numerics["i2s_layout"] == ("x4" if x4 else "file")
+    shapes = m.config.projection_shapes()
+    for name in ("blk.0.attn_k.weight", "blk.3.ffn_down.weight"):
+        M, K = shapes[name.split(".")[2]]
+        kind, data = eng.packed_weight(name)
+        file_bytes = np.asarray(m.tensors[name].data).reshape(-1)[: M * K // 4]
+        if x4:
+            assert kind == "i2_s_x4" and not np.shares_memory(data, file_bytes)
+            assert np.array_equal(data, mad_reference.i2s_x4_from_rowmajor(file_bytes, M, K))
+            assert data.__array_interface__["data"][0] % 64 == 0
+        else:
+            assert kind == "i2_s" and np.shares_memory(data, file_bytes)
+    ids = [1, 5, 900, 31000, 77, 123]
+    want = NativeEngine(m.config, m.tensors, threads=1, i2s_layout="file").logits(ids)
+    for isa in kernels.available_isas():  # levels without a native x4 GEMV re-order through their own
+        with kernels.use_isa(isa):
+            cache = eng.new_cache(8)
+            got = np.concatenate([eng.forward(ids[:3], cache)] + [eng.forward([t], cache) for t in ids[3:]])
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), isa
+    with pytest.raises(ConfigError, match="i2s_layout"):
+        NativeEngine(m.config, m.tensors, i2s_layout="rowmajor")
+
+
+def test_i2s_x4_repack_finds_invalid_codes_without_touching_the_mapping(dummy_files, tmp_path):
+    path = tmp_path / "bad.gguf"
+    shutil.copy(dummy_files["i2_s"], path)
+    with bitnet_lab.load(path) as m:
+        pos = residency._file_view(np.asarray(m.tensors["blk.1.ffn_up.weight"].data))[1]
+    with open(path, "r+b") as f:  # byte 7 of the tensor: four codes 3
+        f.seek(pos + 7)
+        f.write(b"\xff")
+    with bitnet_lab.load(path) as m:
+        with pytest.raises(CodecError, match=r"blk\.1\.ffn_up\.weight: I2_S data holds invalid code.*first at byte 7"):
+            NativeEngine(m.config, m.tensors, i2s_layout="x4")
 
 
 def test_load_backend_native(dummy_files):

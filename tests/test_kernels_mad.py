@@ -33,8 +33,10 @@ C_TESTS = ROOT / "cython_kernels" / "tests" / "run_mad_c_tests.sh"
 AVAILABLE = set(kernels.available_isas())
 ALL_VERSIONS = kernels.kernel_versions(include_unavailable=True)
 
-GEMV_OPS = {"i2s_gemv": ref.i2s_gemv_ref, "tq2_gemv": ref.tq2_gemv_ref, "tq1_gemv": ref.tq1_gemv_ref}
-GEMM_OPS = {"i2s_gemm": ref.i2s_gemm_ref, "tq2_gemm": ref.tq2_gemm_ref, "tq1_gemm": ref.tq1_gemm_ref}
+GEMV_OPS = {"i2s_gemv": ref.i2s_gemv_ref, "tq2_gemv": ref.tq2_gemv_ref, "tq1_gemv": ref.tq1_gemv_ref,
+            "i2s_x4_gemv": ref.i2s_x4_gemv_ref}
+GEMM_OPS = {"i2s_gemm": ref.i2s_gemm_ref, "tq2_gemm": ref.tq2_gemm_ref, "tq1_gemm": ref.tq1_gemm_ref,
+            "i2s_x4_gemm": ref.i2s_x4_gemm_ref}
 KERNEL = {op: getattr(kernels, op) for op in [*GEMV_OPS, *GEMM_OPS]}
 
 
@@ -56,6 +58,8 @@ def isa_of(op, version):
 
 
 def pack(op: str, t: np.ndarray, scale: float = 0.75) -> np.ndarray:
+    if op.startswith("i2s_x4"):  # the numpy statement of the layout, not the C repack under test
+        return ref.i2s_x4_from_rowmajor(packing.pack_i2_s(t), *t.shape)
     if op.startswith("i2s"):
         return packing.pack_i2_s(t)
     d = packing.tq_default_block_scales(t, scale)
@@ -131,6 +135,40 @@ def test_i2s_gemv_thread_counts_agree(op, version):
     for r in results[1:]:
         np.testing.assert_array_equal(r, results[0])
     np.testing.assert_array_equal(results[0], ref.i2s_gemv_ref(data, q, M, K))
+
+
+@pytest.mark.parametrize("op,version", version_params(["i2s_x4_gemv", "i2s_x4_gemm"]))
+def test_i2s_x4_thread_counts_agree(op, version):
+    """Row ranges of 4 rows and more, a tail group of 1 row (M = 37), odd block count (K = 1152)."""
+    rng = np.random.default_rng(5)
+    M, K = 37, 1152
+    data = pack(op, rng.integers(-1, 2, size=(M, K), dtype=np.int8))
+    q = rng.integers(-128, 128, size=(3, K) if op.endswith("gemm") else K, dtype=np.int8)
+    want = GEMV_OPS[op](data, q, M, K) if op in GEMV_OPS else GEMM_OPS[op](data, q, M, K)
+    for n in (1, 2, 3, 8):
+        np.testing.assert_array_equal(KERNEL[op](data, q, M, K, version=version, threads=n), want)
+
+
+def test_i2s_x4_interleave_is_the_numpy_layout_and_inverts():
+    rng = np.random.default_rng(6)
+    for M in (1, 3, 4, 5, 13, 64):
+        for K in (128, 256, 384, 2560, 6912):
+            rowmajor = packing.pack_i2_s(rng.integers(-1, 2, size=(M, K), dtype=np.int8))
+            x4 = kernels.i2s_x4_interleave(rowmajor, M, K)
+            np.testing.assert_array_equal(x4, ref.i2s_x4_from_rowmajor(rowmajor, M, K), err_msg=f"M={M} K={K}")
+            np.testing.assert_array_equal(kernels.i2s_x4_rowmajor(x4, M, K), rowmajor)
+            np.testing.assert_array_equal(ref.i2s_x4_to_rowmajor(x4, M, K), rowmajor)
+            if M >= 4 and K >= 256:  # rows 0..3 of step 0 sit side by side
+                np.testing.assert_array_equal(x4[:256].reshape(4, 64), rowmajor.reshape(M, K // 4)[:4, :64])
+    blob = packing.i2_s_blob(np.ones((4, 256), np.int8), 0.5)  # the 32-byte scale tail is ignored
+    out = np.empty(4 * 64, np.uint8)
+    assert kernels.i2s_x4_interleave(blob, 4, 256, out=out) is out
+    with pytest.raises(CodecError, match="overlap"):
+        kernels.i2s_x4_interleave(out, 4, 256, out=out)
+    with pytest.raises(CodecError, match="out must be"):
+        kernels.i2s_x4_interleave(blob, 4, 256, out=np.empty(10, np.uint8))
+    with pytest.raises(CodecError, match="K <= 65536"):
+        kernels.i2s_x4_gemv(np.zeros(4 * 65536 // 2, np.uint8), np.zeros(2 * 65536, np.int8), 4, 2 * 65536)
 
 
 @pytest.mark.isa
@@ -399,6 +437,8 @@ def test_fault_injection_is_visible_and_off_by_default():
     clean = {
         "i2s_gemv": lambda: kernels.i2s_gemv(pack("i2s", t), Q[0], M, K, threads=2),
         "i2s_gemm": lambda: kernels.i2s_gemm(pack("i2s", t), Q, M, K, threads=2),
+        "i2s_x4_gemv": lambda: kernels.i2s_x4_gemv(pack("i2s_x4", t), Q[0], M, K, threads=2),
+        "i2s_x4_gemm": lambda: kernels.i2s_x4_gemm(pack("i2s_x4", t), Q, M, K, threads=2),
         "tq2_gemv": lambda: kernels.tq2_gemv(pack("tq2", t), Q[0], M, K),
         "tq1_gemv": lambda: kernels.tq1_gemv(pack("tq1", t), Q[0], M, K),
         "tq2_gemm": lambda: kernels.tq2_gemm(pack("tq2", t), Q, M, K),

@@ -61,6 +61,11 @@ def no_fault():
     kernels.inject_fault(None)
 
 
+# The I2_S ops the engine runs: on a level with a native x4 GEMV it re-orders I2_S at load
+# (engine.I2S_LAYOUTS), and verify checks the x4 kernels it then uses.
+GEMV_OP, GEMM_OP = ("i2s_x4_gemv", "i2s_x4_gemm") if kernels.i2s_x4_native() else ("i2s_gemv", "i2s_gemm")
+
+
 def run(model, **kw):
     kw.setdefault("n", N_STEPS)
     kw.setdefault("threads", THREADS)
@@ -80,10 +85,10 @@ def test_default_model_passes_every_tier(model):
     assert rep.kernel.passed and rep.bitlinear.passed and rep.model_tier.passed
     # every available ISA level, 1 and N threads, every MAD version of the I2_S kernels
     assert {c.isa for c in rep.kernel.checks} == set(kernels.available_isas())
-    assert {c.threads for c in rep.kernel.checks if c.op == "i2s_gemv"} == {1, THREADS}
-    versions = {v for v, isa, _ in kernels.kernel_versions()["i2s_gemv"]}
-    assert {c.version for c in rep.kernel.checks if c.op == "i2s_gemv"} == versions
-    assert {c.op for c in rep.kernel.checks} == {"quantize_act", "i2s_gemv", "i2s_gemm"}
+    assert {c.threads for c in rep.kernel.checks if c.op == GEMV_OP} == {1, THREADS}
+    versions = {v for v, isa, _ in kernels.kernel_versions()[GEMV_OP]}
+    assert {c.version for c in rep.kernel.checks if c.op == GEMV_OP} == versions
+    assert {c.op for c in rep.kernel.checks} == {"quantize_act", GEMV_OP, GEMM_OP}
     assert all(c.compared > 0 for c in rep.kernel.checks + rep.bitlinear.checks)
     # every projection of the sampled layers (all layers of a model with <= ALL_LAYERS_UP_TO)
     sampled = verify_mod._sample_layers(model.config.n_layers, None)
@@ -106,7 +111,7 @@ def test_default_model_passes_every_tier(model):
     assert rep.environment["fault"] is None
     # renderings
     text = rep.to_text()
-    for word in ("T1 kernel", "T2 BitLinear", "T3 model", "RESULT: PASS", "i2s_gemv", "activation rounding"):
+    for word in ("T1 kernel", "T2 BitLinear", "T3 model", "RESULT: PASS", GEMV_OP, "activation rounding"):
         assert word in text
     d = json.loads(rep.to_json())
     assert d["passed"] is True and len(d["tiers"]["model"]["steps"]) == N_STEPS
@@ -165,16 +170,16 @@ def test_bad_arguments_raise(model):
 
 
 def test_i2s_gemv_fault_fails_the_kernel_tier(model, no_fault):
-    kernels.inject_fault("i2s_gemv")
+    kernels.inject_fault(GEMV_OP)
     rep = run(model)
     kernels.inject_fault(None)
     assert not rep.passed and not rep.kernel.passed
-    assert {c.op for c in rep.kernel.failures} == {"i2s_gemv"}  # GEMM, quantize_act untouched
+    assert {c.op for c in rep.kernel.failures} == {GEMV_OP}  # GEMM, quantize_act untouched
     first = rep.kernel.failures[0].first
     assert (first.subject, first.what, first.row, first.col) == ("blk.0.attn_q.weight", "acc", 0, 0)
     assert first.got == first.want + 1  # the fault adds 1 to out[0]
-    assert rep.environment["fault"] == "i2s_gemv"
-    assert "i2s_gemv" in rep.summary() and "FAULT INJECTION ON" in rep.to_text()
+    assert rep.environment["fault"] == GEMV_OP
+    assert GEMV_OP in rep.summary() and "FAULT INJECTION ON" in rep.to_text()
     # the model tier's captured decode step runs the GEMV path: located to the first projection
     ev = located_events(rep)
     assert ev and ev[0].where == "decode step 1" and ev[0].status == FAIL
@@ -195,15 +200,17 @@ def test_quantize_act_fault_is_caught(model, no_fault):
 
 
 def test_cli_exits_nonzero_under_fault_env(model_path):
-    env = dict(os.environ, BITNET_LAB_FAULT="i2s_gemv", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    top = kernels.available_isas()[-1]
+    op = "i2s_x4_gemv" if kernels.i2s_x4_native(top) else "i2s_gemv"
+    env = dict(os.environ, BITNET_LAB_FAULT=op, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(
         [sys.executable, "-m", "bitnet_lab", "verify", "-m", str(model_path), "-n", "2", "-t", "2",
-         "--isa", kernels.available_isas()[-1], "--no-progress"],
+         "--isa", top, "--no-progress"],
         check=False, env=env, capture_output=True, text=True, timeout=300, cwd=REPO,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "T1 kernel  FAIL" in proc.stdout and "i2s_gemv" in proc.stdout
-    assert "FAIL" in proc.stderr and "i2s_gemv" in proc.stderr
+    assert "T1 kernel  FAIL" in proc.stdout and op in proc.stdout
+    assert "FAIL" in proc.stderr and op in proc.stderr
 
 
 # ---- the locator on the real model -------------------------------------------------------------

@@ -34,6 +34,10 @@ from bitnet_lab.quant import packing
 __all__ = [
     "i2s_gemm_ref",
     "i2s_gemv_ref",
+    "i2s_x4_from_rowmajor",
+    "i2s_x4_gemm_ref",
+    "i2s_x4_gemv_ref",
+    "i2s_x4_to_rowmajor",
     "int16_accumulator_dot",
     "raw_code_dot_ref",
     "tq1_gemm_ref",
@@ -76,6 +80,55 @@ def i2s_gemm_ref(packed, Q: np.ndarray, M: int, K: int) -> np.ndarray:
     """``Σ_k t[r, k]·Q[n, k]`` for every activation row n and weight row r: int32 (N, M)."""
     t = packing.unpack_i2_s(packed, M, K)
     return _int_product(t, _act(Q, K, "i2s_gemm_ref", True))
+
+
+# ----------------------------------------------------------------------------- I2_S x4
+
+
+def _x4_parts(M: int, K: int, what: str) -> tuple[int, int, int]:
+    """(full groups G, 64-byte steps S, bytes per row rb) of the x4 layout of an (M, K) I2_S tensor."""
+    if K % 128:
+        raise CodecError(f"{what}: the I2_S x4 layout needs K % 128 == 0, got K = {K}")
+    return M // 4, K // 256, K // 4
+
+
+def i2s_x4_from_rowmajor(packed, M: int, K: int) -> np.ndarray:
+    """Row-major I2_S bytes -> the x4 order (src/bl_mad.h, "The I2_S x4 layout"): in each group of
+    4 rows, the rows' 64-byte steps side by side (then their 32-byte odd blocks); M % 4 tail rows
+    unchanged. The numpy statement of the layout the C repack must agree with."""
+    G, S, rb = _x4_parts(M, K, "i2s_x4_from_rowmajor")
+    src = np.asarray(packed, dtype=np.uint8).reshape(-1)[: M * rb]
+    out = src.copy()
+    rows = src[: 4 * G * rb].reshape(G, 4, rb)
+    groups = out[: 4 * G * rb].reshape(G, 4 * rb)
+    # (G, 4 rows, S steps, 64) -> (G, S steps, 4 rows, 64): one 256-byte run per step
+    groups[:, : 256 * S] = rows[:, :, : 64 * S].reshape(G, 4, S, 64).transpose(0, 2, 1, 3).reshape(G, 256 * S)
+    if rb % 64:  # the odd 128-weight block: 4 rows × 32 bytes after the steps
+        groups[:, 256 * S :] = rows[:, :, 64 * S :].reshape(G, 128)
+    return out
+
+
+def i2s_x4_to_rowmajor(data, M: int, K: int) -> np.ndarray:
+    """The inverse of :func:`i2s_x4_from_rowmajor`."""
+    G, S, rb = _x4_parts(M, K, "i2s_x4_to_rowmajor")
+    src = np.asarray(data, dtype=np.uint8).reshape(-1)[: M * rb]
+    out = src.copy()
+    groups = src[: 4 * G * rb].reshape(G, 4 * rb)
+    rows = out[: 4 * G * rb].reshape(G, 4, rb)
+    rows[:, :, : 64 * S] = groups[:, : 256 * S].reshape(G, S, 4, 64).transpose(0, 2, 1, 3).reshape(G, 4, 64 * S)
+    if rb % 64:
+        rows[:, :, 64 * S :] = groups[:, 256 * S :].reshape(G, 4, 32)
+    return out
+
+
+def i2s_x4_gemv_ref(data, q: np.ndarray, M: int, K: int) -> np.ndarray:
+    """:func:`i2s_gemv_ref` of an I2_S x4 tensor: int32 (M,)."""
+    return i2s_gemv_ref(i2s_x4_to_rowmajor(data, M, K), q, M, K)
+
+
+def i2s_x4_gemm_ref(data, Q: np.ndarray, M: int, K: int) -> np.ndarray:
+    """:func:`i2s_gemm_ref` of an I2_S x4 tensor: int32 (N, M)."""
+    return i2s_gemm_ref(i2s_x4_to_rowmajor(data, M, K), Q, M, K)
 
 
 def raw_code_dot_ref(packed, q: np.ndarray, M: int, K: int) -> np.ndarray:

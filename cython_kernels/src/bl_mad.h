@@ -15,6 +15,7 @@
  *             I2_S  (formats §3.1): K/4 bytes per row, row r at w + r*K/4, K % 128 == 0
  *             TQ2_0 (formats §3.4): K/256 blocks of 66 bytes per row,     K % 256 == 0
  *             TQ1_0 (formats §3.5): K/256 blocks of 54 bytes per row,     K % 256 == 0
+ *             I2_S x4 (below): the same bytes, rows interleaved in groups of 4, K <= 65536
  *           Codes must be valid (I2_S/TQ2_0: no code 3; check at load). TQ block scales d are
  *           ignored: the result is the integer Σ t·q, exact when every non-zero d is equal.
  *  q        one int8 activation row (K,)             (GEMV)
@@ -28,6 +29,19 @@
  *           16 KiB of re-ordered activations). Nothing is allocated on the heap.
  *  Result   out = Σ_k t[r,k]·q[k] exactly (int32; |value| ≤ 128·K). Internal int32 accumulators
  *           hold up to 256·K: K ≤ 2^22 (the Python wrappers check it; real models have K ≤ 65536).
+ *
+ * ---- The I2_S x4 layout (the engine's repack of I2_S for decode) ------------------------------
+ * A GEMV over row-major I2_S reads 4 rows in lockstep: 4 interleaved streams 2.5 KB apart, which
+ * one core's hardware prefetchers follow badly (measured on a Zen 4 core: 73–80 % of its read
+ * bandwidth with an 8 KB software prefetch). x4 stores the same bytes in the order the kernel
+ * reads them, so a GEMV is one sequential stream (86–92 %, no software prefetch):
+ *   rb = K/4 bytes per row; group g = rows 4g..4g+3 occupies the same span [4g·rb, 4g·rb + 4·rb)
+ *   as in I2_S; inside it, for s < K/256: row 4g+i's bytes [64s, 64s+64) at 256s + 64i; when
+ *   K % 256 == 128, row i's last 32 bytes at 256·(K/256) + 32i. The M % 4 rows after the last
+ *   full group stay row-major. Kernels over x4 take row ranges with r0 % 4 == 0 and r1 % 4 == 0
+ *   or r1 == M (the engine's 32-row tiles and the Python wrappers guarantee it).
+ * Levels without a native x4 GEMV/GEMM run their I2_S kernel on one group at a time, re-ordered
+ * into a stack buffer (bl_i2s_x4_*_via): same results, one extra copy.
  *
  * ---- Fault injection ------------------------------------------------------------------------
  * bl_mad_set_fault(1 << BL_OP_<op>) makes that op deliberately wrong, for the tests of `verify`:
@@ -83,6 +97,8 @@ typedef struct bl_mad_kernels {
     bl_gemv_fn tq1_gemv;
     bl_gemm_fn tq2_gemm;
     bl_gemm_fn tq1_gemm;
+    bl_gemv_fn i2s_x4_gemv; /* the I2_S x4 layout (above): native, or the level's I2_S via a copy */
+    bl_gemm_fn i2s_x4_gemm;
 } bl_mad_kernels;
 
 /* ---- ops, versions, dispatch (mad_dispatch.c) ------------------------------------------- */
@@ -94,7 +110,9 @@ typedef enum {
     BL_OP_TQ1_GEMV = 4,
     BL_OP_TQ2_GEMM = 5,
     BL_OP_TQ1_GEMM = 6,
-    BL_OP_COUNT = 7
+    BL_OP_I2S_X4_GEMV = 7,
+    BL_OP_I2S_X4_GEMM = 8,
+    BL_OP_COUNT = 9
 } bl_mad_op;
 
 /* One numbered implementation of one op. Exactly one member of fn is set, by op. */
@@ -166,6 +184,22 @@ void bl_tq1_gemm_v3(const uint8_t *, const int8_t *, const int32_t *, int32_t *,
                     int64_t);
 BL_DECLARE_MAD(neon)         /* mad_neon.c        */
 BL_DECLARE_MAD(neon_dotprod) /* mad_neon_dotprod.c */
+
+/* mad_avx512vnni.c: v3 on the x4 layout (one sequential stream, no software prefetch) */
+void bl_i2s_x4_gemv_v3(const uint8_t *, const int8_t *, int32_t, int32_t *, int64_t, int64_t, int64_t);
+
+/* mad_x4.c (portable): the x4 layout. */
+#define BL_X4_MAX_K 65536 /* a group of 4 rows (≤ 64 KiB) is re-ordered on the stack by the _via kernels */
+/* src: M·K/4 bytes of row-major I2_S -> dst: the same bytes in x4 order (dst != src). */
+void bl_i2s_x4_interleave(const uint8_t *src, uint8_t *dst, int64_t M, int64_t K);
+/* Rows [r0, r1) of an x4 tensor w, row-major into dst (row r at dst + (r - r0)·K/4); r0 % 4 == 0. */
+void bl_i2s_x4_rows(const uint8_t *w, uint8_t *dst, int64_t K, int64_t r0, int64_t r1);
+/* x4 GEMV / GEMM through a level's row-major I2_S kernel, one group of 4 rows at a time. The
+ * inner kernel's own fault (its range always starts at 0) is taken back; the x4 op's applies. */
+void bl_i2s_x4_gemv_via(bl_gemv_fn gemv, const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *out, int64_t K,
+                        int64_t r0, int64_t r1);
+void bl_i2s_x4_gemm_via(bl_gemm_fn gemm, const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int32_t *out,
+                        int64_t N, int64_t K, int64_t ld_out, int64_t r0, int64_t r1);
 
 /* Shared scalar helper: Σ q[k] over K int8 (exact int32). */
 int32_t bl_sum_i8(const int8_t *q, int64_t K);

@@ -458,8 +458,14 @@ static int is_tl(const bl_tweight *w) { return w->layout == BL_W_TL1 || w->layou
 static void mad_rows(const bl_mad_kernels *mad, const bl_job *j, const bl_act *a, int64_t r0, int64_t r1) {
     const bl_tweight *w = j->w;
     const int64_t M = w->M, N = a->N;
-    bl_gemv_fn gemv = w->layout == BL_W_I2S ? mad->i2s_gemv : w->layout == BL_W_TQ2_0 ? mad->tq2_gemv : mad->tq1_gemv;
-    bl_gemm_fn gemm = w->layout == BL_W_I2S ? mad->i2s_gemm : w->layout == BL_W_TQ2_0 ? mad->tq2_gemm : mad->tq1_gemm;
+    bl_gemv_fn gemv = w->layout == BL_W_I2S      ? mad->i2s_gemv
+                      : w->layout == BL_W_I2S_X4 ? mad->i2s_x4_gemv
+                      : w->layout == BL_W_TQ2_0  ? mad->tq2_gemv
+                                                 : mad->tq1_gemv;
+    bl_gemm_fn gemm = w->layout == BL_W_I2S      ? mad->i2s_gemm
+                      : w->layout == BL_W_I2S_X4 ? mad->i2s_x4_gemm
+                      : w->layout == BL_W_TQ2_0  ? mad->tq2_gemm
+                                                 : mad->tq1_gemm;
     if (N > 1 && a->stride == w->K_pad) {
         /* prefill: activation-parallel GEMM, each weight row decoded once for N tokens (kernels §2.6) */
         gemm(w->data, a->q, a->sum, j->acc, N, w->K_pad, M, r0, r1);
@@ -1065,6 +1071,7 @@ static int check_kernels(const bl_model *m, const bl_isa_kernels *tab, const bl_
             for (int p = 0; p < BL_P_COUNT && !missing; ++p) {
                 switch (m->layers[l].w[p].layout) {
                     case BL_W_I2S: if (!mad->i2s_gemv || !mad->i2s_gemm) missing = "I2_S GEMV/GEMM"; break;
+                    case BL_W_I2S_X4: if (!mad->i2s_x4_gemv || !mad->i2s_x4_gemm) missing = "I2_S x4 GEMV/GEMM"; break;
                     case BL_W_TQ2_0: if (!mad->tq2_gemv || !mad->tq2_gemm) missing = "TQ2_0 GEMV/GEMM"; break;
                     case BL_W_TQ1_0: if (!mad->tq1_gemv || !mad->tq1_gemm) missing = "TQ1_0 GEMV/GEMM"; break;
                     case BL_W_TL1: if (!tab->tl1_gemv || !tab->tl1_build_lut) missing = "TL1 LUT kernels"; break;

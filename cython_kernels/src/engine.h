@@ -38,7 +38,8 @@ typedef enum {
     BL_W_TQ1_0 = 2, /* MAD kernels, 54-byte blocks of 256; uniform block scale = gamma     */
     BL_W_TL1 = 3,   /* LUT kernels, tiling (BM, BK, bm)                                    */
     BL_W_TL2 = 4,   /* LUT kernels, tiling (BM, BK, 32)                                    */
-    BL_W_COUNT = 5
+    BL_W_I2S_X4 = 5, /* MAD kernels, I2_S rows interleaved in groups of 4 (bl_mad.h)       */
+    BL_W_COUNT = 6
 } bl_wlayout;
 
 /* One ternary projection W = gamma · t, shape (M, K) in torch order. */

@@ -434,8 +434,34 @@ static void lm_q8(const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, in
     }
 }
 
+/* Rows a and b (far apart: two sequential streams) against one hidden row, each in dot_f16's
+ * order; the hidden-state loads are shared. */
+static void dot2_f16(const float *h, const uint16_t *a, const uint16_t *b, int64_t K, float *ya, float *yb) {
+    __m512 alo = _mm512_setzero_ps(), ahi = _mm512_setzero_ps(), blo = _mm512_setzero_ps(), bhi = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+        const __m512 x0 = _mm512_loadu_ps(h + k), x1 = _mm512_loadu_ps(h + k + 16);
+        alo = madd(alo, x0, cvt16_f16(a + k));
+        ahi = madd(ahi, x1, cvt16_f16(a + k + 16));
+        blo = madd(blo, x0, cvt16_f16(b + k));
+        bhi = madd(bhi, x1, cvt16_f16(b + k + 16));
+    }
+    *ya = finish(alo, ahi, k, K, h, a, 1);
+    *yb = finish(blo, bhi, k, K, h, b, 1);
+}
+
 static void lm_rows(int type, const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, int64_t r1,
                     const float *h, int64_t N, float *out, int64_t ldo) {
+#ifndef BL_LM_SINGLE_STREAM
+    if (type == BL_FT_F16 && N == 1) { /* decode: rows r and r + half in one pass */
+        const int64_t half = (r1 - r0) / 2;
+        for (int64_t r = r0; r < r0 + half; ++r)
+            dot2_f16(h, (const uint16_t *)(W + r * row_bytes), (const uint16_t *)(W + (r + half) * row_bytes), K,
+                     &out[r], &out[r + half]);
+        if ((r1 - r0) % 2) out[r1 - 1] = lm_f16_row(h, (const uint16_t *)(W + (r1 - 1) * row_bytes), K);
+        return;
+    }
+#endif
     for (int64_t r = r0; r < r1; ++r) {
         const uint8_t *row = W + r * row_bytes;
         for (int64_t n = 0; n < N; ++n) {

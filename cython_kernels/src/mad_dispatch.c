@@ -21,8 +21,36 @@ void bl_mad_set_fault(int mask) { bl_mad_fault_mask = mask; }
 int bl_mad_get_fault(void) { return bl_mad_fault_mask; }
 
 static const char *const op_names[BL_OP_COUNT] = {
-    "quantize_act", "i2s_gemv", "i2s_gemm", "tq2_gemv", "tq1_gemv", "tq2_gemm", "tq1_gemm",
+    "quantize_act", "i2s_gemv", "i2s_gemm", "tq2_gemv", "tq1_gemv", "tq2_gemm", "tq1_gemm", "i2s_x4_gemv", "i2s_x4_gemm",
 };
+
+/* The x4 layout's kernels at levels without a native one: the level's I2_S kernel on one group
+ * of 4 rows at a time, re-ordered on the stack (mad_x4.c). */
+#define X4_VIA(sfx, gemv_fn, gemm_fn)                                                                            \
+    static void x4_gemv_##sfx(const uint8_t *w, const int8_t *q, int32_t s, int32_t *o, int64_t K, int64_t r0,   \
+                              int64_t r1) {                                                                      \
+        bl_i2s_x4_gemv_via(gemv_fn, w, q, s, o, K, r0, r1);                                                      \
+    }                                                                                                            \
+    static void x4_gemm_##sfx(const uint8_t *w, const int8_t *Q, const int32_t *s, int32_t *o, int64_t N,       \
+                              int64_t K, int64_t ld, int64_t r0, int64_t r1) {                                   \
+        bl_i2s_x4_gemm_via(gemm_fn, w, Q, s, o, N, K, ld, r0, r1);                                               \
+    }
+X4_VIA(v0, bl_i2s_gemv_v0, bl_i2s_gemm_v0)
+#if defined(BL_BUILD_AVX2)
+X4_VIA(v1, bl_i2s_gemv_v1, bl_i2s_gemm_v1)
+#endif
+#if defined(BL_BUILD_AVXVNNI)
+X4_VIA(avxvnni, bl_i2s_gemv_avxvnni, bl_i2s_gemm_avxvnni)
+#endif
+#if defined(BL_BUILD_AVX512VNNI)
+X4_VIA(v3, bl_i2s_gemv_v3, bl_i2s_gemm_v3)
+#endif
+#if defined(BL_BUILD_NEON)
+X4_VIA(neon, bl_i2s_gemv_neon, bl_i2s_gemm_neon)
+#endif
+#if defined(BL_BUILD_NEON_DOTPROD)
+X4_VIA(neon_dotprod, bl_i2s_gemv_neon_dotprod, bl_i2s_gemm_neon_dotprod)
+#endif
 
 const char *bl_mad_op_name(int op) { return (op >= 0 && op < BL_OP_COUNT) ? op_names[op] : NULL; }
 
@@ -39,6 +67,8 @@ static const bl_mad_version versions[] = {
     GEMV(BL_OP_TQ1_GEMV, "v0", BL_ISA_SCALAR, "scalar: decode TQ1_0 trits, int32 dot", bl_tq1_gemv_v0),
     GEMM(BL_OP_TQ2_GEMM, "v0", BL_ISA_SCALAR, "scalar: decode chunk once, dot per token", bl_tq2_gemm_v0),
     GEMM(BL_OP_TQ1_GEMM, "v0", BL_ISA_SCALAR, "scalar: decode chunk once, dot per token", bl_tq1_gemm_v0),
+    GEMV(BL_OP_I2S_X4_GEMV, "v0", BL_ISA_SCALAR, "scalar I2_S v0 on each group re-ordered to row-major", x4_gemv_v0),
+    GEMM(BL_OP_I2S_X4_GEMM, "v0", BL_ISA_SCALAR, "scalar I2_S v0 on each group re-ordered to row-major", x4_gemm_v0),
 #if defined(BL_BUILD_AVX2)
     ACT("v1", BL_ISA_AVX2, "AVX2: 8 floats/step, integer max, round_ps + cvtt", bl_quantize_act_avx2),
     GEMV(BL_OP_I2S_GEMV, "v1", BL_ISA_AVX2, "AVX2 maddubs, 4 rows/step, int16 acc widened every 16 blocks", bl_i2s_gemv_v1),
@@ -48,10 +78,14 @@ static const bl_mad_version versions[] = {
     GEMV(BL_OP_TQ1_GEMV, "v1", BL_ISA_AVX2, "AVX2 base-3 decode by byte adds + compares, maddubs", bl_tq1_gemv_v1),
     GEMM(BL_OP_TQ2_GEMM, "v1", BL_ISA_AVX2, "AVX2 decode chunk once, 2x4 maddubs tile", bl_tq2_gemm_v1),
     GEMM(BL_OP_TQ1_GEMM, "v1", BL_ISA_AVX2, "AVX2 decode chunk once, 2x4 maddubs tile", bl_tq1_gemm_v1),
+    GEMV(BL_OP_I2S_X4_GEMV, "v1", BL_ISA_AVX2, "AVX2 I2_S v1 on each group re-ordered to row-major", x4_gemv_v1),
+    GEMM(BL_OP_I2S_X4_GEMM, "v1", BL_ISA_AVX2, "AVX2 I2_S v1 on each group re-ordered to row-major", x4_gemm_v1),
 #endif
 #if defined(BL_BUILD_AVXVNNI)
     GEMV(BL_OP_I2S_GEMV, "avxvnni", BL_ISA_AVXVNNI, "AVX-VNNI 256-bit dpbusd straight into int32, 4 rows/step", bl_i2s_gemv_avxvnni),
     GEMM(BL_OP_I2S_GEMM, "avxvnni", BL_ISA_AVXVNNI, "AVX-VNNI decode chunk once, 2x4 dpbusd tile", bl_i2s_gemm_avxvnni),
+    GEMV(BL_OP_I2S_X4_GEMV, "avxvnni", BL_ISA_AVXVNNI, "AVX-VNNI I2_S on each group re-ordered to row-major", x4_gemv_avxvnni),
+    GEMM(BL_OP_I2S_X4_GEMM, "avxvnni", BL_ISA_AVXVNNI, "AVX-VNNI I2_S on each group re-ordered to row-major", x4_gemm_avxvnni),
 #endif
 #if defined(BL_BUILD_AVX512VNNI)
     ACT("v2", BL_ISA_AVX512VNNI, "AVX-512: 16 floats/step, embedded-rounding convert, masked tail", bl_quantize_act_avx512),
@@ -68,15 +102,22 @@ static const bl_mad_version versions[] = {
     GEMM(BL_OP_TQ2_GEMM, "v3", BL_ISA_AVX512VNNI, "AVX-512 VNNI 4-row panels over the whole row, 4x6 tile reduced once", bl_tq2_gemm_v3),
     GEMM(BL_OP_TQ1_GEMM, "v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI decode chunk once, 2x4 dpbusd tile", bl_tq1_gemm_v2),
     GEMM(BL_OP_TQ1_GEMM, "v3", BL_ISA_AVX512VNNI, "AVX-512 VNNI 4-row panels over the whole row, 4x6 tile reduced once", bl_tq1_gemm_v3),
+    GEMV(BL_OP_I2S_X4_GEMV, "v2", BL_ISA_AVX512VNNI, "AVX-512 I2_S v3 on each group re-ordered to row-major", x4_gemv_v3),
+    GEMV(BL_OP_I2S_X4_GEMV, "v3", BL_ISA_AVX512VNNI, "I2_S v3 on the x4 layout: one sequential stream, no prefetch", bl_i2s_x4_gemv_v3),
+    GEMM(BL_OP_I2S_X4_GEMM, "v3", BL_ISA_AVX512VNNI, "AVX-512 I2_S GEMM v3 on each group re-ordered to row-major", x4_gemm_v3),
 #endif
 #if defined(BL_BUILD_NEON)
     ACT("neon", BL_ISA_NEON, "NEON: vcvtnq (ties even) / vcvtaq (ties away), saturating narrow", bl_quantize_act_neon),
     GEMV(BL_OP_I2S_GEMV, "neon", BL_ISA_NEON, "NEON 128/32 layout, vmull/vmlal_s8 int16 acc widened every 16 blocks", bl_i2s_gemv_neon),
     GEMM(BL_OP_I2S_GEMM, "neon", BL_ISA_NEON, "NEON GEMV per token row (no activation reuse yet)", bl_i2s_gemm_neon),
+    GEMV(BL_OP_I2S_X4_GEMV, "neon", BL_ISA_NEON, "NEON I2_S on each group re-ordered to row-major", x4_gemv_neon),
+    GEMM(BL_OP_I2S_X4_GEMM, "neon", BL_ISA_NEON, "NEON I2_S on each group re-ordered to row-major", x4_gemm_neon),
 #endif
 #if defined(BL_BUILD_NEON_DOTPROD)
     GEMV(BL_OP_I2S_GEMV, "neon_dotprod", BL_ISA_NEON_DOTPROD, "NEON SDOT (vdotq_s32) straight into int32, 128/32 layout", bl_i2s_gemv_neon_dotprod),
     GEMM(BL_OP_I2S_GEMM, "neon_dotprod", BL_ISA_NEON_DOTPROD, "NEON SDOT GEMV per token row (no activation reuse yet)", bl_i2s_gemm_neon_dotprod),
+    GEMV(BL_OP_I2S_X4_GEMV, "neon_dotprod", BL_ISA_NEON_DOTPROD, "NEON SDOT I2_S on each group re-ordered to row-major", x4_gemv_neon_dotprod),
+    GEMM(BL_OP_I2S_X4_GEMM, "neon_dotprod", BL_ISA_NEON_DOTPROD, "NEON SDOT I2_S on each group re-ordered to row-major", x4_gemm_neon_dotprod),
 #endif
 };
 
@@ -92,32 +133,37 @@ const bl_mad_version *bl_mad_version_at(int i) { return (i >= 0 && i < N_VERSION
 
 static const bl_mad_kernels scalar_defaults = {
     bl_quantize_act_scalar, bl_i2s_gemv_v0, bl_i2s_gemm_v0, bl_tq2_gemv_v0, bl_tq1_gemv_v0, bl_tq2_gemm_v0, bl_tq1_gemm_v0,
+    x4_gemv_v0, x4_gemm_v0,
 };
 #if defined(BL_BUILD_AVX2)
 static const bl_mad_kernels avx2_defaults = {
     bl_quantize_act_avx2, bl_i2s_gemv_v1, bl_i2s_gemm_v1, bl_tq2_gemv_v1, bl_tq1_gemv_v1, bl_tq2_gemm_v1, bl_tq1_gemm_v1,
+    x4_gemv_v1, x4_gemm_v1,
 };
 #endif
 #if defined(BL_BUILD_AVXVNNI) && defined(BL_BUILD_AVX2)
 static const bl_mad_kernels avxvnni_defaults = {
     bl_quantize_act_avx2, bl_i2s_gemv_avxvnni, bl_i2s_gemm_avxvnni, bl_tq2_gemv_v1, bl_tq1_gemv_v1, bl_tq2_gemm_v1, bl_tq1_gemm_v1,
+    x4_gemv_avxvnni, x4_gemm_avxvnni,
 };
 #endif
 #if defined(BL_BUILD_AVX512VNNI)
 static const bl_mad_kernels avx512vnni_defaults = {
     bl_quantize_act_avx512, bl_i2s_gemv_v3, bl_i2s_gemm_v3, bl_tq2_gemv_v3, bl_tq1_gemv_v2, bl_tq2_gemm_v3, bl_tq1_gemm_v3,
+    bl_i2s_x4_gemv_v3, x4_gemm_v3,
 };
 #endif
 #if defined(BL_BUILD_NEON)
 /* TQ2_0/TQ1_0 have no NEON version yet: the NEON levels use v0 for them. */
 static const bl_mad_kernels neon_defaults = {
     bl_quantize_act_neon, bl_i2s_gemv_neon, bl_i2s_gemm_neon, bl_tq2_gemv_v0, bl_tq1_gemv_v0, bl_tq2_gemm_v0, bl_tq1_gemm_v0,
+    x4_gemv_neon, x4_gemm_neon,
 };
 #endif
 #if defined(BL_BUILD_NEON_DOTPROD) && defined(BL_BUILD_NEON)
 static const bl_mad_kernels neon_dotprod_defaults = {
     bl_quantize_act_neon, bl_i2s_gemv_neon_dotprod, bl_i2s_gemm_neon_dotprod,
-    bl_tq2_gemv_v0, bl_tq1_gemv_v0, bl_tq2_gemm_v0, bl_tq1_gemm_v0,
+    bl_tq2_gemv_v0, bl_tq1_gemv_v0, bl_tq2_gemm_v0, bl_tq1_gemm_v0, x4_gemv_neon_dotprod, x4_gemm_neon_dotprod,
 };
 #endif
 

@@ -34,7 +34,7 @@ bl_build_objects() {
             "$cc" "${common[@]}" "${avx512[@]}" -c "$src/$f.c" -o "$out/$f.o"
         done
         "$cc" "${common[@]}" "${vnni[@]}" -c "$src/mad_avxvnni.c" -o "$out/mad_avxvnni.o"
-        for f in bl_dispatch mad_dispatch; do
+        for f in bl_dispatch mad_dispatch mad_x4; do
             "$cc" "${common[@]}" -DBL_BUILD_AVX2=1 -DBL_BUILD_AVX512VNNI=1 -DBL_BUILD_AVXVNNI=1 \
                 -DBL_BUILD_LUT_AVX2=1 -c "$src/$f.c" -o "$out/$f.o"
         done
@@ -45,7 +45,7 @@ bl_build_objects() {
             "$cc" "${common[@]}" -c "$src/$f.c" -o "$out/$f.o"
         done
         "$cc" "${common[@]}" -march=armv8.2-a+dotprod -c "$src/mad_neon_dotprod.c" -o "$out/mad_neon_dotprod.o"
-        for f in bl_dispatch mad_dispatch; do
+        for f in bl_dispatch mad_dispatch mad_x4; do
             "$cc" "${common[@]}" -DBL_BUILD_NEON=1 -DBL_BUILD_NEON_DOTPROD=1 -DBL_BUILD_LUT_NEON=1 \
                 -c "$src/$f.c" -o "$out/$f.o"
         done

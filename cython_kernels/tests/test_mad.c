@@ -18,6 +18,9 @@
  *   quantize_act bit-identical (q, s_x bits, sum_q, status) to v0 on random rows, rows with exact
  *                .5 ties, a zero row, a tiny and a huge row, a NaN row and an inf row, K not a
  *                multiple of any vector width;
+ *   I2_S x4      the same checks on the I2_S encoding re-ordered here (bl_mad.h: per group of 4
+ *                rows, the rows' 64-byte steps side by side, then their 32-byte odd blocks), with
+ *                row ranges that start on a group (the layout's contract);
  *   fault        with the fault bit set, out[0] (or sum_q[0]) is off by exactly +1 in the call that
  *                starts at row 0 and untouched in a call that does not.
  * With -DBL_AVXVNNI_EMULATED (x86 hosts without AVX-VNNI, see build_c_objects.sh) the avxvnni
@@ -53,7 +56,7 @@ static int failures = 0;
         }                                                 \
     } while (0)
 
-enum { FMT_I2S, FMT_TQ2, FMT_TQ1 };
+enum { FMT_I2S, FMT_TQ2, FMT_TQ1, FMT_I2S_X4 };
 enum { MAX_M = 9, MAX_N = 5, MAX_K = 8192, SENTINEL = 0x5A5A5A5A };
 
 static int8_t t_buf[MAX_M * MAX_K];
@@ -63,8 +66,23 @@ static int32_t out_buf[(MAX_N + 1) * (MAX_M + 3)];
 
 /* ---- encoders (formats.md), independent of the kernels ------------------------------------- */
 
+static uint8_t x4_tmp[MAX_M * MAX_K / 4];
+
 static void encode(int fmt, const int8_t *t, int64_t M, int64_t K, uint8_t *w) {
     const int64_t n = M * K;
+    if (fmt == FMT_I2S_X4) { /* I2_S, then byte j of step s of row 4g+i at group + 256s + 64i + j */
+        const int64_t rb = K / 4, S = rb / 64;
+        encode(FMT_I2S, t, M, K, x4_tmp);
+        memcpy(w, x4_tmp, (size_t)(M * rb));
+        for (int64_t g = 0; g + 4 <= M; g += 4)
+            for (int i = 0; i < 4; ++i)
+                for (int64_t j = 0; j < rb; ++j) {
+                    const int64_t s = j / 64;
+                    const int64_t at = s < S ? 256 * s + 64 * i + j % 64 : 256 * S + 32 * i + (j - 64 * S);
+                    w[g * rb + at] = x4_tmp[(g + i) * rb + j];
+                }
+        return;
+    }
     if (fmt == FMT_I2S) { /* byte 32·blk + b: elements b, 32+b, 64+b, 96+b at bits 7:6, 5:4, 3:2, 1:0 */
         for (int64_t blk = 0; blk < n / 128; ++blk)
             for (int b = 0; b < 32; ++b) {
@@ -120,12 +138,15 @@ static int32_t sum_i8(const int8_t *q, int64_t K) {
 }
 
 static int fmt_of(int op) {
+    if (op == BL_OP_I2S_X4_GEMV || op == BL_OP_I2S_X4_GEMM) return FMT_I2S_X4;
     if (op == BL_OP_I2S_GEMV || op == BL_OP_I2S_GEMM) return FMT_I2S;
     if (op == BL_OP_TQ2_GEMV || op == BL_OP_TQ2_GEMM) return FMT_TQ2;
     return FMT_TQ1;
 }
 
-static int is_gemm(int op) { return op == BL_OP_I2S_GEMM || op == BL_OP_TQ2_GEMM || op == BL_OP_TQ1_GEMM; }
+static int is_gemm(int op) {
+    return op == BL_OP_I2S_GEMM || op == BL_OP_TQ2_GEMM || op == BL_OP_TQ1_GEMM || op == BL_OP_I2S_X4_GEMM;
+}
 
 /* ---- products -------------------------------------------------------------------------------- */
 
@@ -161,8 +182,9 @@ static int test_product(const bl_mad_version *v) {
     static const int64_t Ms[] = {1, 3, 4, 5, 9};
     static const int64_t Ks_i2s[] = {128, 384, 1280, 2304};
     static const int64_t Ks_tq[] = {256, 768, 2304};
-    const int64_t *Ks = fmt == FMT_I2S ? Ks_i2s : Ks_tq;
-    const int nK = fmt == FMT_I2S ? 4 : 3;
+    const int i2s = fmt == FMT_I2S || fmt == FMT_I2S_X4, x4 = fmt == FMT_I2S_X4;
+    const int64_t *Ks = i2s ? Ks_i2s : Ks_tq;
+    const int nK = i2s ? 4 : 3;
     const int64_t N = is_gemm(v->op) ? MAX_N : 1;
     for (int ki = 0; ki < nK; ++ki)
         for (int mi = 0; mi < 5; ++mi) {
@@ -171,7 +193,8 @@ static int test_product(const bl_mad_version *v) {
             for (int64_t i = 0; i < N * K; ++i) q_buf[i] = (int8_t)(rnd() & 0xFF);
             for (int64_t n = 1; n <= N; n += 2)
                 if (check_case(v, M, K, n, 0, M)) return 1;
-            if (M >= 3 && check_case(v, M, K, N, 1, M - 1)) return 1; /* a range inside the tensor */
+            if (!x4 && M >= 3 && check_case(v, M, K, N, 1, M - 1)) return 1; /* a range inside the tensor */
+            if (x4 && M > 4 && (check_case(v, M, K, N, 4, M) || check_case(v, M, K, N, 0, 4))) return 1;
         }
     /* int16 worst case: all t = +1 against all q = 127, then all q = -128 */
     for (int64_t K = 4096; K <= MAX_K; K *= 2) {
@@ -186,18 +209,18 @@ static int test_product(const bl_mad_version *v) {
     }
     /* fault injection: +1 on out[0] only in the call that owns row 0 */
     {
-        const int64_t M = 4, K = fmt == FMT_I2S ? 256 : 512;
+        const int64_t M = x4 ? 8 : 4, K = i2s ? 256 : 512, step = x4 ? 4 : 2;
         for (int64_t i = 0; i < M * K; ++i) t_buf[i] = (int8_t)((int)(rnd() % 3) - 1);
         for (int64_t i = 0; i < N * K; ++i) q_buf[i] = (int8_t)(rnd() & 0xFF);
         encode(fmt, t_buf, M, K, w_buf);
-        int32_t sums[MAX_N], clean[4 * MAX_N], faulty[4 * MAX_N];
+        int32_t sums[MAX_N], clean[8 * MAX_N], faulty[8 * MAX_N];
         for (int64_t n = 0; n < N; ++n) sums[n] = sum_i8(q_buf + n * K, K);
         for (int pass = 0; pass < 2; ++pass) {
             int32_t *o = pass ? faulty : clean;
             bl_mad_set_fault(pass ? 1 << v->op : 0);
-            for (int64_t r0 = 0; r0 < M; r0 += 2) { /* two calls: rows [0,2) and [2,4) */
-                if (is_gemm(v->op)) v->fn.gemm(w_buf, q_buf, sums, o, N, K, M, r0, r0 + 2);
-                else v->fn.gemv(w_buf, q_buf, sums[0], o, K, r0, r0 + 2);
+            for (int64_t r0 = 0; r0 < M; r0 += step) { /* two calls: rows [0,2) and [2,4) (x4: of 4) */
+                if (is_gemm(v->op)) v->fn.gemm(w_buf, q_buf, sums, o, N, K, M, r0, r0 + step);
+                else v->fn.gemv(w_buf, q_buf, sums[0], o, K, r0, r0 + step);
             }
         }
         bl_mad_set_fault(0);

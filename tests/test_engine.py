@@ -464,6 +464,20 @@ def test_bitlinear_bit_identical_to_numpy_policy(dummy_models, rounding):
             assert np.array_equal(eng.bitlinear(name + ".weight", x[0]), want_y[0])
 
 
+@pytest.mark.parametrize("embedding_type", ["q8_0", "f16"])
+def test_decode_lm_head_row_pairs_agree_on_odd_thread_ranges(tmp_path, embedding_type):
+    """Decode reads the lm_head as rows r and r + half of each thread's range in one pass: 3
+    threads give ranges of odd length (a last unpaired row); logits must not change by a bit."""
+    path = generate_dummy("tiny", tmp_path / "m.gguf", outtype="i2_s", embedding_type=embedding_type, progress=False)
+    with bitnet_lab.load(path) as m:
+        one, three = NativeEngine(m.config, m.tensors, threads=1), NativeEngine(m.config, m.tensors, threads=3)
+        V = m.config.vocab  # the split (engine.c bl_split) really has odd ranges
+        assert any((V * (t + 1) // 3 - V * t // 3) % 2 for t in range(3))
+        c1, c3 = one.new_cache(8), three.new_cache(8)
+        for t in (1, 5, 900, 31000):
+            np.testing.assert_array_equal(three.forward([t], c3).view(np.uint32), one.forward([t], c1).view(np.uint32))
+
+
 # ---- loading, memory, errors ----------------------------------------------------------------------
 
 

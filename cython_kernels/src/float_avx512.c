@@ -367,6 +367,55 @@ static inline __m512i dpbusd_q8(__m512i acc, __m512i u, __m512i s) {
 
 #define Q8_MAX_K 16384 /* hidden widths the AVX-512 kernel handles; larger: the scalar order */
 
+/* The 16 canonical lanes of one Q8_0 row folded to its logit (i + i+8, i + i+4, ...). */
+static inline float fold16(__m512 acc) {
+    const __m256 v8 = _mm256_add_ps(_mm512_castps512_ps256(acc),
+                                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
+    const __m128 v4 = _mm_add_ps(_mm256_castps256_ps128(v8), _mm256_extractf128_ps(v8, 1));
+    const __m128 v2 = _mm_add_ps(v4, _mm_movehl_ps(v4, v4));
+    return _mm_cvtss_f32(_mm_add_ss(v2, _mm_shuffle_ps(v2, v2, 1)));
+}
+
+/* One block pair (step s) of a Q8_0 row at `a`, added to acc in the canonical order. */
+static inline __m512 q8_step(__m512 acc, const uint8_t *a, __m512i xs, __m512i cs, __m512 dxs) {
+    const __m512i x80 = _mm512_set1_epi8((char)0x80);
+    const __m512i didx = _mm512_setr_epi32(0x00000000, 0x00000000, 0x00000000, 0x00000000, 0x00110011, 0x00110011,
+                                           0x00110011, 0x00110011, 0, 0, 0, 0, 0, 0, 0, 0); /* words 0 x8, 17 x8 */
+    const __m512i pair = _mm512_loadu_si512((const void *)a); /* dA at word 0, dB at word 17 */
+    const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(didx, pair)));
+    const __m512i w = _mm512_xor_si512(
+        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(a + 2))),
+                           _mm256_loadu_si256((const __m256i *)(a + 2 + BL_Q8_0_BYTES)), 1),
+        x80);
+    __m512i p = dpbusd_q8(_mm512_setzero_si512(), w, xs);
+    p = _mm512_sub_epi32(p, cs);
+    const __m512 dd = _mm512_mul_ps(dw, dxs); /* exact */
+    return _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(p), dd));
+}
+
+/* R (1 or 2) Q8_0 rows against one quantised hidden row (xn, its quad sums cn, its per-lane
+ * scales dxl): the activation loads are shared. `pf`: prefetch the single row's lines (68 bytes
+ * per step: two lines, or every ~16th line would be missed); the two-row pass reads two
+ * sequential streams and needs none. */
+static inline void q8_rows(const uint8_t *ra, const uint8_t *rb, const int R, int64_t nb, const int8_t *xn,
+                           const int32_t *cn, const float *dxl, int pf, float *ya, float *yb) {
+    __m512 acc_a = _mm512_setzero_ps(), acc_b = _mm512_setzero_ps();
+    for (int64_t s = 0; s < nb / 2; ++s) {
+        const uint8_t *a = ra + 2 * s * BL_Q8_0_BYTES;
+        if (pf) {
+            pf_l2(a);
+            pf_l2(a + 64);
+        }
+        const __m512i xs = _mm512_loadu_si512((const void *)(xn + 64 * s));
+        const __m512i cs = _mm512_loadu_si512((const void *)(cn + 16 * s));
+        const __m512 dxs = _mm512_load_ps(dxl + 16 * s);
+        acc_a = q8_step(acc_a, a, xs, cs, dxs);
+        if (R == 2) acc_b = q8_step(acc_b, rb + 2 * s * BL_Q8_0_BYTES, xs, cs, dxs);
+    }
+    *ya = fold16(acc_a);
+    if (R == 2) *yb = fold16(acc_b);
+}
+
 static void lm_q8(const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, int64_t r1, const int8_t *qx,
                   const float *dx, const int32_t *qsum4, int64_t N, float *out, int64_t ldo) {
     const int64_t nb = K / BL_Q8_0_BLOCK;
@@ -397,40 +446,22 @@ static void lm_q8(const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, in
     }
     /* dx spread per lane: dxl[n][16 s + l] = dx[n][2s + (l >= 8)] */
     _Alignas(64) float dxl[Q8_MAX_K / 4];
-    const __m512i x80 = _mm512_set1_epi8((char)0x80);
-    const __m512i didx = _mm512_setr_epi32(0x00000000, 0x00000000, 0x00000000, 0x00000000, 0x00110011, 0x00110011,
-                                           0x00110011, 0x00110011, 0, 0, 0, 0, 0, 0, 0, 0); /* words 0 x8, 17 x8 */
     for (int64_t n = 0; n < N; ++n) {
         for (int64_t s = 0; s < nb / 2; ++s)
             for (int l = 0; l < 16; ++l) dxl[16 * s + l] = dx[n * nb + 2 * s + (l >= 8)];
         const int8_t *xn = qx + n * K;
         const int32_t *cn = qsum4 + n * (K / 4);
-        for (int64_t r = r0; r < r1; ++r) {
-            const uint8_t *row = W + r * row_bytes;
-            __m512 acc = _mm512_setzero_ps();
-            for (int64_t s = 0; s < nb / 2; ++s) {
-                const uint8_t *a = row + 2 * s * BL_Q8_0_BYTES;
-                if (n == 0) { /* 68 bytes per step: two lines, or every ~16th line would be missed */
-                    pf_l2(a);
-                    pf_l2(a + 64);
-                }
-                const __m512i pair = _mm512_loadu_si512((const void *)a); /* dA at word 0, dB at word 17 */
-                const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(didx, pair)));
-                const __m512i w = _mm512_xor_si512(
-                    _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(a + 2))),
-                                       _mm256_loadu_si256((const __m256i *)(a + 2 + BL_Q8_0_BYTES)), 1),
-                    x80);
-                __m512i p = dpbusd_q8(_mm512_setzero_si512(), w, _mm512_loadu_si512((const void *)(xn + 64 * s)));
-                p = _mm512_sub_epi32(p, _mm512_loadu_si512((const void *)(cn + 16 * s)));
-                const __m512 dd = _mm512_mul_ps(dw, _mm512_load_ps(dxl + 16 * s)); /* exact */
-                acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(p), dd));
-            }
-            const __m256 v8 = _mm256_add_ps(_mm512_castps512_ps256(acc),
-                                            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
-            const __m128 v4 = _mm_add_ps(_mm256_castps256_ps128(v8), _mm256_extractf128_ps(v8, 1));
-            const __m128 v2 = _mm_add_ps(v4, _mm_movehl_ps(v4, v4));
-            out[n * ldo + r] = _mm_cvtss_f32(_mm_add_ss(v2, _mm_shuffle_ps(v2, v2, 1)));
+#ifndef BL_LM_SINGLE_STREAM
+        if (N == 1) { /* decode: rows r and r + half in one pass (two streams, as the F16 lm_head) */
+            const int64_t half = (r1 - r0) / 2;
+            for (int64_t r = r0; r < r0 + half; ++r)
+                q8_rows(W + r * row_bytes, W + (r + half) * row_bytes, 2, nb, xn, cn, dxl, 0, &out[r], &out[r + half]);
+            if ((r1 - r0) % 2) q8_rows(W + (r1 - 1) * row_bytes, NULL, 1, nb, xn, cn, dxl, 1, &out[r1 - 1], NULL);
+            continue;
         }
+#endif
+        for (int64_t r = r0; r < r1; ++r)
+            q8_rows(W + r * row_bytes, NULL, 1, nb, xn, cn, dxl, n == 0, &out[n * ldo + r], NULL);
     }
 }
 

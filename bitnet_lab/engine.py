@@ -179,10 +179,11 @@ def _repack_i2_s(t: np.ndarray) -> tuple[np.ndarray, int]:
     return kernels.pack_i2_s(np.ascontiguousarray(t, dtype=np.int8), threads=1), K_pad
 
 
-def _projection_spec(name: str, w: Any, shape: tuple[int, int], scan_i2s: bool = True) -> tuple:
+def _projection_spec(name: str, w: Any, shape: tuple[int, int], deferred: bool = False) -> tuple:
     """``(layout code, data, M, K, K_pad, gamma, None, tiling)`` for EngineCore (engine.pxi).
-    ``scan_i2s=False``: a file-layout I2_S tensor is not scanned for code 3 here (the x4 re-order
-    scans the copy it reads, without touching the file's mapping)."""
+    ``deferred=True`` (an I2_S or TQ2_0 tensor the x4 re-order will read, x4_repacked_names):
+    nothing of the data is read here — no code-3 scan, no TQ scale check, gamma 0 — the re-order
+    does both on the copy it reads, without touching the file's mapping (_to_x4)."""
     M, K = shape
     if tuple(getattr(w, "shape", ())) != (M, K):
         raise ConfigError(f"{name}: shape {tuple(getattr(w, 'shape', ()))} but the config implies {(M, K)}")
@@ -206,7 +207,7 @@ def _projection_spec(name: str, w: Any, shape: tuple[int, int], scan_i2s: bool =
         data = _flat_u8(w.data, name)
         if data.size != M * K // 4:
             raise CodecError(f"{name}: a ({M}, {K}) I2_S tensor needs {M * K // 4} bytes, got {data.size}")
-        if scan_i2s:
+        if not deferred:
             _check_2bit_codes(data, name, "I2_S")
         return (_LAYOUT_CODE["i2_s"], data, M, K, K, float(np.float32(w.scale)), None, None)
     if layout in ("tq2_0", "tq1_0"):
@@ -216,6 +217,8 @@ def _projection_spec(name: str, w: Any, shape: tuple[int, int], scan_i2s: bool =
         need = M * (K // _TQ_BLOCK) * _TQ_BLOCK_BYTES[layout]
         if data.size != need:
             raise CodecError(f"{name}: a ({M}, {K}) {layout} tensor needs {need} bytes, got {data.size}")
+        if deferred:
+            return (_LAYOUT_CODE[layout], data, M, K, K, 0.0, None, None)
         if layout == "tq2_0":  # the 64 code bytes of every 66-byte block (the fp16 scale follows)
             _check_2bit_codes(data, name, "TQ2_0", _TQ_BLOCK_BYTES["tq2_0"], 64)
         gamma = _tq_gamma(w, name)
@@ -250,8 +253,10 @@ def _x4_fits(K_pad: int) -> bool:
 
 
 def x4_repacked_names(config: ModelConfig, tensors: Mapping[str, Any], i2s_layout: str = "auto") -> set[str]:
-    """Names of the file-layout I2_S projections a NativeEngine built with ``i2s_layout`` would
-    re-order into x4 memory of its own (``load(mmap=False)`` leaves them out of its copy)."""
+    """Names of the file-layout I2_S and TQ2_0 projections a NativeEngine built with
+    ``i2s_layout`` would re-order into x4 memory of its own (``load(mmap=False)`` leaves them out
+    of its copy). TQ2_0 holds the same 2-bit codes in another order (kernels.tq2_to_i2s); its
+    uniform block scale becomes gamma, as on the TQ2_0 kernels."""
     if not _x4_wanted(i2s_layout):
         return set()
     shapes = config.projection_shapes()
@@ -261,22 +266,28 @@ def x4_repacked_names(config: ModelConfig, tensors: Mapping[str, Any], i2s_layou
             name = f"blk.{i}.{p}.weight"
             w = tensors.get(name)
             K = shapes[p][1]
-            if isinstance(w, TernaryWeight) and w.layout == "i2_s" and K % _I2S_BLOCK == 0 and _x4_fits(K):
+            if not (isinstance(w, TernaryWeight) and _x4_fits(K)):
+                continue
+            if (w.layout == "i2_s" and K % _I2S_BLOCK == 0) or (w.layout == "tq2_0" and K % _TQ_BLOCK == 0):
                 out.add(name)
     return out
 
 
-def _to_x4(specs: list[tuple[str, list]], file_i2s: set[str], threads: int) -> None:
-    """Re-order every I2_S spec (K_pad <= X4_MAX_K) in place into the x4 layout, all in one
-    anonymous THP arena: file-layout tensors (``file_i2s``) are read with preadv into a scratch
-    buffer (the mapping's pages never enter RSS), scanned for code 3, then interleaved. The
-    tensors are spread over ``threads`` threads (preadv, the scan and the re-order release the
-    GIL): most of the time goes into first touches of the arena's new pages."""
+def _to_x4(specs: list[tuple[str, list]], deferred: Mapping[str, TernaryWeight], threads: int) -> None:
+    """Re-order every I2_S spec (K_pad <= X4_MAX_K) and every deferred TQ2_0 spec in place into
+    the x4 layout, all in one anonymous THP arena. Deferred tensors (``x4_repacked_names``) are
+    read with preadv into a scratch buffer (the mapping's pages never enter RSS) and checked
+    there — code 3, and for TQ2_0 the uniform block scale that becomes gamma — TQ2_0 codes are
+    re-ordered to I2_S, then every tensor is interleaved. The tensors are spread over
+    ``threads`` threads (preadv, the checks and the re-orders release the GIL): most of the time
+    goes into first touches of the arena's new pages."""
     from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import replace
 
     from bitnet_lab.residency import _arena, copy_bytes
 
-    todo = [(n, s) for n, s in specs if s[0] == _LAYOUT_CODE["i2_s"] and _x4_fits(s[4])]
+    i2s, tq2 = _LAYOUT_CODE["i2_s"], _LAYOUT_CODE["tq2_0"]
+    todo = [(n, s) for n, s in specs if (s[0] == i2s and _x4_fits(s[4])) or (s[0] == tq2 and n in deferred)]
     if not todo:
         return
     sizes = [int(s[2]) * int(s[4]) // 4 for _, s in todo]
@@ -284,16 +295,26 @@ def _to_x4(specs: list[tuple[str, list]], file_i2s: set[str], threads: int) -> N
     arena = _arena(int(offsets[-1]))
 
     def run(part: int) -> None:
-        scratch = np.empty(max(sizes), dtype=np.uint8)
+        scratch = np.empty(max(int(s[1].nbytes) for _, s in todo), dtype=np.uint8)
         for k in range(part, len(todo), threads):
             (name, s), n, off = todo[k], sizes[k], int(offsets[k])
+            M, K = int(s[2]), int(s[4])
             src = s[1]
-            if name in file_i2s:
-                buf = scratch[:n]
-                copy_bytes(src.reshape(-1)[:n], buf)
-                _check_2bit_codes(buf, name, "I2_S")
+            if name in deferred:
+                buf = scratch[: src.nbytes]
+                copy_bytes(src.reshape(-1), buf)
+                if s[0] == tq2:
+                    _check_2bit_codes(buf, name, "TQ2_0", _TQ_BLOCK_BYTES["tq2_0"], 64)
+                    w = deferred[name]
+                    scales = w.block_scales  # a view of the blocks' own fp16 (GGUF): read from the copy
+                    if np.may_share_memory(scales, w.data):
+                        scales = np.ascontiguousarray(buf.reshape(-1, 66)[:, 64:]).view(np.float16)
+                    s[5] = float(_tq_gamma(replace(w, data=buf, block_scales=scales.reshape(M, K // _TQ_BLOCK)), name))
+                    buf = kernels.tq2_to_i2s(buf, M, K)
+                else:
+                    _check_2bit_codes(buf, name, "I2_S")
                 src = buf
-            s[1] = kernels.i2s_x4_interleave(src, int(s[2]), int(s[4]), out=arena[off : off + n])
+            s[1] = kernels.i2s_x4_interleave(src, M, K, out=arena[off : off + n])
             s[0] = _LAYOUT_CODE["i2_s_x4"]
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -503,7 +524,7 @@ class NativeEngine:
         shapes = c.projection_shapes()
         layers = []
         self._packed: dict[str, tuple[str, np.ndarray]] = {}
-        file_i2s = x4_repacked_names(config, tensors, "x4") if x4 else set()
+        deferred = {n: tensors[n] for n in x4_repacked_names(config, tensors, "x4")} if x4 else {}
         all_specs: list[tuple[str, list]] = []
         for i in range(c.n_layers):
             spec: dict[str, Any] = {
@@ -517,7 +538,7 @@ class NativeEngine:
             for p in PROJECTIONS:
                 name = f"blk.{i}.{p}.weight"
                 w = tensors[name]
-                s = list(_projection_spec(name, w, shapes[p], scan_i2s=name not in file_i2s))
+                s = list(_projection_spec(name, w, shapes[p], deferred=name in deferred))
                 scale_name = f"blk.{i}.{p}.scale"
                 if scale_name in names:  # old `bitnet` arch: y · scale after the epilogue
                     st = tensors[scale_name]
@@ -530,7 +551,7 @@ class NativeEngine:
             spec["w"] = ws
             layers.append(spec)
         if x4:
-            _to_x4(all_specs, file_i2s, self.threads)
+            _to_x4(all_specs, deferred, self.threads)
         layout_name = {v: k for k, v in _LAYOUT_CODE.items()}
         for name, s in all_specs:
             self._packed[name] = (layout_name[s[0]], s[1])

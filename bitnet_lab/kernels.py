@@ -93,6 +93,7 @@ __all__ = [
     "tq1_gemv",
     "tq2_gemm",
     "tq2_gemv",
+    "tq2_to_i2s",
     "tq_uniform_scale",
 ]
 
@@ -445,5 +446,6 @@ from bitnet_lab.kernels_mad import (  # noqa: E402
     tq1_gemv,
     tq2_gemm,
     tq2_gemv,
+    tq2_to_i2s,
     tq_uniform_scale,
 )

@@ -73,6 +73,7 @@ __all__ = [
     "tq1_gemv",
     "tq2_gemm",
     "tq2_gemv",
+    "tq2_to_i2s",
     "tq_uniform_scale",
 ]
 
@@ -226,6 +227,13 @@ def i2s_x4_interleave(packed, M: int, K: int, out: np.ndarray | None = None) -> 
 def i2s_x4_rowmajor(data, M: int, K: int) -> np.ndarray:
     """The inverse of :func:`i2s_x4_interleave`: a new row-major I2_S uint8 array."""
     return _k.i2s_x4_rowmajor(data, _dim(M, "M"), _dim(K, "K"))
+
+
+def tq2_to_i2s(data, M: int, K: int) -> np.ndarray:
+    """The codes of an (M, K) TQ2_0 tensor as row-major I2_S bytes (a new array; block scales
+    dropped): the engine's way to run TQ2_0 files on the I2_S x4 kernels. Numpy statement:
+    mad_reference.tq2_0_to_i2s."""
+    return _k.tq2_to_i2s(data, _dim(M, "M"), _dim(K, "K"))
 
 
 def tq2_gemv(data, q: np.ndarray, M: int, K: int, *, threads: int | None = None, isa: str | None = None,

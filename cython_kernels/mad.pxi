@@ -57,6 +57,7 @@ cdef extern from "bl_mad.h" nogil:
     int32_t bl_sum_i8(const int8_t *q, int64_t K)
     void bl_i2s_x4_interleave(const uint8_t *src, uint8_t *dst, int64_t M, int64_t K)
     void bl_i2s_x4_rows(const uint8_t *w, uint8_t *dst, int64_t K, int64_t r0, int64_t r1)
+    void bl_tq2_to_i2s(const uint8_t *src, uint8_t *dst, int64_t M, int64_t K)
 
 
 # ---- registry ------------------------------------------------------------------------------
@@ -340,4 +341,18 @@ def i2s_x4_rowmajor(w, Py_ssize_t M, Py_ssize_t K):
     cdef uint8_t[::1] ov = out
     with nogil:
         bl_i2s_x4_rows(&wv[0], &ov[0], K, 0, M)
+    return out
+
+
+def tq2_to_i2s(src, Py_ssize_t M, Py_ssize_t K):
+    """The 2-bit codes of an (M, K) TQ2_0 tensor as a new row-major I2_S uint8 array (M*K/4 bytes;
+    block scales dropped)."""
+    who = "tq2_to_i2s"
+    need, alt, what = _layout(BL_OP_TQ2_GEMV, M, K, who)
+    src = _packed(src, need, alt, who, what)
+    out = np.empty(M * (K // 4), dtype=np.uint8)
+    cdef const uint8_t[::1] sv = src
+    cdef uint8_t[::1] ov = out
+    with nogil:
+        bl_tq2_to_i2s(&sv[0], &ov[0], M, K)
     return out

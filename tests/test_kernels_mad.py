@@ -149,6 +149,18 @@ def test_i2s_x4_thread_counts_agree(op, version):
         np.testing.assert_array_equal(KERNEL[op](data, q, M, K, version=version, threads=n), want)
 
 
+def test_tq2_to_i2s_keeps_every_code():
+    rng = np.random.default_rng(8)
+    for M, K in ((1, 256), (3, 768), (5, 2560)):
+        t = rng.integers(-1, 2, size=(M, K), dtype=np.int8)
+        tq = packing.pack_tq2_0(t, packing.tq_default_block_scales(t, 0.5))
+        got = kernels.tq2_to_i2s(tq, M, K)
+        np.testing.assert_array_equal(got, ref.tq2_0_to_i2s(tq, M, K))
+        np.testing.assert_array_equal(packing.unpack_i2_s(got, M, K), t)
+    with pytest.raises(CodecError, match="TQ2_0"):
+        kernels.tq2_to_i2s(np.zeros(66, np.uint8), 1, 128)
+
+
 def test_i2s_x4_interleave_is_the_numpy_layout_and_inverts():
     rng = np.random.default_rng(6)
     for M in (1, 3, 4, 5, 13, 64):

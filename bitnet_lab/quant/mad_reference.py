@@ -38,6 +38,7 @@ __all__ = [
     "i2s_x4_gemm_ref",
     "i2s_x4_gemv_ref",
     "i2s_x4_to_rowmajor",
+    "tq2_0_to_i2s",
     "int16_accumulator_dot",
     "raw_code_dot_ref",
     "tq1_gemm_ref",
@@ -119,6 +120,11 @@ def i2s_x4_to_rowmajor(data, M: int, K: int) -> np.ndarray:
     if rb % 64:
         rows[:, :, 64 * S :] = groups[:, 256 * S :].reshape(G, 4, 32)
     return out
+
+
+def tq2_0_to_i2s(data, M: int, K: int) -> np.ndarray:
+    """The codes of a TQ2_0 tensor as I2_S bytes, through the ternary values: decode, re-encode."""
+    return packing.pack_i2_s(packing.unpack_tq2_0(data, M, K)[0])
 
 
 def i2s_x4_gemv_ref(data, q: np.ndarray, M: int, K: int) -> np.ndarray:

@@ -192,6 +192,10 @@ void bl_i2s_x4_gemv_v3(const uint8_t *, const int8_t *, int32_t, int32_t *, int6
 #define BL_X4_MAX_K 65536 /* a group of 4 rows (≤ 64 KiB) is re-ordered on the stack by the _via kernels */
 /* src: M·K/4 bytes of row-major I2_S -> dst: the same bytes in x4 order (dst != src). */
 void bl_i2s_x4_interleave(const uint8_t *src, uint8_t *dst, int64_t M, int64_t K);
+/* The 2-bit codes of an (M, K) TQ2_0 tensor (66-byte blocks) as I2_S bytes (M·K/4): the same
+ * codes, field order reversed in every byte, block scales dropped (the engine requires them
+ * uniform and keeps the one value as gamma). K % 256 == 0. */
+void bl_tq2_to_i2s(const uint8_t *src, uint8_t *dst, int64_t M, int64_t K);
 /* Rows [r0, r1) of an x4 tensor w, row-major into dst (row r at dst + (r - r0)·K/4); r0 % 4 == 0. */
 void bl_i2s_x4_rows(const uint8_t *w, uint8_t *dst, int64_t K, int64_t r0, int64_t r1);
 /* x4 GEMV / GEMM through a level's row-major I2_S kernel, one group of 4 rows at a time. The

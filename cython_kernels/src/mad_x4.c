@@ -28,6 +28,20 @@ void bl_i2s_x4_interleave(const uint8_t *src, uint8_t *dst, int64_t M, int64_t K
     if (M > full) memcpy(dst + full * rb, src + full * rb, (size_t)((M - full) * rb)); /* tail rows: row-major */
 }
 
+void bl_tq2_to_i2s(const uint8_t *src, uint8_t *dst, int64_t M, int64_t K) {
+    /* TQ2_0 qs byte 32h + m holds elements 128h + m + 32j at bits 2j+1:2j; I2_S block 2b + h,
+     * byte m holds the same four elements MSB-first (formats §3.1, §3.4): reverse the fields. */
+    const int64_t blocks = M * (K / 256);
+    for (int64_t b = 0; b < blocks; ++b) {
+        const uint8_t *qs = src + b * 66;
+        uint8_t *out = dst + b * 64;
+        for (int i = 0; i < 64; ++i) {
+            const uint8_t v = qs[i];
+            out[i] = (uint8_t)(((v & 0x03) << 6) | ((v & 0x0C) << 2) | ((v & 0x30) >> 2) | ((v & 0xC0) >> 6));
+        }
+    }
+}
+
 void bl_i2s_x4_rows(const uint8_t *w, uint8_t *dst, int64_t K, int64_t r0, int64_t r1) {
     const int64_t rb = K / 4;
     int64_t r = r0;

@@ -284,7 +284,7 @@ def _to_x4(specs: list[tuple[str, list]], deferred: Mapping[str, TernaryWeight],
     from concurrent.futures import ThreadPoolExecutor
     from dataclasses import replace
 
-    from bitnet_lab.residency import _arena, copy_bytes
+    from bitnet_lab.residency import _arena, copy_bytes, drop_pages
 
     i2s, tq2 = _LAYOUT_CODE["i2_s"], _LAYOUT_CODE["tq2_0"]
     todo = [(n, s) for n, s in specs if (s[0] == i2s and _x4_fits(s[4])) or (s[0] == tq2 and n in deferred)]
@@ -303,6 +303,7 @@ def _to_x4(specs: list[tuple[str, list]], deferred: Mapping[str, TernaryWeight],
             if name in deferred:
                 buf = scratch[: src.nbytes]
                 copy_bytes(src.reshape(-1), buf)
+                drop_pages(src)  # pages a reader touched (e.g. the TQ2_0 scales) leave RSS
                 if s[0] == tq2:
                     _check_2bit_codes(buf, name, "TQ2_0", _TQ_BLOCK_BYTES["tq2_0"], 64)
                     w = deferred[name]

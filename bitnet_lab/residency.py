@@ -79,6 +79,26 @@ def copy_bytes(src: np.ndarray, dst: np.ndarray) -> None:
         os.close(fd)
 
 
+def drop_pages(a: np.ndarray) -> None:
+    """Take the pages of ``a``, a view of a memory-mapped file, out of this process's RSS
+    (MADV_DONTNEED on the whole pages inside it; the file's data and the page cache are untouched,
+    a later read faults them back in). No-op for other arrays or where the OS lacks madvise."""
+    if _file_view(a) is None or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    root = a
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    mm = getattr(root, "_mmap", None)
+    if mm is None:
+        return
+    page = mmap.PAGESIZE
+    base = root.__array_interface__["data"][0] - int(root.offset) % mmap.ALLOCATIONGRANULARITY  # the map's start
+    start = a.__array_interface__["data"][0] - base
+    lo, hi = -(-start // page) * page, (start + int(a.nbytes)) // page * page  # whole pages inside a only
+    if hi > lo:
+        mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+
 def _pread_all(fd: int, dst: np.ndarray, pos: int, what: str) -> None:
     got, n = 0, int(dst.nbytes)
     while got < n:  # preadv may return short reads; loop until the range is complete

@@ -93,3 +93,21 @@ def test_bench_labels_a_model_loaded_without_mmap_as_such(tiny):
     assert [r.use_mmap for r in t.rows] == [False]
     with pytest.raises(ConfigError, match="mmap=True needs"):
         bench.bench(resident, pp=(), tg=(2,), threads=(1,), repeat=1)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads RssFile from /proc")
+def test_drop_pages_takes_a_mapped_views_pages_out_of_rss_and_keeps_its_data(tmp_path):
+    def rss_file_kib() -> int:
+        line = next(x for x in open("/proc/self/status") if x.startswith("RssFile:"))
+        return int(line.split()[1])
+
+    path = tmp_path / "blob.bin"
+    data = np.random.default_rng(0).integers(0, 256, 16 << 20, dtype=np.uint8)
+    data.tofile(path)
+    view = np.memmap(path, dtype=np.uint8, mode="r", offset=4096 * 3 + 100)[1000 : 12 << 20]
+    checksum = int(view.sum(dtype=np.int64))  # every page of the view faulted in
+    before = rss_file_kib()
+    residency.drop_pages(view)
+    assert before - rss_file_kib() >= 10 << 10  # ~12 MiB of the view's pages left RSS
+    assert int(view.sum(dtype=np.int64)) == checksum  # and read back from the page cache, unchanged
+    residency.drop_pages(np.zeros(10, np.uint8))  # not a file view: nothing to do

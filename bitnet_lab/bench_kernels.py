@@ -34,9 +34,10 @@ import numpy as np
 from bitnet_lab.bench_table import Column, Table
 from bitnet_lab.errors import BitnetLabError, KernelError
 
-GEMV_OPS = ("i2s_gemv", "tq2_gemv", "tq1_gemv", "tl1_gemv", "tl2_gemv")
-DEFAULT_OPS = ("quantize_act", "i2s_gemv", "tq2_gemv", "tq1_gemv", "tl1_gemv", "tl2_gemv", "i2s_gemm")
-LM_HEAD_OPS = ("i2s_gemv",)
+GEMV_OPS = ("i2s_gemv", "i2s_x4_gemv", "tq2_gemv", "tq1_gemv", "tl1_gemv", "tl2_gemv")
+DEFAULT_OPS = ("quantize_act", "i2s_gemv", "i2s_x4_gemv", "tq2_gemv", "tq1_gemv", "tl1_gemv", "tl2_gemv", "i2s_gemm",
+               "i2s_x4_gemm")
+LM_HEAD_OPS = ("i2s_gemv", "i2s_x4_gemv")
 ROW_BLOCK = 4096  # rows per block of the numpy reference product
 
 
@@ -85,6 +86,8 @@ class _ShapeData:
             t, (M, K) = self.t, (self.shape.M, self.shape.K)
             if fmt == "i2s":
                 self._packed[fmt] = kernels.pack_i2_s(t)
+            elif fmt == "i2s_x4":  # the engine's re-order of I2_S (src/bl_mad.h)
+                self._packed[fmt] = kernels.i2s_x4_interleave(self.packed("i2s"), M, K)
             elif fmt in ("tq2", "tq1"):
                 d = packing.tq_default_block_scales(t, 1.0)
                 self._packed[fmt] = (packing.pack_tq2_0 if fmt == "tq2" else packing.pack_tq1_0)(t, d)
@@ -140,7 +143,7 @@ def _runner(op: str, data: _ShapeData, version: str, isa: str, threads: int) -> 
         call = lambda: fn(blob, data.q, M, K, til, threads=threads, isa=isa)
         want = data.want("gemv")
         return call, (lambda got: np.array_equal(got, want)), 2.0 * M * K, float(blob.nbytes + K + 4 * M)
-    fmt, kind = op.split("_")
+    fmt, kind = op.rsplit("_", 1)
     blob = data.packed(fmt)
     fn = getattr(kernels, op)
     acts = data.q if kind == "gemv" else data.Q
@@ -250,8 +253,11 @@ def kernel_bench(
                    gop_s=n_ops / med / 1e9, gb_s=n_bytes / med / 1e9)
         records.append(rec)
     if any(s.name == "lm_head" for s in shapes):
-        notes.append("lm_head: the I2_S GEMV on the lm_head's shape (a 2-bit lm_head); the F16 lm_head the "
+        notes.append("lm_head: the I2_S GEMVs on the lm_head's shape (a 2-bit lm_head); the F16 lm_head the "
                      "engine runs has no standalone kernel entry point to time.")
+    if any(r["op"].startswith("i2s_x4") for r in records):
+        notes.append("i2s_x4: I2_S re-ordered 4 rows per 64-byte step (what the engine runs where the level has a "
+                     "native x4 GEMV); other levels' versions copy each group back to row-major first.")
     notes.append(f"every result checked against the exact numpy product before timing; µs = median of up to "
                  f"{repeat} calls (≥ 3, stopping after {budget_s:g} s), Python call overhead included.")
     notes.append("GOP/s: 2 ops per multiply-add; GB/s: packed weights + activations + int32 outputs moved once.")

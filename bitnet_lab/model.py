@@ -175,7 +175,7 @@ def load(
         from bitnet_lab.residency import to_anonymous_memory
 
         skip: set[str] = set()
-        if backend == "native":  # the engine re-orders these I2_S projections into memory of its own
+        if backend == "native":  # the engine re-orders these I2_S / TQ2_0 projections into memory of its own
             from bitnet_lab.engine import x4_repacked_names
 
             skip = x4_repacked_names(config, tensors, backend_options.get("i2s_layout", "auto"))

@@ -75,6 +75,10 @@ cdef extern from "engine.h" nogil:
     float bl_dot_f32_at(const float *a, const float *b, int64_t n, int isa)
     float bl_expf64(float x)
     int bl_softmax_at(float *s, int64_t n, int f16, int isa)
+    int bl_qk_at(const float *q, int64_t R, const void *K, int64_t n, int use_last, int64_t d, int f16,
+                 float kq_scale, float *scores, int isa)
+    int bl_pv_at(const float *p, int64_t R, const void *V, int64_t n, int use_last, int64_t d, int f16, float *out,
+                 int isa)
     int bl_silu_at(const float *g, const float *u, float *f, int64_t n, int isa)
     void bl_f32_to_f16_array(const float *x, uint16_t *y, int64_t n)
     int64_t bl_scan_code3(const uint8_t *data, int64_t n_bytes, int64_t stride, int64_t width, int64_t *first_bad)
@@ -359,6 +363,43 @@ def engine_softmax(x, int isa, bint f16=False):
     if bl_softmax_at(<float *>_addr(y, "x", np.float32), y.shape[0], f16, isa) != 0:
         raise ValueError(f"engine_softmax: ISA level {isa} is not available")
     return y
+
+
+def _kv_rows(rows, name):
+    """(n, d) float32 or float16 rows for the attention hooks, C-contiguous; f16 flag."""
+    a = np.asarray(rows)
+    if a.dtype not in (np.float32, np.float16) or a.ndim != 2 or a.shape[0] < 1:
+        raise ValueError(f"{name}: need a non-empty (n, d) float32 or float16 array, got {a.dtype} {a.shape}")
+    return np.ascontiguousarray(a), a.dtype == np.float16
+
+
+def engine_qk(q, K, float kq_scale, int isa, bint use_last=False):
+    """Test hook: scores (R, n) of R query heads q (R, d) f32 against the rows of K (n, d), f32 or
+    fp16, through the engine's GQA-group kernel at ISA level ``isa``; ``use_last``: K's last row
+    goes in as the decode's private row."""
+    k, f16 = _kv_rows(K, "engine_qk")
+    qa = np.ascontiguousarray(q, dtype=np.float32)
+    if qa.ndim != 2 or qa.shape[1] != k.shape[1]:
+        raise ValueError(f"engine_qk: q {qa.shape} does not match K {k.shape}")
+    s = np.empty((qa.shape[0], k.shape[0]), np.float32)
+    if bl_qk_at(<const float *>_addr(qa, "q"), qa.shape[0], <const void *>_addr(k, "K", k.dtype), k.shape[0], use_last,
+                k.shape[1], f16, kq_scale, <float *>_addr(s, "scores"), isa) != 0:
+        raise ValueError(f"engine_qk: ISA level {isa} is not available")
+    return s
+
+
+def engine_pv(p, V, int isa, bint use_last=False):
+    """Test hook: out (R, d) = p (R, n) f32 times the rows of V (n, d), f32 or fp16, through the
+    engine's GQA-group kernel at ISA level ``isa`` (``use_last`` as in engine_qk)."""
+    v, f16 = _kv_rows(V, "engine_pv")
+    pa = np.ascontiguousarray(p, dtype=np.float32)
+    if pa.ndim != 2 or pa.shape[1] != v.shape[0]:
+        raise ValueError(f"engine_pv: p {pa.shape} does not match V {v.shape}")
+    out = np.empty((pa.shape[0], v.shape[1]), np.float32)
+    if bl_pv_at(<const float *>_addr(pa, "p"), pa.shape[0], <const void *>_addr(v, "V", v.dtype), v.shape[0], use_last,
+                v.shape[1], f16, <float *>_addr(out, "out"), isa) != 0:
+        raise ValueError(f"engine_pv: ISA level {isa} is not available")
+    return out
 
 
 def engine_silu(g, u, int isa):

@@ -199,6 +199,52 @@ def test_softmax_every_isa(f16):
             assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), f"{isa} n={n}"
 
 
+def numpy_qk(q: np.ndarray, K: np.ndarray, kq_scale: float) -> np.ndarray:
+    """numpy twin of the engine's q·k (engine_float.h): element k of each exact float64 product
+    into lane k % 16 in increasing k, the fold 8, 4, 2, 1, fl32, then · kq_scale in f32."""
+    R, d = q.shape
+    prod = q.astype(np.float64)[:, None, :] * K.astype(np.float64)[None, :, :]  # (R, n, d), exact
+    lane = np.zeros(prod.shape[:2] + (16,))
+    for k in range(d):
+        lane[:, :, k % 16] += prod[:, :, k]
+    for w in (8, 4, 2, 1):
+        lane[:, :, :w] = lane[:, :, :w] + lane[:, :, w : 2 * w]
+    return lane[:, :, 0].astype(np.float32) * np.float32(kq_scale)
+
+
+def numpy_pv(p: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """numpy twin of the engine's p·v: float64, each output summed in increasing position."""
+    o = np.zeros((p.shape[0], V.shape[1]))
+    for n in range(V.shape[0]):
+        o += p[:, n : n + 1].astype(np.float64) * V[n].astype(np.float64)[None, :]
+    return o.astype(np.float32)
+
+
+@pytest.mark.parametrize("d", [128, 64, 96, 80, 72])
+@pytest.mark.parametrize("kv_dtype", [np.float32, np.float16])
+def test_attention_dots_of_a_gqa_group_every_isa(d, kv_dtype):
+    """The group kernels (up to 4 heads sharing each key / value row's conversion, then single
+    heads) give every head exactly its one-head, canonical-order result on every level: group
+    sizes 1..6 (4 + 2, 4 + 1 + ...), head sizes kept in registers (128, 64, 96) and not (80, 72:
+    a d % 16 tail), with and without the decode's private last row."""
+    rng = np.random.default_rng(d)
+    for R in range(1, 7):
+        for n in (1, 2, 7, 66):
+            q = rng.standard_normal((R, d)).astype(np.float32)
+            K = (rng.standard_normal((n, d)) * 3).astype(kv_dtype)
+            V = rng.standard_normal((n, d)).astype(kv_dtype)
+            p = rng.uniform(0, 1, (R, n)).astype(np.float32)
+            want_s, want_o = numpy_qk(q, K, 0.0883883), numpy_pv(p, V)
+            for isa in kernels.available_isas():
+                i = kernels.ISA_ORDER.index(isa)
+                for last in (False, True):
+                    s = kernels._k.engine_qk(q, K, 0.0883883, i, last)
+                    o = kernels._k.engine_pv(p, V, i, last)
+                    where = f"{isa} R={R} n={n} d={d} {np.dtype(kv_dtype).name} last={last}"
+                    assert np.array_equal(s.view(np.uint32), want_s.view(np.uint32)), f"qk {where}"
+                    assert np.array_equal(o.view(np.uint32), want_o.view(np.uint32)), f"pv {where}"
+
+
 def test_silu_every_isa():
     """fl32(g / (1 + e^-g)) in float64 then · u in f32, the reference's formula: every level equal
     to the others bit for bit and to numpy's float64 exp (barring a rare one-ulp near-tie)."""
@@ -225,6 +271,24 @@ def test_greedy_matches_reference_families(arch):
     eng = NativeEngine(config, tensors, threads=2)
     ref = ReferenceModel(config, tensors, n_ctx_max=128)
     greedy_against_reference(eng, ref, [1, 17, 42, 99, 7, 3, 200])
+
+
+@pytest.mark.parametrize("n_heads,n_kv_heads,hidden", [(12, 3, 1536), (6, 2, 384), (10, 2, 640)])
+def test_gqa_groups_match_reference_and_every_split(n_heads, n_kv_heads, hidden):
+    """Query heads sharing a kv head run as one group (4, 3 or 5 per kv head; head sizes 128 and
+    64). With 2 threads the heads split inside a group (12 heads: thread 0 runs heads 0-3 and 4-5,
+    thread 1 heads 6-7 and 8-11) in decode and in prefill: still the reference's greedy
+    continuation, and bit-identical across thread counts and ISA levels (scalar runs one head at
+    a time)."""
+    config, tensors = tiny_model("bitnet-b1.58", seed=5, hidden=hidden, n_heads=n_heads, n_kv_heads=n_kv_heads)
+    eng = NativeEngine(config, tensors, threads=2)
+    ref = ReferenceModel(config, tensors, n_ctx_max=128)
+    greedy_against_reference(eng, ref, [1, 17, 42, 99, 7, 3, 200], steps=8)
+    for kv_dtype in ("f32", "f16"):
+        results = run_isas_threads(config, tensors, [1, 5, 90, 31, 77, 123, 4, 8, 15, 16, 23, 42], kv_dtype=kv_dtype)
+        first = next(iter(results.values()))
+        for key, val in results.items():
+            assert np.array_equal(val, first), f"{n_heads}/{n_kv_heads} {kv_dtype}: {key} differs"
 
 
 def packed_tiny(layout: str, seed: int = 21):

@@ -334,6 +334,24 @@ int bl_softmax_at(float *s, int64_t n, int f16, int isa) {
     return 0;
 }
 
+int bl_qk_at(const float *q, int64_t R, const void *K, int64_t n, int use_last, int64_t d, int f16, float kq_scale,
+             float *scores, int isa) {
+    const bl_float_kernels *fk = bl_float_table(isa);
+    if (!fk) return -1;
+    const void *last = use_last ? (const char *)K + (n - 1) * d * (f16 ? 2 : 4) : NULL;
+    fk->qk(q, R, K, use_last ? n - 1 : n, last, d, f16, kq_scale, scores, n);
+    return 0;
+}
+
+int bl_pv_at(const float *p, int64_t R, const void *V, int64_t n, int use_last, int64_t d, int f16, float *out,
+             int isa) {
+    const bl_float_kernels *fk = bl_float_table(isa);
+    if (!fk) return -1;
+    const void *last = use_last ? (const char *)V + (n - 1) * d * (f16 ? 2 : 4) : NULL;
+    fk->pv(p, n, R, V, use_last ? n - 1 : n, last, d, f16, out);
+    return 0;
+}
+
 void bl_f32_to_f16_array(const float *x, uint16_t *y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] = bl_f32_to_f16(x[i]);
 }
@@ -573,28 +591,29 @@ static void run_group(bl_thread *th, const bl_isa_kernels *tab, const bl_job *jo
 /* 5. attention                                                                              */
 /* ======================================================================================== */
 
-/* Causal GQA attention of one query row and one head (numerics §6; reference
- * layers.attention). q: the head's d values (f32, after RoPE). Keys/values of positions
- * 0 .. p of its kv head: from the cache (kc, vc), except position p itself when k_cur is not
- * NULL (decode: this thread's own copy of the new token's K/V, in the cache dtype — the cache
- * row is written by another thread at the same time). Arithmetic (engine_float.h):
+/* Causal GQA attention of one query row for R heads that share a kv head (numerics §6;
+ * reference layers.attention). q: R rows of d values (f32, after RoPE), d apart. Keys/values of
+ * positions 0 .. p of the kv head: from the cache (kc, vc), except position p itself when k_cur
+ * is not NULL (decode: this thread's own copy of the new token's K/V, in the cache dtype — the
+ * cache row is written by another thread at the same time). Arithmetic per head
+ * (engine_float.h; sharing the group changes no result):
  *   qh  = q (rounded to fp16 first with an fp16 cache: F16 mat-mul operand)
  *   s_n = fl32(fl32(f64 dot(qh, k_n)) · kq_scale)   exact products, canonical float64 order
  *   e_n = fl32(exp(double(s_n − max s)))           the subtraction in f32; bl_expf64
  *   p_n = e_n · fl32(1 / Σ e (float64, 8 lanes))   (rounded to fp16 with an fp16 cache)
  *   o   = fl32(Σ_n p_n · v_n)                      float64, sequential over n per output
- * out: d floats (the result); scores: p+1 floats, qh: d floats (this thread's scratch). */
-static void attend_one(const bl_model *m, const bl_float_kernels *fk, const float *q, const void *kc,
-                       const void *vc, int64_t p, const void *k_cur, const void *v_cur, float *out, float *scores,
-                       float *qh) {
+ * out: R rows of d floats; scores: R rows of p+1 floats, lds apart; qh: R·d floats (scratch). */
+static void attend_group(const bl_model *m, const bl_float_kernels *fk, const float *q, int64_t R, const void *kc,
+                         const void *vc, int64_t p, const void *k_cur, const void *v_cur, float *out, float *scores,
+                         int64_t lds, float *qh) {
     const int64_t d = m->head_dim;
     const int f16 = m->kv_f16;
-    for (int64_t i = 0; i < d; ++i) qh[i] = f16 ? bl_round_f16(q[i]) : q[i];
+    for (int64_t i = 0; i < R * d; ++i) qh[i] = f16 ? bl_round_f16(q[i]) : q[i];
     /* positions before p from the cache; p itself from the thread's copy (decode) or the cache */
     const int64_t n_cache = k_cur ? p : p + 1;
-    fk->qk(qh, kc, n_cache, k_cur, d, f16, m->kq_scale, scores);
-    fk->softmax(scores, p + 1, f16);
-    fk->pv(scores, vc, n_cache, v_cur, d, f16, out);
+    fk->qk(qh, R, kc, n_cache, k_cur, d, f16, m->kq_scale, scores, lds);
+    for (int64_t r = 0; r < R; ++r) fk->softmax(scores + r * lds, p + 1, f16);
+    fk->pv(scores, lds, R, vc, n_cache, v_cur, d, f16, out);
 }
 
 /* ======================================================================================== */
@@ -673,11 +692,11 @@ typedef struct {
     int32_t *sum;    /* (N)                                                            */
     uint8_t *lut;    /* (3, lut_max) TL tables of one input row                        */
     float *hl;       /* (N, H) lm_head input (fp16-rounded for an F16 lm_head)         */
-    float *scores;   /* (n_ctx) attention weights                                      */
-    float *qh;       /* (d) one query head as the dot's operand                        */
+    float *scores;   /* (n_rep, n_ctx) attention weights of a GQA group's heads          */
+    float *qh;       /* (n_rep, d) the group's query heads as the dot's operand           */
     float *kr;       /* (kvd) decode: the new token's K after RoPE                     */
     uint16_t *k16;   /* (kvd) + v16 (kvd): the same in fp16 (fp16 cache)               */
-    float *qr;       /* (d) one query head after RoPE                                  */
+    float *qr;       /* (n_rep, d) decode: the group's query heads after RoPE             */
     int8_t *qx;      /* (N, H) Q8_0 lm_head: the hidden state quantised per block        */
     float *dx;       /* (N, H/32) its block scales (fp16 values)                         */
     int32_t *qs4;    /* (N, H/4) 128·Σ of each quad of qx                                */
@@ -693,6 +712,7 @@ struct bl_ws {
 };
 
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static size_t up64(size_t n) { return (n + 63) / 64 * 64; }
 static size_t up_page(size_t n) { return (n + 4095) / 4096 * 4096; }
 
@@ -721,13 +741,14 @@ static void shared_sizes(const bl_model *m, int64_t N, size_t sz[BL_N_SHARED]) {
 #define BL_N_PRIV 15
 static void private_sizes(const bl_model *m, int64_t N, int64_t n_ctx, size_t sz[BL_N_PRIV]) {
     const int64_t H = m->hidden, d = m->head_dim, qd = m->n_heads * d, kvd = m->n_kv_heads * d, I = m->ffn;
+    const int64_t n_rep = m->n_heads / m->n_kv_heads; /* query heads per kv head */
     int64_t stride, lut;
     model_maxima(m, &stride, &lut);
     const int64_t q8 = m->lm_q8 ? 1 : 0;
     const size_t raw[BL_N_PRIV] = {
         (size_t)(4 * N * H), (size_t)(4 * N * max64(H, max64(qd, I))), (size_t)(4 * N * I), (size_t)(N * stride),
-        (size_t)(4 * N), (size_t)(4 * N), (size_t)(3 * lut), (size_t)(4 * N * H), (size_t)(4 * n_ctx),
-        (size_t)(4 * d), (size_t)(4 * kvd), (size_t)(2 * 2 * kvd + 4 * d),
+        (size_t)(4 * N), (size_t)(4 * N), (size_t)(3 * lut), (size_t)(4 * N * H), (size_t)(4 * n_rep * n_ctx),
+        (size_t)(4 * n_rep * d), (size_t)(4 * kvd), (size_t)(2 * 2 * kvd + 4 * n_rep * d),
         (size_t)(q8 * N * H), (size_t)(q8 * 4 * N * (H / 32)), (size_t)(q8 * 4 * N * (H / 4))};
     for (int i = 0; i < BL_N_PRIV; ++i) sz[i] = up64(raw[i]);
 }
@@ -935,14 +956,15 @@ static void attention_block(const bl_ctx *c, bl_private *P, int64_t l, void *con
         }
         int64_t j0, j1;
         bl_split(nh, tid, nt, &j0, &j1);
-        for (int64_t j = j0; j < j1; ++j) {
-            const int64_t g = j / n_rep, base = (l * nkv + g) * kv->n_ctx * d;
-            memcpy(P->qr, y + j * d, 4 * d);
-            rope_row(P->qr, 1, d, m->rot_dim, m->rope_neox, cs, sn);
+        for (int64_t j = j0; j < j1;) { /* the thread's heads of one kv group at a time */
+            const int64_t g = j / n_rep, R = min64(j1, (g + 1) * n_rep) - j, base = (l * nkv + g) * kv->n_ctx * d;
+            memcpy(P->qr, y + j * d, 4 * R * d);
+            rope_row(P->qr, R, d, m->rot_dim, m->rope_neox, cs, sn);
             const void *kc = m->kv_f16 ? (const void *)(P->k16 + g * d) : (const void *)(P->kr + g * d);
             const void *vc = m->kv_f16 ? (const void *)(v16 + g * d) : (const void *)(v + g * d);
-            attend_one(m, c->fk, P->qr, (const char *)kv->k + base * esz, (const char *)kv->v + base * esz, pos, kc,
-                       vc, c->S->xb + j * d, P->scores, P->qh);
+            attend_group(m, c->fk, P->qr, R, (const char *)kv->k + base * esz, (const char *)kv->v + base * esz, pos,
+                         kc, vc, c->S->xb + j * d, P->scores, kv->n_ctx, P->qh);
+            j += R;
         }
         bl_sync(c->th, BL_PROF_ATTN);
         return;
@@ -971,15 +993,23 @@ static void attention_block(const bl_ctx *c, bl_private *P, int64_t l, void *con
     }
     bl_sync(c->th, BL_PROF_ATTN);
     /* (head, row) pairs, head-major: threads split the heads, each taking every row of its heads,
-     * so the triangular work (row n reads pos + n + 1 keys) is shared evenly */
+     * so the triangular work (row n reads pos + n + 1 keys) is shared evenly. For each row, the
+     * heads of one kv group that fall in the thread's range run together (attend_group). */
     int64_t a0, a1;
     bl_split(N * nh, tid, nt, &a0, &a1);
-    for (int64_t idx = a0; idx < a1; ++idx) {
-        const int64_t j = idx / N, n = idx % N, g = j / n_rep;
-        const int64_t base = (l * nkv + g) * kv->n_ctx * d;
-        attend_one(m, c->fk, y + n * ldy + j * d, (const char *)kv->k + base * esz, (const char *)kv->v + base * esz,
-                   pos + n, NULL, NULL, c->S->xb + n * qd + j * d, P->scores, P->qh);
-    }
+    if (a0 < a1)
+        for (int64_t g = (a0 / N) / n_rep; g <= ((a1 - 1) / N) / n_rep; ++g) {
+            const int64_t base = (l * nkv + g) * kv->n_ctx * d;
+            for (int64_t n = 0; n < N; ++n) {
+                /* heads j of group g with a0 <= j·N + n < a1 (ceilings: a0 − n, a1 − n > −N) */
+                const int64_t jl = max64(g * n_rep, (a0 - n + N - 1) / N);
+                const int64_t jh = min64((g + 1) * n_rep, (a1 - n + N - 1) / N);
+                if (jl >= jh) continue;
+                attend_group(m, c->fk, y + n * ldy + jl * d, jh - jl, (const char *)kv->k + base * esz,
+                             (const char *)kv->v + base * esz, pos + n, NULL, NULL, c->S->xb + n * qd + jl * d,
+                             P->scores, kv->n_ctx, P->qh);
+            }
+        }
     bl_sync(c->th, BL_PROF_ATTN);
 }
 

@@ -235,6 +235,13 @@ float bl_dot_f32_at(const float *a, const float *b, int64_t n, int isa);
  * the level is missing). */
 int bl_silu_at(const float *g, const float *u, float *f, int64_t n, int isa);
 int bl_softmax_at(float *s, int64_t n, int f16, int isa);
+/* Test hooks: the attention dots of R query heads of one kv group (engine_float.h) over n rows
+ * of K / V (d values each, f32 or fp16 bits); use_last: the last row passed as the decode's
+ * private `last` row instead of from the cache. scores / p: (R, n). -1 if `isa` is unavailable. */
+int bl_qk_at(const float *q, int64_t R, const void *K, int64_t n, int use_last, int64_t d, int f16, float kq_scale,
+             float *scores, int isa);
+int bl_pv_at(const float *p, int64_t R, const void *V, int64_t n, int use_last, int64_t d, int f16, float *out,
+             int isa);
 void bl_f32_to_f16_array(const float *x, uint16_t *y, int64_t n);
 
 #ifdef __cplusplus

@@ -217,15 +217,20 @@ static inline double bl_exp64(double x) {
 
 /* Σ_k a[k]·b[k] in the canonical f32 order (the lm_head's; exposed for tests). */
 typedef float (*bl_dot_f32_fn)(const float *a, const float *b, int64_t n);
-/* Attention of one query head: q (d f32) against n_cache cached rows (d elements apart; f32, or
- * fp16 bits when f16) plus, when not NULL, one more row `last` in the same dtype (decode: the new
- * token, held privately by the thread while another one writes the cache).
- *   qk: scores[n] = fl32(fl32(f64 dot(q, K[n])) · kq_scale) for n <= n_cache (- 1 without last);
- *   pv: out[i] = fl32(Σ_n p[n]·V[n][i]), the sum in float64 in increasing n. */
-typedef void (*bl_qk_fn)(const float *q, const void *K, int64_t n_cache, const void *last, int64_t d, int f16,
-                         float kq_scale, float *scores);
-typedef void (*bl_pv_fn)(const float *p, const void *V, int64_t n_cache, const void *last, int64_t d, int f16,
-                         float *out);
+/* Attention of R query heads that share one kv head (GQA; R <= n_rep): each q row (d f32, the
+ * R rows d apart) against n_cache cached rows (d elements apart; f32, or fp16 bits when f16)
+ * plus, when not NULL, one more row `last` in the same dtype (decode: the new token, held
+ * privately by the thread while another one writes the cache). Score rows are lds apart.
+ *   qk: scores[r·lds + n] = fl32(fl32(f64 dot(q_r, K[n])) · kq_scale) for n <= n_cache
+ *       (- 1 without last);
+ *   pv: out[r·d + i] = fl32(Σ_n p[r·lds + n]·V[n][i]), the sum in float64 in increasing n.
+ * Each head's result is exactly its one-head result (the same per-lane order): a group only
+ * shares the loads and the f16/f32 -> f64 conversions of every key and value row among its
+ * R heads (4 query heads per kv head in 2B-4T: a quarter of the conversions). */
+typedef void (*bl_qk_fn)(const float *q, int64_t R, const void *K, int64_t n_cache, const void *last, int64_t d,
+                         int f16, float kq_scale, float *scores, int64_t lds);
+typedef void (*bl_pv_fn)(const float *p, int64_t lds, int64_t R, const void *V, int64_t n_cache, const void *last,
+                         int64_t d, int f16, float *out);
 /* SiLU-gated FFN activation, element-wise: f[i] = fl32(fl32(g / (1 + e^-g)) · u[i]), the SiLU in
  * float64 with bl_exp64 (every level: the same double operations). */
 typedef void (*bl_silu_fn)(const float *g, const float *u, float *f, int64_t n);

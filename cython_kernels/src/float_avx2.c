@@ -74,8 +74,8 @@ static inline double elem(const void *row, int64_t i, int f16) {
 
 static inline size_t row_bytes(int64_t d, int f16) { return (size_t)d * (f16 ? 2 : 4); }
 
-static void qk(const float *q, const void *K, int64_t n_cache, const void *last, int64_t d, int f16, float kq_scale,
-               float *scores) {
+static void qk1(const float *q, const void *K, int64_t n_cache, const void *last, int64_t d, int f16, float kq_scale,
+                float *scores) {
     const size_t row = row_bytes(d, f16);
     double q64[d];
     for (int64_t k = 0; k < d; ++k) q64[k] = (double)q[k];
@@ -97,7 +97,7 @@ static void qk(const float *q, const void *K, int64_t n_cache, const void *last,
     }
 }
 
-static void pv(const float *p, const void *V, int64_t n_cache, const void *last, int64_t d, int f16, float *out) {
+static void pv1(const float *p, const void *V, int64_t n_cache, const void *last, int64_t d, int f16, float *out) {
     const size_t row = row_bytes(d, f16);
     const int64_t n_pos = n_cache + (last != NULL);
     int64_t i = 0;
@@ -126,6 +126,17 @@ static void pv(const float *p, const void *V, int64_t n_cache, const void *last,
 }
 
 /* Softmax: the scalar order (engine_float.h) in plain C; the exp is not vectorised at this level. */
+/* A GQA group (engine_float.h): one head after the other (this level shares nothing). */
+static void qk(const float *q, int64_t R, const void *K, int64_t n_cache, const void *last, int64_t d, int f16,
+               float kq_scale, float *scores, int64_t lds) {
+    for (int64_t r = 0; r < R; ++r) qk1(q + r * d, K, n_cache, last, d, f16, kq_scale, scores + r * lds);
+}
+
+static void pv(const float *p, int64_t lds, int64_t R, const void *V, int64_t n_cache, const void *last, int64_t d,
+               int f16, float *out) {
+    for (int64_t r = 0; r < R; ++r) pv1(p + r * lds, V, n_cache, last, d, f16, out + r * d);
+}
+
 static void softmax(float *s, int64_t n, int f16) {
     float mx = -INFINITY;
     for (int64_t i = 0; i < n; ++i)

@@ -172,8 +172,8 @@ static void qk_any(const float *q, const void *K, int64_t n_cache, const void *l
     }
 }
 
-static void qk(const float *q, const void *K, int64_t n_cache, const void *last, int64_t d, int f16, float kq_scale,
-               float *scores) {
+static void qk1(const float *q, const void *K, int64_t n_cache, const void *last, int64_t d, int f16, float kq_scale,
+                float *scores) {
 #define QK(S)                                                                                             \
     case S:                                                                                               \
         if (f16)                                                                                          \
@@ -207,7 +207,7 @@ AI void pv_regs(const float *p, const void *V, int64_t n_cache, const void *last
     for (int j = 0; j < 2 * G; ++j) _mm256_storeu_ps(out + i0 + 8 * j, _mm512_cvtpd_ps(o[j]));
 }
 
-static void pv(const float *p, const void *V, int64_t n_cache, const void *last, int64_t d, int f16, float *out) {
+static void pv1(const float *p, const void *V, int64_t n_cache, const void *last, int64_t d, int f16, float *out) {
     const size_t row = row_bytes(d, f16);
     const int64_t n_pos = n_cache + (last != NULL);
 #define PV(G)                                                                              \
@@ -236,6 +236,131 @@ static void pv(const float *p, const void *V, int64_t n_cache, const void *last,
         for (int64_t n = 0; n < n_pos; ++n) o += (double)p[n] * elem(kv_row(V, n, n_cache, last, row), i, f16);
         out[i] = (float)o;
     }
+}
+
+/* ---- attention of a GQA group: one conversion of each key / value row for up to 4 heads ---------- */
+
+/* q·k of RC (2..4) heads against every key, d = 16·STEPS: each key row is loaded and widened to
+ * float64 once (2·STEPS registers), then every head runs its own two lane chains over it —
+ * exactly qk_regs' chains (lane k % 16, increasing k), so each score is bit-identical to the
+ * one-head kernel. The queries come from a float64 copy on the stack (FMA memory operands);
+ * 2·RC independent chains hide the FMA latency (qk_regs pairs keys for that instead). */
+AI void qk_group_regs(const float *q, const void *K, int64_t n_cache, const void *last, const int STEPS,
+                      const int RC, const int F16, float kq_scale, float *scores, int64_t lds) {
+    const int64_t d = 16 * STEPS;
+    const size_t row = row_bytes(d, F16);
+    const int64_t n_pos = n_cache + (last != NULL);
+    double q64[4][128] __attribute__((aligned(64)));
+    for (int r = 0; r < RC; ++r)
+        for (int64_t k = 0; k < d; ++k) q64[r][k] = (double)q[r * d + k];
+    for (int64_t n = 0; n < n_pos; ++n) {
+        const void *kn = kv_row(K, n, n_cache, last, row);
+        __m512d kv[16];
+        for (int j = 0; j < STEPS; ++j) load16_pd(kn, 16 * j, F16, &kv[2 * j], &kv[2 * j + 1]);
+        __m512d lo[4], hi[4];
+        for (int r = 0; r < RC; ++r) lo[r] = hi[r] = _mm512_setzero_pd();
+        for (int j = 0; j < STEPS; ++j)
+            for (int r = 0; r < RC; ++r) {
+                lo[r] = _mm512_fmadd_pd(_mm512_load_pd(q64[r] + 16 * j), kv[2 * j], lo[r]); /* exact products */
+                hi[r] = _mm512_fmadd_pd(_mm512_load_pd(q64[r] + 16 * j + 8), kv[2 * j + 1], hi[r]);
+            }
+        for (int r = 0; r < RC; ++r) scores[r * lds + n] = (float)fold16d(lo[r], hi[r]) * kq_scale;
+    }
+}
+
+/* qk_group_regs with STEPS, RC and F16 as compile-time constants: d = 32, 64, 96, 128 (the
+ * head sizes qk1 keeps in registers too); 0 when d is another size. */
+static int qk_group(const float *q, int rc, const void *K, int64_t n_cache, const void *last, int64_t d, int f16,
+                    float kq_scale, float *scores, int64_t lds) {
+#define QKG(S, RC)                                                                                  \
+    if (d == 16 * S && rc == RC) {                                                                  \
+        if (f16)                                                                                    \
+            qk_group_regs(q, K, n_cache, last, S, RC, 1, kq_scale, scores, lds);                    \
+        else                                                                                        \
+            qk_group_regs(q, K, n_cache, last, S, RC, 0, kq_scale, scores, lds);                    \
+        return 1;                                                                                   \
+    }
+#define QKS(S) QKG(S, 4) QKG(S, 3) QKG(S, 2)
+    QKS(8) QKS(4) QKS(6) QKS(2)
+#undef QKS
+#undef QKG
+    return 0;
+}
+
+static void qk(const float *q, int64_t R, const void *K, int64_t n_cache, const void *last, int64_t d, int f16,
+               float kq_scale, float *scores, int64_t lds) {
+    int64_t r = 0;
+    while (R - r >= 2) { /* groups of up to 4 heads */
+        const int rc = R - r >= 4 ? 4 : (int)(R - r);
+        if (!qk_group(q + r * d, rc, K, n_cache, last, d, f16, kq_scale, scores + r * lds, lds)) break;
+        r += rc;
+    }
+    for (; r < R; ++r) qk1(q + r * d, K, n_cache, last, d, f16, kq_scale, scores + r * lds); /* keys in pairs */
+}
+
+/* p·v of RC (2..4) heads for outputs i0 .. i0 + 16·W (W = 1 or 2): each value row's slice is
+ * widened to float64 once, then every head adds p_r[n]·v into its own 2W accumulators —
+ * pv_regs' sums (increasing n for each output), so bit-identical to the one-head kernel. */
+AI void pv_group_regs(const float *p, int64_t lds, const void *V, int64_t n_cache, const void *last, int64_t d,
+                      int64_t i0, const int W, const int RC, const int F16, float *out) {
+    const size_t row = row_bytes(d, F16);
+    const int64_t n_pos = n_cache + (last != NULL);
+    __m512d o[4][4];
+    for (int r = 0; r < RC; ++r)
+        for (int j = 0; j < 2 * W; ++j) o[r][j] = _mm512_setzero_pd();
+    for (int64_t n = 0; n < n_pos; ++n) {
+        const void *vn = kv_row(V, n, n_cache, last, row);
+        __m512d v[4];
+        for (int j = 0; j < W; ++j) load16_pd(vn, i0 + 16 * j, F16, &v[2 * j], &v[2 * j + 1]);
+        for (int r = 0; r < RC; ++r) {
+            const __m512d pn = _mm512_set1_pd((double)p[r * lds + n]);
+            for (int j = 0; j < 2 * W; ++j) o[r][j] = _mm512_fmadd_pd(pn, v[j], o[r][j]);
+        }
+    }
+    for (int r = 0; r < RC; ++r)
+        for (int j = 0; j < 2 * W; ++j) _mm256_storeu_ps(out + r * d + i0 + 8 * j, _mm512_cvtpd_ps(o[r][j]));
+}
+
+/* pv_group_regs with W, RC and F16 as compile-time constants. */
+static void pv_group_slice(const float *p, int64_t lds, int rc, const void *V, int64_t n_cache, const void *last,
+                           int64_t d, int f16, int64_t i0, int w, float *out) {
+#define PVG(W, RC)                                                                                  \
+    if (w == W && rc == RC) {                                                                       \
+        if (f16)                                                                                    \
+            pv_group_regs(p, lds, V, n_cache, last, d, i0, W, RC, 1, out);                          \
+        else                                                                                        \
+            pv_group_regs(p, lds, V, n_cache, last, d, i0, W, RC, 0, out);                          \
+        return;                                                                                     \
+    }
+    PVG(2, 4) PVG(2, 3) PVG(2, 2) PVG(1, 4) PVG(1, 3) PVG(1, 2)
+#undef PVG
+}
+
+static void pv(const float *p, int64_t lds, int64_t R, const void *V, int64_t n_cache, const void *last, int64_t d,
+               int f16, float *out) {
+    const size_t row = row_bytes(d, f16);
+    const int64_t n_pos = n_cache + (last != NULL);
+    int64_t r = 0;
+    while (R - r >= 2) { /* groups of up to 4 heads, 32 then 16 outputs at a time */
+        const int rc = R - r >= 4 ? 4 : (int)(R - r);
+        const float *pr = p + r * lds;
+        float *outr = out + r * d;
+        int64_t i0 = 0;
+        for (; d - i0 >= 32; i0 += 32) pv_group_slice(pr, lds, rc, V, n_cache, last, d, f16, i0, 2, outr);
+        if (d - i0 >= 16) {
+            pv_group_slice(pr, lds, rc, V, n_cache, last, d, f16, i0, 1, outr);
+            i0 += 16;
+        }
+        for (int h = 0; h < rc; ++h) /* the d % 16 outputs left, per head (pv1's tail) */
+            for (int64_t i = i0; i < d; ++i) {
+                double o = 0.0;
+                for (int64_t n = 0; n < n_pos; ++n)
+                    o += (double)pr[h * lds + n] * elem(kv_row(V, n, n_cache, last, row), i, f16);
+                outr[h * d + i] = (float)o;
+            }
+        r += rc;
+    }
+    for (; r < R; ++r) pv1(p + r * lds, V, n_cache, last, d, f16, out + r * d); /* one pass, 128 outputs wide */
 }
 
 /* bl_expf64 on 8 floats: the same float64 operations in the same order (multiply and add kept

@@ -187,6 +187,8 @@ BL_DECLARE_MAD(neon_dotprod) /* mad_neon_dotprod.c */
 
 /* mad_avx512vnni.c: v3 on the x4 layout (one sequential stream, no software prefetch) */
 void bl_i2s_x4_gemv_v3(const uint8_t *, const int8_t *, int32_t, int32_t *, int64_t, int64_t, int64_t);
+void bl_i2s_x4_gemm_v3(const uint8_t *, const int8_t *, const int32_t *, int32_t *, int64_t, int64_t, int64_t, int64_t,
+                       int64_t);
 
 /* mad_x4.c (portable): the x4 layout. */
 #define BL_X4_MAX_K 65536 /* a group of 4 rows (≤ 64 KiB) is re-ordered on the stack by the _via kernels */

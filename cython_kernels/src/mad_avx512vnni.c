@@ -623,6 +623,28 @@ void bl_i2s_gemm_v3(const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int
     gemm_v3(decode_i2s, BL_OP_I2S_GEMM, w, Q, sum_q, out, N, K, ld_out, r0, r1);
 }
 
+/* Row `row` of a full group of an x4 tensor (bl_mad.h), weights [k0, k0 + kc) as codes:
+ * decode_i2s's work with each 128-weight block's 32 bytes read where x4 keeps them (row i of the
+ * group: step s at 256·s + 64·i, its second block at + 32; an odd last block at 128·b + 32·i). */
+static inline void decode_i2s_x4(const uint8_t *w, int64_t K, int64_t row, int64_t k0, int64_t kc, uint8_t *codes) {
+    const int64_t rb = bl_i2s_row_bytes(K), nb = K / 128, g = row / 4 * 4, i = row % 4;
+    const uint8_t *group = w + g * rb;
+    for (int64_t b = k0 / 128; b < (k0 + kc) / 128; ++b, codes += 128) {
+        const uint8_t *p = b + 1 < nb || nb % 2 == 0 ? group + 256 * (b / 2) + 64 * i + 32 * (b % 2) : group + 128 * b + 32 * i;
+        const __m256i v = _mm256_loadu_si256((const __m256i *)p);
+        for (int pl = 0; pl < 4; ++pl) _mm256_storeu_si256((__m256i *)(codes + 32 * pl), plane(v, 6 - 2 * pl));
+    }
+}
+
+/* GEMM v3 straight from the x4 layout: no re-ordered copy (the codes are decoded once per 4-row
+ * panel anyway). The M % 4 tail rows (r1 == M) are row-major in x4: plain decode_i2s. */
+void bl_i2s_x4_gemm_v3(const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int32_t *out, int64_t N, int64_t K,
+                       int64_t ld_out, int64_t r0, int64_t r1) {
+    const int64_t full = r1 / 4 * 4;
+    gemm_v3(decode_i2s_x4, BL_OP_I2S_X4_GEMM, w, Q, sum_q, out, N, K, ld_out, r0, full);
+    if (full < r1) gemm_v3(decode_i2s, BL_OP_I2S_X4_GEMM, w, Q, sum_q, out, N, K, ld_out, full, r1);
+}
+
 void bl_tq2_gemm_v3(const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int32_t *out, int64_t N, int64_t K,
                     int64_t ld_out, int64_t r0, int64_t r1) {
     gemm_v3(decode_tq2, BL_OP_TQ2_GEMM, w, Q, sum_q, out, N, K, ld_out, r0, r1);

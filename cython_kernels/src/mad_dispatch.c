@@ -104,7 +104,8 @@ static const bl_mad_version versions[] = {
     GEMM(BL_OP_TQ1_GEMM, "v3", BL_ISA_AVX512VNNI, "AVX-512 VNNI 4-row panels over the whole row, 4x6 tile reduced once", bl_tq1_gemm_v3),
     GEMV(BL_OP_I2S_X4_GEMV, "v2", BL_ISA_AVX512VNNI, "AVX-512 I2_S v3 on each group re-ordered to row-major", x4_gemv_v3),
     GEMV(BL_OP_I2S_X4_GEMV, "v3", BL_ISA_AVX512VNNI, "I2_S v3 on the x4 layout: one sequential stream, no prefetch", bl_i2s_x4_gemv_v3),
-    GEMM(BL_OP_I2S_X4_GEMM, "v3", BL_ISA_AVX512VNNI, "AVX-512 I2_S GEMM v3 on each group re-ordered to row-major", x4_gemm_v3),
+    GEMM(BL_OP_I2S_X4_GEMM, "v2", BL_ISA_AVX512VNNI, "AVX-512 I2_S GEMM v3 on each group re-ordered to row-major", x4_gemm_v3),
+    GEMM(BL_OP_I2S_X4_GEMM, "v3", BL_ISA_AVX512VNNI, "I2_S GEMM v3 decoding straight from the x4 layout", bl_i2s_x4_gemm_v3),
 #endif
 #if defined(BL_BUILD_NEON)
     ACT("neon", BL_ISA_NEON, "NEON: vcvtnq (ties even) / vcvtaq (ties away), saturating narrow", bl_quantize_act_neon),
@@ -150,7 +151,7 @@ static const bl_mad_kernels avxvnni_defaults = {
 #if defined(BL_BUILD_AVX512VNNI)
 static const bl_mad_kernels avx512vnni_defaults = {
     bl_quantize_act_avx512, bl_i2s_gemv_v3, bl_i2s_gemm_v3, bl_tq2_gemv_v3, bl_tq1_gemv_v2, bl_tq2_gemm_v3, bl_tq1_gemm_v3,
-    bl_i2s_x4_gemv_v3, x4_gemm_v3,
+    bl_i2s_x4_gemv_v3, bl_i2s_x4_gemm_v3,
 };
 #endif
 #if defined(BL_BUILD_NEON)

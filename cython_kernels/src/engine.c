@@ -513,16 +513,17 @@ static void tl_rows(const bl_isa_kernels *tab, const bl_job *j, const uint8_t *l
  * y = fl(fl(acc) / s_x) · γ, left to right, then · out_scale (old `bitnet` arch). */
 static void epilogue_rows(const bl_job *j, const bl_act *a, int64_t r0, int64_t r1) {
     const bl_tweight *w = j->w;
+    /* the scales in locals and restrict rows: y cannot alias them, so the loops vectorise (the
+     * division stays a division, lane by lane: the same IEEE results as one at a time) */
+    const float gamma = w->gamma, out_scale = w->out_scale;
     for (int64_t n = 0; n < a->N; ++n) {
-        const int32_t *acc = j->acc + n * w->M;
-        float *y = j->y + n * j->ldy;
+        const int32_t *restrict acc = j->acc + n * w->M;
+        float *restrict y = j->y + n * j->ldy;
         const float s = a->s[n];
-        for (int64_t r = r0; r < r1; ++r) {
-            float v = (float)acc[r] / s;
-            v = v * w->gamma;
-            if (w->has_out_scale) v = v * w->out_scale;
-            y[r] = v;
-        }
+        if (w->has_out_scale)
+            for (int64_t r = r0; r < r1; ++r) y[r] = ((float)acc[r] / s) * gamma * out_scale;
+        else
+            for (int64_t r = r0; r < r1; ++r) y[r] = ((float)acc[r] / s) * gamma;
     }
 }
 

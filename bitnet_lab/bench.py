@@ -45,6 +45,7 @@ from bitnet_lab.bench_machine import (
     machine_header,
     machine_info,
     memory_bandwidth,
+    read_buffer,
 )
 from bitnet_lab.bench_profile import (
     DecodeBreakdown,
@@ -233,6 +234,7 @@ def bench(
     seed: int = 0,
     ceilings: MachineCeilings | None = None,
     mmap: Iterable[bool] = (True,),
+    bracket_bandwidth: bool = False,
     progress: bool = False,
     clock: Clock = time.perf_counter_ns,
 ) -> BenchTable:
@@ -245,6 +247,10 @@ def bench(
     ``ceilings``: measured :class:`MachineCeilings` — tg rows then show their decode roofline.
     ``mmap``: llama-bench's ``-mmp``: True runs on the weights in place in the file's memory map,
     False on a copy in anonymous huge pages (``bitnet_lab.residency``; made once, shared).
+    ``bracket_bandwidth``: measure the memory read bandwidth with each native tg row's thread
+    count right before and right after its runs (3 passes each over a 512 MiB buffer) and keep
+    the best in the row (``BenchRow.bandwidth_gbs``): its roofline then uses that figure — on a
+    VM whose bandwidth drifts from minute to minute a ceiling measured earlier can be 40 % off.
     A backend that cannot run (e.g. the native engine not built) raises; nothing is faked.
     """
     pp, tg = [int(x) for x in pp], [int(x) for x in tg]
@@ -281,6 +287,7 @@ def bench(
     from bitnet_lab.residency import to_anonymous_memory
 
     resident: dict[bool, Any] = {getattr(base, "mmap", True): base}  # a model may come in either way
+    bw_buffer = None  # the bracketing bandwidth buffer, made at the first bracketed row
     for b, m, t, kind, n in bar:
         if m not in resident:
             if m:
@@ -297,28 +304,51 @@ def bench(
             if note not in notes:
                 notes.append(note)
         when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        bracket = bracket_bandwidth and kind == "tg" and b != "reference"
+        if bracket and bw_buffer is None:
+            bw_buffer = read_buffer(BRACKET_BYTES)
+        before = _bandwidth_near(runner, bw_buffer) if bracket else None
         samples = run_test(runner, kind, n, repeat=repeat, n_ctx=n_ctx, rng=rng, bos_id=cfg.bos_id,
                            warmup=warmup, clock=clock)
+        around = max(before, _bandwidth_near(runner, bw_buffer)) if bracket else None
         shown_t = getattr(runner, "threads", t) if b != "reference" else None
         rows.append(BenchRow(
             model=label, size=size, params=params, backend=b, isa=_isa_of(b), threads=shown_t,
             n_prompt=n if kind == "pp" else 0, n_gen=n if kind == "tg" else 0, samples_ns=samples,
-            model_filename=str(base.source), test_time=when, use_mmap=m,
+            model_filename=str(base.source), test_time=when, use_mmap=m, bandwidth_gbs=around,
         ))
     if not warmup:
         notes.append("no warm-up runs: the first sample includes start-up costs.")
     table = BenchTable(rows, machine_info(), notes)
-    if ceilings is not None:
+    if ceilings is not None or any(r.bandwidth_gbs for r in rows):
         table = attach_roofline(table, base, ceilings)
     return table
 
 
-def attach_roofline(table: BenchTable, model: Any, ceilings: MachineCeilings) -> BenchTable:
-    """tg rows get ``roofline_ts`` = bandwidth measured at their thread count / bytes per
-    decode step of ``model`` (see :func:`decode_bytes`)."""
+BRACKET_BYTES = 512 << 20  # the bracketing buffer: 16 × a 32 MiB last-level cache
+
+
+def _bandwidth_near(runner: Any, buffer: tuple[np.ndarray, int]) -> float:
+    """Best of 3 read-bandwidth passes with the runner's thread count (GB/s)."""
+    return memory_bandwidth(getattr(runner, "threads", None) or 1, repeat=3, buffer=buffer).best
+
+
+def attach_roofline(table: BenchTable, model: Any, ceilings: MachineCeilings | None) -> BenchTable:
+    """tg rows get ``roofline_ts`` = read bandwidth / bytes per decode step of ``model`` (see
+    :func:`decode_bytes`): the bandwidth measured around the row when it was bracketed
+    (``bench(bracket_bandwidth=True)``), else the ceilings' best at the row's thread count."""
     roof = decode_bytes(model)
-    out = table.with_roofline(lambda t: roof.tokens_per_s(ceilings.bandwidth(t)))
-    out.notes.append(f"roofline: memory read bandwidth reachable with the row's threads / {roof.bytes_per_token / 2**20:.1f} "
+
+    def bandwidth(r: BenchRow) -> float | None:
+        if r.bandwidth_gbs:
+            return r.bandwidth_gbs
+        return ceilings.bandwidth(r.threads) if ceilings is not None else None
+
+    out = table.with_roofline(lambda r: roof.tokens_per_s(bandwidth(r)))
+    bracketed = any(r.bandwidth_gbs for r in table.rows)
+    source = ("the read bandwidth measured right before and after the row, with its threads (best of 2 × 3 "
+              "passes over 512 MiB)" if bracketed else "memory read bandwidth reachable with the row's threads")
+    out.notes.append(f"roofline: {source} / {roof.bytes_per_token / 2**20:.1f} "
                      "MiB read per decode step (weights as stored, KV cache excluded).")
     llc = table.machine.get("llc_bytes")
     if llc and roof.bytes_per_token < 2 * llc:

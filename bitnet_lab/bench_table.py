@@ -203,7 +203,10 @@ class BenchRow:
     ``samples_ns``: wall time of each timed run (warm-up excluded). Rows parsed from a tool that
     printed only its statistics carry ``reported_ts = (mean, sd)`` and no samples.
     ``roofline_ts``: the decode roofline of this row's thread count (tg rows, when the machine
-    ceilings were measured), see :func:`bitnet_lab.bench.decode_roofline`.
+    ceilings were measured), see :func:`bitnet_lab.bench.decode_roofline`. ``bandwidth_gbs``:
+    the read bandwidth measured right before and right after this row's runs with its thread
+    count (the best pass of both; ``bench(bracket_bandwidth=True)``): on a machine whose
+    bandwidth drifts, the row's roofline uses it instead of the ceilings section's figure.
     """
 
     model: str                       # short description, e.g. "bitnet-b1.58 2.41B I2_S"
@@ -221,6 +224,7 @@ class BenchRow:
     tool: str = "bitnet_lab"
     test_time: str = ""              # RFC 3339, when the test ran
     use_mmap: bool = True            # llama-bench's -mmp: weights used in place from the file's map
+    bandwidth_gbs: float | None = None  # read bandwidth around this row (GB/s), when bracketed
 
     @property
     def test(self) -> str:
@@ -289,6 +293,7 @@ class BenchRow:
             "stddev_ts": _num(self.stddev_ts),
             "roofline_ts": self.roofline_ts,
             "roofline_pct": self.roofline_pct,
+            "bandwidth_gbs": self.bandwidth_gbs,
             "samples_ns": list(self.samples_ns),
             "samples_ts": list(self.samples_ts),
         }
@@ -325,10 +330,10 @@ class BenchTable:
         notes = self.notes + [n for n in other.notes if n not in self.notes]
         return BenchTable(self.rows + other.rows, self.machine or other.machine, notes, self.title)
 
-    def with_roofline(self, roofline_for_threads: Callable[[int | None], float | None]) -> BenchTable:
-        """A copy whose tg rows of bitnet_lab's own backends carry the decode roofline for their
-        thread count (``roofline_for_threads(threads) -> tokens/s`` or None)."""
-        rows = [replace(r, roofline_ts=roofline_for_threads(r.threads))
+    def with_roofline(self, roofline_for_row: Callable[[BenchRow], float | None]) -> BenchTable:
+        """A copy whose tg rows of bitnet_lab's own backends carry a decode roofline
+        (``roofline_for_row(row) -> tokens/s`` or None)."""
+        rows = [replace(r, roofline_ts=roofline_for_row(r))
                 if r.n_gen > 0 and r.n_prompt == 0 and r.tool == "bitnet_lab" else r for r in self.rows]
         return BenchTable(rows, dict(self.machine), list(self.notes), self.title)
 

@@ -3,14 +3,16 @@
     bitnet-lab bench [-m MODEL] [-p 128,512] [-n 64,128] [-t 1,2] [-r 5] [-o md|csv|json]
                      [--backend auto|native|reference[,...]] [--no-warmup]
                      [--tests] [--ceilings] [--load] [--breakdown] [--kernels] [--all]
-                     [--layout 2B-4T] [--compare PATH] [--compare-args ARGS] [--llama-cpp]
+                     [--layout 2B-4T] [--no-bracket] [--compare PATH] [--compare-args ARGS] [--llama-cpp]
 
 Sections (each flag selects one; with none of them: tests, ceilings, load and breakdown; --all:
 every section, and llama.cpp through llama-cpp-python when it is installed):
 
   --tests      pp / tg throughput, llama-bench's protocol and table (bitnet_lab.bench.bench)
   --ceilings   memory read bandwidth and int8 dot peak at 1 and N threads; with --tests the tg
-               rows then show their decode roofline (% of bandwidth / bytes per token)
+               rows then show their decode roofline (% of bandwidth / bytes per token), the
+               bandwidth measured again right before and after each tg row (--no-bracket: the
+               ceilings' figure instead)
   --load       load time and peak RSS of the model, in a fresh process
   --breakdown  where one decode step's time goes
   --kernels    kernel microbenchmarks on the real shapes of --layout (default 2B-4T)
@@ -114,6 +116,8 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--layout", default="2B-4T", help="layout whose shapes --kernels uses (default 2B-4T)")
     s.add_argument("--kernels-cold", action="store_true",
                    help="--kernels: evict the caches before every call (weights from DRAM, as in decode)")
+    s.add_argument("--no-bracket", dest="bracket", action="store_false",
+                   help="tg roofline from the ceilings section, not from the bandwidth measured around each tg row")
     s.add_argument("--ceiling-mib", type=int, default=1024, metavar="MIB",
                    help="bandwidth buffer in MiB, much larger than the last-level cache (default 1024)")
     c = p.add_argument_group("baselines on the same file")
@@ -257,7 +261,7 @@ def bench_command(args: argparse.Namespace) -> int:
     if "tests" in sections:
         table = B.bench(model, pp=pp, tg=tg, threads=threads, repeat=args.repetitions, backend=backends,
                         warmup=args.warmup, seed=args.seed, ceilings=ceilings, mmap=args.mmap,
-                        progress=args.progress)
+                        bracket_bandwidth=ceilings is not None and args.bracket, progress=args.progress)
         if args.llama_cpp or (args.all and _llama_cpp_installed()):
             extra = _try(report, "llama.cpp", lambda: B.compare_llama_cpp(
                 path, pp=pp, tg=tg, threads=threads, repeat=args.repetitions, seed=args.seed,

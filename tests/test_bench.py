@@ -361,6 +361,26 @@ def test_attach_roofline_marks_only_tg_rows():
     assert "roofline" in out.to_markdown()
 
 
+def test_attach_roofline_prefers_the_bandwidth_measured_around_the_row():
+    m = _handmade(tied=True)
+    rows = [BenchRow("m", 1, 1, "native", "x", 1, 0, 4, samples_ns=(10**9,), bandwidth_gbs=bw) for bw in (2.0, None)]
+    c = B.MachineCeilings([B.Ceiling("memory read", "x", 1, "GB/s", (1.0,), "")])
+    out = B.attach_roofline(BenchTable(rows, {}), m, c)
+    per_tok = B.decode_bytes(m).bytes_per_token
+    assert [r.roofline_ts for r in out.rows] == [pytest.approx(2e9 / per_tok), pytest.approx(1e9 / per_tok)]
+    assert "before and after the row" in out.to_markdown()
+    assert B.attach_roofline(BenchTable(rows[:1], {}), m, None).rows[0].roofline_ts == pytest.approx(2e9 / per_tok)
+
+
+def test_bench_brackets_tg_rows_with_measured_bandwidth():
+    table = B.bench(_tiny(), pp=(8,), tg=(4,), threads=(1,), repeat=2, bracket_bandwidth=True)
+    pp, tg = table.rows
+    assert pp.bandwidth_gbs is None and pp.roofline_ts is None
+    assert tg.bandwidth_gbs is not None and tg.bandwidth_gbs > 0.1  # GB/s, a real measurement
+    assert tg.roofline_ts == pytest.approx(B.decode_bytes(_tiny()).tokens_per_s(tg.bandwidth_gbs))
+    assert json.loads(table.to_json())[1]["bandwidth_gbs"] == tg.bandwidth_gbs
+
+
 # =============================================================================================
 # Load profile, decode breakdown, kernel microbenchmarks
 # =============================================================================================

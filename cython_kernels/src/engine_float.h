@@ -226,7 +226,8 @@ typedef float (*bl_dot_f32_fn)(const float *a, const float *b, int64_t n);
  *   pv: out[r·d + i] = fl32(Σ_n p[r·lds + n]·V[n][i]), the sum in float64 in increasing n.
  * Each head's result is exactly its one-head result (the same per-lane order): a group only
  * shares the loads and the f16/f32 -> f64 conversions of every key and value row among its
- * R heads (4 query heads per kv head in 2B-4T: a quarter of the conversions). */
+ * heads — up to 4 at a time with AVX-512, 2 with AVX2, none in scalar code (2B-4T has 4 query
+ * heads per kv head). */
 typedef void (*bl_qk_fn)(const float *q, int64_t R, const void *K, int64_t n_cache, const void *last, int64_t d,
                          int f16, float kq_scale, float *scores, int64_t lds);
 typedef void (*bl_pv_fn)(const float *p, int64_t lds, int64_t R, const void *V, int64_t n_cache, const void *last,

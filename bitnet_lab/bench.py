@@ -310,12 +310,14 @@ def bench(
         before = _bandwidth_near(runner, bw_buffer) if bracket else None
         samples = run_test(runner, kind, n, repeat=repeat, n_ctx=n_ctx, rng=rng, bos_id=cfg.bos_id,
                            warmup=warmup, clock=clock)
-        around = max(before, _bandwidth_near(runner, bw_buffer)) if bracket else None
+        after = _bandwidth_near(runner, bw_buffer) if bracket else None
         shown_t = getattr(runner, "threads", t) if b != "reference" else None
         rows.append(BenchRow(
             model=label, size=size, params=params, backend=b, isa=_isa_of(b), threads=shown_t,
             n_prompt=n if kind == "pp" else 0, n_gen=n if kind == "tg" else 0, samples_ns=samples,
-            model_filename=str(base.source), test_time=when, use_mmap=m, bandwidth_gbs=around,
+            model_filename=str(base.source), test_time=when, use_mmap=m,
+            bandwidth_gbs=max(before, after) if bracket else None,
+            bandwidth_bracket=(before, after) if bracket else None,
         ))
     if not warmup:
         notes.append("no warm-up runs: the first sample includes start-up costs.")

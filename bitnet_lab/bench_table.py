@@ -205,8 +205,9 @@ class BenchRow:
     ``roofline_ts``: the decode roofline of this row's thread count (tg rows, when the machine
     ceilings were measured), see :func:`bitnet_lab.bench.decode_roofline`. ``bandwidth_gbs``:
     the read bandwidth measured right before and right after this row's runs with its thread
-    count (the best pass of both; ``bench(bracket_bandwidth=True)``): on a machine whose
-    bandwidth drifts, the row's roofline uses it instead of the ceilings section's figure.
+    count (the best pass of both; ``bench(bracket_bandwidth=True)``; each side's best in
+    ``bandwidth_bracket``): on a machine whose bandwidth drifts, the row's roofline uses it
+    instead of the ceilings section's figure (the higher side: the smaller percentage).
     """
 
     model: str                       # short description, e.g. "bitnet-b1.58 2.41B I2_S"
@@ -225,6 +226,7 @@ class BenchRow:
     test_time: str = ""              # RFC 3339, when the test ran
     use_mmap: bool = True            # llama-bench's -mmp: weights used in place from the file's map
     bandwidth_gbs: float | None = None  # read bandwidth around this row (GB/s), when bracketed
+    bandwidth_bracket: tuple[float, float] | None = None  # (before, after) best passes, GB/s
 
     @property
     def test(self) -> str:
@@ -294,6 +296,7 @@ class BenchRow:
             "roofline_ts": self.roofline_ts,
             "roofline_pct": self.roofline_pct,
             "bandwidth_gbs": self.bandwidth_gbs,
+            "bandwidth_bracket": list(self.bandwidth_bracket) if self.bandwidth_bracket else None,
             "samples_ns": list(self.samples_ns),
             "samples_ts": list(self.samples_ts),
         }

@@ -378,7 +378,9 @@ def test_bench_brackets_tg_rows_with_measured_bandwidth():
     assert pp.bandwidth_gbs is None and pp.roofline_ts is None
     assert tg.bandwidth_gbs is not None and tg.bandwidth_gbs > 0.1  # GB/s, a real measurement
     assert tg.roofline_ts == pytest.approx(B.decode_bytes(_tiny()).tokens_per_s(tg.bandwidth_gbs))
-    assert json.loads(table.to_json())[1]["bandwidth_gbs"] == tg.bandwidth_gbs
+    assert tg.bandwidth_gbs == max(tg.bandwidth_bracket) and min(tg.bandwidth_bracket) > 0.1
+    rec = json.loads(table.to_json())[1]
+    assert rec["bandwidth_gbs"] == tg.bandwidth_gbs and rec["bandwidth_bracket"] == list(tg.bandwidth_bracket)
 
 
 # =============================================================================================

@@ -6,8 +6,11 @@
   repacking; the reference's weight preparation and JAX import), to run the first decode step
   (which touches every weight page of the memory-mapped file, and compiles for the reference)
   and a second one; the peak resident set size after each phase (VmHWM on Linux).
-* :func:`decode_breakdown` splits one decode step by differences of measured times, using only
-  the backend's public interface (the native engine has no per-op timers):
+* :func:`decode_breakdown` splits one decode step. For the native engine it reads the engine's
+  own per-op timers (``NativeEngine.profile_decode``: thread 0's wall time per op class inside
+  the C call, median of the steps; "sync" = waiting at barriers). Otherwise (the reference, or
+  ``method="differences"``) it splits by differences of measured times, using only the
+  backend's public interface:
     - the whole step at cache position ``position`` (prefilled untimed), for the full model and
       for the same model cut to its first layer: ``per layer = (T_full − T_1) / (L − 1)`` and
       ``embedding + output norm + lm_head + call overhead = T_1 − per layer``;
@@ -193,8 +196,11 @@ class DecodeBreakdown:
     fixed_ns: float | None               # embedding + output norm + lm_head + call overhead
     projection_ns: dict[str, float]      # per projection, summed over the layers (may be empty)
     notes: list[str] = field(default_factory=list)
+    ops_ns: dict[str, float] = field(default_factory=dict)  # per op class, from the engine's timers
 
     def parts(self) -> list[tuple[str, float | None]]:
+        if self.ops_ns:
+            return [(op, ns) for op, ns in self.ops_ns.items() if ns > 0]
         out: list[tuple[str, float | None]] = []
         for p, ns in self.projection_ns.items():
             out.append((f"{p} (bitlinear, all layers)", ns))
@@ -211,7 +217,10 @@ class DecodeBreakdown:
                 for name, ns in self.parts()]
         model_sum = (self.fixed_ns + self.n_layers * self.layer_ns) if self.layer_ns is not None else None
         recs.append({"op": "measured decode step", "ns": self.step_ns, "share": 1.0})
-        if model_sum is not None:
+        if self.ops_ns:
+            region = sum(self.ops_ns.values())
+            recs.append({"op": "sum of the ops (inside the C call)", "ns": region, "share": region / self.step_ns})
+        elif model_sum is not None:
             recs.append({"op": "fixed + layers × per-layer (consistency check)", "ns": model_sum,
                          "share": model_sum / self.step_ns})
         cols = [Column("op", "part of one decode step"),
@@ -265,17 +274,34 @@ def _spread(ts: list[int]) -> float:
     return (q[2] - q[0]) / 2
 
 
-def decode_breakdown(model: Any, *, position: int = 64, repeat: int = 20, seed: int = 0) -> DecodeBreakdown:
+def decode_breakdown(model: Any, *, position: int = 64, repeat: int = 20, seed: int = 0,
+                     method: str = "auto") -> DecodeBreakdown:
     """Where the time of one decode step of ``model`` (a loaded Model; its backend and threads)
-    goes — see the module docstring for the method. ``position``: cached tokens before the step
-    (tg128's average position is 64)."""
+    goes — see the module docstring for the methods. ``position``: cached tokens before the step
+    (tg128's average position is 64). ``method``: "timers" (the native engine's own per-op
+    timers), "differences" (whole-step times of the model and of its first layer, projections
+    one call at a time), "auto" (timers when the runner has them)."""
     from bitnet_lab.bench import _isa_of, model_label
 
     if repeat < 1 or position < 0:
         raise BitnetLabError(f"decode_breakdown: need repeat >= 1 and position >= 0, got {repeat}, {position}")
-    rng = np.random.default_rng(seed)
+    if method not in ("auto", "timers", "differences"):
+        raise BitnetLabError(f"decode_breakdown: method must be 'auto', 'timers' or 'differences', got {method!r}")
     cfg = model.config
     runner = model.runner
+    has_timers = hasattr(runner, "profile_decode")
+    if method == "timers" and not has_timers:
+        raise BitnetLabError(f"decode_breakdown: the {model.backend} backend has no per-op timers; "
+                             "use method='differences'")
+    if method == "timers" or (method == "auto" and has_timers):
+        p = runner.profile_decode(position=position, steps=repeat, seed=seed)
+        notes = [f"the engine's own timers: thread 0's wall time per op class inside the C call, median of "
+                 f"{repeat} steps; 'sync' = waiting at barriers (load imbalance, wake-up); the step also "
+                 "holds the Python call around the C forward pass."]
+        return DecodeBreakdown(model_label(model), model.backend, p.threads, p.isa, position, cfg.n_layers,
+                               p.step_ms * 1e6, None, None, {}, notes,
+                               ops_ns={op: ms * 1e6 for op, ms in p.ops_ms.items()})
+    rng = np.random.default_rng(seed)
     L = cfg.n_layers
     notes = []
     full = _step_times(runner, position, repeat, rng, cfg.vocab)

@@ -412,13 +412,30 @@ def test_load_profile_reports_the_childs_error(tmp_path):
 def test_decode_breakdown_parts():
     m = _tiny()
     m = Model(m.config, m.tensors, {}, m.source, "gguf", backend="native", threads=1)
-    d = B.decode_breakdown(m, position=4, repeat=3)
+    d = B.decode_breakdown(m, position=4, repeat=3, method="differences")
     assert d.step_ns > 0 and d.n_layers == m.config.n_layers
     assert set(d.projection_ns) == set(bench_profile.PROJECTIONS)
     assert all(v > 0 for v in d.projection_ns.values())
     assert d.layer_ns is not None and d.fixed_ns is not None
     assert d.fixed_ns + d.n_layers * d.layer_ns == pytest.approx(d.step_ns)
     assert "Decode step breakdown" in d.to_markdown()
+
+
+@needs_engine
+def test_decode_breakdown_from_the_engine_timers():
+    from bitnet_lab.engine import PROF_CLASSES
+
+    m = _tiny()
+    m = Model(m.config, m.tensors, {}, m.source, "gguf", backend="native", threads=2)
+    d = B.decode_breakdown(m, position=4, repeat=3)  # auto: the native engine has timers
+    assert d.ops_ns and set(d.ops_ns) <= set(PROF_CLASSES) and all(v >= 0 for v in d.ops_ns.values())
+    assert d.layer_ns is None and not d.projection_ns and d.threads == 2
+    parts = dict(d.parts())
+    assert parts and all(v > 0 for v in parts.values()) and "lm_head" in parts
+    assert 0 < sum(d.ops_ns.values()) <= d.step_ns  # the C region sits inside the timed call
+    assert "sum of the ops" in d.to_markdown()
+    with pytest.raises(BitnetLabError, match="method"):
+        B.decode_breakdown(m, method="guess")
 
 
 def test_kernel_bench_verifies_then_times():

@@ -19,7 +19,7 @@ What happens where:
   tensor names and shapes, packed codes, TQ block scales, TL tilings) with the project's errors.
   The float tensors (embedding, lm_head, norms) and the TL1/TL2/TQ1_0 projections are handed to C
   *without copying*: they point into the memory-mapped file. I2_S and TQ2_0 projections are, by
-  default (``i2s_layout="auto"``, on a level with a native x4 GEMV: AVX-512 VNNI), re-ordered
+  default (``i2s_layout="auto"``, on a level with a native x4 GEMV: AVX-512 VNNI, AVX2), re-ordered
   ONCE at load into the x4 layout — the same 2-bit codes, 4 rows interleaved per 64-byte step, so
   a decode GEMV reads one sequential stream (src/bl_mad.h; 2B-4T on a Zen 4 core: projections
   21.7 -> 18.5 ms per token). That copy is read with preadv and the mapping's pages are dropped,

@@ -206,7 +206,7 @@ def i2s_x4_gemm(data, Q: np.ndarray, M: int, K: int, *, threads: int | None = No
 
 # Levels whose x4 GEMV reads the layout itself (src/mad_dispatch.c); elsewhere the x4 kernels run
 # the row-major I2_S kernel on each group re-ordered, so the engine keeps plain I2_S there.
-_X4_NATIVE_GEMV = {"avx512vnni": "v3"}
+_X4_NATIVE_GEMV = {"avx512vnni": "v3", "avx2": "v1x"}
 X4_MAX_K = 65536  # BL_X4_MAX_K: the _via kernels re-order a group (4·K/4 bytes) on the stack
 
 

@@ -40,8 +40,10 @@
  *   K % 256 == 128, row i's last 32 bytes at 256·(K/256) + 32i. The M % 4 rows after the last
  *   full group stay row-major. Kernels over x4 take row ranges with r0 % 4 == 0 and r1 % 4 == 0
  *   or r1 == M (the engine's 32-row tiles and the Python wrappers guarantee it).
- * Levels without a native x4 GEMV/GEMM run their I2_S kernel on one group at a time, re-ordered
- * into a stack buffer (bl_i2s_x4_*_via): same results, one extra copy.
+ * Native x4 kernels: GEMV v3 and GEMM v3 (AVX-512 VNNI), GEMV v1x (AVX2; the AVX2 row-major
+ * GEMV from DRAM reached 6 GB/s on the 2B-4T projections, v1x 22 GB/s). Other kernels run their
+ * level's I2_S kernel on one group at a time, re-ordered into a stack buffer
+ * (bl_i2s_x4_*_via): same results, one extra copy.
  *
  * ---- Fault injection ------------------------------------------------------------------------
  * bl_mad_set_fault(1 << BL_OP_<op>) makes that op deliberately wrong, for the tests of `verify`:
@@ -185,6 +187,8 @@ void bl_tq1_gemm_v3(const uint8_t *, const int8_t *, const int32_t *, int32_t *,
 BL_DECLARE_MAD(neon)         /* mad_neon.c        */
 BL_DECLARE_MAD(neon_dotprod) /* mad_neon_dotprod.c */
 
+/* mad_avx2.c: v1 on the x4 layout in place */
+void bl_i2s_x4_gemv_v1x(const uint8_t *, const int8_t *, int32_t, int32_t *, int64_t, int64_t, int64_t);
 /* mad_avx512vnni.c: v3 on the x4 layout (one sequential stream, no software prefetch) */
 void bl_i2s_x4_gemv_v3(const uint8_t *, const int8_t *, int32_t, int32_t *, int64_t, int64_t, int64_t);
 void bl_i2s_x4_gemm_v3(const uint8_t *, const int8_t *, const int32_t *, int32_t *, int64_t, int64_t, int64_t, int64_t,

@@ -79,6 +79,7 @@ static const bl_mad_version versions[] = {
     GEMM(BL_OP_TQ2_GEMM, "v1", BL_ISA_AVX2, "AVX2 decode chunk once, 2x4 maddubs tile", bl_tq2_gemm_v1),
     GEMM(BL_OP_TQ1_GEMM, "v1", BL_ISA_AVX2, "AVX2 decode chunk once, 2x4 maddubs tile", bl_tq1_gemm_v1),
     GEMV(BL_OP_I2S_X4_GEMV, "v1", BL_ISA_AVX2, "AVX2 I2_S v1 on each group re-ordered to row-major", x4_gemv_v1),
+    GEMV(BL_OP_I2S_X4_GEMV, "v1x", BL_ISA_AVX2, "AVX2 I2_S v1 on the x4 layout in place: one sequential stream", bl_i2s_x4_gemv_v1x),
     GEMM(BL_OP_I2S_X4_GEMM, "v1", BL_ISA_AVX2, "AVX2 I2_S v1 on each group re-ordered to row-major", x4_gemm_v1),
 #endif
 #if defined(BL_BUILD_AVXVNNI)
@@ -139,7 +140,7 @@ static const bl_mad_kernels scalar_defaults = {
 #if defined(BL_BUILD_AVX2)
 static const bl_mad_kernels avx2_defaults = {
     bl_quantize_act_avx2, bl_i2s_gemv_v1, bl_i2s_gemm_v1, bl_tq2_gemv_v1, bl_tq1_gemv_v1, bl_tq2_gemm_v1, bl_tq1_gemm_v1,
-    x4_gemv_v1, x4_gemm_v1,
+    bl_i2s_x4_gemv_v1x, x4_gemm_v1,
 };
 #endif
 #if defined(BL_BUILD_AVXVNNI) && defined(BL_BUILD_AVX2)

@@ -126,7 +126,7 @@ def _load_profile_child(args: dict, t_start: float) -> None:
         return t1
 
     t = mark("python + bitnet_lab import", t_start)
-    model = load(args["path"], backend=args["backend"], threads=args["threads"])
+    model = load(args["path"], backend=args["backend"], threads=args["threads"], **args.get("options", {}))
     t = mark("load (open, metadata, map tensors)", t)
     runner = model.runner
     t = mark(f"build the {args['backend']} backend", t)
@@ -148,17 +148,18 @@ _CHILD = (
 
 
 def load_profile(path: str | os.PathLike, *, backend: str = "native", threads: int | None = None,
-                 timeout: float = 600.0, python: str = sys.executable) -> LoadProfile:
+                 timeout: float = 600.0, python: str = sys.executable, **backend_options: Any) -> LoadProfile:
     """Load ``path`` with ``backend`` in a fresh ``python`` process and report each phase's time
-    and the peak RSS after it (module docstring). Raises BitnetLabError with the child's error
-    when the load fails."""
+    and the peak RSS after it (module docstring). ``backend_options`` (JSON values, e.g.
+    ``i2s_layout="file"``) go to ``bitnet_lab.load`` in the child. Raises BitnetLabError with the
+    child's error when the load fails."""
     path = str(path)
     if _peak_rss() is None:
         raise BitnetLabError("load_profile needs the resource module (POSIX) to read the peak RSS")
     env = dict(os.environ)
     pkg_parent = str(Path(__file__).resolve().parent.parent)  # works from a checkout without install
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH", "")) if p)
-    args = json.dumps({"path": path, "backend": backend, "threads": threads})
+    args = json.dumps({"path": path, "backend": backend, "threads": threads, "options": backend_options})
     try:
         r = subprocess.run([python, "-c", _CHILD, args], capture_output=True, text=True, timeout=timeout, env=env, check=False)
     except subprocess.TimeoutExpired:

@@ -1,7 +1,7 @@
 """`bitnet-lab bench`: llama-bench's tests plus the instruments around them, in one command.
 
     bitnet-lab bench [-m MODEL] [-p 128,512] [-n 64,128] [-t 1,2] [-r 5] [-o md|csv|json]
-                     [--backend auto|native|reference[,...]] [--no-warmup]
+                     [--backend auto|native|reference[,...]] [--no-warmup] [--i2s-layout auto|x4|file]
                      [--tests] [--ceilings] [--load] [--breakdown] [--kernels] [--all]
                      [--layout 2B-4T] [--no-bracket] [--compare PATH] [--compare-args ARGS] [--llama-cpp]
 
@@ -104,6 +104,9 @@ def add_parser(sub: Any) -> None:
                    help="auto, native, reference, or a comma list (default auto = native when built, else reference)")
     g.add_argument("--no-warmup", dest="warmup", action="store_false", help="no untimed warm-up run per test")
     g.add_argument("-s", "--seed", type=int, default=0, help="seed of the random token ids (default 0)")
+    g.add_argument("--i2s-layout", choices=("auto", "x4", "file"), default="auto",
+                   help="native engine: I2_S/TQ2_0 projections re-ordered into x4 at load, as stored (file), or "
+                        "x4 where the CPU has a native x4 GEMV (auto, default)")
     g.add_argument("-mmp", "--mmap", type=mmap_list, default=[True], metavar="0|1",
                    help="1: weights used in place from the file's memory map; 0: read into anonymous huge "
                         "pages (run's --no-mmap); 0,1 measures both (default 1)")
@@ -246,7 +249,10 @@ def bench_command(args: argparse.Namespace) -> int:
 
         source = str(default_model_path())
         _err(f"no -m given: using the default model {source}")
-    model = load(source, backend=backends[0], threads=max(threads))
+    options = {"i2s_layout": args.i2s_layout} if args.i2s_layout != "auto" else {}
+    if options and "reference" in backends:
+        raise ConfigError("--i2s-layout applies to the native backend only")
+    model = load(source, backend=backends[0], threads=max(threads), **options)
     path = str(model.source)
     report = _Report(args.output)
     machine = B.machine_info()
@@ -257,7 +263,7 @@ def bench_command(args: argparse.Namespace) -> int:
         ceilings = _try(report, "ceilings", lambda: B.machine_ceilings(
             threads=threads, nbytes=args.ceiling_mib << 20, repeat=args.repetitions, progress=args.progress))
     if "load" in sections:
-        _try(report, "load", lambda: B.load_profile(path, backend=backends[0], threads=max(threads)))
+        _try(report, "load", lambda: B.load_profile(path, backend=backends[0], threads=max(threads), **options))
     if "tests" in sections:
         table = B.bench(model, pp=pp, tg=tg, threads=threads, repeat=args.repetitions, backend=backends,
                         warmup=args.warmup, seed=args.seed, ceilings=ceilings, mmap=args.mmap,

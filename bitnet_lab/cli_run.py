@@ -53,6 +53,9 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-mmap", dest="mmap", action="store_false",
                    help="read the weights into anonymous huge pages instead of using the file's memory map "
                         "in place (faster decode where the page cache holds 4 KiB pages; loads the whole file)")
+    g.add_argument("--i2s-layout", choices=("auto", "x4", "file"), default="auto",
+                   help="native engine: I2_S/TQ2_0 projections re-ordered at load into the x4 layout (x4), used "
+                        "as stored (file), or x4 where the CPU has a native x4 GEMV (auto, default)")
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser, n_default: int) -> None:
@@ -155,7 +158,10 @@ def _load(args: argparse.Namespace):
         raise ConfigError(f"-c/--ctx-size must be >= 0, got {args.ctx_size}")
     backend = args.backend
     t0 = time.perf_counter()
-    model = bitnet_lab.load(source, backend=backend, threads=args.threads, mmap=args.mmap)
+    options = {"i2s_layout": args.i2s_layout} if backend == "native" else {}
+    if backend != "native" and args.i2s_layout != "auto":
+        raise ConfigError("--i2s-layout applies to the native backend only")
+    model = bitnet_lab.load(source, backend=backend, threads=args.threads, mmap=args.mmap, **options)
     model.runner  # build the backend now so load time includes it
     load_ms = (time.perf_counter() - t0) * 1e3
     train_ctx = model.config.context

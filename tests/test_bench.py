@@ -629,6 +629,27 @@ def test_cli_json_and_csv(capsys):
     assert next(iter(csv.DictReader(io.StringIO("\n".join(lines)))))["test"] == "pp8"
 
 
+@needs_engine
+def test_cli_i2s_layout_reaches_the_engine(capsys, monkeypatch):
+    from bitnet_lab import engine
+    from bitnet_lab.cli import main
+
+    seen = []
+    init = engine.NativeEngine.__init__
+
+    def spy(self, *args, **kw):
+        seen.append(kw.get("i2s_layout"))
+        init(self, *args, **kw)
+
+    monkeypatch.setattr(engine.NativeEngine, "__init__", spy)
+    assert main(["bench", "--tests", "-p", "0", "-n", "2", "-r", "1", "-t", "1", "--i2s-layout", "file",
+                 "--no-progress"]) == 0
+    assert seen and set(seen) == {"file"}
+    capsys.readouterr()
+    assert main(["bench", "--tests", "-p", "0", "-n", "2", "--backend", "native,reference", "--i2s-layout", "x4"]) == 1
+    assert "native backend only" in capsys.readouterr().err
+
+
 def test_cli_kernels_section(capsys):
     from bitnet_lab.cli import main
 

@@ -39,6 +39,7 @@ def fake(monkeypatch):
 
     def load(source, *, backend="reference", threads=None, **kw):
         holder.loads.append((source, backend, threads))
+        holder.options = kw
         return fake_model(holder.runner, holder.tokenizer, context=holder.context)
 
     monkeypatch.setattr(bitnet_lab, "load", load)
@@ -132,6 +133,17 @@ def test_bad_input_exits_non_zero_with_a_clear_message(fake, capsys, argv, code,
     assert main(argv) == code
     out, err = capsys.readouterr()
     assert out == "" and message in err
+
+
+def test_i2s_layout_flag_reaches_the_native_engine(fake, capsys):
+    assert main(["run", "-m", "x", "-p", "Hi", "--temp", "0", "--i2s-layout", "file"]) == 0
+    assert fake.options["i2s_layout"] == "file" and fake.loads[-1][1] == "native"
+    assert main(["run", "-m", "x", "-p", "Hi", "--temp", "0"]) == 0
+    assert fake.options["i2s_layout"] == "auto"
+    capsys.readouterr()
+    assert main(["run", "-m", "x", "-p", "Hi", "--backend", "reference", "--i2s-layout", "x4"]) == 1
+    assert "--i2s-layout applies to the native backend only" in capsys.readouterr().err
+    assert main(["run", "-m", "x", "-p", "Hi", "--i2s-layout", "rows"]) == 2  # argparse: invalid choice
 
 
 def test_default_model_is_used_without_m(fake, monkeypatch, capsys):

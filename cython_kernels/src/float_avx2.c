@@ -314,8 +314,33 @@ static void lm_q8(const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, in
     }
 }
 
+/* Rows a and b (far apart: two sequential streams) of an F16 lm_head against one hidden row,
+ * each in dot_any's order; the hidden-state loads are shared. */
+static void dot2_f16(const float *h, const uint16_t *a, const uint16_t *b, int64_t K, float *ya, float *yb) {
+    acc32 A = acc32_zero(), B = acc32_zero();
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32)
+        for (int i = 0; i < 4; ++i) {
+            const __m256 x = _mm256_loadu_ps(h + k + 8 * i);
+            A.v[i] = madd(A.v[i], x, cvt8_f16(a + k + 8 * i));
+            B.v[i] = madd(B.v[i], x, cvt8_f16(b + k + 8 * i));
+        }
+    *ya = finish(A, k, K, h, a, 1);
+    *yb = finish(B, k, K, h, b, 1);
+}
+
 static void lm_rows(int type, const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, int64_t r1,
                     const float *h, int64_t N, float *out, int64_t ldo) {
+#ifndef BL_LM_SINGLE_STREAM
+    if (type == BL_FT_F16 && N == 1) { /* decode: rows r and r + half in one pass (as float_avx512.c) */
+        const int64_t half = (r1 - r0) / 2;
+        for (int64_t r = r0; r < r0 + half; ++r)
+            dot2_f16(h, (const uint16_t *)(W + r * row_bytes), (const uint16_t *)(W + (r + half) * row_bytes), K,
+                     &out[r], &out[r + half]);
+        if ((r1 - r0) % 2) out[r1 - 1] = dot_any(h, W + (r1 - 1) * row_bytes, K, 1);
+        return;
+    }
+#endif
     for (int64_t r = r0; r < r1; ++r) {
         const uint8_t *row = W + r * row_bytes;
         for (int64_t n = 0; n < N; ++n) {

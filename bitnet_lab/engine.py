@@ -87,6 +87,7 @@ _k = kernels._k  # the compiled module (engine core, test hooks)
 # Rows the C side processes at a time (longer inputs are cut into chunks of this many rows;
 # no result depends on the chunking). Bounds the per-call scratch.
 ENGINE_CHUNK: int = _k.ENGINE_CHUNK
+MAX_HEAD_DIM = 1024  # per-head stack scratch of the attention kernels: 2 × 1024 doubles at most
 
 PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 # Op classes timed by the C side (src/engine.h BL_PROF_*), in order.
@@ -514,6 +515,9 @@ class NativeEngine:
         self.n_ctx_max = int(n_ctx_max if n_ctx_max is not None else config.context)
         if self.n_ctx_max <= 0:
             raise ConfigError(f"n_ctx_max must be positive, got {self.n_ctx_max}")
+        if config.head_dim > MAX_HEAD_DIM:  # the float kernels keep a head's query on the stack
+            raise ConfigError(f"head_dim {config.head_dim} is larger than the native engine's {MAX_HEAD_DIM} "
+                              "(real models use 64-256); the JAX reference (backend='reference') has no such limit")
         self._rope_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
         names = set(tensors)

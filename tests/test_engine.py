@@ -638,6 +638,8 @@ def test_bad_inputs_raise(tiny_b158):
         eng.bitlinear("blk.0.attn_q", np.zeros(65, np.float32))
     with pytest.raises(ConfigError, match="kv_dtype"):
         NativeEngine(config, tensors, kv_dtype="bf16")
+    with pytest.raises(ConfigError, match="head_dim 2048 is larger than the native engine's 1024"):
+        NativeEngine(config.replace(head_dim=2048), tensors)
     with pytest.raises(ConfigError, match="missing tensors.*blk.1.ffn_up.weight"):
         NativeEngine(config, {k: v for k, v in tensors.items() if k != "blk.1.ffn_up.weight"})
     with pytest.raises(ConfigError, match="does not use.*blk.9.attn_q.weight"):

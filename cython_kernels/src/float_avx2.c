@@ -74,134 +74,80 @@ static inline double elem(const void *row, int64_t i, int f16) {
 
 static inline size_t row_bytes(int64_t d, int f16) { return (size_t)d * (f16 ? 2 : 4); }
 
-static void qk1(const float *q, const void *K, int64_t n_cache, const void *last, int64_t d, int f16, float kq_scale,
-                float *scores) {
-    const size_t row = row_bytes(d, f16);
-    double q64[d];
-    for (int64_t k = 0; k < d; ++k) q64[k] = (double)q[k];
-    for (int64_t n = 0; n < n_cache + (last != NULL); ++n) {
-        const void *kn = n < n_cache ? (const void *)((const char *)K + n * row) : last;
-        __m256d acc[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
-        int64_t k = 0;
-        for (; k + 16 <= d; k += 16)
-            for (int j = 0; j < 2; ++j) {
-                __m256d lo, hi;
-                load8_pd(kn, k + 8 * j, f16, &lo, &hi);
-                acc[2 * j] = _mm256_fmadd_pd(_mm256_loadu_pd(q64 + k + 8 * j), lo, acc[2 * j]); /* exact products */
-                acc[2 * j + 1] = _mm256_fmadd_pd(_mm256_loadu_pd(q64 + k + 8 * j + 4), hi, acc[2 * j + 1]);
-            }
-        double lane[16];
-        for (int j = 0; j < 4; ++j) _mm256_storeu_pd(lane + 4 * j, acc[j]);
-        for (; k < d; ++k) lane[k & 15] += q64[k] * elem(kn, k, f16);
-        scores[n] = (float)bl_fold16d(lane) * kq_scale;
-    }
-}
+/* ---- attention: float64; a GQA group's heads in pairs share each key / value slice's widening -- */
 
-static void pv1(const float *p, const void *V, int64_t n_cache, const void *last, int64_t d, int f16, float *out) {
-    const size_t row = row_bytes(d, f16);
-    const int64_t n_pos = n_cache + (last != NULL);
-    int64_t i = 0;
-    for (; i + 16 <= d; i += 16) { /* 16 outputs in four 4-wide float64 accumulators */
-        __m256d o[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
-        for (int64_t n = 0; n < n_pos; ++n) {
-            const void *vn = n < n_cache ? (const void *)((const char *)V + n * row) : last;
-            const __m256d pn = _mm256_set1_pd((double)p[n]);
-            for (int j = 0; j < 2; ++j) {
-                __m256d lo, hi;
-                load8_pd(vn, i + 8 * j, f16, &lo, &hi);
-                o[2 * j] = _mm256_fmadd_pd(pn, lo, o[2 * j]);
-                o[2 * j + 1] = _mm256_fmadd_pd(pn, hi, o[2 * j + 1]);
-            }
-        }
-        for (int j = 0; j < 4; ++j) _mm_storeu_ps(out + i + 4 * j, _mm256_cvtpd_ps(o[j]));
-    }
-    for (; i < d; ++i) {
-        double o = 0.0;
-        for (int64_t n = 0; n < n_pos; ++n) {
-            const void *vn = n < n_cache ? (const void *)((const char *)V + n * row) : last;
-            o += (double)p[n] * elem(vn, i, f16);
-        }
-        out[i] = (float)o;
-    }
-}
+#define AI static inline __attribute__((always_inline))
 
-/* Softmax: the scalar order (engine_float.h) in plain C; the exp is not vectorised at this level. */
-/* ---- attention of a GQA group: pairs of heads share each key / value row's widening --------- */
-
-/* q·k of two heads at once: each 8-element slice of a key row is widened to float64 once and
- * both heads add it into their own four accumulators (lane k % 16, increasing k) — qk1's
- * chains exactly, so the scores are bit-identical; 8 independent chains instead of 4. */
-static void qk2(const float *qa, const float *qb, const void *K, int64_t n_cache, const void *last, int64_t d,
-                int f16, float kq_scale, float *sa, float *sb) {
+/* q·k of H (1 or 2, a constant) heads, q rows d apart, score rows lds apart: each 8-element slice
+ * of a key row is widened to float64 once and every head adds it into its own four accumulators
+ * (lane k % 16, increasing k; exact products, so FMA = multiply + add), then the fold. Two heads
+ * give 8 independent chains instead of 4; every score is the one-head score bit for bit. */
+AI void qk_heads(const float *q, const int H, const void *K, int64_t n_cache, const void *last, int64_t d, int f16,
+                 float kq_scale, float *scores, int64_t lds) {
     const size_t row = row_bytes(d, f16);
-    double q64[2][d];
-    for (int64_t k = 0; k < d; ++k) {
-        q64[0][k] = (double)qa[k];
-        q64[1][k] = (double)qb[k];
-    }
+    double q64[H][d];
+    for (int h = 0; h < H; ++h)
+        for (int64_t k = 0; k < d; ++k) q64[h][k] = (double)q[h * d + k];
     for (int64_t n = 0; n < n_cache + (last != NULL); ++n) {
         const void *kn = n < n_cache ? (const void *)((const char *)K + n * row) : last;
         __m256d acc[2][4];
-        for (int h = 0; h < 2; ++h)
+        for (int h = 0; h < H; ++h)
             for (int j = 0; j < 4; ++j) acc[h][j] = _mm256_setzero_pd();
         int64_t k = 0;
         for (; k + 16 <= d; k += 16)
             for (int j = 0; j < 2; ++j) {
                 __m256d lo, hi;
                 load8_pd(kn, k + 8 * j, f16, &lo, &hi);
-                for (int h = 0; h < 2; ++h) { /* exact products */
+                for (int h = 0; h < H; ++h) {
                     acc[h][2 * j] = _mm256_fmadd_pd(_mm256_loadu_pd(q64[h] + k + 8 * j), lo, acc[h][2 * j]);
                     acc[h][2 * j + 1] = _mm256_fmadd_pd(_mm256_loadu_pd(q64[h] + k + 8 * j + 4), hi, acc[h][2 * j + 1]);
                 }
             }
         double lane[2][16];
-        for (int h = 0; h < 2; ++h)
+        for (int h = 0; h < H; ++h)
             for (int j = 0; j < 4; ++j) _mm256_storeu_pd(lane[h] + 4 * j, acc[h][j]);
         for (; k < d; ++k) {
             const double kv = elem(kn, k, f16);
-            for (int h = 0; h < 2; ++h) lane[h][k & 15] += q64[h][k] * kv;
+            for (int h = 0; h < H; ++h) lane[h][k & 15] += q64[h][k] * kv;
         }
-        sa[n] = (float)bl_fold16d(lane[0]) * kq_scale;
-        sb[n] = (float)bl_fold16d(lane[1]) * kq_scale;
+        for (int h = 0; h < H; ++h) scores[h * lds + n] = (float)bl_fold16d(lane[h]) * kq_scale;
     }
 }
 
-/* p·v of two heads at once: each value slice widened once, pv1's sums (increasing n per output). */
-static void pv2(const float *pa, const float *pb, const void *V, int64_t n_cache, const void *last, int64_t d,
-                int f16, float *oa, float *ob) {
+/* p·v of H (1 or 2) heads, p rows lds apart, out rows d apart: each value slice widened once,
+ * every output a float64 sum in increasing n (16 outputs per head in four accumulators). */
+AI void pv_heads(const float *p, int64_t lds, const int H, const void *V, int64_t n_cache, const void *last,
+                 int64_t d, int f16, float *out) {
     const size_t row = row_bytes(d, f16);
     const int64_t n_pos = n_cache + (last != NULL);
     int64_t i = 0;
-    for (; i + 16 <= d; i += 16) { /* 16 outputs per head in four 4-wide float64 accumulators */
+    for (; i + 16 <= d; i += 16) {
         __m256d o[2][4];
-        for (int h = 0; h < 2; ++h)
+        for (int h = 0; h < H; ++h)
             for (int j = 0; j < 4; ++j) o[h][j] = _mm256_setzero_pd();
         for (int64_t n = 0; n < n_pos; ++n) {
             const void *vn = n < n_cache ? (const void *)((const char *)V + n * row) : last;
-            const __m256d pn[2] = {_mm256_set1_pd((double)pa[n]), _mm256_set1_pd((double)pb[n])};
+            __m256d pn[2];
+            for (int h = 0; h < H; ++h) pn[h] = _mm256_set1_pd((double)p[h * lds + n]);
             for (int j = 0; j < 2; ++j) {
                 __m256d lo, hi;
                 load8_pd(vn, i + 8 * j, f16, &lo, &hi);
-                for (int h = 0; h < 2; ++h) {
+                for (int h = 0; h < H; ++h) {
                     o[h][2 * j] = _mm256_fmadd_pd(pn[h], lo, o[h][2 * j]);
                     o[h][2 * j + 1] = _mm256_fmadd_pd(pn[h], hi, o[h][2 * j + 1]);
                 }
             }
         }
-        for (int j = 0; j < 4; ++j) {
-            _mm_storeu_ps(oa + i + 4 * j, _mm256_cvtpd_ps(o[0][j]));
-            _mm_storeu_ps(ob + i + 4 * j, _mm256_cvtpd_ps(o[1][j]));
-        }
+        for (int h = 0; h < H; ++h)
+            for (int j = 0; j < 4; ++j) _mm_storeu_ps(out + h * d + i + 4 * j, _mm256_cvtpd_ps(o[h][j]));
     }
     for (; i < d; ++i) {
-        double x = 0.0, y = 0.0;
+        double o[2] = {0.0, 0.0};
         for (int64_t n = 0; n < n_pos; ++n) {
             const double v = elem(n < n_cache ? (const void *)((const char *)V + n * row) : last, i, f16);
-            x += (double)pa[n] * v;
-            y += (double)pb[n] * v;
+            for (int h = 0; h < H; ++h) o[h] += (double)p[h * lds + n] * v;
         }
-        oa[i] = (float)x;
-        ob[i] = (float)y;
+        for (int h = 0; h < H; ++h) out[h * d + i] = (float)o[h];
     }
 }
 
@@ -210,19 +156,18 @@ static void pv2(const float *pa, const float *pb, const void *V, int64_t n_cache
 static void qk(const float *q, int64_t R, const void *K, int64_t n_cache, const void *last, int64_t d, int f16,
                float kq_scale, float *scores, int64_t lds) {
     int64_t r = 0;
-    for (; r + 2 <= R; r += 2)
-        qk2(q + r * d, q + (r + 1) * d, K, n_cache, last, d, f16, kq_scale, scores + r * lds, scores + (r + 1) * lds);
-    if (r < R) qk1(q + r * d, K, n_cache, last, d, f16, kq_scale, scores + r * lds);
+    for (; r + 2 <= R; r += 2) qk_heads(q + r * d, 2, K, n_cache, last, d, f16, kq_scale, scores + r * lds, lds);
+    if (r < R) qk_heads(q + r * d, 1, K, n_cache, last, d, f16, kq_scale, scores + r * lds, lds);
 }
 
 static void pv(const float *p, int64_t lds, int64_t R, const void *V, int64_t n_cache, const void *last, int64_t d,
                int f16, float *out) {
     int64_t r = 0;
-    for (; r + 2 <= R; r += 2)
-        pv2(p + r * lds, p + (r + 1) * lds, V, n_cache, last, d, f16, out + r * d, out + (r + 1) * d);
-    if (r < R) pv1(p + r * lds, V, n_cache, last, d, f16, out + r * d);
+    for (; r + 2 <= R; r += 2) pv_heads(p + r * lds, lds, 2, V, n_cache, last, d, f16, out + r * d);
+    if (r < R) pv_heads(p + r * lds, lds, 1, V, n_cache, last, d, f16, out + r * d);
 }
 
+/* Softmax: the scalar order (engine_float.h) in plain C; the exp is not vectorised at this level. */
 static void softmax(float *s, int64_t n, int f16) {
     float mx = -INFINITY;
     for (int64_t i = 0; i < n; ++i)

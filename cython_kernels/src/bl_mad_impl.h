@@ -93,6 +93,12 @@ static inline uint8_t bl_tq1_trit(uint8_t b, int n) {
 
 /* Bytes of one row of each format. */
 static inline int64_t bl_i2s_row_bytes(int64_t K) { return K / 4; }
+/* Row i (0..3) of an x4 group (bl_mad.h), its 32 bytes of 128-weight block b (nb blocks per row):
+ * step b/2 at 256·(b/2), the row's 64 bytes at + 64·i, the block's half at + 32·(b%2); an odd
+ * last block (nb odd) at 128·b + 32·i. */
+static inline const uint8_t *bl_i2s_x4_block(const uint8_t *group, int64_t nb, int64_t b, int64_t i) {
+    return (nb & 1) && b == nb - 1 ? group + 128 * b + 32 * i : group + 256 * (b >> 1) + 64 * i + 32 * (b & 1);
+}
 static inline int64_t bl_tq2_row_bytes(int64_t K) { return (K / BL_TQ_BLOCK) * BL_TQ2_BLOCK_BYTES; }
 static inline int64_t bl_tq1_row_bytes(int64_t K) { return (K / BL_TQ_BLOCK) * BL_TQ1_BLOCK_BYTES; }
 

@@ -29,24 +29,18 @@
 
 /* R rows (R constant after inlining) starting at w_row0, one activation row; widen every
  * `wb` blocks (a constant: 16 or 1). res[i] = Σ c·q of row i. X4 (a constant): w_row0 is a
- * group of 4 rows in the x4 layout (bl_mad.h) — row i's block b at 256·(b/2) + 64·i + 32·(b%2),
- * an odd last block at 128·b + 32·i — instead of R rows row_bytes apart. */
-ALWAYS_INLINE void i2s_rows_at(const uint8_t *w_row0, int64_t row_bytes, const int8_t *q, int64_t nb, const int R,
-                               const int wb, const int X4, int32_t *res) {
+ * group of 4 rows in the x4 layout (bl_mad.h, bl_i2s_x4_block) instead of R rows row_bytes apart. */
+ALWAYS_INLINE void i2s_rows(const uint8_t *w_row0, int64_t row_bytes, const int8_t *q, int64_t nb, const int R,
+                            const int wb, const int X4, int32_t *res) {
     __m256i acc32[4], acc16[4];
     for (int i = 0; i < R; ++i) acc32[i] = acc16[i] = _mm256_setzero_si256();
     for (int64_t b0 = 0; b0 < nb; b0 += wb) {
         const int64_t b1 = b0 + wb < nb ? b0 + wb : nb;
         for (int64_t b = b0; b < b1; ++b) {
-            const uint8_t *base = w_row0 + 32 * b; /* row-major: row i at base + i·row_bytes */
-            int64_t stride = row_bytes;
-            if (X4) {
-                const int odd_last = (nb & 1) && b == nb - 1;
-                base = odd_last ? w_row0 + 128 * b : w_row0 + 256 * (b >> 1) + 32 * (b & 1);
-                stride = odd_last ? 32 : 64;
-            }
             __m256i v[4];
-            for (int i = 0; i < R; ++i) v[i] = _mm256_loadu_si256((const __m256i *)(base + i * stride));
+            for (int i = 0; i < R; ++i)
+                v[i] = _mm256_loadu_si256((const __m256i *)(X4 ? bl_i2s_x4_block(w_row0, nb, b, i)
+                                                               : w_row0 + i * row_bytes + 32 * b));
             for (int p = 0; p < 4; ++p) { /* plane p: elements 32p..32p+31 of the block, shift 6 - 2p */
                 const __m256i a = _mm256_loadu_si256((const __m256i *)(q + 128 * b + 32 * p));
                 for (int i = 0; i < R; ++i)
@@ -61,55 +55,40 @@ ALWAYS_INLINE void i2s_rows_at(const uint8_t *w_row0, int64_t row_bytes, const i
     for (int i = 0; i < R; ++i) res[i] = hsum_epi32(acc32[i]);
 }
 
-ALWAYS_INLINE void i2s_rows(const uint8_t *w_row0, int64_t row_bytes, const int8_t *q, int64_t nb, const int R,
-                            const int wb, int32_t *res) {
-    i2s_rows_at(w_row0, row_bytes, q, nb, R, wb, 0, res);
-}
-
+/* X4 (a constant): groups of 4 rows in the x4 layout; its M % 4 tail rows (r1 == M) are
+ * row-major, like every row of plain I2_S. */
 ALWAYS_INLINE void i2s_gemv_avx2(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *out, int64_t K,
-                                 int64_t r0, int64_t r1, const int wb) {
+                                 int64_t r0, int64_t r1, const int wb, const int X4) {
     const int64_t rb = bl_i2s_row_bytes(K), nb = K / 128;
     int32_t res[4];
     int64_t r = r0;
     for (; r + 4 <= r1; r += 4) {
-        i2s_rows(w + r * rb, rb, q, nb, 4, wb, res);
+        i2s_rows(w + r * rb, rb, q, nb, 4, wb, X4, res);
         for (int i = 0; i < 4; ++i) out[r + i] = res[i] - sum_q;
     }
     for (; r < r1; ++r) {
-        i2s_rows(w + r * rb, rb, q, nb, 1, wb, res);
+        i2s_rows(w + r * rb, rb, q, nb, 1, wb, 0, res);
         out[r] = res[0] - sum_q;
     }
-    bl_gemx_fault(BL_OP_I2S_GEMV, out, r0, r1);
+    bl_gemx_fault(X4 ? BL_OP_I2S_X4_GEMV : BL_OP_I2S_GEMV, out, r0, r1);
 }
 
 void bl_i2s_gemv_v1(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *out, int64_t K, int64_t r0,
                     int64_t r1) {
-    i2s_gemv_avx2(w, q, sum_q, out, K, r0, r1, 16); /* 16 blocks: the int16 bound */
+    i2s_gemv_avx2(w, q, sum_q, out, K, r0, r1, 16, 0); /* 16 blocks: the int16 bound */
 }
 
 void bl_i2s_gemv_v1w1(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *out, int64_t K, int64_t r0,
                       int64_t r1) {
-    i2s_gemv_avx2(w, q, sum_q, out, K, r0, r1, 1);
+    i2s_gemv_avx2(w, q, sum_q, out, K, r0, r1, 1, 0);
 }
 
 /* I2_S x4 GEMV v1x: v1's arithmetic reading the x4 layout in place — each group of 4 rows is
  * one sequential stream (a row-major GEMV reads 4 rows in lockstep: 4 streams, which a core's
- * prefetchers follow badly; the copy-based v1 re-orders every group through memcpy first).
- * The M % 4 tail rows (r1 == M) are row-major in x4. */
+ * prefetchers follow badly; the copy-based v1 re-orders every group through memcpy first). */
 void bl_i2s_x4_gemv_v1x(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *out, int64_t K, int64_t r0,
                         int64_t r1) {
-    const int64_t rb = bl_i2s_row_bytes(K), nb = K / 128;
-    int32_t res[4];
-    int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) {
-        i2s_rows_at(w + r * rb, rb, q, nb, 4, 16, 1, res);
-        for (int i = 0; i < 4; ++i) out[r + i] = res[i] - sum_q;
-    }
-    for (; r < r1; ++r) {
-        i2s_rows(w + r * rb, rb, q, nb, 1, 16, res);
-        out[r] = res[0] - sum_q;
-    }
-    bl_gemx_fault(BL_OP_I2S_X4_GEMV, out, r0, r1);
+    i2s_gemv_avx2(w, q, sum_q, out, K, r0, r1, 16, 1);
 }
 
 /* ---- TQ2_0 GEMV ----------------------------------------------------------------------------- */

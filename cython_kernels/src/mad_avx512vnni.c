@@ -624,14 +624,12 @@ void bl_i2s_gemm_v3(const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int
 }
 
 /* Row `row` of a full group of an x4 tensor (bl_mad.h), weights [k0, k0 + kc) as codes:
- * decode_i2s's work with each 128-weight block's 32 bytes read where x4 keeps them (row i of the
- * group: step s at 256·s + 64·i, its second block at + 32; an odd last block at 128·b + 32·i). */
+ * decode_i2s's work with each 128-weight block's 32 bytes read where x4 keeps them. */
 static inline void decode_i2s_x4(const uint8_t *w, int64_t K, int64_t row, int64_t k0, int64_t kc, uint8_t *codes) {
-    const int64_t rb = bl_i2s_row_bytes(K), nb = K / 128, g = row / 4 * 4, i = row % 4;
-    const uint8_t *group = w + g * rb;
+    const int64_t nb = K / 128;
+    const uint8_t *group = w + row / 4 * 4 * bl_i2s_row_bytes(K);
     for (int64_t b = k0 / 128; b < (k0 + kc) / 128; ++b, codes += 128) {
-        const uint8_t *p = b + 1 < nb || nb % 2 == 0 ? group + 256 * (b / 2) + 64 * i + 32 * (b % 2) : group + 128 * b + 32 * i;
-        const __m256i v = _mm256_loadu_si256((const __m256i *)p);
+        const __m256i v = _mm256_loadu_si256((const __m256i *)bl_i2s_x4_block(group, nb, b, row % 4));
         for (int pl = 0; pl < 4; ++pl) _mm256_storeu_si256((__m256i *)(codes + 32 * pl), plane(v, 6 - 2 * pl));
     }
 }

@@ -111,3 +111,27 @@ def test_drop_pages_takes_a_mapped_views_pages_out_of_rss_and_keeps_its_data(tmp
     assert before - rss_file_kib() >= 10 << 10  # ~12 MiB of the view's pages left RSS
     assert int(view.sum(dtype=np.int64)) == checksum  # and read back from the page cache, unchanged
     residency.drop_pages(np.zeros(10, np.uint8))  # not a file view: nothing to do
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_to_huge_pages_copies_a_mapped_array_in_slices(tmp_path, threads):
+    # 5 MiB + a bit: with 2 or 3 threads the 2 MiB-page slices end in a short one
+    data = np.random.default_rng(threads).integers(0, 2**16, (5 << 20) // 2 + 37, dtype=np.uint16)
+    path = tmp_path / "rows.bin"
+    path.write_bytes(b"\0" * 100 + data.tobytes())
+    mapped = np.memmap(path, dtype=np.uint16, mode="r", offset=100, shape=data.shape)
+    out = residency.to_huge_pages(mapped, threads)
+    assert not _is_file_view(out) and out.dtype == data.dtype and out.shape == data.shape
+    assert out.__array_interface__["data"][0] % residency.HUGE_PAGE == 0
+    np.testing.assert_array_equal(out, data)
+    plain = np.arange(10)
+    assert residency.to_huge_pages(plain, threads) is plain  # not a file view: used as it is
+
+
+def test_the_native_engine_streams_its_lm_head_from_its_own_memory(tiny):
+    m = bitnet_lab.load(tiny)
+    emb = m.tensors["token_embd.weight"]
+    assert _is_file_view(emb.data)
+    rows = m.runner.lm_head_rows
+    assert not _is_file_view(rows)
+    np.testing.assert_array_equal(rows.reshape(-1).view(np.uint8), np.asarray(emb.data).reshape(-1).view(np.uint8))

@@ -661,7 +661,7 @@ static void lm_head_rows(const bl_thread *th, const bl_model *m, const bl_float_
     bl_split(m->vocab, th->tid, th->nt, &r0, &r1);
     if (r0 >= r1) return;
     if (m->lm_q8)
-        fk->lm_q8(m->lm_head.data, m->lm_head.row_bytes, m->hidden, r0, r1, qx, dx, qs4, N, out, m->vocab);
+        fk->lm_q8(m->lm_head.data, m->lm_head.row_bytes, m->hidden, r0, r1, qx, dx, qs4, N, out, m->vocab, th->nt == 1);
     else
         fk->lm_rows(m->lm_head.type, m->lm_head.data, m->lm_head.row_bytes, m->hidden, r0, r1, h, N, out, m->vocab);
 }

@@ -249,10 +249,11 @@ typedef void (*bl_lm_rows_fn)(int type, const uint8_t *W, int64_t row_bytes, int
 /* Q8_0 lm_head rows [r0, r1) of W (34-byte blocks, row_bytes per row, K columns) against N hidden
  * rows quantised to Q8_0: qx (N, K) int8, dx (N, K/32) f32 (fp16 block scales), qsum4 (N, K/4)
  * int32 = 128·Σ of each quad of qx (the correction of dpbusd's unsigned operand: the kernels may
- * multiply w + 128 instead of w). out[n * ldo + r] = the canonical Q8_0 sum (above). */
+ * multiply w + 128 instead of w). out[n * ldo + r] = the canonical Q8_0 sum (above). `alone`: the
+ * caller is the only thread streaming (a hint for software prefetch; never changes a result). */
 typedef void (*bl_lm_q8_fn)(const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, int64_t r1,
                             const int8_t *qx, const float *dx, const int32_t *qsum4, int64_t N, float *out,
-                            int64_t ldo);
+                            int64_t ldo, int alone);
 
 typedef struct {
     const char *name;

@@ -227,8 +227,9 @@ static float q8_row(const uint8_t *row, int64_t K, const float *h) {
  * (|w| <= 128, |x| <= 127: at most 32512), madd with ones the 8 quad sums p_bj (the lanes of the
  * canonical order); block b goes to lanes 8·(b % 2) .. +7. */
 static void lm_q8(const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, int64_t r1, const int8_t *qx,
-                  const float *dx, const int32_t *qsum4, int64_t N, float *out, int64_t ldo) {
+                  const float *dx, const int32_t *qsum4, int64_t N, float *out, int64_t ldo, int alone) {
     (void)qsum4;
+    (void)alone;
     const int64_t nb = K / BL_Q8_0_BLOCK;
     const __m256i ones = _mm256_set1_epi16(1);
     for (int64_t r = r0; r < r1; ++r) {

@@ -519,9 +519,8 @@ static inline __m512 q8_step(__m512 acc, const uint8_t *a, __m512i xs, __m512i c
 }
 
 /* R (1 or 2) Q8_0 rows against one quantised hidden row (xn, its quad sums cn, its per-lane
- * scales dxl): the activation loads are shared. `pf`: prefetch the single row's lines (68 bytes
- * per step: two lines, or every ~16th line would be missed); the two-row pass reads two
- * sequential streams and needs none. */
+ * scales dxl): the activation loads are shared. `pf`: prefetch each row's lines (68 bytes per
+ * step: two lines, or every ~16th line would be missed). */
 static inline void q8_rows(const uint8_t *ra, const uint8_t *rb, const int R, int64_t nb, const int8_t *xn,
                            const int32_t *cn, const float *dxl, int pf, float *ya, float *yb) {
     __m512 acc_a = _mm512_setzero_ps(), acc_b = _mm512_setzero_ps();
@@ -530,6 +529,10 @@ static inline void q8_rows(const uint8_t *ra, const uint8_t *rb, const int R, in
         if (pf) {
             pf_l2(a);
             pf_l2(a + 64);
+            if (R == 2) {
+                pf_l2(rb + 2 * s * BL_Q8_0_BYTES);
+                pf_l2(rb + 2 * s * BL_Q8_0_BYTES + 64);
+            }
         }
         const __m512i xs = _mm512_loadu_si512((const void *)(xn + 64 * s));
         const __m512i cs = _mm512_loadu_si512((const void *)(cn + 16 * s));
@@ -542,7 +545,7 @@ static inline void q8_rows(const uint8_t *ra, const uint8_t *rb, const int R, in
 }
 
 static void lm_q8(const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, int64_t r1, const int8_t *qx,
-                  const float *dx, const int32_t *qsum4, int64_t N, float *out, int64_t ldo) {
+                  const float *dx, const int32_t *qsum4, int64_t N, float *out, int64_t ldo, int alone) {
     const int64_t nb = K / BL_Q8_0_BLOCK;
     if (K > Q8_MAX_K || (nb & 1)) { /* odd block count or huge K: the plain loop (same order) */
         for (int64_t r = r0; r < r1; ++r) {
@@ -577,10 +580,13 @@ static void lm_q8(const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, in
         const int8_t *xn = qx + n * K;
         const int32_t *cn = qsum4 + n * (K / 4);
 #ifndef BL_LM_SINGLE_STREAM
-        if (N == 1) { /* decode: rows r and r + half in one pass (two streams, as the F16 lm_head) */
+        if (N == 1) { /* decode: rows r and r + half in one pass (two streams, as the F16 lm_head);
+                       * a core streaming alone also prefetches both (lm_head 2–3 % faster at 1
+                       * thread on the reference Zen 4; at 2 threads no better, so only then) */
             const int64_t half = (r1 - r0) / 2;
             for (int64_t r = r0; r < r0 + half; ++r)
-                q8_rows(W + r * row_bytes, W + (r + half) * row_bytes, 2, nb, xn, cn, dxl, 0, &out[r], &out[r + half]);
+                q8_rows(W + r * row_bytes, W + (r + half) * row_bytes, 2, nb, xn, cn, dxl, alone, &out[r],
+                        &out[r + half]);
             if ((r1 - r0) % 2) q8_rows(W + (r1 - 1) * row_bytes, NULL, 1, nb, xn, cn, dxl, 1, &out[r1 - 1], NULL);
             continue;
         }

@@ -73,8 +73,9 @@ static void lm_rows(int type, const uint8_t *W, int64_t row_bytes, int64_t K, in
 
 /* Q8_0 lm_head with a quantised hidden state: the canonical order of engine_float.h. */
 static void lm_q8(const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, int64_t r1, const int8_t *qx,
-                  const float *dx, const int32_t *qsum4, int64_t N, float *out, int64_t ldo) {
+                  const float *dx, const int32_t *qsum4, int64_t N, float *out, int64_t ldo, int alone) {
     (void)qsum4;
+    (void)alone;
     for (int64_t r = r0; r < r1; ++r) {
         const uint8_t *row = W + r * row_bytes;
         for (int64_t n = 0; n < N; ++n) {

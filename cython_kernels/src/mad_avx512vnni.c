@@ -28,6 +28,9 @@
  *   shifts as I2_S v3 does.
  * TQ1_0 GEMV v2: 256-bit base-3 decode (byte adds for ×3, two AVX-512VL unsigned mask compares
  *   for the trit), 8 dpbusd per block.
+ * I2_S x4 GEMV v3 (the x4 layout, bl_mad.h): v3's arithmetic on groups of 4 rows read front to
+ *   back; groups g and g + n/2 of a thread's range run in one pass (two streams), each row with
+ *   two plane accumulators instead of four (see i2s_x4_group_pair).
  * GEMM v2 (activation-parallel, bl_gemm_blocked): a panel of 8 rows × 2048 weights is decoded
  *   once into a code buffer; every 4-token activation slice sweeps it with a 4 rows × 4 tokens
  *   tile of int32 dpbusd accumulators (16 dpbusd per 8 loads).
@@ -263,12 +266,62 @@ ALWAYS_INLINE void i2s_x4_group(const uint8_t *group, const int8_t *q, int64_t n
     _mm_storeu_si128((__m128i *)res, reduce4(d[0], d[1], d[2], d[3]));
 }
 
+/* Two groups A and B (far apart: two sequential streams, as the F16 lm_head reads rows r and
+ * r + half) in one pass. Sixteen plane accumulators per group would not fit in 32 registers, so
+ * each row keeps two: planes 0 and 1 both at scale 16 (plane 0 shifted right by 2 bits, then
+ * masked 0x30 like plane 1), planes 2 and 3 at scale 1 (plane 2 shifted, masked 0x03 like plane
+ * 3): one extra shift per 64 bytes. Exact: hi = 16·Σ(c0·a0 + c1·a1), so hi >> 4 + lo is the
+ * same integer sum as i2s_x4_group's. Measured on the Zen 4 VM, 2B-4T at 1 thread: decode steps
+ * 1–2 % faster than one group at a time in 4 of 4 alternating runs, and steadier. */
+ALWAYS_INLINE void pair_row(__m512i *hi, __m512i *lo, __m512i v, const __m512i a[4]) {
+    const __m512i m30 = _mm512_set1_epi8(0x30), m03 = _mm512_set1_epi8(0x03);
+    const __m512i sh = _mm512_srli_epi16(v, 2); /* bits 7-6 -> 5-4 and 3-2 -> 1-0 of each byte */
+    *hi = dpbusd(*hi, _mm512_and_si512(sh, m30), a[0]);
+    *lo = dpbusd(*lo, _mm512_and_si512(sh, m03), a[2]);
+    *hi = dpbusd(*hi, _mm512_and_si512(v, m30), a[1]);
+    *lo = dpbusd(*lo, _mm512_and_si512(v, m03), a[3]);
+}
+
+ALWAYS_INLINE void i2s_x4_group_pair(const uint8_t *ga, const uint8_t *gb, const int8_t *q, int64_t nb,
+                                     int32_t *res_a, int32_t *res_b) {
+    __m512i hi[8], lo[8]; /* rows 0-3 of A, then rows 0-3 of B */
+    for (int i = 0; i < 8; ++i) hi[i] = lo[i] = _mm512_setzero_si512();
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        const int8_t *qa = q + 128 * b;
+        __m512i a[4];
+        for (int p = 0; p < 4; ++p) a[p] = join(load256(qa + 32 * p), load256(qa + 128 + 32 * p));
+        for (int i = 0; i < 8; ++i)
+            pair_row(&hi[i], &lo[i], _mm512_loadu_si512((const void *)((i < 4 ? ga : gb) + 128 * b + 64 * (i & 3))), a);
+    }
+    if (b < nb) { /* odd last block: 4 rows × 32 bytes per group, zero-extended */
+        const int8_t *qa = q + 128 * b;
+        __m512i a[4];
+        for (int p = 0; p < 4; ++p) a[p] = _mm512_zextsi256_si512(load256(qa + 32 * p));
+        for (int i = 0; i < 8; ++i)
+            pair_row(&hi[i], &lo[i], _mm512_zextsi256_si512(load256((i < 4 ? ga : gb) + 128 * b + 32 * (i & 3))), a);
+    }
+    __m512i d[8];
+    for (int i = 0; i < 8; ++i) d[i] = _mm512_add_epi32(_mm512_srai_epi32(hi[i], 4), lo[i]); /* exact */
+    _mm_storeu_si128((__m128i *)res_a, reduce4(d[0], d[1], d[2], d[3]));
+    _mm_storeu_si128((__m128i *)res_b, reduce4(d[4], d[5], d[6], d[7]));
+}
+
 void bl_i2s_x4_gemv_v3(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *out, int64_t K, int64_t r0,
                        int64_t r1) {
     const int64_t rb = bl_i2s_row_bytes(K), nb = K / 128;
-    int32_t res[4];
-    int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) {
+    const int64_t pairs = (r1 - r0) / 8; /* groups g and g + pairs of the range run together */
+    int32_t res[4], res_b[4];
+    for (int64_t g = 0; g < pairs; ++g) {
+        const int64_t ra = r0 + 4 * g, rbb = r0 + 4 * (g + pairs);
+        i2s_x4_group_pair(w + ra * rb, w + rbb * rb, q, nb, res, res_b);
+        for (int i = 0; i < 4; ++i) {
+            out[ra + i] = res[i] - sum_q;
+            out[rbb + i] = res_b[i] - sum_q;
+        }
+    }
+    int64_t r = r0 + 8 * pairs;
+    for (; r + 4 <= r1; r += 4) { /* a last unpaired group */
         i2s_x4_group(w + r * rb, q, nb, res);
         for (int i = 0; i < 4; ++i) out[r + i] = res[i] - sum_q;
     }

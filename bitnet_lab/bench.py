@@ -46,6 +46,7 @@ from bitnet_lab.bench_machine import (
     machine_info,
     memory_bandwidth,
     read_buffer,
+    tg_mean_positions,
 )
 from bitnet_lab.bench_profile import (
     DecodeBreakdown,
@@ -88,6 +89,7 @@ __all__ = [
     "machine_header",
     "machine_info",
     "memory_bandwidth",
+    "tg_mean_positions",
     "model_label",
     "resolve_backends",
     "rows_from_llama_bench_json",
@@ -337,21 +339,24 @@ def _bandwidth_near(runner: Any, buffer: tuple[np.ndarray, int]) -> float:
 
 def attach_roofline(table: BenchTable, model: Any, ceilings: MachineCeilings | None) -> BenchTable:
     """tg rows get ``roofline_ts`` = read bandwidth / bytes per decode step of ``model`` (see
-    :func:`decode_bytes`): the bandwidth measured around the row when it was bracketed
+    :func:`decode_bytes`, plus the K/V cache the row reads at its mean length,
+    :func:`tg_mean_positions`): the bandwidth measured around the row when it was bracketed
     (``bench(bracket_bandwidth=True)``), else the ceilings' best at the row's thread count."""
-    roof = decode_bytes(model)
+    kv_dtype = (getattr(model, "backend_options", None) or {}).get("kv_dtype", "f32")
+    roof = decode_bytes(model, kv_dtype=kv_dtype)
 
     def bandwidth(r: BenchRow) -> float | None:
         if r.bandwidth_gbs:
             return r.bandwidth_gbs
         return ceilings.bandwidth(r.threads) if ceilings is not None else None
 
-    out = table.with_roofline(lambda r: roof.tokens_per_s(bandwidth(r)))
+    out = table.with_roofline(lambda r: roof.tokens_per_s(bandwidth(r), positions=tg_mean_positions(r.n_gen)))
     bracketed = any(r.bandwidth_gbs for r in table.rows)
     source = ("the read bandwidth measured right before and after the row, with its threads (best of 2 × 3 "
               "passes over 512 MiB)" if bracketed else "memory read bandwidth reachable with the row's threads")
-    out.notes.append(f"roofline: {source} / {roof.bytes_per_token / 2**20:.1f} "
-                     "MiB read per decode step (weights as stored, KV cache excluded).")
+    out.notes.append(f"roofline: {source} / the bytes a decode step reads: {roof.bytes_per_token / 2**20:.1f} "
+                     f"MiB of weights as stored, plus {roof.kv_bytes_per_position:,} bytes of {kv_dtype} K/V "
+                     "cache per position at the row's mean length (tg n: (n + 1) / 2 positions).")
     llc = table.machine.get("llc_bytes")
     if llc and roof.bytes_per_token < 2 * llc:
         out.notes.append(f"the {roof.bytes_per_token / 2**20:.1f} MiB read per token fit in (or near) the "

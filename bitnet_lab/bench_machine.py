@@ -462,7 +462,8 @@ class DecodeRoofline:
     """Bytes one decode step reads, by part, and the tokens/s a bandwidth allows.
 
     ``kv_bytes_per_position``: what attention reads per cached position (K and V of every
-    layer); not in ``bytes_per_token`` — at position p a step reads ``p`` times this more."""
+    layer); not in ``bytes_per_token`` — a step that attends over p positions reads p times this
+    more (``tokens_per_s(positions=p)``)."""
 
     parts: dict[str, int]          # "ternary projections", "lm_head", "norms", "embedding row", ...
     kv_bytes_per_position: int
@@ -473,12 +474,13 @@ class DecodeRoofline:
     def bytes_per_token(self) -> int:
         return int(sum(self.parts.values()))
 
-    def tokens_per_s(self, bandwidth: float | None = None) -> float | None:
-        """The roofline: bandwidth (GB/s; default the one given) / bytes per token."""
+    def tokens_per_s(self, bandwidth: float | None = None, *, positions: float = 0.0) -> float | None:
+        """The roofline: bandwidth (GB/s; default the one given) / bytes per token, the K/V cache
+        of ``positions`` cached positions included."""
         bw = self.bandwidth if bandwidth is None else bandwidth
         if bw is None or self.bytes_per_token == 0:
             return None
-        return bw * GB / self.bytes_per_token
+        return bw * GB / (self.bytes_per_token + positions * self.kv_bytes_per_position)
 
     def table(self) -> Table:
         total = self.bytes_per_token
@@ -488,7 +490,7 @@ class DecodeRoofline:
                 Column("bytes", "MiB", "r", lambda r: f"{r['bytes'] / 2**20:.2f}"),
                 Column("share", "share", "r", lambda r: "-" if math.isnan(r["share"]) else f"{100 * r['share']:.1f}%")]
         notes = [(f"KV cache not included: +{self.kv_bytes_per_position:,} bytes per cached position "
-                  f"({self.kv_dtype} K and V of every layer).")]
+                  f"({self.kv_dtype} K and V of every layer; the bench's tg rows add it at their mean length).")]
         tps = self.tokens_per_s()
         if tps is not None:
             notes.append(f"roofline at {self.bandwidth:.1f} GB/s: {tps:.1f} tokens/s "
@@ -538,6 +540,12 @@ def decode_bytes(model: Any, *, kv_dtype: str = "f32") -> DecodeRoofline:
     parts = {k: v for k, v in parts.items() if v or k in ("ternary projections", "lm_head")}
     kv = 2 * config.n_layers * config.kv_dim * (4 if kv_dtype == "f32" else 2)
     return DecodeRoofline(parts, kv, kv_dtype)
+
+
+def tg_mean_positions(n_gen: int) -> float:
+    """Mean cached positions a step of ``tg n_gen`` attends over: it starts from an empty cache,
+    so step t (0-based) reads t + 1 positions, its own included: (n_gen + 1) / 2."""
+    return (int(n_gen) + 1) / 2
 
 
 def decode_roofline(model: Any, bandwidth: float | None, *, kv_dtype: str = "f32") -> DecodeRoofline:

@@ -328,6 +328,7 @@ def test_roofline_arithmetic_tied():
     assert r.bytes_per_token == ternary + 12800 + 128 + 512
     assert r.tokens_per_s() == pytest.approx(10e9 / r.bytes_per_token)
     assert r.kv_bytes_per_position == 2 * 1 * m.config.kv_dim * 4
+    assert r.tokens_per_s(positions=3) == pytest.approx(10e9 / (r.bytes_per_token + 3 * r.kv_bytes_per_position))
 
 
 def test_roofline_arithmetic_untied_and_none():
@@ -354,7 +355,9 @@ def test_attach_roofline_marks_only_tg_rows():
     c = B.MachineCeilings([B.Ceiling("memory read", "x", 1, "GB/s", (1.0,), ""),
                            B.Ceiling("memory read", "x", 2, "GB/s", (3.0,), "")])
     out = B.attach_roofline(BenchTable(rows, {}), m, c)
-    per_tok = B.decode_bytes(m).bytes_per_token
+    roof = B.decode_bytes(m)
+    per_tok = roof.bytes_per_token + 2.5 * roof.kv_bytes_per_position  # tg4 attends over 1..4 positions
+    assert roof.kv_bytes_per_position > 0 and B.tg_mean_positions(4) == 2.5
     assert [r.roofline_ts for r in out.rows] == [None, pytest.approx(1e9 / per_tok), None,
                                                  pytest.approx(3e9 / per_tok)]
     assert out.rows[1].roofline_pct == pytest.approx(100 * 4 / (1e9 / per_tok))
@@ -366,7 +369,8 @@ def test_attach_roofline_prefers_the_bandwidth_measured_around_the_row():
     rows = [BenchRow("m", 1, 1, "native", "x", 1, 0, 4, samples_ns=(10**9,), bandwidth_gbs=bw) for bw in (2.0, None)]
     c = B.MachineCeilings([B.Ceiling("memory read", "x", 1, "GB/s", (1.0,), "")])
     out = B.attach_roofline(BenchTable(rows, {}), m, c)
-    per_tok = B.decode_bytes(m).bytes_per_token
+    roof = B.decode_bytes(m)
+    per_tok = roof.bytes_per_token + 2.5 * roof.kv_bytes_per_position
     assert [r.roofline_ts for r in out.rows] == [pytest.approx(2e9 / per_tok), pytest.approx(1e9 / per_tok)]
     assert "before and after the row" in out.to_markdown()
     assert B.attach_roofline(BenchTable(rows[:1], {}), m, None).rows[0].roofline_ts == pytest.approx(2e9 / per_tok)
@@ -377,7 +381,7 @@ def test_bench_brackets_tg_rows_with_measured_bandwidth():
     pp, tg = table.rows
     assert pp.bandwidth_gbs is None and pp.roofline_ts is None
     assert tg.bandwidth_gbs is not None and tg.bandwidth_gbs > 0.1  # GB/s, a real measurement
-    assert tg.roofline_ts == pytest.approx(B.decode_bytes(_tiny()).tokens_per_s(tg.bandwidth_gbs))
+    assert tg.roofline_ts == pytest.approx(B.decode_bytes(_tiny()).tokens_per_s(tg.bandwidth_gbs, positions=2.5))
     assert tg.bandwidth_gbs == max(tg.bandwidth_bracket) and min(tg.bandwidth_bracket) > 0.1
     rec = json.loads(table.to_json())[1]
     assert rec["bandwidth_gbs"] == tg.bandwidth_gbs and rec["bandwidth_bracket"] == list(tg.bandwidth_bracket)

@@ -266,13 +266,7 @@ ALWAYS_INLINE void i2s_x4_group(const uint8_t *group, const int8_t *q, int64_t n
     _mm_storeu_si128((__m128i *)res, reduce4(d[0], d[1], d[2], d[3]));
 }
 
-/* Two groups A and B (far apart: two sequential streams, as the F16 lm_head reads rows r and
- * r + half) in one pass. Sixteen plane accumulators per group would not fit in 32 registers, so
- * each row keeps two: planes 0 and 1 both at scale 16 (plane 0 shifted right by 2 bits, then
- * masked 0x30 like plane 1), planes 2 and 3 at scale 1 (plane 2 shifted, masked 0x03 like plane
- * 3): one extra shift per 64 bytes. Exact: hi = 16·Σ(c0·a0 + c1·a1), so hi >> 4 + lo is the
- * same integer sum as i2s_x4_group's. Measured on the Zen 4 VM, 2B-4T at 1 thread: decode steps
- * 1–2 % faster than one group at a time in 4 of 4 alternating runs, and steadier. */
+/* One row's 64 weight bytes v of a step into its two accumulators (i2s_x4_group_pair). */
 ALWAYS_INLINE void pair_row(__m512i *hi, __m512i *lo, __m512i v, const __m512i a[4]) {
     const __m512i m30 = _mm512_set1_epi8(0x30), m03 = _mm512_set1_epi8(0x03);
     const __m512i sh = _mm512_srli_epi16(v, 2); /* bits 7-6 -> 5-4 and 3-2 -> 1-0 of each byte */
@@ -282,6 +276,13 @@ ALWAYS_INLINE void pair_row(__m512i *hi, __m512i *lo, __m512i v, const __m512i a
     *lo = dpbusd(*lo, _mm512_and_si512(v, m03), a[3]);
 }
 
+/* Two groups A and B (far apart: two sequential streams, as the F16 lm_head reads rows r and
+ * r + half) in one pass. Sixteen plane accumulators per group would not fit in 32 registers, so
+ * each row keeps two: planes 0 and 1 both at scale 16 (plane 0 shifted right by 2 bits, then
+ * masked 0x30 like plane 1), planes 2 and 3 at scale 1 (plane 2 shifted, masked 0x03 like plane
+ * 3): one extra shift per 64 bytes. Exact: hi = 16·Σ(c0·a0 + c1·a1), so hi >> 4 + lo is the
+ * same integer sum as i2s_x4_group's. Measured on the Zen 4 VM, 2B-4T at 1 thread: decode steps
+ * 1–2 % faster than one group at a time in 4 of 4 alternating runs, and steadier. */
 ALWAYS_INLINE void i2s_x4_group_pair(const uint8_t *ga, const uint8_t *gb, const int8_t *q, int64_t nb,
                                      int32_t *res_a, int32_t *res_b) {
     __m512i hi[8], lo[8]; /* rows 0-3 of A, then rows 0-3 of B */
@@ -313,11 +314,11 @@ void bl_i2s_x4_gemv_v3(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t
     const int64_t pairs = (r1 - r0) / 8; /* groups g and g + pairs of the range run together */
     int32_t res[4], res_b[4];
     for (int64_t g = 0; g < pairs; ++g) {
-        const int64_t ra = r0 + 4 * g, rbb = r0 + 4 * (g + pairs);
-        i2s_x4_group_pair(w + ra * rb, w + rbb * rb, q, nb, res, res_b);
+        const int64_t row_a = r0 + 4 * g, row_b = r0 + 4 * (g + pairs);
+        i2s_x4_group_pair(w + row_a * rb, w + row_b * rb, q, nb, res, res_b);
         for (int i = 0; i < 4; ++i) {
-            out[ra + i] = res[i] - sum_q;
-            out[rbb + i] = res_b[i] - sum_q;
+            out[row_a + i] = res[i] - sum_q;
+            out[row_b + i] = res_b[i] - sum_q;
         }
     }
     int64_t r = r0 + 8 * pairs;

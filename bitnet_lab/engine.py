@@ -594,7 +594,7 @@ class NativeEngine:
         embed = _float_matrix(emb_t, None, V, H)
         lm = embed if (lm_t is emb_t and not (lm_f16 and emb_t.ggml_type != "F16")) else _float_matrix(lm_t, lm_f16, V, H)
         # The lm_head is read whole every token (657 MB of the 2B-4T's 1178): from the file's
-        # 4 KiB page-cache pages 1-thread decode ran ~4 % slower than from 2 MiB pages, so a
+        # 4 KiB page-cache pages it streamed ~7 % slower at 1 thread than from 2 MiB pages, so a
         # mapped lm_head moves into a THP arena (as the x4 projections do; a tied embedding follows).
         lm_rows = residency.to_huge_pages(lm[1], _load_workers())
         if lm_rows is not lm[1]:

@@ -66,10 +66,12 @@ def _arena(nbytes: int) -> np.ndarray:
     return buf[skip : skip + nbytes]
 
 
-def copy_bytes(src: np.ndarray, dst: np.ndarray) -> None:
+def copy_bytes(src: np.ndarray, dst: np.ndarray, threads: int = 1) -> None:
     """The bytes of the contiguous array ``src`` into the uint8 array ``dst`` (same byte count):
     with preadv when ``src`` is a view of a memory-mapped file, so its pages enter the page cache
-    but never this process's RSS (a NumPy copy would fault every page of the mapping in)."""
+    but never this process's RSS (a NumPy copy would fault every page of the mapping in); in
+    ``threads`` parallel slices of whole 2 MiB pages (most of a large copy's time is the first
+    touch of ``dst``'s fresh pages, which the slices share between cores)."""
     n = int(src.nbytes)
     if int(dst.nbytes) != n:
         raise BitnetLabError(f"copy_bytes: {n} source bytes into a {int(dst.nbytes)}-byte buffer")
@@ -77,25 +79,6 @@ def copy_bytes(src: np.ndarray, dst: np.ndarray) -> None:
     if where is None:
         dst[...] = np.ascontiguousarray(src).reshape(-1).view(np.uint8)
         return
-    path, pos = where
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        _pread_all(fd, dst, pos, f"{path}: {n} bytes at offset {pos}")
-    finally:
-        os.close(fd)
-
-
-def to_huge_pages(a: np.ndarray, threads: int = 1) -> np.ndarray:
-    """``a`` itself, or — when ``a`` is a contiguous view of a memory-mapped file — the same
-    values in a fresh THP arena, read with preadv in ``threads`` parallel slices (the mapping's
-    pages never enter RSS; any that a reader already touched are dropped). For a weight that is
-    streamed whole every token. Most of the time is the first touch of the arena's pages, which
-    the slices share between cores."""
-    where = _file_view(a)
-    if where is None:
-        return a
-    n = int(a.nbytes)
-    dst = _arena(max(n, 1))[:n]
     path, pos = where
     step = -(-n // max(1, threads) // HUGE_PAGE) * HUGE_PAGE  # whole 2 MiB pages per slice
     fd = os.open(path, os.O_RDONLY)
@@ -114,6 +97,18 @@ def to_huge_pages(a: np.ndarray, threads: int = 1) -> np.ndarray:
             read(0)
     finally:
         os.close(fd)
+
+
+def to_huge_pages(a: np.ndarray, threads: int = 1) -> np.ndarray:
+    """``a`` itself, or — when ``a`` is a contiguous view of a memory-mapped file — the same
+    values in a fresh THP arena, read by :func:`copy_bytes` in ``threads`` slices (the mapping's
+    pages never enter RSS; any that a reader already touched are dropped). For a weight that is
+    streamed whole every token."""
+    if _file_view(a) is None:
+        return a
+    n = int(a.nbytes)
+    dst = _arena(max(n, 1))[:n]
+    copy_bytes(a, dst, threads)
     drop_pages(a)
     return dst.view(a.dtype).reshape(a.shape)
 

@@ -76,6 +76,7 @@ __all__ = [
     "Table",
     "attach_roofline",
     "bench",
+    "bracketed_bandwidth",
     "compare_external",
     "compare_llama_cpp",
     "decode_breakdown",
@@ -112,13 +113,15 @@ def _supports_last_only(runner: Any) -> bool:
 
 
 def run_test(runner: Any, kind: str, n: int, *, repeat: int, n_ctx: int, rng: np.random.Generator,
-             bos_id: int | None = None, warmup: bool = True, clock: Clock = time.perf_counter_ns) -> tuple[int, ...]:
+             bos_id: int | None = None, warmup: bool = True, clock: Clock = time.perf_counter_ns,
+             between: Callable[[], None] | None = None) -> tuple[int, ...]:
     """Time one test on a runner (the forward interface: ``new_cache(n_ctx)``,
     ``forward(ids, cache)``) and return the ``repeat`` samples in nanoseconds.
 
     ``kind``: "pp" (``n`` tokens in one call) or "tg" (``n`` calls of one token). The warm-up
     (when ``warmup``) and cache creation happen outside the timed region; ``clock`` is read
-    exactly twice per timed run (tests inject a fake one)."""
+    exactly twice per timed run (tests inject a fake one). ``between``: called after the warm-up
+    and after every timed run, outside the clock (``repeat + 1`` calls: the bandwidth brackets)."""
     if kind not in ("pp", "tg"):
         raise ConfigError(f"test kind must be 'pp' or 'tg', got {kind!r}")
     if n < 1 or repeat < 1:
@@ -152,12 +155,16 @@ def run_test(runner: Any, kind: str, n: int, *, repeat: int, n_ctx: int, rng: np
         else:
             np.asarray(runner.forward(ids[:1], runner.new_cache(n_ctx)))
     samples = []
+    if between is not None:
+        between()
     for _ in range(repeat):
         ids = draw()
         ns = once(ids)
         if ns <= 0:
             raise BitnetLabError(f"{kind}{n}: the clock did not advance ({ns} ns); use a finer clock")
         samples.append(int(ns))
+        if between is not None:
+            between()
     return tuple(samples)
 
 
@@ -250,9 +257,11 @@ def bench(
     ``mmap``: llama-bench's ``-mmp``: True runs on the weights in place in the file's memory map,
     False on a copy in anonymous huge pages (``bitnet_lab.residency``; made once, shared).
     ``bracket_bandwidth``: measure the memory read bandwidth with each native tg row's thread
-    count right before and right after its runs (3 passes each over a 512 MiB buffer) and keep
-    the best in the row (``BenchRow.bandwidth_gbs``): its roofline then uses that figure — on a
-    VM whose bandwidth drifts from minute to minute a ceiling measured earlier can be 40 % off.
+    count right before its first run and right after every run (3 passes each over a 512 MiB
+    buffer); each run gets the higher of its two brackets and the row their mean
+    (``BenchRow.bandwidth_gbs``, :func:`bracketed_bandwidth`): its roofline then uses that
+    figure — on a VM whose bandwidth drifts from minute to minute a ceiling measured earlier can
+    be 40 % off.
     A backend that cannot run (e.g. the native engine not built) raises; nothing is faked.
     """
     pp, tg = [int(x) for x in pp], [int(x) for x in tg]
@@ -309,17 +318,17 @@ def bench(
         bracket = bracket_bandwidth and kind == "tg" and b != "reference"
         if bracket and bw_buffer is None:
             bw_buffer = read_buffer(BRACKET_BYTES)
-        before = _bandwidth_near(runner, bw_buffer) if bracket else None
+        brackets: list[float] = []  # read bandwidth before the first run and after each (GB/s)
         samples = run_test(runner, kind, n, repeat=repeat, n_ctx=n_ctx, rng=rng, bos_id=cfg.bos_id,
-                           warmup=warmup, clock=clock)
-        after = _bandwidth_near(runner, bw_buffer) if bracket else None
+                           warmup=warmup, clock=clock,
+                           between=(lambda: brackets.append(_bandwidth_near(runner, bw_buffer))) if bracket else None)
         shown_t = getattr(runner, "threads", t) if b != "reference" else None
         rows.append(BenchRow(
             model=label, size=size, params=params, backend=b, isa=_isa_of(b), threads=shown_t,
             n_prompt=n if kind == "pp" else 0, n_gen=n if kind == "tg" else 0, samples_ns=samples,
             model_filename=str(base.source), test_time=when, use_mmap=m,
-            bandwidth_gbs=max(before, after) if bracket else None,
-            bandwidth_bracket=(before, after) if bracket else None,
+            bandwidth_gbs=bracketed_bandwidth(brackets) if bracket else None,
+            bandwidth_bracket=tuple(brackets) if bracket else None,
         ))
     if not warmup:
         notes.append("no warm-up runs: the first sample includes start-up costs.")
@@ -330,6 +339,17 @@ def bench(
 
 
 BRACKET_BYTES = 512 << 20  # the bracketing buffer: 16 × a 32 MiB last-level cache
+
+
+def bracketed_bandwidth(brackets: Sequence[float]) -> float:
+    """The read bandwidth a row's runs had: each run's higher bracket (the one right before it or
+    right after it: the smaller percentage), averaged over the runs — the roofline is linear in
+    the bandwidth, so the row's roofline is the mean of its runs' rooflines. Bracketing every run
+    (not only the row) follows a VM whose bandwidth drifts within the ~30 s of a tg128 row."""
+    if len(brackets) < 2:
+        raise ConfigError(f"a bandwidth bracket needs a figure before and after a run, got {list(brackets)}")
+    per_run = [max(a, b) for a, b in zip(brackets, brackets[1:])]
+    return sum(per_run) / len(per_run)
 
 
 def _bandwidth_near(runner: Any, buffer: tuple[np.ndarray, int]) -> float:
@@ -352,8 +372,9 @@ def attach_roofline(table: BenchTable, model: Any, ceilings: MachineCeilings | N
 
     out = table.with_roofline(lambda r: roof.tokens_per_s(bandwidth(r), positions=tg_mean_positions(r.n_gen)))
     bracketed = any(r.bandwidth_gbs for r in table.rows)
-    source = ("the read bandwidth measured right before and after the row, with its threads (best of 2 × 3 "
-              "passes over 512 MiB)" if bracketed else "memory read bandwidth reachable with the row's threads")
+    source = ("the read bandwidth measured between the row's runs, with its threads (each run: the higher of "
+              "the brackets right before and after it, best of 3 passes over 512 MiB each; the row: the mean "
+              "over its runs)" if bracketed else "memory read bandwidth reachable with the row's threads")
     out.notes.append(f"roofline: {source} / the bytes a decode step reads: {roof.bytes_per_token / 2**20:.1f} "
                      f"MiB of weights as stored, plus {roof.kv_bytes_per_position:,} bytes of {kv_dtype} K/V "
                      "cache per position at the row's mean length (tg n: (n + 1) / 2 positions).")

@@ -204,10 +204,11 @@ class BenchRow:
     printed only its statistics carry ``reported_ts = (mean, sd)`` and no samples.
     ``roofline_ts``: the decode roofline of this row's thread count (tg rows, when the machine
     ceilings were measured), see :func:`bitnet_lab.bench.decode_roofline`. ``bandwidth_gbs``:
-    the read bandwidth measured right before and right after this row's runs with its thread
-    count (the best pass of both; ``bench(bracket_bandwidth=True)``; each side's best in
-    ``bandwidth_bracket``): on a machine whose bandwidth drifts, the row's roofline uses it
-    instead of the ceilings section's figure (the higher side: the smaller percentage).
+    the read bandwidth of this row's runs, measured with its thread count before the first run
+    and after every run (``bench(bracket_bandwidth=True)``; those figures in ``bandwidth_bracket``;
+    each run takes the higher of its two brackets — the smaller percentage — and the row their
+    mean, :func:`bitnet_lab.bench.bracketed_bandwidth`): on a machine whose bandwidth drifts, the
+    row's roofline uses it instead of the ceilings section's figure.
     """
 
     model: str                       # short description, e.g. "bitnet-b1.58 2.41B I2_S"
@@ -225,8 +226,8 @@ class BenchRow:
     tool: str = "bitnet_lab"
     test_time: str = ""              # RFC 3339, when the test ran
     use_mmap: bool = True            # llama-bench's -mmp: weights used in place from the file's map
-    bandwidth_gbs: float | None = None  # read bandwidth around this row (GB/s), when bracketed
-    bandwidth_bracket: tuple[float, float] | None = None  # (before, after) best passes, GB/s
+    bandwidth_gbs: float | None = None  # read bandwidth of this row's runs (GB/s), when bracketed
+    bandwidth_bracket: tuple[float, ...] | None = None  # before run 1, after each run: best passes, GB/s
 
     @property
     def test(self) -> str:

@@ -11,7 +11,7 @@ every section, and llama.cpp through llama-cpp-python when it is installed):
   --tests      pp / tg throughput, llama-bench's protocol and table (bitnet_lab.bench.bench)
   --ceilings   memory read bandwidth and int8 dot peak at 1 and N threads; with --tests the tg
                rows then show their decode roofline (% of bandwidth / bytes per token), the
-               bandwidth measured again right before and after each tg row (--no-bracket: the
+               bandwidth measured again between each tg row's runs (--no-bracket: the
                ceilings' figure instead)
   --load       load time and peak RSS of the model, in a fresh process
   --breakdown  where one decode step's time goes
@@ -120,7 +120,7 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--kernels-cold", action="store_true",
                    help="--kernels: evict the caches before every call (weights from DRAM, as in decode)")
     s.add_argument("--no-bracket", dest="bracket", action="store_false",
-                   help="tg roofline from the ceilings section, not from the bandwidth measured around each tg row")
+                   help="tg roofline from the ceilings section, not from the bandwidth measured between each tg row's runs")
     s.add_argument("--ceiling-mib", type=int, default=1024, metavar="MIB",
                    help="bandwidth buffer in MiB, much larger than the last-level cache (default 1024)")
     c = p.add_argument_group("baselines on the same file")

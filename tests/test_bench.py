@@ -372,7 +372,7 @@ def test_attach_roofline_prefers_the_bandwidth_measured_around_the_row():
     roof = B.decode_bytes(m)
     per_tok = roof.bytes_per_token + 2.5 * roof.kv_bytes_per_position
     assert [r.roofline_ts for r in out.rows] == [pytest.approx(2e9 / per_tok), pytest.approx(1e9 / per_tok)]
-    assert "before and after the row" in out.to_markdown()
+    assert "measured between the row's runs" in out.to_markdown()
     assert B.attach_roofline(BenchTable(rows[:1], {}), m, None).rows[0].roofline_ts == pytest.approx(2e9 / per_tok)
 
 
@@ -382,9 +382,39 @@ def test_bench_brackets_tg_rows_with_measured_bandwidth():
     assert pp.bandwidth_gbs is None and pp.roofline_ts is None
     assert tg.bandwidth_gbs is not None and tg.bandwidth_gbs > 0.1  # GB/s, a real measurement
     assert tg.roofline_ts == pytest.approx(B.decode_bytes(_tiny()).tokens_per_s(tg.bandwidth_gbs, positions=2.5))
-    assert tg.bandwidth_gbs == max(tg.bandwidth_bracket) and min(tg.bandwidth_bracket) > 0.1
+    assert len(tg.bandwidth_bracket) == 3 and min(tg.bandwidth_bracket) > 0.1  # before run 1, after runs 1 and 2
+    assert tg.bandwidth_gbs == pytest.approx(B.bracketed_bandwidth(tg.bandwidth_bracket))
     rec = json.loads(table.to_json())[1]
     assert rec["bandwidth_gbs"] == tg.bandwidth_gbs and rec["bandwidth_bracket"] == list(tg.bandwidth_bracket)
+
+
+def test_bench_brackets_every_run_outside_the_clock(monkeypatch):
+    """The brackets interleave with the timed runs (before run 1, after each run), never inside one."""
+    events: list[str] = []
+    figures = iter([10.0, 30.0, 10.0, 10.0])
+
+    def fake_bandwidth(runner, buffer):
+        events.append("bw")
+        return next(figures)
+
+    def clock():
+        events.append("clock")
+        return len(events) * 1000
+
+    monkeypatch.setattr(B, "_bandwidth_near", fake_bandwidth)
+    monkeypatch.setattr(B, "read_buffer", lambda nbytes: None)
+    table = B.bench(_tiny(), pp=(), tg=(2,), threads=(1,), repeat=3, bracket_bandwidth=True, clock=clock)
+    assert events == ["bw"] + ["clock", "clock", "bw"] * 3
+    (tg,) = table.rows
+    assert tg.bandwidth_bracket == (10.0, 30.0, 10.0, 10.0)
+    assert tg.bandwidth_gbs == pytest.approx((30.0 + 30.0 + 10.0) / 3)  # each run's higher side, averaged
+
+
+def test_bracketed_bandwidth_takes_each_runs_higher_side():
+    assert B.bracketed_bandwidth([20.0, 30.0]) == 30.0  # one run: the higher of before / after
+    assert B.bracketed_bandwidth([40.0, 20.0, 20.0, 30.0]) == pytest.approx((40 + 20 + 30) / 3)
+    with pytest.raises(ConfigError, match="before and after"):
+        B.bracketed_bandwidth([25.0])
 
 
 # =============================================================================================

@@ -360,8 +360,9 @@ def _bandwidth_near(runner: Any, buffer: tuple[np.ndarray, int]) -> float:
 def attach_roofline(table: BenchTable, model: Any, ceilings: MachineCeilings | None) -> BenchTable:
     """tg rows get ``roofline_ts`` = read bandwidth / bytes per decode step of ``model`` (see
     :func:`decode_bytes`, plus the K/V cache the row reads at its mean length,
-    :func:`tg_mean_positions`): the bandwidth measured around the row when it was bracketed
-    (``bench(bracket_bandwidth=True)``), else the ceilings' best at the row's thread count."""
+    :func:`tg_mean_positions`): the bandwidth of the row's runs when they were bracketed
+    (``bench(bracket_bandwidth=True)``, :func:`bracketed_bandwidth`), else the ceilings' best at
+    the row's thread count."""
     kv_dtype = (getattr(model, "backend_options", None) or {}).get("kv_dtype", "f32")
     roof = decode_bytes(model, kv_dtype=kv_dtype)
 

@@ -36,6 +36,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from bitnet_lab.cli_run import add_i2s_layout_flag, i2s_layout_options
 from bitnet_lab.errors import BitnetLabError, ConfigError
 
 PROG = "bitnet-lab"
@@ -104,9 +105,7 @@ def add_parser(sub: Any) -> None:
                    help="auto, native, reference, or a comma list (default auto = native when built, else reference)")
     g.add_argument("--no-warmup", dest="warmup", action="store_false", help="no untimed warm-up run per test")
     g.add_argument("-s", "--seed", type=int, default=0, help="seed of the random token ids (default 0)")
-    g.add_argument("--i2s-layout", choices=("auto", "x4", "file"), default="auto",
-                   help="native engine: I2_S/TQ2_0 projections re-ordered into x4 at load, as stored (file), or "
-                        "x4 where the CPU has a native x4 GEMV (auto, default)")
+    add_i2s_layout_flag(g)
     g.add_argument("-mmp", "--mmap", type=mmap_list, default=[True], metavar="0|1",
                    help="1: weights used in place from the file's memory map; 0: read into anonymous huge "
                         "pages (run's --no-mmap); 0,1 measures both (default 1)")
@@ -249,9 +248,7 @@ def bench_command(args: argparse.Namespace) -> int:
 
         source = str(default_model_path())
         _err(f"no -m given: using the default model {source}")
-    options = {"i2s_layout": args.i2s_layout} if args.i2s_layout != "auto" else {}
-    if options and "reference" in backends:
-        raise ConfigError("--i2s-layout applies to the native backend only")
+    options = i2s_layout_options(args.i2s_layout, backends)
     model = load(source, backend=backends[0], threads=max(threads), **options)
     path = str(model.source)
     report = _Report(args.output)

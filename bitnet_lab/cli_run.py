@@ -23,13 +23,17 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from bitnet_lab.errors import ConfigError
 
 PROG = "bitnet-lab"
 BACKEND_CHOICES = ("native", "reference")
+# engine.I2S_LAYOUTS, spelled here: importing the engine would load the native extension just to
+# build the argument parser (a test keeps the two equal)
+I2S_LAYOUT_CHOICES = ("auto", "x4", "file")
 CHAT_COMMANDS = {"/reset": "forget the conversation (the system prompt stays)", "/exit": "quit", "/quit": "quit",
                  "/help": "show these commands"}
 
@@ -53,9 +57,24 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-mmap", dest="mmap", action="store_false",
                    help="read the weights into anonymous huge pages instead of using the file's memory map "
                         "in place (faster decode where the page cache holds 4 KiB pages; loads the whole file)")
-    g.add_argument("--i2s-layout", choices=("auto", "x4", "file"), default="auto",
+    add_i2s_layout_flag(g)
+
+
+def add_i2s_layout_flag(g: Any) -> None:
+    """``--i2s-layout`` (run, chat, bench): the native engine's ``i2s_layout`` load option."""
+    g.add_argument("--i2s-layout", choices=I2S_LAYOUT_CHOICES, default="auto",
                    help="native engine: I2_S/TQ2_0 projections re-ordered at load into the x4 layout (x4), used "
                         "as stored (file), or x4 where the CPU has a native x4 GEMV (auto, default)")
+
+
+def i2s_layout_options(layout: str, backends: Sequence[str]) -> dict[str, str]:
+    """The load options for ``--i2s-layout``: passed on when every backend is the native engine;
+    a layout other than auto with any other backend is an error, not ignored."""
+    if any(b != "native" for b in backends):
+        if layout != "auto":
+            raise ConfigError("--i2s-layout applies to the native backend only")
+        return {}
+    return {"i2s_layout": layout}
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser, n_default: int) -> None:
@@ -158,9 +177,7 @@ def _load(args: argparse.Namespace):
         raise ConfigError(f"-c/--ctx-size must be >= 0, got {args.ctx_size}")
     backend = args.backend
     t0 = time.perf_counter()
-    options = {"i2s_layout": args.i2s_layout} if backend == "native" else {}
-    if backend != "native" and args.i2s_layout != "auto":
-        raise ConfigError("--i2s-layout applies to the native backend only")
+    options = i2s_layout_options(args.i2s_layout, [backend])
     model = bitnet_lab.load(source, backend=backend, threads=args.threads, mmap=args.mmap, **options)
     model.runner  # build the backend now so load time includes it
     load_ms = (time.perf_counter() - t0) * 1e3

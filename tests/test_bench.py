@@ -675,6 +675,9 @@ def test_cli_i2s_layout_reaches_the_engine(capsys, monkeypatch):
         seen.append(kw.get("i2s_layout"))
         init(self, *args, **kw)
 
+    from bitnet_lab.cli_run import I2S_LAYOUT_CHOICES
+
+    assert I2S_LAYOUT_CHOICES == engine.I2S_LAYOUTS  # the flag's choices are the engine's own
     monkeypatch.setattr(engine.NativeEngine, "__init__", spy)
     assert main(["bench", "--tests", "-p", "0", "-n", "2", "-r", "1", "-t", "1", "--i2s-layout", "file",
                  "--no-progress"]) == 0

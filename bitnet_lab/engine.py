@@ -455,9 +455,10 @@ class NativeCache:
         c = engine.config
         shape = (c.n_layers, c.n_kv_heads, n_ctx, c.head_dim)
         dt = np.uint16 if engine.kv_dtype == "f16" else np.float32
-        # np.zeros maps zero pages lazily: memory is committed only as positions fill up.
-        self.k = np.zeros(shape, dtype=dt)
-        self.v = np.zeros(shape, dtype=dt)
+        # Committed page by page as positions fill up (residency.lazy_zeros: not np.zeros, whose
+        # huge pages would commit the whole cache at the first token).
+        self.k = residency.lazy_zeros(shape, dt)
+        self.v = residency.lazy_zeros(shape, dt)
         self.n_ctx = int(n_ctx)
         self.kv_dtype = engine.kv_dtype
         self.pos = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 
 import numpy as np
@@ -135,3 +136,49 @@ def test_the_native_engine_streams_its_lm_head_from_its_own_memory(tiny):
     rows = m.runner.lm_head_rows
     assert not _is_file_view(rows)
     np.testing.assert_array_equal(rows.reshape(-1).view(np.uint8), np.asarray(emb.data).reshape(-1).view(np.uint8))
+
+
+def _rss_anon_kib() -> int:
+    line = next(x for x in open("/proc/self/status") if x.startswith("RssAnon:"))
+    return int(line.split()[1])
+
+
+def _thp_mode() -> str:
+    try:
+        s = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+    except OSError:
+        return "never"
+    return s[s.index("[") + 1 : s.index("]")]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads RssAnon from /proc")
+def test_lazy_zeros_commits_only_the_pages_written():
+    # 64 blocks of 1 MiB, one element written per block: the KV cache's pattern at its first token
+    # (one position in each of n_layers·n_kv_heads blocks)
+    a = residency.lazy_zeros((64, 1 << 18), np.float32)
+    assert a.shape == (64, 1 << 18) and a.dtype == np.float32 and a.flags.writeable and a.flags.c_contiguous
+    before = _rss_anon_kib()
+    a[:, 5] = 1.0
+    grown = _rss_anon_kib() - before
+    assert grown < 4 << 10, f"{grown} KiB committed for 64 written elements"  # 64 pages, not 64 MiB
+    assert float(a.sum()) == 64.0 and a[:, :5].max() == 0.0
+    if _thp_mode() in ("always", "madvise"):
+        # the control: np.zeros (NumPy advises huge pages from 4 MiB up) commits ~all of it
+        b = np.zeros((64, 1 << 18), np.float32)
+        before = _rss_anon_kib()
+        b[:, 5] = 1.0
+        assert _rss_anon_kib() - before > 32 << 10
+    assert residency.lazy_zeros((0, 4), np.uint16).shape == (0, 4)
+
+
+def test_the_native_kv_cache_grows_with_the_positions_written(tiny):
+    runner = bitnet_lab.load(tiny).runner
+    cache = runner.new_cache(64)
+    for arr in (cache.k, cache.v):
+        root = arr
+        while isinstance(root, np.ndarray):
+            root = root.base
+        assert isinstance(getattr(root, "obj", root), mmap.mmap)  # residency.lazy_zeros's, not np.zeros
+        assert not arr.any()
+    runner.forward([1, 2, 3], cache)
+    assert cache.k[:, :, :3].any() and not cache.k[:, :, 3:].any()

@@ -462,6 +462,12 @@ def _token_text(t: Any) -> str:
     return t.decode("utf-8", errors="replace") if isinstance(t, (bytes, bytearray)) else str(t)
 
 
+def _texts(values: Any) -> list[str]:
+    """``values`` as a list of str (the GGUF reader already gives str: kept as they are; ~10^5
+    entries, so one comprehension instead of a call per entry)."""
+    return [t if type(t) is str else _token_text(t) for t in _as_list(values)]
+
+
 def _array_of(md: Mapping[str, Any], key: str, n: int, dtype: Any, source: str) -> np.ndarray | None:
     v = md.get(key)
     if v is None:
@@ -504,13 +510,14 @@ def _gguf_vocab_arrays(md: Mapping[str, Any], tokens: Any, is_spm: bool,
                        source: str) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Token texts, types (V,) int32 and scores (V,) float32, checked as llama.cpp's loader
     does: empty texts renamed, duplicates refused, arrays at least as long as the token list."""
-    texts = [_token_text(t) for t in _as_list(tokens)]
+    texts = _texts(tokens)
     n = len(texts)
     if n == 0:
         raise ConfigError(f"{source}: tokenizer.ggml.tokens is empty")
-    for i, t in enumerate(texts):
-        if not t:
-            texts[i] = f"[EMPTY_{i}]"          # llama.cpp's name for an empty token
+    if "" in texts:
+        for i, t in enumerate(texts):
+            if not t:
+                texts[i] = f"[EMPTY_{i}]"      # llama.cpp's name for an empty token
     if len(set(texts)) != n:
         seen: dict[str, int] = {}
         for i, t in enumerate(texts):
@@ -580,7 +587,7 @@ def _from_gguf_metadata(cls: type, md: Mapping[str, Any], source: str) -> Tokeni
         merges = md.get("tokenizer.ggml.merges")
         if merges is None:
             raise ConfigError(f"{source}: tokenizer.ggml.merges is missing (required for a gpt2 vocabulary)")
-        engine = _gpt2_engine(texts, _as_list(merges), _PRE_TYPES[pre], source)
+        engine = _gpt2_engine(texts, _texts(merges), _PRE_TYPES[pre], source, vocab=tok2id)
         default_add_bos = _PRE_TYPES[pre].add_bos
         pieces = _gpt2_pieces(texts, types)
 
@@ -627,32 +634,34 @@ def _spm_pieces(texts: Sequence[str], types: np.ndarray) -> list[bytes]:
     return out
 
 
-def _split_merge(m: Any, k: int, source: str) -> tuple[str, str]:
-    """A GGUF merge "left right": split at the first space after the first character, as
-    llama.cpp does (a token may itself start with a space character)."""
-    s = _token_text(m)
-    p = s.find(" ", 1)
-    if p < 0:
-        raise ConfigError(f"{source}: tokenizer.ggml.merges[{k}] = {s!r} is not a 'left right' pair")
-    return s[:p], s[p + 1:]
+def _split_merges(merges: list[str], source: str) -> tuple[list[str], list[str]]:
+    """GGUF merges "left right" as (lefts, rights), each split at the first space after its first
+    character, as llama.cpp does (a token may itself start with a space character). A pair listed
+    twice keeps its first rank, as in llama.cpp; the string is the pair (left + " " + right), so
+    the repeats are dropped as strings. Comprehensions, not a loop: Llama-3 has 280 147 merges."""
+    unique = list(dict.fromkeys(merges))
+    cuts = [m.find(" ", 1) for m in unique]
+    if -1 in cuts:
+        bad = unique[cuts.index(-1)]
+        raise ConfigError(f"{source}: tokenizer.ggml.merges[{merges.index(bad)}] = {bad!r} is not a 'left right' pair")
+    return [m[:p] for m, p in zip(unique, cuts)], [m[p + 1:] for m, p in zip(unique, cuts)]
 
 
-def _gpt2_engine(texts: list[str], merges: list, pre: _PreType, source: str) -> Any:
+def _gpt2_engine(texts: list[str], merges: list[str], pre: _PreType, source: str,
+                 vocab: dict[str, int] | None = None) -> Any:
     from tokenizers import Regex, Tokenizer as _HFTokenizer, models, pre_tokenizers
 
-    vocab = {t: i for i, t in enumerate(texts)}
-    pairs, seen, dropped = [], set(), 0
-    for k, m in enumerate(merges):
-        a, b = _split_merge(m, k, source)
-        if (a, b) in seen:
-            continue                           # llama.cpp keeps the first rank of a pair
-        seen.add((a, b))
-        if a in vocab and b in vocab and a + b in vocab:
-            pairs.append((a, b))
-        else:
-            dropped += 1
-    if dropped:
-        warnings.warn(f"{source}: {dropped} merges name text that is not a token; they are ignored", stacklevel=4)
+    vocab = {t: i for i, t in enumerate(texts)} if vocab is None else vocab
+    lefts, rights = _split_merges(merges, source)
+    pairs = list(zip(lefts, rights))
+    joined = [a + b for a, b in pairs]
+    # llama.cpp ignores a merge that names text which is not a token (tokenizers would panic on
+    # it): one set difference finds whether there are any, a per-pair filter drops them
+    if not set(lefts).union(rights, joined) <= vocab.keys():
+        kept = [(a, b) for a, b, ab in zip(lefts, rights, joined) if a in vocab and b in vocab and ab in vocab]
+        warnings.warn(f"{source}: {len(pairs) - len(kept)} merges name text that is not a token; they are ignored",
+                      stacklevel=4)
+        pairs = kept
     engine = _HFTokenizer(models.BPE(vocab, pairs, ignore_merges=pre.ignore_merges))
     engine.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in pre.regexes]

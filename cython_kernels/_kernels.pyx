@@ -260,3 +260,4 @@ include "lut.pxi"  # TL1 / TL2 LUT kernels (src/bl_lut.h)
 
 include "mad.pxi"  # MAD family: quantize_act, I2_S / TQ2_0 / TQ1_0 GEMV and GEMM (src/bl_mad.h)
 include "engine.pxi"  # native engine: the whole forward pass in one call (src/engine.h)
+include "gguf.pxi"  # the GGUF reader's string-array loop (bitnet_lab.formats.gguf)

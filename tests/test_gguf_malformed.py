@@ -191,6 +191,50 @@ def test_invalid_utf8_key(tmp_path):
     expect(tmp_path, data, r"metadata key #0.*not valid UTF-8")
 
 
+def test_invalid_utf8_in_a_string_array_names_the_entry(tmp_path):
+    data = _file([("tokenizer.ggml.tokens", ARRAY, ["ok", "a\u00e9c", "fine"], STRING)])
+    data = data.replace("a\u00e9c".encode(), b"a\xc3(c")  # same length, a broken 2-byte sequence
+    expect(tmp_path, data, r"'tokenizer\.ggml\.tokens'\[1\]: string at offset \d+ is not valid UTF-8 \(invalid continuation byte\)")
+
+
+def _python_strings(buf: bytes, pos: int, count: int) -> tuple[list[str], int]:
+    """The plain reading of a GGUF string array (u64 length, then UTF-8 bytes): the scanner's judge."""
+    out = []
+    for _ in range(count):
+        n = int.from_bytes(buf[pos : pos + 8], "little")
+        out.append(buf[pos + 8 : pos + 8 + n].decode("utf-8"))
+        pos += 8 + n
+    return out, pos
+
+
+def test_the_compiled_string_scanner_agrees_with_a_plain_reading_and_stops_at_the_bad_entry():
+    from bitnet_lab.kernels import _k
+
+    rng = np.random.default_rng(7)
+    alphabet = ["a", "Ġ", "é", "日本", "🙂", " ", "\n", "<0x0A>", ""]
+    strings = ["".join(rng.choice(alphabet, size=int(rng.integers(0, 6)))) for _ in range(500)]
+    body = b"".join(len(s.encode()).to_bytes(8, "little") + s.encode() for s in strings)
+    buf = b"\x01\x02\x03" + body + b"tail"
+    got, pos, i, status = _k.gguf_strings(buf, 3, len(strings))
+    assert (got, pos, i, status) == (*_python_strings(buf, 3, len(strings)), len(strings), _k.GGUF_STRINGS_OK)
+    assert _k.gguf_strings(buf, 3, 0) == ([], 3, 0, _k.GGUF_STRINGS_OK)
+    # the 4th entry (index 3) broken three ways; the first three come back, pos at its length field
+    at = 3 + sum(8 + len(s.encode()) for s in strings[:3])
+    for cut_at, status in ((at + 5, _k.GGUF_STRINGS_TRUNCATED_LENGTH), (at + 8 + len(strings[3].encode()) - 1, None)):
+        got, pos, i, st = _k.gguf_strings(buf[:cut_at], 3, len(strings))
+        assert got == strings[:3] and pos == at and i == 3
+        assert st == (status or (_k.GGUF_STRINGS_TOO_LONG if strings[3] else _k.GGUF_STRINGS_TRUNCATED_LENGTH))
+    huge = bytearray(buf)
+    huge[at : at + 8] = (2**64 - 1).to_bytes(8, "little")  # no wrap-around past the end
+    assert _k.gguf_strings(bytes(huge), 3, len(strings))[1:] == (at, 3, _k.GGUF_STRINGS_TOO_LONG)
+    bad = bytearray(buf)
+    bad[at : at + 9] = (1).to_bytes(8, "little") + b"\xff"
+    got, pos, i, st = _k.gguf_strings(bytes(bad[: at + 9]) + b"\x00" * 8, 3, 4)
+    assert (got, pos, i, st) == (strings[:3], at, 3, _k.GGUF_STRINGS_BAD_UTF8)
+    with pytest.raises(ValueError):
+        _k.gguf_strings(buf, len(buf) + 1, 1)
+
+
 def test_nested_arrays_too_deep(tmp_path):
     # a 9-deep chain of one-element arrays, built by hand
     import struct

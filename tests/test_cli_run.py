@@ -135,6 +135,20 @@ def test_bad_input_exits_non_zero_with_a_clear_message(fake, capsys, argv, code,
     assert out == "" and message in err
 
 
+def test_a_tokenizer_error_during_load_is_reported_cleanly(tmp_path, capsys):
+    # the CLI builds the tokenizer on a helper thread beside the backend: its error must still
+    # reach the user as the one clear message, not a thread's traceback
+    from bitnet_lab import dummy
+
+    path = dummy.generate_dummy("tiny", tmp_path / "t.gguf", progress=False)
+    data = path.read_bytes()
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(data.replace(b"tokenizer.ggml.model", b"tokenizer.ggml.xxxxx", 1))
+    assert main(["run", "-m", str(bad), "-p", "a", "-n", "1"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "no tokenizer metadata (tokenizer.ggml.model missing)" in err and "Traceback" not in err
+
+
 def test_i2s_layout_flag_reaches_the_native_engine(fake, capsys):
     assert main(["run", "-m", "x", "-p", "Hi", "--temp", "0", "--i2s-layout", "file"]) == 0
     assert fake.options["i2s_layout"] == "file" and fake.loads[-1][1] == "native"

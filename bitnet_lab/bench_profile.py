@@ -5,7 +5,9 @@
   the file, parse metadata, map the tensors), to build the backend (the engine's checks and any
   repacking; the reference's weight preparation and JAX import), to run the first decode step
   (which touches every weight page of the memory-mapped file, and compiles for the reference)
-  and a second one; the peak resident set size after each phase (VmHWM on Linux).
+  and a second one; the peak resident set size after each phase (VmHWM on Linux). The tokenizer
+  is built on its own, after the backend, when the file has one (``bitnet-lab run`` and ``chat``
+  build the two side by side, so their "load" is about the larger of the two plus the file's).
 * :func:`decode_breakdown` splits one decode step. For the native engine it reads the engine's
   own per-op timers (``NativeEngine.profile_decode``: thread 0's wall time per op class inside
   the C call, median of the steps; "sync" = waiting at barriers). Otherwise (the reference, or
@@ -130,6 +132,12 @@ def _load_profile_child(args: dict, t_start: float) -> None:
     t = mark("load (open, metadata, map tensors)", t)
     runner = model.runner
     t = mark(f"build the {args['backend']} backend", t)
+    try:
+        model.tokenizer
+    except BitnetLabError:  # a file without a tokenizer still loads and runs (ids in, logits out)
+        pass
+    else:
+        t = mark("tokenizer (from the file's metadata)", t)
     cache = runner.new_cache(8)
     tok = model.config.bos_id if model.config.bos_id is not None else 0
     np.asarray(runner.forward([tok], cache))

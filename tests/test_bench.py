@@ -427,7 +427,8 @@ def test_load_profile_in_a_fresh_process():
     from bitnet_lab.default_model import default_model_path
 
     p = B.load_profile(default_model_path(), backend="native", threads=1)
-    assert [ph["phase"] for ph in p.phases][1:3] == ["load (open, metadata, map tensors)", "build the native backend"]
+    assert [ph["phase"] for ph in p.phases][1:4] == ["load (open, metadata, map tensors)", "build the native backend",
+                                                    "tokenizer (from the file's metadata)"]
     assert all(ph["seconds"] > 0 for ph in p.phases)
     peaks = [ph["peak_rss"] for ph in p.phases]
     assert all(x > 0 for x in peaks) and peaks == sorted(peaks)   # a high-water mark never falls

@@ -502,3 +502,17 @@ def test_encode_one_megabyte(bpe, spm, vec3, capsys):
             print(f"\n[bench] {name}: encode 1 MB ({len(text.encode())} bytes) -> {len(ids)} ids in {dt:.3f} s")
         assert tok.decode(ids) == text
         assert dt < 15.0
+
+
+@pytest.mark.parametrize("bad", ["\u0120 zz", "q\u0120 t", "x y"])  # right part, left part, joined text unknown
+def test_a_merge_naming_a_non_token_is_dropped_with_a_warning(bad):
+    md = tiny_gpt2_md(**{"tokenizer.ggml.pre": "gpt-2"})
+    clean = Tokenizer.from_metadata(md)
+    # "x y": x and y are tokens, "xy" is not (tokenizers itself would panic on it)
+    merges = [bad, *md["tokenizer.ggml.merges"], "h e"]  # and a repeated pair, which is no error
+    with pytest.warns(UserWarning, match="1 merges name text that is not a token"):
+        tok = Tokenizer.from_metadata({**md, "tokenizer.ggml.merges": merges})
+    for text in (" the", "the then", " thee xy"):
+        assert tok.encode(text) == clean.encode(text)
+    with pytest.raises(ConfigError, match=r"merges\[1\] = 'ab' is not a 'left right' pair"):
+        Tokenizer.from_metadata({**md, "tokenizer.ggml.merges": ["h e", "ab"]})

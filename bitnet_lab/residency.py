@@ -72,8 +72,8 @@ def lazy_zeros(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
     position at a time in n_layers·n_kv_heads separate blocks. Why not np.zeros: NumPy advises
     every allocation of 4 MiB or more for transparent huge pages, so the first token's write into
     each block commits (and zeroes) the whole 2 MiB page around it — on the 2B-4T at n_ctx 2048
-    that is the cache's entire 157 MB at the first prefill (0.8-1 s on the project's VM, where
-    fresh memory is slow to fault in), for two tokens' worth of keys."""
+    that is the cache's entire 300 MB (f32; 157 MB with f16) at the first prefill (0.8-1 s on the
+    project's VM, where fresh memory is slow to fault in), for two tokens' worth of keys."""
     dt = np.dtype(dtype)
     n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
     raw = mmap.mmap(-1, max(n, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)

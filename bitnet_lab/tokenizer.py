@@ -663,7 +663,6 @@ def _gpt2_engine(texts: list[str], merges: list[str], pre: _PreType, source: str
         warnings.warn(f"{source}: {len(pairs) - len(kept)} merges name text that is not a token; they are ignored",
                       stacklevel=4)
         pairs = kept
-    del lefts, rights
     engine = _HFTokenizer(models.BPE(vocab, pairs, ignore_merges=pre.ignore_merges))
     engine.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in pre.regexes]

@@ -372,10 +372,7 @@ def _load_workers() -> int:
     the decode thread count (most of that time is the first touch of fresh memory, which on the
     project's VM costs ~2.8 s for the 2B-4T on one core when the host has not backed the pages
     recently, 1.5 s on two)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    return max(1, len(kernels.allowed_cpus()))
 
 
 def _spin_us(value: float | None) -> float:

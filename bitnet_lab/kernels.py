@@ -59,6 +59,7 @@ __all__ = [
     "ISA_ORDER",
     "KernelError",
     "active_isa",
+    "allowed_cpus",
     "available_isas",
     "build_info",
     "cpu_features",
@@ -202,6 +203,14 @@ def _read_int(path: str) -> int:
         return int(f.read().strip())
 
 
+def allowed_cpus() -> list[int]:
+    """The logical CPUs this process may run on: its affinity set where the OS has one, else all."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS / Windows
+        return list(range(os.cpu_count() or 1))
+
+
 @functools.lru_cache(maxsize=1)
 def physical_cores() -> int:
     """Physical cores among the CPUs this process may run on (affinity-aware).
@@ -214,10 +223,7 @@ def physical_cores() -> int:
     3. otherwise the number of logical CPUs available (no SMT information: count them all).
     Cached for the life of the process.
     """
-    if hasattr(os, "sched_getaffinity"):
-        cpus = sorted(os.sched_getaffinity(0))
-    else:  # pragma: no cover - macOS / Windows
-        cpus = list(range(os.cpu_count() or 1))
+    cpus = allowed_cpus()
     cores = set()
     try:
         for cpu in cpus:

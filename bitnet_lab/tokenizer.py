@@ -587,7 +587,7 @@ def _from_gguf_metadata(cls: type, md: Mapping[str, Any], source: str) -> Tokeni
         merges = md.get("tokenizer.ggml.merges")
         if merges is None:
             raise ConfigError(f"{source}: tokenizer.ggml.merges is missing (required for a gpt2 vocabulary)")
-        engine = _gpt2_engine(texts, _texts(merges), _PRE_TYPES[pre], source, vocab=tok2id)
+        engine = _gpt2_engine(tok2id, _texts(merges), _PRE_TYPES[pre], source)
         default_add_bos = _PRE_TYPES[pre].add_bos
         pieces = _gpt2_pieces(texts, types)
 
@@ -647,11 +647,10 @@ def _split_merges(merges: list[str], source: str) -> tuple[list[str], list[str]]
     return [m[:p] for m, p in zip(unique, cuts)], [m[p + 1:] for m, p in zip(unique, cuts)]
 
 
-def _gpt2_engine(texts: list[str], merges: list[str], pre: _PreType, source: str,
-                 vocab: dict[str, int] | None = None) -> Any:
+def _gpt2_engine(vocab: dict[str, int], merges: list[str], pre: _PreType, source: str) -> Any:
+    """The byte-level BPE over ``vocab`` (token text -> id) and the GGUF ``merges``."""
     from tokenizers import Regex, Tokenizer as _HFTokenizer, models, pre_tokenizers
 
-    vocab = {t: i for i, t in enumerate(texts)} if vocab is None else vocab
     lefts, rights = _split_merges(merges, source)
     pairs = list(zip(lefts, rights))
     # llama.cpp ignores a merge that names text which is not a token (tokenizers would panic on

@@ -206,7 +206,7 @@ def i2s_x4_gemm(data, Q: np.ndarray, M: int, K: int, *, threads: int | None = No
 
 # Levels whose x4 GEMV reads the layout itself (src/mad_dispatch.c); elsewhere the x4 kernels run
 # the row-major I2_S kernel on each group re-ordered, so the engine keeps plain I2_S there.
-_X4_NATIVE_GEMV = {"avx512vnni": "v3", "avx2": "v1x"}
+_X4_NATIVE_GEMV = {"avx512vnni": "v3", "amx": "v3", "avx2": "v1x"}
 X4_MAX_K = 65536  # BL_X4_MAX_K: the _via kernels re-order a group (4·K/4 bytes) on the stack
 
 
@@ -331,11 +331,13 @@ def microbench(op: str, M: int, K: int, *, version: str | None = None, threads: 
     if repeat < 1:
         raise KernelError(f"microbench: repeat must be >= 1, got {repeat}")
     vi, vname, level = _resolve(op, isa, version)
+    # the runs name the version alone: a level's default may be a lower level's version (amx's
+    # tq1_gemm is avx512vnni's v3), which version= + isa= would refuse as a mismatch
     threads = effective_threads(threads)
     rng = np.random.default_rng(seed)
     if op == "quantize_act":
         x = rng.standard_normal((M, K), dtype=np.float32)
-        run = lambda: quantize_act(x, threads=threads, version=vname, isa=level)  # noqa: E731
+        run = lambda: quantize_act(x, threads=threads, version=vname)  # noqa: E731
         got, want = run(), quantize_activations(x)
         same = all(np.array_equal(a, b) for a, b in zip(got, want))
         n_ops, n_bytes, Nrows = M * K, 5 * M * K + 8 * M, M
@@ -346,7 +348,7 @@ def microbench(op: str, M: int, K: int, *, version: str | None = None, threads: 
         Nrows = N if batched else 1
         q = rng.integers(-127, 128, size=(Nrows, K) if batched else (K,), dtype=np.int8)
         fn = _KERNELS[op]
-        run = lambda: fn(data, q, M, K, threads=threads, version=vname, isa=level)  # noqa: E731
+        run = lambda: fn(data, q, M, K, threads=threads, version=vname)  # noqa: E731
         got = run()
         want = (_GEMM_TWINS[op] if batched else _GEMV_TWINS[op])(data, q, M, K)
         same = np.array_equal(got, want)

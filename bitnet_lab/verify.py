@@ -362,8 +362,15 @@ def adversarial_codes(K: int) -> np.ndarray:
 
 
 def _mad_versions(op: str, isas: Sequence[str]) -> list[tuple[str, str]]:
-    """(version, isa) of every compiled version of a MAD op on the requested levels."""
-    return [(v, isa) for v, isa, _ in kernels.kernel_versions()[op] if isa in isas]
+    """(version, isa) of every compiled version of a MAD op on the requested levels, then the
+    version a requested level runs by default where that is a lower level's (amx decodes with
+    avx512vnni's GEMVs), under the level that runs it: every kernel the engine can call there."""
+    out = [(v, isa) for v, isa, _ in kernels.kernel_versions()[op] if isa in isas]
+    for isa in isas:
+        default = kernels.default_version(op, isa)
+        if all(v != default for v, _ in out):
+            out.append((default, isa))
+    return out
 
 
 def _lut_versions(op: str, isas: Sequence[str]) -> list[tuple[str, str]]:

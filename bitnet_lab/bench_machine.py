@@ -368,10 +368,15 @@ def memory_bandwidth(threads: int = 1, *, isa: str | None = None, nbytes: int = 
 def dot_expected(info: Mapping[str, int], a: np.ndarray, b: np.ndarray, iters: int) -> int:
     """What one thread of the dot-peak kernel must return (the contract of ceiling.h): per chain
     and lane, ``iters`` times the lane's product sum, wrapped to ``lane_bits`` signed bits,
-    summed over chains and lanes."""
-    V, g, bits = info["vec_bytes"], info["group"], info["lane_bits"]
-    A = a.reshape(info["a_vectors"], V).astype(np.int64)
-    per_lane = (A * b.astype(np.int64)).reshape(info["a_vectors"], V // g, g).sum(axis=-1)
+    summed over chains and lanes. A tile kernel's lanes are the elements of A_c · B."""
+    V, g, bits, cols = info["vec_bytes"], info["group"], info["lane_bits"], info.get("tile_cols", 0)
+    if cols:
+        A = a.reshape(info["a_vectors"], V // g, g).astype(np.int64)                  # (a, rows, g)
+        B = b.reshape(g // 4, cols, 4).transpose(0, 2, 1).reshape(g, cols).astype(np.int64)  # tile order
+        per_lane = (A @ B).reshape(info["a_vectors"], -1)
+    else:
+        A = a.reshape(info["a_vectors"], V).astype(np.int64)
+        per_lane = (A * b.astype(np.int64)).reshape(info["a_vectors"], V // g, g).sum(axis=-1)
     lanes = per_lane[np.arange(info["chains"]) % info["a_vectors"]]   # (chains, lanes)
     m = 1 << bits
     w = (lanes * int(iters)) % m                                       # wrap modulo 2^bits ...
@@ -411,7 +416,7 @@ def int8_peak(threads: int = 1, *, isa: str | None = None, seconds: float = 0.1,
         probe *= 4
     iters = max(probe, int(probe * seconds * 1e9 / dt))
     run(iters)  # warm-up at the timed size (clocks ramp up)
-    macs = iters * info["chains"] * info["vec_bytes"] * threads
+    macs = iters * info["chains"] * info["vec_bytes"] * max(1, info.get("tile_cols", 0)) * threads
     samples = tuple(2 * macs / run(iters) for _ in range(repeat))  # 2 ops per MAC, per ns = GOP/s
     return Ceiling("int8 dot", name, threads, "GOP/s", samples,
                    f"{info['dot_insn']} × {info['chains']} chains, {iters:,} iterations")

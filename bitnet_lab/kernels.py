@@ -17,6 +17,8 @@ ISA levels (``ISA_ORDER``; on each architecture the best level comes last):
     avx2          x86-64 AVX2 + FMA (v1)
     avxvnni       x86-64 AVX2 + AVX-VNNI (MAD kernels; the codec and LUT kernels are AVX2's)
     avx512vnni    x86-64 AVX-512 F/BW/VL + VNNI (v2)
+    amx           x86-64 avx512vnni + AMX-INT8 tiles, enabled by the OS for this process (the
+                  prefill GEMMs run on tiles; everything else is avx512vnni's)
     neon          aarch64 Advanced SIMD
     neon_dotprod  aarch64 NEON + SDOT/UDOT (I2_S products use SDOT; codec and LUT are NEON's)
 
@@ -101,7 +103,7 @@ __all__ = [
 ENV_VAR = "BITNET_LAB_ISA"
 
 # Must equal the C enum bl_isa (src/bl_kernels.h); checked below.
-ISA_ORDER: tuple[str, ...] = ("scalar", "avx2", "avxvnni", "avx512vnni", "neon", "neon_dotprod")
+ISA_ORDER: tuple[str, ...] = ("scalar", "avx2", "avxvnni", "avx512vnni", "amx", "neon", "neon_dotprod")
 
 
 if _k.isa_names() != ISA_ORDER:  # pragma: no cover - only after an inconsistent edit

@@ -20,6 +20,7 @@ cdef extern from "ceiling.h" nogil:
         int vec_bytes
         int group
         int lane_bits
+        int tile_cols
         bl_ceiling_read_fn read
         bl_ceiling_dot_fn dot
     const bl_ceiling_kernels *bl_ceiling_for(int isa)
@@ -52,6 +53,7 @@ def ceiling_info(int isa):
         "vec_bytes": tab.vec_bytes,
         "group": tab.group,
         "lane_bits": tab.lane_bits,
+        "tile_cols": tab.tile_cols,
         "read_align": BL_CEILING_READ_ALIGN,
     }
 

@@ -108,6 +108,25 @@ def test_gemm_matches_numpy(op, version):
                     np.testing.assert_array_equal(got, want, err_msg=f"{op} {version} M={M} K={K} N={N} t={threads}")
 
 
+@pytest.mark.parametrize("op,version", version_params(GEMM_OPS))
+def test_gemm_tile_shapes_match_numpy(op, version):
+    """Shapes that cross the tile GEMMs' blocks (amx: 16-token tiles in pairs, 32-row panels of two
+    16-row tiles, 512-weight units, token slices of 1 MiB of activations; the v3 tails): full and
+    partial token blocks and panels, several units with a short last one, two slices (K = 8192:
+    128 tokens a slice), and 2 threads, whose row runs start off a panel boundary."""
+    rng = np.random.default_rng(13)
+    shapes = [(1280, 32, 16), (2304, 70, 64), (768, 48, 33), (2560, 45, 47)]
+    shapes += [(8192, 40, 200)] if op.startswith("i2s") else [(8192, 36, 150)]
+    for K, M, N in shapes:
+        t = rng.integers(-1, 2, size=(M, K), dtype=np.int8)
+        data = pack(op, t)
+        Q = rng.integers(-128, 128, size=(N, K), dtype=np.int8)
+        want = GEMM_OPS[op](data, Q, M, K)
+        for threads in (1, 2):
+            got = KERNEL[op](data, Q, M, K, version=version, threads=threads)
+            np.testing.assert_array_equal(got, want, err_msg=f"{op} {version} M={M} K={K} N={N} t={threads}")
+
+
 @pytest.mark.parametrize("op,version", version_params([*GEMV_OPS, *GEMM_OPS]))
 def test_int16_worst_case_is_exact(op, version):
     """All codes 2 (t = +1) against all q = 127 and all q = -128: Σ t·q = 127·K and -128·K. With
@@ -120,9 +139,12 @@ def test_int16_worst_case_is_exact(op, version):
             if op in GEMV_OPS:
                 got = KERNEL[op](data, np.full(K, value, np.int8), M, K, version=version, threads=1)
                 np.testing.assert_array_equal(got, np.full(M, value * K, np.int32))
-            else:
+            else:  # 3 tokens, and 35 with M = 40: the tile GEMMs' own path (amx: 16-token tiles)
                 got = KERNEL[op](data, np.full((3, K), value, np.int8), M, K, version=version, threads=2)
                 np.testing.assert_array_equal(got, np.full((3, M), value * K, np.int32))
+                big = pack(op, np.ones((40, K), dtype=np.int8))
+                got = KERNEL[op](big, np.full((35, K), value, np.int8), 40, K, version=version, threads=2)
+                np.testing.assert_array_equal(got, np.full((35, 40), value * K, np.int32))
 
 
 @pytest.mark.parametrize("op,version", version_params(["i2s_gemv"]))
@@ -443,9 +465,9 @@ def test_tq_uniform_scale():
 def test_fault_injection_is_visible_and_off_by_default():
     assert kernels.fault_status() is None and kernels.build_info()["fault"] is None
     rng = np.random.default_rng(4)
-    M, K = 6, 512
+    M, K = 70, 512  # M, N past the tile GEMMs' blocks (amx: 32-row panels, 16-token tiles) and tails
     t = rng.integers(-1, 2, size=(M, K), dtype=np.int8)
-    x = rng.standard_normal((3, K)).astype(np.float32)
+    x = rng.standard_normal((35, K)).astype(np.float32)
     Q, s, sq = kernels.quantize_act(x)
     clean = {
         "i2s_gemv": lambda: kernels.i2s_gemv(pack("i2s", t), Q[0], M, K, threads=2),

@@ -9,6 +9,10 @@
  *             that the OS saves the wider registers (XCR0), so a feature reported here is
  *             usable. "avxvnni" is only known to GCC >= 11 and Clang >= 13; older compilers
  *             report it as -1 (cannot tell).
+ *             "amx_int8" is read by hand (amx_usable below): CPUID says AMX-TILE and AMX-INT8,
+ *             XCR0 says the OS saves tile state, and on Linux (>= 5.16, where a process must
+ *             ask before its first tile instruction) arch_prctl grants this process the tile
+ *             data state. Elsewhere it is 0: tiles are not used.
  *   aarch64 — NEON (Advanced SIMD) is part of the architecture; dot product (SDOT/UDOT) from
  *             getauxval(AT_HWCAP) & HWCAP_ASIMDDP on Linux. Elsewhere (e.g. macOS) dotprod is
  *             reported as -1 and the neon_dotprod level stays off.
@@ -17,6 +21,12 @@
 #include "bl_mad.h" /* bl_mad_defaults: the MAD kernels of each level */
 
 #include <stddef.h>
+
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(__linux__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #if defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
@@ -29,9 +39,9 @@
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define BL_TARGET_X86 1
-enum { F_AVX2, F_FMA, F_AVX512F, F_AVX512BW, F_AVX512VL, F_AVX512VNNI, F_AVXVNNI, F_COUNT };
+enum { F_AVX2, F_FMA, F_AVX512F, F_AVX512BW, F_AVX512VL, F_AVX512VNNI, F_AVXVNNI, F_AMX_INT8, F_COUNT };
 static const char *const feature_names[F_COUNT] = {
-    "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni",
+    "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni", "amx_int8",
 };
 #elif defined(__aarch64__)
 #define BL_TARGET_ARM64 1
@@ -44,6 +54,26 @@ static const char *const feature_names[1] = {NULL};
 
 /* 1 / 0 / -1 (cannot tell) per feature; filled by bl_dispatch_init(). */
 static int feature_values[F_COUNT > 0 ? F_COUNT : 1];
+
+#if defined(BL_TARGET_X86)
+/* AMX-INT8 usable by this process (see the header). The permission request is idempotent; it is
+ * made once, at import, before any thread runs a kernel. */
+static int amx_usable(void) {
+#if defined(__linux__)
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    if (!((d >> 24) & 1) || !((d >> 25) & 1)) return 0; /* CPUID.7.0:EDX AMX-TILE (24), AMX-INT8 (25) */
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !((c >> 27) & 1)) return 0; /* OSXSAVE: xgetbv allowed */
+    unsigned xcr0_lo, xcr0_hi;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    if ((xcr0_lo & (3u << 17)) != (3u << 17)) return 0; /* XTILECFG, XTILEDATA */
+    /* ARCH_REQ_XCOMP_PERM (0x1023) for XFEATURE_XTILEDATA (18), arch/x86/include/uapi/asm/prctl.h */
+    return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+#else
+    return 0;
+#endif
+}
+#endif
 
 static void read_cpu_features(void) {
 #if defined(BL_TARGET_X86)
@@ -59,6 +89,7 @@ static void read_cpu_features(void) {
 #else
     feature_values[F_AVXVNNI] = -1;
 #endif
+    feature_values[F_AMX_INT8] = amx_usable();
 #elif defined(BL_TARGET_ARM64)
     feature_values[F_NEON] = 1; /* mandatory in aarch64 */
 #if defined(__linux__)
@@ -74,7 +105,7 @@ static int has(int f) { return f >= 0 && f < F_COUNT && feature_values[f] == 1; 
 /* ---- the table --------------------------------------------------------------------------- */
 
 static const char *const isa_names[BL_ISA_COUNT] = {
-    "scalar", "avx2", "avxvnni", "avx512vnni", "neon", "neon_dotprod",
+    "scalar", "avx2", "avxvnni", "avx512vnni", "amx", "neon", "neon_dotprod",
 };
 
 /* Kernels compiled into this build, per level (NULL pointers where not built). */
@@ -106,6 +137,7 @@ void bl_dispatch_init(void) {
     supported[BL_ISA_AVXVNNI] = has(F_AVX2) && has(F_FMA) && has(F_AVXVNNI);
     supported[BL_ISA_AVX512VNNI] = has(F_AVX2) && has(F_FMA) && has(F_AVX512F) && has(F_AVX512BW) &&
                                    has(F_AVX512VL) && has(F_AVX512VNNI);
+    supported[BL_ISA_AMX] = supported[BL_ISA_AVX512VNNI] && has(F_AMX_INT8);
 #if defined(BL_BUILD_AVX2)
     built_table[BL_ISA_AVX2].unpack_i2_s = bl_unpack_i2_s_avx2;
     built_table[BL_ISA_AVX2].pack_i2_s = bl_pack_i2_s_avx2;
@@ -113,6 +145,11 @@ void bl_dispatch_init(void) {
 #if defined(BL_BUILD_AVX512VNNI)
     built_table[BL_ISA_AVX512VNNI].unpack_i2_s = bl_unpack_i2_s_avx512vnni;
     built_table[BL_ISA_AVX512VNNI].pack_i2_s = bl_pack_i2_s_avx512vnni;
+#endif
+#if defined(BL_BUILD_AMX) && defined(BL_BUILD_AVX512VNNI)
+    /* AMX adds only tile products (the prefill GEMMs): the codec is AVX-512's. */
+    built_table[BL_ISA_AMX].unpack_i2_s = bl_unpack_i2_s_avx512vnni;
+    built_table[BL_ISA_AMX].pack_i2_s = bl_pack_i2_s_avx512vnni;
 #endif
 #if defined(BL_BUILD_AVXVNNI) && defined(BL_BUILD_AVX2)
     /* AVX-VNNI adds only dot products: the avxvnni level's codec is AVX2's. */
@@ -131,8 +168,9 @@ void bl_dispatch_init(void) {
 #endif
 #endif
     for (int i = 0; i < BL_ISA_COUNT; ++i) built_table[i].mad = bl_mad_defaults(i); /* mad_dispatch.c */
-    /* LUT family: own kernels for scalar, avx2 and neon. avxvnni / avx512vnni and neon_dotprod
-     * add only dot products, which table lookups do not use: they run the AVX2 / NEON ones. */
+    /* LUT family: own kernels for scalar, avx2 and neon. avxvnni / avx512vnni / amx and
+     * neon_dotprod add only dot products, which table lookups do not use: they run the AVX2 /
+     * NEON ones. */
     set_lut(BL_ISA_SCALAR, bl_tl1_build_lut_scalar, bl_tl2_build_lut_scalar, bl_tl1_gemv_scalar,
             bl_tl2_gemv_scalar);
 #if defined(BL_BUILD_LUT_AVX2)
@@ -140,6 +178,7 @@ void bl_dispatch_init(void) {
     set_lut(BL_ISA_AVXVNNI, bl_tl1_build_lut_avx2, bl_tl2_build_lut_avx2, bl_tl1_gemv_avx2, bl_tl2_gemv_avx2);
     set_lut(BL_ISA_AVX512VNNI, bl_tl1_build_lut_avx2, bl_tl2_build_lut_avx2, bl_tl1_gemv_avx2,
             bl_tl2_gemv_avx2);
+    set_lut(BL_ISA_AMX, bl_tl1_build_lut_avx2, bl_tl2_build_lut_avx2, bl_tl1_gemv_avx2, bl_tl2_gemv_avx2);
 #endif
 #if defined(BL_BUILD_LUT_NEON)
     set_lut(BL_ISA_NEON, bl_tl1_build_lut_neon, bl_tl2_build_lut_neon, bl_tl1_gemv_neon, bl_tl2_gemv_neon);

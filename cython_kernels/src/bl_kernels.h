@@ -33,9 +33,10 @@ typedef enum {
     BL_ISA_AVX2 = 1,         /* x86-64: AVX2 + FMA                                         */
     BL_ISA_AVXVNNI = 2,      /* x86-64: AVX2 + AVX-VNNI (MAD kernels; codec is AVX2's)     */
     BL_ISA_AVX512VNNI = 3,   /* x86-64: AVX-512 F/BW/VL + VNNI                             */
-    BL_ISA_NEON = 4,         /* aarch64: Advanced SIMD (always present)                    */
-    BL_ISA_NEON_DOTPROD = 5, /* aarch64: NEON + SDOT/UDOT (ASIMDDP)                        */
-    BL_ISA_COUNT = 6
+    BL_ISA_AMX = 4,          /* x86-64: avx512vnni + AMX-TILE/AMX-INT8, OS-enabled (GEMMs) */
+    BL_ISA_NEON = 5,         /* aarch64: Advanced SIMD (always present)                    */
+    BL_ISA_NEON_DOTPROD = 6, /* aarch64: NEON + SDOT/UDOT (ASIMDDP)                        */
+    BL_ISA_COUNT = 7
 } bl_isa;
 
 /* What a codec kernel reports about its input.

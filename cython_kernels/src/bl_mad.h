@@ -184,6 +184,13 @@ void bl_tq2_gemm_v3(const uint8_t *, const int8_t *, const int32_t *, int32_t *,
                     int64_t);
 void bl_tq1_gemm_v3(const uint8_t *, const int8_t *, const int32_t *, int32_t *, int64_t, int64_t, int64_t, int64_t,
                     int64_t);
+/* mad_amx.c: AMX-INT8 tile GEMMs (tails and N < 16 through the v3 GEMM of the same layout) */
+void bl_i2s_gemm_amx(const uint8_t *, const int8_t *, const int32_t *, int32_t *, int64_t, int64_t, int64_t, int64_t,
+                     int64_t);
+void bl_tq2_gemm_amx(const uint8_t *, const int8_t *, const int32_t *, int32_t *, int64_t, int64_t, int64_t, int64_t,
+                     int64_t);
+void bl_i2s_x4_gemm_amx(const uint8_t *, const int8_t *, const int32_t *, int32_t *, int64_t, int64_t, int64_t, int64_t,
+                        int64_t);
 BL_DECLARE_MAD(neon)         /* mad_neon.c        */
 BL_DECLARE_MAD(neon_dotprod) /* mad_neon_dotprod.c */
 

@@ -26,6 +26,13 @@
  *         saturate for a <= 2). The return value is the sum over chains and lanes of the final
  *         lanes read as signed integers, so the caller can verify the result exactly.
  *         Multiply-accumulates per iteration: chains * vec_bytes (one per int8 product).
+ *         Tile kernels (tile_cols > 0, AMX): chain c is a matrix of (vec_bytes / group) rows ×
+ *         tile_cols int32 elements, and every iteration adds A_c · B to it, where A_c is the
+ *         (vec_bytes / group) × group matrix of u8 codes at a + (c % a_vectors)·vec_bytes, row-major,
+ *         and B the group × tile_cols int8 matrix stored as tiles hold it: B[k][n] =
+ *         b[(k / 4)·4·tile_cols + 4n + k % 4]. The return value is the sum over chains and
+ *         elements, each wrapped to lane_bits. Multiply-accumulates per iteration:
+ *         chains * vec_bytes * tile_cols.
  *
  * Nothing here is used by the engine; the files are measurement instruments.
  */
@@ -55,6 +62,7 @@ typedef struct {
     int vec_bytes;         /* int8 products per chain per iteration                          */
     int group;             /* products summed into one accumulator lane per instruction      */
     int lane_bits;         /* accumulator lane width (wraps modulo 2^lane_bits)              */
+    int tile_cols;         /* 0: vector lanes (above); > 0: a tile kernel's B columns         */
     bl_ceiling_read_fn read;
     bl_ceiling_dot_fn dot;
 } bl_ceiling_kernels;
@@ -65,11 +73,14 @@ extern const bl_ceiling_kernels bl_ceiling_scalar;
 extern const bl_ceiling_kernels bl_ceiling_avx2;
 extern const bl_ceiling_kernels bl_ceiling_avxvnni;
 extern const bl_ceiling_kernels bl_ceiling_avx512vnni;
+extern const bl_ceiling_kernels bl_ceiling_amx;
 extern const bl_ceiling_kernels bl_ceiling_neon;
 extern const bl_ceiling_kernels bl_ceiling_neon_dotprod;
 
-/* Read loops shared by two levels (AVX-VNNI reads like AVX2, NEON dotprod like NEON). */
+/* Read loops shared by two levels (AVX-VNNI reads like AVX2, AMX like AVX-512, NEON dotprod like
+ * NEON). */
 uint64_t bl_ceiling_read_avx2(const uint8_t *buf, int64_t nbytes);
+uint64_t bl_ceiling_read_avx512(const uint8_t *buf, int64_t nbytes);
 uint64_t bl_ceiling_read_neon(const uint8_t *buf, int64_t nbytes);
 
 /* The ceiling kernels of an ISA level (bl_isa), or NULL when this build has none for it.
@@ -89,6 +100,10 @@ static inline const bl_ceiling_kernels *bl_ceiling_for(int isa) {
 #if defined(BL_BUILD_CEILING_AVX512VNNI)
     case BL_ISA_AVX512VNNI:
         return &bl_ceiling_avx512vnni;
+#endif
+#if defined(BL_BUILD_CEILING_AMX)
+    case BL_ISA_AMX:
+        return &bl_ceiling_amx;
 #endif
 #if defined(BL_BUILD_CEILING_NEON)
     case BL_ISA_NEON:

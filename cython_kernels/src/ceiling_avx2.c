@@ -62,6 +62,6 @@ const bl_ceiling_kernels bl_ceiling_avx2 = {
     "avx2",
     "vmovdqu ymm + vpsadbw + vpaddq (32 bytes)",
     "vpmaddubsw ymm + vpaddw (32 int8 MACs, int16 accumulator)",
-    CHAINS, CHAINS, 32, 2, 16,
+    CHAINS, CHAINS, 32, 2, 16, 0,
     bl_ceiling_read_avx2, dot_avx2,
 };

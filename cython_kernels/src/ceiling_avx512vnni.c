@@ -13,7 +13,7 @@
 #define CHAINS 12
 #define A_VECTORS 2
 
-static uint64_t read_avx512vnni(const uint8_t *buf, int64_t nbytes) {
+uint64_t bl_ceiling_read_avx512(const uint8_t *buf, int64_t nbytes) {
     const __m512i zero = _mm512_setzero_si512();
     __m512i s0 = zero, s1 = zero, s2 = zero, s3 = zero;
     for (int64_t i = 0; i < nbytes; i += 256) {
@@ -62,6 +62,6 @@ const bl_ceiling_kernels bl_ceiling_avx512vnni = {
     "avx512vnni",
     "vmovdqu64 zmm + vpsadbw + vpaddq (64 bytes)",
     "vpdpbusd zmm (64 int8 MACs, int32 accumulator)",
-    CHAINS, A_VECTORS, 64, 4, 32,
-    read_avx512vnni, dot_avx512vnni,
+    CHAINS, A_VECTORS, 64, 4, 32, 0,
+    bl_ceiling_read_avx512, dot_avx512vnni,
 };

@@ -55,6 +55,6 @@ const bl_ceiling_kernels bl_ceiling_neon = {
     "neon",
     "ld1 16 bytes + uadalp (uint16 byte-pair sums)",
     "smlal (8 int8 MACs, int16 accumulator)",
-    CHAINS, CHAINS, 8, 1, 16,
+    CHAINS, CHAINS, 8, 1, 16, 0,
     bl_ceiling_read_neon, dot_neon,
 };

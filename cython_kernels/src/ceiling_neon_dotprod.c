@@ -33,6 +33,6 @@ const bl_ceiling_kernels bl_ceiling_neon_dotprod = {
     "neon_dotprod",
     "ld1 16 bytes + uadalp (uint16 byte-pair sums)",
     "sdot (16 int8 MACs, int32 accumulator)",
-    CHAINS, CHAINS, 16, 4, 32,
+    CHAINS, CHAINS, 16, 4, 32, 0,
     bl_ceiling_read_neon, dot_neon_dotprod, /* the read loop is NEON's (ceiling_neon.c) */
 };

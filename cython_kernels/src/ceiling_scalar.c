@@ -46,6 +46,6 @@ const bl_ceiling_kernels bl_ceiling_scalar = {
     "scalar",
     "byte loads, 4 uint64 sums (compiler's auto-vectorisation)",
     "int32 multiply-add per lane (compiler's choice of instructions)",
-    CHAINS, CHAINS, VEC, 1, 32,
+    CHAINS, CHAINS, VEC, 1, 32, 0,
     read_scalar, dot_scalar,
 };

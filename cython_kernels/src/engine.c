@@ -1279,7 +1279,8 @@ const bl_float_kernels *bl_float_table(int isa) {
         case BL_ISA_AVXVNNI: return &bl_float_avx2;
 #endif
 #if defined(BL_BUILD_AVX512VNNI)
-        case BL_ISA_AVX512VNNI: return &bl_float_avx512;
+        case BL_ISA_AVX512VNNI:
+        case BL_ISA_AMX: return &bl_float_avx512;
 #endif
         default: return &bl_float_scalar; /* NEON levels: the portable kernels (same results) */
     }

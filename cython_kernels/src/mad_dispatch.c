@@ -8,7 +8,7 @@
  * Version names: v0 scalar, v1 AVX2 (maddubs, int16 ≤ 16 blocks), v1w1 AVX2 widening every
  * block, v2 AVX-512 VNNI, v3 AVX-512 VNNI without shifts (I2_S and TQ2_0 GEMV), avxvnni (256-bit VEX
  * dpbusd), v4 AVX-512 VNNI with the activations joined once per call (GEMV), v3 AVX-512 VNNI
- * whole-row panels with 4 x 6 tiles (GEMM), neon, neon_dotprod. The descriptions repeat the file headers in one line;
+ * whole-row panels with 4 x 6 tiles (GEMM), amx (AMX-INT8 tile GEMMs), neon, neon_dotprod. The descriptions repeat the file headers in one line;
  * kernel_versions() in Python shows them. Defaults per level: bl_mad_defaults below.
  */
 #include <stddef.h>
@@ -108,6 +108,11 @@ static const bl_mad_version versions[] = {
     GEMM(BL_OP_I2S_X4_GEMM, "v2", BL_ISA_AVX512VNNI, "AVX-512 I2_S GEMM v3 on each group re-ordered to row-major", x4_gemm_v3),
     GEMM(BL_OP_I2S_X4_GEMM, "v3", BL_ISA_AVX512VNNI, "I2_S GEMM v3 decoding straight from the x4 layout", bl_i2s_x4_gemm_v3),
 #endif
+#if defined(BL_BUILD_AMX) && defined(BL_BUILD_AVX512VNNI)
+    GEMM(BL_OP_I2S_GEMM, "amx", BL_ISA_AMX, "AMX tdpbsud: 32-row panels transposed packed, 2x2 tiles of 16 tokens x 16 rows; tails v3", bl_i2s_gemm_amx),
+    GEMM(BL_OP_TQ2_GEMM, "amx", BL_ISA_AMX, "AMX tdpbsud on TQ2_0 (LSB-first planes), as I2_S amx; tails v3", bl_tq2_gemm_amx),
+    GEMM(BL_OP_I2S_X4_GEMM, "amx", BL_ISA_AMX, "AMX tdpbsud decoding straight from the x4 layout; tails v3", bl_i2s_x4_gemm_amx),
+#endif
 #if defined(BL_BUILD_NEON)
     ACT("neon", BL_ISA_NEON, "NEON: vcvtnq (ties even) / vcvtaq (ties away), saturating narrow", bl_quantize_act_neon),
     GEMV(BL_OP_I2S_GEMV, "neon", BL_ISA_NEON, "NEON 128/32 layout, vmull/vmlal_s8 int16 acc widened every 16 blocks", bl_i2s_gemv_neon),
@@ -131,7 +136,8 @@ const bl_mad_version *bl_mad_version_at(int i) { return (i >= 0 && i < N_VERSION
 
 /* ---- default kernels per level ---------------------------------------------------------------
  * The best version of each op the level can run; levels without their own version of an op
- * take the next level down that they include (avxvnni ⊃ avx2; neon_dotprod ⊃ neon ⊃ scalar). */
+ * take the next level down that they include (avxvnni ⊃ avx2; amx ⊃ avx512vnni; neon_dotprod ⊃
+ * neon ⊃ scalar). */
 
 static const bl_mad_kernels scalar_defaults = {
     bl_quantize_act_scalar, bl_i2s_gemv_v0, bl_i2s_gemm_v0, bl_tq2_gemv_v0, bl_tq1_gemv_v0, bl_tq2_gemm_v0, bl_tq1_gemm_v0,
@@ -153,6 +159,13 @@ static const bl_mad_kernels avxvnni_defaults = {
 static const bl_mad_kernels avx512vnni_defaults = {
     bl_quantize_act_avx512, bl_i2s_gemv_v3, bl_i2s_gemm_v3, bl_tq2_gemv_v3, bl_tq1_gemv_v2, bl_tq2_gemm_v3, bl_tq1_gemm_v3,
     bl_i2s_x4_gemv_v3, bl_i2s_x4_gemm_v3,
+};
+#endif
+#if defined(BL_BUILD_AMX) && defined(BL_BUILD_AVX512VNNI)
+/* avx512vnni's kernels with the tile GEMMs (decode has one token: nothing for a tile to reuse) */
+static const bl_mad_kernels amx_defaults = {
+    bl_quantize_act_avx512, bl_i2s_gemv_v3, bl_i2s_gemm_amx, bl_tq2_gemv_v3, bl_tq1_gemv_v2, bl_tq2_gemm_amx, bl_tq1_gemm_v3,
+    bl_i2s_x4_gemv_v3, bl_i2s_x4_gemm_amx,
 };
 #endif
 #if defined(BL_BUILD_NEON)
@@ -180,6 +193,9 @@ const bl_mad_kernels *bl_mad_defaults(int isa) {
 #endif
 #if defined(BL_BUILD_AVX512VNNI)
     case BL_ISA_AVX512VNNI: return &avx512vnni_defaults;
+#endif
+#if defined(BL_BUILD_AMX) && defined(BL_BUILD_AVX512VNNI)
+    case BL_ISA_AMX: return &amx_defaults;
 #endif
 #if defined(BL_BUILD_NEON)
     case BL_ISA_NEON: return &neon_defaults;

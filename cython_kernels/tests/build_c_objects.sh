@@ -2,7 +2,7 @@
 # (I2_S codec, MAD family, LUT family, dispatch) into object files, with setup.py's per-file flags
 # (COMMON + the ISA's own flags; never -march=native).
 #
-#   bl_build_objects native  OUT   x86-64 host: scalar, AVX2, AVX-VNNI, AVX-512 files
+#   bl_build_objects native  OUT   x86-64 host: scalar, AVX2, AVX-VNNI, AVX-512, AMX files
 #   bl_build_objects aarch64 OUT   cross-compile scalar, NEON, NEON+dotprod files (static tests)
 #
 # Expects $src (the src/ directory) and the array $common (flags) from the caller. Sets
@@ -34,9 +34,10 @@ bl_build_objects() {
             "$cc" "${common[@]}" "${avx512[@]}" -c "$src/$f.c" -o "$out/$f.o"
         done
         "$cc" "${common[@]}" "${vnni[@]}" -c "$src/mad_avxvnni.c" -o "$out/mad_avxvnni.o"
+        "$cc" "${common[@]}" "${avx512[@]}" -mamx-tile -mamx-int8 -c "$src/mad_amx.c" -o "$out/mad_amx.o"
         for f in bl_dispatch mad_dispatch mad_x4; do
             "$cc" "${common[@]}" -DBL_BUILD_AVX2=1 -DBL_BUILD_AVX512VNNI=1 -DBL_BUILD_AVXVNNI=1 \
-                -DBL_BUILD_LUT_AVX2=1 -c "$src/$f.c" -o "$out/$f.o"
+                -DBL_BUILD_AMX=1 -DBL_BUILD_LUT_AVX2=1 -c "$src/$f.c" -o "$out/$f.o"
         done
         ;;
     aarch64)

@@ -57,7 +57,8 @@ static int failures = 0;
     } while (0)
 
 enum { FMT_I2S, FMT_TQ2, FMT_TQ1, FMT_I2S_X4 };
-enum { MAX_M = 9, MAX_N = 5, MAX_K = 8192, SENTINEL = 0x5A5A5A5A };
+/* SMALL_N token rows in the sweeps; the buffers also hold the one tile case (test_product) */
+enum { MAX_M = 70, MAX_N = 35, SMALL_N = 5, MAX_K = 8192, SENTINEL = 0x5A5A5A5A };
 
 static int8_t t_buf[MAX_M * MAX_K];
 static uint8_t w_buf[MAX_M * MAX_K / 4 + 64];
@@ -185,7 +186,7 @@ static int test_product(const bl_mad_version *v) {
     const int i2s = fmt == FMT_I2S || fmt == FMT_I2S_X4, x4 = fmt == FMT_I2S_X4;
     const int64_t *Ks = i2s ? Ks_i2s : Ks_tq;
     const int nK = i2s ? 4 : 3;
-    const int64_t N = is_gemm(v->op) ? MAX_N : 1;
+    const int64_t N = is_gemm(v->op) ? SMALL_N : 1;
     for (int ki = 0; ki < nK; ++ki)
         for (int mi = 0; mi < 5; ++mi) {
             const int64_t M = Ms[mi], K = Ks[ki];
@@ -196,6 +197,14 @@ static int test_product(const bl_mad_version *v) {
             if (!x4 && M >= 3 && check_case(v, M, K, N, 1, M - 1)) return 1; /* a range inside the tensor */
             if (x4 && M > 4 && (check_case(v, M, K, N, 4, M) || check_case(v, M, K, N, 0, 4))) return 1;
         }
+    /* past the tile GEMMs' blocks (amx: 16-token tiles, 32-row panels; v3 tails): 35 tokens, 70 rows,
+     * the whole tensor and rows [8, 64) (a range off a panel boundary; x4: group-aligned) */
+    if (is_gemm(v->op)) {
+        const int64_t M = MAX_M, K = i2s ? 1280 : 768, NT = MAX_N;
+        for (int64_t i = 0; i < M * K; ++i) t_buf[i] = (int8_t)((int)(rnd() % 3) - 1);
+        for (int64_t i = 0; i < NT * K; ++i) q_buf[i] = (int8_t)(rnd() & 0xFF);
+        if (check_case(v, M, K, NT, 0, M) || check_case(v, M, K, NT, 8, 64)) return 1;
+    }
     /* int16 worst case: all t = +1 against all q = 127, then all q = -128 */
     for (int64_t K = 4096; K <= MAX_K; K *= 2) {
         const int64_t M = 5;

@@ -226,10 +226,11 @@ def test_attention_dots_of_a_gqa_group_every_isa(d, kv_dtype):
     """The group kernels (up to 4 heads sharing each key / value row's conversion, then single
     heads) give every head exactly its one-head, canonical-order result on every level: group
     sizes 1..6 (4 + 2, 4 + 1 + ...), head sizes kept in registers (128, 64, 96) and not (80, 72:
-    a d % 16 tail), with and without the decode's private last row."""
+    a d % 16 tail), with and without the decode's private last row; 300 positions cross the
+    256-position chunks in which the AVX-512 group p·v widens its weights."""
     rng = np.random.default_rng(d)
     for R in range(1, 7):
-        for n in (1, 2, 7, 66):
+        for n in (1, 2, 7, 66, 300):
             q = rng.standard_normal((R, d)).astype(np.float32)
             K = (rng.standard_normal((n, d)) * 3).astype(kv_dtype)
             V = rng.standard_normal((n, d)).astype(kv_dtype)

@@ -25,8 +25,9 @@
  *  out      GEMV: int32 base of (M,), the kernel writes out[r] for r in [r0, r1)
  *           GEMM: int32 base of (N, ld_out), writes out[n*ld_out + r], n < N, r in [r0, r1)
  *  Stack    GEMMs use ≈ 19 KiB of stack (a decoded 8-row panel + a token block of partial sums;
- *           AVX-512 GEMM v3: 32 KiB of codes), GEMVs and quantize_act < 4 KiB (AVX-512 GEMV v4:
- *           16 KiB of re-ordered activations). Nothing is allocated on the heap.
+ *           AVX-512 GEMM v3: 32 KiB of codes; amx: 34 KiB, two 16 KiB buffers of B tiles and two
+ *           1 KiB C tiles of −sum_q), GEMVs and quantize_act < 4 KiB (AVX-512 GEMV v4: 16 KiB of
+ *           re-ordered activations). Nothing is allocated on the heap.
  *  Result   out = Σ_k t[r,k]·q[k] exactly (int32; |value| ≤ 128·K). Internal int32 accumulators
  *           hold up to 256·K: K ≤ 2^22 (the Python wrappers check it; real models have K ≤ 65536).
  *

@@ -141,6 +141,7 @@ ISA_SOURCES = (
 HEADERS = [f"{C_SRC_DIR}/bl_kernels.h", f"{KERNEL_DIR}/bl_kernels.pxd"]
 HEADERS += [f"{C_SRC_DIR}/bl_lut.h", f"{C_SRC_DIR}/bl_lut_layout.h", f"{KERNEL_DIR}/lut.pxi"]
 HEADERS += [f"{C_SRC_DIR}/bl_mad.h", f"{C_SRC_DIR}/bl_mad_impl.h", f"{C_SRC_DIR}/bl_mad_x86.h", f"{KERNEL_DIR}/mad.pxi"]
+HEADERS += [f"{C_SRC_DIR}/bl_amx.h"]
 HEADERS += [f"{C_SRC_DIR}/engine.h", f"{C_SRC_DIR}/engine_float.h", f"{KERNEL_DIR}/engine.pxi"]
 HEADERS += [f"{KERNEL_DIR}/gguf.pxi"]
 

@@ -6,27 +6,14 @@
  * instruction; four C tiles (two A tiles, one B) keep the tile unit busy (the prefill GEMMs of
  * mad_amx.c run the same instruction, with A and B from memory).
  */
-#include <immintrin.h>
-#include <string.h>
-
+#include "bl_amx.h"
 #include "ceiling.h"
 
 #define CHAINS 4
 #define A_VECTORS 2
 
 static int64_t dot_amx(const uint8_t *a, const int8_t *b, int64_t iters) {
-    struct {
-        uint8_t palette, start_row, reserved[14];
-        uint16_t colsb[16];
-        uint8_t rows[16];
-    } cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int i = 0; i < 7; ++i) { /* tmm0..3 C, tmm4, 5 A, tmm6 B: 16 rows of 64 bytes each */
-        cfg.rows[i] = 16;
-        cfg.colsb[i] = 64;
-    }
-    _tile_loadconfig(&cfg);
+    bl_amx_configure(7); /* tmm0..3 C, tmm4, 5 A, tmm6 B */
     _tile_loadd(4, a, 64);
     _tile_loadd(5, a + 1024, 64);
     _tile_loadd(6, b, 64);

@@ -30,8 +30,7 @@
  * Rows past the last full 16-row panel and tokens past the last full 16-token block (and calls with
  * N < 16) run the avx512vnni GEMM v3 of the same layout: same integers, so any split is exact.
  */
-#include <string.h>
-
+#include "bl_amx.h"
 #include "bl_mad_x86.h"
 
 /* Weights per unit of work (a chunk of a 32-row panel): 32 rows × 512 codes = 16 KiB of B tiles,
@@ -47,24 +46,8 @@
 #define BL_AMX_ROWS 32 /* weight rows per panel: two B tiles of 16 columns */
 #define BL_AMX_TOK 16  /* tokens per A / C tile */
 
-/* The tile configuration (Intel SDM, LDTILECFG): palette 1, tiles 0..7 all 16 rows × 64 bytes.
- * tmm0..3 = C (tokens 0-15 / 16-31 × rows 0-15 / 16-31), tmm4, 5 = A, tmm6, 7 = B. */
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} amx_config;
-
-static void amx_begin(void) {
-    amx_config c;
-    memset(&c, 0, sizeof c);
-    c.palette = 1;
-    for (int i = 0; i < 8; ++i) {
-        c.rows[i] = 16;
-        c.colsb[i] = 64;
-    }
-    _tile_loadconfig(&c);
-}
+/* Tiles (all 16 rows × 64 bytes, bl_amx_configure(8)): tmm0..3 = C (tokens 0-15 / 16-31 × rows
+ * 0-15 / 16-31), tmm4, 5 = A, tmm6, 7 = B. */
 
 /* The three packed layouts differ only in where a 128-weight block's 32 bytes are and in which
  * order its four 2-bit planes sit. */
@@ -122,7 +105,7 @@ ALWAYS_INLINE void decode_block16(int fmt, const uint8_t *w, int64_t K, int64_t 
     }
 }
 
-/* C tile at out (16 tokens × 16 rows, ld_out apart): −sum_q of its token in every column. */
+/* The start of a C tile (16 tokens × 16 rows): −sum_q of the row's token in every column. */
 ALWAYS_INLINE void neg_sums(const int32_t *sum_q, int32_t init[16][16]) {
     for (int n = 0; n < 16; ++n) _mm512_store_si512((__m512i *)init[n], _mm512_set1_epi32(-sum_q[n]));
 }
@@ -272,7 +255,7 @@ ALWAYS_INLINE void gemm_amx(int fmt, bl_gemm_fn tail_gemm, int op, const uint8_t
     const int64_t n16 = N / BL_AMX_TOK * BL_AMX_TOK;
     int64_t r16 = full > r0 ? r0 + (full - r0) / 16 * 16 : r0;
     if (n16 > 0 && r16 > r0) {
-        amx_begin();
+        bl_amx_configure(8);
         /* Tokens in slices whose activations (slice × K bytes) stay in L2 while every panel of
          * rows sweeps them; inside a slice, panels outer and weight chunks inner, so the slice's
          * int32 results of one panel (≤ 64 KiB) stay in L2 between chunks. Each slice decodes the

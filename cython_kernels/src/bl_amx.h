@@ -1,0 +1,30 @@
+/* bl_amx.h — the AMX tile configuration, shared by mad_amx.c and ceiling_amx.c (both compiled
+ * with -mamx-tile; called only where bl_dispatch.c found AMX usable by this process). */
+#ifndef BL_AMX_H
+#define BL_AMX_H
+
+#include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+
+/* The 64-byte operand of LDTILECFG (Intel SDM): palette, then bytes per row and rows per tile. */
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} bl_amx_config;
+
+/* Palette 1 with tiles 0 .. n - 1 all 16 rows × 64 bytes (the largest tile); release with
+ * _tile_release() when done, so the thread does not keep the tile state. */
+static inline void bl_amx_configure(int n) {
+    bl_amx_config c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int i = 0; i < n; ++i) {
+        c.rows[i] = 16;
+        c.colsb[i] = 64;
+    }
+    _tile_loadconfig(&c);
+}
+
+#endif /* BL_AMX_H */

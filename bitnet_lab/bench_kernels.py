@@ -180,7 +180,7 @@ def kernel_bench(
     lm_head_ops: Sequence[str] = LM_HEAD_OPS,
     repeat: int = 20,
     budget_s: float = 0.3,
-    gemm_n: int = 16,
+    gemm_n: int | None = None,
     cold: bool = False,
     seed: int = 0,
     progress: bool = False,
@@ -189,7 +189,8 @@ def kernel_bench(
 
     ``shapes``: override the layout's (a list of :class:`KernelShape`; the last one named
     "lm_head" gets only ``lm_head_ops``). ``threads``: None = the physical cores. ``gemm_n``:
-    token rows of the GEMM ops (a prefill chunk). ``cold``: stream a buffer of twice the
+    token rows of the GEMM ops (default: the engine's prefill chunk, ``ENGINE_CHUNK`` = 128 rows,
+    the N its GEMMs see in a long prompt; 16 until the tile GEMMs, whose gain grows with N). ``cold``: stream a buffer of twice the
     last-level cache through the CPU before every timed call, so the weights come from DRAM as in
     a decode step (otherwise shapes smaller than the cache are timed hot)."""
     from bitnet_lab import kernels
@@ -199,6 +200,8 @@ def kernel_bench(
     bad = [o for o in ops if o not in known]
     if bad:
         raise BitnetLabError(f"kernel_bench: unknown op(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
+    if gemm_n is None:
+        gemm_n = kernels._k.ENGINE_CHUNK
     if repeat < 1 or gemm_n < 1:
         raise BitnetLabError(f"kernel_bench: repeat and gemm_n must be >= 1, got {repeat}, {gemm_n}")
     shapes = list(shapes) if shapes is not None else layout_shapes(layout)

@@ -190,9 +190,9 @@ def kernel_bench(
     ``shapes``: override the layout's (a list of :class:`KernelShape`; the last one named
     "lm_head" gets only ``lm_head_ops``). ``threads``: None = the physical cores. ``gemm_n``:
     token rows of the GEMM ops (default: the engine's prefill chunk, ``ENGINE_CHUNK`` = 128 rows,
-    the N its GEMMs see in a long prompt; 16 until the tile GEMMs, whose gain grows with N). ``cold``: stream a buffer of twice the
-    last-level cache through the CPU before every timed call, so the weights come from DRAM as in
-    a decode step (otherwise shapes smaller than the cache are timed hot)."""
+    the N its GEMMs see in a long prompt). ``cold``: stream a buffer of twice the last-level cache
+    through the CPU before every timed call, so the weights come from DRAM as in a decode step
+    (otherwise shapes smaller than the cache are timed hot)."""
     from bitnet_lab import kernels
     from bitnet_lab.bench_machine import _ceiling_isa, llc_bytes, read_buffer
 

@@ -4,14 +4,16 @@ One extension, ``bitnet_lab._kernels``: the Cython wrappers (cython_kernels/*.py
 C sources of cython_kernels/src/. What is special here, all in ``BuildKernels`` below:
 
 1. **Per-ISA flags.** Every ISA level's C file is compiled to an object with ITS OWN flags
-   (table ``ISA_SOURCES``) and linked into the extension as an extra object. Nothing is ever
-   compiled with -march=native and the build host's CPU is never probed: an AVX-512 file is
-   built on any x86-64 host and simply not called on CPUs without AVX-512. The choice of
-   level happens at import, from the CPU's features (src/bl_dispatch.c).
+   (its level's line in cython_kernels/isa_flags.txt, the table the C-level tests read too;
+   the files are listed in ``ISA_SOURCES``) and linked into the extension as an extra object.
+   Nothing is ever compiled with -march=native and the build host's CPU is never probed: an
+   AVX-512 file is built on any x86-64 host and simply not called on CPUs without AVX-512.
+   The choice of level happens at import, from the CPU's features (src/bl_dispatch.c).
    x86 files are built only for x86-64 targets, the NEON file only for aarch64 targets
    (the target is ``sysconfig.get_platform()``, i.e. the Python being built for).
-2. **Numerics flags** for every C file: -O3 -fno-strict-aliasing -ffp-contract=off (no FMA
-   contraction, so float results never depend on the compiler's choice).
+2. **Numerics flags** for every C file (the table's ``common`` line): -O3
+   -fno-strict-aliasing -ffp-contract=off (no FMA contraction, so float results never depend
+   on the compiler's choice).
 3. **OpenMP is optional**: a tiny program is compiled and linked with -fopenmp (a test of
    the compiler, not of the CPU); when that works, the extension is built with it.
    Set BITNET_LAB_NO_OPENMP=1 to build without it.
@@ -43,99 +45,96 @@ except ImportError:  # pragma: no cover - old setuptools
 
 KERNEL_DIR = "cython_kernels"
 C_SRC_DIR = f"{KERNEL_DIR}/src"
+# Per-ISA compiler flags, shared with the C-level tests (cython_kernels/tests/build_c_objects.sh).
+ISA_FLAGS_TABLE = f"{KERNEL_DIR}/isa_flags.txt"
 
+
+@dataclass(frozen=True)
+class IsaLevel:
+    """One line of ISA_FLAGS_TABLE: the target a level's files are for and the level's flags."""
+
+    arch: str | None  # "x86_64" / "aarch64": built only for that target; None ("any"): always
+    flags: tuple[str, ...]
+
+
+def read_isa_flags(path: str = ISA_FLAGS_TABLE) -> dict[str, IsaLevel]:
+    """{level: IsaLevel} from the table (lines "level arch flag...", '#' comment lines)."""
+    levels: dict[str, IsaLevel] = {}
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if len(fields) < 2 or fields[1] not in ("any", "x86_64", "aarch64") or fields[0] in levels:
+            raise ValueError(f"{path}:{n}: expected a new 'level any|x86_64|aarch64 flags...' line: {line!r}")
+        levels[fields[0]] = IsaLevel(None if fields[1] == "any" else fields[1], tuple(fields[2:]))
+    return levels
+
+
+ISA_FLAGS = read_isa_flags()
 # Applied to every C file of the extension (the Cython output included).
-COMMON_FLAGS = ["-O3", "-fno-strict-aliasing", "-ffp-contract=off"]
+COMMON_FLAGS = list(ISA_FLAGS.pop("common").flags)
 
 
 @dataclass(frozen=True)
 class IsaSource:
-    """One per-ISA C file: the level it implements, its own flags, the target it is for."""
+    """One per-ISA C file: the level it implements, the dispatch macro it defines, extra flags."""
 
-    isa: str  # ISA level name, as in src/bl_kernels.h
+    isa: str  # ISA level name, as in src/bl_kernels.h and ISA_FLAGS_TABLE
     path: str  # relative to the project root
-    flags: tuple[str, ...]  # ISA flags, added after COMMON_FLAGS
-    arch: str | None  # "x86_64" / "aarch64": built only for that target; None: always
-    macro: str | None  # defined for bl_dispatch.c when the file is built (BL_BUILD_<LEVEL>)
+    macro: str | None = None  # defined for bl_dispatch.c when the file is built (BL_BUILD_<LEVEL>)
+    extra: tuple[str, ...] = ()  # this file's own flags, after its level's
+
+    @property
+    def arch(self) -> str | None:
+        """The target the file is built for (None: every target)."""
+        return ISA_FLAGS[self.isa].arch
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The file's ISA flags (added after COMMON_FLAGS): its level's, then its own."""
+        return (*ISA_FLAGS[self.isa].flags, *self.extra)
 
 
 ISA_SOURCES = (
-    IsaSource("scalar", f"{C_SRC_DIR}/pack_scalar.c", (), None, None),
-    IsaSource("avx2", f"{C_SRC_DIR}/pack_avx2.c", ("-mavx2", "-mfma"), "x86_64", "BL_BUILD_AVX2"),
-    IsaSource(
-        "avx512vnni",
-        f"{C_SRC_DIR}/pack_avx512vnni.c",
-        ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"),
-        "x86_64",
-        "BL_BUILD_AVX512VNNI",
-    ),
+    IsaSource("scalar", f"{C_SRC_DIR}/pack_scalar.c"),
+    IsaSource("avx2", f"{C_SRC_DIR}/pack_avx2.c", "BL_BUILD_AVX2"),
+    IsaSource("avx512vnni", f"{C_SRC_DIR}/pack_avx512vnni.c", "BL_BUILD_AVX512VNNI"),
     # Advanced SIMD is part of the aarch64 baseline: no flag needed.
-    IsaSource("neon", f"{C_SRC_DIR}/pack_neon.c", (), "aarch64", "BL_BUILD_NEON"),
+    IsaSource("neon", f"{C_SRC_DIR}/pack_neon.c", "BL_BUILD_NEON"),
     # Machine-ceiling microkernels for bitnet_lab.bench (src/ceiling.h): read bandwidth and
     # int8 dot peak per level; their own macros, so a level's ceiling is "built" on its own.
-    IsaSource("scalar", f"{C_SRC_DIR}/ceiling_scalar.c", (), None, None),
-    IsaSource("avx2", f"{C_SRC_DIR}/ceiling_avx2.c", ("-mavx2", "-mfma"), "x86_64", "BL_BUILD_CEILING_AVX2"),
-    IsaSource("avxvnni", f"{C_SRC_DIR}/ceiling_avxvnni.c", ("-mavx2", "-mfma", "-mavxvnni"), "x86_64",
-              "BL_BUILD_CEILING_AVXVNNI"),
-    IsaSource("avx512vnni", f"{C_SRC_DIR}/ceiling_avx512vnni.c",
-              ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"), "x86_64", "BL_BUILD_CEILING_AVX512VNNI"),
-    IsaSource("amx", f"{C_SRC_DIR}/ceiling_amx.c",
-              ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mamx-tile", "-mamx-int8"), "x86_64",
-              "BL_BUILD_CEILING_AMX"),
-    IsaSource("neon", f"{C_SRC_DIR}/ceiling_neon.c", (), "aarch64", "BL_BUILD_CEILING_NEON"),
-    IsaSource("neon_dotprod", f"{C_SRC_DIR}/ceiling_neon_dotprod.c", ("-march=armv8.2-a+dotprod",), "aarch64",
-              "BL_BUILD_CEILING_NEON_DOTPROD"),
+    IsaSource("scalar", f"{C_SRC_DIR}/ceiling_scalar.c"),
+    IsaSource("avx2", f"{C_SRC_DIR}/ceiling_avx2.c", "BL_BUILD_CEILING_AVX2"),
+    IsaSource("avxvnni", f"{C_SRC_DIR}/ceiling_avxvnni.c", "BL_BUILD_CEILING_AVXVNNI"),
+    IsaSource("avx512vnni", f"{C_SRC_DIR}/ceiling_avx512vnni.c", "BL_BUILD_CEILING_AVX512VNNI"),
+    IsaSource("amx", f"{C_SRC_DIR}/ceiling_amx.c", "BL_BUILD_CEILING_AMX"),
+    IsaSource("neon", f"{C_SRC_DIR}/ceiling_neon.c", "BL_BUILD_CEILING_NEON"),
+    IsaSource("neon_dotprod", f"{C_SRC_DIR}/ceiling_neon_dotprod.c", "BL_BUILD_CEILING_NEON_DOTPROD"),
     # TL1 / TL2 LUT kernels (bl_lut.h); the levels above avx2 / neon reuse these (bl_dispatch.c).
-    IsaSource("scalar", f"{C_SRC_DIR}/lut_scalar.c", (), None, None),
-    IsaSource("avx2", f"{C_SRC_DIR}/lut_avx2.c", ("-mavx2", "-mfma"), "x86_64", "BL_BUILD_LUT_AVX2"),
-    IsaSource("neon", f"{C_SRC_DIR}/lut_neon.c", (), "aarch64", "BL_BUILD_LUT_NEON"),
+    IsaSource("scalar", f"{C_SRC_DIR}/lut_scalar.c"),
+    IsaSource("avx2", f"{C_SRC_DIR}/lut_avx2.c", "BL_BUILD_LUT_AVX2"),
+    IsaSource("neon", f"{C_SRC_DIR}/lut_neon.c", "BL_BUILD_LUT_NEON"),
     # MAD family (bl_mad.h): activation quantisation and the I2_S / TQ2_0 / TQ1_0 products.
     # A level's macro is defined once, by its first file above; these only add objects — except
     # the two levels that exist only for the MAD kernels (avxvnni, neon_dotprod).
-    IsaSource("scalar", f"{C_SRC_DIR}/act_scalar.c", (), None, None),
-    IsaSource("scalar", f"{C_SRC_DIR}/mad_scalar.c", (), None, None),
-    IsaSource("avx2", f"{C_SRC_DIR}/act_avx2.c", ("-mavx2", "-mfma"), "x86_64", None),
-    IsaSource("avx2", f"{C_SRC_DIR}/mad_avx2.c", ("-mavx2", "-mfma"), "x86_64", None),
+    IsaSource("scalar", f"{C_SRC_DIR}/act_scalar.c"),
+    IsaSource("scalar", f"{C_SRC_DIR}/mad_scalar.c"),
+    IsaSource("avx2", f"{C_SRC_DIR}/act_avx2.c"),
+    IsaSource("avx2", f"{C_SRC_DIR}/mad_avx2.c"),
     # AVX-VNNI: needs GCC >= 11 or Clang >= 12 to compile; called only on CPUs that have it.
-    IsaSource("avxvnni", f"{C_SRC_DIR}/mad_avxvnni.c", ("-mavx2", "-mfma", "-mavxvnni"), "x86_64", "BL_BUILD_AVXVNNI"),
-    IsaSource(
-        "avx512vnni",
-        f"{C_SRC_DIR}/act_avx512.c",
-        ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"),
-        "x86_64",
-        None,
-    ),
-    IsaSource(
-        "avx512vnni",
-        f"{C_SRC_DIR}/mad_avx512vnni.c",
-        ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"),
-        "x86_64",
-        None,
-    ),
+    IsaSource("avxvnni", f"{C_SRC_DIR}/mad_avxvnni.c", "BL_BUILD_AVXVNNI"),
+    IsaSource("avx512vnni", f"{C_SRC_DIR}/act_avx512.c"),
+    IsaSource("avx512vnni", f"{C_SRC_DIR}/mad_avx512vnni.c"),
     # AMX-INT8 tile GEMMs (the amx level = avx512vnni + these): GCC >= 11 or Clang >= 12.
-    IsaSource(
-        "amx",
-        f"{C_SRC_DIR}/mad_amx.c",
-        ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mamx-tile", "-mamx-int8"),
-        "x86_64",
-        "BL_BUILD_AMX",
-    ),
-    IsaSource("neon", f"{C_SRC_DIR}/act_neon.c", (), "aarch64", None),
-    IsaSource("neon", f"{C_SRC_DIR}/mad_neon.c", (), "aarch64", None),
-    IsaSource(
-        "neon_dotprod", f"{C_SRC_DIR}/mad_neon_dotprod.c", ("-march=armv8.2-a+dotprod",), "aarch64", "BL_BUILD_NEON_DOTPROD"
-    ),
+    IsaSource("amx", f"{C_SRC_DIR}/mad_amx.c", "BL_BUILD_AMX"),
+    IsaSource("neon", f"{C_SRC_DIR}/act_neon.c"),
+    IsaSource("neon", f"{C_SRC_DIR}/mad_neon.c"),
+    IsaSource("neon_dotprod", f"{C_SRC_DIR}/mad_neon_dotprod.c", "BL_BUILD_NEON_DOTPROD"),
     # Native engine, float side (src/engine_float.h): float64-accumulated dots of attention and
     # the lm_head. F16C converts the fp16 weights; the levels' macros come from the files above.
-    IsaSource("scalar", f"{C_SRC_DIR}/float_scalar.c", (), None, None),
-    IsaSource("avx2", f"{C_SRC_DIR}/float_avx2.c", ("-mavx2", "-mfma", "-mf16c"), "x86_64", None),
-    IsaSource(
-        "avx512vnni",
-        f"{C_SRC_DIR}/float_avx512.c",
-        ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mf16c", "-mfma"),
-        "x86_64",
-        None,
-    ),
+    IsaSource("scalar", f"{C_SRC_DIR}/float_scalar.c"),
+    IsaSource("avx2", f"{C_SRC_DIR}/float_avx2.c", extra=("-mf16c",)),
+    IsaSource("avx512vnni", f"{C_SRC_DIR}/float_avx512.c", extra=("-mf16c", "-mfma")),
 )
 
 HEADERS = [f"{C_SRC_DIR}/bl_kernels.h", f"{KERNEL_DIR}/bl_kernels.pxd"]
@@ -269,7 +268,7 @@ extensions = [
                  f"{C_SRC_DIR}/mad_x4.c", f"{C_SRC_DIR}/engine.c"],
         # The per-ISA files are linked as objects; listing them here makes a change to any
         # of them relink the module.
-        depends=[*HEADERS, *(s.path for s in ISA_SOURCES)],
+        depends=[*HEADERS, ISA_FLAGS_TABLE, *(s.path for s in ISA_SOURCES)],
     )
 ]
 

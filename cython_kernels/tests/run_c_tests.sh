@@ -6,18 +6,19 @@
 #                            and run under qemu-aarch64 twice: -cpu max (has dotprod) and
 #                            -cpu cortex-a53 (ARMv8.0, no dotprod)
 #
-# Same per-file flags as setup.py (COMMON + the ISA's own flags; never -march=native).
+# Same per-file flags as setup.py (common + the ISA's own flags from ../isa_flags.txt).
 # Exit status 0 only when every run printed its PASS lines. Needs: gcc (native), or
 # aarch64-linux-gnu-gcc and qemu-aarch64 (Debian: gcc-aarch64-linux-gnu qemu-user).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 src="$here/../src"
-common=(-O3 -fno-strict-aliasing -ffp-contract=off -Wall -Wextra -I"$src")
-out="$(mktemp -d)"
-trap 'rm -rf "$out"' EXIT
 # shellcheck source=build_c_objects.sh
 source "$here/build_c_objects.sh"
+bl_isa_flags common common  # setup.py's flags for every file (../isa_flags.txt), then warnings
+common+=(-Wall -Wextra -I"$src")
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
 
 case "${1:-native}" in
 native)

@@ -15,11 +15,12 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 src="$here/../src"
-common=(-O3 -fno-strict-aliasing -ffp-contract=off -Wall -Wextra -I"$src")
-out="$(mktemp -d)"
-trap 'rm -rf "$out"' EXIT
 # shellcheck source=build_c_objects.sh
 source "$here/build_c_objects.sh"
+bl_isa_flags common common  # setup.py's flags for every file (../isa_flags.txt), then warnings
+common+=(-Wall -Wextra -I"$src")
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
 
 case "${1:-native}" in
 native)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from Cython.Build import cythonize
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 try:  # setuptools >= 60 vendors distutils; the errors moved with it
@@ -272,7 +272,15 @@ extensions = [
     )
 ]
 
+# The Python packages: every regular package under bitnet_lab/ (found, so a new sub-package
+# ships without being listed), plus bitnet_lab.data, the repository's top-level data/ directory
+# (package-dir and package-data in pyproject.toml; bitnet_lab/paths.py finds it through
+# importlib.resources). The list lives here because pyproject.toml's packages.find cannot
+# also name a package mapped from another directory.
+PACKAGES = [*find_packages(include=["bitnet_lab", "bitnet_lab.*"]), "bitnet_lab.data"]
+
 setup(
+    packages=PACKAGES,
     ext_modules=cythonize(
         extensions,
         include_path=[KERNEL_DIR],

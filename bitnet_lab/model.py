@@ -72,7 +72,7 @@ class Model:
 
                 self._runner = ReferenceModel(self.config, self.tensors, **self.backend_options)
             elif self.backend == "native":
-                from bitnet_lab.engine import NativeEngine
+                from bitnet_lab.engine.native import NativeEngine
 
                 self._runner = NativeEngine(self.config, self.tensors, threads=self.threads, **self.backend_options)
             else:  # guarded in load(); kept for objects built by hand
@@ -85,7 +85,7 @@ class Model:
 
     def generate(self, prompt: str | Sequence[int], **kwargs: Any) -> Iterator[Any]:
         """Stream generation events (see bitnet_lab.generate.generate); never prints."""
-        from bitnet_lab.generate import generate
+        from bitnet_lab.generate.loop import generate
 
         return generate(self, prompt, **kwargs)
 
@@ -159,7 +159,7 @@ def load(
     are resolved through huggingface_hub (cache, ``revision``, ``HF_HUB_OFFLINE``).
     ``backend_options`` go to the backend (e.g. ``rounding=``, ``kv_dtype=`` for the reference).
     ``mmap=False`` (llama.cpp's ``--no-mmap``): the weights are read into anonymous huge pages
-    instead of being used in place from the file's memory map (``bitnet_lab.residency``).
+    instead of being used in place from the file's memory map (``bitnet_lab.engine.residency``).
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
@@ -172,11 +172,11 @@ def load(
         path = hub.resolve(str(source), revision=revision, filename=filename)
     config, tensors, metadata, fmt, closer, resolved = _open_local(path, tl_tiling)
     if not mmap:
-        from bitnet_lab.residency import to_anonymous_memory
+        from bitnet_lab.engine.residency import to_anonymous_memory
 
         skip: set[str] = set()
         if backend == "native":  # the engine re-orders these I2_S / TQ2_0 projections into memory of its own
-            from bitnet_lab.engine import x4_repacked_names
+            from bitnet_lab.engine.weights import x4_repacked_names
 
             skip = x4_repacked_names(config, tensors, backend_options.get("i2s_layout", "auto"))
         tensors = to_anonymous_memory(tensors, skip)

@@ -13,22 +13,12 @@ from typing import Optional
 import numpy as np
 
 from bitnet_lab.errors import CodecError
+from bitnet_lab.quant import blockquant, packing
+from bitnet_lab.quant.tiling import TLTiling
 
 # Layout names of ternary weights (formats.md §3).
 TERNARY_LAYOUTS = ("i2_s", "tl1", "tl2", "tq1_0", "tq2_0", "hf_packed", "int8")
 FLOAT_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q6_K")
-
-
-@dataclass(frozen=True)
-class TLTiling:
-    """TL1/TL2 tiling parameters (kernels.md §5). Not stored in GGUF files."""
-
-    BM: int
-    BK: int
-    bm: int
-
-    def __str__(self) -> str:  # pragma: no cover - trivial
-        return f"BM={self.BM} BK={self.BK} bm={self.bm}"
 
 
 @dataclass(eq=False)
@@ -57,8 +47,6 @@ class FloatTensor:
         if t == "BF16":
             u = np.asarray(self.data).view(np.uint16).astype(np.uint32) << 16
             return u.view(np.float32).reshape(self.shape)
-        from bitnet_lab.quant import blockquant
-
         return blockquant.dequantize(t, self.data, self.shape)
 
     def __repr__(self) -> str:
@@ -110,14 +98,21 @@ class TernaryWeight:
         """Decode to int8 values in {-1, 0, 1}, shape (M, K). Cached after the first call."""
         t = self._cache.get("t")
         if t is None:
-            from bitnet_lab.quant import packing
-
             M, K = self.shape
             if self.layout == "int8":
                 t = np.asarray(self.data, dtype=np.int8).reshape(M, K)
             else:
                 t = packing.unpack(self.layout, self.data, M, K, tiling=self.tiling)
             self._cache["t"] = t
+        return t
+
+    def ternary_matrix(self) -> np.ndarray:
+        """The decoded values as int8 ``(M, K)``, checked to lie in {-1, 0, 1} (an int8 or HF
+        tensor can hold anything; the packed layouts' invalid codes are caught by their decoders)."""
+        M, K = self.shape
+        t = np.asarray(self.ternary(), dtype=np.int8).reshape(M, K)
+        if t.size and int(np.abs(t).max()) > 1:
+            raise CodecError(f"{self.name}: values outside {{-1, 0, 1}} (max |t| = {int(np.abs(t).max())})")
         return t
 
     def gamma(self) -> np.float32:

@@ -1,6 +1,6 @@
 # mad.pxi — Cython wrappers of the MAD kernel family (src/bl_mad.h), included by _kernels.pyx.
 #
-# Public entry points are in bitnet_lab.kernels_mad (re-exported by bitnet_lab.kernels); this
+# Public entry points are in bitnet_lab.kernels.mad (re-exported by bitnet_lab.kernels); this
 # file owns what must happen in compiled code: validation of every array at the boundary
 # (dtype, shape, contiguity, byte counts — KernelError/CodecError with the numbers), choosing
 # the C function of one registered version, releasing the GIL and splitting weight rows (or

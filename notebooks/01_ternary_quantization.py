@@ -61,9 +61,10 @@ from math import erf, exp, pi, sqrt
 import numpy as np
 
 import bitnet_lab
-from bitnet_lab import viz, widgets
-from bitnet_lab.default_model import default_model_path
-from bitnet_lab.inspect import inspect_model
+from bitnet_lab.notebook import viz
+from bitnet_lab.notebook import widgets
+from bitnet_lab.tools.default_model import default_model_path
+from bitnet_lab.tools.inspect import inspect_model
 from bitnet_lab.quant import absmean_ternarize, bitlinear_epilogue, quantize_activations
 
 path = default_model_path() if MODEL is None else MODEL
@@ -233,7 +234,7 @@ def show_tensor(layer, tensor):
 widgets.explore(show_tensor, layer=range(model.config.n_layers), tensor=PROJECTIONS)
 
 # %% [markdown]
-# The share of zeros of **all** ternary tensors, from `bitnet_lab.inspect` (which decodes one
+# The share of zeros of **all** ternary tensors, from `bitnet_lab.tools.inspect` (which decodes one
 # tensor at a time, so this works on big models too). Absmean of a bell-shaped latent gives
 # 25 % (uniform) to 31 % (Gaussian) to 39 % (Laplace) zeros; we expect every tensor of a real
 # model inside **20–60 %**. A tensor far outside that band was not made by absmean from a

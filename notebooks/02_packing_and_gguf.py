@@ -61,12 +61,15 @@ from pathlib import Path
 import numpy as np
 
 import bitnet_lab
-from bitnet_lab import viz, widgets
-from bitnet_lab.default_model import default_model_path
+from bitnet_lab.notebook import viz
+from bitnet_lab.notebook import widgets
+from bitnet_lab.tools.default_model import default_model_path
 from bitnet_lab.errors import CodecError
-from bitnet_lab.formats.gguf import GGUFFile, write_gguf
+from bitnet_lab.formats.gguf import GGUFFile
+from bitnet_lab.formats.gguf_writer import write_gguf
 from bitnet_lab.quant import packing, tiling
-from bitnet_lab.tensors import TernaryWeight, TLTiling
+from bitnet_lab.tensors import TernaryWeight
+from bitnet_lab.quant.tiling import TLTiling
 
 path = default_model_path() if MODEL is None else MODEL
 model = bitnet_lab.load(path)

@@ -64,10 +64,11 @@ from fractions import Fraction
 import numpy as np
 
 import bitnet_lab
-from bitnet_lab import kernels, viz
-from bitnet_lab.default_model import default_model_path
+from bitnet_lab import kernels
+from bitnet_lab.notebook import viz
+from bitnet_lab.tools.default_model import default_model_path
 from bitnet_lab.quant import lut, packing, tiling
-from bitnet_lab.verify_locate import QUANT_TAG_OF
+from bitnet_lab.verify.locate import QUANT_TAG_OF
 
 path = default_model_path() if MODEL is None else MODEL
 model = bitnet_lab.load(path)            # native backend: the engine also captures intermediates
@@ -321,7 +322,7 @@ viz.show(viz.stacked_bars(traffic, title=f"bits read per weight in one decode GE
 # sizes): with thousands of rows the tables cost almost nothing per weight.
 
 # %%
-from bitnet_lab.layouts import layout_config
+from bitnet_lab.tools.layouts import layout_config
 
 
 def gemv_bytes(M, K):

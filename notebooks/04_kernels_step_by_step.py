@@ -64,13 +64,14 @@ BUDGET_S = 0.05
 import numpy as np
 
 import bitnet_lab
-from bitnet_lab import kernels, viz
+from bitnet_lab import kernels
+from bitnet_lab.notebook import viz
 from bitnet_lab.bench import KernelShape, kernel_bench
-from bitnet_lab.default_model import default_model_path
+from bitnet_lab.tools.default_model import default_model_path
 from bitnet_lab.errors import KernelError
 from bitnet_lab.quant import mad_reference as ref
 from bitnet_lab.quant import packing, tiling
-from bitnet_lab.verify_locate import QUANT_TAG_OF
+from bitnet_lab.verify.locate import QUANT_TAG_OF
 
 path = default_model_path() if MODEL is None else MODEL
 model = bitnet_lab.load(path)

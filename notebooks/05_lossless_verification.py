@@ -60,10 +60,11 @@ FAULT_OP = None       # the kernel made wrong in section 5 (one of bitnet_lab.ke
 import numpy as np
 
 import bitnet_lab
-from bitnet_lab import kernels, viz
-from bitnet_lab.default_model import default_model_path
+from bitnet_lab import kernels
+from bitnet_lab.notebook import viz
+from bitnet_lab.tools.default_model import default_model_path
 from bitnet_lab.verify import DEFAULT_TOLERANCE
-from bitnet_lab.verify_locate import QUANT_TAG_OF
+from bitnet_lab.verify.locate import QUANT_TAG_OF
 
 source = default_model_path() if MODEL is None else MODEL
 reference = bitnet_lab.load(source, backend="reference")   # JAX: the judge

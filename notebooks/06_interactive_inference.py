@@ -38,7 +38,7 @@
 #    plays a scripted two-turn chat as text).
 #
 # The loop, the samplers and the chat formats are bitnet_lab's (`bitnet_lab.generate`,
-# `bitnet_lab.chat`); the chat box is `bitnet_lab.widgets.chat`.
+# `bitnet_lab.generate.chat`); the chat box is `bitnet_lab.notebook.widgets.chat`.
 
 # %% [markdown]
 # ## Parameters
@@ -66,9 +66,10 @@ CHAT_TOKENS = 24      # max tokens per chat answer
 import numpy as np
 
 import bitnet_lab
-from bitnet_lab import viz, widgets
-from bitnet_lab.chat import chat_format_for
-from bitnet_lab.default_model import default_model_path
+from bitnet_lab.notebook import viz
+from bitnet_lab.notebook import widgets
+from bitnet_lab.generate.chat import chat_format_for
+from bitnet_lab.tools.default_model import default_model_path
 from bitnet_lab.generate import Candidates, DoneEvent, TokenEvent, generate, make_sampler
 
 source = default_model_path() if MODEL is None else MODEL

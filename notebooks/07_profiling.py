@@ -63,13 +63,14 @@ import time
 import numpy as np
 
 import bitnet_lab
-from bitnet_lab import bench, kernels, viz
-from bitnet_lab.bench_compare import llama_cpp_available
-from bitnet_lab.bench_machine import llc_bytes
-from bitnet_lab.default_model import default_model_path
+from bitnet_lab import bench, kernels
+from bitnet_lab.notebook import viz
+from bitnet_lab.bench.compare import llama_cpp_available
+from bitnet_lab.bench.machine import llc_bytes
+from bitnet_lab.tools.default_model import default_model_path
 from bitnet_lab.errors import BitnetLabError
 from bitnet_lab.tensors import TernaryWeight
-from bitnet_lab.verify import numpy_bitlinear
+from bitnet_lab.verify.tiers import numpy_bitlinear
 
 source = default_model_path() if MODEL is None else MODEL
 model = bitnet_lab.load(source)
@@ -283,7 +284,8 @@ else:
     if layouts - {"tq1_0", "tq2_0"}:                    # I2_S / TL: also a TQ2_0 copy of the same weights
         import tempfile
 
-        from bitnet_lab.formats.gguf import GGUFFile, write_gguf
+        from bitnet_lab.formats.gguf import GGUFFile
+        from bitnet_lab.formats.gguf_writer import write_gguf
         from bitnet_lab.quant import packing
 
         workspace = tempfile.TemporaryDirectory(prefix="bitnet_lab_nb07_", ignore_cleanup_errors=True)

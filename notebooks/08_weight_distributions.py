@@ -29,7 +29,7 @@
 #
 # **What you will learn**
 #
-# 1. how `bitnet_lab.inspect` reads every ternary tensor (one at a time, so big models work)
+# 1. how `bitnet_lab.tools.inspect` reads every ternary tensor (one at a time, so big models work)
 #    and what `ternary_stats` reports: the share of −1 / 0 / +1 codes and the scale γ;
 # 2. how the shares and scales vary by layer and projection (heatmaps);
 # 3. what the **latent** (float) weights of a Hugging Face checkpoint look like next to their
@@ -39,7 +39,7 @@
 #    reference on a prompt, layer by layer;
 # 5. all of it as a compact dashboard, with checks that the numbers are consistent.
 #
-# Everything calls bitnet_lab: `bitnet_lab.inspect.inspect_model` / `ternary_stats`,
+# Everything calls bitnet_lab: `bitnet_lab.tools.inspect.inspect_model` / `ternary_stats`,
 # `bitnet_lab.load` (GGUF files and Hugging Face checkpoints alike),
 # `bitnet_lab.formats.hf.write_hf_checkpoint`, the reference model's captures.
 
@@ -64,13 +64,14 @@ import numpy as np
 from safetensors import safe_open
 
 import bitnet_lab
-from bitnet_lab import viz, widgets
-from bitnet_lab.default_model import default_model_path
+from bitnet_lab.notebook import viz
+from bitnet_lab.notebook import widgets
+from bitnet_lab.tools.default_model import default_model_path
 from bitnet_lab.formats.hf import write_hf_checkpoint
 from bitnet_lab.formats.names import hf_to_gguf
-from bitnet_lab.inspect import inspect_model, ternary_stats
+from bitnet_lab.tools.inspect import inspect_model, ternary_stats
 from bitnet_lab.quant import absmean_ternarize
-from bitnet_lab.verify_locate import quant_inputs
+from bitnet_lab.verify.locate import quant_inputs
 
 source = default_model_path() if MODEL is None else MODEL
 model = bitnet_lab.load(source)

@@ -98,7 +98,7 @@ class FakeRunner:
     def new_cache(self, n_ctx: int) -> FakeCache:
         return FakeCache(n_ctx)
 
-    def forward(self, ids, cache: FakeCache) -> np.ndarray:
+    def forward(self, ids, cache: FakeCache, *, last_only: bool = False) -> np.ndarray:
         ids = [int(i) for i in ids]
         assert cache.pos + len(ids) <= cache.n_ctx, "fake cache overflow"
         self.calls.append(ids)
@@ -106,7 +106,7 @@ class FakeRunner:
         for t, i in enumerate(ids):
             cache.tokens.append(i)
             out[t, int(self.next_fn(list(cache.tokens))) % self.vocab] = self.peak
-        return out
+        return out[-1:] if last_only else out
 
     def logits(self, ids) -> np.ndarray:
         return self.forward(ids, self.new_cache(len(ids)))
@@ -126,12 +126,12 @@ class ScriptRunner(FakeRunner):
         reply = self.replies[min(self.turn, len(self.replies) - 1)] if self.replies else []
         return reply[k] if 0 <= k < len(reply) else self.after
 
-    def forward(self, ids, cache):
+    def forward(self, ids, cache, *, last_only: bool = False):
         ids = list(ids)
         if len(ids) > 1:
             self.turn += 1
             self.start = cache.pos + len(ids)
-        return super().forward(ids, cache)
+        return super().forward(ids, cache, last_only=last_only)
 
 
 def fake_model(runner: FakeRunner, tokenizer: FakeTokenizer | None = None, context: int = 256, arch: str = "bitnet-b1.58"):

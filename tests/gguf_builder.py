@@ -122,7 +122,7 @@ def small_model(*, with_tl: bool = False) -> GGUFBuilder:
     """A small valid file: string/int/float/bool/array metadata and one tensor of F32, F16,
     BF16, Q8_0, I2_S, TQ2_0, TQ1_0 (+ TL1 and TL2 with their tiling key when ``with_tl``)."""
     from bitnet_lab.quant import packing
-    from bitnet_lab.tensors import TLTiling
+    from bitnet_lab.quant.tiling import TLTiling
 
     r = np.random.default_rng(1234)
     b = GGUFBuilder()

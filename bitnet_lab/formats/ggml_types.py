@@ -27,9 +27,13 @@ This module is pure Python (no numpy), and knows nothing about files.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+import struct
+from typing import Any, Mapping, Optional, Union
+
+from gguf import GGUFValueType
 
 from bitnet_lab.errors import BitnetLabError, GGUFError, UnsupportedTypeError
+from bitnet_lab.quant.tiling import TLTiling
 
 # --------------------------------------------------------------------------------------------
 # The table
@@ -358,3 +362,73 @@ def resolve_type_39(
 ) -> GGMLType:
     """Type id 39: TL2 (bitnet.cpp fork) or MXFP4 (upstream); see ``resolve_fork_type``."""
     return resolve_fork_type(39, dims, metadata, room=room, alignment=alignment, exact_room=exact_room, tensor=tensor)
+
+
+# ---- GGUF container constants and value types (shared by the reader and the writer) -----------
+
+GGUF_MAGIC = b"GGUF"
+SUPPORTED_VERSIONS = (2, 3)  # v2 and v3 share the little-endian layout (u64 counts); v1 used u32
+DEFAULT_ALIGNMENT = 32
+MAX_DIMS = 4  # GGML_MAX_DIMS
+# Our own key: the TL tiling per shape, as strings "M,K,BM,BK,bm" (the file format has none).
+TL_TILING_KEY = "bitnet_lab.tl_tiling"
+
+VT = GGUFValueType
+# value type -> (struct format, size, numpy dtype) for fixed-size scalars
+SCALARS: dict[int, tuple[str, int, str]] = {
+    VT.UINT8: ("<B", 1, "<u1"),
+    VT.INT8: ("<b", 1, "<i1"),
+    VT.UINT16: ("<H", 2, "<u2"),
+    VT.INT16: ("<h", 2, "<i2"),
+    VT.UINT32: ("<I", 4, "<u4"),
+    VT.INT32: ("<i", 4, "<i4"),
+    VT.FLOAT32: ("<f", 4, "<f4"),
+    VT.BOOL: ("<B", 1, "<u1"),
+    VT.UINT64: ("<Q", 8, "<u8"),
+    VT.INT64: ("<q", 8, "<i8"),
+    VT.FLOAT64: ("<d", 8, "<f8"),
+}
+STRUCTS = {vt: struct.Struct(fmt) for vt, (fmt, _, _) in SCALARS.items()}
+U32 = struct.Struct("<I")
+U64 = struct.Struct("<Q")
+INT_RANGES = {
+    VT.UINT8: (0, 2**8 - 1), VT.INT8: (-(2**7), 2**7 - 1),
+    VT.UINT16: (0, 2**16 - 1), VT.INT16: (-(2**15), 2**15 - 1),
+    VT.UINT32: (0, 2**32 - 1), VT.INT32: (-(2**31), 2**31 - 1),
+    VT.UINT64: (0, 2**64 - 1), VT.INT64: (-(2**63), 2**63 - 1),
+}
+
+MetaType = Union[GGUFValueType, tuple]  # a scalar type, or (ARRAY, element type [, ...])
+
+
+def vt_name(v: int) -> str:
+    try:
+        return VT(v).name
+    except ValueError:
+        return f"unknown ({v})"
+
+
+# ---- our TL tiling key ----------------------------------------------------------------------------
+
+def parse_tiling_key(value: Any) -> dict[tuple[int, int], TLTiling]:
+    """Our metadata key: a list of strings "M,K,BM,BK,bm" -> {(M, K): TLTiling}."""
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise GGUFError(f"metadata {TL_TILING_KEY!r} must be an array of strings 'M,K,BM,BK,bm', got {value!r:.80}")
+    out: dict[tuple[int, int], TLTiling] = {}
+    for s in value:
+        parts = s.split(",")
+        try:
+            M, K, BM, BK, bm = (int(p) for p in parts)
+        except ValueError:
+            raise GGUFError(f"metadata {TL_TILING_KEY!r}: entry {s!r:.80} is not 'M,K,BM,BK,bm' (5 integers)") from None
+        if min(M, K, BM, BK, bm) <= 0:
+            raise GGUFError(f"metadata {TL_TILING_KEY!r}: entry {s!r} has a value <= 0")
+        t = TLTiling(BM=BM, BK=BK, bm=bm)
+        if out.get((M, K), t) != t:
+            raise GGUFError(f"metadata {TL_TILING_KEY!r}: shape ({M}, {K}) has two tilings ({out[(M, K)]} and {t})")
+        out[(M, K)] = t
+    return out
+
+
+def format_tiling_key(tilings: Mapping[tuple[int, int], TLTiling]) -> list[str]:
+    return [f"{M},{K},{t.BM},{t.BK},{t.bm}" for (M, K), t in sorted(tilings.items())]

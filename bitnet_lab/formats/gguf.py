@@ -43,18 +43,32 @@ from __future__ import annotations
 
 import math
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 import numpy as np
-from gguf import GGUFValueType
 
 from bitnet_lab.errors import BitnetLabError, GGUFError
 from bitnet_lab.formats import ggml_types as gt
-from bitnet_lab.formats.ggml_types import pad_to
-from bitnet_lab.tensors import FloatTensor, TernaryWeight, TLTiling
+from bitnet_lab.formats.ggml_types import (
+    DEFAULT_ALIGNMENT,
+    GGUF_MAGIC,
+    MAX_DIMS,
+    MetaType,
+    SCALARS,
+    STRUCTS,
+    SUPPORTED_VERSIONS,
+    TL_TILING_KEY,
+    U32,
+    U64,
+    VT,
+    parse_tiling_key,
+    vt_name,
+    pad_to,
+)
+from bitnet_lab.tensors import FloatTensor, TernaryWeight
+from bitnet_lab.quant.tiling import TLTiling
 
 __all__ = [
     "GGUF_MAGIC",
@@ -65,53 +79,13 @@ __all__ = [
     "read_metadata",
 ]
 
-GGUF_MAGIC = b"GGUF"
-SUPPORTED_VERSIONS = (2, 3)  # v2 and v3 share the little-endian layout (u64 counts); v1 used u32
-DEFAULT_ALIGNMENT = 32
-MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_ARRAY_NESTING = 8  # nested arrays deeper than this are refused (no recursion bombs)
 HEADER_SIZE = 24  # magic, version, tensor_count, kv_count
-# Our own key: the TL tiling per shape, as strings "M,K,BM,BK,bm" (the file format has none).
-TL_TILING_KEY = "bitnet_lab.tl_tiling"
 # The fewest bytes one KV pair / tensor info can take: used to bound the counts by the file.
 _MIN_KV_BYTES = 8 + 4 + 1  # key length (key may be empty), value type, a 1-byte value
 _MIN_TI_BYTES = 8 + 4 + 8 + 4 + 8  # name length (name may be empty), n_dims, one dim, type, offset
 # No ggml type stores more than 8 elements per byte (the densest, TL2/TQ1_0, store < 5).
 _MAX_ELEMENTS_PER_BYTE = 8
-
-VT = GGUFValueType
-# value type -> (struct format, size, numpy dtype) for fixed-size scalars
-_SCALARS: dict[int, tuple[str, int, str]] = {
-    VT.UINT8: ("<B", 1, "<u1"),
-    VT.INT8: ("<b", 1, "<i1"),
-    VT.UINT16: ("<H", 2, "<u2"),
-    VT.INT16: ("<h", 2, "<i2"),
-    VT.UINT32: ("<I", 4, "<u4"),
-    VT.INT32: ("<i", 4, "<i4"),
-    VT.FLOAT32: ("<f", 4, "<f4"),
-    VT.BOOL: ("<B", 1, "<u1"),
-    VT.UINT64: ("<Q", 8, "<u8"),
-    VT.INT64: ("<q", 8, "<i8"),
-    VT.FLOAT64: ("<d", 8, "<f8"),
-}
-_STRUCTS = {vt: struct.Struct(fmt) for vt, (fmt, _, _) in _SCALARS.items()}
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
-_INT_RANGES = {
-    VT.UINT8: (0, 2**8 - 1), VT.INT8: (-(2**7), 2**7 - 1),
-    VT.UINT16: (0, 2**16 - 1), VT.INT16: (-(2**15), 2**15 - 1),
-    VT.UINT32: (0, 2**32 - 1), VT.INT32: (-(2**31), 2**31 - 1),
-    VT.UINT64: (0, 2**64 - 1), VT.INT64: (-(2**63), 2**63 - 1),
-}
-
-MetaType = Union[GGUFValueType, tuple]  # a scalar type, or (ARRAY, element type [, ...])
-
-
-def _vt_name(v: int) -> str:
-    try:
-        return VT(v).name
-    except ValueError:
-        return f"unknown ({v})"
 
 
 # ============================================================================================
@@ -141,13 +115,13 @@ class _Cursor:
 
     def u32(self, what: str) -> int:
         self.need(4, what)
-        (v,) = _U32.unpack_from(self.buf, self.pos)
+        (v,) = U32.unpack_from(self.buf, self.pos)
         self.pos += 4
         return v
 
     def u64(self, what: str) -> int:
         self.need(8, what)
-        (v,) = _U64.unpack_from(self.buf, self.pos)
+        (v,) = U64.unpack_from(self.buf, self.pos)
         self.pos += 8
         return v
 
@@ -168,9 +142,9 @@ class _Cursor:
         return s
 
     def scalar(self, vt: int, what: str) -> Any:
-        size = _SCALARS[vt][1]
+        size = SCALARS[vt][1]
         self.need(size, what)
-        (v,) = _STRUCTS[vt].unpack_from(self.buf, self.pos)
+        (v,) = STRUCTS[vt].unpack_from(self.buf, self.pos)
         if vt == VT.BOOL:
             if v > 1:
                 raise GGUFError(f"{what}: bool byte {v} at offset {self.pos} is neither 0 nor 1")
@@ -181,8 +155,8 @@ class _Cursor:
 
 def _read_value(cur: _Cursor, vt: int, key: str, depth: int = 0) -> tuple[Any, MetaType]:
     """One metadata value of type ``vt`` -> (python value, its GGUF type)."""
-    if vt in _SCALARS:
-        return cur.scalar(vt, f"metadata {key!r} ({_vt_name(vt)})"), VT(vt)
+    if vt in SCALARS:
+        return cur.scalar(vt, f"metadata {key!r} ({vt_name(vt)})"), VT(vt)
     if vt == VT.STRING:
         return cur.string(f"metadata {key!r}"), VT.STRING
     if vt != VT.ARRAY:
@@ -193,11 +167,11 @@ def _read_value(cur: _Cursor, vt: int, key: str, depth: int = 0) -> tuple[Any, M
     et = cur.u32(f"metadata {key!r} (array element type)")
     count = cur.u64(f"metadata {key!r} (array count)")
     left = cur.left()
-    if et in _SCALARS:
-        size, dtype = _SCALARS[et][1], _SCALARS[et][2]
+    if et in SCALARS:
+        size, dtype = SCALARS[et][1], SCALARS[et][2]
         if count * size > left:
             raise GGUFError(
-                f"metadata {key!r}: array of {count} {_vt_name(et)} at offset {at} needs "
+                f"metadata {key!r}: array of {count} {vt_name(et)} at offset {at} needs "
                 f"{count * size} bytes, only {left} left (file size {cur.end})"
             )
         arr = np.frombuffer(cur.buf, dtype=dtype, count=count, offset=cur.pos)
@@ -230,22 +204,22 @@ def _read_value(cur: _Cursor, vt: int, key: str, depth: int = 0) -> tuple[Any, M
 
 def _read_string_array(cur: _Cursor, count: int, key: str) -> list[str]:
     """``count`` strings. Tokenizer arrays hold ~10^5 entries, so the loop runs in compiled code
-    (bitnet_lab._kernels.gguf_strings: 0.02 s instead of 0.35 s for a Llama-3 vocabulary), which
-    stops at the first bad entry; its error is worded here."""
-    from bitnet_lab.kernels import _k
+    (bitnet_lab._kernels.gguf_strings, the compiled module itself: formats sit below the kernels
+    package), which stops at the first bad entry; its error is worded here."""
+    from bitnet_lab import _kernels as _k
 
     out, pos, i, status = _k.gguf_strings(cur.buf, cur.pos, count)
     end = cur.end
     if status == _k.GGUF_STRINGS_TRUNCATED_LENGTH:
         raise GGUFError(f"truncated: metadata {key!r}[{i}] string length at offset {pos} (file size {end})")
     if status == _k.GGUF_STRINGS_TOO_LONG:
-        (n,) = _U64.unpack_from(cur.buf, pos)
+        (n,) = U64.unpack_from(cur.buf, pos)
         raise GGUFError(
             f"metadata {key!r}[{i}]: string length {n} at offset {pos} exceeds the "
             f"{end - pos - 8} bytes left in the file (file size {end})"
         )
     if status == _k.GGUF_STRINGS_BAD_UTF8:
-        (n,) = _U64.unpack_from(cur.buf, pos)
+        (n,) = U64.unpack_from(cur.buf, pos)
         try:
             str(cur.buf[pos + 8 : pos + 8 + n], "utf-8")
         except UnicodeDecodeError as e:
@@ -446,30 +420,6 @@ def _validate_tensors(
 TilingSpec = Union[TLTiling, Mapping[Any, TLTiling], None]
 
 
-def _parse_tiling_key(value: Any) -> dict[tuple[int, int], TLTiling]:
-    """Our metadata key: a list of strings "M,K,BM,BK,bm" -> {(M, K): TLTiling}."""
-    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
-        raise GGUFError(f"metadata {TL_TILING_KEY!r} must be an array of strings 'M,K,BM,BK,bm', got {value!r:.80}")
-    out: dict[tuple[int, int], TLTiling] = {}
-    for s in value:
-        parts = s.split(",")
-        try:
-            M, K, BM, BK, bm = (int(p) for p in parts)
-        except ValueError:
-            raise GGUFError(f"metadata {TL_TILING_KEY!r}: entry {s!r:.80} is not 'M,K,BM,BK,bm' (5 integers)") from None
-        if min(M, K, BM, BK, bm) <= 0:
-            raise GGUFError(f"metadata {TL_TILING_KEY!r}: entry {s!r} has a value <= 0")
-        t = TLTiling(BM=BM, BK=BK, bm=bm)
-        if out.get((M, K), t) != t:
-            raise GGUFError(f"metadata {TL_TILING_KEY!r}: shape ({M}, {K}) has two tilings ({out[(M, K)]} and {t})")
-        out[(M, K)] = t
-    return out
-
-
-def _format_tiling_key(tilings: Mapping[tuple[int, int], TLTiling]) -> list[str]:
-    return [f"{M},{K},{t.BM},{t.BK},{t.bm}" for (M, K), t in sorted(tilings.items())]
-
-
 # ============================================================================================
 # Reading: the file
 # ============================================================================================
@@ -532,7 +482,7 @@ class GGUFFile:
                 f"at {cur.pos}, alignment {self.alignment}), past the end of the file (file size {self.file_size})"
             )
         self._file_tilings = (
-            _parse_tiling_key(self.metadata[TL_TILING_KEY]) if TL_TILING_KEY in self.metadata else {}
+            parse_tiling_key(self.metadata[TL_TILING_KEY]) if TL_TILING_KEY in self.metadata else {}
         )
         self.tensor_infos: list[TensorInfo] = _validate_tensors(
             raw, self.metadata, self.data_offset, self.alignment, self.file_size
@@ -690,12 +640,3 @@ def read_metadata(path: Union[str, os.PathLike]) -> dict[str, Any]:
         raise type(e)(f"{path}: {e}") from None
     finally:
         del mm
-
-
-def __getattr__(name: str) -> Any:
-    # The writer is its own module (gguf_writer.py); re-exported here without an import cycle.
-    if name in ("GGUFWriter", "write_gguf"):
-        from bitnet_lab.formats import gguf_writer
-
-        return getattr(gguf_writer, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

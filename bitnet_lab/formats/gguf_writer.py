@@ -26,24 +26,26 @@ from gguf import GGUFValueType
 
 from bitnet_lab.errors import BitnetLabError, GGUFError
 from bitnet_lab.formats import ggml_types as gt
-from bitnet_lab.formats.ggml_types import GGMLType, pad_to
-from bitnet_lab.formats.gguf import (
-    _INT_RANGES,
-    _SCALARS,
-    _STRUCTS,
-    _U32,
-    _U64,
+from bitnet_lab.formats.ggml_types import (
     DEFAULT_ALIGNMENT,
     GGUF_MAGIC,
+    INT_RANGES,
     MAX_DIMS,
+    SCALARS,
+    STRUCTS,
     TL_TILING_KEY,
+    U32,
+    U64,
     VT,
+    GGMLType,
     MetaType,
-    _format_tiling_key,
-    _parse_tiling_key,
-    _vt_name,
+    format_tiling_key,
+    pad_to,
+    parse_tiling_key,
+    vt_name,
 )
-from bitnet_lab.tensors import FloatTensor, TernaryWeight, TLTiling
+from bitnet_lab.tensors import FloatTensor, TernaryWeight
+from bitnet_lab.quant.tiling import TLTiling
 
 __all__ = ["GGUFWriter", "write_gguf"]
 
@@ -130,23 +132,23 @@ def _encode_scalar(vt: int, value: Any, key: str) -> bytes:
         if not isinstance(value, str):
             raise GGUFError(f"metadata {key!r}: STRING value must be str, got {type(value).__name__}")
         b = value.encode("utf-8")
-        return _U64.pack(len(b)) + b
+        return U64.pack(len(b)) + b
     if vt == VT.BOOL:
         if not isinstance(value, (bool, np.bool_)):
             raise GGUFError(f"metadata {key!r}: BOOL value must be a bool, got {value!r}")
         return b"\x01" if value else b"\x00"
     if vt in (VT.FLOAT32, VT.FLOAT64):
         if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
-            raise GGUFError(f"metadata {key!r}: {_vt_name(vt)} value must be a number, got {value!r}")
-        return _STRUCTS[vt].pack(float(value))
-    if vt in _INT_RANGES:
+            raise GGUFError(f"metadata {key!r}: {vt_name(vt)} value must be a number, got {value!r}")
+        return STRUCTS[vt].pack(float(value))
+    if vt in INT_RANGES:
         if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
-            raise GGUFError(f"metadata {key!r}: {_vt_name(vt)} value must be an integer, got {value!r}")
-        lo, hi = _INT_RANGES[vt]
+            raise GGUFError(f"metadata {key!r}: {vt_name(vt)} value must be an integer, got {value!r}")
+        lo, hi = INT_RANGES[vt]
         if not lo <= int(value) <= hi:
-            raise GGUFError(f"metadata {key!r}: {value} does not fit {_vt_name(vt)} [{lo}, {hi}]")
-        return _STRUCTS[vt].pack(int(value))
-    raise GGUFError(f"metadata {key!r}: cannot encode value type {_vt_name(vt)}")
+            raise GGUFError(f"metadata {key!r}: {value} does not fit {vt_name(vt)} [{lo}, {hi}]")
+        return STRUCTS[vt].pack(int(value))
+    raise GGUFError(f"metadata {key!r}: cannot encode value type {vt_name(vt)}")
 
 
 def _encode_array(et: MetaType, items: Any, key: str) -> bytes:
@@ -154,20 +156,20 @@ def _encode_array(et: MetaType, items: Any, key: str) -> bytes:
     if isinstance(et, tuple):  # nested: (ARRAY, inner) as element type
         et = VT.ARRAY
     n = len(items)
-    head = _U32.pack(int(et)) + _U64.pack(n)
-    if et in _SCALARS and et != VT.BOOL:
-        dtype = _SCALARS[et][2]
-        if et in _INT_RANGES:
+    head = U32.pack(int(et)) + U64.pack(n)
+    if et in SCALARS and et != VT.BOOL:
+        dtype = SCALARS[et][2]
+        if et in INT_RANGES:
             arr = np.asarray(items)
             if n and (arr.dtype.kind not in "iu"):
-                raise GGUFError(f"metadata {key!r}: {_vt_name(et)} array holds non-integers ({arr.dtype})")
-            lo, hi = _INT_RANGES[et]
+                raise GGUFError(f"metadata {key!r}: {vt_name(et)} array holds non-integers ({arr.dtype})")
+            lo, hi = INT_RANGES[et]
             if n and not (lo <= int(arr.min()) and int(arr.max()) <= hi):
-                raise GGUFError(f"metadata {key!r}: array values [{arr.min()}, {arr.max()}] do not fit {_vt_name(et)}")
+                raise GGUFError(f"metadata {key!r}: array values [{arr.min()}, {arr.max()}] do not fit {vt_name(et)}")
             return head + np.asarray(arr, dtype=dtype).tobytes()
         arr = np.asarray(items)
         if n and arr.dtype.kind not in "iuf":
-            raise GGUFError(f"metadata {key!r}: {_vt_name(et)} array holds non-numbers ({arr.dtype})")
+            raise GGUFError(f"metadata {key!r}: {vt_name(et)} array holds non-numbers ({arr.dtype})")
         return head + arr.astype(dtype).tobytes()
     if et == VT.ARRAY:
         return head + b"".join(_encode_array(_infer_type(v, key)[1], v, key) for v in items)
@@ -177,10 +179,10 @@ def _encode_array(et: MetaType, items: Any, key: str) -> bytes:
 def _encode_kv(key: str, value: Any, vtype: MetaType) -> bytes:
     try:
         kb = key.encode("utf-8")
-        out = _U64.pack(len(kb)) + kb
+        out = U64.pack(len(kb)) + kb
         if isinstance(vtype, tuple):
-            return out + _U32.pack(VT.ARRAY) + _encode_array(vtype[1], value, key)
-        return out + _U32.pack(int(vtype)) + _encode_scalar(vtype, value, key)
+            return out + U32.pack(VT.ARRAY) + _encode_array(vtype[1], value, key)
+        return out + U32.pack(int(vtype)) + _encode_scalar(vtype, value, key)
     except UnicodeEncodeError as e:
         raise GGUFError(f"metadata {key!r}: not encodable as UTF-8 ({e.reason})") from None
     except (ValueError, TypeError, OverflowError) as e:  # numpy conversions of odd lists
@@ -330,14 +332,14 @@ class GGUFWriter:
             kv["general.alignment"] = (self.alignment, _encode_kv("general.alignment", self.alignment, VT.UINT32))
         tilings = dict(self._tilings)
         if TL_TILING_KEY in kv:
-            for shp, t in _parse_tiling_key(kv[TL_TILING_KEY][0]).items():
+            for shp, t in parse_tiling_key(kv[TL_TILING_KEY][0]).items():
                 if tilings.get(shp, t) != t:
                     raise GGUFError(
                         f"metadata {TL_TILING_KEY!r} says {shp} -> {t}, a tensor was added with {tilings[shp]}"
                     )
                 tilings[shp] = t
         if tilings:
-            value = _format_tiling_key(tilings)
+            value = format_tiling_key(tilings)
             kv[TL_TILING_KEY] = (value, _encode_kv(TL_TILING_KEY, value, (VT.ARRAY, VT.STRING)))
         return kv
 
@@ -346,13 +348,13 @@ class GGUFWriter:
         if self._written:
             raise GGUFError(f"{self.path}: write() was already called")
         kv = self._final_kv()
-        header = [GGUF_MAGIC, _U32.pack(3), _U64.pack(len(self._tensors)), _U64.pack(len(kv))]
+        header = [GGUF_MAGIC, U32.pack(3), U64.pack(len(self._tensors)), U64.pack(len(kv))]
         header += [encoded for _, encoded in kv.values()]
         rel = 0
         for p in self._tensors:
             nb = p.name.encode("utf-8")
-            header.append(_U64.pack(len(nb)) + nb + _U32.pack(len(p.dims)))
-            header.append(b"".join(_U64.pack(d) for d in p.dims) + _U32.pack(p.t.id) + _U64.pack(rel))
+            header.append(U64.pack(len(nb)) + nb + U32.pack(len(p.dims)))
+            header.append(b"".join(U64.pack(d) for d in p.dims) + U32.pack(p.t.id) + U64.pack(rel))
             rel = pad_to(rel + p.span, self.alignment)
         head = b"".join(header)
         tmp = self.path.with_name(self.path.name + ".tmp")

@@ -53,7 +53,7 @@ import numpy as np
 
 from bitnet_lab.errors import CodecError
 from bitnet_lab.quant.tiling import validate_tiling
-from bitnet_lab.tensors import TLTiling
+from bitnet_lab.quant.tiling import TLTiling
 
 LUT_ENTRIES = 16        # entries per table (a 4-bit index)
 LUT_TABLE_BYTES = 32    # bytes per table in byte-plane form: 16 low bytes + 16 high bytes

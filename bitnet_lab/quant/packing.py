@@ -84,7 +84,7 @@ import numpy as np
 from bitnet_lab.errors import CodecError
 from bitnet_lab.quant.ternary import round_int
 from bitnet_lab.quant.tiling import validate_tiling
-from bitnet_lab.tensors import TLTiling
+from bitnet_lab.quant.tiling import TLTiling
 
 QK_I2_S = 128            # weights per I2_S block (x86 layout)
 I2_S_TAIL = 32           # bytes after the packed I2_S codes: f32 scale + 28 unused

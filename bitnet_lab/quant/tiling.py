@@ -35,11 +35,25 @@ TL2 (``BitNet:utils/codegen_tl2.py`` asserts, ``preprocess_three_weights_tl2`` /
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import operator
 from typing import Iterator
 
 from bitnet_lab.errors import CodecError
-from bitnet_lab.tensors import TLTiling
+
+@dataclass(frozen=True)
+class TLTiling:
+    """TL1/TL2 tiling parameters (kernels.md §5). Not stored in GGUF files."""
+
+    BM: int
+    BK: int
+    bm: int
+
+    def __str__(self) -> str:  # pragma: no cover - trivial
+        return f"BM={self.BM} BK={self.BK} bm={self.bm}"
+
+
 
 TL_LAYOUTS = ("tl1", "tl2")
 

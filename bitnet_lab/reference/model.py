@@ -61,6 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from bitnet_lab.backend import check_token_ids
 from bitnet_lab.config import ModelConfig
 from bitnet_lab.errors import BitnetLabError, ConfigError
 from bitnet_lab.quant import ternary
@@ -307,23 +308,15 @@ class ReferenceModel:
         return KVCache(jnp.zeros(shape, dt), jnp.zeros(shape, dt), n_ctx, self.kv_dtype, id(self))
 
     # ---- forward ---------------------------------------------------------------------------
-    def _check_ids(self, ids) -> np.ndarray:
-        a = np.asarray(ids)
-        if a.ndim != 1:
-            raise BitnetLabError(f"token ids must be a 1-D sequence, got shape {a.shape}")
-        if a.size and not np.issubdtype(a.dtype, np.integer):
-            raise BitnetLabError(f"token ids must be integers, got dtype {a.dtype}")
-        if a.size and (a.min() < 0 or a.max() >= self.vocab_size):
-            bad = a[(a < 0) | (a >= self.vocab_size)]
-            raise BitnetLabError(f"token id {int(bad[0])} is outside the vocabulary 0..{self.vocab_size - 1}")
-        return a.astype(np.int32)
-
-    def forward(self, ids: Sequence[int] | np.ndarray, cache: KVCache, *, capture: bool = False):
+    def forward(self, ids: Sequence[int] | np.ndarray, cache: KVCache, *, capture: bool = False,
+                last_only: bool = False):
         """Logits (T, vocab) float32 for the T new tokens ``ids``, appended to ``cache``.
 
         With ``capture=True`` returns ``(logits, captures)`` (names in the module docstring).
+        ``last_only=True`` returns the last row only, shape (1, vocab), as the native engine does
+        (the backend contract, bitnet_lab/backend.py; here every row is still computed).
         """
-        ids = self._check_ids(ids)
+        ids = check_token_ids(ids, self.vocab_size)
         c = self.config
         want = (c.n_layers, getattr(cache, "n_ctx", -1), c.n_kv_heads, c.head_dim)
         if (not isinstance(cache, KVCache) or cache._owner != id(self) or cache.k.shape != want
@@ -354,6 +347,8 @@ class ReferenceModel:
                     caps.setdefault(name, []).append(arr)
             done += take
         logits = np.concatenate(outs) if outs else np.zeros((0, self.vocab_size), np.float32)
+        if last_only:
+            logits = logits[-1:]
         if not capture:
             return logits
         return logits, {k: np.concatenate(v) for k, v in caps.items()}

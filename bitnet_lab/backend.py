@@ -1,0 +1,64 @@
+"""The backend contract: what the JAX reference and the native engine both implement.
+
+``bitnet_lab.load`` returns a model whose ``runner`` is one of them; generation, verification,
+benchmarks and notebooks are written against this contract only, so either backend serves::
+
+    cache = runner.new_cache(n_ctx)                      # .pos, .n_ctx, .reset()
+    logits = runner.forward(ids, cache)                  # (T, vocab) float32 for T new tokens
+    logits = runner.forward(ids, cache, last_only=True)  # (1, vocab): the last row only
+    logits, caps = runner.forward(ids, cache, capture=True)   # + named intermediates
+    logits = runner.logits(ids)                          # full forward from an empty cache
+
+Both check token ids with :func:`check_token_ids`, so a bad id gets the same message from either.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from bitnet_lab.config import ModelConfig
+from bitnet_lab.errors import BitnetLabError
+
+__all__ = ["Backend", "Cache", "check_token_ids"]
+
+
+@runtime_checkable
+class Cache(Protocol):
+    """A sequence's KV cache: ``pos`` tokens cached out of ``n_ctx``."""
+
+    pos: int
+    n_ctx: int
+
+    def reset(self) -> None: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A forward pass over one loaded model (the reference or the native engine)."""
+
+    config: ModelConfig
+    vocab_size: int
+    n_ctx_max: int
+
+    def new_cache(self, n_ctx: int | None = None) -> Cache: ...
+
+    def forward(self, ids: Any, cache: Any, *, capture: bool = False, last_only: bool = False) -> Any: ...
+
+    def logits(self, ids: Any, *, capture: bool = False) -> Any: ...
+
+
+def check_token_ids(ids: Any, vocab_size: int) -> np.ndarray:
+    """``ids`` as a contiguous int32 1-D array, or BitnetLabError naming what is wrong with it."""
+    if ids is None or isinstance(ids, (str, bytes)) or np.isscalar(ids):
+        raise BitnetLabError(f"token ids must be a 1-D sequence of integers, got {type(ids).__name__}")
+    a = np.asarray(ids)
+    if a.ndim != 1:
+        raise BitnetLabError(f"token ids must be a 1-D sequence, got shape {a.shape}")
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        raise BitnetLabError(f"token ids must be integers, got dtype {a.dtype}")
+    if a.size and (a.min() < 0 or a.max() >= vocab_size):
+        bad = a[(a < 0) | (a >= vocab_size)]
+        raise BitnetLabError(f"token id {int(bad[0])} is outside the vocabulary 0..{vocab_size - 1}")
+    return np.ascontiguousarray(a, dtype=np.int32)

@@ -1,0 +1,435 @@
+"""`bitnet-lab run` and `bitnet-lab chat`: text generation and an interactive chat, llama.cpp flags.
+
+    bitnet-lab run  -m MODEL -p PROMPT [-n 128] [-c N] [-t N] [--temp 0.8] [--top-k 40]
+                    [--top-p 0.95] [--min-p 0.05] [--repeat-penalty 1.0] [--repeat-last-n 64]
+                    [-s SEED] [--backend native|reference] [-f FILE] [-cnv] [-sys TEXT]
+    bitnet-lab chat -m MODEL [-sys TEXT] [--chat-template NAME] [sampling flags]
+
+Streams: the generated text goes to stdout as it is produced (flushed per token) and nothing
+else does; the model path, sampler, seed and llama.cpp-style timings go to stderr. Without
+``-m`` both use the embedded default model (`bitnet_lab.tools.default_model`).
+
+Chat (``chat``, or ``run -cnv`` where ``-p`` is the system prompt as in llama.cpp): ``/reset``
+forgets the conversation, ``/exit`` (or Ctrl-D, or Ctrl-C at the prompt) quits; Ctrl-C while
+the model answers stops that answer only (a second Ctrl-C quits). Each turn feeds only its own
+tokens: the KV cache is kept across turns (`bitnet_lab.generate.chat.ChatSession`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from bitnet_lab.errors import ConfigError
+
+PROG = "bitnet-lab"
+BACKEND_CHOICES = ("native", "reference")
+# engine.I2S_LAYOUTS, spelled here: importing the engine would load the native extension just to
+# build the argument parser (a test keeps the two equal)
+I2S_LAYOUT_CHOICES = ("auto", "x4", "file")
+CHAT_COMMANDS = {"/reset": "forget the conversation (the system prompt stays)", "/exit": "quit", "/quit": "quit",
+                 "/help": "show these commands"}
+
+
+# =============================================================================================
+# Flags
+# =============================================================================================
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("-m", "--model", metavar="MODEL",
+                   help="a .gguf file, a Hugging Face checkpoint folder or a Hub repo id "
+                        "(default: the embedded default model)")
+    g.add_argument("--backend", choices=BACKEND_CHOICES, default="native",
+                   help="forward pass: the native engine (default) or the JAX reference (slow; needs jax)")
+    g.add_argument("-t", "--threads", type=int, metavar="N", help="CPU threads for the native engine")
+    g.add_argument("-c", "--ctx-size", type=int, default=None, metavar="N",
+                   help="KV cache size in tokens; 0 = the model's training context (default: the "
+                   "training context, at most 2048)")
+    g.add_argument("--no-mmap", dest="mmap", action="store_false",
+                   help="read the weights into anonymous huge pages instead of using the file's memory map "
+                        "in place (faster decode where the page cache holds 4 KiB pages; loads the whole file)")
+    add_i2s_layout_flag(g)
+
+
+def add_i2s_layout_flag(g: Any) -> None:
+    """``--i2s-layout`` (run, chat, bench): the native engine's ``i2s_layout`` load option."""
+    g.add_argument("--i2s-layout", choices=I2S_LAYOUT_CHOICES, default="auto",
+                   help="native engine: I2_S/TQ2_0 projections re-ordered at load into the x4 layout (x4), used "
+                        "as stored (file), or x4 where the CPU has a native x4 GEMV (auto, default)")
+
+
+def i2s_layout_options(layout: str, backends: Sequence[str]) -> dict[str, str]:
+    """The load options for ``--i2s-layout``: passed on when every backend is the native engine;
+    a layout other than auto with any other backend is an error, not ignored."""
+    if any(b != "native" for b in backends):
+        if layout != "auto":
+            raise ConfigError("--i2s-layout applies to the native backend only")
+        return {}
+    return {"i2s_layout": layout}
+
+
+def _add_sampling_flags(p: argparse.ArgumentParser, n_default: int) -> None:
+    g = p.add_argument_group("sampling (llama.cpp order: penalties -> top-k -> top-p -> min-p -> temp)")
+    g.add_argument("-n", "--n-predict", type=int, default=n_default, metavar="N",
+                   help=f"tokens to generate; -1 = until end of generation or a full context (default {n_default})")
+    g.add_argument("--temp", type=float, default=0.8, help="temperature; 0 = greedy (default 0.8)")
+    g.add_argument("--top-k", type=int, default=40, help="top-k, 0 = off (default 40)")
+    g.add_argument("--top-p", type=float, default=0.95, help="top-p, 1.0 = off (default 0.95)")
+    g.add_argument("--min-p", type=float, default=0.05, help="min-p, 0.0 = off (default 0.05)")
+    g.add_argument("--repeat-penalty", type=float, default=1.0, help="repetition penalty, 1.0 = off (default 1.0)")
+    g.add_argument("--repeat-last-n", type=int, default=64,
+                   help="tokens the penalties look back at; 0 = off, -1 = whole context (default 64)")
+    g.add_argument("--presence-penalty", type=float, default=0.0, help="presence penalty (default 0.0)")
+    g.add_argument("--frequency-penalty", type=float, default=0.0, help="frequency penalty (default 0.0)")
+    g.add_argument("-s", "--seed", type=int, default=-1, help="random seed; -1 = random, printed (default -1)")
+    g.add_argument("-r", "--reverse-prompt", "--stop", dest="stop", action="append", default=[], metavar="TEXT",
+                   help="stop when this text is generated (repeatable; never printed)")
+    g.add_argument("--ignore-eos", action="store_true", help="do not stop at end-of-generation tokens")
+
+
+def _add_chat_flags(p: argparse.ArgumentParser, *, with_cnv: bool) -> None:
+    g = p.add_argument_group("chat")
+    if with_cnv:
+        g.add_argument("-cnv", "--conversation", action="store_true",
+                       help="interactive chat; -p (or -sys) is then the system prompt")
+    g.add_argument("-sys", "--system-prompt", metavar="TEXT", help="system prompt of the chat")
+    g.add_argument("--chat-template", metavar="NAME",
+                   help="bitnet | llama3 | falcon3 | template (the file's own) | a Jinja source "
+                        "(default: chosen from the model, see bitnet_lab.generate.chat)")
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``run`` and ``chat`` (bitnet_lab.cli's subcommand mechanism)."""
+    p = sub.add_parser(
+        "run",
+        help="generate text from a prompt (or chat with -cnv)",
+        description="Generate text from a prompt. The text streams to stdout; timings "
+                    "(prompt and eval ms/token, tokens/s) go to stderr.",
+    )
+    _add_model_flags(p)
+    g = p.add_argument_group("prompt")
+    g.add_argument("-p", "--prompt", help="the prompt (special tokens like <|eot_id|> are parsed)")
+    g.add_argument("-f", "--file", metavar="FILE", help="read the prompt from FILE")
+    g.add_argument("--no-escape", dest="escape", action="store_false",
+                   help="do not turn \\n, \\t, \\\\ … in -p into characters (llama.cpp's -e is on by default)")
+    _add_sampling_flags(p, n_default=128)
+    _add_chat_flags(p, with_cnv=True)
+    p.set_defaults(func=run_command)
+
+    c = sub.add_parser(
+        "chat",
+        help="interactive chat (/reset, /exit; Ctrl-C stops an answer)",
+        description="Chat with a model in the terminal. Answers stream to stdout; /reset "
+                    "forgets the conversation, /exit or Ctrl-D quits, Ctrl-C stops the current answer.",
+    )
+    _add_model_flags(c)
+    _add_sampling_flags(c, n_default=-1)
+    _add_chat_flags(c, with_cnv=False)
+    c.set_defaults(func=chat_command)
+
+
+# =============================================================================================
+# Shared pieces
+# =============================================================================================
+
+
+def _err(msg: str) -> None:
+    print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
+
+
+def _process_escapes(text: str) -> str:
+    r"""llama.cpp's prompt escapes: \n \r \t \' \" \\ (anything else is kept as written)."""
+    table = {"n": "\n", "r": "\r", "t": "\t", "'": "'", '"': '"', "\\": "\\"}
+    out, i = [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text) and text[i + 1] in table:
+            out.append(table[text[i + 1]])
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def _load(args: argparse.Namespace):
+    """Load the model and build its backend; returns (model, n_ctx, load_ms)."""
+    import bitnet_lab
+
+    source = args.model
+    if not source:
+        from bitnet_lab.tools.default_model import default_model_path
+
+        source = str(default_model_path())
+        _err(f"no -m given: using the default model {source}")
+    if args.threads is not None and args.threads <= 0:
+        raise ConfigError(f"-t/--threads must be positive, got {args.threads}")
+    if args.ctx_size is not None and args.ctx_size < 0:
+        raise ConfigError(f"-c/--ctx-size must be >= 0, got {args.ctx_size}")
+    backend = args.backend
+    t0 = time.perf_counter()
+    options = i2s_layout_options(args.i2s_layout, [backend])
+    model = bitnet_lab.load(source, backend=backend, threads=args.threads, mmap=args.mmap, **options)
+    # Build the backend and the tokenizer now, so load time includes them, and side by side: the
+    # backend's build is mostly C without the GIL (re-ordering, copying the lm_head) and the
+    # tokenizer's mostly Python (0.5-1 s for a 128k vocabulary), so they share two cores.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        tokenizer = pool.submit(lambda: model.tokenizer)
+        model.runner
+        tokenizer.result()
+    load_ms = (time.perf_counter() - t0) * 1e3
+    train_ctx = model.config.context
+    # default: the training context, capped so that a 4096-token model's cache stays small
+    n_ctx = min(train_ctx, 2048) if args.ctx_size is None else (args.ctx_size or train_ctx)
+    if n_ctx > train_ctx:
+        _err(f"warning: -c {n_ctx} is longer than the model's training context ({train_ctx})")
+    _err(f"model: {model!r}")
+    _err(f"backend: {backend}, context {n_ctx} tokens")
+    return model, n_ctx, load_ms
+
+
+def _sampler(args: argparse.Namespace):
+    from bitnet_lab.generate.sampling import make_sampler
+
+    return make_sampler(
+        temp=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+        repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n,
+        frequency_penalty=args.frequency_penalty, presence_penalty=args.presence_penalty,
+    )
+
+
+def _seed(args: argparse.Namespace) -> int:
+    from bitnet_lab.generate.loop import resolve_seed
+
+    return resolve_seed(None if args.seed < 0 else args.seed)
+
+
+def print_timings(done: Any, load_ms: float | None = None, file: Any = None) -> None:
+    """llama.cpp's end-of-run performance lines (`llama_perf_context_print`), in our words."""
+    file = file or sys.stderr
+
+    def line(label: str, text: str) -> None:
+        print(f"{PROG} timings: {label:<12}= {text}", file=file)
+
+    def per(ms: float, n: int, unit: str) -> str:
+        if n <= 0:
+            return f"{ms:10.2f} ms / {n:5d} {unit}"
+        return (f"{ms:10.2f} ms / {n:5d} {unit} ({ms / n:8.2f} ms per token, "
+                f"{1000.0 * n / ms if ms > 0 else float('inf'):8.2f} tokens per second)")
+
+    if load_ms is not None:
+        line("load", f"{load_ms:10.2f} ms")
+    line("prompt eval", per(done.prompt_ms, done.n_prompt, "tokens"))
+    line("eval", per(done.eval_ms, done.n_eval, "runs  "))
+    line("sampling", per(done.sample_ms, done.n_generated, "tokens"))
+    line("total", f"{done.total_ms + (load_ms or 0.0):10.2f} ms / {done.n_prompt + done.n_generated:5d} tokens")
+    print(f"{PROG}: stopped by {done.reason} after {done.n_generated} tokens", file=file, flush=True)
+
+
+class _Interrupt:
+    """Ctrl-C while generating: the first press asks the loop to stop after the current token,
+    a second one raises KeyboardInterrupt. Installed only around generation, main thread only."""
+
+    def __init__(self) -> None:
+        self.flag = False
+
+    def __call__(self) -> bool:
+        return self.flag
+
+    @contextlib.contextmanager
+    def armed(self) -> Iterator["_Interrupt"]:
+        self.flag = False
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+
+        def handler(signum, frame):
+            if self.flag:
+                raise KeyboardInterrupt
+            self.flag = True
+
+        old = signal.signal(signal.SIGINT, handler)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, old)
+
+
+def _stream_to_stdout(events: Iterator[Any]) -> Any:
+    """Write each text delta to stdout (flushed per token); return the DoneEvent."""
+    from bitnet_lab.generate.loop import DoneEvent
+
+    done = None
+    out = sys.stdout
+    for ev in events:
+        if isinstance(ev, DoneEvent):
+            done = ev
+        elif ev.text:
+            out.write(ev.text)
+            out.flush()
+    return done
+
+
+# =============================================================================================
+# run
+# =============================================================================================
+
+
+def _read_prompt(args: argparse.Namespace) -> str:
+    if args.prompt is not None and args.file:
+        args._parser.error("give the prompt with -p or -f, not both")
+    if args.file:
+        try:
+            return Path(args.file).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"cannot read the prompt file {args.file}: {e.strerror or e}") from e
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"the prompt file {args.file} is not UTF-8 text: {e}") from e
+    if args.prompt is None:
+        args._parser.error("a prompt is required: -p TEXT or -f FILE (or -cnv to chat)")
+    return _process_escapes(args.prompt) if args.escape else args.prompt
+
+
+def run_command(args: argparse.Namespace) -> int:
+    if args.conversation:
+        system = args.system_prompt
+        if system is None and (args.prompt is not None or args.file):
+            system = _read_prompt(args)   # llama.cpp: in conversation mode -p is the system prompt
+        return _chat_repl(args, system)
+    prompt = _read_prompt(args)
+    if args.n_predict < -1:
+        raise ConfigError(f"-n/--n-predict must be >= -1, got {args.n_predict}")
+    from bitnet_lab.generate.loop import generate
+
+    model, n_ctx, load_ms = _load(args)
+    sampler, seed = _sampler(args), _seed(args)
+    _err(f"sampler: {sampler.name}; seed {seed}")
+    stop_ids = () if args.ignore_eos else None
+    interrupt = _Interrupt()
+    events = generate(
+        model, prompt, n=args.n_predict, sampler=sampler, seed=seed, stop=args.stop, n_ctx=n_ctx,
+        parse_special=True, stop_ids=stop_ids, should_stop=interrupt,
+    )
+    with interrupt.armed():
+        done = _stream_to_stdout(events)
+    print(file=sys.stderr)
+    print_timings(done, load_ms)
+    return 130 if done.reason == "interrupted" else 0
+
+
+# =============================================================================================
+# chat
+# =============================================================================================
+
+
+def chat_command(args: argparse.Namespace) -> int:
+    return _chat_repl(args, args.system_prompt)
+
+
+def _history_file() -> Path:
+    from bitnet_lab import paths
+
+    return paths.CACHE_DIR / "chat_history"
+
+
+def _setup_readline() -> Any:
+    """Line editing and history (kept in the bitnet_lab cache folder) when readline exists."""
+    try:
+        import readline
+    except ImportError:
+        return None
+    hist = _history_file()
+    with contextlib.suppress(OSError):
+        readline.read_history_file(hist)
+    readline.set_history_length(1000)
+    return readline
+
+
+def _save_history(readline: Any) -> None:
+    if readline is None:
+        return
+    hist = _history_file()
+    with contextlib.suppress(OSError):
+        hist.parent.mkdir(parents=True, exist_ok=True)
+        readline.write_history_file(hist)
+
+
+def _read_line(interactive: bool) -> str | None:
+    """One user line; None at end of input. KeyboardInterrupt propagates (Ctrl-C = quit)."""
+    if interactive:
+        try:
+            return input("> ")
+        except EOFError:
+            return None
+    line = sys.stdin.readline()
+    return None if line == "" else line.rstrip("\n")
+
+
+def _chat_repl(args: argparse.Namespace, system: str | None) -> int:
+    if args.n_predict < -1:
+        raise ConfigError(f"-n/--n-predict must be >= -1, got {args.n_predict}")
+    if args.ignore_eos:
+        raise ConfigError("--ignore-eos makes no sense in a chat: answers would never end")
+    from bitnet_lab.generate.chat import ChatSession
+
+    model, n_ctx, load_ms = _load(args)
+    sampler, seed = _sampler(args), _seed(args)
+    session = ChatSession(model, system=system, chat_format=args.chat_template, n_ctx=n_ctx,
+                          sampler=sampler, seed=seed)
+    _err(f"sampler: {sampler.name}; seed {seed}")
+    why = f" ({session.format.why})" if session.format.why else ""
+    _err(f"chat format: {session.format.name}{why}")
+    _err("/reset forgets the conversation, /exit or Ctrl-D quits, Ctrl-C stops an answer")
+    interactive = sys.stdin.isatty()
+    rl = _setup_readline() if interactive else None
+    interrupt = _Interrupt()
+    try:
+        while True:
+            try:
+                line = _read_line(interactive)
+            except KeyboardInterrupt:     # Ctrl-C at the prompt: leave cleanly
+                print(file=sys.stderr)
+                break
+            if line is None:
+                break
+            cmd = line.strip()
+            if not cmd:
+                continue
+            if cmd in ("/exit", "/quit"):
+                break
+            if cmd == "/reset":
+                session.reset()
+                _err("conversation reset")
+                continue
+            if cmd == "/help":
+                for k, v in CHAT_COMMANDS.items():
+                    _err(f"  {k:<7} {v}")
+                continue
+            try:
+                events = session.send(line, n=args.n_predict, stop=args.stop, should_stop=interrupt)
+            except ConfigError as e:      # e.g. the turn does not fit: say so, keep chatting
+                _err(f"error: {e}")
+                if session.n_past:
+                    _err("type /reset to start a new conversation")
+                continue
+            with interrupt.armed():
+                done = _stream_to_stdout(events)
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            _err(f"[{done.reason}: prompt {done.n_prompt} tokens {done.prompt_ms:.0f} ms, "
+                 f"{done.n_generated} tokens {done.eval_tokens_per_s:.1f} tokens/s, "
+                 f"{session.n_past}/{session.n_ctx} in context]")
+    finally:
+        _save_history(rl)
+    return 0

@@ -1,0 +1,348 @@
+"""Weight preparation for the native engine: the checks and layout choices made once at load.
+
+Everything a user can get wrong in a model's tensors is checked here with the project's errors
+(names, shapes, packed codes, TQ block scales, TL tilings), and each projection is described to
+the C side in the layout a kernel reads: in place (mapped), re-ordered to x4, or repacked to I2_S.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from bitnet_lab import kernels
+from bitnet_lab.config import ModelConfig
+from bitnet_lab.errors import CodecError, ConfigError
+from bitnet_lab.kernels.native import _k
+from bitnet_lab.tensors import FloatTensor, TernaryWeight
+
+__all__ = [
+    "ENGINE_CHUNK",
+    "I2S_LAYOUTS",
+    "KV_DTYPES",
+    "LAYOUT_CODE",
+    "LM_HEAD_DTYPES",
+    "MAX_HEAD_DIM",
+    "PROF_CLASSES",
+    "PROJECTIONS",
+    "Q8_0_BLOCK",
+    "ROUNDING_CODE",
+    "SPIN_ENV_VAR",
+    "expected_names",
+    "float_matrix",
+    "load_workers",
+    "norm_vector",
+    "projection_spec",
+    "rope_tables",
+    "spin_us_setting",
+    "to_x4",
+    "x4_repacked_names",
+    "x4_wanted",
+]
+
+
+# Rows the C side processes at a time (longer inputs are cut into chunks of this many rows;
+# no result depends on the chunking). Bounds the per-call scratch.
+ENGINE_CHUNK: int = _k.ENGINE_CHUNK
+MAX_HEAD_DIM = 1024  # per-head stack scratch of the attention kernels: 2 × 1024 doubles at most
+
+PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+# Op classes timed by the C side (src/engine.h BL_PROF_*), in order.
+PROF_CLASSES: tuple[str, ...] = _k.PROF_NAMES
+# Environment override of how long a thread waiting at one of the engine's barriers spins before
+# it sleeps, in µs (default: the C side's BL_SPIN_NS_DEFAULT / 1000).
+SPIN_ENV_VAR = "BITNET_LAB_SPIN_US"
+KV_DTYPES = ("f32", "f16")
+LM_HEAD_DTYPES = ("auto", "f16", "f32")
+
+# Codes of src/engine.h / engine_float.h / bl_mad.h.
+LAYOUT_CODE = {"i2_s": 0, "tq2_0": 1, "tq1_0": 2, "tl1": 3, "tl2": 4, "i2_s_x4": 5}
+# How the engine holds I2_S projections: "x4" re-orders them at load into one anonymous THP
+# arena, 4 rows interleaved per 64-byte step (src/bl_mad.h: a decode GEMV then reads one
+# sequential stream); "file" uses the file's bytes in place; "auto" = x4 where the active ISA
+# level has a native x4 GEMV (kernels.i2s_x4_native), else file.
+I2S_LAYOUTS = ("auto", "x4", "file")
+_FT_F32, _FT_F16, _FT_Q8_0 = 0, 1, 2
+ROUNDING_CODE = {"half_even": 0, "half_away": 1}
+
+_I2S_BLOCK = 128
+_TQ_BLOCK = 256
+_TQ_BLOCK_BYTES = {"tq2_0": 66, "tq1_0": 54}
+Q8_0_BLOCK, Q8_0_BYTES = 32, 34
+
+
+# ---- RoPE tables ------------------------------------------------------------------------------
+
+
+def rope_tables(n_pos: int, n_dims: int, freq_base: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(cos, sin)`` float32 ``(n_pos, n_dims/2)``: ggml's angle recurrence (numerics.md §5.3).
+
+    The same recipe as the reference's ``bitnet_lab.reference.rope.cos_sin_tables`` (which this
+    module cannot import without importing JAX; tests/test_engine.py checks the two are equal
+    bit for bit): ``theta_scale = fl32(pow(f32 base, f32(−2/n_dims)))`` via float64; angle of pair
+    i at position p by repeated f32 multiplication ``θ ← θ·theta_scale`` from ``θ = p``;
+    ``cos``/``sin`` evaluated in float64 from the f32 angle and rounded once.
+    """
+    exponent = np.float32(-2.0) / np.float32(n_dims)
+    ts = np.float32(np.float64(np.float32(freq_base)) ** np.float64(exponent))
+    theta = np.arange(n_pos, dtype=np.float32)
+    angles = np.empty((n_pos, n_dims // 2), dtype=np.float32)
+    for i in range(n_dims // 2):
+        angles[:, i] = theta
+        theta = theta * ts  # one f32 rounding per step, as ggml_rope_cache_init
+    a64 = angles.astype(np.float64)
+    return np.cos(a64).astype(np.float32), np.sin(a64).astype(np.float32)
+
+
+# ---- weight preparation (zero-copy where the kernels read the file's layout, else one repack) --
+
+
+def _flat_u8(data: Any, name: str) -> np.ndarray:
+    """The bytes of ``data`` as a 1-D uint8 view (no copy for contiguous arrays)."""
+    a = np.asarray(data)
+    if not a.flags.c_contiguous:
+        raise ConfigError(f"{name}: packed data is not contiguous in memory")
+    return a.reshape(-1).view(np.uint8)
+
+
+def _check_2bit_codes(data: np.ndarray, name: str, layout: str, stride: int = 0, width: int = 0) -> None:
+    """Every 2-bit field must be 0, 1 or 2 (code 3 is invalid): the first ``width`` bytes of every
+    ``stride``-byte group of ``data`` (default: all bytes). One pass in C at memory speed
+    (_kernels.scan_code3; a numpy version with temporaries cost ~0.35 s for the 2B-4T)."""
+    n = int(data.size)
+    n_bad, first = _k.scan_code3(data, stride or max(n, 1), width or max(n, 1))
+    if n_bad:
+        raise CodecError(f"{name}: {layout} data holds invalid code(s) 3 (codes are t + 1 in {{0, 1, 2}}) "
+                         f"in {n_bad} byte(s); first at byte {first}")
+
+
+def _tq_gamma(w: TernaryWeight, name: str) -> np.float32:
+    """The per-tensor scale of a TQ weight: its fp16 block scales must be uniform over the blocks
+    that hold a non-zero weight (the reference's rule, reference/weights.py), else error."""
+    M, K = w.shape
+    d = np.asarray(w.block_scales, dtype=np.float16).astype(np.float32).reshape(M, K // _TQ_BLOCK)
+    distinct = np.unique(d[d != 0])
+    if distinct.size > 1:  # only the used blocks count: decode (rare path) and look again
+        used = np.any(w.ternary().reshape(M, K // _TQ_BLOCK, _TQ_BLOCK) != 0, axis=2)
+        distinct = np.unique(d[used])
+    if distinct.size > 1:
+        raise ConfigError(
+            f"{name}: {w.layout} block scales are not uniform ({distinct.size} distinct values, "
+            f"{distinct.min():.6g}..{distinct.max():.6g}); the native engine needs one scale per tensor "
+            "(per-block scales are supported by backend='reference')")
+    return np.float32(distinct[0]) if distinct.size else np.float32(0.0)
+
+
+def _repack_i2_s(t: np.ndarray) -> tuple[np.ndarray, int]:
+    """int8 ternary (M, K) -> I2_S bytes of (M, K_pad), K_pad = K rounded up to 128 (zero
+    weights in the padding; the activations are zero-padded the same way, so Σ t·q is exact)."""
+    M, K = t.shape
+    K_pad = -(-K // _I2S_BLOCK) * _I2S_BLOCK
+    if K_pad != K:
+        t = np.concatenate([t, np.zeros((M, K_pad - K), dtype=np.int8)], axis=1)
+    return kernels.pack_i2_s(np.ascontiguousarray(t, dtype=np.int8), threads=1), K_pad
+
+
+def projection_spec(name: str, w: Any, shape: tuple[int, int], deferred: bool = False) -> tuple:
+    """``(layout code, data, M, K, K_pad, gamma, None, tiling)`` for EngineCore (engine.pxi).
+    ``deferred=True`` (an I2_S or TQ2_0 tensor the x4 re-order will read, x4_repacked_names):
+    nothing of the data is read here — no code-3 scan, no TQ scale check, gamma 0 — the re-order
+    does both on the copy it reads, without touching the file's mapping (to_x4)."""
+    M, K = shape
+    if tuple(getattr(w, "shape", ())) != (M, K):
+        raise ConfigError(f"{name}: shape {tuple(getattr(w, 'shape', ()))} but the config implies {(M, K)}")
+    if isinstance(w, FloatTensor):  # converter F32/F16 GGUFs: t·γ already folded (reference rule)
+        a = w.to_numpy().reshape(M, K)
+        mags = np.abs(a)
+        distinct = np.unique(mags[mags != 0])
+        if distinct.size > 1:
+            raise ConfigError(
+                f"{name}: {w.ggml_type} weights are not ternary × one scale ({distinct.size} distinct "
+                f"magnitudes, {distinct.min():.6g}..{distinct.max():.6g}); ternarise latent weights "
+                "with absmean (bitnet_lab.quant.ternary.absmean_ternarize) first")
+        gamma = np.float32(distinct[0]) if distinct.size else np.float32(0.0)
+        data, K_pad = _repack_i2_s(np.sign(a).astype(np.int8))
+        return (LAYOUT_CODE["i2_s"], data, M, K, K_pad, float(gamma), None, None)
+    if not isinstance(w, TernaryWeight):
+        raise ConfigError(f"{name}: expected a TernaryWeight or FloatTensor, got {type(w).__name__}")
+
+    layout = w.layout
+    if layout == "i2_s" and K % _I2S_BLOCK == 0:
+        data = _flat_u8(w.data, name)
+        if data.size != M * K // 4:
+            raise CodecError(f"{name}: a ({M}, {K}) I2_S tensor needs {M * K // 4} bytes, got {data.size}")
+        if not deferred:
+            _check_2bit_codes(data, name, "I2_S")
+        return (LAYOUT_CODE["i2_s"], data, M, K, K, float(np.float32(w.scale)), None, None)
+    if layout in ("tq2_0", "tq1_0"):
+        if K % _TQ_BLOCK:
+            raise CodecError(f"{name}: {layout} needs K % {_TQ_BLOCK} == 0, got K = {K}")
+        data = _flat_u8(w.data, name)
+        need = M * (K // _TQ_BLOCK) * _TQ_BLOCK_BYTES[layout]
+        if data.size != need:
+            raise CodecError(f"{name}: a ({M}, {K}) {layout} tensor needs {need} bytes, got {data.size}")
+        if deferred:
+            return (LAYOUT_CODE[layout], data, M, K, K, 0.0, None, None)
+        if layout == "tq2_0":  # the 64 code bytes of every 66-byte block (the fp16 scale follows)
+            _check_2bit_codes(data, name, "TQ2_0", _TQ_BLOCK_BYTES["tq2_0"], 64)
+        gamma = _tq_gamma(w, name)
+        return (LAYOUT_CODE[layout], data, M, K, K, float(gamma), None, None)
+    if layout in ("tl1", "tl2"):
+        from bitnet_lab.quant import packing, tiling
+
+        tl = tiling.validate_tiling(layout, M, K, w.tiling)
+        data = _flat_u8(w.data, name)
+        need = packing.tl1_nbytes(M, K) if layout == "tl1" else packing.tl2_nbytes(M, K, tl)
+        if data.size < need:
+            raise CodecError(f"{name}: a ({M}, {K}) {layout} tensor with tiling {tl} needs at least "
+                             f"{need} bytes, got {data.size}")
+        return (LAYOUT_CODE[layout], data, M, K, K, float(np.float32(w.scale)), None,
+                (int(tl.BM), int(tl.BK), int(tl.bm)))
+    # int8, hf_packed, I2_S with K % 128 != 0: repack once to I2_S (2 bits per weight)
+    t = w.ternary_matrix()
+    data, K_pad = _repack_i2_s(t)
+    return (LAYOUT_CODE["i2_s"], data, M, K, K_pad, float(np.float32(w.gamma())), None, None)
+
+
+def x4_wanted(i2s_layout: str) -> bool:
+    if i2s_layout not in I2S_LAYOUTS:
+        raise ConfigError(f"i2s_layout {i2s_layout!r} is not one of {I2S_LAYOUTS}")
+    return i2s_layout == "x4" or (i2s_layout == "auto" and kernels.i2s_x4_native())
+
+
+def _x4_fits(K_pad: int) -> bool:
+    return K_pad <= kernels.X4_MAX_K
+
+
+def x4_repacked_names(config: ModelConfig, tensors: Mapping[str, Any], i2s_layout: str = "auto") -> set[str]:
+    """Names of the file-layout I2_S and TQ2_0 projections a NativeEngine built with
+    ``i2s_layout`` would re-order into x4 memory of its own (``load(mmap=False)`` leaves them out
+    of its copy). TQ2_0 holds the same 2-bit codes in another order (kernels.tq2_to_i2s); its
+    uniform block scale becomes gamma, as on the TQ2_0 kernels."""
+    if not x4_wanted(i2s_layout):
+        return set()
+    shapes = config.projection_shapes()
+    out = set()
+    for i in range(config.n_layers):
+        for p in PROJECTIONS:
+            name = f"blk.{i}.{p}.weight"
+            w = tensors.get(name)
+            K = shapes[p][1]
+            if not (isinstance(w, TernaryWeight) and _x4_fits(K)):
+                continue
+            if (w.layout == "i2_s" and K % _I2S_BLOCK == 0) or (w.layout == "tq2_0" and K % _TQ_BLOCK == 0):
+                out.add(name)
+    return out
+
+
+def to_x4(specs: list[tuple[str, list]], deferred: Mapping[str, TernaryWeight], threads: int) -> None:
+    """Re-order every I2_S spec (K_pad <= X4_MAX_K) and every deferred TQ2_0 spec in place into
+    the x4 layout, all in one anonymous THP arena. Deferred tensors (``x4_repacked_names``) are
+    read with preadv into a scratch buffer (the mapping's pages never enter RSS) and checked
+    there — code 3, and for TQ2_0 the uniform block scale that becomes gamma — TQ2_0 codes are
+    re-ordered to I2_S, then every tensor is interleaved. The tensors are spread over
+    ``threads`` threads (preadv, the checks and the re-orders release the GIL): most of the time
+    goes into first touches of the arena's new pages."""
+    from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import replace
+
+    from bitnet_lab.engine.residency import _arena, copy_bytes, drop_pages
+
+    i2s, tq2 = LAYOUT_CODE["i2_s"], LAYOUT_CODE["tq2_0"]
+    todo = [(n, s) for n, s in specs if (s[0] == i2s and _x4_fits(s[4])) or (s[0] == tq2 and n in deferred)]
+    if not todo:
+        return
+    sizes = [int(s[2]) * int(s[4]) // 4 for _, s in todo]
+    offsets = np.concatenate([[0], np.cumsum([-(-n // 64) * 64 for n in sizes])])  # 64-byte aligned rows
+    arena = _arena(int(offsets[-1]))
+
+    def run(part: int) -> None:
+        scratch = np.empty(max(int(s[1].nbytes) for _, s in todo), dtype=np.uint8)
+        for k in range(part, len(todo), threads):
+            (name, s), n, off = todo[k], sizes[k], int(offsets[k])
+            M, K = int(s[2]), int(s[4])
+            src = s[1]
+            if name in deferred:
+                buf = scratch[: src.nbytes]
+                copy_bytes(src.reshape(-1), buf)
+                drop_pages(src)  # pages a reader touched (e.g. the TQ2_0 scales) leave RSS
+                if s[0] == tq2:
+                    _check_2bit_codes(buf, name, "TQ2_0", _TQ_BLOCK_BYTES["tq2_0"], 64)
+                    w = deferred[name]
+                    scales = w.block_scales  # a view of the blocks' own fp16 (GGUF): read from the copy
+                    if np.may_share_memory(scales, w.data):
+                        scales = np.ascontiguousarray(buf.reshape(-1, 66)[:, 64:]).view(np.float16)
+                    s[5] = float(_tq_gamma(replace(w, data=buf, block_scales=scales.reshape(M, K // _TQ_BLOCK)), name))
+                    buf = kernels.tq2_to_i2s(buf, M, K)
+                else:
+                    _check_2bit_codes(buf, name, "I2_S")
+                src = buf
+            s[1] = kernels.i2s_x4_interleave(src, M, K, out=arena[off : off + n])
+            s[0] = LAYOUT_CODE["i2_s_x4"]
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for f in [pool.submit(run, part) for part in range(threads)]:
+            f.result()  # the first error (e.g. an invalid code) propagates
+
+
+def norm_vector(tensors: Mapping[str, Any], name: str, n: int) -> np.ndarray:
+    t = tensors[name]
+    if not isinstance(t, FloatTensor):
+        raise ConfigError(f"{name}: expected a float tensor, got {type(t).__name__}")
+    if tuple(t.shape) != (n,):
+        raise ConfigError(f"{name}: shape {tuple(t.shape)} but the config implies {(n,)}")
+    return np.ascontiguousarray(t.to_numpy(), dtype=np.float32)
+
+
+def float_matrix(t: FloatTensor, want_f16: bool | None, V: int, H: int) -> tuple[int, np.ndarray]:
+    """``(ftype, rows)`` for the C side: F32 / F16 / Q8_0 used in place; other types widened to
+    F32. ``want_f16`` True: fp16 rows (F32/Q8_0/... rounded once: the "f16" lm_head); False:
+    F16 is still read in place (widening is exact); None: the embedding (as stored)."""
+    if want_f16 and t.ggml_type != "F16":
+        return _FT_F16, np.ascontiguousarray(t.to_numpy().reshape(V, H).astype(np.float16)).view(np.uint16)
+    if t.ggml_type == "F16":
+        return _FT_F16, np.ascontiguousarray(np.asarray(t.data).reshape(V, H)).view(np.uint16)
+    if t.ggml_type == "F32":
+        return _FT_F32, np.ascontiguousarray(np.asarray(t.data, dtype=np.float32).reshape(V, H))
+    if t.ggml_type == "Q8_0" and H % Q8_0_BLOCK == 0:
+        raw = _flat_u8(t.data, t.name)
+        if raw.size != V * H // Q8_0_BLOCK * Q8_0_BYTES:
+            raise CodecError(f"{t.name}: a ({V}, {H}) Q8_0 tensor needs {V * H // 32 * 34} bytes, got {raw.size}")
+        return _FT_Q8_0, raw.reshape(V, H // Q8_0_BLOCK * Q8_0_BYTES)
+    return _FT_F32, np.ascontiguousarray(t.to_numpy().reshape(V, H), dtype=np.float32)
+
+
+def expected_names(config: ModelConfig) -> set[str]:
+    names = {"token_embd.weight", "output_norm.weight"}
+    if not config.tied_output:
+        names.add("output.weight")
+    per_layer = ["attn_norm", "ffn_norm", *PROJECTIONS] + (["attn_sub_norm", "ffn_sub_norm"] if config.sub_norms else [])
+    for i in range(config.n_layers):
+        names.update(f"blk.{i}.{n}.weight" for n in per_layer)
+    return names
+
+
+def load_workers() -> int:
+    """Threads for the build's copies and re-orders: every core this process may run on, whatever
+    the decode thread count (most of that time is the first touch of fresh memory, which on the
+    project's VM costs ~2.8 s for the 2B-4T on one core when the host has not backed the pages
+    recently, 1.5 s on two)."""
+    return max(1, len(kernels.allowed_cpus()))
+
+
+def spin_us_setting(value: float | None) -> float:
+    """The barrier spin time in µs: ``value``, else ``$BITNET_LAB_SPIN_US``, else the C default."""
+    if value is None:
+        env = os.environ.get(SPIN_ENV_VAR, "").strip()
+        if not env:
+            return _k.SPIN_NS_DEFAULT / 1000
+        try:
+            value = float(env)
+        except ValueError:
+            raise ConfigError(f"{SPIN_ENV_VAR}={env!r} is not a number of microseconds") from None
+    if not value >= 0:  # also rejects NaN
+        raise ConfigError(f"spin_us must be >= 0, got {value}")
+    return float(value)

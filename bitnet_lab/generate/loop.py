@@ -1,0 +1,346 @@
+"""Generation: a `generate()` that yields events.
+
+`generate(model, prompt, ...)` yields one `TokenEvent` per sampled token and a final `DoneEvent`;
+it never prints. It needs only the forward interface every backend implements
+(``runner.new_cache(n_ctx)``, ``runner.forward(ids, cache) -> (T, vocab) float32``) and the
+tokenizer's streaming decoder, so the reference and the native engine are interchangeable.
+`stream_tokens()` is the loop itself, on an existing cache (the chat session uses it to continue
+a conversation without re-reading it).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Sequence, Union
+
+import numpy as np
+
+from bitnet_lab.errors import ConfigError
+from bitnet_lab.generate.sampling import SamplerChain, log_softmax_at, make_sampler
+
+__all__ = ["TokenEvent", "DoneEvent", "Event", "generate", "stream_tokens", "stop_ids_for", "resolve_seed",
+           "DONE_REASONS"]
+
+
+# =====================================================================================
+# Events
+# =====================================================================================
+
+DONE_REASONS = ("eos", "stop_string", "length", "context", "interrupted")
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """One sampled token.
+
+    ``text``: the text released at this token — possibly ``""`` (an incomplete UTF-8
+    character, or text held back because it could be the start of a stop string) and
+    possibly more than this token's piece (held-back text released later). Concatenating
+    the ``text`` of all events gives the output. ``logprob``: natural log-probability of
+    ``token_id`` under the model's raw distribution (softmax of the unmodified logits, before
+    any sampler). ``t_ms``: wall time spent producing this token: the forward pass that gave
+    its logits (for the first token, the whole prompt) plus sampling. ``eog``: the token is
+    an end-of-generation token; its own text is never emitted.
+    """
+
+    token_id: int
+    text: str
+    logprob: float
+    t_ms: float
+    eog: bool = False
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    """End of a generation, with llama.cpp-style counters.
+
+    ``reason``: "eos" (an end-of-generation token), "stop_string", "length" (``n`` tokens),
+    "context" (the KV cache is full), "interrupted" (``should_stop()`` returned true).
+    ``prompt_ms``: the forward pass over the ``n_prompt`` new prompt tokens. ``eval_ms``:
+    the ``n_eval`` one-token forward passes over generated tokens (the last sampled token is
+    never fed, so ``n_eval <= n_generated - 1``). ``sample_ms``: time in the sampler.
+    ``text`` / ``token_ids``: everything generated (the stop string and EOG text excluded).
+    """
+
+    reason: str
+    n_prompt: int
+    n_generated: int
+    prompt_ms: float
+    eval_ms: float
+    sample_ms: float = 0.0
+    n_eval: int = 0
+    seed: int | None = None
+    text: str = ""
+    token_ids: tuple = ()
+
+    @property
+    def prompt_tokens_per_s(self) -> float:
+        return _rate(self.n_prompt, self.prompt_ms)
+
+    @property
+    def eval_tokens_per_s(self) -> float:
+        return _rate(self.n_eval, self.eval_ms)
+
+    @property
+    def prompt_ms_per_token(self) -> float:
+        return self.prompt_ms / self.n_prompt if self.n_prompt else float("nan")
+
+    @property
+    def eval_ms_per_token(self) -> float:
+        return self.eval_ms / self.n_eval if self.n_eval else float("nan")
+
+    @property
+    def total_ms(self) -> float:
+        return self.prompt_ms + self.eval_ms + self.sample_ms
+
+
+def _rate(n: int, ms: float) -> float:
+    return 1000.0 * n / ms if ms > 0 and n else float("nan")
+
+
+Event = Union[TokenEvent, DoneEvent]
+
+
+# =====================================================================================
+# Stop strings: never emit a stop string, hold back what could start one
+# =====================================================================================
+
+
+def _find_stop(text: str, stops: Sequence[str]) -> int:
+    """Index of the earliest occurrence of any stop string in ``text``, or -1."""
+    best = -1
+    for s in stops:
+        i = text.find(s)
+        if i >= 0 and (best < 0 or i < best):
+            best = i
+    return best
+
+
+def _holdback(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of some stop string."""
+    longest = 0
+    for s in stops:
+        for L in range(min(len(s) - 1, len(text)), longest, -1):
+            if text.endswith(s[:L]):
+                longest = L
+                break
+    return longest
+
+
+# =====================================================================================
+# The loop
+# =====================================================================================
+
+
+def stop_ids_for(tokenizer: Any, config: Any = None) -> frozenset:
+    """End-of-generation ids: the tokenizer's EOG set plus the config's EOS/EOT (2B-4T: 128001
+    and 128009, formats.md §8.5)."""
+    ids: set[int] = set()
+    for v in (getattr(tokenizer, "eog_ids", None) or ()):
+        ids.add(int(v))
+    for obj in (tokenizer, config):
+        for attr in ("eos_id", "eot_id"):
+            v = getattr(obj, attr, None) if obj is not None else None
+            if v is not None and int(v) >= 0:
+                ids.add(int(v))
+    return frozenset(ids)
+
+
+def _too_long(n_tokens: int, n_ctx: int, pos: int) -> ConfigError:
+    held = f" ({pos} already in the cache, {n_ctx - pos} free)" if pos else ""
+    return ConfigError(
+        f"the prompt has {n_tokens} tokens but the context holds {n_ctx}{held}; "
+        f"shorten the prompt or raise the context size (-c)"
+    )
+
+
+def resolve_seed(seed: int | None) -> int:
+    """The seed to use: ``seed`` itself, or a fresh random 32-bit one for None / negative."""
+    if seed is None or int(seed) < 0:
+        return secrets.randbits(32)   # llama.cpp: seed -1 / unset = a fresh random seed
+    return int(seed)
+
+
+def stream_tokens(
+    runner: Any,
+    tokenizer: Any,
+    cache: Any,
+    new_ids: Sequence[int],
+    *,
+    history: Sequence[int] = (),
+    n: int = 128,
+    sampler: SamplerChain | None = None,
+    rng: np.random.Generator | None = None,
+    seed: int | None = None,
+    stop: Sequence[str] = (),
+    stop_ids: Iterable[int] = (),
+    vocab: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[Event]:
+    """Feed ``new_ids`` to ``cache`` then sample up to ``n`` tokens (-1: until EOG or a full cache).
+
+    ``history``: the tokens already in the cache (for repetition penalties). The last sampled
+    token is not fed to the cache (nothing needs its logits); callers that continue the
+    sequence feed it first (see chat.ChatSession). Returns an iterator of `TokenEvent`s then
+    one `DoneEvent`; the arguments are checked here, before the first event is asked for.
+    """
+    new_ids = [int(t) for t in new_ids]
+    if not isinstance(n, (int, np.integer)) or n < -1:
+        raise ConfigError(f"n (tokens to generate) must be an integer >= -1, got {n!r}")
+    n = int(n)
+    pos, n_ctx = int(cache.pos), int(cache.n_ctx)
+    if not new_ids:
+        raise ConfigError("the prompt is empty (0 tokens): there is nothing to condition on")
+    if len(new_ids) > n_ctx - pos:
+        raise _too_long(len(new_ids), n_ctx, pos)
+    if vocab is not None:
+        bad = [t for t in new_ids if not 0 <= t < vocab]
+        if bad:
+            raise ConfigError(f"prompt token id {bad[0]} is outside the vocabulary [0, {vocab})")
+    sampler = make_sampler() if sampler is None else sampler
+    used_seed = None
+    if rng is None:
+        used_seed = resolve_seed(seed)
+        rng = np.random.default_rng(used_seed)
+    stops = tuple(s for s in stop if s)
+    eog = frozenset(int(t) for t in stop_ids)
+    return _loop(runner, tokenizer, cache, new_ids, list(history), n, sampler, rng, used_seed,
+                 stops, eog, should_stop)
+
+
+def _loop(runner, tokenizer, cache, new_ids, history, n, sampler, rng, used_seed, stops, eog,
+          should_stop) -> Iterator[Event]:
+    context = history + new_ids                  # what the penalties look at
+    decoder = tokenizer.stream()
+
+    # ---- prompt -----------------------------------------------------------------------
+    t0 = time.perf_counter()
+    # only the last row's logits are needed (the native engine then runs the lm_head once, not
+    # once per prompt token)
+    logits = runner.forward(new_ids, cache, last_only=True)   # (1, vocab) float32
+    row = np.asarray(logits)[-1]                 # (vocab,) logits of the next token
+    prompt_ms = (time.perf_counter() - t0) * 1e3
+    step_ms = prompt_ms
+    eval_ms = sample_ms = 0.0
+    n_eval = 0
+    generated: list[int] = []
+    out_parts: list[str] = []
+    pending = ""                                 # decoded text not yet released
+    reason = "length"
+
+    if n == 0:
+        yield DoneEvent("length", len(new_ids), 0, prompt_ms, 0.0, 0.0, 0, used_seed, "", ())
+        return
+
+    while True:
+        ts = time.perf_counter()
+        tok = sampler.sample(row, context, rng)
+        logprob = log_softmax_at(row, tok)
+        dt = (time.perf_counter() - ts) * 1e3
+        sample_ms += dt
+        t_ms = step_ms + dt
+        generated.append(tok)
+
+        if tok in eog:
+            released = pending + decoder.flush()
+            released = _cut_at_stop(released, stops)
+            out_parts.append(released)
+            yield TokenEvent(tok, released, logprob, t_ms, eog=True)
+            reason = "eos"
+            break
+
+        pending += decoder.push(tok)
+        cut = _find_stop(pending, stops) if stops else -1
+        if cut >= 0:
+            released = pending[:cut]
+            out_parts.append(released)
+            yield TokenEvent(tok, released, logprob, t_ms)
+            reason = "stop_string"
+            break
+
+        if n >= 0 and len(generated) >= n:
+            reason = "length"
+        elif cache.pos >= cache.n_ctx:
+            reason = "context"                   # no room to feed this token
+        elif should_stop is not None and should_stop():
+            reason = "interrupted"
+        else:
+            reason = ""
+        if reason:                               # last token: release everything
+            released = _cut_at_stop(pending + decoder.flush(), stops)
+            out_parts.append(released)
+            yield TokenEvent(tok, released, logprob, t_ms)
+            break
+
+        keep = _holdback(pending, stops) if stops else 0
+        released, pending = pending[: len(pending) - keep], pending[len(pending) - keep:]
+        out_parts.append(released)
+        yield TokenEvent(tok, released, logprob, t_ms)
+
+        # ---- feed the token, get the next logits ----------------------------------------
+        context.append(tok)
+        te = time.perf_counter()
+        row = np.asarray(runner.forward([tok], cache))[-1]
+        step_ms = (time.perf_counter() - te) * 1e3
+        eval_ms += step_ms
+        n_eval += 1
+
+    yield DoneEvent(
+        reason, len(new_ids), len(generated), prompt_ms, eval_ms, sample_ms, n_eval,
+        used_seed, "".join(out_parts), tuple(generated),
+    )
+
+
+def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    i = _find_stop(text, stops) if stops else -1
+    return text if i < 0 else text[:i]
+
+
+def generate(
+    model: Any,
+    prompt: str | Sequence[int],
+    *,
+    n: int = 128,
+    sampler: SamplerChain | None = None,
+    seed: int | None = None,
+    stop: Sequence[str] = (),
+    n_ctx: int | None = None,
+    add_bos: bool | None = None,
+    parse_special: bool = False,
+    stop_ids: Iterable[int] | None = None,
+    ignore_eos: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[Event]:
+    """Generate from ``prompt`` (text, or token ids used as they are) with ``model``.
+
+    ``model``: a `bitnet_lab.Model` or anything with ``.runner`` (the forward interface) and
+    ``.tokenizer`` (and optionally ``.config``). ``n``: tokens to generate, -1 = until an
+    end-of-generation token or the end of the context. ``sampler``: a `SamplerChain`
+    (default: llama.cpp's defaults, `make_sampler()`). ``seed``: None = random (the seed used
+    is in the `DoneEvent`). ``stop``: strings that end generation (never emitted). ``n_ctx``:
+    KV cache size (default: the model's training context). ``stop_ids``: override the EOG set.
+    Raises ConfigError for a prompt longer than the context (the message gives both numbers).
+    Yields `TokenEvent`s and a final `DoneEvent`; never prints.
+    """
+    runner, tok = model.runner, model.tokenizer
+    config = getattr(model, "config", None)
+    if isinstance(prompt, str):
+        ids = tok.encode(prompt, add_bos=add_bos, parse_special=parse_special)
+    else:
+        ids = [int(t) for t in prompt]
+    if n_ctx is None:
+        n_ctx = int(getattr(config, "context", 0) or 0) or 2048
+    if n_ctx <= 0:
+        raise ConfigError(f"context size must be positive, got {n_ctx}")
+    if stop_ids is None:
+        stop_ids = () if ignore_eos else stop_ids_for(tok, config)
+    vocab = getattr(config, "vocab", None)
+    if len(ids) > n_ctx:   # checked before allocating a cache
+        raise _too_long(len(ids), n_ctx, 0)
+    cache = runner.new_cache(n_ctx)
+    return stream_tokens(
+        runner, tok, cache, ids, n=n, sampler=sampler, seed=seed, stop=stop,
+        stop_ids=stop_ids, vocab=vocab, should_stop=should_stop,
+    )

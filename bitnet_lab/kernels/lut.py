@@ -1,0 +1,136 @@
+"""The TL1 / TL2 lookup-table kernels: LUT build and LUT GEMV, one version per ISA level."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bitnet_lab.errors import CodecError
+from bitnet_lab.kernels.isa import ISA_ORDER, _INDEX, _dim, _isa_index, _k, available_isas, effective_threads
+
+__all__ = ["lut_kernel_versions", "tl1_build_lut", "tl1_gemv", "tl2_build_lut", "tl2_gemv"]
+
+# ---- TL1 / TL2 LUT kernels -------------------------------------------------------------------
+#
+# C contract: cython_kernels/src/bl_lut.h; numpy twins: bitnet_lab.quant.lut. The kernels take
+# already quantised int8 activations (bitnet_lab's single policy,
+# bitnet_lab.quant.quantize_activations — not bitnet.cpp's floor-less TL scale, see the twin
+# module's docstring) and return the exact int32 Σ t·q; the epilogue acc / s_x · γ is the
+# caller's. Levels: scalar (v0), avx2 (v1; also what avxvnni / avx512vnni run), neon (also
+# neon_dotprod) — see lut_kernel_versions().
+
+
+def _lut_blob_len(data) -> int | None:
+    """Length in bytes of a 1-D uint8 array or a bytes-like object; None for anything else
+    (the compiled wrapper then raises its own type error)."""
+    if isinstance(data, (bytes, bytearray)):
+        return len(data)
+    if isinstance(data, memoryview):
+        return data.nbytes
+    if isinstance(data, np.ndarray) and data.ndim == 1:
+        return int(data.size)
+    return None
+
+
+def _check_blob(who: str, data, allowed: dict[str, int], M: int, K: int, tiling) -> None:
+    n = _lut_blob_len(data)
+    if n is not None and n not in allowed.values():
+        sizes = ", ".join(f"{v} ({k})" for k, v in allowed.items())
+        raise CodecError(f"{who}: a ({M}, {K}) tensor with tiling {tiling} needs one of {sizes} bytes; got {n}")
+
+
+def tl1_build_lut(q_row: np.ndarray, *, isa: str | None = None) -> np.ndarray:
+    """TL1 lookup tables of one int8 activation row ``(K,)`` (K even) in byte-plane form:
+    uint8 ``(K/2, 32)``, table j = pair (q[2j], q[2j+1]), 16 low bytes then 16 high bytes of
+    the int16 entries ``3·t0 + t1 + 4 → t0·q[2j] + t1·q[2j+1]`` (kernels.md §3.1). Byte-identical
+    to :func:`bitnet_lab.quant.lut.tl1_lut_planes`."""
+    from bitnet_lab.quant.lut import check_q_row
+
+    check_q_row(q_row, "tl1_build_lut")
+    return _k.tl1_build_lut(q_row, _isa_index(isa))
+
+
+def tl2_build_lut(q_row: np.ndarray, K: int, tiling, *, isa: str | None = None) -> np.ndarray:
+    """TL2 lookup tables of one int8 activation row ``(K,)`` under ``tiling`` (only BK matters;
+    checked with :func:`bitnet_lab.quant.tiling.validate_tiling`): uint8
+    ``(three_k/3 + two_k/2, 32)`` — the triple tables (kernels.md §4.1) then the pair tables of
+    the two-weight tail, in byte-plane form. Byte-identical to
+    :func:`bitnet_lab.quant.lut.tl2_lut_planes`."""
+    from bitnet_lab.quant.lut import check_q_row
+    from bitnet_lab.quant.tiling import validate_tiling
+
+    K = _dim(K, "K")
+    check_q_row(q_row, "tl2_build_lut")
+    if q_row.shape[0] != K:
+        raise CodecError(f"tl2_build_lut: q_row has {q_row.shape[0]} entries, K = {K}")
+    from bitnet_lab.quant.tiling import TLTiling
+
+    if not isinstance(tiling, TLTiling):
+        raise CodecError(f"tl2_build_lut: tiling must be a TLTiling(BM, BK, bm); got {tiling!r}")
+    # M plays no part in the tables: check the tiling as for an M = BM tensor.
+    validate_tiling("tl2", tiling.BM if tiling.BM > 0 else 32, K, tiling)
+    return _k.tl2_build_lut(q_row, int(tiling.BK), _isa_index(isa))
+
+
+def tl1_gemv(
+    data, q: np.ndarray, M: int, K: int, tiling, *, threads: int | None = None, isa: str | None = None,
+    name: str | None = None,
+) -> np.ndarray:
+    """Exact ``Σ_k t[r, k]·q[k]`` (int32 ``(M,)``; ``(N, M)`` for ``q`` of shape ``(N, K)``) of a
+    TL1 tensor ``(M, K)`` through its lookup tables.
+
+    ``data``: the packed index bytes, exactly ``packing.tl1_nbytes(M, K)`` or
+    ``packing.tl1_ggml_nbytes(M, K)`` (with the 32-byte scale slot, ignored); ``tiling`` the
+    TLTiling that wrote them (legal for (M, K)); ``q`` int8, C-contiguous. Raises CodecError
+    on a bad argument or an invalid pair index (> 8) in the data (count and first position).
+    Bit-identical for every ``threads`` and ISA level. Numpy twin:
+    :func:`bitnet_lab.quant.lut.tl1_gemv_ref`."""
+    from bitnet_lab.quant import packing
+    from bitnet_lab.quant.tiling import validate_tiling
+
+    M, K = _dim(M, "M"), _dim(K, "K")
+    validate_tiling("tl1", M, K, tiling)
+    who = f"tl1_gemv({name!r})" if name is not None else "tl1_gemv"
+    _check_blob(who, data, {"tl1_nbytes": packing.tl1_nbytes(M, K), "with the scale slot": packing.tl1_ggml_nbytes(M, K)}, M, K, tiling)
+    return _k.tl1_gemv(data, q, M, K, int(tiling.BM), int(tiling.BK), int(tiling.bm), _isa_index(isa), effective_threads(threads), name)
+
+
+def tl2_gemv(
+    data, q: np.ndarray, M: int, K: int, tiling, *, threads: int | None = None, isa: str | None = None,
+    name: str | None = None,
+) -> np.ndarray:
+    """Exact ``Σ_k t[r, k]·q[k]`` (int32 ``(M,)``; ``(N, M)`` for ``q`` ``(N, K)``) of a TL2
+    tensor ``(M, K)``: signed triple-table lookups plus the two-weight tail.
+
+    ``data``: ``packing.tl2_nbytes(M, K, tiling)`` (the real packed bytes),
+    ``packing.tl2_padded_nbytes(M, K)`` (what the converter writes) or
+    ``packing.tl2_ggml_nbytes(M, K)`` (with the zero padding and the scale slot); only the real
+    packed bytes are read. Raises CodecError on a bad argument or an invalid index (triple
+    magnitude > 13, tail pair index > 8). Bit-identical for every ``threads`` and ISA level.
+    Numpy twin: :func:`bitnet_lab.quant.lut.tl2_gemv_ref`."""
+    from bitnet_lab.quant import packing
+    from bitnet_lab.quant.tiling import validate_tiling
+
+    M, K = _dim(M, "M"), _dim(K, "K")
+    validate_tiling("tl2", M, K, tiling)
+    who = f"tl2_gemv({name!r})" if name is not None else "tl2_gemv"
+    allowed = {
+        "tl2_nbytes": packing.tl2_nbytes(M, K, tiling),
+        "tl2_padded_nbytes": packing.tl2_padded_nbytes(M, K),
+        "tl2_ggml_nbytes": packing.tl2_ggml_nbytes(M, K),
+    }
+    _check_blob(who, data, allowed, M, K, tiling)
+    return _k.tl2_gemv(data, q, M, K, int(tiling.BM), int(tiling.BK), _isa_index(isa), effective_threads(threads), name)
+
+
+def lut_kernel_versions() -> list[dict]:
+    """The LUT kernels compiled in, one dict per (op, implementation): ``op`` (tl1_build_lut,
+    tl2_build_lut, tl1_gemv, tl2_gemv), ``version`` (v0 scalar, v1 AVX2, neon), ``isa`` (the
+    level the code needs), ``description``, and ``default_for``: the available levels whose
+    dispatch table runs it (read from the C table's function pointers)."""
+    out = []
+    avail = available_isas()
+    for op, version, isa_i, desc in _k.lut_versions():
+        default_for = [n for n in avail if _k.lut_default_version(op, _INDEX[n]) == version]
+        out.append({"op": op, "version": version, "isa": ISA_ORDER[isa_i], "description": desc,
+                    "default_for": default_for})
+    return out

@@ -1,0 +1,2 @@
+"""Notebook helpers: matplotlib figures (``viz``) and ipywidgets controls (``widgets``), imported lazily.
+"""

@@ -1,7 +1,7 @@
 """bitnet_lab: a research workbench for BitNet b1.58 ternary LLM inference on CPU.
 
 ``import bitnet_lab`` stays light: JAX, matplotlib and ipywidgets are imported only by the
-modules that need them. The public surface (../shared/design.md):
+modules that need them. The public surface (docs/design.md#the-public-surface):
 
     model = bitnet_lab.load(path_or_repo_id, backend=..., threads=...)
     bitnet_lab.kernels.available_isas()

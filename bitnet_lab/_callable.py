@@ -1,8 +1,8 @@
 """Let a module be called like its main function.
 
-``bitnet_lab.bench(...)`` and ``bitnet_lab.verify(...)`` are the public spelling (design.md),
-but ``bitnet_lab.bench`` is also a submodule, and importing a submodule rebinds the package
-attribute to the module object. Making those two modules callable keeps both spellings
+``bitnet_lab.bench(...)`` and ``bitnet_lab.verify(...)`` are the public spelling
+(docs/design.md#the-public-surface), but ``bitnet_lab.bench`` is also a submodule, and importing a
+submodule rebinds the package attribute to the module object. Making those two modules callable keeps both spellings
 working: ``bitnet_lab.bench(model)`` and ``bitnet_lab.bench.BenchTable``.
 """
 

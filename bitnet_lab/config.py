@@ -1,8 +1,10 @@
 """ModelConfig: the hyper-parameters of every supported family, in one frozen dataclass.
 
 Built from GGUF metadata (plus the tensor names, which say whether sub-norms and an untied
-``output`` exist) or from a Hugging Face ``config.json``. Facts: formats.md §5–§7, numerics.md
-§5 (RoPE style), §7 (activation), §8 (sub-norms).
+``output`` exist) or from a Hugging Face ``config.json``. Facts:
+docs/formats.md#5-architecture-names-and-metadata-keys to docs/formats.md#7-hugging-face-safetensors-layouts,
+docs/numerics.md#5-rope (RoPE style), docs/numerics.md#7-ffn-activation-relu-squared-vs-silu (activation),
+docs/numerics.md#8-sub-norm-placement (sub-norms).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ ACTIVATIONS = ("relu2", "silu")
 ROPE_STYLES = ("neox", "norm")  # neox: dim i pairs with i + d/2; norm (interleaved): 2i with 2i+1
 
 # Our own metadata key: the FFN activation is not derivable from the architecture string
-# (formats.md §5.1), so files we write say it explicitly; other files fall back to the rules.
+# (docs/formats.md#51-architecture-strings), so files we write say it explicitly; other files fall back to
+# the rules.
 ACTIVATION_KEY = "bitnet_lab.hidden_act"
 
 
@@ -166,7 +169,7 @@ class ModelConfig:
     def from_hf(cls, cfg: Mapping[str, Any] | str | Path) -> "ModelConfig":
         """From a Hugging Face config.json (dict or path). llama-arch models get ``rope_style
         'norm'`` because our HF reader permutes q/k rows exactly as the GGUF converters do
-        (formats.md §7.6), so both readers yield identical tensors."""
+        (docs/formats.md#76-qk-permutation-for-llama-arch-ggufs), so both readers yield identical tensors."""
         if isinstance(cfg, (str, Path)):
             try:
                 cfg = json.loads(Path(cfg).read_text())
@@ -236,8 +239,8 @@ class ModelConfig:
         )
 
     def gguf_metadata(self) -> dict[str, Any]:
-        """The architecture keys a GGUF writer stores for this config (formats.md §5.2), plus our
-        explicit activation key. Tokenizer keys are the tokenizer's business."""
+        """The architecture keys a GGUF writer stores for this config (docs/formats.md#52-key-catalogue),
+        plus our explicit activation key. Tokenizer keys are the tokenizer's business."""
         a = self.arch
         md: dict[str, Any] = {
             "general.architecture": a,
@@ -268,9 +271,9 @@ def _opt_int(v: Any) -> int | None:
 
 
 def _activation_from_gguf(arch: str, metadata: Mapping[str, Any], sub_norms: bool) -> str:
-    """formats.md §5.1: an explicit key wins; `bitnet` and `llama` are SiLU; `bitnet-25` is the
-    2B-4T (ReLU²); `bitnet-b1.58` is ReLU² unless the vocabulary is SentencePiece (the 1bitLLM
-    models relabelled by the current converter)."""
+    """docs/formats.md#51-architecture-strings: an explicit key wins; `bitnet` and `llama` are SiLU;
+    `bitnet-25` is the 2B-4T (ReLU²); `bitnet-b1.58` is ReLU² unless the vocabulary is SentencePiece (the
+    1bitLLM models relabelled by the current converter)."""
     explicit = metadata.get(ACTIVATION_KEY) or metadata.get(f"{arch}.hidden_act")
     if explicit is not None:
         v = str(explicit).lower()

@@ -2,7 +2,7 @@
 
 A `Model` carries what was loaded (config, tensors, metadata, tokenizer) and, on demand, a
 backend that runs it. The reference (JAX) and the native engine read the *same* tensors, so
-they can only differ in arithmetic, never in what they loaded (design.md).
+they can only differ in arithmetic, never in what they loaded (docs/design.md#the-data-flow).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 bytes, decoded only on request.
 
 Shapes are in torch order everywhere in bitnet_lab: a weight is ``(M, K)`` = (output features,
-input features), i.e. GGUF ``[ne0, ne1] = [K, M]`` reversed (formats.md §0).
+input features), i.e. GGUF ``[ne0, ne1] = [K, M]`` reversed (docs/formats.md#0-conventions).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from bitnet_lab.errors import CodecError
 from bitnet_lab.quant import blockquant, packing
 from bitnet_lab.quant.tiling import TLTiling
 
-# Layout names of ternary weights (formats.md §3).
+# Layout names of ternary weights (docs/formats.md#3-ternary-byte-layouts).
 TERNARY_LAYOUTS = ("i2_s", "tl1", "tl2", "tq1_0", "tq2_0", "hf_packed", "int8")
 FLOAT_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q6_K")
 

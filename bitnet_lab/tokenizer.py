@@ -1,7 +1,7 @@
 """Tokenizers for BitNet models: GGUF vocabularies and Hugging Face ``tokenizer.json`` files.
 
-Facts: formats.md §8. Behaviour follows llama.cpp (``upstream:src/llama-vocab.cpp``), which is
-what bitnet.cpp runs, and passes llama.cpp's own test vectors (``data/vocab/*.inp/.out``).
+Facts: docs/formats.md#8-tokenizer-metadata. Behaviour follows llama.cpp (``upstream:src/llama-vocab.cpp``),
+which is what bitnet.cpp runs, and passes llama.cpp's own test vectors (``data/vocab/*.inp/.out``).
 
 Two vocabulary kinds (``tokenizer.ggml.model``):
 
@@ -9,7 +9,8 @@ Two vocabulary kinds (``tokenizer.ggml.model``):
   (``llama3``/``llama-bpe``/``falcon3``/``falcon_e``: the Llama-3 regex, with ``ignore_merges``;
   ``default``; ``gpt-2``), each piece's bytes go through GPT-2's byte → character map, then the
   file's merges run in rank order. A file without ``tokenizer.ggml.pre`` whose vocabulary is the
-  128256-token Llama-3 one (the 2B-4T GGUF, formats.md §8.3) gets the Llama-3 regex.
+  128256-token Llama-3 one (the 2B-4T GGUF,
+  docs/formats.md#83-the-2b-4t-gguf-tokenizer-differs-from-a-stock-llama-3-vocab) gets the Llama-3 regex.
 - ``llama``: SentencePiece BPE as llama.cpp runs it: a space is put in front of every text
   fragment, spaces become ``▁``, adjacent symbols merge when the joined text is a token (the
   highest token score first, the leftmost on ties), characters no token covers fall back to
@@ -68,7 +69,7 @@ from bitnet_lab.errors import ConfigError
 
 __all__ = ["Tokenizer", "StreamDecoder", "bytes_to_unicode"]
 
-# gguf-py TokenType (formats.md §8.1); 0 is llama.cpp's UNDEFINED.
+# gguf-py TokenType (docs/formats.md#81-two-tokenizer-kinds); 0 is llama.cpp's UNDEFINED.
 TOKEN_UNDEFINED, TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = range(7)
 
 # ---- pre-tokenizer regexes (upstream:src/llama-vocab.cpp llm_tokenizer_bpe) -----------------
@@ -98,7 +99,8 @@ class _PreType:
 _LLAMA3 = _PreType((_LLAMA3_RE,), ignore_merges=True, add_bos=True)
 _PRE_TYPES: dict[str, _PreType] = {
     "llama3": _LLAMA3, "llama-v3": _LLAMA3, "llama-bpe": _LLAMA3, "falcon3": _LLAMA3,
-    "falcon_e": _LLAMA3,  # bitnet.cpp's fork maps Falcon-E to the Llama-3 pre-type (formats §8.2)
+    # bitnet.cpp's fork maps Falcon-E to the Llama-3 pre-type (docs/formats.md#82-llama-3-vocabulary)
+    "falcon_e": _LLAMA3,
     "default": _PreType(_DEFAULT_RES, ignore_merges=False, add_bos=False),
     "gpt-2": _PreType((_GPT2_RE,), ignore_merges=False, add_bos=False),
 }
@@ -495,7 +497,7 @@ def _special_id(md: Mapping[str, Any], key: str, n: int, default: int | None, so
 
 
 def _is_llama3_vocab(texts: Sequence[str]) -> bool:
-    """The 128256-token Llama-3 vocabulary (formats.md §8.2): 2B-4T, Llama3-8B."""
+    """The 128256-token Llama-3 vocabulary (docs/formats.md#82-llama-3-vocabulary): 2B-4T, Llama3-8B."""
     return len(texts) == _LLAMA3_VOCAB_SIZE and texts[128000] == "<|begin_of_text|>"
 
 
@@ -575,7 +577,9 @@ def _from_gguf_metadata(cls: type, md: Mapping[str, Any], source: str) -> Tokeni
         pre = md.get("tokenizer.ggml.pre")
         if not pre:
             if _is_llama3_vocab(texts):
-                pre = "llama3"                 # the 2B-4T GGUF lacks the key (formats.md §8.3)
+                # the 2B-4T GGUF lacks the key
+                # (docs/formats.md#83-the-2b-4t-gguf-tokenizer-differs-from-a-stock-llama-3-vocab)
+                pre = "llama3"
             else:
                 warnings.warn(f"{source}: tokenizer.ggml.pre is missing; using llama.cpp's 'default' "
                               "pre-tokenizer, which may not match how the model was trained", stacklevel=3)

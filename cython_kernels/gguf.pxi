@@ -1,8 +1,8 @@
 # gguf.pxi — the one loop of the GGUF reader that runs in compiled code (included by _kernels.pyx).
 #
 # A GGUF string array is `count` strings, each a u64 little-endian byte length then that many
-# UTF-8 bytes (formats.md §1). The tokenizer arrays of a Llama-3 vocabulary hold 408 403 of
-# them: a Python loop spends ~0.35 s on them, most of a 2B-4T file's load. This walks the same
+# UTF-8 bytes (docs/formats.md#1-the-gguf-container). The tokenizer arrays of a Llama-3 vocabulary hold
+# 408 403 of them: a Python loop spends ~0.35 s on them, most of a 2B-4T file's load. This walks the same
 # bytes with the same checks; bitnet_lab.formats.gguf turns a non-zero status into its error.
 
 from cpython.unicode cimport PyUnicode_DecodeUTF8

@@ -39,7 +39,8 @@
 #
 # Everything below calls bitnet_lab's own code (`bitnet_lab.quant` is the numerics policy,
 # `bitnet_lab.load` the reader, the reference model the judge); the notebook re-implements
-# nothing. The facts behind each step are in `shared/reference/numerics.md` §1–§2.
+# nothing. The facts behind each step are in
+# [numerics.md §1](../docs/numerics.md#1-weight-ternarisation)–[§2](../docs/numerics.md#2-activation-quantisation).
 
 # %% [markdown]
 # ## Parameters
@@ -96,7 +97,7 @@ ids = model.tokenizer.encode(PROMPT, add_bos=True)
 logits, caps = model.runner.logits(ids, capture=True)
 
 # The float input of each projection and the name of its activation quantisation
-# (numerics.md §2.6: q, k, v share one; gate and up share one).
+# (docs/numerics.md#26-where-the-quantisation-happens: q, k, v share one; gate and up share one).
 sub = model.config.sub_norms
 INPUT_OF = {
     "attn_q": "attn_norm", "attn_k": "attn_norm", "attn_v": "attn_norm",
@@ -115,7 +116,7 @@ print(f"{len(ids)} tokens; input of {TENSOR}: {x.shape[0]} rows of K = {x.shape[
 # ## 1. Absmean: from latent floats to ternary codes
 #
 # A BitNet is trained with float ("latent") weights `W`. Before inference each projection is
-# ternarised once, per tensor (numerics.md §1):
+# ternarised once, per tensor ([numerics.md §1](../docs/numerics.md#1-weight-ternarisation)):
 #
 # $$\gamma = \operatorname{mean}|W|, \qquad t = \operatorname{clip}\big(\operatorname{round}(W/\gamma),\,-1,\,1\big)$$
 #
@@ -199,7 +200,7 @@ viz.show(viz.output_scatter(
 # the file stores (`γ·t`) again keeps every code (`±γ/γ'` rounds to `±1` for any zero share
 # below 100 %) but returns a *different* scale, `γ' = mean|γ·t| = γ·(1 − share of zeros)`.
 # So γ must be read from the file, never recomputed from dequantised weights
-# (numerics.md §1).
+# ([numerics.md §1](../docs/numerics.md#1-weight-ternarisation)).
 
 # %%
 s_real = shares(t_real)
@@ -258,7 +259,7 @@ print(f"{len(records)} ternary tensors; outside the band: {outside or 'none'}")
 # ## 3. Per-token int8 activations
 #
 # The input of every ternary projection is quantised **per token** (one scale per row,
-# numerics.md §2.1):
+# [numerics.md §2.1](../docs/numerics.md#21-bitnetcpp-i2_s-path)):
 #
 # $$s_x = \frac{127}{\max(\max_k |x_k|,\ 10^{-5})}, \qquad q_k = \operatorname{clip}\big(\operatorname{round}(x_k s_x),\,-128,\,127\big)$$
 #
@@ -266,7 +267,8 @@ print(f"{len(records)} ternary tensors; outside the band: {outside or 'none'}")
 # (`1/s_x`). `quantize_activations` is the package's single implementation of this rule; the
 # reference model captured its own result (`attn_in.q`, …), so we can compare bit for bit.
 # Then the layer itself: the exact integer product `acc = Σ q·t` and the float epilogue
-# `y = acc / s_x · γ` (in that order — the order is part of the contract, numerics.md §3.2).
+# `y = acc / s_x · γ` (in that order — the order is part of the contract,
+# [numerics.md §3.2](../docs/numerics.md#32-bitnetcpp-i2_s-epilogue-and-its-order)).
 
 # %%
 q, s_x, sum_q = quantize_activations(x)
@@ -305,10 +307,10 @@ viz.show(viz.output_scatter(
 # ## 4. Rounding modes: only `.5` ties differ
 #
 # Implementations disagree on how to round a value exactly halfway between two integers
-# (numerics.md §2.5): bitnet.cpp's first fork, transformers and numpy round **half to even**
-# (2.5 → 2), later forks reportedly use C `roundf`, **half away from zero** (2.5 → 3). Every
-# other value rounds the same in both. bitnet_lab makes the mode an explicit parameter
-# (`round_int(x, mode)`, `quantize_activations(x, mode)`). The same question exists for
+# ([numerics.md §2.5](../docs/numerics.md#25-rounding-modes-at-a-glance)): bitnet.cpp's first fork,
+# transformers and numpy round **half to even** (2.5 → 2), later forks reportedly use C `roundf`, **half away
+# from zero** (2.5 → 3). Every other value rounds the same in both. bitnet_lab makes the mode an explicit
+# parameter (`round_int(x, mode)`, `quantize_activations(x, mode)`). The same question exists for
 # weights — a latent weight at exactly ±γ/2 becomes 0 under half-to-even (every trainer's
 # `torch.round`) but ±1 under half-away — though there it is settled once, at conversion.
 

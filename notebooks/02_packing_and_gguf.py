@@ -37,7 +37,8 @@
 #
 # The codecs are `bitnet_lab.quant.packing`, the container is `bitnet_lab.formats.gguf`; the
 # notebook calls them and re-implements neither. The facts are in
-# `shared/reference/formats.md` §1 (GGUF) and §3 (layouts).
+# [formats.md §1](../docs/formats.md#1-the-gguf-container) (GGUF) and
+# [formats.md §3](../docs/formats.md#3-ternary-byte-layouts) (layouts).
 
 # %% [markdown]
 # ## Parameters
@@ -121,7 +122,7 @@ def type_name(vt):
 TL1_DEMO = TLTiling(BM=32, BK=16, bm=32)   # the smallest legal TL1 tiling for a 32×16 block
 TL2_DEMO = TLTiling(BM=32, BK=96, bm=32)   # TL2 needs K ≥ 256: a 32×256 block, 192 + 64 columns
 tl2_three_k = (256 // TL2_DEMO.BK) * TL2_DEMO.BK
-tl2_idx = 32 * tl2_three_k // 6            # index nibbles of the triples (formats.md §3.3)
+tl2_idx = 32 * tl2_three_k // 6            # index nibbles of the triples (docs/formats.md#33-tl2-type-39)
 tl2_sign = 32 * tl2_three_k // 24          # sign bits of the triples
 
 DEMOS = {
@@ -159,8 +160,8 @@ def draw(layout, title):
 #
 # 128 weights make a 32-byte block. Byte `b` holds weights `b`, `b+32`, `b+64`, `b+96`, the
 # first in the **top** two bits: each 2-bit plane of the block lines up with 32 consecutive
-# activations, which is what the AVX2 kernel wants (`kernels.md` §2). Blocks run over the
-# flattened matrix, so a row of K weights is K/4 bytes when K is a multiple of 128.
+# activations, which is what the AVX2 kernel wants ([kernels.md §2](../docs/kernels.md#2-i2_s-mad-kernels)).
+# Blocks run over the flattened matrix, so a row of K weights is K/4 bytes when K is a multiple of 128.
 
 # %%
 draw("i2_s", "I2_S: one 128-weight block (32 bytes)")
@@ -346,14 +347,15 @@ print(viz.table([(what, lay, "n/a" if ok is None else ok, detail) for (what, lay
 #
 # GGUF is llama.cpp's container: a small header, a list of typed key–value metadata, a table
 # of tensor infos (name, dims, ggml type, offset), then the tensor blobs, each aligned to 32
-# bytes (formats.md §1). We write the real layer **five times**, one file per layout — a real
-# model file uses one ternary layout throughout, and bitnet_lab records one TL tiling per
-# shape — with `write_gguf`, read each file back with `GGUFFile`, and check that the codes and
+# bytes ([formats.md §1](../docs/formats.md#1-the-gguf-container)). We write the real layer **five times**,
+# one file per layout — a real model file uses one ternary layout throughout, and bitnet_lab records one TL
+# tiling per shape — with `write_gguf`, read each file back with `GGUFFile`, and check that the codes and
 # scales survive. The blob sizes in the files' tensor tables then give the bits per weight.
 
 # %%
 GGUF_LAYOUTS = ("i2_s", "tq2_0", "tq1_0", "tl1", "tl2")
-# general.file_type of a model in each layout (formats.md §2.3: the bitnet.cpp fork's numbering)
+# general.file_type of a model in each layout (docs/formats.md#23-llama-file-types: the bitnet.cpp fork's
+# numbering)
 FILE_TYPE = {"tq1_0": 36, "tq2_0": 37, "tl1": 38, "tl2": 39, "i2_s": 40}
 gamma = W.gamma()
 name = W.name
@@ -399,7 +401,8 @@ print(viz.table([(lay, g_t, g_s, f"{size:,}") for lay, (g_t, g_s, size) in gguf_
 #
 # The tensor table says where each blob starts and how many bytes its type takes (`nbytes`),
 # and how many bytes it reserves (`span`: TL1/TL2 add the hidden 32-byte scale slot). Dividing
-# by the number of weights gives the storage cost. The documented values (formats.md §3):
+# by the number of weights gives the storage cost. The documented values
+# ([formats.md §3](../docs/formats.md#3-ternary-byte-layouts)):
 #
 # - I2_S: 2 bits of codes per weight, plus one 32-byte tail per **tensor** (f32 scale + padding);
 # - TQ2_0: 66 bytes per 256 weights = 2.0625; TQ1_0: 54 bytes per 256 = 1.6875 — the fp16
@@ -543,7 +546,8 @@ print(f"{ti.name} ({ti.type_name}, {m}×{k}) at byte {ti.offset}: codes equal th
 # the hand-packed blocks decode as drawn and equal what the packer writes
 for lay, (n_set, ok, same) in hand_results.items():
     assert n_set > 0 and ok and same, (lay, n_set, ok, same)
-# I2_S and TQ2_0 maps: weight j of a block sits where formats.md §3.1/§3.4 say
+# I2_S and TQ2_0 maps: weight j of a block sits where docs/formats.md#31-i2_s-type-36,
+# docs/formats.md#34-tq2_0-type-35 say
 i2 = maps["i2_s"]
 assert all(i2.bits_of(j) == [(j % 32, 6 - 2 * (j // 32)), (j % 32, 7 - 2 * (j // 32))] for j in range(128))
 tq2 = maps["tq2_0"]

@@ -42,7 +42,8 @@
 # (`build_tl1_lut`, `build_tl2_lut`, `lut_byte_planes`, `tl1_gemv_ref`, `tl2_gemv_ref`), the
 # native ones from `bitnet_lab.kernels` (`tl1_build_lut`, `tl2_build_lut`, `tl1_gemv`,
 # `tl2_gemv`), the tilings from `bitnet_lab.quant.tiling`. The facts are in
-# `shared/reference/kernels.md` §3–§5 and `formats.md` §3.2–§3.3.
+# [kernels.md §3](../docs/kernels.md#3-tl1-arm-neon-lut)–[§5](../docs/kernels.md#5-tiling-parameters-and-code-generation)
+# and [formats.md §3.2](../docs/formats.md#32-tl1-type-38)–[§3.3](../docs/formats.md#33-tl2-type-39).
 
 # %% [markdown]
 # ## Parameters
@@ -83,10 +84,10 @@ print(W)
 # ## 0. One real activation row
 #
 # The LUT kernels start from the same int8 activations as every other kernel: the input of the
-# projection, quantised per token (`q = round(x · 127 / max|x|)`, numerics.md §2.1). We run the
-# prompt once through the native engine with `capture=True` and take the int8 codes that fed
-# `TENSOR`, and the int32 accumulators `Σ t·q` the engine's multiply-add kernel computed for
-# it — section 4 compares the LUT result against them.
+# projection, quantised per token (`q = round(x · 127 / max|x|)`,
+# [numerics.md §2.1](../docs/numerics.md#21-bitnetcpp-i2_s-path)). We run the prompt once through the native
+# engine with `capture=True` and take the int8 codes that fed `TENSOR`, and the int32 accumulators `Σ t·q` the
+# engine's multiply-add kernel computed for it — section 4 compares the LUT result against them.
 
 # %%
 ids = model.tokenizer.encode(PROMPT, add_bos=True)
@@ -216,7 +217,8 @@ print(f"largest group whose folded table fits one 16-entry shuffle: g = {max(fit
 # (TL2) cost 5/3 ≈ 1.667 bits, close to the `log2 3 ≈ 1.585` bound — and four weights would
 # need 41 entries, three shuffles per lookup. The price of TL2: a table of 14 useful entries
 # per 3 activations must be built for every token, and the sign must be applied (`(x + s) ^ s`
-# with `s ∈ {0, −1}`, a two's-complement negation without a multiply, kernels.md §4.2).
+# with `s ∈ {0, −1}`, a two's-complement negation without a multiply,
+# [kernels.md §4.2](../docs/kernels.md#42-compute-per-32-rows)).
 
 # %% [markdown]
 # ## 3. Byte planes, and the native kernel's table byte for byte

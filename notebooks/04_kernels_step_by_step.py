@@ -40,7 +40,8 @@
 # Validate, then time (llm.c's rule): nothing below is timed before it is checked. Everything
 # calls bitnet_lab: `bitnet_lab.kernels` (the native kernels and their registry),
 # `bitnet_lab.quant.mad_reference` (the numpy twins), `bitnet_lab.bench.kernel_bench` (the
-# microbenchmark of `bitnet-lab bench --kernels`). Facts: `shared/reference/kernels.md` §1–§2.
+# microbenchmark of `bitnet-lab bench --kernels`). Facts:
+# [kernels.md §1](../docs/kernels.md#1-two-kernel-families)–[§2](../docs/kernels.md#2-i2_s-mad-kernels).
 
 # %% [markdown]
 # ## Parameters
@@ -129,7 +130,8 @@ for op, version, isa, why in skipped:
 # The byte instructions the fast kernels use (`maddubs`, `dpbusd`) multiply an **unsigned**
 # byte by a signed byte. A ternary weight is signed, so the file stores `c = t + 1 ∈ {0, 1, 2}`
 # and the kernel computes `D = Σ c·q`; since `Σ (t + 1)·q = Σ t·q + Σ q`, the wanted result is
-# `D − Σq` (numerics.md §3.1). `Σq` is computed once per token (`quantize_act` returns it).
+# `D − Σq` ([numerics.md §3.1](../docs/numerics.md#31-the-integer-identity)). `Σq` is computed once per token
+# (`quantize_act` returns it).
 
 # %%
 packed = kernels.pack_i2_s(t)                        # canonical I2_S bytes, M·K/4
@@ -148,9 +150,10 @@ print(f"D − Σq equals the reference Σ t·q: {trick_ok}; the reference equals
 # kernel adds those into int16 accumulators and widens them to int32 from time to time. Per
 # 128-weight block a lane can grow by at most `4 planes · 2 products · 2 · 127 = 2032`, so
 # **16 blocks** (2048 weights) stay within int16 (`16 · 2032 = 32 512 ≤ 32 767`) while
-# bitnet.cpp's **32 blocks** can reach 65 024 and wrap around (kernels.md §2.3). Real rows
-# rarely get there because signs cancel — an adversarial row does: every weight `+1` (code 2)
-# against every activation `+127`.
+# bitnet.cpp's **32 blocks** can reach 65 024 and wrap around
+# ([kernels.md §2.3](../docs/kernels.md#23-the-int16-overflow-bound-and-a-safer-widening-rule)). Real rows
+# rarely get there because signs cancel — an adversarial row does: every weight `+1` (code 2) against every
+# activation `+127`.
 #
 # `mad_reference.int16_accumulator_dot` models that kernel lane by lane for any widening
 # interval; below it runs a 32-block row with the two intervals, next to our native v1.
@@ -174,10 +177,10 @@ print(f"native versions exact on it: {native_adv}")
 
 # %% [markdown]
 # The VNNI versions avoid the question: `vpdpbusd` multiplies four byte pairs and accumulates
-# **straight into int32** (kernels.md §2.4). v2 processes two 32-byte blocks (64 bytes, 256
-# weights) per step with four rows sharing the activations; v3 drops the shifts that separate the four 2-bit planes of a
-# byte — it multiplies the masked byte in place (`4^k · c`) and rescales the four int32 sums
-# once at the end.
+# **straight into int32** ([kernels.md §2.4](../docs/kernels.md#24-vnni-and-dot-product-instructions)). v2
+# processes two 32-byte blocks (64 bytes, 256 weights) per step with four rows sharing the activations; v3
+# drops the shifts that separate the four 2-bit planes of a byte — it multiplies the masked byte in place
+# (`4^k · c`) and rescales the four int32 sums once at the end.
 #
 # ## 4. Every version against the reference, on 1 and on all threads
 #
@@ -242,10 +245,11 @@ print(f"fastest: {best['op']} {best['version']} ({best['isa']}, {best['threads']
 # of one weight at a time); VNNI removes the int16 stage and the widening; v3 removes the
 # shifts. The LUT kernels do fewer arithmetic operations per weight but a table lookup per
 # nibble; on x86 with VNNI the MAD kernels usually win, and TL2's advantage — 17 % fewer weight
-# bytes — shows only when the weights stream from DRAM (kernels.md §9 for published figures).
-# A second thread helps only when the machine has a free core: this notebook's figures say
-# what happened on this run, not what the CPU can do (`bitnet-lab bench --kernels` repeats
-# longer, and `--kernels-cold` evicts the weights from the caches before every call).
+# bytes — shows only when the weights stream from DRAM
+# ([kernels.md §9](../docs/kernels.md#9-published-performance-figures) for published figures). A second thread
+# helps only when the machine has a free core: this notebook's figures say what happened on this run, not what
+# the CPU can do (`bitnet-lab bench --kernels` repeats longer, and `--kernels-cold` evicts the weights from
+# the caches before every call).
 
 # %% [markdown]
 # ## 6. Checks

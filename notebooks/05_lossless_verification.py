@@ -30,7 +30,8 @@
 #
 # **What you will learn**
 #
-# 1. what "lossless" means here, tier by tier (numerics.md §11.2): exact int8 codes and int32
+# 1. what "lossless" means here, tier by tier
+#    ([numerics.md §11.2](../docs/numerics.md#112-the-tiers-bitnet_lab-checks)): exact int8 codes and int32
 #    accumulators; float outputs within a stated tolerance; the same greedy tokens;
 # 2. how to compare two forward passes through their **captures** (every intermediate, named by
 #    layer and op) — the int32 accumulators of every projection of every layer;

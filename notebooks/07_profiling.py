@@ -180,9 +180,9 @@ else:  # an engine without its own timers: the benchmark's estimate from differe
 # %% [markdown]
 # For a model whose lm_head is large compared with its layers (a small model with a 32 000-token
 # vocabulary, like the default one), the lm_head dominates. It stays large in real BitNets: the
-# official 2B-4T GGUF keeps its tied lm_head in F16 (128 256 × 2560, 656 MB, formats.md §6),
-# more bytes than all its 2-bit projections together (2.08 G weights, 521 MB) — section 2's
-# table shows the split for any model.
+# official 2B-4T GGUF keeps its tied lm_head in F16 (128 256 × 2560, 656 MB,
+# [formats.md §6](../docs/formats.md#6-tensor-names-and-shapes-per-model-family)), more bytes than all its
+# 2-bit projections together (2.08 G weights, 521 MB) — section 2's table shows the split for any model.
 #
 # **Thread results are identical.** More threads split the rows of every matrix, but every
 # output is computed in one canonical order, so the logits do not depend on the thread count —
@@ -298,7 +298,7 @@ else:
                 w = TernaryWeight(name, "tq2_0", w.shape, packing.pack_tq2_0(codes, d), block_scales=d)
             tensors[name] = w
         meta = {k: v for k, v in gf.metadata.items() if k != "bitnet_lab.tl_tiling"}
-        meta["general.file_type"] = 37                   # TQ2_0 (formats.md §2.3)
+        meta["general.file_type"] = 37                   # TQ2_0 (docs/formats.md#23-llama-file-types)
         candidates.append(write_gguf(f"{workspace.name}/{model.source.stem}-tq2_0.gguf", meta, tensors,
                                      metadata_types=gf.metadata_types))
     for path in candidates:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# GGUF metadata value types (formats.md §1.2)
+# GGUF metadata value types (docs/formats.md#12-metadata-value-types)
 UINT8, INT8, UINT16, INT16, UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY, UINT64, INT64, FLOAT64 = range(13)
 _FMT = {UINT8: "<B", INT8: "<b", UINT16: "<H", INT16: "<h", UINT32: "<I", INT32: "<i", FLOAT32: "<f",
         BOOL: "<?", UINT64: "<Q", INT64: "<q", FLOAT64: "<d"}

@@ -1,6 +1,6 @@
 """A deliberately plain numpy implementation of the BitNet forward pass, for tests only.
 
-It implements the same math as ``bitnet_lab.reference`` (numerics.md plus the precision recipe of
+It implements the same math as ``bitnet_lab.reference`` (docs/numerics.md plus the precision recipe of
 ``bitnet_lab/reference/layers.py``) but shares no code with it: one token at a time, explicit loops
 over layers and heads, Python lists as the KV cache. Only the activation quantisation policy and
 the per-tensor epilogue come from ``bitnet_lab.quant.ternary`` (the numerics policy itself).

@@ -1,5 +1,5 @@
 """bitnet_lab.tokenizer: llama.cpp's test vectors, round trips, special tokens, streaming,
-tokenizer.json, and clear errors (formats.md §8).
+tokenizer.json, and clear errors (docs/formats.md#8-tokenizer-metadata).
 
 The two vocabularies and their vectors are llama.cpp's (data/vocab, MIT). The SentencePiece
 merge order is also checked against a direct re-derivation of llama.cpp's SPM loop and against
@@ -245,7 +245,8 @@ def test_add_bos_default_follows_metadata(md2, bpe_default):
 
 def test_2b4t_style_metadata_forces_llama3_regex(md3, bpe, bpe_default, vec3):
     """The 2B-4T GGUF: same Llama-3 vocabulary, no tokenizer.ggml.pre, all-zero scores,
-    add_bos_token true (formats.md §8.3). The Llama-3 regex must be used anyway."""
+    add_bos_token true (docs/formats.md#83-the-2b-4t-gguf-tokenizer-differs-from-a-stock-llama-3-vocab). The
+    Llama-3 regex must be used anyway."""
     md = {k: v for k, v in md3.items() if k != "tokenizer.ggml.pre"}
     md.update({"tokenizer.ggml.scores": np.zeros(128256, np.float32), "tokenizer.ggml.add_bos_token": True,
                "tokenizer.chat_template": "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}"})

@@ -3,8 +3,8 @@
 * :func:`compare_llama_cpp` — through the ``llama-cpp-python`` package (optional extra
   ``bitnet_lab[llamacpp]``), in this process, with exactly our protocol (:func:`bench.run_test`
   drives a thin adapter). Upstream llama.cpp reads TQ1_0, TQ2_0, F16 and F32 GGUF files; it
-  rejects bitnet.cpp's I2_S / TL1 / TL2 (type 36 clashes upstream, kernels.md §10 #20), and the
-  error says which file to convert.
+  rejects bitnet.cpp's I2_S / TL1 / TL2 (type 36 clashes upstream,
+  docs/kernels.md#10-known-bitnetcpp-bugs-and-limits row 20), and the error says which file to convert.
 * :func:`compare_external` — any llama-bench binary (llama.cpp's, or bitnet.cpp's
   ``build/bin/llama-bench`` for I2_S / TL files): run with the same ``-p -n -t -r`` and
   ``-o json``, its output parsed into the same rows (:func:`rows_from_llama_bench_json`).

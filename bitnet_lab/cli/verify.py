@@ -55,9 +55,9 @@ def add_parser(subparsers) -> None:
         "verify",
         help="check the native CPU path against the reference: kernels, BitLinear, whole model",
         description="Run the JAX reference and the native engine side by side and report, per tier "
-        "of 'lossless' (numerics.md §11): T1 kernel (int32 accumulators bit-identical to the numpy "
-        "twins, every ISA level, 1 and N threads), T2 BitLinear (outputs bit-identical given identical "
-        "inputs), T3 model (max|Δlogit|/max|logit| per step and identical greedy tokens for N steps; the "
+        "of 'lossless' (docs/numerics.md#11-what-lossless-means-here): T1 kernel (int32 accumulators "
+        "bit-identical to the numpy twins, every ISA level, 1 and N threads), T2 BitLinear (outputs "
+        "bit-identical given identical inputs), T3 model (max|Δlogit|/max|logit| per step and identical greedy tokens for N steps; the "
         "first divergence located to layer and op, rounding ties of int8 activations reported as "
         "tie-limited). Exit status 0 only when all hold.",
     )

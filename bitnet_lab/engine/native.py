@@ -30,7 +30,7 @@ What happens where:
 * **C (cython_kernels/src/engine.c)**: one call per forward — embedding, every layer, the
   lm_head — without the GIL, in one OpenMP parallel region over ``threads`` threads. Decode
   (one token) uses the GEMV kernels, prefill the activation-parallel GEMM kernels; q/k/v share
-  one activation quantisation and gate/up share one (numerics.md §2.6).
+  one activation quantisation and gate/up share one (docs/numerics.md#26-where-the-quantisation-happens).
 
 Numerics: the engine mirrors the reference's choices (bitnet_lab/reference/layers.py) rule by
 rule for the integer side and every element-wise float op — activation quantisation, exact
@@ -148,7 +148,8 @@ class NativeEngine:
     Options (the reference's, same meaning, recorded in :attr:`numerics`):
 
     - ``threads``: OpenMP threads (``None``: :func:`bitnet_lab.kernels.effective_threads`).
-    - ``rounding``: activation rounding, "half_even" or "half_away" (numerics.md §2.5).
+    - ``rounding``: activation rounding, "half_even" or "half_away"
+      (docs/numerics.md#25-rounding-modes-at-a-glance).
     - ``kv_dtype``: "f32" or "f16" (K/V stored as fp16, q and the softmax output rounded to fp16).
     - ``lm_head_dtype``: "auto" (fp16 dot iff the lm_head is F16; a Q8_0 lm_head uses llama.cpp's
       Q8_0 dot, the hidden state quantised to Q8_0 per block of 32), "f16" or "f32".
@@ -252,7 +253,8 @@ class NativeEngine:
             if tuple(t.shape) != (V, H):
                 raise ConfigError(f"{t.name}: shape {tuple(t.shape)} but the config implies {(V, H)}")
         lm_f16 = lm_head_dtype == "f16" or (lm_head_dtype == "auto" and lm_t.ggml_type == "F16")
-        # a Q8_0 lm_head ("auto"): llama.cpp's Q8_0 dot, the hidden state quantised to Q8_0 (numerics §9)
+        # a Q8_0 lm_head ("auto"): llama.cpp's Q8_0 dot, the hidden state quantised to Q8_0
+        # (docs/numerics.md#9-embedding-and-lm_head)
         lm_q8 = lm_head_dtype == "auto" and lm_t.ggml_type == "Q8_0" and H % Q8_0_BLOCK == 0
         embed = float_matrix(emb_t, None, V, H)
         lm = embed if (lm_t is emb_t and not (lm_f16 and emb_t.ggml_type != "F16")) else float_matrix(lm_t, lm_f16, V, H)

@@ -78,7 +78,8 @@ Q8_0_BLOCK, Q8_0_BYTES = 32, 34
 
 
 def rope_tables(n_pos: int, n_dims: int, freq_base: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(cos, sin)`` float32 ``(n_pos, n_dims/2)``: ggml's angle recurrence (numerics.md §5.3).
+    """``(cos, sin)`` float32 ``(n_pos, n_dims/2)``: ggml's angle recurrence
+    (docs/numerics.md#53-ggml-angle-computation).
 
     The same recipe as the reference's ``bitnet_lab.reference.rope.cos_sin_tables`` (which this
     module cannot import without importing JAX; tests/test_engine.py checks the two are equal

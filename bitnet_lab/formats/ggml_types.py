@@ -1,4 +1,4 @@
-"""ggml tensor type ids as they appear in GGUF files, keyed by the raw id (formats.md §2).
+"""ggml tensor type ids as they appear in GGUF files, keyed by the raw id (docs/formats.md#2-ggml-type-ids).
 
 Two numberings meet in BitNet files: upstream ggml (ggml-org/llama.cpp) and the bitnet.cpp
 fork (Eddie-Wang1120/llama.cpp). They agree up to 35 and disagree from 36 on:
@@ -18,8 +18,9 @@ Sizes:
 
 - block types (F32, F16, BF16, Q8_0, Q6_K, TQ1_0, TQ2_0): ``rows · (ne0 / block) · block_bytes``;
 - ternary fork types (I2_S, TL1, TL2): **never** from a block table (the fork declares them
-  ``blck_size = type_size = 1`` and special-cases ``ggml_nbytes``, formats.md §1.3). Their sizes
-  come from the codec module ``bitnet_lab.quant.packing``.
+  ``blck_size = type_size = 1`` and special-cases ``ggml_nbytes``,
+  docs/formats.md#13-rules-for-a-reader-of-bitnet-files). Their sizes come from the codec module
+  ``bitnet_lab.quant.packing``.
 
 This module is pure Python (no numpy), and knows nothing about files.
 """
@@ -119,9 +120,10 @@ BY_NAME: dict[str, GGMLType] = {t.name: t for t in _READ.values()}
 TERNARY_TYPE_IDS = frozenset(t.id for t in _READ.values() if t.layout is not None)
 LAYOUT_TO_TYPE: dict[str, GGMLType] = {t.layout: t for t in _READ.values() if t.layout}
 
-# general.architecture values written by bitnet.cpp / for BitNet models (formats.md §5.1).
+# general.architecture values written by bitnet.cpp / for BitNet models
+# (docs/formats.md#51-architecture-strings).
 BITNET_ARCHS = ("bitnet", "bitnet-25", "bitnet-b1.58")
-# general.file_type values of the fork's llama_ftype (formats.md §2.3).
+# general.file_type values of the fork's llama_ftype (docs/formats.md#23-llama-file-types).
 FTYPE_FORK_TL1 = 38
 FTYPE_FORK_TL2 = 39
 FTYPE_FORK_I2_S = 40
@@ -177,16 +179,17 @@ def pad_to(n: int, alignment: int) -> int:
     return (n + alignment - 1) // alignment * alignment
 
 
-TL_SCALE_SLOT = 32  # the hidden 32-byte scale slot after a TL tensor (formats.md §4.2)
+# the hidden 32-byte scale slot after a TL tensor (docs/formats.md#42-tl1-and-tl2-hidden-scale-slot)
+TL_SCALE_SLOT = 32
 
 
 def shape_problem(t: GGMLType, dims: tuple[int, ...]) -> Optional[str]:
     """Why ``dims`` (ggml order) cannot hold a tensor of type ``t``, or None if they can.
 
-    Layout constraints (formats.md §2.2, §3): block types need whole blocks along ne0;
-    ternary types are 2-D weights [K, M] with I2_S ``K % 128 == 0`` (128-weight blocks stay in a
-    row), TQ ``K % 256 == 0``; TL1/TL2 need an even K (pairs) — their tiling constraints are
-    checked when the tiling is known.
+    Layout constraints (docs/formats.md#22-block-sizes-of-the-non-ternary-types,
+    docs/formats.md#3-ternary-byte-layouts): block types need whole blocks along ne0; ternary types are 2-D
+    weights [K, M] with I2_S ``K % 128 == 0`` (128-weight blocks stay in a row), TQ ``K % 256 == 0``; TL1/TL2
+    need an even K (pairs) — their tiling constraints are checked when the tiling is known.
     """
     if t.layout is not None:
         if len(dims) < 2 or any(d != 1 for d in dims[2:]):
@@ -225,7 +228,7 @@ def data_nbytes(t: GGMLType, dims: tuple[int, ...]) -> int:
 
 def span_nbytes(t: GGMLType, dims: tuple[int, ...]) -> int:
     """Bytes the tensor occupies from its offset: the blob, plus for TL1/TL2 the padding to 32
-    and the hidden 32-byte scale slot (formats.md §4.2)."""
+    and the hidden 32-byte scale slot (docs/formats.md#42-tl1-and-tl2-hidden-scale-slot)."""
     n = data_nbytes(t, dims)
     if t.layout in ("tl1", "tl2"):
         return pad_to(n, 32) + TL_SCALE_SLOT
@@ -276,7 +279,7 @@ def resolve_fork_type(
 ) -> GGMLType:
     """Decide 36 (I2_S vs removed IQ4_NL_4_4), 38 (TL1 vs removed IQ4_NL_8_8), 39 (TL2 vs MXFP4).
 
-    Evidence, in order (formats.md §2.1):
+    Evidence, in order (docs/formats.md#21-upstream-ggml-vs-the-bitnetcpp-fork):
 
     1. provenance: ``general.architecture`` in BITNET_ARCHS, or ``general.file_type`` equal to
        the fork's ftype for that tensor type (38 TL1, 39 TL2; 40 for I2_S) says "fork";

@@ -1,12 +1,13 @@
-"""GGUF: a validating memory-mapped reader and a streaming writer (formats.md §1–§4).
+"""GGUF: a validating memory-mapped reader and a streaming writer (docs/formats.md#1-the-gguf-container to
+docs/formats.md#4-where-per-tensor-scales-live).
 
 Reading
 -------
 ``GGUFFile(path)`` parses the header, the metadata and the tensor infos with its own small
 cursor over a read-only ``np.memmap`` (``struct.unpack_from``; gguf-py's ``GGUFReader`` cannot
-open bitnet.cpp files, formats.md §1.3), then **validates everything before any array is
-built**: magic, version, counts against the bytes left, every string and array length, value
-types, duplicate keys and names, dims, alignment, offsets, each tensor's size from its type's
+open bitnet.cpp files, docs/formats.md#13-rules-for-a-reader-of-bitnet-files), then **validates everything
+before any array is built**: magic, version, counts against the bytes left, every string and array
+length, value types, duplicate keys and names, dims, alignment, offsets, each tensor's size from its type's
 size arithmetic (ternary types from ``bitnet_lab.quant.packing``), the hidden TL scale slot,
 overlaps, layout constraints. Every failure is a ``GGUFError`` (``UnsupportedTypeError`` for a
 type we do not read) whose message names the key or tensor and the numbers.
@@ -34,8 +35,8 @@ Writing
 ``producer`` callable), then ``write()`` emits header, KV pairs and tensor infos with offsets
 computed from the declared sizes, and calls each producer in turn, checking its size, so at most
 one tensor is in memory. TL1/TL2 tensors get the hidden 32-byte scale slot after their data,
-as bitnet.cpp's fork writer does (formats.md §4.2). ``write_gguf`` writes a dict of
-``FloatTensor`` / ``TernaryWeight``. The writer lives in ``gguf_writer.py``; both names are
+as bitnet.cpp's fork writer does (docs/formats.md#42-tl1-and-tl2-hidden-scale-slot). ``write_gguf`` writes a
+dict of ``FloatTensor`` / ``TernaryWeight``. The writer lives in ``gguf_writer.py``; both names are
 importable from here.
 """
 

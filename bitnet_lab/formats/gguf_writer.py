@@ -1,4 +1,6 @@
-"""GGUF writer: streaming, two-phase, little-endian GGUF v3 (formats.md §1.1, §1.4, §4.2).
+"""GGUF writer: streaming, two-phase, little-endian GGUF v3 (docs/formats.md#11-layout,
+docs/formats.md#14-rules-for-a-writer-that-bitnetcpp-binaries-must-load,
+docs/formats.md#42-tl1-and-tl2-hidden-scale-slot).
 
 Declare metadata and tensors (each with a ``producer`` callable), then ``write()`` emits the
 header, the KV pairs and the tensor infos with offsets computed from the declared sizes, pads
@@ -10,7 +12,7 @@ the hidden 32-byte scale slot after their data, as bitnet.cpp's fork writer rese
 
 Files in upstream types (F32, F16, BF16, Q8_0, Q6_K, TQ1_0, TQ2_0) read in gguf-py's
 ``GGUFReader``; I2_S files follow bitnet.cpp's layout (v3, alignment 32, type 36, blob
-``M·K/4 + 32``); the caller sets ``general.file_type`` (40 for I2_S, formats.md §2.3).
+``M·K/4 + 32``); the caller sets ``general.file_type`` (40 for I2_S, docs/formats.md#23-llama-file-types).
 """
 
 from __future__ import annotations
@@ -453,7 +455,7 @@ def write_gguf(
     ``metadata_types`` (key -> GGUF type, e.g. ``GGUFFile.metadata_types``) keeps the value
     types of a file being rewritten; other keys get inferred types. Ternary weights in the
     ``int8`` / ``hf_packed`` layouts are refused: convert them first. The ``general.file_type``
-    key is the caller's (40 for an I2_S model, formats.md §2.3).
+    key is the caller's (40 for an I2_S model, docs/formats.md#23-llama-file-types).
     """
     if alignment is None:
         alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)

@@ -10,14 +10,15 @@ either:
   library then re-checks it; its verdict must agree); tensor data are zero-copy views of a
   read-only ``np.memmap`` at the validated offsets — the library's numpy reader copies every
   tensor and has no bf16, so it is not used for the data;
-- the seven projections (formats.md §7):
+- the seven projections (docs/formats.md#7-hugging-face-safetensors-layouts):
   * latent float weights (bf16 / fp16 / fp32): ternarised online with absmean
     (``bitnet_lab.quant.absmean_ternarize``) → ``TernaryWeight(layout="int8", scale=γ)``;
   * packed uint8 ``(M/4, K)`` + ``weight_scale``: unpacked with ``packing.unpack_hf``; γ is
     ``weight_scale`` for ``linear_class = autobitlinear`` and ``fl32(1/weight_scale)`` for
-    ``bitlinear`` (also when ``quantization_config`` says nothing), formats.md §7.4;
+    ``bitlinear`` (also when ``quantization_config`` says nothing),
+    docs/formats.md#74-weight_scale-multiply-or-divide;
   * llama-arch checkpoints (rope_style ``norm``): q/k rows permuted as the GGUF converters do
-    (formats.md §7.6); bitnet archs are not permuted;
+    (docs/formats.md#76-qk-permutation-for-llama-arch-ggufs); bitnet archs are not permuted;
 - embeddings, norms and an untied lm_head stay ``FloatTensor`` (F32 / F16 / BF16 bits, F64 is
   narrowed to F32).
 
@@ -316,7 +317,7 @@ def _linear_class(raw: Mapping[str, Any]) -> str:
     method = qc.get("quant_method", "bitnet")
     if method != "bitnet":
         raise ConfigError(f"config.json quantization_config.quant_method is {method!r}; bitnet_lab reads 'bitnet'")
-    lc = qc.get("linear_class", "bitlinear")  # transformers' default (formats.md §7.2)
+    lc = qc.get("linear_class", "bitlinear")  # transformers' default (docs/formats.md#72-quantization_config)
     if lc not in LINEAR_CLASSES:
         raise ConfigError(f"config.json quantization_config.linear_class is {lc!r}; expected one of {LINEAR_CLASSES}")
     return lc
@@ -497,7 +498,8 @@ class HFCheckpoint:
                 rows4 = 4 * e.shape[0] if len(e.shape) == 2 else "?"
                 raise SafetensorsError(
                     f"{loc}: packed uint8 shape {list(e.shape)}: rows × 4 = {rows4} must equal out_features "
-                    f"{M} and the columns in_features {K} (expected [{M // 4}, {K}], formats.md §7.3)"
+                    f"{M} and the columns in_features {K} (expected [{M // 4}, {K}], "
+                    "docs/formats.md#73-packed-uint8-layout)"
                 )
             if g not in self._scales:
                 raise SafetensorsError(f"{loc}: packed uint8 weight without its {hf_name}_scale")
@@ -541,7 +543,8 @@ class HFCheckpoint:
         e = self._entry(hf_name)
         if e.dtype == "U8":
             ws = self._weight_scale(g)
-            # autobitlinear: W = t·weight_scale; bitlinear: W = t / weight_scale (formats.md §7.4)
+            # autobitlinear: W = t·weight_scale; bitlinear: W = t / weight_scale
+            # (docs/formats.md#74-weight_scale-multiply-or-divide)
             gamma = ws if self.linear_class == "autobitlinear" else np.float32(np.float32(1.0) / ws)
             if not np.isfinite(gamma):
                 raise SafetensorsError(f"tensor {self._scales[g]!r}: weight_scale {ws} gives γ = 1/{ws} = {gamma}")
@@ -581,13 +584,15 @@ class HFCheckpoint:
             w32 = self._latent(g)
             if _looks_ternary_times_scale(w32):
                 msg = (f"{loc}: every value is 0 or ±max|w|, i.e. already ternary × scale; absmean "
-                       "re-ternarisation keeps the codes but shrinks γ by the non-zero fraction (numerics.md §1)")
+                       "re-ternarisation keeps the codes but shrinks γ by the non-zero fraction "
+                       "(docs/numerics.md#1-weight-ternarisation)")
                 if msg not in self.info["warnings"]:
                     self.info["warnings"].append(msg)
                     warnings.warn(msg, stacklevel=3)
             t, gamma = absmean_ternarize(w32)
         if self.permute and proj in ("attn_q", "attn_k"):
-            # HF rows are in NEOX (rotate_half) order; llama GGUFs interleave pairs (formats.md §7.6).
+            # HF rows are in NEOX (rotate_half) order; llama GGUFs interleave pairs
+            # (docs/formats.md#76-qk-permutation-for-llama-arch-ggufs).
             t = nm.permute_qk(t, self.config.n_heads if proj == "attn_q" else self.config.n_kv_heads)
         return TernaryWeight(g, "int8", (M, K), np.ascontiguousarray(t, dtype=np.int8), scale=np.float32(gamma))
 
@@ -806,7 +811,8 @@ def write_hf_checkpoint(
     """Write a Hugging Face checkpoint of a model given as GGUF-named tensors.
 
     ``convention``:
-    - ``autobitlinear``: packed uint8 (formats.md §7.3) + ``weight_scale = γ`` (``scale_dtype``);
+    - ``autobitlinear``: packed uint8 (docs/formats.md#73-packed-uint8-layout) + ``weight_scale = γ``
+      (``scale_dtype``);
     - ``bitlinear``: packed uint8 + ``weight_scale = fl32(1/γ)``. Reading divides, so the γ read
       back is ``fl32(1/fl32(1/γ))``: equal to γ or one ulp away (never more);
     - ``latent``: float32 weights from :func:`latent_from_ternary`, so absmean re-ternarisation

@@ -20,7 +20,8 @@ from typing import Iterable
 
 from bitnet_lab.errors import HubError
 
-# What a safetensors checkpoint needs besides its weights (formats.md §7, §8).
+# What a safetensors checkpoint needs besides its weights (docs/formats.md#7-hugging-face-safetensors-layouts,
+# docs/formats.md#8-tokenizer-metadata).
 SNAPSHOT_PATTERNS: tuple[str, ...] = (
     "config.json",
     "generation_config.json",

@@ -1,6 +1,6 @@
 """Tensor names: Hugging Face checkpoints ↔ GGUF, and the q/k row permutation.
 
-Three HF naming families exist (formats.md §6.2):
+Three HF naming families exist (docs/formats.md#62-name-mapping-hf-to-gguf):
 
 =================  ==========================  ==========================  ===============
 GGUF (blk.N.*)     ``bitnet2b`` (2B-4T,         ``1bitllm`` (1bitLLM,       ``llama`` (HF1BitLLM,
@@ -16,8 +16,8 @@ All other names are shared: ``model.embed_tokens`` → ``token_embd``, ``model.n
 ``mlp.{gate,up,down}_proj`` → ``ffn_{gate,up,down}``. ``*.rotary_emb.inv_freq`` buffers (1bitLLM)
 are skipped, as every converter does.
 
-The permutation (formats.md §7.6): llama-arch GGUFs hold the q/k rows in interleaved-pair order,
-GGUF row ``h·d + 2i + j`` = HF row ``h·d + j·(d/2) + i``.
+The permutation (docs/formats.md#76-qk-permutation-for-llama-arch-ggufs): llama-arch GGUFs hold the q/k rows
+in interleaved-pair order, GGUF row ``h·d + 2i + j`` = HF row ``h·d + j·(d/2) + i``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from bitnet_lab.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from bitnet_lab.config import ModelConfig
 
-# The seven ternary projections of one layer, GGUF short names (numerics.md §1 "Scope").
+# The seven ternary projections of one layer, GGUF short names (the only ternarised tensors,
+# docs/numerics.md#1-weight-ternarisation).
 TERNARY_PROJECTIONS: tuple[str, ...] = (
     "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down",
 )
@@ -148,7 +149,7 @@ def projection_of(gguf_name: str) -> str | None:
     return m.group(1) if m and m.group(1) in TERNARY_PROJECTIONS else None
 
 
-# ---- q/k permutation (formats.md §7.6) ----------------------------------------------------
+# ---- q/k permutation (docs/formats.md#76-qk-permutation-for-llama-arch-ggufs) -------------
 
 def _head_split(rows: np.ndarray, n_head: int) -> tuple[int, int]:
     if rows.ndim < 1:

@@ -1,6 +1,6 @@
 """GGUF tokenizer metadata (``tokenizer.*`` keys) from Hugging Face tokenizer files.
 
-Two kinds (formats.md §8.1):
+Two kinds (docs/formats.md#81-two-tokenizer-kinds):
 
 - ``tokenizer.json`` with a BPE model → ``tokenizer.ggml.model = gpt2``: ``tokens``,
   ``token_type``, ``merges`` and ``tokenizer.ggml.pre`` (the llama.cpp pre-tokenizer name);
@@ -28,10 +28,10 @@ import numpy as np
 
 from bitnet_lab.errors import ConfigError
 
-# gguf-py TokenType (formats.md §8.1).
+# gguf-py TokenType (docs/formats.md#81-two-tokenizer-kinds).
 TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = 1, 2, 3, 4, 5, 6
 
-# The Llama-3 pre-tokenizer regex (tiktoken form, formats.md §8.2).
+# The Llama-3 pre-tokenizer regex (tiktoken form, docs/formats.md#82-llama-3-vocabulary).
 LLAMA3_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -270,9 +270,9 @@ def special_metadata(src_dir: str | Path, token_to_id: Mapping[str, int], n_voca
 
     Ids: ``tokenizer_config.json`` ``<typ>_token`` (text → id), then ``config.json``
     ``<typ>_token_id``, then ``generation_config.json`` (first wins). EOT: ``eot_token``, else the
-    ``<|eot_id|>`` token when the vocabulary has it (Llama-3 chat turns end with it, formats.md
-    §8.5). Flags: ``add_bos_token``/``add_eos_token`` of tokenizer_config.json, else the
-    tokenizer.json post-processor template (a leading BOS means add_bos)."""
+    ``<|eot_id|>`` token when the vocabulary has it (Llama-3 chat turns end with it,
+    docs/formats.md#85-chat-templates). Flags: ``add_bos_token``/``add_eos_token`` of tokenizer_config.json,
+    else the tokenizer.json post-processor template (a leading BOS means add_bos)."""
     src_dir = Path(src_dir)
     tc = _maybe_json(src_dir / "tokenizer_config.json")
     cfg = _maybe_json(src_dir / "config.json")

@@ -1,6 +1,6 @@
 """Chat: the message formats of each model family and a multi-turn session that reuses the KV cache.
 
-Formats (formats.md §8.5)
+Formats (docs/formats.md#85-chat-templates)
 -------------------------
 ``bitnet``   BitNet-b1.58-2B-4T training format, built at the token level as
              `BitNet:gpu/tokenizer.py` ``ChatFormat`` does: ``[BOS]``, then per message the
@@ -64,7 +64,7 @@ __all__ = [
 
 ROLES = ("system", "user", "assistant")
 BITNET_ARCHS = ("bitnet-b1.58", "bitnet-25", "bitnet")
-# The 2B-4T GGUF's placeholder template (convert-ms-to-gguf-bitnet.py) — formats.md §8.5.
+# The 2B-4T GGUF's placeholder template (convert-ms-to-gguf-bitnet.py) — docs/formats.md#85-chat-templates.
 PLACEHOLDER_MARKERS = ("BITNETAssistant",)
 
 
@@ -207,7 +207,8 @@ class BitnetChatFormat(_TokenFormat):
     def header(self, role: str) -> list[int]:
         if role not in ROLES:
             raise ConfigError(f"the bitnet chat format knows roles {ROLES}, not {role!r}")
-        # the header is encoded on its own: "…:" then a standalone " " token (formats.md §8.5)
+        # the header is encoded on its own: "…:" then a standalone " " token
+        # (docs/formats.md#85-chat-templates)
         return self._text(f"{role.capitalize()}: ")
 
     def render(self, messages, add_generation_prompt=True):

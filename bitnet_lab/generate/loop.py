@@ -136,7 +136,7 @@ def _holdback(text: str, stops: Sequence[str]) -> int:
 
 def stop_ids_for(tokenizer: Any, config: Any = None) -> frozenset:
     """End-of-generation ids: the tokenizer's EOG set plus the config's EOS/EOT (2B-4T: 128001
-    and 128009, formats.md §8.5)."""
+    and 128009, docs/formats.md#85-chat-templates)."""
     ids: set[int] = set()
     for v in (getattr(tokenizer, "eog_ids", None) or ()):
         ids.add(int(v))

@@ -15,7 +15,7 @@ __all__ = ["pack_i2_s", "unpack_i2_s"]
 def unpack_i2_s(
     data, M: int, K: int, *, threads: int | None = None, isa: str | None = None, name: str | None = None
 ) -> np.ndarray:
-    """Decode canonical I2_S (formats.md §3.1, 128/32 layout) to ternary int8 ``(M, K)``.
+    """Decode canonical I2_S (docs/formats.md#31-i2_s-type-36, 128/32 layout) to ternary int8 ``(M, K)``.
 
     ``data``: 1-D C-contiguous uint8 array (or bytes) of exactly ``M*K/4`` bytes, or
     ``M*K/4 + 32`` (the tensor blob with its scale tail, which is ignored); ``K % 128 == 0``.

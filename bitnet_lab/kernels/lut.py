@@ -41,8 +41,9 @@ def _check_blob(who: str, data, allowed: dict[str, int], M: int, K: int, tiling)
 def tl1_build_lut(q_row: np.ndarray, *, isa: str | None = None) -> np.ndarray:
     """TL1 lookup tables of one int8 activation row ``(K,)`` (K even) in byte-plane form:
     uint8 ``(K/2, 32)``, table j = pair (q[2j], q[2j+1]), 16 low bytes then 16 high bytes of
-    the int16 entries ``3·t0 + t1 + 4 → t0·q[2j] + t1·q[2j+1]`` (kernels.md §3.1). Byte-identical
-    to :func:`bitnet_lab.quant.lut.tl1_lut_planes`."""
+    the int16 entries ``3·t0 + t1 + 4 → t0·q[2j] + t1·q[2j+1]``
+    (docs/kernels.md#31-lut-construction-per-activation-row). Byte-identical to
+    :func:`bitnet_lab.quant.lut.tl1_lut_planes`."""
     from bitnet_lab.quant.lut import check_q_row
 
     check_q_row(q_row, "tl1_build_lut")
@@ -52,8 +53,8 @@ def tl1_build_lut(q_row: np.ndarray, *, isa: str | None = None) -> np.ndarray:
 def tl2_build_lut(q_row: np.ndarray, K: int, tiling, *, isa: str | None = None) -> np.ndarray:
     """TL2 lookup tables of one int8 activation row ``(K,)`` under ``tiling`` (only BK matters;
     checked with :func:`bitnet_lab.quant.tiling.validate_tiling`): uint8
-    ``(three_k/3 + two_k/2, 32)`` — the triple tables (kernels.md §4.1) then the pair tables of
-    the two-weight tail, in byte-plane form. Byte-identical to
+    ``(three_k/3 + two_k/2, 32)`` — the triple tables (docs/kernels.md#41-lut-construction) then the pair
+    tables of the two-weight tail, in byte-plane form. Byte-identical to
     :func:`bitnet_lab.quant.lut.tl2_lut_planes`."""
     from bitnet_lab.quant.lut import check_q_row
     from bitnet_lab.quant.tiling import validate_tiling

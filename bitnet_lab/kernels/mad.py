@@ -1,7 +1,9 @@
 """The MAD (multiply-add) kernel family: activation quantisation and ternary integer products.
 
-Re-exported by :mod:`bitnet_lab.kernels` — import them from there. Facts: kernels.md §1–§2,
-numerics.md §2–§3; the C side is documented in cython_kernels/src/bl_mad.h.
+Re-exported by :mod:`bitnet_lab.kernels` — import them from there. Facts:
+docs/kernels.md#1-two-kernel-families to docs/kernels.md#2-i2_s-mad-kernels,
+docs/numerics.md#2-activation-quantisation to docs/numerics.md#3-bitlinear-integer-product-and-epilogue; the C
+side is documented in cython_kernels/src/bl_mad.h.
 
 Ops (numpy twin each must match bit for bit, on every ISA and thread count):
 
@@ -15,8 +17,8 @@ tq2_gemv / gemm   the same over TQ2_0 blocks (llama.cpp layout)               tq
 tq1_gemv / gemm   the same over TQ1_0 blocks                                  tq1_gemv_ref / tq1_gemm_ref
 ================  ==========================================================  =====================
 
-The products return the exact integer ``Σ t·q`` (= D − sum_q, numerics §3.1); the caller applies
-the epilogue ``(Σ t·q) / s_x · γ`` (:func:`bitnet_lab.quant.bitlinear_epilogue`).
+The products return the exact integer ``Σ t·q`` (= D − sum_q, docs/numerics.md#31-the-integer-identity); the
+caller applies the epilogue ``(Σ t·q) / s_x · γ`` (:func:`bitnet_lab.quant.bitlinear_epilogue`).
 
 **TQ2_0 / TQ1_0 numerics are BitNet's, not llama.cpp's.** The weight layouts are llama.cpp's, but
 the activations are BitNet's per-token int8 (one scale per row), not llama.cpp's per-256-block
@@ -141,7 +143,8 @@ def quantize_act(
     isa: str | None = None,
     version: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-token absmax int8 quantisation of float32 ``x`` (N, K) or (K,) (numerics §2.1).
+    """Per-token absmax int8 quantisation of float32 ``x`` (N, K) or (K,)
+    (docs/numerics.md#21-bitnetcpp-i2_s-path).
 
     Returns ``(q int8 (N, K), s_x float32 (N,), sum_q int32 (N,))`` — shapes ``(K,), (), ()`` for a
     1-D ``x`` — bit-identical to :func:`bitnet_lab.quant.quantize_activations` (absmax floor 1e-5,

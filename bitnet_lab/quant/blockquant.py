@@ -3,8 +3,8 @@ dequantise to float32 and (where gguf-py can check us) quantise, in vectorised n
 
 Shapes are torch order (rows, ..., cols): the last axis is ggml's contiguous ``ne0``; blocks
 run along it and never cross a row, so ``shape[-1]`` must be a multiple of the block size.
-Facts: formats.md §2.2 (block sizes), ggml ``ggml-quants.c`` reference (de)quantisers as
-mirrored by gguf-py 0.19.0 ``gguf/quants.py``; the byte layouts are written out below.
+Facts: docs/formats.md#22-block-sizes-of-the-non-ternary-types (block sizes), ggml ``ggml-quants.c`` reference
+(de)quantisers as mirrored by gguf-py 0.19.0 ``gguf/quants.py``; the byte layouts are written out below.
 
 | type | block | bytes | layout of one block |
 |---|---|---|---|
@@ -31,7 +31,8 @@ from bitnet_lab.errors import CodecError
 from bitnet_lab.quant import packing
 from bitnet_lab.quant.ternary import round_int
 
-# type name → (elements per block, bytes per block); formats.md §2.2 / gguf GGML_QUANT_SIZES.
+# type name → (elements per block, bytes per block); docs/formats.md#22-block-sizes-of-the-non-ternary-types /
+# gguf GGML_QUANT_SIZES.
 BLOCK_SIZES: dict[str, tuple[int, int]] = {
     "F32": (1, 4),
     "F16": (1, 2),

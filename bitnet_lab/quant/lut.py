@@ -1,25 +1,28 @@
 """TL1 / TL2 lookup tables and LUT mat-vec products in numpy: the twins of the native LUT
 kernels (cython_kernels/src/lut_*.c, :mod:`bitnet_lab.kernels` ``tl1_*`` / ``tl2_*``).
 
-Facts: shared/reference/kernels.md §3 (TL1), §4 (TL2), §5 (tiling); numerics.md §2.2, §3.3;
-formats.md §3.2, §3.3 (byte layouts, also in the docstring of :mod:`bitnet_lab.quant.packing`).
+Facts: docs/kernels.md#3-tl1-arm-neon-lut (TL1), docs/kernels.md#4-tl2-x86-avx2-lut (TL2),
+docs/kernels.md#5-tiling-parameters-and-code-generation (tiling); docs/numerics.md#22-tl1-and-tl2-lut-path,
+docs/numerics.md#33-tl1-and-tl2-epilogue; docs/formats.md#32-tl1-type-38, docs/formats.md#33-tl2-type-39 (byte
+layouts, also in the docstring of :mod:`bitnet_lab.quant.packing`).
 
 Activations
     The LUT kernels take an already quantised int8 activation row ``q`` (K,). bitnet.cpp's TL
-    path quantises with ``s = 127 / max|b|`` and no 1e-5 floor (numerics.md §2.2); bitnet_lab
-    uses its single policy :func:`bitnet_lab.quant.quantize_activations` for every kernel
+    path quantises with ``s = 127 / max|b|`` and no 1e-5 floor (docs/numerics.md#22-tl1-and-tl2-lut-path);
+    bitnet_lab uses its single policy :func:`bitnet_lab.quant.quantize_activations` for every kernel
     family instead. It gives the same ``q`` and ``s_x`` for every row with a non-zero entry
     (absmax ≥ 1e-5 for any real activation) and ``q = 0`` instead of an ``inf`` scale for an
     all-zero row. ``s_x`` is not an input of the kernels: the epilogue ``acc / s_x · γ``
-    (numerics.md §3.3, :func:`bitnet_lab.quant.bitlinear_epilogue`) is the caller's, and the
-    integer result needs no ``sum_q`` correction because LUT entries are already signed.
+    (docs/numerics.md#33-tl1-and-tl2-epilogue, :func:`bitnet_lab.quant.bitlinear_epilogue`) is the caller's,
+    and the integer result needs no ``sum_q`` correction because LUT entries are already signed.
 
 Tables (one per group of activations; int16 entries; ``b`` are the int8 activations)
-    TL1 pair table (kernels.md §3.1), pair ``j`` = ``(b0, b1) = (q[2j], q[2j+1])``: entry
-    ``u = 3·t0 + t1 + 4`` (u = 0..8) is ``t0·b0 + t1·b1``; entries 9..15 are 0. The TL2
+    TL1 pair table (docs/kernels.md#31-lut-construction-per-activation-row), pair ``j`` =
+    ``(b0, b1) = (q[2j], q[2j+1])``: entry ``u = 3·t0 + t1 + 4`` (u = 0..8) is ``t0·b0 + t1·b1``; entries
+    9..15 are 0. The TL2
     two-weight tail uses the same tables.
-    TL2 triple table (kernels.md §4.1), triple ``j`` = ``q[3j : 3j+3]``: entry ``m`` (0..13) is
-    ``t0·b0 + t1·b1 + t2·b2`` for the triple with ``9·t0 + 3·t1 + t2 = +m`` (leading non-zero
+    TL2 triple table (docs/kernels.md#41-lut-construction), triple ``j`` = ``q[3j : 3j+3]``: entry ``m``
+    (0..13) is ``t0·b0 + t1·b1 + t2·b2`` for the triple with ``9·t0 + 3·t1 + t2 = +m`` (leading non-zero
     digit positive); entries 14, 15 are 0. A weight triple with ``v < 0`` reads entry ``|v|``
     and negates it (its sign bit).
     A TL2 row's tables: the ``three_k/3`` triple tables of columns ``[0, three_k)``
@@ -36,8 +39,8 @@ Byte-plane form (what the native kernels build and read; uint8 ``(n_tables, 32)`
     triples ``j0 .. j1`` of a row reads the bytes ``[32·j0, 32·j1)``; AVX2 loads each plane as
     a 16-byte half (broadcast to both lanes, or two planes of different tables combined), NEON
     loads it as one q register. bitnet.cpp interleaves its tables differently (an 8×8
-    transpose, kernels.md §3.1); LUTs never leave memory, so only the packed weights have to
-    match its layout.
+    transpose, docs/kernels.md#31-lut-construction-per-activation-row); LUTs never leave memory, so only the
+    packed weights have to match its layout.
 
 GEMV twins
     :func:`tl1_gemv_ref` / :func:`tl2_gemv_ref` decode the packed index nibbles (and the TL2
@@ -102,7 +105,7 @@ def _tiling(layout: str, M: int, K: int, tiling) -> tuple[int, int, int]:
 
 
 def tl2_split(K: int, BK: int) -> tuple[int, int]:
-    """(three_k, two_k): columns coded in triples and in the pair tail (formats.md §3.3)."""
+    """(three_k, two_k): columns coded in triples and in the pair tail (docs/formats.md#33-tl2-type-39)."""
     three_k = (K // BK) * BK
     return three_k, K - three_k
 
@@ -124,7 +127,8 @@ def _data(data, need: int, who: str) -> np.ndarray:
 def build_tl1_lut(q_row: np.ndarray) -> np.ndarray:
     """TL1 pair tables of an int8 activation row (K,), K even: int16 ``(K/2, 16)``.
 
-    ``lut[j, 3·t0 + t1 + 4] = t0·q[2j] + t1·q[2j+1]``; entries 9..15 are 0 (kernels.md §3.1).
+    ``lut[j, 3·t0 + t1 + 4] = t0·q[2j] + t1·q[2j+1]``; entries 9..15 are 0
+    (docs/kernels.md#31-lut-construction-per-activation-row).
     """
     q = check_q_row(q_row, "build_tl1_lut")
     if q.size == 0 or q.size % 2:
@@ -138,8 +142,8 @@ def build_tl2_lut(q_row: np.ndarray, K: int, tiling: TLTiling) -> np.ndarray:
     """TL2 tables of an int8 activation row: int16 ``(three_k/3 + two_k/2, 16)``.
 
     Rows ``[0, three_k/3)``: triple tables, ``lut[j, m] = t·q[3j : 3j+3]`` for the triple of
-    value +m (entries 14, 15 are 0; kernels.md §4.1); then the TL1-style pair tables of the
-    tail columns ``[three_k, K)``. Only ``tiling.BK`` matters here; it is checked for legality
+    value +m (entries 14, 15 are 0; docs/kernels.md#41-lut-construction); then the TL1-style pair
+    tables of the tail columns ``[three_k, K)``. Only ``tiling.BK`` matters here; it is checked for legality
     at this K (as for an M = BM tensor).
     """
     q = check_q_row(q_row, "build_tl2_lut")

@@ -4,20 +4,21 @@ Every native multiply-add kernel in ``bitnet_lab.kernels`` (I2_S, TQ2_0, TQ1_0 G
 the exact integer ``Σ_k t[r, k]·q[n, k]`` per weight row r and activation row n, as int32. The
 functions here compute the same numbers the slow, obvious way: decode the ternary weights with
 the codecs of :mod:`bitnet_lab.quant.packing`, then an integer matrix product in int64, cast to
-int32 (exact: ``|Σ t·q| ≤ 128·K`` fits int32 for any K < 2²⁴, numerics.md §3.1).
+int32 (exact: ``|Σ t·q| ≤ 128·K`` fits int32 for any K < 2²⁴, docs/numerics.md#31-the-integer-identity).
 
 Activation quantisation has no twin here: it is :func:`bitnet_lab.quant.quantize_activations`
 itself (the numerics policy), which ``kernels.quantize_act`` must reproduce bit for bit.
 
 TQ2_0 / TQ1_0: these are llama.cpp's weight layouts, but the numerics are BitNet's — one int8
-activation row per token with one scale (numerics.md §2.1), not llama.cpp's per-256-block Q8_K
-activations. The per-block fp16 scales ``d`` are ignored by the integer product: it equals the
-dequantised product (up to the common scale) only when every non-zero ``d`` of the tensor is the
+activation row per token with one scale (docs/numerics.md#21-bitnetcpp-i2_s-path), not llama.cpp's
+per-256-block Q8_K activations. The per-block fp16 scales ``d`` are ignored by the integer product: it
+equals the dequantised product (up to the common scale) only when every non-zero ``d`` of the tensor is the
 same value and all-zero-scale blocks hold only zero weights — :func:`tq_uniform_scale` checks it.
 
 The int16-accumulator model (:func:`int16_accumulator_dot`) reproduces, lane by lane, the AVX2
-``maddubs`` kernel of bitnet.cpp (kernels.md §2.1, §2.3), so tests can show that a 32-block int16
-interval overflows on adversarial rows while the ≤ 16-block rule our kernels follow does not.
+``maddubs`` kernel of bitnet.cpp (docs/kernels.md#21-x86-avx2,
+docs/kernels.md#23-the-int16-overflow-bound-and-a-safer-widening-rule), so tests can show that a 32-block
+int16 interval overflows on adversarial rows while the ≤ 16-block rule our kernels follow does not.
 
 Shapes: packed weights are flat uint8 blobs for an ``(M, K)`` tensor (torch order); ``q`` is int8
 ``(K,)`` for a GEMV and ``Q`` int8 ``(N, K)`` for a GEMM; GEMV results are int32 ``(M,)``, GEMM
@@ -141,8 +142,8 @@ def raw_code_dot_ref(packed, q: np.ndarray, M: int, K: int) -> np.ndarray:
     """``D = Σ_k c[r, k]·q[k]`` with the unsigned codes ``c = t + 1`` (what the u8 × s8 byte
     instructions compute before the code-offset correction): int32 (M,).
 
-    ``D − Σ_k q[k]`` equals :func:`i2s_gemv_ref` (numerics.md §3.1); tests check the two
-    separately so an error in the correction cannot hide behind an error in the dot product.
+    ``D − Σ_k q[k]`` equals :func:`i2s_gemv_ref` (docs/numerics.md#31-the-integer-identity); tests check
+    the two separately so an error in the correction cannot hide behind an error in the dot product.
     """
     c = packing.unpack_i2_s(packed, M, K).astype(np.int64) + 1
     return (c @ _act(q, K, "raw_code_dot_ref", False).astype(np.int64)).astype(np.int32)
@@ -157,7 +158,8 @@ def int16_accumulator_dot(packed, q: np.ndarray, M: int, K: int, widen_every: in
     int16 (``_mm256_add_epi16``) for ``widen_every`` blocks, then widened to int32 and summed.
     Returns ``D = Σ c·q`` as that kernel would: int32 (M,). Equal to :func:`raw_code_dot_ref`
     exactly when no int16 lane leaves [−32768, 32767] — true for ``widen_every ≤ 16``
-    (kernels.md §2.3), not for bitnet.cpp's 32 on adversarial rows.
+    (docs/kernels.md#23-the-int16-overflow-bound-and-a-safer-widening-rule), not for bitnet.cpp's 32 on
+    adversarial rows.
     """
     if widen_every < 1:
         raise ValueError(f"widen_every must be >= 1, got {widen_every}")

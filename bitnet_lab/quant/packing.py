@@ -3,42 +3,44 @@
 Ternary weights ``t`` are integer arrays in {-1, 0, 1} of shape ``(M, K)`` in torch order
 (M output rows, K inputs; GGUF dims ``[K, M]``). Every unpacker returns int8 ``(M, K)``, checks
 the length of ``data`` before reading, and raises :class:`CodecError` on impossible codes.
-Facts: shared/reference/formats.md §3 (layouts), §4 (scales), §7.3 (HF packing).
+Facts: docs/formats.md#3-ternary-byte-layouts (layouts), docs/formats.md#4-where-per-tensor-scales-live
+(scales), docs/formats.md#73-packed-uint8-layout (HF packing).
 
 Byte maps (``c = t + 1`` unless said otherwise; "weight (r, k)" = row r, column k):
 
-I2_S (type 36, x86 128/32 layout, formats.md §3.1)
+I2_S (type 36, x86 128/32 layout, docs/formats.md#31-i2_s-type-36)
     Blocks of 128 weights over the row-major flattened tensor (K % 128 == 0, so a block stays
     in one row). Weight ``n = r·K + k`` lies in byte ``32·(n // 128) + (n % 32)`` at bit shift
     ``6 − 2·((n % 128) // 32)`` (MSB-first: bits 7:6 hold block element b, 5:4 hold 32+b, 3:2
     hold 64+b, 1:0 hold 96+b). ``M·K/4`` bytes, then a 32-byte tail whose first 4 bytes are the
     f32 scale (little endian); the other 28 bytes are not data (garbage in real files).
 
-TQ2_0 (type 35, formats.md §3.4)
+TQ2_0 (type 35, docs/formats.md#34-tq2_0-type-35)
     Each row is cut into 256-weight blocks of 66 bytes: ``qs[64]`` then fp16 ``d``. Block
     element ``e = h·128 + j·32 + m`` (h ∈ {0,1}, j ∈ 0..3, m ∈ 0..31) is in ``qs[h·32 + m]``
     at bits ``2j+1:2j`` (LSB-first). Blocks are ordered row by row.
 
-TQ1_0 (type 34, formats.md §3.5)
+TQ1_0 (type 34, docs/formats.md#35-tq1_0-type-34)
     256-weight blocks of 54 bytes: ``qs[48]``, ``qh[4]``, fp16 ``d``. Base 3, first trit most
     significant; a byte stores ``⌈v·256/243⌉`` of its trit value ``v``.
     ``qs[m]`` (m < 32) holds elements ``m + 32n`` (n = 0..4); ``qs[32 + m]`` (m < 16) holds
     ``160 + m + 16n`` (n = 0..4); ``qh[j]`` holds ``240 + j + 4n`` (n = 0..3) and a fifth trit 0.
 
-HF packed (transformers ``pack_weights``, formats.md §7.3)
+HF packed (transformers ``pack_weights``, docs/formats.md#73-packed-uint8-layout)
     uint8 ``(P, K)`` with ``P = ⌈M/4⌉``; row ``r = q·P + p`` (quarter q = 0..3) lives in packed
     row p at bits ``2q+1:2q`` (LSB-first). Bits of rows ≥ M in the last quarter are 0.
 
-TL1 (type 38, formats.md §3.2; re-derived from ``BitNet:utils/convert-hf-to-gguf-bitnet.py``
+TL1 (type 38, docs/formats.md#32-tl1-type-38; re-derived from ``BitNet:utils/convert-hf-to-gguf-bitnet.py``
 ``preprocess_weights_tl1`` / ``process_tl1``)
     Pair index ``u = 3·t[r, 2i] + t[r, 2i+1] + 4`` ∈ 0..8, two per byte (high nibble first).
     With tiling (BM, BK, bm) and ``by = 256 // bm``, write
     ``r = mt·BM + bt·bm + rc·16 + r16`` and pair ``i = kt·BK/2 + yb·by/2 + pq·2 + h``.
     Bytes are ordered by ``(mt, kt, bt, yb, rc, pq, r16)`` (last fastest); the byte of that
     position holds ``u[r, i]`` with h = 0 in the high nibble and h = 1 in the low nibble.
-    ``M·K/4`` bytes; the f32 scale sits in the hidden slot after them (formats.md §4.2).
+    ``M·K/4`` bytes; the f32 scale sits in the hidden slot after them
+    (docs/formats.md#42-tl1-and-tl2-hidden-scale-slot).
 
-TL2 (type 39 in the fork, formats.md §3.3; re-derived from the same converter,
+TL2 (type 39 in the fork, docs/formats.md#33-tl2-type-39; re-derived from the same converter,
 ``preprocess_weights_tl2`` / ``preprocess_three_weights_tl2`` / ``preprocess_two_weights_tl2``)
     Columns ``[0, three_k)`` with ``three_k = (K // BK)·BK`` use triples, ``[three_k, K)`` pairs.
     Blob = index nibbles of all triples, then all sign bits, then the pair tail, then zeros up
@@ -60,7 +62,8 @@ TL2 (type 39 in the fork, formats.md §3.3; re-derived from the same converter,
       ``(mt, kt, bt, yb, p)`` with the same SWAP of 8-row groups; ``M·two_k/4`` bytes.
     The f32 scale follows in the hidden slot at ``pad32(tl2_padded_nbytes)``.
 
-Sizes of the TL tensors in a GGUF file (formats.md §3.3, §4.2; checked against
+Sizes of the TL tensors in a GGUF file (docs/formats.md#33-tl2-type-39,
+docs/formats.md#42-tl1-and-tl2-hidden-scale-slot; checked against
 ``BitNet:utils/convert-hf-to-gguf-bitnet.py``, ``fork:ggml/src/ggml.c`` ``ggml_nbytes`` and
 ``BitNet:utils/templates/tl2_gen_transform.h`` / ``codegen_tl1.py`` transform code):
 
@@ -91,7 +94,8 @@ I2_S_TAIL = 32           # bytes after the packed I2_S codes: f32 scale + 28 unu
 QK_K = 256               # TQ block length
 TQ2_0_BLOCK = 66         # qs[64] + fp16 d
 TQ1_0_BLOCK = 54         # qs[48] + qh[4] + fp16 d
-TL_SCALE_SLOT = 32       # hidden per-tensor scale slot after TL1/TL2 data (formats.md §4.2)
+# hidden per-tensor scale slot after TL1/TL2 data (docs/formats.md#42-tl1-and-tl2-hidden-scale-slot)
+TL_SCALE_SLOT = 32
 TL2_SWAP = np.array([0, 2, 1, 3])  # 8-row group order inside a 32-row TL2 sub-tile (AVX2 lanes)
 
 _POW3 = np.array([81, 27, 9, 3, 1], dtype=np.uint16)
@@ -319,7 +323,8 @@ def _float_rows(x, layout: str) -> np.ndarray:
 
 
 def _tq_quantize_codes(x: np.ndarray, layout: str) -> tuple[np.ndarray, np.ndarray]:
-    """Block absmax quantisation (formats.md §3.4): codes uint8 (nb, 256) and d bytes (nb, 2)."""
+    """Block absmax quantisation (docs/formats.md#34-tq2_0-type-35): codes uint8 (nb, 256) and d bytes
+    (nb, 2)."""
     x = _float_rows(x, layout)
     M, K = x.shape
     nb = _tq_check(layout, M, K)
@@ -517,8 +522,8 @@ def tl2_ggml_nbytes(M: int, K: int) -> int:
 
 def tl_scale_offset(layout: str, M: int, K: int) -> int:
     """Byte offset, from the start of a TL tensor's data, of its hidden f32 scale:
-    ``pad32(data bytes)`` (formats.md §4.2). For TL1 the kernel reads at M·K/4, which equals
-    pad32(M·K/4) for every legal tiling (M % 32 == 0 and K % 4 == 0)."""
+    ``pad32(data bytes)`` (docs/formats.md#42-tl1-and-tl2-hidden-scale-slot). For TL1 the kernel reads at
+    M·K/4, which equals pad32(M·K/4) for every legal tiling (M % 32 == 0 and K % 4 == 0)."""
     if layout == "tl1":
         return _pad32(tl1_nbytes(M, K))
     if layout == "tl2":

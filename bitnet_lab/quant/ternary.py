@@ -1,8 +1,8 @@
 """Numerics policy: every constant of BitNet b1.58 quantisation lives here, in numpy.
 
 The reference model, the kernels' numpy twins and the engine all call these functions, so a
-choice (rounding mode, floor, clamp range) is made once. Facts: ../shared/reference/numerics.md
-§1 (weights) and §2 (activations).
+choice (rounding mode, floor, clamp range) is made once. Facts: docs/numerics.md#1-weight-ternarisation
+(weights) and docs/numerics.md#2-activation-quantisation (activations).
 """
 
 from __future__ import annotations
@@ -11,18 +11,19 @@ from typing import Literal
 
 import numpy as np
 
-# Activation quantisation (numerics.md §2.1): absmax maps to ±127, the clamp range is the int8
-# range (-128 is reachable only through rounding noise), absmax is floored at 1e-5 so an all-zero
+# Activation quantisation (docs/numerics.md#21-bitnetcpp-i2_s-path): absmax maps to ±127, the clamp range is
+# the int8 range (-128 is reachable only through rounding noise), absmax is floored at 1e-5 so an all-zero
 # row gives q = 0 instead of NaN.
 ACT_QMAX = 127
 ACT_CLAMP_MIN = -128
 ACT_CLAMP_MAX = 127
 ACT_EPS = 1e-5
 
-# Weight ternarisation (numerics.md §1): gamma = mean|W| over the whole matrix, floored at 1e-5.
+# Weight ternarisation (docs/numerics.md#1-weight-ternarisation): gamma = mean|W| over the whole matrix,
+# floored at 1e-5.
 WEIGHT_EPS = 1e-5
 
-# I2_S packing's own ternarisation of already-ternary*scale data (formats.md §3.1).
+# I2_S packing's own ternarisation of already-ternary*scale data (docs/formats.md#31-i2_s-type-36).
 I2S_ZERO_THRESHOLD = 1e-6
 
 RoundingMode = Literal["half_even", "half_away"]
@@ -35,7 +36,7 @@ def round_int(x: np.ndarray, mode: RoundingMode = DEFAULT_ROUNDING) -> np.ndarra
 
     ``half_even`` is bitnet.cpp's nearest_int / torch.round; ``half_away`` is C roundf, computed
     by splitting off the integer part first so that values just below .5 never round up (the
-    ``floor(x + 0.5)`` pitfall of numerics.md §2.5).
+    ``floor(x + 0.5)`` pitfall of docs/numerics.md#25-rounding-modes-at-a-glance).
     """
     x = np.asarray(x, dtype=np.float32)
     if mode == "half_even":
@@ -48,7 +49,7 @@ def round_int(x: np.ndarray, mode: RoundingMode = DEFAULT_ROUNDING) -> np.ndarra
 
 
 def absmean_ternarize(w: np.ndarray) -> tuple[np.ndarray, np.float32]:
-    """Ternarise a latent float weight matrix with absmean (numerics.md §1).
+    """Ternarise a latent float weight matrix with absmean (docs/numerics.md#1-weight-ternarisation).
 
     Returns ``(t, gamma)`` with ``t`` int8 in {-1, 0, 1} of the same shape and ``gamma`` the f32
     value a ±1 weight stands for. Rounding is half-to-even, as torch.round in every trainer.
@@ -62,7 +63,8 @@ def absmean_ternarize(w: np.ndarray) -> tuple[np.ndarray, np.float32]:
 
 
 def activation_scale(amax: np.ndarray) -> np.ndarray:
-    """``s_x = fl(127 / max(amax, 1e-5))`` per row; correctly rounded in float32 (numerics §2.1)."""
+    """``s_x = fl(127 / max(amax, 1e-5))`` per row; correctly rounded in float32
+    (docs/numerics.md#21-bitnetcpp-i2_s-path)."""
     amax = np.maximum(np.asarray(amax, dtype=np.float32), np.float32(ACT_EPS))
     # float64 division then one rounding to float32 is the correctly rounded f32 quotient.
     return (np.float64(ACT_QMAX) / amax.astype(np.float64)).astype(np.float32)
@@ -74,7 +76,8 @@ def quantize_activations(
     """Per-token absmax int8 quantisation of ``x`` (..., K) float32.
 
     Returns ``(q, s_x, sum_q)``: int8 codes (..., K), f32 scales (...,) and int32 code sums
-    (...,) used by the code-offset correction ``Σ t·q = Σ c·q − Σ q`` (numerics.md §3.1).
+    (...,) used by the code-offset correction ``Σ t·q = Σ c·q − Σ q``
+    (docs/numerics.md#31-the-integer-identity).
     """
     x = np.asarray(x, dtype=np.float32)
     s_x = activation_scale(np.max(np.abs(x), axis=-1))
@@ -84,7 +87,8 @@ def quantize_activations(
 
 
 def bitlinear_epilogue(acc: np.ndarray, s_x: np.ndarray, gamma: np.float32) -> np.ndarray:
-    """``y = acc / s_x · γ`` in float32, left to right (numerics.md §3.2: the order is contract).
+    """``y = acc / s_x · γ`` in float32, left to right
+    (docs/numerics.md#32-bitnetcpp-i2_s-epilogue-and-its-order: the order is contract).
 
     ``acc`` is the exact integer ``Σ t·q`` (= D − sum_q), shape (..., M); ``s_x`` shape (...,).
     """

@@ -1,15 +1,15 @@
 """TL1 / TL2 tiling: the legal (BM, BK, bm) for a weight shape, the published presets, and a
 small documented search for shapes no preset covers.
 
-A TL file does not record its tiling (formats.md §3.2/§3.3, kernels.md §5.2): the bytes of a
-TL1/TL2 tensor can only be read with the (BM, BK, bm) that wrote them. Shapes are torch order
-``(M, K)`` = (output rows, input columns), which is also the ``(m, k)`` of bitnet.cpp's
-``kernel_config.ini`` and ``ModelShapeDict`` (``m == ne1``, ``k == ne0``).
+A TL file does not record its tiling (docs/formats.md#32-tl1-type-38, docs/formats.md#33-tl2-type-39,
+docs/kernels.md#52-code-generators-and-config-files): the bytes of a TL1/TL2 tensor can only be read with the
+(BM, BK, bm) that wrote them. Shapes are torch order ``(M, K)`` = (output rows, input columns), which is also
+the ``(m, k)`` of bitnet.cpp's ``kernel_config.ini`` and ``ModelShapeDict`` (``m == ne1``, ``k == ne0``).
 
 Rules (each checked by :func:`validate_tiling`, with the rule named in the error):
 
 TL1 (``BitNet:utils/codegen_tl1.py`` asserts, ``BitNet:utils/convert-hf-to-gguf-bitnet.py``
-``process_tl1`` reshapes; kernels.md §5.1):
+``process_tl1`` reshapes; docs/kernels.md#51-the-parameters):
 
 - ``bm ∈ {32, 64}``; ``by = 256 // bm`` weights per compute block along K;
 - ``M % BM == 0`` and ``BM % bm == 0``;
@@ -22,12 +22,12 @@ TL2 (``BitNet:utils/codegen_tl2.py`` asserts, ``preprocess_three_weights_tl2`` /
 - ``bm == 32`` (``by = 192 // bm = 6``; the converter reads two triple groups per byte, which
   needs ``by // 3 == 2``, and codegen asserts ``bm in [32]``);
 - ``M % BM == 0`` and ``BM % 32 == 0``;
-- ``BK % 24 == 0``: stricter than the ``BK % 6`` of formats.md §3.3. The converter cuts each
+- ``BK % 24 == 0``: stricter than the ``BK % 6`` of docs/formats.md#33-tl2-type-39. The converter cuts each
   BK tile's sign plane into units of ``4·by = 24`` columns (``BY // (by * 4)``) and the kernel
   walks ``KK/8`` sign vectors of 8 triple groups (``KK = BK/3``); a BK that is a multiple of 6
   but not of 24 loses columns in both;
 - ``(K % BK) % 32 == 0`` (the two-weight tail is tiled in 32-column blocks);
-- ``BK ≤ 256`` (int16 accumulation, kernels.md §5.1);
+- ``BK ≤ 256`` (int16 accumulation, docs/kernels.md#51-the-parameters);
 - ``K ≥ 256``: the size every fork tool reserves for a TL2 tensor,
   ``(K − 256)·M/3·5/8 + 256·M/2·4/8``, is only well defined (and the same in C and Python
   integer division) for ``K ≥ 256``.
@@ -44,7 +44,8 @@ from bitnet_lab.errors import CodecError
 
 @dataclass(frozen=True)
 class TLTiling:
-    """TL1/TL2 tiling parameters (kernels.md §5). Not stored in GGUF files."""
+    """TL1/TL2 tiling parameters (docs/kernels.md#5-tiling-parameters-and-code-generation). Not stored in GGUF
+    files."""
 
     BM: int
     BK: int
@@ -57,18 +58,19 @@ class TLTiling:
 
 TL_LAYOUTS = ("tl1", "tl2")
 
-# Weights per compute block along K for TL1 (kernels.md §5.1: by = 256 / bm).
+# Weights per compute block along K for TL1 (docs/kernels.md#51-the-parameters: by = 256 / bm).
 TL1_BM_SMALL = (32, 64)
 # TL2 sub-tile is fixed at 32 rows; the two-weight tail is tiled in 32-column blocks.
 TL2_BM_SMALL = 32
 TL2_TAIL_BK = 32
-# int16 accumulation bound on BK shared by both kernels (kernels.md §3.2 step 3, §4.2 step 3).
+# int16 accumulation bound on BK shared by both kernels (docs/kernels.md#32-compute-per-block step 3,
+# docs/kernels.md#42-compute-per-32-rows step 3).
 MAX_BK = 256
 # TL2 three-weight columns come in sign units of 4 compute blocks of 6 columns.
 TL2_BK_MULTIPLE = 24
 
-# kernels.md §5.4 (BitNet:preset_kernels/*/kernel_config_tl{1,2}.ini), keyed by torch (M, K).
-# Model of each entry: large = 1bitLLM/bitnet_b1_58-large, 3B = bitnet_b1_58-3B,
+# docs/kernels.md#54-preset-kernels (BitNet:preset_kernels/*/kernel_config_tl{1,2}.ini), keyed by torch
+# (M, K). Model of each entry: large = 1bitLLM/bitnet_b1_58-large, 3B = bitnet_b1_58-3B,
 # 8B = HF1BitLLM/Llama3-8B-1.58-100B-tokens.
 TL1_PRESETS: dict[tuple[int, int], TLTiling] = {
     (1536, 4096): TLTiling(256, 128, 32),   # large ffn_down
@@ -86,7 +88,7 @@ TL1_PRESETS: dict[tuple[int, int], TLTiling] = {
 TL2_PRESETS: dict[tuple[int, int], TLTiling] = {
     (1536, 4096): TLTiling(256, 96, 32),
     (1536, 1536): TLTiling(128, 192, 32),
-    # † kernels.md §5.4 lists bm = 64 for this preset. We record bm = 32 instead: TL2 admits
+    # † docs/kernels.md#54-preset-kernels lists bm = 64 for this preset. We record bm = 32 instead: TL2 admits
     # only bm == 32 (codegen_tl2.py asserts it; with bm = 64 the converter's by = 192 // 64 = 3
     # leaves one triple group per byte and its `weight[..., 1]` indexing fails, so no file can
     # have been written with it), and setup_env.py generates this shape with bm = 32.
@@ -100,7 +102,8 @@ TL2_PRESETS: dict[tuple[int, int], TLTiling] = {
     (4096, 4096): TLTiling(128, 96, 32),
 }
 
-# BitNet:utils/generate-dummy-bitnet-model.py hard-codes BM = BY = 256, bm = 32 (kernels.md §5.5).
+# BitNet:utils/generate-dummy-bitnet-model.py hard-codes BM = BY = 256, bm = 32
+# (docs/kernels.md#55-known-configuration-bugs).
 DUMMY_TL1_TILING = TLTiling(256, 256, 32)
 
 # Search preferences for shapes without a preset (first legal wins; see _search).

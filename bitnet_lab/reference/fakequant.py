@@ -4,12 +4,12 @@ One architecture, two arithmetics. ``forward`` runs the same :func:`layers.decod
 integer-exact reference (``model.py``): RMSNorm, RoPE from the same ggml-recurrence tables, GQA
 attention, relu²·u, the sub-norms before o and down, the tied lm_head. Only the callables differ:
 
-* every projection is :func:`ste_bitlinear`: the BitNet b1.58 recipe (numerics §1–§3) on latent
-  float weights — absmean ternarisation of ``W`` per tensor, per-token absmax int8 activations —
-  evaluated as the inference math does it (exact integer dot, then ``acc / s_x · γ`` in f32), with
-  the straight-through estimator for the gradients (``x_q ≈ x`` and ``W_q ≈ W``:
-  ``dx = dy·(t·γ)``, ``dW = dyᵀ·(q/s_x)``). With ``fp=True`` it is a plain f32 ``x·Wᵀ``: the
-  full-precision baseline of the same architecture.
+* every projection is :func:`ste_bitlinear`: the BitNet b1.58 recipe (docs/numerics.md#1-weight-ternarisation
+  to docs/numerics.md#3-bitlinear-integer-product-and-epilogue) on latent float weights — absmean
+  ternarisation of ``W`` per tensor, per-token absmax int8 activations — evaluated as the inference math does
+  it (exact integer dot, then ``acc / s_x · γ`` in f32), with the straight-through estimator for the gradients
+  (``x_q ≈ x`` and ``W_q ≈ W``: ``dx = dy·(t·γ)``, ``dW = dyᵀ·(q/s_x)``). With ``fp=True`` it is a plain f32
+  ``x·Wᵀ``: the full-precision baseline of the same architecture.
 * the float reductions accumulate in f32 (``acc=F32``) instead of float64: training runs with JAX's
   default 32-bit types. Norms, softmax and the lm_head therefore differ from the reference in the
   last bits, which can flip a rare activation rounding; the exported model's reference logits stay
@@ -68,7 +68,8 @@ def init_params(config: ModelConfig, seed: int, std: float = 0.02) -> dict:
 
 
 def ternarize(w: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Absmean ternarisation (numerics §1), in JAX: ``(t f32 in {-1,0,1}, γ f32 scalar)``.
+    """Absmean ternarisation (docs/numerics.md#1-weight-ternarisation), in JAX:
+    ``(t f32 in {-1,0,1}, γ f32 scalar)``.
 
     The same steps as ``bitnet_lab.quant.absmean_ternarize`` (γ floored at 1e-5, ``s_w = 1/γ``,
     ``t = clip(round_half_even(W·s_w), -1, 1)``), except that the mean is accumulated in f32 by
@@ -87,7 +88,8 @@ def _bitlinear_core(x2, w, neg_zero, rounding):
     # Integer-valued f32 operands: every partial sum is an integer below 128·K < 2^24, so the f32
     # dot is exact whatever order the backend sums in (= the reference's int32 accumulator).
     acc = lax.dot_general(q.astype(F32), t, _DOT_LAST)  # (N, M)
-    y = L.epilogue(acc, s_x, gamma)  # acc / s_x · γ, left to right (numerics §3.2)
+    # acc / s_x · γ, left to right (docs/numerics.md#32-bitnetcpp-i2_s-epilogue-and-its-order)
+    y = L.epilogue(acc, s_x, gamma)
     return y, (q, s_x, t.astype(jnp.int8), gamma)
 
 

@@ -1,6 +1,6 @@
 """The building blocks of the reference forward pass, as pure ``jax.numpy`` functions.
 
-Every function here mirrors one numbered rule of ../shared/reference/numerics.md. They are meant
+Every function here mirrors one numbered rule of docs/numerics.md. They are meant
 to run inside ``jax.jit`` **under** ``jax.enable_x64(True)`` (the model wraps every call in that
 context; the user's global JAX config is never changed): several reductions are accumulated in
 float64 and rounded once to float32. The trainer's differentiable twin (``fakequant.py``) calls
@@ -62,7 +62,7 @@ def rounded(p: jax.Array, neg_zero: jax.Array) -> jax.Array:
     return p + neg_zero
 
 
-# ---- activation quantisation (numerics §2.1; mirrors bitnet_lab.quant.ternary) -------------
+# ---- activation quantisation (docs/numerics.md#21-bitnetcpp-i2_s-path; mirrors bitnet_lab.quant.ternary) ----
 def round_int(v: jax.Array, mode: str) -> jax.Array:
     """Round f32 values to integers (still f32), exactly as ``ternary.round_int``.
 
@@ -84,7 +84,8 @@ def quantize_activations(x: jax.Array, mode: str, neg_zero: jax.Array, acc=F64):
     Same arithmetic as ``ternary.quantize_activations``: absmax in f32 (exact), floored at
     f32(1e-5); ``s_x = fl32(127 / amax)`` via one float64 division (= the correctly rounded f32
     quotient); ``x·s_x`` in f32; round; clamp to [-128, 127]. ``acc=F32`` (the trainer, which
-    runs without x64) divides in f32 directly: the same correctly rounded quotient (numerics §2.1).
+    runs without x64) divides in f32 directly: the same correctly rounded quotient
+    (docs/numerics.md#21-bitnetcpp-i2_s-path).
     """
     amax = jnp.maximum(jnp.max(jnp.abs(x), axis=-1), F32(ternary.ACT_EPS))
     s_x = exact_div(acc(ternary.ACT_QMAX), amax.astype(acc)).astype(F32)
@@ -93,7 +94,7 @@ def quantize_activations(x: jax.Array, mode: str, neg_zero: jax.Array, acc=F64):
     return q, s_x, jnp.sum(q, axis=-1, dtype=jnp.int32)
 
 
-# ---- BitLinear (numerics §3) ------------------------------------------------------------------
+# ---- BitLinear (docs/numerics.md#3-bitlinear-integer-product-and-epilogue) --------------------
 def int_matmul(q: jax.Array, t: jax.Array) -> jax.Array:
     """Exact ``Σ_k q[c,k]·t[m,k]``: int8 (C, K) × int8 (M, K) → int32 (C, M)."""
     return lax.dot_general(q, t, (((1,), (1,)), ((), ())), preferred_element_type=jnp.int32)
@@ -110,7 +111,8 @@ def int_matmul_blocks(q: jax.Array, t: jax.Array, block: int) -> jax.Array:
 
 
 def epilogue(acc: jax.Array, s_x: jax.Array, gamma: jax.Array) -> jax.Array:
-    """``y = acc / s_x · γ`` in f32, left to right (numerics §3.2: the order is the contract)."""
+    """``y = acc / s_x · γ`` in f32, left to right (docs/numerics.md#32-bitnetcpp-i2_s-epilogue-and-its-order:
+    the order is the contract)."""
     return exact_div(acc.astype(F32), s_x[:, None]) * gamma
 
 
@@ -125,7 +127,7 @@ def epilogue_blocks(acc_b: jax.Array, s_x: jax.Array, d: jax.Array) -> jax.Array
     return exact_div(y, s_x[:, None])
 
 
-# ---- RMSNorm (numerics §4.1, ggml_compute_forward_rms_norm_f32) ---------------------------
+# ---- RMSNorm (docs/numerics.md#41-ggml, ggml_compute_forward_rms_norm_f32) --------------------
 def rms_norm(x: jax.Array, w: jax.Array, eps: float, acc=F64) -> jax.Array:
     """ggml RMSNorm of each row of ``x`` (..., n) f32, then the separate weight multiply.
 
@@ -141,7 +143,7 @@ def rms_norm(x: jax.Array, w: jax.Array, eps: float, acc=F64) -> jax.Array:
     return (x * scale[..., None]) * w
 
 
-# ---- RoPE (numerics §5.3; tables come from bitnet_lab.reference.rope) ----------------------
+# ---- RoPE (docs/numerics.md#53-ggml-angle-computation; tables come from bitnet_lab.reference.rope) ----
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array, style: str, rot: int, neg_zero):
     """Rotate the first ``rot`` dims of every head of ``x`` (C, n_heads, head_dim) f32.
 
@@ -167,13 +169,14 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array, style: str, rot: in
     return jnp.concatenate([rotated, x[..., rot:]], axis=-1) if rot < x.shape[-1] else rotated
 
 
-# ---- attention (numerics §6) ------------------------------------------------------------------
+# ---- attention (docs/numerics.md#6-attention) -------------------------------------------------
 def attention(q, k_cache, v_cache, q_pos, kq_scale, *, n_rep: int, f16: bool, neg_zero, acc=F64):
     """Causal GQA attention of C query rows over a whole fixed-size cache.
 
     q (C, n_heads, d) f32 after RoPE; k_cache/v_cache (n_ctx, n_kv, d) in the cache dtype,
     already holding this chunk's keys/values; q_pos (C,) int32 absolute positions. Query head
-    ``j`` reads kv head ``j // n_rep`` (numerics §6). Returns (C, n_heads·d) f32, heads in order.
+    ``j`` reads kv head ``j // n_rep`` (docs/numerics.md#6-attention). Returns (C, n_heads·d) f32, heads
+    in order.
 
     Arithmetic (ggml's soft_max_f32 structure): ``s = fl32(q·k) · kq_scale`` (f32); keys after the
     query position masked to −inf; ``e = fl32(exp(s − max))``; ``sum`` in float64;
@@ -203,7 +206,7 @@ def attention(q, k_cache, v_cache, q_pos, kq_scale, *, n_rep: int, f16: bool, ne
     return o.reshape(C, n_heads * d)
 
 
-# ---- FFN activation (numerics §7) -------------------------------------------------------------
+# ---- FFN activation (docs/numerics.md#7-ffn-activation-relu-squared-vs-silu) ------------------
 def silu(g: jax.Array) -> jax.Array:
     """``fl32(g / (1 + exp(−g)))`` evaluated in float64 (≈ correctly rounded SiLU)."""
     g64 = g.astype(F64)
@@ -220,7 +223,7 @@ def gated_activation(g: jax.Array, u: jax.Array, activation: str) -> jax.Array:
     raise ValueError(f"unknown activation {activation!r}")
 
 
-# ---- lm_head (numerics §9) --------------------------------------------------------------------
+# ---- lm_head (docs/numerics.md#9-embedding-and-lm_head) ---------------------------------------
 def lm_head(h: jax.Array, w: jax.Array, *, f16: bool, chunk: int, acc=F64) -> jax.Array:
     """Logits (C, V_pad) f32 = fl32(h · wᵀ) accumulated in float64.
 
@@ -246,10 +249,10 @@ def lm_head(h: jax.Array, w: jax.Array, *, f16: bool, chunk: int, acc=F64) -> ja
 
 
 def quantize_q8_0(x: jax.Array, neg_zero: jax.Array):
-    """The hidden state as llama.cpp's Q8_0 vec_dot operand (``quantize_row_q8_0``; numerics §9):
-    per block of 32, ``d = amax / 127`` (f32), ``q = roundf(x · (d ? 1/d : 0))`` (half away from
-    zero), ``d`` stored as fp16. x (C, H) f32, H % 32 == 0 -> (q int32 (C, H/32, 32), d f32 (C, H/32)
-    holding the fp16 values)."""
+    """The hidden state as llama.cpp's Q8_0 vec_dot operand (``quantize_row_q8_0``;
+    docs/numerics.md#9-embedding-and-lm_head): per block of 32, ``d = amax / 127`` (f32),
+    ``q = roundf(x · (d ? 1/d : 0))`` (half away from zero), ``d`` stored as fp16. x (C, H) f32, H % 32 == 0
+    -> (q int32 (C, H/32, 32), d f32 (C, H/32) holding the fp16 values)."""
     xb = x.reshape(x.shape[0], -1, 32)
     amax = jnp.max(jnp.abs(xb), axis=-1)
     d = exact_div(amax, F32(127.0))
@@ -277,7 +280,9 @@ def lm_head_q8_0(h: jax.Array, q_w: jax.Array, d_w: jax.Array, *, chunk: int, ne
     return jnp.transpose(out, (1, 0, 2)).reshape(h.shape[0], V)
 
 
-# ---- one decoder layer (numerics §2.6 quantisation points, §8 sub-norm placement) -------------
+# ---- one decoder layer ---------------------------------------------------------------------
+# quantisation points: docs/numerics.md#26-where-the-quantisation-happens;
+# sub-norm placement: docs/numerics.md#8-sub-norm-placement
 def decoder_layer(h, w, *, n_heads: int, n_kv: int, head_dim: int, eps: float, activation: str,
                   sub_norms: bool, quant, proj, rope, attend, cap, neg_zero, acc=F64):
     """One pre-norm decoder layer of every BitNet family: the architecture, written once.
@@ -288,7 +293,7 @@ def decoder_layer(h, w, *, n_heads: int, n_kv: int, head_dim: int, eps: float, a
     - ``quant(tag, x) -> X``: what a projection consumes of the float activation ``x`` (the
       reference: int8 codes and scales; the trainer: ``x`` itself, quantised inside its
       straight-through BitLinear). One call per quantisation point: q, k and v share one, as do
-      gate and up (numerics §2.6).
+      gate and up (docs/numerics.md#26-where-the-quantisation-happens).
     - ``proj(name, X) -> y`` f32 (..., M): the BitLinear named by its GGUF short name.
     - ``rope(x) -> x``: RoPE of (..., n, head_dim) rows at their positions.
     - ``attend(q, k, v) -> o`` f32 (..., n_heads·head_dim): causal GQA attention.
@@ -312,7 +317,7 @@ def decoder_layer(h, w, *, n_heads: int, n_kv: int, head_dim: int, eps: float, a
     o = attend(q, k, v)
     cap("attn_out", o)
     if sub_norms:
-        o = rms_norm(o, w["attn_sub_norm"], eps, acc)  # before o_proj (numerics §8)
+        o = rms_norm(o, w["attn_sub_norm"], eps, acc)  # before o_proj (docs/numerics.md#8-sub-norm-placement)
         cap("attn_sub_norm", o)
     h = h + rounded(proj("attn_output", quant("attn_output_in", o)), neg_zero)
     cap("attn_resid", h)

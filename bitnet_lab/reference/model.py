@@ -1,7 +1,7 @@
 """The JAX reference forward pass of every BitNet family: the judge of every fast path.
 
 Integer-exact where the math is integer (int8 activations × ternary weights accumulated in int32),
-and a fixed, documented float recipe everywhere else (numerics.md; bitnet_lab/reference/layers.py
+and a fixed, documented float recipe everywhere else (docs/numerics.md; bitnet_lab/reference/layers.py
 lists the few places where it defines a precision instead of copying ggml's ISA-dependent order).
 
 The forward interface (the native engine implements the same one)::
@@ -215,12 +215,13 @@ class ReferenceModel:
     accepted). Options, recorded in :attr:`numerics`:
 
     - ``rounding``: activation rounding, "half_even" (bitnet.cpp fork, transformers) or
-      "half_away" (later forks' ``roundf``), numerics §2.5.
+      "half_away" (later forks' ``roundf``), docs/numerics.md#25-rounding-modes-at-a-glance.
     - ``kv_dtype``: "f32" or "f16" (llama.cpp's default cache: K after RoPE and V rounded to fp16,
-      q and the softmax output rounded to fp16 for their dots, numerics §6).
+      q and the softmax output rounded to fp16 for their dots, docs/numerics.md#6-attention).
     - ``lm_head_dtype``: "auto" (fp16 mat-mul iff the lm_head weight is F16; for a Q8_0 lm_head
-      llama.cpp's Q8_0 dot: the hidden state quantised to Q8_0, exact int8 block dots, numerics
-      §9), "f16" (hidden state and weights rounded to fp16), "f32" (no rounding).
+      llama.cpp's Q8_0 dot: the hidden state quantised to Q8_0, exact int8 block dots,
+      docs/numerics.md#9-embedding-and-lm_head), "f16" (hidden state and weights rounded to fp16), "f32" (no
+      rounding).
     - ``n_ctx_max``: RoPE tables are built for this many positions (default ``config.context``;
       ``new_cache`` extends them on demand).
     - ``buckets``: chunk lengths compiled for ``forward`` (must contain 1).

@@ -1,9 +1,9 @@
 """RoPE angle tables, computed once in numpy exactly as ggml's ``ggml_rope_cache_init`` walks them.
 
-numerics.md §5.3: ``theta_scale = powf(freq_base, -2.0f/n_dims)`` in f32; for position ``p`` the
-angle of pair ``i`` is ``θ_i = p · theta_scale^i`` obtained by **repeated f32 multiplication**
-(start at ``θ = (float)p``, use it, then ``θ *= theta_scale``). With ``freq_scale = 1``, no YaRN
-mix and ``mscale = 1`` the table entries are plain ``cosf(θ)`` and ``sinf(θ)``.
+docs/numerics.md#53-ggml-angle-computation: ``theta_scale = powf(freq_base, -2.0f/n_dims)`` in f32; for
+position ``p`` the angle of pair ``i`` is ``θ_i = p · theta_scale^i`` obtained by **repeated f32
+multiplication** (start at ``θ = (float)p``, use it, then ``θ *= theta_scale``). With ``freq_scale = 1``,
+no YaRN mix and ``mscale = 1`` the table entries are plain ``cosf(θ)`` and ``sinf(θ)``.
 
 Precision choices (documented, not copied from a libm):
 

@@ -27,7 +27,7 @@ from bitnet_lab.errors import ConfigError
 from bitnet_lab.tensors import FloatTensor, TernaryWeight
 
 PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
-TQ_BLOCK = 256  # TQ1_0 / TQ2_0 block length along K (formats.md §3.4)
+TQ_BLOCK = 256  # TQ1_0 / TQ2_0 block length along K (docs/formats.md#34-tq2_0-type-35)
 LM_HEAD_CHUNK = 8192  # vocabulary rows converted to float64 at a time in the lm_head
 
 
@@ -206,7 +206,7 @@ def prepare(config: ModelConfig, tensors: Mapping[str, object], *, lm_head_dtype
     chunk = min(V, LM_HEAD_CHUNK)
     v_pad = -(-V // chunk) * chunk
     # A Q8_0 lm_head ("auto") keeps its int8 blocks: llama.cpp quantises the hidden state to Q8_0
-    # for the dot (numerics §9), layers.lm_head_q8_0.
+    # for the dot (docs/numerics.md#9-embedding-and-lm_head), layers.lm_head_q8_0.
     lm_q8 = lm_head_dtype == "auto" and lm_t.ggml_type == "Q8_0" and H % 32 == 0
     scales = None
     if lm_q8:

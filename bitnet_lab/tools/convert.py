@@ -15,8 +15,8 @@ f16 / f32     t·γ as floats (what the upstream converters   1 / 0
               write for their F16/F32 outputs)
 ============  ==========================================  ===================
 
-Non-ternary tensors follow formats.md §6.6: the token embedding (and an untied ``output``) as
-``embedding_type`` (F16, or F32 for an f32 file, unless asked), norms F32. Metadata: the
+Non-ternary tensors follow docs/formats.md#66-dtype-of-the-non-ternary-tensors: the token embedding (and an
+untied ``output``) as ``embedding_type`` (F16, or F32 for an f32 file, unless asked), norms F32. Metadata: the
 architecture keys of ``ModelConfig.gguf_metadata()``, ``general.file_type``,
 ``general.quantization_version = 2``, and the tokenizer keys of ``formats.vocab``. TL files also
 record their tiling in ``bitnet_lab.tl_tiling`` (list of ``"M,K,BM,BK,bm"``), since the format
@@ -36,7 +36,7 @@ from bitnet_lab.quant.tiling import TLTiling
 
 __all__ = ["OUTTYPES", "EMBEDDING_TYPES", "FILE_TYPES", "convert_hf_to_gguf"]
 
-# outtype -> (ggml type name of the projections, general.file_type) (formats.md §2.3)
+# outtype -> (ggml type name of the projections, general.file_type) (docs/formats.md#23-llama-file-types)
 OUTTYPES: dict[str, tuple[str, int]] = {
     "i2_s": ("I2_S", 40),
     "tl1": ("TL1", 38),
@@ -54,16 +54,18 @@ TilingArg = Union[TLTiling, Mapping[Any, TLTiling], None]
 
 
 def _layout_rule(outtype: str, name: str, M: int, K: int) -> None:
-    """Row-length rules of the ternary layouts (formats.md §3.1, §3.4–3.6), named on failure."""
+    """Row-length rules of the ternary layouts (docs/formats.md#31-i2_s-type-36,
+    docs/formats.md#34-tq2_0-type-35 to docs/formats.md#36-row-length-constraints-per-family), named on
+    failure."""
     if outtype == "i2_s" and K % 128:
         raise CodecError(
             f"{name}: (M, K) = ({M}, {K}): I2_S needs K % 128 == 0 (128-weight blocks must stay in "
-            f"a row; {K} % 128 = {K % 128}), formats.md §3.1"
+            f"a row; {K} % 128 = {K % 128}), docs/formats.md#31-i2_s-type-36"
         )
     if outtype in ("tq1_0", "tq2_0") and K % 256:
         raise CodecError(
             f"{name}: (M, K) = ({M}, {K}): {outtype.upper()} needs K % 256 == 0 (256-weight blocks; "
-            f"{K} % 256 = {K % 256}), formats.md §3.4"
+            f"{K} % 256 = {K % 256}), docs/formats.md#34-tq2_0-type-35"
         )
 
 
@@ -194,7 +196,7 @@ def convert_hf_to_gguf(
             if name in ("token_embd.weight", "output.weight"):
                 tn = float_out[emb]
             else:
-                tn = "F32"  # norms (formats.md §6.6)
+                tn = "F32"  # norms (docs/formats.md#66-dtype-of-the-non-ternary-tensors)
             writer.add_tensor(name, tn, shape, _float_producer(load, tn))
             continue
         M, K = shape
@@ -212,7 +214,8 @@ def convert_hf_to_gguf(
 
             def produce_packed(load=load, lay=outtype) -> np.ndarray:
                 w = load()
-                # I2_S: codes + tail holding γ; TQ: blocks with d = fp16(γ) (formats.md §3.1, §3.4)
+                # I2_S: codes + tail holding γ; TQ: blocks with d = fp16(γ) (docs/formats.md#31-i2_s-type-36,
+                # docs/formats.md#34-tq2_0-type-35)
                 return packing.pack(lay, w.ternary(), scale=w.scale)
 
             writer.add_tensor(name, ternary_type, shape, produce_packed)

@@ -1,9 +1,9 @@
 """Dummy models: complete, loadable GGUF files with random weights that look trained.
 
 ``generate_dummy("2B-4T", "x.gguf", outtype="i2_s")`` writes a file with the tensor list,
-types and metadata of the official BitNet-b1.58-2B-4T GGUF (formats.md §5.3, §6.3), random
-ternary weights, and the real Llama-3 tokenizer, so every tool that reads the real file reads
-this one. The same for every layout of `bitnet_lab.tools.layouts`.
+types and metadata of the official BitNet-b1.58-2B-4T GGUF (docs/formats.md#53-the-official-2b-4t-gguf,
+docs/formats.md#63-2b-4t-gguf-tensors), random ternary weights, and the real Llama-3 tokenizer, so every tool
+that reads the real file reads this one. The same for every layout of `bitnet_lab.tools.layouts`.
 
 How it stays small and reproducible:
 
@@ -14,15 +14,15 @@ How it stays small and reproducible:
   ``(seed, tensor name)`` (`tensor_rng`), so any tensor can be regenerated alone and the same
   seed gives a byte-identical file.
 - **Planned first**: `plan_tensors` lists names, types and shapes (what tests check against
-  formats.md §6.3 without writing a byte); `generate_dummy` writes exactly that plan.
+  docs/formats.md#63-2b-4t-gguf-tensors without writing a byte); `generate_dummy` writes exactly that plan.
 
 Weight statistics (what "looks trained" means here):
 
 - ternary codes: about a third zeros — absmean ternarisation of Gaussian latent weights zeroes
-  ``P(|w| < γ/2) = 2Φ(0.5·√(2/π)) − 1 ≈ 0.31`` of them (numerics.md §1); each tensor draws its
-  zero share in [0.30, 0.36] and each row varies around it (σ 0.02), ±1 symmetric;
+  ``P(|w| < γ/2) = 2Φ(0.5·√(2/π)) − 1 ≈ 0.31`` of them (docs/numerics.md#1-weight-ternarisation); each tensor
+  draws its zero share in [0.30, 0.36] and each row varies around it (σ 0.02), ±1 symmetric;
 - per-tensor scale γ: log-uniform in the layout's ``gamma_range`` (≈ 1–2 for the 2B-4T class,
-  formats.md §7.4; ≈ 1/400–1/50 for the Llama fine-tunes);
+  docs/formats.md#74-weight_scale-multiply-or-divide; ≈ 1/400–1/50 for the Llama fine-tunes);
 - norms: 1 + N(0, 0.1²); embeddings (and an untied ``output``): N(0, σ²), σ from the layout.
 """
 
@@ -48,14 +48,14 @@ OUTTYPES = ("i2_s", "tl1", "tl2", "tq1_0", "tq2_0", "f16", "f32")
 TERNARY_OUTTYPES = ("i2_s", "tl1", "tl2", "tq1_0", "tq2_0")
 EMBEDDING_TYPES = ("f16", "f32", "q8_0")
 
-# ggml type names of the projections per outtype (formats.md §2).
+# ggml type names of the projections per outtype (docs/formats.md#2-ggml-type-ids).
 PROJECTION_TYPE = {
     "i2_s": "I2_S", "tl1": "TL1", "tl2": "TL2", "tq1_0": "TQ1_0", "tq2_0": "TQ2_0",
     "f16": "F16", "f32": "F32",
 }
 EMBEDDING_TYPE = {"f16": "F16", "f32": "F32", "q8_0": "Q8_0"}
 
-# general.file_type per outtype (formats.md §2.3: the fork's llama_ftype; 0/1 = ALL_F32 /
+# general.file_type per outtype (docs/formats.md#23-llama-file-types: the fork's llama_ftype; 0/1 = ALL_F32 /
 # MOSTLY_F16 in every numbering).
 FILE_TYPE = {"f32": 0, "f16": 1, "tq1_0": 36, "tq2_0": 37, "tl1": 38, "tl2": 39, "i2_s": 40}
 
@@ -64,7 +64,7 @@ DUMMY_LAYOUT_KEY = "bitnet_lab.tools.dummy.layout"
 DUMMY_SEED_KEY = "bitnet_lab.tools.dummy.seed"
 DUMMY_VERSION_KEY = "bitnet_lab.tools.dummy.generator_version"
 
-# gguf-py TokenType values (formats.md §8.1).
+# gguf-py TokenType values (docs/formats.md#81-two-tokenizer-kinds).
 TOKEN_NORMAL, TOKEN_CONTROL, TOKEN_UNUSED = 1, 3, 5
 
 # Rows of the embedding generated per step: bounds the float32 scratch to ~10 MB for H = 2560.
@@ -76,8 +76,8 @@ ZERO_SHARE_RANGE = (0.30, 0.36)  # per-tensor share of zero codes
 ZERO_SHARE_ROW_SD = 0.02         # per-row spread around it
 NORM_SD = 0.1                    # norm weights: 1 + N(0, NORM_SD²)
 
-# Per-layer tensor order of the official 2B-4T file (formats.md §6.3); llama layouts drop the
-# sub-norms (formats.md §6.5).
+# Per-layer tensor order of the official 2B-4T file (docs/formats.md#63-2b-4t-gguf-tensors); llama layouts
+# drop the sub-norms (docs/formats.md#65-llama-architecture-families).
 _LAYER_ORDER = (
     ("attn_norm", "norm"),
     ("attn_q", "ternary"),
@@ -182,7 +182,7 @@ def _tiling_for(layout: str, M: int, K: int, request: Any, name: str) -> TLTilin
 
 def resolve_embedding_type(outtype: str, embedding_type: str | None) -> str:
     """The token-embedding type: as asked, else F32 for an all-F32 file and F16 otherwise
-    (llama-quantize's default for I2_S / TQ, formats.md §6.6)."""
+    (llama-quantize's default for I2_S / TQ, docs/formats.md#66-dtype-of-the-non-ternary-tensors)."""
     if embedding_type is None:
         return "f32" if outtype == "f32" else "f16"
     return _check_choice("embedding type", embedding_type, EMBEDDING_TYPES)
@@ -197,10 +197,11 @@ def plan_tensors(
 ) -> list[TensorPlan]:
     """The tensors a dummy of ``layout`` has, in file order, with their types and shapes.
 
-    Order (formats.md §6.3): ``token_embd``, ``output_norm``, ``output`` (untied layouts), then
-    per layer attn_norm, attn_q/k/v/output, attn_sub_norm, ffn_norm, ffn_gate/up/down,
-    ffn_sub_norm (sub-norms only for the bitnet archs). Types (formats.md §6.6): embedding and
-    output as ``embedding_type``; norms F32; projections in the ``outtype``.
+    Order (docs/formats.md#63-2b-4t-gguf-tensors): ``token_embd``, ``output_norm``, ``output`` (untied
+    layouts), then per layer attn_norm, attn_q/k/v/output, attn_sub_norm, ffn_norm, ffn_gate/up/down,
+    ffn_sub_norm (sub-norms only for the bitnet archs). Types
+    (docs/formats.md#66-dtype-of-the-non-ternary-tensors): embedding and output as ``embedding_type``; norms
+    F32; projections in the ``outtype``.
     Raises ConfigError when a projection's shape cannot be stored in ``outtype`` (e.g. the 3B's
     K = 8640 in I2_S), naming the tensor and the rule.
     """
@@ -239,12 +240,14 @@ def plan_tensors(
 
 
 def _check_row_length(outtype: str, name: str, M: int, K: int, layout_name: str) -> None:
-    """I2_S needs K % 128 == 0, TQ1_0/TQ2_0 K % 256 == 0 (formats.md §3.6)."""
+    """I2_S needs K % 128 == 0, TQ1_0/TQ2_0 K % 256 == 0
+    (docs/formats.md#36-row-length-constraints-per-family)."""
     need = 128 if outtype == "i2_s" else 256
     if K % need:
         raise ConfigError(
             f"layout {layout_name} cannot be written as {outtype.upper()}: {name} has K = {K}, "
-            f"and {outtype.upper()} needs K % {need} == 0 (formats.md §3.6)"
+            f"and {outtype.upper()} needs K % {need} == 0 "
+            "(docs/formats.md#36-row-length-constraints-per-family)"
         )
 
 
@@ -334,12 +337,14 @@ def tensor_blob(plan: TensorPlan, layout: Layout, seed: int) -> tuple[Any, np.fl
     t = random_ternary(rng, M, K)
     kind = plan.ggml_type.lower()
     if plan.ggml_type in ("F32", "F16"):
-        # The converters fold the scale into float projections: W = t·γ (formats.md §4).
+        # The converters fold the scale into float projections: W = t·γ
+        # (docs/formats.md#4-where-per-tensor-scales-live).
         return _float_blob(plan.ggml_type, t.astype(np.float32) * gamma), None
     from bitnet_lab.quant import packing
 
     if kind in ("tq1_0", "tq2_0"):
-        # Every 256-block's fp16 d is γ: what TQ quantisation of t·γ produces (formats.md §3.4).
+        # Every 256-block's fp16 d is γ: what TQ quantisation of t·γ produces
+        # (docs/formats.md#34-tq2_0-type-35).
         d = np.full((M, K // 256), gamma, dtype=np.float16)
         return _as_bytes(packing.pack(kind, t, block_scales=d)), None
     blob = _as_bytes(packing.pack(kind, t, scale=gamma, tiling=plan.tiling))
@@ -445,8 +450,8 @@ def describe_dummy(layout: Layout, seed: int) -> str:
 def check_arch_name(layout: Layout, arch_name: str | None) -> str:
     """The ``general.architecture`` a dummy of ``layout`` is written under: the layout's own, or
     another name of the same graph family. llama.cpp and bitnet.cpp call the 2B-4T graph
-    ``bitnet`` (the real files do, formats.md §5.3); our activation key keeps the graph exact
-    under any bitnet name. A sub-norm graph cannot be called ``llama`` and vice versa."""
+    ``bitnet`` (the real files do, docs/formats.md#53-the-official-2b-4t-gguf); our activation key keeps the
+    graph exact under any bitnet name. A sub-norm graph cannot be called ``llama`` and vice versa."""
     from bitnet_lab.config import ARCHS
 
     own = layout.config.arch
@@ -472,7 +477,7 @@ def dummy_metadata(layout: Layout, outtype: str, seed: int, plan: list[TensorPla
     md["general.file_type"] = FILE_TYPE[outtype]
     md["general.quantization_version"] = 2
     if layout.rope_scaling_linear:
-        # bitnet.cpp's dummy generator writes these (formats.md §9).
+        # bitnet.cpp's dummy generator writes these (docs/formats.md#9-dummy-model-layouts).
         md[f"{c.arch}.rope.scaling.type"] = "linear"
         md[f"{c.arch}.rope.scaling.factor"] = 1.0
     md[DUMMY_LAYOUT_KEY] = layout.name

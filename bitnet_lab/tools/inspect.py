@@ -8,8 +8,9 @@
   and in torch order (``(M, K)``), bytes, ternary layout, absolute file offset;
 - for each ternary tensor, the share of −1 / 0 / +1 codes and its scale γ, computed by decoding
   the tensor (vectorised, one tensor in memory at a time). Float projections that hold ternary
-  values times one scale (the F32/F16 files the converters write, formats.md §4) get the same
-  statistics. ``stats=False`` skips the decoding for big files.
+  values times one scale (the F32/F16 files the converters write,
+  docs/formats.md#4-where-per-tensor-scales-live) get the same statistics. ``stats=False`` skips the decoding
+  for big files.
 
 ``bitnet-lab inspect FILE [--json] [--no-stats]`` prints ``report.to_text()`` / ``to_json()``.
 """

@@ -5,11 +5,13 @@ hyper-parameters (a `ModelConfig`), which tokenizer vocabulary to embed, the cha
 and the size of the weights a trained model of that family has (per-tensor ternary scale γ,
 embedding σ). `bitnet_lab.tools.dummy` turns a layout into a complete GGUF file.
 
-Sources (../shared/reference/formats.md):
-- bitnet.cpp's dummy sizes: §9 (arch ``bitnet``, MHA, vocab 32002, SiLU; the hparams not in
-  the size table — context 2048, θ 10000, ε 1e-5 — come from the bitnet_b1_58-large
+Sources (docs/formats.md):
+- bitnet.cpp's dummy sizes: docs/formats.md#9-dummy-model-layouts (arch ``bitnet``, MHA, vocab 32002, SiLU;
+  the hparams not in the size table — context 2048, θ 10000, ε 1e-5 — come from the bitnet_b1_58-large
   config.json the generator is pointed at);
-- the real families: §6.1 (hyper-parameters), §5.3 (the 2B-4T file), §8 (tokenizers).
+- the real families: docs/formats.md#61-hyper-parameters (hyper-parameters),
+  docs/formats.md#53-the-official-2b-4t-gguf (the 2B-4T file), docs/formats.md#8-tokenizer-metadata
+  (tokenizers).
 
 Names are case-insensitive: ``layout_config("2b-4t")`` works.
 """
@@ -27,7 +29,7 @@ VOCAB_LLAMA3 = "llama3"  # Llama-3 byte-level BPE, 128256 tokens (gpt2 tokenizer
 VOCAB_LLAMA2 = "llama2"  # Llama-2 SentencePiece, 32000 tokens (llama tokenizer model)
 VOCAB_SIZES = {VOCAB_LLAMA3: 128256, VOCAB_LLAMA2: 32000}
 
-# The 2B-4T training-format chat template (formats.md §8.5): "Role: content<|eot_id|>" per
+# The 2B-4T training-format chat template (docs/formats.md#85-chat-templates): "Role: content<|eot_id|>" per
 # message, Role capitalised and content trimmed, no newlines between turns, generation prompt
 # "Assistant: " (trailing space), BOS first. Written as Jinja for HF-style renderers; our own
 # chat code builds the same sequence token by token.
@@ -40,8 +42,10 @@ CHAT_TEMPLATE_2B4T = (
 )
 
 # Per-tensor ternary scale γ of a trained model (the value a ±1 weight stands for):
-GAMMA_2B4T = (1.0, 2.0)        # formats.md §7.4: the 2B-4T's effective scale is O(1), ≈ 1.5
-GAMMA_LLAMA = (1 / 400, 1 / 50)  # formats.md §7.4: Llama-style weight_scale 50–400 is 1/γ
+# docs/formats.md#74-weight_scale-multiply-or-divide: the 2B-4T's effective scale is O(1), ≈ 1.5;
+# Llama-style weight_scale 50–400 is 1/γ.
+GAMMA_2B4T = (1.0, 2.0)
+GAMMA_LLAMA = (1 / 400, 1 / 50)
 GAMMA_LATENT = (0.01, 0.05)    # [inferred] mean|W| of latent fp weights initialised at σ ≈ 0.02–0.06
 
 
@@ -61,7 +65,8 @@ class Layout:
 
     @property
     def n_extra_tokens(self) -> int:
-        """Tokens appended to the source vocabulary to reach ``config.vocab`` (formats §9, §6.1)."""
+        """Tokens appended to the source vocabulary to reach ``config.vocab``
+        (docs/formats.md#9-dummy-model-layouts, docs/formats.md#61-hyper-parameters)."""
         return self.config.vocab - VOCAB_SIZES[self.vocab_source]
 
     def ternary_params(self) -> int:
@@ -74,7 +79,8 @@ def _dummy_name(size: str) -> str:
 
 
 def _bitnet_cpp_dummy(size: str, hidden: int, ffn: int, layers: int, heads: int) -> Layout:
-    """One row of bitnet.cpp's dummy table (formats.md §9): arch `bitnet`, MHA, SiLU, 32002."""
+    """One row of bitnet.cpp's dummy table (docs/formats.md#9-dummy-model-layouts): arch `bitnet`, MHA, SiLU,
+    32002."""
     cfg = ModelConfig(
         arch="bitnet",
         hidden=hidden,
@@ -109,7 +115,8 @@ def _bitnet_cpp_dummy(size: str, hidden: int, ffn: int, layers: int, heads: int)
 
 
 def _one_bit_llm(name: str, hidden: int, ffn: int, layers: int, heads: int, family: str) -> Layout:
-    """1bitLLM bitnet_b1_58-large / -3B (formats.md §6.1, §6.4): SiLU, sub-norms, tied, 32002."""
+    """1bitLLM bitnet_b1_58-large / -3B (docs/formats.md#61-hyper-parameters,
+    docs/formats.md#64-1bitllm-large-and-3b-gguf-tensors): SiLU, sub-norms, tied, 32002."""
     cfg = ModelConfig(
         arch="bitnet",
         hidden=hidden,
@@ -145,7 +152,8 @@ def _llama_family(
     name: str, family: str, *, hidden: int, layers: int, heads: int, kv: int, head_dim: int,
     ffn: int, vocab: int, context: int, theta: float, eps: float, notes: str = "",
 ) -> Layout:
-    """Llama-architecture 1.58-bit fine-tunes (formats.md §6.5): SiLU, no sub-norms, untied."""
+    """Llama-architecture 1.58-bit fine-tunes (docs/formats.md#65-llama-architecture-families): SiLU, no
+    sub-norms, untied."""
     cfg = ModelConfig(
         arch="llama",
         hidden=hidden,
@@ -157,7 +165,8 @@ def _llama_family(
         vocab=vocab,
         context=context,
         rope_theta=theta,
-        rope_style="norm",           # llama-arch GGUF q/k rows are permuted (formats §7.6)
+        # llama-arch GGUF q/k rows are permuted (docs/formats.md#76-qk-permutation-for-llama-arch-ggufs)
+        rope_style="norm",
         norm_eps=eps,
         activation="silu",
         sub_norms=False,
@@ -214,7 +223,7 @@ def _build_layouts() -> dict[str, Layout]:
         )
     )
 
-    # -- bitnet.cpp's dummy sizes (formats.md §9)
+    # -- bitnet.cpp's dummy sizes (docs/formats.md#9-dummy-model-layouts)
     for size, h, i, n_l, n_h in (
         ("125M", 768, 3072, 11, 12),
         ("350M", 1024, 3072, 24, 16),
@@ -230,7 +239,8 @@ def _build_layouts() -> dict[str, Layout]:
     ):
         layouts.append(_bitnet_cpp_dummy(size, h, i, n_l, n_h))
 
-    # -- BitNet-b1.58-2B-4T (formats.md §5.3, §6.1, §6.3)
+    # -- BitNet-b1.58-2B-4T (docs/formats.md#53-the-official-2b-4t-gguf, docs/formats.md#61-hyper-parameters,
+    # docs/formats.md#63-2b-4t-gguf-tensors)
     layouts.append(
         Layout(
             name="2B-4T",
@@ -263,11 +273,12 @@ def _build_layouts() -> dict[str, Layout]:
         )
     )
 
-    # -- 1bitLLM (formats.md §6.1, §6.4)
+    # -- 1bitLLM (docs/formats.md#61-hyper-parameters, docs/formats.md#64-1bitllm-large-and-3b-gguf-tensors)
     layouts.append(_one_bit_llm("large", 1536, 4096, 24, 16, "1bitLLM/bitnet_b1_58-large (0.7B)"))
     layouts.append(_one_bit_llm("3B", 3200, 8640, 26, 32, "1bitLLM/bitnet_b1_58-3B (3.3B)"))
 
-    # -- Llama-architecture families (formats.md §6.1, §6.5)
+    # -- Llama-architecture families (docs/formats.md#61-hyper-parameters,
+    # docs/formats.md#65-llama-architecture-families)
     layouts.append(
         _llama_family(
             "Llama3-8B-1.58", "HF1BitLLM/Llama3-8B-1.58-100B-tokens",
@@ -277,7 +288,7 @@ def _build_layouts() -> dict[str, Layout]:
     )
     # Falcon3: the real files use Falcon3's own 131072-token BPE; we embed the Llama-3 vocab
     # padded to 131072 (said in general.description). Context lengths are [check against the
-    # real file]: formats.md §6.1 leaves them open.
+    # real file]: docs/formats.md#61-hyper-parameters leaves them open.
     falcon_note = "Llama-3 vocabulary padded to 131072 stands in for Falcon3's own tokenizer"
     layouts.append(
         _llama_family(

@@ -1,7 +1,9 @@
 """Tiny deterministic random models for tests and notebooks (numpy only, no JAX).
 
 ``tiny_model(arch, seed=...)`` returns ``(ModelConfig, tensors)`` under GGUF names, exactly what a
-file reader hands out, with each family's real structure (formats.md §6, numerics.md §7–§8):
+file reader hands out, with each family's real structure
+(docs/formats.md#6-tensor-names-and-shapes-per-model-family,
+docs/numerics.md#7-ffn-activation-relu-squared-vs-silu to docs/numerics.md#8-sub-norm-placement):
 
 =================  ==========  =========  ==========  ======  ==========
 arch               FFN         sub-norms  attention   lm_head RoPE

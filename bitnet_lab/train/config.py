@@ -57,7 +57,8 @@ class TrainConfig:
     clip: float = 1.0               # global gradient-norm clip
     init_std: float = 0.02
     fp: bool = False                # full-precision baseline (no quantisation)
-    rounding: str = ternary.DEFAULT_ROUNDING  # activation rounding (numerics §2.5)
+    # activation rounding (docs/numerics.md#25-rounding-modes-at-a-glance)
+    rounding: str = ternary.DEFAULT_ROUNDING
     seed: int = 0
     # cadence (not part of the run's identity: may change between resumes)
     ckpt_every: int = 100

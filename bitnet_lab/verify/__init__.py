@@ -1,8 +1,8 @@
 """``bitnet_lab.verify(model)``: the reference and the fast path side by side, tier by tier.
 
-What "lossless" means here is numerics.md §11.2; this module checks the three tiers that compare
-the native CPU path (``bitnet_lab.kernels``, ``bitnet_lab.engine.NativeEngine``) with the judges
-(the numpy twins and numpy policy in ``bitnet_lab.quant``, the JAX ``ReferenceModel``):
+What "lossless" means here is docs/numerics.md#112-the-tiers-bitnet_lab-checks; this module checks the three
+tiers that compare the native CPU path (``bitnet_lab.kernels``, ``bitnet_lab.engine.NativeEngine``) with
+the judges (the numpy twins and numpy policy in ``bitnet_lab.quant``, the JAX ``ReferenceModel``):
 
 **T1 kernel** — every native kernel the engine can run on this model's tensors, on every
 requested ISA level (every numbered version of the MAD kernels; the default LUT kernels of each
@@ -33,9 +33,9 @@ captures on both backends, compared op by op at once (:mod:`bitnet_lab.verify.lo
 first op where the passes part is found in time order and graph order and named by layer and op.
 Later rows that disagree only downstream of it (through the KV cache) are its consequences and
 share its verdict. An int8 activation that flipped on a rounding (near-)tie is reported as
-**tie-limited** (not a failure, numerics §11.2), as is a token difference whose logits agree
-within tolerance (a near-tie of the top-2 logits). Nothing is re-run, so a divergence is always
-located on the code path that produced it.
+**tie-limited** (not a failure, docs/numerics.md#112-the-tiers-bitnet_lab-checks), as is a token difference
+whose logits agree within tolerance (a near-tie of the top-2 logits). Nothing is re-run, so a divergence
+is always located on the code path that produced it.
 
 The tolerance default (1e-4 relative) leaves room for a native engine that accumulates float
 reductions in float32 in a canonical order (~1e-6 relative from the float64 reference) while

@@ -1,7 +1,7 @@
 """Locate where two forward passes part: compare their captures op by op, in graph order.
 
-Used by :func:`bitnet_lab.verify.verify` (the model tier, numerics.md §11.2): the JAX reference
-and the native engine both return named intermediates from ``forward(..., capture=True)``
+Used by :func:`bitnet_lab.verify.verify` (the model tier, docs/numerics.md#112-the-tiers-bitnet_lab-checks):
+the JAX reference and the native engine both return named intermediates from ``forward(..., capture=True)``
 (names in the docstring of ``bitnet_lab/reference/model.py``). :func:`locate` walks them in the
 order the graph computes them and returns the first op whose values differ:
 
@@ -61,7 +61,8 @@ LAYER_ORDER: tuple[str, ...] = (
 GLOBAL_FIRST: tuple[str, ...] = ("embd",)
 GLOBAL_LAST: tuple[str, ...] = ("output_norm", "logits")
 
-# Activation quantisation points and the projections that consume them (numerics §2.6).
+# Activation quantisation points and the projections that consume them
+# (docs/numerics.md#26-where-the-quantisation-happens).
 QUANT_TAG_OF: dict[str, str] = {
     "attn_q": "attn_in", "attn_k": "attn_in", "attn_v": "attn_in",
     "attn_output": "attn_output_in",
@@ -303,8 +304,8 @@ def native_consistency(
     (exact, whatever happened upstream): a quantisation point's ``.scale`` / ``.q`` / ``.sum`` from
     its own float input, a projection's ``.acc`` from its own codes and the weights (when
     ``params`` provides them), its ``.out`` from its own accumulators and scale (epilogue order
-    of numerics §3.2). Other captures (norms, attention, residuals) cannot be judged on their
-    own: returns None for them, as for a consistent capture."""
+    of docs/numerics.md#32-bitnetcpp-i2_s-epilogue-and-its-order). Other captures (norms, attention,
+    residuals) cannot be judged on their own: returns None for them, as for a consistent capture."""
     layer, op = split_name(name)
     if layer is None or "." not in op:
         return None
@@ -410,7 +411,7 @@ def _classify_codes(d: ArrayDiff, layer, op, where, x_name, rounding,
     s_n = np.asarray(s_n, dtype=np.float32).reshape(-1)
     qr = q_r.reshape(q_r.shape[0], -1)[rows, cols]
     qn = q_n.reshape(q_n.shape[0], -1)[rows, cols]
-    # x·s_x formed in float32 exactly as the quantiser forms it (numerics §2.1).
+    # x·s_x formed in float32 exactly as the quantiser forms it (docs/numerics.md#21-bitnetcpp-i2_s-path).
     v_r = x_r[rows, cols] * s_r[rows]
     v_n = x_n[rows, cols] * s_n[rows]
 

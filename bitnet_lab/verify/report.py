@@ -1,8 +1,8 @@
 """The result of :func:`bitnet_lab.verify.verify`: per-tier results and their renderings.
 
-``VerifyReport`` holds the three tiers of numerics.md §11.2 that compare the fast path with the
-reference — T1 kernel, T2 BitLinear, T3 model — plus the settings they were run under (model,
-prompt, steps, tolerance, threads, ISA levels) and the numerics both backends mirrored (activation
+``VerifyReport`` holds the three tiers of docs/numerics.md#112-the-tiers-bitnet_lab-checks that compare the
+fast path with the reference — T1 kernel, T2 BitLinear, T3 model — plus the settings they were run under
+(model, prompt, steps, tolerance, threads, ISA levels) and the numerics both backends mirrored (activation
 rounding, absmax floor, KV-cache dtype, lm_head dtype). ``passed`` is True only when every tier
 holds. Renderings: :meth:`VerifyReport.to_text` (a table for people), :meth:`VerifyReport.to_json`
 (for machines), ``_repr_html_`` (notebooks).

@@ -293,8 +293,8 @@ def _exact(subject: str, what: str, got: Any, want: Any, *, row: int | None = No
 
 def synthetic_rows(K: int) -> np.ndarray:
     """Three float32 rows (3, K) no real activation is guaranteed to contain: all zero (the
-    absmax floor, numerics §2.1), absmax exactly 127 with every other element k + 0.5 (s_x = 1,
-    so each is an exact rounding tie: the rounding mode decides it), and the same scaled by 1e-8
+    absmax floor, docs/numerics.md#21-bitnetcpp-i2_s-path), absmax exactly 127 with every other element k +
+    0.5 (s_x = 1, so each is an exact rounding tie: the rounding mode decides it), and the same scaled by 1e-8
     (absmax below the 1e-5 floor)."""
     ties = ((np.arange(K) % 254) - 126).astype(np.float32) + np.float32(0.5)  # -125.5 .. 127.5
     ties = np.minimum(ties, np.float32(126.5))
@@ -304,8 +304,9 @@ def synthetic_rows(K: int) -> np.ndarray:
 
 def adversarial_codes(K: int) -> np.ndarray:
     """Two int8 rows (2, K): all +127 and all −128 — with codes c ∈ {0, 1, 2} they give the largest
-    positive and negative Σ c·q a weight row can reach (kernels.md §2.3: 32 blocks of such rows
-    overflow an int16 accumulator that is widened too rarely)."""
+    positive and negative Σ c·q a weight row can reach
+    (docs/kernels.md#23-the-int16-overflow-bound-and-a-safer-widening-rule: 32 blocks of such rows overflow an
+    int16 accumulator that is widened too rarely)."""
     return np.stack([np.full(K, 127, np.int8), np.full(K, -128, np.int8)])
 
 
@@ -442,8 +443,9 @@ def _check_lut(check, lut, name, layout, data, Q, M, K, tl, isas, thread_set) ->
 def numpy_bitlinear(x: np.ndarray, t: np.ndarray, gamma: np.float32, rounding: str,
                     out_scale: np.float32 | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The BitLinear policy in numpy: ``(y f32 (N, M), acc int32 (N, M))`` — quantise each row,
-    exact integer product (int64, then int32: exact, numerics §3.1), epilogue ``(acc / s_x) · γ``
-    in that order, then the optional per-tensor ``.scale`` (old ``bitnet`` arch) as one f32 multiply."""
+    exact integer product (int64, then int32: exact, docs/numerics.md#31-the-integer-identity), epilogue
+    ``(acc / s_x) · γ`` in that order, then the optional per-tensor ``.scale`` (old ``bitnet`` arch) as one
+    f32 multiply."""
     q, s_x, _ = ternary.quantize_activations(x, rounding)
     acc = (q.astype(np.int64) @ t.astype(np.int64).T).astype(np.int32)
     y = ternary.bitlinear_epilogue(acc, s_x, gamma)

@@ -6,7 +6,8 @@
  *   x·s_x  _mm256_mul_ps (float32, no FMA);
  *   round  half-even: _mm256_round_ps(_MM_FROUND_TO_NEAREST_INT) — explicit, not MXCSR;
  *          half-away: truncate (_MM_FROUND_TO_ZERO), then add copysign(1, v) where the exact
- *          remainder |v − trunc(v)| >= 0.5 (never the floor(v + 0.5) pitfall, numerics §2.5);
+ *          remainder |v − trunc(v)| >= 0.5 (never the floor(v + 0.5) pitfall,
+ *          docs/numerics.md#25-rounding-modes-at-a-glance);
  *   clamp  in int32 to [-128, 127], then packs (exact, values already in range) and a lane
  *          fix-up permute (packs works inside 128-bit lanes);
  *   sum_q  maddubs(1, q) + madd(…, 1) on the packed bytes.

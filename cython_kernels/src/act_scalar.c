@@ -1,6 +1,6 @@
 /* act_scalar.c — activation quantisation, v0: portable C (the reference for the SIMD versions).
  *
- * Per token row (numerics.md §2.1; policy: bitnet_lab.quant.quantize_activations):
+ * Per token row (docs/numerics.md#21-bitnetcpp-i2_s-path; policy: bitnet_lab.quant.quantize_activations):
  *   amax  = max_k |x_k|, exact, as an integer max over the |x| bit patterns (bl_mad_impl.h),
  *           which also flags NaN/inf rows;
  *   s_x   = fl32(127 / max(amax, 1e-5f)), the quotient in double rounded once to float;

@@ -5,9 +5,9 @@
  * Each per-ISA file is compiled with its own flags by setup.py; nothing here is compiled
  * with -march=native.
  *
- * I2_S layout as the kernels see it (formats.md §3.1, kernels.md §2): the packed tensor is a
- * run of 32-byte blocks over the flattened (M, K) tensor, 128 weights per block. Element j
- * (0..127) of a block sits in byte j % 32 at bit shift 6 - 2*(j / 32) (MSB-first planes),
+ * I2_S layout as the kernels see it (docs/formats.md#31-i2_s-type-36, docs/kernels.md#2-i2_s-mad-kernels):
+ * the packed tensor is a run of 32-byte blocks over the flattened (M, K) tensor, 128 weights per block.
+ * Element j (0..127) of a block sits in byte j % 32 at bit shift 6 - 2*(j / 32) (MSB-first planes),
  * with code c = t + 1 in {0, 1, 2}; code 3 is invalid. With K % 128 == 0 a block never
  * straddles two rows, so the kernels work on a flat run of blocks and know nothing of rows:
  * the Cython wrapper hands each thread a run of whole rows.

@@ -3,7 +3,9 @@
  * a C caller (the engine) can include it alone; bl_kernels.h includes it and puts the
  * functions into the dispatch table (fields tl1_build_lut, tl2_build_lut, tl1_gemv, tl2_gemv).
  * numpy twins and the full statement of the layouts: bitnet_lab/quant/lut.py (tables) and
- * bitnet_lab/quant/packing.py (packed weights). Facts: kernels.md §3–§5, formats.md §3.2–3.3.
+ * bitnet_lab/quant/packing.py (packed weights). Facts: docs/kernels.md#3-tl1-arm-neon-lut to
+ * docs/kernels.md#5-tiling-parameters-and-code-generation, docs/formats.md#32-tl1-type-38 to
+ * docs/formats.md#33-tl2-type-39.
  *
  * ---- activations ---------------------------------------------------------------------------
  * Input is an already quantised int8 row q[K] (bitnet_lab's activation policy; its scale s_x
@@ -35,7 +37,8 @@
  *
  * Exactness: SIMD paths sum the looked-up entries in int16 and widen into int32 before any
  * int16 accumulator can exceed 127 entries of |e| <= 256 (TL1 pairs) or 85 of |e| <= 384
- * (TL2 triples): |sum| <= 32640 < 32767 for every int8 row (kernels.md §3.2, §4.2).
+ * (TL2 triples): |sum| <= 32640 < 32767 for every int8 row (docs/kernels.md#32-compute-per-block,
+ * docs/kernels.md#42-compute-per-32-rows).
  *
  * Invalid indices (a TL1 / TL2-tail pair index > 8, a TL2 magnitude > 13) would read a
  * padding entry 0. Every GEMV checks them (SIMD: a running byte max, then an exact scalar

@@ -1,7 +1,7 @@
 /* bl_lut_layout.h — byte offsets of the TL1 / TL2 packed layouts (internal to lut_*.c).
  *
- * The layouts (bitnet_lab/quant/packing.py docstring; formats.md §3.2, §3.3), in the terms the
- * kernels use:
+ * The layouts (bitnet_lab/quant/packing.py docstring; docs/formats.md#32-tl1-type-38,
+ * docs/formats.md#33-tl2-type-39), in the terms the kernels use:
  *
  * TL1, tiling (BM, BK, bm), by = 256 / bm: the data is a run of "blocks", one per
  * (mt, kt, bt) in that order (M-tile, K-tile, bm-row sub-tile), each bm*BK/4 bytes; a block is

@@ -1,5 +1,7 @@
 /* bl_mad.h — the MAD (multiply-add) kernel family: activation quantisation and the ternary
- * integer products over I2_S, TQ2_0 and TQ1_0 weights (kernels.md §1–§2, numerics.md §2–§3).
+ * integer products over I2_S, TQ2_0 and TQ1_0 weights (docs/kernels.md#1-two-kernel-families to
+ * docs/kernels.md#2-i2_s-mad-kernels, docs/numerics.md#2-activation-quantisation to
+ * docs/numerics.md#3-bitlinear-integer-product-and-epilogue).
  *
  * Callable from C without Python (the engine does): every function works on caller-owned
  * buffers, allocates nothing, takes a half-open range of weight rows [r0, r1) (or activation
@@ -12,16 +14,16 @@
  *
  * ---- Operands ------------------------------------------------------------------------------
  *  w        packed weights of the WHOLE (M, K) tensor (base pointer; the kernel indexes row r):
- *             I2_S  (formats §3.1): K/4 bytes per row, row r at w + r*K/4, K % 128 == 0
- *             TQ2_0 (formats §3.4): K/256 blocks of 66 bytes per row,     K % 256 == 0
- *             TQ1_0 (formats §3.5): K/256 blocks of 54 bytes per row,     K % 256 == 0
+ *             I2_S : K/4 bytes per row, row r at w + r*K/4, K % 128 == 0 (docs/formats.md#31-i2_s-type-36)
+ *             TQ2_0: K/256 blocks of 66 bytes per row,     K % 256 == 0 (docs/formats.md#34-tq2_0-type-35)
+ *             TQ1_0: K/256 blocks of 54 bytes per row,     K % 256 == 0 (docs/formats.md#35-tq1_0-type-34)
  *             I2_S x4 (below): the same bytes, rows interleaved in groups of 4, K <= 65536
  *           Codes must be valid (I2_S/TQ2_0: no code 3; check at load). TQ block scales d are
  *           ignored: the result is the integer Σ t·q, exact when every non-zero d is equal.
  *  q        one int8 activation row (K,)             (GEMV)
  *  Q        N int8 activation rows, row n at Q + n*K (GEMM)
  *  sum_q    Σ_k q[k] (GEMV: a value; GEMM: N values), from quantize_act: the code-offset
- *           correction Σ t·q = Σ c·q − Σ q with codes c = t + 1 (numerics §3.1)
+ *           correction Σ t·q = Σ c·q − Σ q with codes c = t + 1 (docs/numerics.md#31-the-integer-identity)
  *  out      GEMV: int32 base of (M,), the kernel writes out[r] for r in [r0, r1)
  *           GEMM: int32 base of (N, ld_out), writes out[n*ld_out + r], n < N, r in [r0, r1)
  *  Stack    GEMMs use ≈ 19 KiB of stack (a decoded 8-row panel + a token block of partial sums;
@@ -63,12 +65,13 @@
 extern "C" {
 #endif
 
-/* TQ block sizes (formats §3.4, §3.5). */
+/* TQ block sizes (docs/formats.md#34-tq2_0-type-35, docs/formats.md#35-tq1_0-type-34). */
 #define BL_TQ_BLOCK 256
 #define BL_TQ2_BLOCK_BYTES 66
 #define BL_TQ1_BLOCK_BYTES 54
 
-/* Rounding of x·s_x to an integer (numerics §2.1, §2.5). */
+/* Rounding of x·s_x to an integer (docs/numerics.md#21-bitnetcpp-i2_s-path,
+ * docs/numerics.md#25-rounding-modes-at-a-glance). */
 enum {
     BL_ROUND_HALF_EVEN = 0, /* bitnet.cpp fork nearest_int, torch.round, numpy rint   */
     BL_ROUND_HALF_AWAY = 1  /* C roundf: later bitnet.cpp forks                          */

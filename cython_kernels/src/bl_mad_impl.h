@@ -1,7 +1,8 @@
 /* bl_mad_impl.h — private helpers shared by the MAD implementation files (act_*.c, mad_*.c).
  *
  * Only portable C here (no intrinsics): every per-ISA file includes it, whatever its flags.
- * Numerics notes are in bl_mad.h and numerics.md §2–§3.
+ * Numerics notes are in bl_mad.h and docs/numerics.md#2-activation-quantisation to
+ * docs/numerics.md#3-bitlinear-integer-product-and-epilogue.
  */
 #ifndef BL_MAD_IMPL_H
 #define BL_MAD_IMPL_H
@@ -31,8 +32,8 @@ static inline float bl_bits_f32(uint32_t u) {
 }
 
 /* s_x = fl32(127 / max(amax, 1e-5f)): the division in double, rounded once to float, which is
- * the correctly rounded float quotient (numerics §2.1); the floor is the float 1e-5f, as in
- * bitnet_lab.quant.ternary.activation_scale. */
+ * the correctly rounded float quotient (docs/numerics.md#21-bitnetcpp-i2_s-path); the floor is the float
+ * 1e-5f, as in bitnet_lab.quant.ternary.activation_scale. */
 static inline float bl_act_scale(uint32_t amax_bits) {
     float amax = bl_bits_f32(amax_bits);
     if (amax < 1e-5f) amax = 1e-5f;
@@ -143,7 +144,8 @@ static inline void bl_gemx_fault(int op, int32_t *out, int64_t r0, int64_t r1) {
 
 /* Weights per chunk of a GEMM: codes of a chunk are decoded once and reused for every token.
  * 2048 = 16 I2_S blocks = 8 TQ blocks: also the longest run an int16 maddubs accumulator may
- * cover (kernels.md §2.3: 16 blocks · 4 planes · 2 products · 2 · 128 = 32768). */
+ * cover (docs/kernels.md#23-the-int16-overflow-bound-and-a-safer-widening-rule: 16 blocks · 4 planes · 2
+ * products · 2 · 128 = 32768). */
 #define BL_GEMM_KC 2048
 
 /* ---- the blocked GEMM driver (SIMD versions) ----------------------------------------------- */
@@ -162,9 +164,9 @@ typedef void (*bl_tile_fn)(const uint8_t *codes, int64_t ldc, const int8_t *a, i
 #define BL_GEMM_NB 64
 
 /* out[n, r] = Σ_k t[r, k]·Q[n, k] for rows [r0, r1), all N tokens (activation-parallel order,
- * kernels.md §2.6): per panel of rows, per block of tokens and per chunk of BL_GEMM_KC weights,
- * decode the codes once, then for every 4-token slice run the tiles over the panel (rw_max rows
- * at a time). `codes` is caller scratch of BL_GEMM_PANEL * BL_GEMM_KC bytes. */
+ * docs/kernels.md#26-activation-parallel-vs-weight-parallel): per panel of rows, per block of tokens and per
+ * chunk of BL_GEMM_KC weights, decode the codes once, then for every 4-token slice run the tiles over the
+ * panel (rw_max rows at a time). `codes` is caller scratch of BL_GEMM_PANEL * BL_GEMM_KC bytes. */
 static inline void bl_gemm_blocked(bl_decode_fn decode, bl_tile_fn tile, int rw_max, uint8_t *codes, int op,
                                    const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int32_t *out, int64_t N,
                                    int64_t K, int64_t ld_out, int64_t r0, int64_t r1) {

@@ -3,7 +3,7 @@
  * Compiled with -mavx2 -mfma, called only on CPUs that have both.
  * read: 32-byte loads, vpsadbw against zero (the byte sums of each 8-byte group land in
  *       four uint64 lanes), vpaddq into four accumulators: 128 bytes per iteration.
- * dot:  the inner step of the AVX2 I2_S kernel (kernels.md §2.1): vpmaddubsw (32 u8 x s8
+ * dot:  the inner step of the AVX2 I2_S kernel (docs/kernels.md#21-x86-avx2): vpmaddubsw (32 u8 x s8
  *       products, adjacent pairs summed into int16) then vpaddw into an int16 accumulator.
  *       6 chains, each with its own `a`: with 1 `b` and a temporary, 14 of the 16 ymm
  *       registers. The int16 add has a one-cycle latency, so 6 chains keep two multiply

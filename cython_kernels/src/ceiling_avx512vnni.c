@@ -3,8 +3,8 @@
  * Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vnni, called only on CPUs with all
  * four. read: 64-byte loads, vpsadbw zmm, vpaddq into four accumulators (256 bytes per
  * iteration). dot: vpdpbusd zmm — 64 u8 x s8 products, four per int32 lane, accumulated in
- * place (kernels.md §2.4); 12 chains with their own `a` use 25 of the 32 zmm registers,
- * enough to cover its latency (4-5 cycles) at two per cycle.
+ * place (docs/kernels.md#24-vnni-and-dot-product-instructions); 12 chains with their own `a` use 25 of the 32
+ * zmm registers, enough to cover its latency (4-5 cycles) at two per cycle.
  */
 #include <immintrin.h>
 

@@ -2,9 +2,9 @@
  *
  * Compiled with -mavx2 -mfma -mavxvnni, called only on CPUs with AVX-VNNI (Intel Alder Lake
  * and later, AMD Zen 5). read is AVX2's loop (ceiling_avx2.c); dot is the VEX-encoded vpdpbusd
- * on ymm: 32 u8 x s8 products, four per int32 lane, accumulated in place (kernels.md §2.4).
- * 12 chains (latency ~5 cycles at two per cycle) share two `a` vectors: 15 of the 16 ymm
- * registers.
+ * on ymm: 32 u8 x s8 products, four per int32 lane, accumulated in place
+ * (docs/kernels.md#24-vnni-and-dot-product-instructions). 12 chains (latency ~5 cycles at two per cycle)
+ * share two `a` vectors: 15 of the 16 ymm registers.
  */
 #include <immintrin.h>
 

@@ -4,7 +4,7 @@
  * accumulate bytes into uint16 lanes) into four accumulators, folded into uint64 every
  * 64 iterations (64 x 2 x 255 < 2^16, so the uint16 lanes never wrap). dot: smlal — 8 s8 x s8
  * products accumulated into int16 lanes, the inner step of the non-dotprod I2_S kernels
- * (kernels.md §2.2); it accumulates in place, so 8 chains share nothing but `b`.
+ * (docs/kernels.md#22-arm-neon); it accumulates in place, so 8 chains share nothing but `b`.
  */
 #include <arm_neon.h>
 

@@ -2,8 +2,8 @@
  *
  * Compiled with -march=armv8.2-a+dotprod, called only on CPUs reporting ASIMDDP. read is
  * NEON's loop (ceiling_neon.c); dot: sdot — 16 s8 x s8 products, four per int32 lane,
- * accumulated in place (kernels.md §2.2, §2.4); 12 chains with their own `a` use 25 of the 32
- * vector registers.
+ * accumulated in place (docs/kernels.md#22-arm-neon, docs/kernels.md#24-vnni-and-dot-product-instructions);
+ * 12 chains with their own `a` use 25 of the 32 vector registers.
  */
 #include <arm_neon.h>
 

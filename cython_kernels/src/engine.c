@@ -7,7 +7,7 @@
  *   5. attention      causal GQA over the KV cache, float64 dots (canonical order)
  *   6. lm_head        canonical f32 dots over the F16 / F32 matrix; Q8_0 with llama.cpp's dot
  *   7. workspace      scratch kept between calls (a decode step allocates nothing)
- *   8. forward        the layer loop (numerics.md §10)
+ *   8. forward        the layer loop (docs/numerics.md#10-layer-graphs)
  *   9. bitlinear      one projection alone (the BitLinear tier of verify)
  *
  * Numerics follow bitnet_lab/reference/layers.py (the judge) rule by rule for the integer side
@@ -256,7 +256,7 @@ static void cap_rows(void *dst, const void *src, int64_t elem, int64_t width, in
 /* 3. float ops                                                                              */
 /* ======================================================================================== */
 
-/* ggml RMSNorm of one row (numerics §4.1; reference layers.rms_norm): squares formed in f32,
+/* ggml RMSNorm of one row (docs/numerics.md#41-ggml; reference layers.rms_norm): squares formed in f32,
  * summed in float64 (canonical 16-lane order, engine_float.h), mean = fl32(sum / n) (one float64
  * division), scale = 1.0f / sqrtf(mean + eps), then (x · scale) · w as two f32 multiplies. */
 static void rms_norm_row(const bl_float_kernels *fk, const float *x, const float *w, float *y, int64_t n, float eps) {
@@ -356,9 +356,10 @@ void bl_f32_to_f16_array(const float *x, uint16_t *y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] = bl_f32_to_f16(x[i]);
 }
 
-/* RoPE of the first `rot` dims of each of n_heads heads of one row (numerics §5.3; reference
- * layers.apply_rope): x0' = fl(x0·c) − fl(x1·s), x1' = fl(x0·s) + fl(x1·c) in f32. NEOX pairs
- * dim i with i + rot/2; NORM pairs 2i with 2i+1. cs / sn: this position's table rows. */
+/* RoPE of the first `rot` dims of each of n_heads heads of one row
+ * (docs/numerics.md#53-ggml-angle-computation; reference layers.apply_rope): x0' = fl(x0·c) − fl(x1·s), x1' =
+ * fl(x0·s) + fl(x1·c) in f32. NEOX pairs dim i with i + rot/2; NORM pairs 2i with 2i+1. cs / sn: this
+ * position's table rows. */
 static void rope_row(float *x, int64_t n_heads, int64_t d, int64_t rot, int neox, const float *cs,
                      const float *sn) {
     const int64_t half = rot / 2;
@@ -375,8 +376,8 @@ static void rope_row(float *x, int64_t n_heads, int64_t d, int64_t rot, int neox
     }
 }
 
-/* Gated FFN activation, element-wise (numerics §7; reference layers.gated_activation).
- * relu2: r = g > 0 ? g : 0 (ggml_relu), (r·r)·u in f32.
+/* Gated FFN activation, element-wise (docs/numerics.md#7-ffn-activation-relu-squared-vs-silu; reference
+ * layers.gated_activation). relu2: r = g > 0 ? g : 0 (ggml_relu), (r·r)·u in f32.
  * silu:  fl32(g / (1 + exp(−g))) evaluated in float64 (≈ correctly rounded), then ·u in f32; the
  *        float64 exp is bl_exp64 (engine_float.h), vectorised per ISA with the same operations. */
 static void gated_act(const bl_float_kernels *fk, const float *g, const float *u, float *f, int64_t n, int relu2) {
@@ -421,8 +422,8 @@ static void embed_row(const bl_fmat *e, int64_t id, float *out) {
 /* 4. BitLinear                                                                              */
 /* ======================================================================================== */
 
-/* The quantised input of one or more projections (numerics §2.6: q/k/v share one, gate/up
- * share one). Row n of q starts at q + n·stride; columns K .. stride-1 are zero. */
+/* The quantised input of one or more projections (docs/numerics.md#26-where-the-quantisation-happens: q/k/v
+ * share one, gate/up share one). Row n of q starts at q + n·stride; columns K .. stride-1 are zero. */
 typedef struct {
     int8_t *q;      /* (N, stride)                                                 */
     float *s;       /* (N) activation scales s_x                                   */
@@ -430,7 +431,8 @@ typedef struct {
     int64_t K, stride, N;
 } bl_act;
 
-/* Quantise rows [lo, hi) of x (N, K) into a (numerics §2.1, bl_mad.h quantize_act). */
+/* Quantise rows [lo, hi) of x (N, K) into a (docs/numerics.md#21-bitnetcpp-i2_s-path, bl_mad.h
+ * quantize_act). */
 static void quantize_rows(const bl_mad_kernels *mad, const float *x, bl_act *a, int64_t lo, int64_t hi,
                           int rounding) {
     if (hi <= lo) return;
@@ -485,7 +487,8 @@ static void mad_rows(const bl_mad_kernels *mad, const bl_job *j, const bl_act *a
                       : w->layout == BL_W_TQ2_0  ? mad->tq2_gemm
                                                  : mad->tq1_gemm;
     if (N > 1 && a->stride == w->K_pad) {
-        /* prefill: activation-parallel GEMM, each weight row decoded once for N tokens (kernels §2.6) */
+        /* prefill: activation-parallel GEMM, each weight row decoded once for N tokens
+         * (docs/kernels.md#26-activation-parallel-vs-weight-parallel) */
         gemm(w->data, a->q, a->sum, j->acc, N, w->K_pad, M, r0, r1);
     } else {
         for (int64_t n = 0; n < N; ++n) gemv(w->data, a->q + n * a->stride, a->sum[n], j->acc + n * M, w->K_pad, r0, r1);
@@ -509,8 +512,8 @@ static void tl_rows(const bl_isa_kernels *tab, const bl_job *j, const uint8_t *l
     }
 }
 
-/* BitLinear epilogue of rows [r0, r1) (numerics §3.2; reference layers.epilogue):
- * y = fl(fl(acc) / s_x) · γ, left to right, then · out_scale (old `bitnet` arch). */
+/* BitLinear epilogue of rows [r0, r1) (docs/numerics.md#32-bitnetcpp-i2_s-epilogue-and-its-order; reference
+ * layers.epilogue): y = fl(fl(acc) / s_x) · γ, left to right, then · out_scale (old `bitnet` arch). */
 static void epilogue_rows(const bl_job *j, const bl_act *a, int64_t r0, int64_t r1) {
     const bl_tweight *w = j->w;
     /* the scales in locals and restrict rows: y cannot alias them, so the loops vectorise (the
@@ -592,7 +595,7 @@ static void run_group(bl_thread *th, const bl_isa_kernels *tab, const bl_job *jo
 /* 5. attention                                                                              */
 /* ======================================================================================== */
 
-/* Causal GQA attention of one query row for R heads that share a kv head (numerics §6;
+/* Causal GQA attention of one query row for R heads that share a kv head (docs/numerics.md#6-attention;
  * reference layers.attention). q: R rows of d values (f32, after RoPE), d apart. Keys/values of
  * positions 0 .. p of the kv head: from the cache (kc, vc), except position p itself when k_cur
  * is not NULL (decode: this thread's own copy of the new token's K/V, in the cache dtype — the
@@ -932,7 +935,7 @@ static void attention_block(const bl_ctx *c, bl_private *P, int64_t l, void *con
         memcpy(P->kr, y + qd, 4 * kvd);
         rope_row(P->kr, nkv, d, m->rot_dim, m->rope_neox, cs, sn);
         uint16_t *v16 = P->k16 + kvd;
-        if (m->kv_f16) { /* K after RoPE and V rounded to fp16 when stored (numerics §6) */
+        if (m->kv_f16) { /* K after RoPE and V rounded to fp16 when stored (docs/numerics.md#6-attention) */
             bl_f32_to_f16_array(P->kr, P->k16, kvd);
             bl_f32_to_f16_array(v, v16, kvd);
         }
@@ -1020,7 +1023,7 @@ static void residual(const bl_ctx *c, float *h, const float *y, int64_t n) {
     prof_mark(c->th, BL_PROF_RESID);
 }
 
-/* One layer on the chunk's N rows (numerics §10.1), all threads. */
+/* One layer on the chunk's N rows (docs/numerics.md#101-bitnet-b158-2b-4t), all threads. */
 static void layer_forward(const bl_ctx *c, bl_private *P, int64_t l, void *const *lcaps) {
     const bl_model *m = c->m;
     const bl_layer *L = &m->layers[l];
@@ -1031,8 +1034,9 @@ static void layer_forward(const bl_ctx *c, bl_private *P, int64_t l, void *const
     bl_act a;
 
     /* ---- attention block ------------------------------------------------------------ */
+    /* one quantisation shared by q, k, v (docs/numerics.md#26-where-the-quantisation-happens) */
     norm_quant(c, P, P->h, L->attn_norm, H, group_stride(&L->w[BL_P_Q], 3), &a, lcaps, BL_CAP_ATTN_NORM,
-               BL_CAP_ATTN_IN_Q); /* one quantisation shared by q, k, v (numerics §2.6) */
+               BL_CAP_ATTN_IN_Q);
     {
         static const int slots[3] = {BL_P_Q, BL_P_K, BL_P_V};
         static const int caps[3] = {BL_CAP_ATTN_Q_ACC, BL_CAP_ATTN_K_ACC, BL_CAP_ATTN_V_ACC};
@@ -1042,7 +1046,7 @@ static void layer_forward(const bl_ctx *c, bl_private *P, int64_t l, void *const
     attention_block(c, P, l, lcaps);
     cap_private(lcaps, BL_CAP_ATTN_OUT, S->xb, 4, qd, qd, c);
     const float *o_in = S->xb;
-    if (m->sub_norms) { /* attn_sub_norm before o_proj (numerics §8) */
+    if (m->sub_norms) { /* attn_sub_norm before o_proj (docs/numerics.md#8-sub-norm-placement) */
         for (int64_t n = 0; n < N; ++n) rms_norm_row(c->fk, S->xb + n * qd, L->attn_sub_norm, P->xn + n * qd, qd, m->eps);
         prof_mark(c->th, BL_PROF_NORM);
         cap_private(lcaps, BL_CAP_ATTN_SUB_NORM, P->xn, 4, qd, qd, c);
@@ -1182,7 +1186,7 @@ int bl_forward(const bl_model *m, const bl_kv *kv, const int32_t *tokens, int64_
             prof_mark(&th, BL_PROF_NORM);
             if (n_lm > 0) {
                 /* with an F16 lm_head the hidden state is rounded to fp16 first (ggml's F16 mat-mul
-                 * converts its f32 operand, numerics §9) */
+                 * converts its f32 operand, docs/numerics.md#9-embedding-and-lm_head) */
                 if (m->lm_q8) {
                     for (int64_t n = 0; n < n_lm; ++n)
                         quantize_q8_0(P.xn + (n_first + n) * H, H, P.qx + n * H, P.dx + n * (H / 32), P.qs4 + n * (H / 4));

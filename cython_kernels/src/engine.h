@@ -31,7 +31,7 @@ extern "C" {
 
 /* ---- weights ------------------------------------------------------------------------------ */
 
-/* Ternary layouts the engine multiplies (formats.md §3). */
+/* Ternary layouts the engine multiplies (docs/formats.md#3-ternary-byte-layouts). */
 typedef enum {
     BL_W_I2S = 0,   /* MAD kernels, K_pad/4 bytes per row                                  */
     BL_W_TQ2_0 = 1, /* MAD kernels, 66-byte blocks of 256; uniform block scale = gamma     */
@@ -52,7 +52,8 @@ typedef struct {
     const uint8_t *data;   /* packed bytes of the whole tensor (no scale tail)               */
     float gamma;           /* per-tensor scale (TQ: the uniform fp16 block scale, widened)   */
     float out_scale;       /* the `.scale` tensor's value; 1.0f when absent                  */
-    int64_t BM, BK, bm;    /* TL1 / TL2 tiling (kernels.md §5); 0 otherwise                  */
+    int64_t BM, BK, bm;    /* TL1 / TL2 tiling; 0 otherwise
+                              (docs/kernels.md#5-tiling-parameters-and-code-generation)      */
 } bl_tweight;
 
 /* A float matrix read row by row (embedding, lm_head). */
@@ -78,11 +79,13 @@ typedef struct {
 typedef struct {
     int64_t n_layers, hidden, n_heads, n_kv_heads, head_dim, ffn, vocab;
     int64_t rot_dim;        /* rotated dims per head (<= head_dim, even)                      */
-    int32_t rope_neox;      /* 1: dim i pairs with i + rot/2; 0: 2i with 2i+1 (numerics §5)   */
-    int32_t act_relu2;      /* 1: relu(g)²·u; 0: silu(g)·u (numerics §7)                      */
-    int32_t sub_norms;      /* attn_sub_norm / ffn_sub_norm present (numerics §8)             */
+    int32_t rope_neox;      /* 1: dim i pairs with i + rot/2; 0: 2i with 2i+1 (docs/numerics.md#5-rope)   */
+    int32_t act_relu2;      /* 1: relu(g)²·u; 0: silu(g)·u
+                               (docs/numerics.md#7-ffn-activation-relu-squared-vs-silu)       */
+    int32_t sub_norms;      /* attn_sub_norm / ffn_sub_norm present (docs/numerics.md#8-sub-norm-placement) */
     int32_t rounding;       /* BL_ROUND_HALF_EVEN / BL_ROUND_HALF_AWAY (bl_mad.h)             */
-    int32_t kv_f16;         /* K/V cache in fp16; q and softmax rounded to fp16 (numerics §6) */
+    int32_t kv_f16;         /* K/V cache in fp16; q and softmax rounded to fp16
+                               (docs/numerics.md#6-attention)                                 */
     int32_t lm_f16;         /* round the final hidden state to fp16 before the lm_head        */
     int32_t lm_q8;          /* Q8_0 lm_head with llama.cpp's dot: the hidden state quantised to
                                Q8_0 (engine_float.h; reference layers.lm_head_q8_0)          */

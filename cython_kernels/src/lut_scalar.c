@@ -8,7 +8,8 @@
 #include "bl_lut.h"
 #include "bl_lut_layout.h"
 
-/* Weight digits behind each table entry (kernels.md §3.1, §4.1); padding entries are 0. */
+/* Weight digits behind each table entry (docs/kernels.md#31-lut-construction-per-activation-row,
+ * docs/kernels.md#41-lut-construction); padding entries are 0. */
 static const int8_t TL1_T0[16] = {-1, -1, -1, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0};
 static const int8_t TL1_T1[16] = {-1, 0, 1, -1, 0, 1, -1, 0, 1, 0, 0, 0, 0, 0, 0, 0};
 static const int8_t TL2_T0[16] = {0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0};

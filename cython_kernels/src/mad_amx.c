@@ -5,22 +5,24 @@
  * process granted the tile data state (arch_prctl ARCH_REQ_XCOMP_PERM). The amx level is the
  * avx512vnni level with these three GEMMs: decode (one token) has nothing for a tile to reuse.
  *
- * The multiply (kernels.md §2.6's activation-parallel GEMM, on tiles): TDPBSUD
+ * The multiply (the activation-parallel GEMM of docs/kernels.md#26-activation-parallel-vs-weight-parallel,
+ * on tiles): TDPBSUD
  *   C[16 × 16 int32] += A[16 × 64 int8] · B[64 × 16 uint8]
  * with A = 16 tokens' activations over 64 weights, read straight from Q (tileloadd with stride K:
  * no copy), B = the codes c = t + 1 of 16 weight rows over the same 64 weights, and C = out[token][row],
  * stored straight into out with stride ld_out. B is "VNNI-packed": its row k4 holds, for each of the
  * 16 weight rows, the 4 codes of weights 4·k4 .. 4·k4 + 3. C starts at −sum_q[token] in every
- * column, so the integer result is Σ c·q − Σ q = Σ t·q exactly (numerics §3.1; int32 holds it, bl_mad.h).
+ * column, so the integer result is Σ c·q − Σ q = Σ t·q exactly (docs/numerics.md#31-the-integer-identity;
+ * int32 holds it, bl_mad.h).
  *
  * Packed weights -> B tiles, per 16 rows and one 128-weight block (32 packed bytes a row): dword j
  * (bytes 4j .. 4j+3) of a row's 32 bytes holds weights 32p + 4j .. 32p + 4j + 3 in its plane p
- * (I2_S: bits at shift 6 − 2p, MSB first; TQ2_0's 128-halves: shift 2p, LSB first; formats.md §3).
- * Transposing the 16 rows × 8 dwords of PACKED bytes (24 shuffles: two 8 × 8 dword transposes side
- * by side in the halves of 8 zmm registers) gives, for each j, the 16 rows' dword j in one vector;
- * its plane p, shifted and masked, is row 8·(p % 2) + j of the B tile of the block's half p / 2.
- * So decoding 2048 weights costs 16 loads, 24 shuffles and 64 shift/and ops, once per call for all
- * tokens (decoding the codes first and transposing bytes would take four times the shuffles).
+ * (I2_S: bits at shift 6 − 2p, MSB first; TQ2_0's 128-halves: shift 2p, LSB first;
+ * docs/formats.md#3-ternary-byte-layouts). Transposing the 16 rows × 8 dwords of PACKED bytes (24 shuffles:
+ * two 8 × 8 dword transposes side by side in the halves of 8 zmm registers) gives, for each j, the 16 rows'
+ * dword j in one vector; its plane p, shifted and masked, is row 8·(p % 2) + j of the B tile of the block's
+ * half p / 2. So decoding 2048 weights costs 16 loads, 24 shuffles and 64 shift/and ops, once per call
+ * for all tokens (decoding the codes first and transposing bytes would take four times the shuffles).
  *
  * Blocking: a panel of 32 weight rows (two B column tiles) is decoded BL_AMX_KC weights at a time
  * (a unit) into a stack buffer; every pair of 16-token blocks then runs a 2 × 2 grid of C tiles over

@@ -1,18 +1,20 @@
 /* mad_avx2.c — MAD kernels, v1: AVX2 (I2_S GEMV/GEMM, TQ2_0/TQ1_0 GEMV/GEMM).
  *
- * The multiply (kernels.md §2.1): _mm256_maddubs_epi16(codes u8, activations s8) — unsigned
+ * The multiply (docs/kernels.md#21-x86-avx2): _mm256_maddubs_epi16(codes u8, activations s8) — unsigned
  * codes c = t + 1 in {0,1,2} times signed int8, adjacent pairs summed into int16 lanes (a pair is
  * at most 2·2·128 = 512 in size: maddubs never saturates). Then Σ t·q = Σ c·q − sum_q.
  *
- * The int16 rule (kernels.md §2.3): an int16 lane receives 2 products per maddubs, so over
- * 2048 weights (16 I2_S blocks, 8 TQ blocks) it holds at most 128 products of |c·q| ≤ 256:
- * within [−32768, 32512]. Every kernel here widens (madd_epi16 with 1 → int32) at least that
- * often — bitnet.cpp's 32-block interval can reach 65,024 and wrap; ours cannot.
+ * The int16 rule (docs/kernels.md#23-the-int16-overflow-bound-and-a-safer-widening-rule): an int16 lane
+ * receives 2 products per maddubs, so over 2048 weights (16 I2_S blocks, 8 TQ blocks) it holds at most 128
+ * products of |c·q| ≤ 256: within [−32768, 32512]. Every kernel here widens (madd_epi16 with 1 → int32) at
+ * least that often — bitnet.cpp's 32-block interval can reach 65,024 and wrap; ours cannot.
  *
- * I2_S GEMV v1   (weight-parallel, kernels.md §2.6): 4 weight rows per step share each
- *                activation load; per 128-weight block a row costs 1 load, 3 shifts, 4 ands,
- *                4 maddubs, 4 adds. int16 accumulators widened every 16 blocks.
- * I2_S GEMV v1w1 the same, widened after every block (the §2.3 "or per block" option; kept to
+ * I2_S GEMV v1   (weight-parallel, docs/kernels.md#26-activation-parallel-vs-weight-parallel):
+ *                4 weight rows per step share each activation load; per 128-weight block a row
+ *                costs 1 load, 3 shifts, 4 ands, 4 maddubs, 4 adds. int16 accumulators widened
+ *                every 16 blocks.
+ * I2_S GEMV v1w1 the same, widened after every block (the "or per block" option of
+ *                docs/kernels.md#23-the-int16-overflow-bound-and-a-safer-widening-rule; kept to
  *                measure what the int16 interval buys).
  * I2_S x4 v1x    v1 on the x4 layout in place (one sequential stream per group of 4 rows).
  * GEMM v1        (activation-parallel, bl_gemm_blocked): a panel of 8 weight rows × 2048 weights
@@ -163,7 +165,8 @@ void bl_tq1_gemv_v1(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *o
 /* ---- GEMM: blocked driver (bl_mad_impl.h) + a 2 rows x 4 tokens int16 tile ------------------ */
 
 /* res[i][j] = Σ_k codes[i][k] · a[j][k] over kc (≤ 2048) elements. int16 accumulators: a chunk
- * of 2048 weights is exactly the §2.3 bound (64 maddubs × 2 products of |c·q| ≤ 256 per lane). */
+ * of 2048 weights is exactly the docs/kernels.md#23-the-int16-overflow-bound-and-a-safer-widening-rule bound
+ * (64 maddubs × 2 products of |c·q| ≤ 256 per lane). */
 ALWAYS_INLINE void tile(const uint8_t *codes, int64_t ldc, const int8_t *a, int64_t lda, int64_t kc, const int RW,
                         const int NT, int32_t res[4][4]) {
     __m256i acc[2][4];

@@ -2,10 +2,10 @@
  *
  * Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vnni; called only on CPUs with all four.
  *
- * The multiply (kernels.md §2.4): _mm512_dpbusd_epi32(acc, codes u8, activations s8) — four
- * adjacent u8 × s8 products summed and added straight into int32 lanes (the non-saturating
- * vpdpbusd, not vpdpbusds). No int16 stage, so no overflow interval to respect; the code-offset
- * correction Σ t·q = Σ c·q − sum_q is applied once per row.
+ * The multiply (docs/kernels.md#24-vnni-and-dot-product-instructions): _mm512_dpbusd_epi32(acc, codes u8,
+ * activations s8) — four adjacent u8 × s8 products summed and added straight into int32 lanes (the
+ * non-saturating vpdpbusd, not vpdpbusds). No int16 stage, so no overflow interval to respect; the
+ * code-offset correction Σ t·q = Σ c·q − sum_q is applied once per row.
  *
  * I2_S GEMV v2 (weight-parallel): one 64-byte load holds TWO 128-weight blocks A, B (lanes 0–1 =
  *   A, lanes 2–3 = B). Shift/mask gives plane p of A and of B in one vector; it multiplies the

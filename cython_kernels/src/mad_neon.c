@@ -1,16 +1,17 @@
 /* mad_neon.c — I2_S GEMV/GEMM for the neon level (aarch64 Advanced SIMD, no dot product).
  *
- * Reads the CANONICAL 128/32 layout (formats.md §3.1), not bitnet.cpp's ARM 64/16 one (the
- * wrong-output bug of kernels.md §10 #1): a 16-byte vector is half h of a 32-byte block, and its
- * plane p (shift 6 − 2p) is elements 32p + 16h .. +15, so it lines up with one plain 16-byte
- * activation load.
+ * Reads the CANONICAL 128/32 layout (docs/formats.md#31-i2_s-type-36), not bitnet.cpp's ARM 64/16 one
+ * (the wrong-output bug of docs/kernels.md#10-known-bitnetcpp-bugs-and-limits, row 1): a 16-byte vector
+ * is half h of a 32-byte block, and its plane p (shift 6 − 2p) is elements 32p + 16h .. +15, so it lines
+ * up with one plain 16-byte activation load.
  *
  * Multiply: vmull_s8 / vmlal_high_s8 — codes 0..2 as s8 times s8 activations, each product into
  * its own int16 lane (|c·q| ≤ 256). Two int16 accumulators (low and high 8 bytes), so per
  * 128-weight block a lane receives 2 halves × 4 planes = 8 products; widened (vpadalq_s16 into
- * int32) every 16 blocks: at most 128 products, within [−32768, 32512] (kernels.md §2.3 — the
- * 32-block interval of bitnet.cpp's non-dotprod path overflows on ARMv8.0, #411).
- * Two weight rows per step share the activation loads.
+ * int32) every 16 blocks: at most 128 products, within [−32768, 32512]
+ * (docs/kernels.md#23-the-int16-overflow-bound-and-a-safer-widening-rule — the 32-block interval of
+ * bitnet.cpp's non-dotprod path overflows on ARMv8.0, #411). Two weight rows per step share the
+ * activation loads.
  * GEMM: this GEMV once per token row (no activation-parallel reuse on NEON yet).
  */
 #include <arm_neon.h>

@@ -2,9 +2,9 @@
  *
  * Compiled with -march=armv8.2-a+dotprod (setup.py); dispatched only when the CPU reports
  * ASIMDDP. Canonical 128/32 layout as in mad_neon.c. vdotq_s32 (SDOT) is signed × signed:
- * feeding the codes 0..2 as s8 is exact (kernels.md §2.4), and the four products of each group
- * go straight into int32 lanes — no int16 stage. Two rows per step share the activation loads.
- * GEMM: this GEMV once per token row (no activation-parallel reuse on NEON yet).
+ * feeding the codes 0..2 as s8 is exact (docs/kernels.md#24-vnni-and-dot-product-instructions), and the four
+ * products of each group go straight into int32 lanes — no int16 stage. Two rows per step share the
+ * activation loads. GEMM: this GEMV once per token row (no activation-parallel reuse on NEON yet).
  */
 #include <arm_neon.h>
 

@@ -1,11 +1,13 @@
 /* mad_scalar.c — MAD kernels, v0: portable C, the reference every SIMD version must match.
  *
  * v0 does the obvious thing for every format: decode a chunk of weight codes c = t + 1 (the
- * scalar decoders of bl_mad_impl.h, one loop per formats.md table), then an int32 dot product
- * with the activations, and the code-offset correction Σ t·q = Σ c·q − Σ q (numerics §3.1).
+ * scalar decoders of bl_mad_impl.h, one loop per docs/formats.md table), then an int32 dot product
+ * with the activations, and the code-offset correction Σ t·q = Σ c·q − Σ q
+ * (docs/numerics.md#31-the-integer-identity).
  *   GEMV: per weight row, chunks of BL_GEMM_KC weights, one dot each.
  *   GEMM: per weight row and chunk, decode once, then one dot per token row (the decoded chunk
- *         is reused N times: the activation-parallel order of kernels.md §2.6).
+ *         is reused N times: the activation-parallel order of
+ *         docs/kernels.md#26-activation-parallel-vs-weight-parallel).
  * int32 accumulation is exact: |Σ c·q| ≤ 2·128·K < 2^31 for K < 2^22.
  * No SIMD flags (setup.py); the compiler may still auto-vectorise for the target's baseline.
  */

@@ -30,7 +30,8 @@ void bl_i2s_x4_interleave(const uint8_t *src, uint8_t *dst, int64_t M, int64_t K
 
 void bl_tq2_to_i2s(const uint8_t *src, uint8_t *dst, int64_t M, int64_t K) {
     /* TQ2_0 qs byte 32h + m holds elements 128h + m + 32j at bits 2j+1:2j; I2_S block 2b + h,
-     * byte m holds the same four elements MSB-first (formats §3.1, §3.4): reverse the fields. */
+     * byte m holds the same four elements MSB-first (docs/formats.md#31-i2_s-type-36,
+     * docs/formats.md#34-tq2_0-type-35): reverse the fields. */
     const int64_t blocks = M * (K / 256);
     for (int64_t b = 0; b < blocks; ++b) {
         const uint8_t *qs = src + b * 66;

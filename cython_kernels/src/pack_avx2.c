@@ -3,7 +3,7 @@
  * Compiled with -mavx2 -mfma only (setup.py); called only when the CPU has both
  * (bl_dispatch.c). Must match pack_scalar.c bit for bit.
  *
- * Unpack (kernels.md §2.1 step 1): load the block's 32 bytes, shift right by 6, 4, 2, 0
+ * Unpack (docs/kernels.md#21-x86-avx2 step 1): load the block's 32 bytes, shift right by 6, 4, 2, 0
  * and AND with 3. Each result is one plane = 32 consecutive elements, so it is stored
  * with one plain 32-byte store after subtracting 1 (code -> t). AVX2 has no 8-bit shift;
  * the 16-bit shift drags bits of the neighbouring byte in, and the AND with 3 drops them.

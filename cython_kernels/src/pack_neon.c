@@ -4,11 +4,12 @@
  * aarch64 baseline). Used by both the "neon" and "neon_dotprod" levels: packing has no dot
  * product in it. Must match pack_scalar.c bit for bit.
  *
- * It reads the CANONICAL 128/32 layout (formats.md §3.1): a block is 32 bytes, element j in
+ * It reads the CANONICAL 128/32 layout (docs/formats.md#31-i2_s-type-36): a block is 32 bytes, element j in
  * byte j % 32 at shift 6 - 2*(j / 32). A 16-byte vector holds one half of a block (bytes
  * 0..15 or 16..31), so plane p of half h is elements 32p + 16h .. 32p + 16h + 15. (bitnet.cpp's
- * ARM build reads a 64/16 layout here instead — the classic wrong-output bug, kernels.md §10.)
- * NEON has 8-bit shifts, so no masking of neighbour bits is needed beyond the & 3.
+ * ARM build reads a 64/16 layout here instead — the classic wrong-output bug,
+ * docs/kernels.md#10-known-bitnetcpp-bugs-and-limits.) NEON has 8-bit shifts, so no masking of neighbour bits
+ * is needed beyond the & 3.
  */
 #include <arm_neon.h>
 

@@ -3,7 +3,7 @@
  * Compiled with no SIMD flags (setup.py), so it runs on any CPU the toolchain targets; the
  * compiler may still auto-vectorise it for the baseline ISA of the target (SSE2 on x86-64).
  *
- * Layout (formats.md §3.1, canonical 128/32): element j of a 128-weight block is in byte
+ * Layout (docs/formats.md#31-i2_s-type-36, canonical 128/32): element j of a 128-weight block is in byte
  * j % 32 at shift 6 - 2*(j / 32); code c = t + 1, code 3 invalid. Written plane by plane:
  * plane p (shift 6 - 2p) holds elements 32p .. 32p + 31, one per byte of the block.
  *

@@ -6,7 +6,7 @@
  * only way to exercise pack_neon.c on an x86 machine.
  *
  * Checks, for each level:
- *   1. known answer: a hand-built block decodes per formats.md §3.1 (128/32, MSB-first) —
+ *   1. known answer: a hand-built block decodes per docs/formats.md#31-i2_s-type-36 (128/32, MSB-first) —
  *      this catches a kernel that reads bitnet.cpp's ARM 64/16 layout even if scalar agreed;
  *   2. unpack of random valid data (1..37 blocks, odd and even counts) == scalar, and
  *      pack(unpack(x)) == x;

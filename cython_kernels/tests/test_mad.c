@@ -5,9 +5,9 @@
  * under qemu-user (-cpu max: neon + neon_dotprod; -cpu cortex-a53: ARMv8.0, neon only). It is the
  * only way to exercise the NEON kernels on an x86 machine.
  *
- * The test packs its random ternary weights with its own encoders (formats.md §3.1, §3.4, §3.5,
- * written out again here, independent of the kernels' decoders), computes Σ t·q in int64 and
- * checks, per version:
+ * The test packs its random ternary weights with its own encoders (docs/formats.md#31-i2_s-type-36,
+ * docs/formats.md#34-tq2_0-type-35, docs/formats.md#35-tq1_0-type-34, written out again here, independent of
+ * the kernels' decoders), computes Σ t·q in int64 and checks, per version:
  *   GEMV / GEMM  exact results on M = 1, 3, 4, 5, 9 rows, K = the smallest legal value and larger
  *                multiples (odd block counts included), N = 1, 3, 5 token rows, a row range that
  *                starts and ends inside the tensor, ld_out > M, and sentinels outside the range
@@ -65,7 +65,7 @@ static uint8_t w_buf[MAX_M * MAX_K / 4 + 64];
 static int8_t q_buf[MAX_N * MAX_K];
 static int32_t out_buf[(MAX_N + 1) * (MAX_M + 3)];
 
-/* ---- encoders (formats.md), independent of the kernels ------------------------------------- */
+/* ---- encoders (docs/formats.md), independent of the kernels ------------------------------------- */
 
 static uint8_t x4_tmp[MAX_M * MAX_K / 4];
 

@@ -95,8 +95,8 @@ def test_ternary_round_trip(tmp_path, layout):
 
 
 def test_i2_s_blob_layout(tmp_path):
-    """bitnet.cpp layout (formats.md §1.4): v3, alignment 32, type 36, blob M·K/4 + 32 with the
-    f32 scale in the first 4 bytes of the tail."""
+    """bitnet.cpp layout (docs/formats.md#14-rules-for-a-writer-that-bitnetcpp-binaries-must-load): v3,
+    alignment 32, type 36, blob M·K/4 + 32 with the f32 scale in the first 4 bytes of the tail."""
     w = ternary_weights()["i2_s"]
     path = write_gguf(tmp_path / "i2s.gguf", {"general.architecture": "bitnet-b1.58", "general.file_type": 40},
                       {w.name: w})
@@ -113,7 +113,8 @@ def test_i2_s_blob_layout(tmp_path):
 
 
 def test_tl_hidden_scale_slot(tmp_path):
-    """TL1/TL2: data, zeros to pad32, then the 32-byte slot with the f32 scale (formats.md §4.2)."""
+    """TL1/TL2: data, zeros to pad32, then the 32-byte slot with the f32 scale
+    (docs/formats.md#42-tl1-and-tl2-hidden-scale-slot)."""
     ws = ternary_weights()
     path = write_gguf(tmp_path / "tl.gguf", {"general.architecture": "bitnet"},
                       {ws["tl1"].name: ws["tl1"], ws["tl2"].name: ws["tl2"]})
@@ -521,7 +522,8 @@ def test_real_file_opens_and_matches_gguf_reader(name):
     assert len(f.tensor_infos) == 24
     assert read_metadata(path) == f.metadata
     if name == "bitnet-i2_s.gguf":
-        # gguf-py cannot open type 36 (formats.md §1.3): confirm, then compare with the F32 file
+        # gguf-py cannot open type 36 (docs/formats.md#13-rules-for-a-reader-of-bitnet-files): confirm, then
+        # compare with the F32 file
         with pytest.raises(ValueError):
             gguf.GGUFReader(path)
         ref = GGUFFile(REAL / "bitnet-f32.gguf").metadata
@@ -548,7 +550,7 @@ def test_real_ternary_tensors_decode_to_the_f32_file(name, f32_ref):
         if w.layout == "i2_s":
             np.testing.assert_array_equal(w.dequantize(), ref, err_msg=n)  # bit for bit
         else:
-            # TQ: same ternary codes; values up to the fp16 block scale d (formats.md §3.4)
+            # TQ: same ternary codes; values up to the fp16 block scale d (docs/formats.md#34-tq2_0-type-35)
             gamma = np.float32(np.abs(ref).max())
             np.testing.assert_array_equal(w.ternary(), np.sign(ref).astype(np.int8), err_msg=n)
             np.testing.assert_array_equal(w.block_scales, np.full_like(w.block_scales, np.float16(gamma)))

@@ -58,7 +58,8 @@ def test_real_checkpoint_same_codes_as_bitnet_cpp(real_hf, real_i2s):
     codes) exactly. The scales agree to within one float32 ulp, not always exactly: the file's
     scale is fl(1/fl(1/γ_torch)) with γ_torch torch's float32 mean (its own reduction order),
     ours is the correctly rounded mean (float64 accumulation). fl(1/fl(1/γ)) itself does not
-    move our γ here; the reduction order does (numerics.md §1: read γ, do not recompute it)."""
+    move our γ here; the reduction order does (docs/numerics.md#1-weight-ternarisation: read γ, do not
+    recompute it)."""
     _, tensors, _ = real_hf
     _, ref = real_i2s
     tq = {p: GGUFFile(p).tensors() for p in (REAL_TQ1, REAL_TQ2)}
@@ -166,7 +167,7 @@ def test_bitlinear_low_precision_scale(tmp_path, scale_dtype):
 
 def test_missing_quantization_config_means_bitlinear(tmp_path):
     """transformers' default linear_class is bitlinear: without a quantization_config the
-    weight_scale divides (formats.md §7.4)."""
+    weight_scale divides (docs/formats.md#74-weight_scale-multiply-or-divide)."""
     cfg = tiny_config()
     model = random_model(cfg)
     write_hf_checkpoint(tmp_path, cfg, model, convention="autobitlinear")
@@ -276,7 +277,8 @@ def test_2b4t_names_and_untied_output(tmp_path):
 
 
 def test_permutation_formula():
-    """GGUF row h·d + 2i + j = HF row h·d + j·(d/2) + i (formats.md §7.6), checked index by index."""
+    """GGUF row h·d + 2i + j = HF row h·d + j·(d/2) + i
+    (docs/formats.md#76-qk-permutation-for-llama-arch-ggufs), checked index by index."""
     n_head, d, K = 3, 8, 5
     hf = np.arange(n_head * d * K).reshape(n_head * d, K)
     gg = nm.permute_qk(hf, n_head)
@@ -520,7 +522,8 @@ def test_invalid_code_in_packed_weight(tmp_path):
     hdr = read_safetensors_header(p)
     mm = np.memmap(p, dtype=np.uint8, mode="r")
     arrays = {n: (e.dtype, np.array(hdr.array(n, mm))) for n, e in hdr.entries.items()}
-    arrays[name][1][0, 0] |= 0b11  # code 3 never appears in HF-packed data (formats.md §3)
+    # code 3 never appears in HF-packed data (docs/formats.md#3-ternary-byte-layouts)
+    arrays[name][1][0, 0] |= 0b11
     del mm
     write_safetensors(p, arrays)
     with pytest.raises(SafetensorsError, match="o_proj.weight"):

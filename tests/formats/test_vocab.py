@@ -127,7 +127,7 @@ def test_bpe_llama3_vocab(llama3_dir):
     assert md["tokenizer.ggml.merges"] == gg["tokenizer.ggml.merges"]
     assert md["tokenizer.ggml.bos_token_id"] == gg["tokenizer.ggml.bos_token_id"] == 128000
     assert md["tokenizer.ggml.eos_token_id"] == gg["tokenizer.ggml.eos_token_id"] == 128001
-    assert md["tokenizer.ggml.eot_token_id"] == 128009  # <|eot_id|> (formats.md §8.5)
+    assert md["tokenizer.ggml.eot_token_id"] == 128009  # <|eot_id|> (docs/formats.md#85-chat-templates)
     assert md["tokenizer.ggml.add_bos_token"] is True  # the post-processor prepends BOS
     assert "<|eot_id|>" in md["tokenizer.chat_template"]
     assert "tokenizer.ggml.scores" not in md

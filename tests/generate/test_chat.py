@@ -52,13 +52,14 @@ LLAMA3_JINJA = """{% for message in messages %}
 {% if add_generation_prompt %}
 {{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"""
 
-# The HF 2B-4T tokenizer_config.json template (formats.md §8.5): Role: content<|eot_id|>, no BOS.
+# The HF 2B-4T tokenizer_config.json template (docs/formats.md#85-chat-templates): Role: content<|eot_id|>,
+# no BOS.
 HF_2B4T_JINJA = (
     "{% for message in messages %}{{ message['role'] | capitalize + ': ' + message['content'] | trim + '<|eot_id|>' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}"
 )
 
-# The 2B-4T GGUF placeholder (convert-ms-to-gguf-bitnet.py), formats.md §8.5.
+# The 2B-4T GGUF placeholder (convert-ms-to-gguf-bitnet.py), docs/formats.md#85-chat-templates.
 PLACEHOLDER = ("{% for message in messages %}{% if message['role'] == 'user' %}{{ 'Human: ' + message['content'] + "
                "'\\n\\nBITNETAssistant: ' + eos_token }}{% elif message['role'] == 'assistant' %}"
                "{{ message['content'] + eos_token }}{% endif %}{% endfor %}")
@@ -348,7 +349,7 @@ def test_session_sampling_is_reproducible():
 
 
 # =====================================================================================
-# Exact token ids with the real Llama-3 vocabulary (formats.md §8.5)
+# Exact token ids with the real Llama-3 vocabulary (docs/formats.md#85-chat-templates)
 # =====================================================================================
 
 

@@ -2,7 +2,7 @@
 
 Every ISA level this machine can run is compared bit for bit with the numpy twin
 (bitnet_lab.quant.packing) for 1 and 2 threads, on shapes with M = 1, odd M and odd / even
-block counts per row; a hand-built block checks the formats.md §3.1 table independently of
+block counts per row; a hand-built block checks the docs/formats.md#31-i2_s-type-36 table independently of
 both. Bad input must raise CodecError with the numbers; ISA selection (argument, set_isa,
 BITNET_LAB_ISA) must fail loudly. The C-level tests (cython_kernels/tests/) run natively
 and, when the cross tools are installed, for aarch64 NEON under qemu-user.
@@ -39,7 +39,7 @@ def random_ternary(rng: np.random.Generator, M: int, K: int) -> np.ndarray:
 
 
 def plant_code3(packed: np.ndarray, K: int, r: int, k: int) -> None:
-    """Set the 2-bit code of weight (r, k) to 3 in place (formats.md §3.1 addressing)."""
+    """Set the 2-bit code of weight (r, k) to 3 in place (docs/formats.md#31-i2_s-type-36 addressing)."""
     n = r * K + k
     j = n % 128
     packed[32 * (n // 128) + j % 32] |= np.uint8(3 << (6 - 2 * (j // 32)))
@@ -83,7 +83,7 @@ def test_random_bytes_unpack_matches_numpy(isa):
 @pytest.mark.isa
 @pytest.mark.parametrize("isa", ISAS)
 def test_known_answer_block(isa):
-    """formats.md §3.1 table, independent of the numpy twin: element j of a 128-block is in
+    """docs/formats.md#31-i2_s-type-36 table, independent of the numpy twin: element j of a 128-block is in
     byte j % 32 at shift 6 - 2*(j // 32), code = t + 1. A 64/16 (ARM build) reader fails."""
     packed = np.full(32, 0b10_01_00_01, np.uint8)  # elements b: +1, 32+b: 0, 64+b: -1, 96+b: 0
     packed[5] = 0b00_10_01_10  # elements 5: -1, 37: +1, 69: 0, 101: +1

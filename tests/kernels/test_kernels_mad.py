@@ -130,8 +130,9 @@ def test_gemm_tile_shapes_match_numpy(op, version):
 @pytest.mark.parametrize("op,version", version_params([*GEMV_OPS, *GEMM_OPS]))
 def test_int16_worst_case_is_exact(op, version):
     """All codes 2 (t = +1) against all q = 127 and all q = -128: Σ t·q = 127·K and -128·K. With
-    K = 4096 / 8192 (32 / 64 I2_S blocks) a 32-block int16 accumulator would wrap (kernels.md §2.3).
-    M = 9: the x4 GEMV's two-group pass, then a tail row."""
+    K = 4096 / 8192 (32 / 64 I2_S blocks) a 32-block int16 accumulator would wrap
+    (docs/kernels.md#23-the-int16-overflow-bound-and-a-safer-widening-rule). M = 9: the x4 GEMV's two-group
+    pass, then a tail row."""
     M = 9
     for K in (4096, 8192):
         data = pack(op, np.ones((M, K), dtype=np.int8))

@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_probe_i2_s_matches_the_documented_layout():
-    """formats.md §3.1: element j of a 128-block is in byte j % 32 at shift 6 − 2·(j // 32)."""
+    """docs/formats.md#31-i2_s-type-36: element j of a 128-block is in byte j % 32 at shift 6 − 2·(j //
+    32)."""
     bm = viz.probe_bit_map("i2_s", (1, 128))
     for j in range(128):
         b, shift = j % 32, 6 - 2 * (j // 32)

@@ -1,7 +1,8 @@
 """Ternary codecs (bitnet_lab/quant/packing.py) and TL tilings (bitnet_lab/quant/tiling.py).
 
-References: formats.md §3 (layouts), §4 (scales), §7.3 (HF); kernels.md §5 (tilings). The TL
-oracles below are per-weight loops written from the byte maps in packing.py's docstring, so
+References: docs/formats.md#3-ternary-byte-layouts (layouts), docs/formats.md#4-where-per-tensor-scales-live
+(scales), docs/formats.md#73-packed-uint8-layout (HF); docs/kernels.md#5-tiling-parameters-and-code-generation
+(tilings). The TL oracles below are per-weight loops written from the byte maps in packing.py's docstring, so
 they check the documented layout independently of the vectorised reshapes.
 """
 
@@ -42,8 +43,8 @@ def rng():
 
 
 def test_i2_s_hand_checked_block():
-    """One 128-weight block, bytes from the spec table (formats.md §3.1): byte b holds elements
-    b, 32+b, 64+b, 96+b in bits 7:6, 5:4, 3:2, 1:0 with code t+1."""
+    """One 128-weight block, bytes from the spec table (docs/formats.md#31-i2_s-type-36): byte b holds
+    elements b, 32+b, 64+b, 96+b in bits 7:6, 5:4, 3:2, 1:0 with code t+1."""
     t = np.zeros((1, 128), dtype=np.int8)
     t[0, 0], t[0, 32], t[0, 64], t[0, 96] = 1, -1, 0, 1   # byte 0 = 10 00 01 10
     t[0, 33] = 1                                          # byte 1 = 01 10 01 01
@@ -383,7 +384,7 @@ def test_tl2_sizes():
     real = P.tl2_nbytes(M, K, tiling)
     assert real == M * 3168 // 6 + M * 3168 // 24 + M * 32 // 4
     padded = P.tl2_padded_nbytes(M, K)
-    assert padded - real == (256 - 32) * M // 24  # formats.md §3.3
+    assert padded - real == (256 - 32) * M // 24  # docs/formats.md#33-tl2-type-39
     assert P.tl2_ggml_nbytes(M, K) == -(-padded // 32) * 32 + 32
     assert P.tl_scale_offset("tl2", M, K) == -(-padded // 32) * 32
     assert P.tl1_ggml_nbytes(M, K) == M * K // 4 + 32
@@ -446,7 +447,7 @@ def test_presets_are_legal_and_default():
         for (M, K), tiling in presets.items():
             TL.validate_tiling(layout, M, K, tiling)
             assert TL.default_tiling(layout, M, K) == tiling
-    # the † row of kernels.md §5.4 is recorded with bm = 32 (TL2 admits no other bm)
+    # the † row of docs/kernels.md#54-preset-kernels is recorded with bm = 32 (TL2 admits no other bm)
     assert TL.TL2_PRESETS[(4096, 1536)] == TLTiling(256, 96, 32)
     assert TL.DUMMY_TL1_TILING == TLTiling(256, 256, 32)
 
@@ -516,8 +517,8 @@ def test_dispatch_errors():
 
 
 def _read_gguf_table(path: Path) -> dict[str, tuple[tuple[int, ...], int, int]]:
-    """Minimal GGUF v3 tensor table (formats.md §1): name → (ggml dims, type id, absolute
-    offset). Enough for the conformance test; the project's reader is bitnet_lab/formats."""
+    """Minimal GGUF v3 tensor table (docs/formats.md#1-the-gguf-container): name → (ggml dims, type id,
+    absolute offset). Enough for the conformance test; the project's reader is bitnet_lab/formats."""
     buf = path.read_bytes()
     pos = 0
 

@@ -1,4 +1,5 @@
-"""The numerics policy of bitnet_lab.quant.ternary (numerics.md §1-§3)."""
+"""The numerics policy of bitnet_lab.quant.ternary (docs/numerics.md#1-weight-ternarisation to
+docs/numerics.md#3-bitlinear-integer-product-and-epilogue)."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def test_absmean_ternarize_gives_about_a_third_zeros_and_mean_abs_gamma():
     assert t.dtype == np.int8 and set(np.unique(t)) <= {-1, 0, 1}
     assert g == np.float32(np.abs(w).astype(np.float64).mean())
     assert 0.25 < np.mean(t == 0) < 0.40
-    # not idempotent (numerics §1): re-ternarising t*gamma changes gamma
+    # not idempotent (docs/numerics.md#1-weight-ternarisation): re-ternarising t*gamma changes gamma
     _, g2 = absmean_ternarize(t.astype(np.float32) * g)
     assert g2 < g
 

@@ -1,5 +1,5 @@
 """The JAX reference model (bitnet_lab/reference) against an independent numpy twin and against
-explicit constructions of each piece of numerics.md.
+explicit constructions of each piece of docs/numerics.md.
 
 Measured on jax 0.10.2 / XLA CPU (the tolerances the asserts hold are looser only where noted):
 - every int8 code, scale, code sum and int32 accumulator of every layer equals the plain model's
@@ -312,11 +312,11 @@ def test_gqa_equals_mha_with_repeated_kv_heads():
 
 
 def test_norm_rope_on_permuted_rows_equals_neox_on_hf_rows():
-    """formats.md §7.6: llama-arch GGUF rows are permuted for interleaved RoPE; un-permuting them
-    and using NEOX (HF rotate_half) performs the same float operations."""
+    """docs/formats.md#76-qk-permutation-for-llama-arch-ggufs: llama-arch GGUF rows are permuted for
+    interleaved RoPE; un-permuting them and using NEOX (HF rotate_half) performs the same float operations."""
     try:
         from bitnet_lab.formats.names import unpermute_qk
-    except ImportError:  # the local form of formats.md §7.6 (inverse of the converter's permute)
+    except ImportError:  # the local form of the permutation (inverse of the converter's permute)
         def unpermute_qk(rows, n_head):
             m = rows.shape[0]
             return rows.reshape(n_head, m // n_head // 2, 2, -1).swapaxes(1, 2).reshape(rows.shape)

@@ -71,7 +71,7 @@ def test_i2_s_matches_bitnet_cpp_file(converted):
     llama-quantize I2_S): same names, types, shapes; identical codes, F16 embedding and F32
     norms. Scales: bitnet.cpp stores fl(1/fl(1/γ_torch)), γ_torch being torch's float32 mean;
     we store the correctly rounded mean γ. They may differ in the last bit because the two means
-    are summed in different orders (numerics.md §1); never by more than one ulp."""
+    are summed in different orders (docs/numerics.md#1-weight-ternarisation); never by more than one ulp."""
     ours, ref = GGUFFile(converted["i2_s"]), GGUFFile(REAL_I2S)
     assert ours.metadata["general.file_type"] == ref.metadata["general.file_type"] == 40
     a, b = ours.tensors(), ref.tensors()

@@ -1,8 +1,9 @@
 """Dummy models (bitnet_lab.tools.dummy), the layout table (bitnet_lab.tools.layouts) and the default model.
 
 The tiny layout is written in every outtype and read back with ``bitnet_lab.load``; the big
-layouts are checked through the same planning function the generator uses (formats.md §6.3:
-the 332 tensors of the 2B-4T) without writing them, except in one slow test.
+layouts are checked through the same planning function the generator uses
+(docs/formats.md#63-2b-4t-gguf-tensors: the 332 tensors of the 2B-4T) without writing them, except in one
+slow test.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def test_unknown_layout_names_the_known_ones():
     assert "'7b-turbo'" in msg and "2B-4T" in msg and "125M" in msg and "tiny" in msg
 
 
-# formats.md §9: size, H, I, layers, heads and the derived ternary parameter count (billions).
+# docs/formats.md#9-dummy-model-layouts: size, H, I, layers, heads and the derived ternary parameter count
+# (billions).
 BITNET_CPP_DUMMIES = [
     ("125M", 768, 3072, 11, 12, 0.104), ("350M", 1024, 3072, 24, 16, 0.327),
     ("1B", 2048, 3584, 24, 32, 0.931), ("1.5B", 1536, 9216, 28, 32, 1.453),
@@ -110,7 +112,8 @@ def test_real_family_hyperparameters():
 # Plans (no bytes written)
 # ---------------------------------------------------------------------------------------------
 
-# formats.md §6.3: per-layer tensors of the 2B-4T with ggml shapes and types (I2_S file).
+# docs/formats.md#63-2b-4t-gguf-tensors: per-layer tensors of the 2B-4T with ggml shapes and types
+# (I2_S file).
 LAYER_2B4T = [
     ("attn_norm", "F32", (2560,)),
     ("attn_q", "I2_S", (2560, 2560)),
@@ -134,11 +137,12 @@ def test_2b4t_plan_is_the_332_tensors_of_the_official_file():
     assert [(p.name, p.ggml_type, p.ggml_shape) for p in plan] == expected
     assert len(plan) == 332
     assert Counter(p.ggml_type for p in plan) == {"I2_S": 210, "F32": 121, "F16": 1}
-    # I2_S blob sizes M·K/4 + 32 (formats.md §6.3)
+    # I2_S blob sizes M·K/4 + 32 (docs/formats.md#63-2b-4t-gguf-tensors)
     sizes = {p.name.split(".")[2]: p.nbytes for p in plan if p.name.startswith("blk.0.") and p.ggml_type == "I2_S"}
     assert sizes == {"attn_q": 1_638_432, "attn_output": 1_638_432, "attn_k": 409_632, "attn_v": 409_632,
                      "ffn_gate": 4_423_712, "ffn_up": 4_423_712, "ffn_down": 4_423_712}
-    # parameter count of the 2B-4T (formats.md §7.5) and ≈ 1.18 GB on disk (formats.md §5.3)
+    # parameter count of the 2B-4T (docs/formats.md#75-per-repo-tensor-lists) and ≈ 1.18 GB on disk
+    # (docs/formats.md#53-the-official-2b-4t-gguf)
     assert sum(p.n_elements for p in plan) == 2_412_820_480
     assert 1.17e9 < sum(p.nbytes for p in plan) < 1.19e9
 
@@ -149,7 +153,8 @@ def test_2b4t_plan_is_the_332_tensors_of_the_official_file():
      ("Falcon3-1B", "i2_s", 165), ("Falcon3-3B", "i2_s", 201), ("125M", "tq2_0", 123)],
 )
 def test_family_tensor_counts(name, outtype, count):
-    # formats.md §6.4, §6.5 (tensor counts), §9 (11 layers × 11 + 2 for the 125M dummy)
+    # docs/formats.md#64-1bitllm-large-and-3b-gguf-tensors, docs/formats.md#65-llama-architecture-families
+    # (tensor counts), docs/formats.md#9-dummy-model-layouts (11 layers × 11 + 2 for the 125M dummy)
     plan = dummy.plan_tensors(name, outtype)
     assert len(plan) == count
     c = layouts.layout_config(name)
@@ -244,7 +249,8 @@ def test_the_same_codes_and_scales_in_every_outtype(tiny_files):
         m = bitnet_lab.load(tiny_files[outtype])
         for name, w in ref.items():
             other = m.tensors[name]
-            if isinstance(other, FloatTensor):  # f16 / f32: W = t·γ folded (formats.md §4)
+            # f16 / f32: W = t·γ folded (docs/formats.md#4-where-per-tensor-scales-live)
+            if isinstance(other, FloatTensor):
                 x = other.to_numpy()
                 np.testing.assert_array_equal(np.sign(x).astype(np.int8), w.ternary(), err_msg=f"{outtype} {name}")
                 g = np.float16(w.scale) if outtype == "f16" else w.scale
@@ -376,7 +382,7 @@ def test_2b4t_tokenizer_and_chat_template_render_the_training_format():
     msgs = [{"role": "system", "content": " Be brief. "}, {"role": "user", "content": "Hi"},
             {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Why?\n"}]
     text = tpl.render(messages=msgs, add_generation_prompt=True, bos_token="<|begin_of_text|>")
-    # formats.md §8.5
+    # docs/formats.md#85-chat-templates
     assert text == ("<|begin_of_text|>System: Be brief.<|eot_id|>User: Hi<|eot_id|>Assistant: Hello<|eot_id|>"
                     "User: Why?<|eot_id|>Assistant: ")
 

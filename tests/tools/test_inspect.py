@@ -94,7 +94,7 @@ def test_real_bitnet_i2_s_file():
     for t in r.tensors:
         if t.type_name == "I2_S":
             assert t.stats.neg + t.stats.zero + t.stats.pos == pytest.approx(1.0)
-            # absmean of Gaussian latent weights zeroes ≈ 31% (numerics.md §1)
+            # absmean of Gaussian latent weights zeroes ≈ 31% (docs/numerics.md#1-weight-ternarisation)
             assert 0.28 < t.stats.zero < 0.34 and 0.01 < t.stats.scale < 0.03
 
 
@@ -111,7 +111,7 @@ def test_real_files_agree_on_statistics():
             assert (s.neg, s.zero, s.pos, s.n) == (ref.neg, ref.zero, ref.pos, ref.n), (other, name)
             if other == "bitnet-f32.gguf":
                 assert s.scale == ref.scale
-            else:  # the fp16 block d of TQ (formats.md §3.4)
+            else:  # the fp16 block d of TQ (docs/formats.md#34-tq2_0-type-35)
                 assert s.scale_min == s.scale_max == pytest.approx(ref.scale, rel=1e-3)
 
 

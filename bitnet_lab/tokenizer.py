@@ -315,7 +315,7 @@ class Tokenizer:
             out.append(self._need(self.bos_id, "BOS"))
         frags = self._partition(text, parse_special)
         texts = [f for f in frags if isinstance(f, str)]
-        # encode_batch_fast: no character offsets (2-3x faster); fragments run in parallel.
+        # encode_batch_fast: no character offsets (faster); fragments run in parallel.
         batch = getattr(self._engine, "encode_batch_fast", self._engine.encode_batch)
         encoded = iter(batch(texts, add_special_tokens=False) if texts else ())
         for f in frags:

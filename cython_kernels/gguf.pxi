@@ -2,8 +2,9 @@
 #
 # A GGUF string array is `count` strings, each a u64 little-endian byte length then that many
 # UTF-8 bytes (docs/formats.md#1-the-gguf-container). The tokenizer arrays of a Llama-3 vocabulary hold
-# 408 403 of them: a Python loop spends ~0.35 s on them, most of a 2B-4T file's load. This walks the same
-# bytes with the same checks; bitnet_lab.formats.gguf turns a non-zero status into its error.
+# 408 403 of them: a Python loop over them was most of a 2B-4T file's load
+# (docs/benchmarks.md#load-and-start-up). This walks the same bytes with the same checks;
+# bitnet_lab.formats.gguf turns a non-zero status into its error.
 
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport uint64_t

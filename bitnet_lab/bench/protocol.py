@@ -267,7 +267,7 @@ def bracketed_bandwidth(brackets: Sequence[float]) -> float:
     """The read bandwidth a row's runs had: each run's higher bracket (the one right before it or
     right after it: the smaller percentage), averaged over the runs — the roofline is linear in
     the bandwidth, so the row's roofline is the mean of its runs' rooflines. Bracketing every run
-    (not only the row) follows a VM whose bandwidth drifts within the ~30 s of a tg128 row."""
+    (not only the row) follows a VM whose bandwidth drifts within the time one tg128 row takes."""
     if len(brackets) < 2:
         raise ConfigError(f"a bandwidth bracket needs a figure before and after a run, got {list(brackets)}")
     per_run = [max(a, b) for a, b in zip(brackets, brackets[1:])]

@@ -181,7 +181,8 @@ def _load(args: argparse.Namespace):
     model = bitnet_lab.load(source, backend=backend, threads=args.threads, mmap=args.mmap, **options)
     # Build the backend and the tokenizer now, so load time includes them, and side by side: the
     # backend's build is mostly C without the GIL (re-ordering, copying the lm_head) and the
-    # tokenizer's mostly Python (0.5-1 s for a 128k vocabulary), so they share two cores.
+    # tokenizer's mostly Python (noticeable for a 128k vocabulary, docs/benchmarks.md#load-and-start-up),
+    # so they share two cores.
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=1) as pool:

@@ -21,10 +21,10 @@ What happens where:
   *without copying*: they point into the memory-mapped file. I2_S and TQ2_0 projections are, by
   default (``i2s_layout="auto"``, on a level with a native x4 GEMV: AVX-512 VNNI, AVX2), re-ordered
   ONCE at load into the x4 layout — the same 2-bit codes, 4 rows interleaved per 64-byte step, so
-  a decode GEMV reads one sequential stream (src/bl_mad.h; 2B-4T on a Zen 4 core: projections
-  21.7 -> 18.5 ms per token). That copy is read with preadv and the mapping's pages are dropped,
-  so RSS stays about one file size. ``i2s_layout="file"`` keeps the file's bytes in place. Layouts
-  no kernel reads (``int8``, ``hf_packed``, F32/F16 ``t·γ`` tensors, I2_S rows whose K is not a
+  a decode GEMV reads one sequential stream (src/bl_mad.h; the gain per token is in
+  docs/benchmarks.md#decode-memory-layout-and-streaming). That copy is read with preadv and the
+  mapping's pages are dropped, so RSS stays about one file size. ``i2s_layout="file"`` keeps the
+  file's bytes in place. Layouts no kernel reads (``int8``, ``hf_packed``, F32/F16 ``t·γ`` tensors, I2_S rows whose K is not a
   multiple of 128) are repacked ONCE into I2_S bytes (2 bits a weight, K padded with zero weights
   to a multiple of 128) — never dequantised to float.
 * **C (cython_kernels/src/engine.c)**: one call per forward — embedding, every layer, the
@@ -58,7 +58,7 @@ Memory: the packed weights (mapped, not copied) + the KV cache (``new_cache``; p
 committed as positions fill up) + a workspace kept by the engine between calls (scratch of at
 most ``ENGINE_CHUNK`` rows per thread, grown on demand: a decode step allocates nothing). Load
 reads every page of the ternary weights once (the check for the invalid 2-bit code 3, one C pass
-at memory speed, ~0.06 s for the 2B-4T when the file is cached) but not the embedding. Float
+at memory speed when the file is cached) but not the embedding. Float
 tensors are used in place when they are F32, F16 or Q8_0; other float types (BF16, Q6_K) are
 widened to F32 once at load (the Q6_K lm_head then runs the F32 path).
 """
@@ -155,9 +155,9 @@ class NativeEngine:
       Q8_0 dot, the hidden state quantised to Q8_0 per block of 32), "f16" or "f32".
     - ``n_ctx_max``: default cache length (default ``config.context``).
     - ``spin_us``: how long a thread waiting at a barrier between stages spins before it sleeps
-      (default: ``$BITNET_LAB_SPIN_US`` or 20 µs). Spinning reacts in ~0.1 µs on a quiet
-      machine; sleeping costs a futex wake-up but frees the core on a busy one (src/engine.h
-      has the measurements).
+      (default: ``$BITNET_LAB_SPIN_US`` or 20 µs). Spinning reacts at once on a quiet machine;
+      sleeping costs a futex wake-up but frees the core on a busy one (src/engine.h says why;
+      measurements in docs/benchmarks.md#threads-and-barriers).
 
     The ISA level is :func:`bitnet_lab.kernels.active_isa` at each call (``use_isa`` switches it).
     """
@@ -258,9 +258,10 @@ class NativeEngine:
         lm_q8 = lm_head_dtype == "auto" and lm_t.ggml_type == "Q8_0" and H % Q8_0_BLOCK == 0
         embed = float_matrix(emb_t, None, V, H)
         lm = embed if (lm_t is emb_t and not (lm_f16 and emb_t.ggml_type != "F16")) else float_matrix(lm_t, lm_f16, V, H)
-        # The lm_head is read whole every token (657 MB of the 2B-4T's 1178): from the file's
-        # 4 KiB page-cache pages it streamed ~7 % slower at 1 thread than from 2 MiB pages, so a
-        # mapped lm_head moves into a THP arena (as the x4 projections do; a tied embedding follows).
+        # The lm_head is read whole every token (657 MB of the 2B-4T's 1178): it streams slower from
+        # the file's 4 KiB page-cache pages than from 2 MiB pages
+        # (docs/benchmarks.md#decode-memory-layout-and-streaming), so a mapped lm_head moves into a
+        # THP arena (as the x4 projections do; a tied embedding follows).
         lm_rows = residency.to_huge_pages(lm[1], load_workers())
         if lm_rows is not lm[1]:
             embed = (embed[0], lm_rows) if embed is lm else embed

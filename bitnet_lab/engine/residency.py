@@ -7,18 +7,18 @@ pages, instead of streaming the weights through the page cache.
 Why: decode streams every weight once per token, so it runs at the speed the core can pull
 bytes from DRAM. Through a file mapping those bytes sit in whatever page-cache folios the file
 got when it was written or read (usually 4 KiB pages: a TLB miss and a hardware-prefetcher stop
-every 4 KiB); an anonymous THP arena is 2 MiB pages. On the project's 2-core Zen 4 VM the 2B-4T
-I2_S decode ran 3–14% faster from the arena (`bench -mmp 0,1` measures both side by side).
+every 4 KiB); an anonymous THP arena is 2 MiB pages, and decode runs faster from it (`bench -mmp
+0,1` measures both side by side; figures in docs/benchmarks.md#decode-memory-layout-and-streaming).
 
-Cost: the load reads the whole file (0.46 s instead of 0.31 s for the 1.2 GB 2B-4T file when the
-page cache holds it; a file not yet cached is read from disk either way) and the weights are
+Cost: the load reads the whole file (slower than mapping it when the page cache holds the file,
+docs/benchmarks.md#load-and-start-up; a file not yet cached is read from disk either way) and the weights are
 private memory (RSS ≈ the file size, as with a fully touched mapping; the copy reads with
 ``preadv`` straight into the arena, so the mapping's pages are never touched and the peak stays
 ≈ one file size). Tensors that are not views of a file mapping are copied as they are.
 
 With the default mapping the native engine still moves what it streams every token into arenas
 of its own: the I2_S projections when it re-orders them (engine._to_x4) and the lm_head
-(:func:`to_huge_pages`; 1-thread decode of the 2B-4T read its 657 MB ~7 % faster than through
+(:func:`to_huge_pages`; decode reads the 2B-4T's 657 MB lm_head faster from there than through
 the mapping), so ``-mmp 1`` and ``-mmp 0`` decode alike; the mapping keeps the load lazy for
 the rest (embedding rows, norms) and for the other backends.
 """
@@ -72,8 +72,8 @@ def lazy_zeros(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
     position at a time in n_layers·n_kv_heads separate blocks. Why not np.zeros: NumPy advises
     every allocation of 4 MiB or more for transparent huge pages, so the first token's write into
     each block commits (and zeroes) the whole 2 MiB page around it — on the 2B-4T at n_ctx 2048
-    that is the cache's entire 300 MB (f32; 157 MB with f16) at the first prefill (0.8-1 s on the
-    project's VM, where fresh memory is slow to fault in), for two tokens' worth of keys."""
+    that is the cache's entire 300 MB (f32; 157 MB with f16) at the first prefill (slow where fresh
+    memory is slow to fault in, docs/benchmarks.md#load-and-start-up), for two tokens' worth of keys."""
     dt = np.dtype(dtype)
     n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
     raw = mmap.mmap(-1, max(n, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)

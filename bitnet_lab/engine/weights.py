@@ -112,7 +112,8 @@ def _flat_u8(data: Any, name: str) -> np.ndarray:
 def _check_2bit_codes(data: np.ndarray, name: str, layout: str, stride: int = 0, width: int = 0) -> None:
     """Every 2-bit field must be 0, 1 or 2 (code 3 is invalid): the first ``width`` bytes of every
     ``stride``-byte group of ``data`` (default: all bytes). One pass in C at memory speed
-    (_kernels.scan_code3; a numpy version with temporaries cost ~0.35 s for the 2B-4T)."""
+    (_kernels.scan_code3; a numpy version with temporaries was several times slower,
+    docs/benchmarks.md#load-and-start-up)."""
     n = int(data.size)
     n_bad, first = _k.scan_code3(data, stride or max(n, 1), width or max(n, 1))
     if n_bad:
@@ -328,9 +329,9 @@ def expected_names(config: ModelConfig) -> set[str]:
 
 def load_workers() -> int:
     """Threads for the build's copies and re-orders: every core this process may run on, whatever
-    the decode thread count (most of that time is the first touch of fresh memory, which on the
-    project's VM costs ~2.8 s for the 2B-4T on one core when the host has not backed the pages
-    recently, 1.5 s on two)."""
+    the decode thread count (most of that time is the first touch of fresh memory, which is slow
+    on a VM whose host has not backed the pages recently and shrinks with more cores,
+    docs/benchmarks.md#load-and-start-up)."""
     return max(1, len(kernels.allowed_cpus()))
 
 

@@ -6,8 +6,8 @@ import os
 
 # OpenMP threads waiting at a barrier sleep instead of spinning, unless the user chose otherwise.
 # The native engine passes ~5 barriers per layer; on a shared or busy machine spinning waiters
-# steal the CPU from the thread they wait for (measured on a loaded 2-core VM, 2B-4T decode at
-# 2 threads: 835 ms/token spinning, 196 passive). The OpenMP runtime reads this when it is loaded
+# steal the CPU from the thread they wait for (docs/benchmarks.md#threads-and-barriers). The
+# OpenMP runtime reads this when it is loaded
 # (with _kernels, below); it has no effect if another library loaded an OpenMP runtime first.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

@@ -35,16 +35,16 @@
  *
  * ---- The I2_S x4 layout (the engine's repack of I2_S for decode) ------------------------------
  * A GEMV over row-major I2_S reads 4 rows in lockstep: 4 interleaved streams 2.5 KB apart, which
- * one core's hardware prefetchers follow badly (measured on a Zen 4 core: 73–80 % of its read
- * bandwidth with an 8 KB software prefetch). x4 stores the same bytes in the order the kernel
- * reads them, so a GEMV is one sequential stream (86–92 %, no software prefetch):
+ * one core's hardware prefetchers follow badly, even with an 8 KB software prefetch. x4 stores the
+ * same bytes in the order the kernel reads them, so a GEMV is one sequential stream, faster with
+ * no software prefetch (docs/benchmarks.md#decode-memory-layout-and-streaming):
  *   rb = K/4 bytes per row; group g = rows 4g..4g+3 occupies the same span [4g·rb, 4g·rb + 4·rb)
  *   as in I2_S; inside it, for s < K/256: row 4g+i's bytes [64s, 64s+64) at 256s + 64i; when
  *   K % 256 == 128, row i's last 32 bytes at 256·(K/256) + 32i. The M % 4 rows after the last
  *   full group stay row-major. Kernels over x4 take row ranges with r0 % 4 == 0 and r1 % 4 == 0
  *   or r1 == M (the engine's 32-row tiles and the Python wrappers guarantee it).
- * Native x4 kernels: GEMV v3 and GEMM v3 (AVX-512 VNNI), GEMV v1x (AVX2; the AVX2 row-major
- * GEMV from DRAM reached 6 GB/s on the 2B-4T projections, v1x 22 GB/s). Other kernels run their
+ * Native x4 kernels: GEMV v3 and GEMM v3 (AVX-512 VNNI), GEMV v1x (AVX2; several times the
+ * row-major AVX2 GEMV's speed from DRAM on the 2B-4T projections). Other kernels run their
  * level's I2_S kernel on one group at a time, re-ordered into a stack buffer
  * (bl_i2s_x4_*_via): same results, one extra copy.
  *

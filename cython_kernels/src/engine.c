@@ -77,9 +77,10 @@ static inline void bl_cpu_relax(void) {
 /* The barrier between the stages of a call. OpenMP's own barrier either spins without bound
  * (OMP_WAIT_POLICY=ACTIVE: terrible when the machine is shared and a waiting thread burns the
  * core its partner needs) or sleeps at once (PASSIVE, which bitnet_lab.kernels sets: every
- * barrier then costs a futex wake-up, tens of µs, and a decode step has 5 per layer). This one
- * spins for at most spin_ns, then sleeps (futex on Linux, sched_yield elsewhere), so a quiet
- * machine gets ~0.1 µs barriers and a loaded one loses at most spin_ns of CPU per wait.
+ * barrier then costs a futex wake-up, and a decode step has 5 per layer). This one spins for at
+ * most spin_ns, then sleeps (futex on Linux, sched_yield elsewhere), so a quiet machine gets
+ * barriers without a wake-up and a loaded one loses at most spin_ns of CPU per wait
+ * (docs/benchmarks.md#threads-and-barriers).
  * Generation counting: a thread reads `gen`, arrives; the last arrival resets the count and
  * bumps `gen` (release), which lets the others through (acquire). */
 typedef struct {

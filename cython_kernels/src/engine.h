@@ -162,11 +162,11 @@ enum {
 typedef struct bl_ws bl_ws;
 bl_ws *bl_ws_new(void);
 void bl_ws_free(bl_ws *ws);
-/* How long a thread waiting at a barrier spins (checking a shared counter, ~100 ns reaction)
- * before it sleeps in the kernel (futex on Linux; sched_yield elsewhere). 0: sleep at once.
- * Default BL_SPIN_NS_DEFAULT = 20 µs: measured on the shared 2-core machine (load ~3) a 2B-4T
- * decode step took 66 ms with 0 or 20 µs, 77-80 ms with 100 µs and 211 ms with 1 ms of spinning
- * (a spinning thread takes the core its partner, or another process, needs); on a quiet machine
+/* How long a thread waiting at a barrier spins (checking a shared counter) before it sleeps in
+ * the kernel (futex on Linux; sched_yield elsewhere). 0: sleep at once.
+ * Default BL_SPIN_NS_DEFAULT = 20 µs: on a shared machine, longer spins made decode steps slower
+ * (a spinning thread takes the core its partner, or another process, needs;
+ * docs/benchmarks.md#threads-and-barriers); on a quiet machine
  * a short spin catches the typical few-µs imbalance at a barrier without a futex wake-up. */
 void bl_ws_set_spin_ns(bl_ws *ws, int64_t spin_ns);
 #define BL_SPIN_NS_DEFAULT 20000
@@ -219,8 +219,9 @@ int bl_bitlinear(const bl_tweight *w, const float *x, int64_t N, float *y, int32
                  int isa, int n_threads, bl_error *err);
 
 /* Ask the kernel to map [p, p + n) with transparent huge pages (madvise MADV_HUGEPAGE; Linux only,
- * a hint: 0 or -1, never fatal). Streaming weights through 4 KiB pages measured ~20% slower than
- * through 2 MiB ones on the 2-core Zen 4 machine (a TLB miss and a prefetcher stop every 4 KiB).
+ * a hint: 0 or -1, never fatal). Streaming weights through 4 KiB pages is slower than through
+ * 2 MiB ones (a TLB miss and a prefetcher stop every 4 KiB;
+ * docs/benchmarks.md#decode-memory-layout-and-streaming).
  * A file mapping gets 2 MiB pages when the page cache holds 2 MiB folios; pages read in through
  * an advised mapping are cached that way. */
 int bl_advise_hugepages(const void *p, size_t n);

@@ -152,7 +152,7 @@ static inline double bl_fold16d(double lane[16]) {
  * like the reference's float64 exp): Cody–Waite reduction x = n·ln2 + r, |r| <= ln2/2, Taylor
  * polynomial of degree 11 (relative error < 1e-14), scaling by 2^n through the exponent bits.
  * Plain double multiplies and adds in a fixed order (no FMA: every file is compiled with
- * -ffp-contract=off), so it returns the same bits everywhere; ~5x faster than libm's exp for the
+ * -ffp-contract=off), so it returns the same bits everywhere; much faster than libm's exp for the
  * softmax, whose very negative arguments hit libm's underflow slow path. NaN propagates;
  * x < -110 gives +0 (e^-110 is far below half the smallest f32 subnormal). */
 #define BL_EXP_SHIFTER 6755399441055744.0 /* 1.5·2^52: adding it rounds to an integer */

@@ -12,10 +12,12 @@
  *
  * lm_head (the decode hot loop: 657 MB of F16 rows per token for the 2B-4T): ONE weight row at
  * a time, so the matrix is read as a single sequential stream the hardware prefetchers follow.
- * Measured on a Zen 4 core: this streams at the machine's read bandwidth, while 4 or 8 rows in
- * lockstep (sharing the hidden-state loads) reached 60–80 % of it, with or without software
- * prefetch. (The Q8_0 rows, with more instructions per line, do need a prefetch: see lm_q8.) The hidden state (10 KB) stays in L1; the two accumulators are two independent add
- * chains (one would cap the row at ~8 bytes per cycle of add latency).
+ * This streams at the machine's read bandwidth, while 4 or 8 rows in lockstep (sharing the
+ * hidden-state loads) fell well short of it, with or without software prefetch
+ * (docs/benchmarks.md#decode-memory-layout-and-streaming). (The Q8_0 rows, with more instructions
+ * per line, do need a prefetch: see lm_q8.) The hidden state (10 KB) stays in L1; the two
+ * accumulators are two independent add chains (one would cap the row at ~8 bytes per cycle of add
+ * latency).
  */
 #include <immintrin.h>
 #include <math.h>
@@ -488,8 +490,8 @@ static inline __m512 q8_w(const int8_t *q, __m512 d) {
 static inline void pf_l2(const void *p) { _mm_prefetch((const char *)p + BL_LM_PREFETCH_BYTES, _MM_HINT_T1); }
 
 /* F16 / F32 lm_head rows: the dots above, one row at a time. No software prefetch: a single
- * sequential stream is what the hardware prefetchers follow best (measured: 87–105% of the read
- * ceiling without, 81–84% with a prefetch 4–32 KB ahead, 4 KiB or 2 MiB pages alike). */
+ * sequential stream is what the hardware prefetchers follow best (a prefetch 4–32 KB ahead made
+ * it slower, with 4 KiB or 2 MiB pages alike; docs/benchmarks.md#decode-memory-layout-and-streaming). */
 static float lm_f16_row(const float *h, const uint16_t *w, int64_t K) { return dot_f16(h, w, K); }
 
 static float lm_f32_row(const float *h, const float *w, int64_t K) { return dot_f32(h, w, K); }
@@ -619,8 +621,8 @@ static void lm_q8(const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, in
         const int32_t *cn = qsum4 + n * (K / 4);
 #ifndef BL_LM_SINGLE_STREAM
         if (N == 1) { /* decode: rows r and r + half in one pass (two streams, as the F16 lm_head);
-                       * a core streaming alone also prefetches both (lm_head 2–3 % faster at 1
-                       * thread on the reference Zen 4; at 2 threads no better, so only then) */
+                       * a core streaming alone also prefetches both (the lm_head is faster at 1
+                       * thread; at 2 threads no better, so only then) */
             const int64_t half = (r1 - r0) / 2;
             for (int64_t r = r0; r < r0 + half; ++r)
                 q8_rows(W + r * row_bytes, W + (r + half) * row_bytes, 2, nb, xn, cn, dxl, alone, &out[r],

@@ -10,8 +10,8 @@
  * Invalid indices: a running unsigned byte max of all indices; when it exceeds the limit the
  * kernel returns the exact scan of its range (lut_scalar.c).
  * Memory: rows in groups of sub-tiles walked in blob order (bl_lut_group), and a software
- * prefetch of the group's next K-tile; with weights far larger than the L3 this measured
- * ~2x (blob order) and a little more (prefetch) over a sub-tile-at-a-time walk.
+ * prefetch of the group's next K-tile; with weights far larger than the L3 both beat a
+ * sub-tile-at-a-time walk (docs/benchmarks.md#decode-memory-layout-and-streaming).
  */
 #include <immintrin.h>
 

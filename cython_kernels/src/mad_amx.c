@@ -36,9 +36,9 @@
 #include "bl_mad_x86.h"
 
 /* Weights per unit of work (a chunk of a 32-row panel): 32 rows × 512 codes = 16 KiB of B tiles,
- * two such buffers on the stack (the unit being multiplied, the next one being decoded). Measured
- * on the 2B-4T shapes at N = 512, one core: 512 ran at 1240–1380 GMAC/s, 1024 at 1080–1300, 256 at
- * 990–1130 (more int32 round trips through out), 2048 without the pipelining 940–1150. */
+ * two such buffers on the stack (the unit being multiplied, the next one being decoded). On the
+ * 2B-4T shapes 512 beat 1024, 256 (more int32 round trips through out) and 2048 without the
+ * pipelining (docs/benchmarks.md#kernel-variants). */
 #ifndef BL_AMX_KC
 #define BL_AMX_KC 512
 #endif
@@ -144,7 +144,7 @@ ALWAYS_INLINE void decode_piece(int fmt, const uint8_t *w, int64_t K, amx_decode
 /* Tokens [n0, n1) (n1 − n0 a multiple of 16) of unit u, its B tiles in bt: Σ t·q into out
  * (k0 == 0: from −sum_q; else added to what out holds). Meanwhile `next` is decoded, one piece
  * every `every` steps: tile products run on their own unit, so the vector work of the decode
- * overlaps them (decoding between sweeps instead made the GEMM 1.5–2x slower on 2B-4T shapes). */
+ * overlaps them (decoding between sweeps instead made the GEMM much slower on 2B-4T shapes). */
 ALWAYS_INLINE void sweep(int fmt, const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int32_t *out, int64_t n0,
                          int64_t n1, int64_t K, int64_t ld_out, amx_unit u, const uint8_t *btiles, amx_decoder *next,
                          int64_t every) {
@@ -174,8 +174,8 @@ ALWAYS_INLINE void sweep(int fmt, const uint8_t *w, const int8_t *Q, const int32
         }
         const int8_t *a = Q + n * K + u.k0;
         const uint8_t *bt = btiles;
-        /* loads interleaved with the products that need them (measured on Sapphire Rapids-class
-         * cores: all loads first ran at half the rate) */
+        /* loads interleaved with the products that need them (issuing all loads first was much
+         * slower; docs/benchmarks.md#kernel-variants) */
         for (int64_t s = 0; s < u.kc / 64; ++s, a += 64, bt += 2048) {
             _tile_loadd(4, a, K);
             _tile_loadd(6, bt, 64);

@@ -14,15 +14,15 @@
  *   3 shifts, 4 ands and 4 dpbusd. An odd last block runs the same code on zero-extended halves.
  * I2_S GEMV v3 (the level's default): v2 without the shifts — each plane is masked in place, so
  *   dpbusd multiplies 4^k·c, and four int32 accumulators per row are rescaled once at the end
- *   (1 load, 4 ands, 4 dpbusd per 256 weights; 10–25% faster than v2 on a Zen 4 core). Weights
- *   are prefetched into L2 BL_GEMV_PF_BYTES ahead (see "software prefetch" below): streaming a
- *   model's weights from DRAM ran at a third of the read bandwidth without it.
+ *   (1 load, 4 ands, 4 dpbusd per 256 weights; faster than v2). Weights are prefetched into L2
+ *   BL_GEMV_PF_BYTES ahead (see "software prefetch" below): streaming a model's weights from DRAM
+ *   fell far short of the read bandwidth without it.
  * I2_S / TQ2_0 GEMV v4: v3 with the activations re-ordered once per call into the order the
  *   64-byte weight load needs ([q(A, plane p) | q(B, plane p)] as one 64-byte vector), so a step
  *   loads each activation vector with one instruction instead of two loads and an insert; rows
  *   in groups of 4 whose 16 lanes are summed by one transposing reduction (which v3 now uses
- *   too). Measured on a Zen 4 core: ~8% faster than v3 with the weights in L2, ~5% slower when
- *   they stream from DRAM (the decode case), so v3 stays the default.
+ *   too). Faster than v3 with the weights in L2, slower when they stream from DRAM (the decode
+ *   case), so v3 stays the default (docs/benchmarks.md#kernel-variants).
  * TQ2_0 GEMV v2: one TQ2_0 block's 64 qs bytes per load (half 0 in lanes 0–1, half 1 in 2–3):
  *   the same pattern with LSB-first planes and 66-byte block stride; v3 (default) drops the
  *   shifts as I2_S v3 does.
@@ -37,8 +37,8 @@
  * GEMM v3 (the level's default): a panel of 4 rows is decoded over up to 8192 weights (32 KiB of
  *   codes, usually the whole row), and every 6-token slice sweeps the whole panel with a 4 rows ×
  *   6 tokens tile (24 int32 accumulators, 24 dpbusd per 10 loads) whose lanes are summed ONCE per
- *   panel by transposing reductions — v2 reduced its 16 accumulators every 2048 weights, which
- *   cost ~25% of the multiply time.
+ *   panel by transposing reductions — v2 reduced its 16 accumulators every 2048 weights, a
+ *   sizeable share of the multiply time.
  */
 #include "bl_mad_x86.h"
 
@@ -66,11 +66,10 @@ ALWAYS_INLINE __m256i load256(const void *p) { return _mm256_loadu_si256((const 
 
 /* ---- software prefetch ------------------------------------------------------------------------ */
 
-/* Bytes of weights kept in flight ahead of the rows a GEMV reads in lockstep. Measured on a Zen 4
- * core (KVM guest): the hardware prefetchers do not follow 4 interleaved row streams, and
- * prefetcht0 is limited by the L1 miss buffers; prefetcht1 (into L2) 8 KB ahead brings the GEMV
- * from ~32% to 94–99% of the machine's read bandwidth on the 2B-4T's weights (4 KB: ~70%,
- * 16–64 KB: 82–89%; best of 15 runs each on a loaded machine). */
+/* Bytes of weights kept in flight ahead of the rows a GEMV reads in lockstep. The hardware
+ * prefetchers do not follow 4 interleaved row streams, and prefetcht0 is limited by the L1 miss
+ * buffers; prefetcht1 (into L2) 8 KB ahead brings the GEMV close to the machine's read bandwidth,
+ * closer than 4 KB or 16–64 KB (docs/benchmarks.md#decode-memory-layout-and-streaming). */
 #ifndef BL_GEMV_PF_BYTES
 #define BL_GEMV_PF_BYTES 8192
 #endif
@@ -231,8 +230,8 @@ void bl_i2s_gemv_v3(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *o
 
 /* v3's arithmetic on one group of 4 rows stored in x4 order (bl_mad.h): the 4 rows' 64-byte
  * chunks of a step are adjacent, so the group is read front to back, one stream the hardware
- * prefetchers follow; no software prefetch (measured on a Zen 4 core, 521 MB of 2B-4T weights:
- * 86–92 % of the read bandwidth without it, 74–80 % with an L2 prefetch 1–8 KB ahead). */
+ * prefetchers follow; no software prefetch (an L2 prefetch 1–8 KB ahead made it slower;
+ * docs/benchmarks.md#decode-memory-layout-and-streaming). */
 ALWAYS_INLINE void i2s_x4_group(const uint8_t *group, const int8_t *q, int64_t nb, int32_t *res) {
     __m512i acc[4][4];
     for (int i = 0; i < 4; ++i)
@@ -281,8 +280,8 @@ ALWAYS_INLINE void pair_row(__m512i *hi, __m512i *lo, __m512i v, const __m512i a
  * each row keeps two: planes 0 and 1 both at scale 16 (plane 0 shifted right by 2 bits, then
  * masked 0x30 like plane 1), planes 2 and 3 at scale 1 (plane 2 shifted, masked 0x03 like plane
  * 3): one extra shift per 64 bytes. Exact: hi = 16·Σ(c0·a0 + c1·a1), so hi >> 4 + lo is the
- * same integer sum as i2s_x4_group's. Measured on the Zen 4 VM, 2B-4T at 1 thread: decode steps
- * 1–2 % faster than one group at a time in 4 of 4 alternating runs, and steadier. */
+ * same integer sum as i2s_x4_group's. Decode steps ran a little faster than with one group at a
+ * time, and steadier (docs/benchmarks.md#decode-memory-layout-and-streaming). */
 ALWAYS_INLINE void i2s_x4_group_pair(const uint8_t *ga, const uint8_t *gb, const int8_t *q, int64_t nb,
                                      int32_t *res_a, int32_t *res_b) {
     __m512i hi[8], lo[8]; /* rows 0-3 of A, then rows 0-3 of B */

@@ -3,6 +3,7 @@
 ``import bitnet_lab`` stays light: JAX, matplotlib and ipywidgets are imported only by the
 modules that need them. The public surface (docs/design.md#the-public-surface):
 
+    model = bitnet_lab.load()                      # the embedded default model
     model = bitnet_lab.load(path_or_repo_id, backend=..., threads=...)
     bitnet_lab.kernels.available_isas()
 """
@@ -45,8 +46,24 @@ __all__ = [
     "__version__",
 ]
 
+DEFAULT_MODEL = "default"
+
+
+def load(source: Any = None, **kwargs: Any) -> Any:
+    """Load a model: ``load()`` or ``load("default")`` is the embedded default model (what the
+    CLI runs without ``-m``); otherwise a .gguf file, a Hugging Face checkpoint folder or a Hub
+    repo id (``./default`` reaches a local file of that name). Keywords as
+    `bitnet_lab.model.load` (backend=, threads=, mmap=, revision=, filename=, ...)."""
+    import importlib
+
+    # by name, as __getattr__ below: the package's top is the public facade over every layer, and
+    # the low layers that import bitnet_lab (for its native extension) must not inherit these edges
+    if source is None or (isinstance(source, str) and source == DEFAULT_MODEL):
+        source = importlib.import_module("bitnet_lab.tools.default_model").default_model_path()
+    return importlib.import_module("bitnet_lab.model").load(source, **kwargs)
+
+
 _LAZY = {
-    "load": ("bitnet_lab.model", "load"),
     "Model": ("bitnet_lab.model", "Model"),
     "Tokenizer": ("bitnet_lab.tokenizer", "Tokenizer"),
     "kernels": ("bitnet_lab.kernels", None),
@@ -68,4 +85,4 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:  # pragma: no cover
     from bitnet_lab import kernels  # noqa: F401
-    from bitnet_lab.model import Model, load  # noqa: F401
+    from bitnet_lab.model import Model  # noqa: F401

@@ -81,12 +81,37 @@ class Model:
 
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         """Full forward from an empty cache: float32 logits of shape (T, vocab)."""
+        from bitnet_lab.backend import check_token_ids
+
+        check_token_ids(ids, self.config.vocab)   # a clear error for None, 5, "text", floats, bad ids
         return self.runner.logits(ids)
 
-    def generate(self, prompt: str | Sequence[int], **kwargs: Any) -> Iterator[Any]:
-        """Stream generation events (see bitnet_lab.generate.generate); never prints."""
+    def generate(self, prompt: str | Sequence[int], *, temp: float | None = None, top_k: int | None = None,
+                 top_p: float | None = None, min_p: float | None = None, repeat_penalty: float | None = None,
+                 repeat_last_n: int | None = None, frequency_penalty: float | None = None,
+                 presence_penalty: float | None = None, **kwargs: Any) -> Iterator[Any]:
+        """Stream generation events (see bitnet_lab.generate.generate); never prints.
+
+        The sampler is either ``sampler=`` (a `SamplerChain`) or llama.cpp's knobs by name —
+        ``temp`` (0 = greedy), ``top_k``, ``top_p``, ``min_p``, ``repeat_penalty``,
+        ``repeat_last_n``, ``frequency_penalty``, ``presence_penalty`` — with llama.cpp's
+        defaults for the ones not given (`bitnet_lab.generate.make_sampler`); ``seed=`` makes it
+        reproducible. Each `TokenEvent` carries the text it releases and the final `DoneEvent`
+        none (its ``generated_text`` has the whole), so printing ``ev.text`` for every event
+        prints the generation once.
+        """
         from bitnet_lab.generate.loop import generate
 
+        knobs = {k: v for k, v in (("temp", temp), ("top_k", top_k), ("top_p", top_p), ("min_p", min_p),
+                                   ("repeat_penalty", repeat_penalty), ("repeat_last_n", repeat_last_n),
+                                   ("frequency_penalty", frequency_penalty),
+                                   ("presence_penalty", presence_penalty)) if v is not None}
+        if knobs:
+            if kwargs.get("sampler") is not None:
+                raise ConfigError(f"give sampler= or the sampler keywords ({', '.join(knobs)}), not both")
+            from bitnet_lab.generate.sampling import make_sampler
+
+            kwargs["sampler"] = make_sampler(**knobs)
         return generate(self, prompt, **kwargs)
 
     def close(self) -> None:
@@ -142,6 +167,34 @@ def _open_hf(directory: Path):
     return config, tensors, info, "safetensors", None, directory
 
 
+def check_threads(threads: Any, what: str = "threads") -> int | None:
+    """``threads`` as given by a user: None (the default), or an int >= 1 clamped to the CPUs
+    this process may run on (`bitnet_lab.kernels.allowed_cpus`), with one warning when clamped.
+    Anything else (a bool, a float, a string, 0, a negative number) is a ConfigError."""
+    if threads is None:
+        return None
+    import operator
+
+    if isinstance(threads, bool):
+        raise ConfigError(f"{what} must be a positive integer, got {threads!r}")
+    try:
+        n = operator.index(threads)
+    except TypeError:
+        raise ConfigError(f"{what} must be a positive integer, got {threads!r}") from None
+    if n < 1:
+        raise ConfigError(f"{what} must be a positive integer, got {n}")
+    from bitnet_lab.kernels import allowed_cpus
+
+    n_cpus = len(allowed_cpus())
+    if n > n_cpus:
+        import warnings
+
+        warnings.warn(f"{what}={n} is more than the {n_cpus} CPUs this process may use; using {n_cpus}",
+                      stacklevel=3)
+        return n_cpus
+    return int(n)
+
+
 def load(
     source: str | os.PathLike,
     *,
@@ -163,6 +216,7 @@ def load(
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    threads = check_threads(threads)
     path = Path(os.fspath(source)).expanduser()
     if not path.exists():
         from bitnet_lab.formats import hub

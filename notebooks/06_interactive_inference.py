@@ -217,7 +217,7 @@ assert by_hand == [e.token_id for e in token_events], "the hand-made loop must r
 assert np.allclose(logp_by_hand, logp_events, rtol=0, atol=1e-9)
 assert all(s["chosen"] in s["kept"] for s in steps), "a sampled token must survive the filters"
 assert done.eval_tokens_per_s > 0 and done.prompt_tokens_per_s > 0
-assert done.text == "".join(e.text for e in token_events)
+assert done.generated_text == "".join(e.text for e in token_events)
 assert len(session.messages) == 2 * len(SCRIPT)
 assert [m["role"] for m in session.messages] == ["user", "assistant"] * len(SCRIPT)
 assert session.n_past == len(session.tokens), "the KV cache and the session's token list disagree"

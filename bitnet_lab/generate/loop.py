@@ -61,7 +61,9 @@ class DoneEvent:
     ``prompt_ms``: the forward pass over the ``n_prompt`` new prompt tokens. ``eval_ms``:
     the ``n_eval`` one-token forward passes over generated tokens (the last sampled token is
     never fed, so ``n_eval <= n_generated - 1``). ``sample_ms``: time in the sampler.
-    ``text`` / ``token_ids``: everything generated (the stop string and EOG text excluded).
+    ``generated_text`` / ``token_ids``: everything generated (the stop string and EOG text
+    excluded). ``text`` is always ``""``: the TokenEvents already released every character, so
+    ``for ev in generate(...): print(ev.text, end="")`` prints the generation once.
     """
 
     reason: str
@@ -72,8 +74,13 @@ class DoneEvent:
     sample_ms: float = 0.0
     n_eval: int = 0
     seed: int | None = None
-    text: str = ""
+    generated_text: str = ""
     token_ids: tuple = ()
+
+    @property
+    def text(self) -> str:
+        """No new text at the end (see ``generated_text`` for the whole generation)."""
+        return ""
 
     @property
     def prompt_tokens_per_s(self) -> float:

@@ -268,7 +268,7 @@ def test_run_end_to_end_stdout_is_the_generated_text(tiny_gguf, tmp_path):
     r = _subprocess(["run", "-m", str(tiny_gguf), "-p", "Hello", "-n", "4", "--temp", "0", "-c", "64",
                      "--backend", "reference"], tmp_path)
     assert r.returncode == 0, r.stderr
-    assert r.stdout == want.text
+    assert r.stdout == want.generated_text
     assert "prompt eval" in r.stderr and "tokens per second" in r.stderr
 
 

@@ -214,14 +214,14 @@ def test_second_turn_feeds_only_its_own_tokens():
     assert isinstance(fmt, BitnetChatFormat)
 
     d1 = _answer(chat.send("hi"))
-    assert d1.reason == "eos" and d1.text == "Yo"
+    assert d1.reason == "eos" and d1.generated_text == "Yo"
     first_prompt = fmt.encode([_s("Be brief."), _u("hi")])
     assert runner.calls[0] == first_prompt
     assert chat.n_past == len(chat.tokens) == len(first_prompt) + 2     # + "Y", "o" (EOT not fed)
 
     n_calls = len(runner.calls)
     d2 = _answer(chat.send("ok?"))
-    assert d2.text == "Fine"
+    assert d2.generated_text == "Fine"
     turn2 = [EOT] + _b("User: ") + _b("ok?") + [EOT] + _b("Assistant: ")
     assert runner.calls[n_calls] == turn2 == chat.last_prompt_ids        # only the new tokens
     assert d2.n_prompt == len(turn2)
@@ -296,7 +296,7 @@ def test_should_stop_interrupts_an_answer():
         return n["k"] >= 3
 
     d = _answer(chat.send("q", should_stop=stop))
-    assert d.reason == "interrupted" and d.text == "abc" and chat.messages[-1] == _a("abc")
+    assert d.reason == "interrupted" and d.generated_text == "abc" and chat.messages[-1] == _a("abc")
 
 
 def test_a_forward_cut_midway_rebuilds_the_cache():
@@ -329,7 +329,7 @@ def test_chatml_session_on_a_base_vocabulary_stops_on_the_text_marker():
     chat = ChatSession(fake_model(runner, tok, arch="llama"), sampler=GREEDY)
     assert isinstance(chat.format, ChatMLChatFormat)
     d = _answer(chat.send("hi"))
-    assert d.reason == "stop_string" and d.text == "yo"
+    assert d.reason == "stop_string" and d.generated_text == "yo"
     assert runner.calls[0] == [256] + _b("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
     n_calls = len(runner.calls)
     _answer(chat.send("ok"))

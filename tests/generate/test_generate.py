@@ -196,7 +196,7 @@ def test_generate_stops_on_eos_and_never_emits_its_text():
     model = fake_model(ScriptRunner(_b("Hi!") + [EOS]))
     toks, done = _run(model, "hello", n=50, seed=0)
     assert [t.token_id for t in toks] == _b("Hi!") + [EOS]
-    assert "".join(t.text for t in toks) == "Hi!" == done.text
+    assert "".join(t.text for t in toks) == "Hi!" == done.generated_text
     assert toks[-1].eog and not any(t.eog for t in toks[:-1])
     assert done.reason == "eos" and done.n_generated == 4
     assert done.n_prompt == len("hello") + 1        # + BOS
@@ -207,7 +207,7 @@ def test_generate_stops_on_eos_and_never_emits_its_text():
 def test_generate_stops_on_eot():
     model = fake_model(ScriptRunner(_b("ok") + [EOT, ord("x")]))
     toks, done = _run(model, "q", n=50)
-    assert done.reason == "eos" and done.text == "ok" and toks[-1].token_id == EOT
+    assert done.reason == "eos" and done.generated_text == "ok" and toks[-1].token_id == EOT
 
 
 def test_ignore_eos_and_custom_stop_ids():
@@ -215,14 +215,14 @@ def test_ignore_eos_and_custom_stop_ids():
     _, done = _run(model, "q", n=6, ignore_eos=True)
     assert done.reason == "length" and done.n_generated == 6
     _, done = _run(fake_model(ScriptRunner(_b("abcd"))), "q", n=9, stop_ids=[ord("c")])
-    assert done.reason == "eos" and done.text == "ab"
+    assert done.reason == "eos" and done.generated_text == "ab"
 
 
 def test_stop_string_split_across_tokens_is_never_emitted():
     model = fake_model(ScriptRunner(_b("abc<STOP>def")))
     toks, done = _run(model, "q", n=50, stop=["<STOP>"])
     assert done.reason == "stop_string"
-    assert done.text == "abc" == "".join(t.text for t in toks)
+    assert done.generated_text == "abc" == "".join(t.text for t in toks)
     assert [t.token_id for t in toks] == _b("abc<STOP>")    # stops at the token completing it
     assert all("<" not in t.text for t in toks)
 
@@ -233,19 +233,19 @@ def test_stop_string_false_start_is_released_later():
     texts = [t.text for t in toks]
     assert texts[:4] == ["a", "", "", ""]               # "<", "S", "T" held back
     assert texts[4] == "<STx"                           # released when "x" rules the stop out
-    assert done.text == "a<STx b" and done.reason == "eos"
+    assert done.generated_text == "a<STx b" and done.reason == "eos"
 
 
 def test_held_back_text_is_flushed_at_the_length_limit():
     model = fake_model(ScriptRunner(_b("ab<ST")))
     toks, done = _run(model, "q", n=5, stop=["<STOP>"])
-    assert done.reason == "length" and done.text == "ab<ST" and toks[-1].text == "<ST"
+    assert done.reason == "length" and done.generated_text == "ab<ST" and toks[-1].text == "<ST"
 
 
 def test_n_limits_the_number_of_tokens():
     model = fake_model(ScriptRunner(_b("abcdefghij")))
     toks, done = _run(model, "q", n=4)
-    assert len(toks) == 4 and done.reason == "length" and done.text == "abcd"
+    assert len(toks) == 4 and done.reason == "length" and done.generated_text == "abcd"
     assert done.n_eval == 3
     _, done = _run(model, "q", n=0)
     assert done.n_generated == 0 and done.reason == "length"
@@ -288,7 +288,7 @@ def test_utf8_never_split_in_a_text_delta():
     model = fake_model(ScriptRunner(_b("é€") + [EOS]))
     toks, done = _run(model, "q", n=10)
     assert [t.text for t in toks] == ["", "é", "", "", "€", ""]
-    assert done.text == "é€"
+    assert done.generated_text == "é€"
 
 
 def test_logprob_is_the_model_log_probability():
@@ -320,7 +320,7 @@ def test_should_stop_interrupts_cleanly():
         return calls["n"] >= 2
 
     toks, done = _run(model, "q", n=50, should_stop=stop_after_two)
-    assert done.reason == "interrupted" and done.text == "ab" and len(toks) == 2
+    assert done.reason == "interrupted" and done.generated_text == "ab" and len(toks) == 2
 
 
 def test_done_event_rates_and_timings():
@@ -342,10 +342,10 @@ def test_stream_tokens_continues_an_existing_cache():
     tok = FakeTokenizer()
     cache = runner.new_cache(64)
     events = list(stream_tokens(runner, tok, cache, _b("ab"), n=2, sampler=make_sampler(temp=0)))
-    assert events[-1].text == "xy" and cache.pos == 3          # "ab" + "x"; "y" not fed
+    assert events[-1].generated_text == "xy" and cache.pos == 3          # "ab" + "x"; "y" not fed
     events = list(stream_tokens(runner, tok, cache, [ord("y"), ord("c")], history=cache.tokens,
                                 n=2, sampler=make_sampler(temp=0)))
-    assert events[-1].text == "zw" and runner.calls[-2] == [ord("y"), ord("c")]
+    assert events[-1].generated_text == "zw" and runner.calls[-2] == [ord("y"), ord("c")]
     with pytest.raises(ConfigError, match=r"60 tokens.*holds 64 \(6 already in the cache, 58 free\)"):
         stream_tokens(runner, tok, cache, [1] * 60)
 
@@ -358,7 +358,7 @@ def test_model_generate_uses_the_runner_of_any_backend():
     model = Model(config=fm.config, tensors={}, metadata={}, source=Path("fake.gguf"),
                   file_format="gguf", backend="native", _tokenizer=fm.tokenizer, _runner=runner)
     events = list(model.generate("hey", n=10))
-    assert events[-1].reason == "eos" and events[-1].text == "ok"
+    assert events[-1].reason == "eos" and events[-1].generated_text == "ok"
     assert runner.calls[0] == [256] + _b("hey")
 
 

@@ -49,7 +49,7 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
                    help="a .gguf file, a Hugging Face checkpoint folder or a Hub repo id "
                         "(default: the embedded default model)")
     g.add_argument("--backend", choices=BACKEND_CHOICES, default="native",
-                   help="forward pass: the native engine (default) or the JAX reference (slow; needs jax)")
+                   help="forward pass: the native engine (default) or the JAX reference (slow)")
     g.add_argument("-t", "--threads", type=int, metavar="N", help="CPU threads for the native engine")
     g.add_argument("-c", "--ctx-size", type=int, default=None, metavar="N",
                    help="KV cache size in tokens; 0 = the model's training context (default: the "

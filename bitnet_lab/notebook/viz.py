@@ -44,8 +44,11 @@ CODE_TEXT = {-1: "−1", 0: "0", 1: "+1"}
 
 
 def _plt():
-    import matplotlib.pyplot as plt
-
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise ModuleNotFoundError(f"the notebook figures need matplotlib ({e}): "
+                                  "pip install 'bitnet_lab[notebook]'", name="matplotlib") from None
     return plt
 
 

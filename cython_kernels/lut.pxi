@@ -66,7 +66,17 @@ cdef extern from *:
     const void *bl_lut_table_fn(const C.bl_isa_kernels *t, int op)
 
 
+cdef extern from "bl_lut.h" nogil:
+    int BL_FAULT_TL1_BUILD_LUT, BL_FAULT_TL2_BUILD_LUT, BL_FAULT_TL1_GEMV, BL_FAULT_TL2_GEMV
+
+
 _LUT_OPS = ("tl1_build_lut", "tl2_build_lut", "tl1_gemv", "tl2_gemv")
+
+
+def lut_fault_bits():
+    """(op, bit) of each LUT op in the shared fault-injection mask (bl_lut.h), in _LUT_OPS order."""
+    return (("tl1_build_lut", BL_FAULT_TL1_BUILD_LUT), ("tl2_build_lut", BL_FAULT_TL2_BUILD_LUT),
+            ("tl1_gemv", BL_FAULT_TL1_GEMV), ("tl2_gemv", BL_FAULT_TL2_GEMV))
 
 
 def lut_versions():

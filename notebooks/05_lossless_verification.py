@@ -54,8 +54,8 @@ MODEL = None          # None → the embedded default model; or a .gguf path, an
 PROMPT = "The capital of France is"
 N_STEPS = 12          # greedy steps compared by hand (section 3)
 N_VERIFY = 8          # greedy steps of bitnet_lab.verify (section 4)
-FAULT_OP = None       # the kernel made wrong in section 5 (one of bitnet_lab.kernels.MAD_OPS);
-                      # None → the I2_S GEMV the engine runs here (i2s_x4_gemv or i2s_gemv)
+FAULT_OP = None       # the kernel made wrong in section 5 (one of bitnet_lab.kernels.FAULT_OPS);
+                      # None → the GEMV the engine runs on this model's projections
 
 # %%
 import numpy as np
@@ -186,14 +186,20 @@ viz.show_report(report)
 # %% [markdown]
 # ## 5. Break a kernel, watch it turn red
 #
-# `kernels.inject_fault(op)` makes one native kernel deliberately wrong: a product kernel adds
-# 1 to the first output of each call — one unit in one accumulator. (The switch exists for
-# exactly this purpose; it is off by default and `kernels.fault_status()` shows it.) We verify
-# again on the active ISA level with the fault on, then switch it off and verify once more.
+# `kernels.inject_fault(op)` makes one native kernel deliberately wrong: a product kernel (MAD
+# or LUT GEMV) adds 1 to the first output of each call — one unit in one accumulator; a LUT build
+# adds 1 to the entries of its first table. Any kernel the engine runs can be broken
+# (`kernels.FAULT_OPS`); we pick the GEMV this model's projections actually run
+# (`kernels.LAYOUT_OPS` of the layout the engine holds them in: I2_S, its x4 re-order, TQ1_0/TQ2_0,
+# TL1 or TL2). (The switch exists for exactly this purpose; it is off by default and
+# `kernels.fault_status()` shows it.) We verify again on the active ISA level with the fault on,
+# then switch it off and verify once more.
 
 # %%
-if FAULT_OP is None:  # on a level with a native x4 GEMV the engine re-orders I2_S at load (engine.I2S_LAYOUTS)
-    FAULT_OP = "i2s_x4_gemv" if native.runner.i2s_layout == "x4" else "i2s_gemv"
+layout = native.runner.packed_weight(f"blk.0.{PROJECTIONS[0]}.weight")[0]
+print(f"the projections run as {layout}: the engine calls {', '.join(kernels.LAYOUT_OPS[layout])} (and quantize_act)")
+if FAULT_OP is None:  # e.g. i2s_x4_gemv where the engine re-orders I2_S at load, tl2_gemv on a TL2 file
+    FAULT_OP = kernels.LAYOUT_OPS[layout][0]
 kernels.inject_fault(FAULT_OP)
 try:
     print(f"fault injected: {kernels.fault_status()} is wrong")

@@ -37,6 +37,12 @@ from bitnet_lab.kernels.codec import (
     pack_i2_s,
     unpack_i2_s,
 )
+from bitnet_lab.kernels.faults import (
+    FAULT_OPS,
+    LAYOUT_OPS,
+    LUT_OPS,
+    MAD_OPS,
+)
 from bitnet_lab.kernels.isa import (
     ENV_VAR,
     ISA_ORDER,
@@ -92,6 +98,7 @@ __all__ = [
     "effective_threads",
     "ENV_VAR",
     "fault_status",
+    "FAULT_OPS",
     "i2s_gemm",
     "i2s_gemv",
     "i2s_x4_gemm",
@@ -102,8 +109,11 @@ __all__ = [
     "inject_fault",
     "ISA_ORDER",
     "kernel_versions",
+    "LAYOUT_OPS",
+    "LUT_OPS",
     "KernelError",
     "lut_kernel_versions",
+    "MAD_OPS",
     "microbench",
     "openmp_enabled",
     "pack_i2_s",

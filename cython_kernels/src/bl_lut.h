@@ -1,6 +1,6 @@
 /* bl_lut.h — TL1 / TL2 lookup-table kernels: LUT construction and GEMV, one implementation
- * per ISA level (lut_scalar.c, lut_avx2.c, lut_neon.c). Self-contained (only <stdint.h>), so
- * a C caller (the engine) can include it alone; bl_kernels.h includes it and puts the
+ * per ISA level (lut_scalar.c, lut_avx2.c, lut_neon.c). Self-contained (only <stdint.h>; the
+ * one global it reads is the fault mask, below), so a C caller (the engine) can include it alone; bl_kernels.h includes it and puts the
  * functions into the dispatch table (fields tl1_build_lut, tl2_build_lut, tl1_gemv, tl2_gemv).
  * numpy twins and the full statement of the layouts: bitnet_lab/quant/lut.py (tables) and
  * bitnet_lab/quant/packing.py (packed weights). Facts: docs/kernels.md#3-tl1-arm-neon-lut to
@@ -84,6 +84,38 @@ typedef bl_lut_status (*bl_tl1_gemv_fn)(const uint8_t *data, const uint8_t *lut,
 typedef bl_lut_status (*bl_tl2_gemv_fn)(const uint8_t *data, const uint8_t *lut, int64_t M,
                                         int64_t K, int64_t BM, int64_t BK, int64_t r0,
                                         int64_t r1, int32_t *out);
+
+/* ---- fault injection -------------------------------------------------------------------
+ * The MAD family's switch (bl_mad.h: bl_mad_set_fault), with its own bits after the MAD ops, so
+ * one mask covers every kernel the engine runs. Build: every int16 entry of the call's first
+ * table (the table of q[0 .. 2) / q[0 .. 3)) is 1 too large, so every row's sum moves by ±1 (TL2
+ * applies the triple's sign). GEMV: out[0] + 1 in the call whose range starts at row 0 (the same
+ * value for every thread split). Each kernel reads the flag once per call. Off by default. */
+enum {
+    BL_FAULT_TL1_BUILD_LUT = 9, /* = BL_OP_COUNT (bl_mad.h; mad_dispatch.c asserts it) */
+    BL_FAULT_TL2_BUILD_LUT = 10,
+    BL_FAULT_TL1_GEMV = 11,
+    BL_FAULT_TL2_GEMV = 12,
+    BL_FAULT_COUNT = 13
+};
+extern volatile int bl_mad_fault_mask; /* mad_dispatch.c */
+#define BL_LUT_FAULT(bit) ((bl_mad_fault_mask >> (bit)) & 1)
+
+/* A build's fault: +1 on the 16 int16 entries of its first table (byte-plane form). */
+static inline void bl_lut_fault_table(int bit, uint8_t *lut, int64_t K) {
+    if (K <= 0 || !BL_LUT_FAULT(bit)) return;
+    for (int e = 0; e < 16; ++e) {
+        const uint16_t u = (uint16_t)((unsigned)lut[e] | ((unsigned)lut[16 + e] << 8)) + 1u;
+        lut[e] = (uint8_t)(u & 0xFF);
+        lut[16 + e] = (uint8_t)(u >> 8);
+    }
+}
+
+/* A GEMV's fault: +1 on out[0] in the call that owns row 0, when the data were valid. */
+static inline bl_lut_status bl_lut_fault_out(int bit, bl_lut_status st, int32_t *out, int64_t r0, int64_t r1) {
+    if (st.n_bad == 0 && r0 == 0 && r1 > 0 && BL_LUT_FAULT(bit)) out[0] += 1;
+    return st;
+}
 
 /* ---- per-ISA implementations ---------------------------------------------------------- */
 void bl_tl1_build_lut_scalar(const int8_t *q, int64_t K, uint8_t *lut);

@@ -53,6 +53,7 @@
  * a GEMV/GEMM adds 1 to out[0] (row 0, token 0) and quantize_act adds 1 to sum_q[0] — only in the
  * call whose range starts at 0, so the wrong value is the same for every thread split. Each
  * kernel reads the flag once per call (BL_MAD_FAULT below), never in its loops. Off by default.
+ * The TL1/TL2 LUT kernels take bits BL_OP_COUNT.. of the same mask (bl_lut.h, BL_FAULT_*).
  */
 #ifndef BL_MAD_H
 #define BL_MAD_H

@@ -30,7 +30,7 @@ static inline void store_planes(uint8_t *dst, __m256i e) {
     _mm256_storeu_si256((__m256i *)dst, _mm256_permute4x64_epi64(t, _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
-void bl_tl1_build_lut_avx2(const int8_t *q, int64_t K, uint8_t *lut) {
+static void tl1_tables(const int8_t *q, int64_t K, uint8_t *lut) {
     /* digits (t0, t1) of entry u = 3*t0 + t1 + 4; padding entries 9..15 are 0 */
     const __m256i t0 = _mm256_setr_epi16(-1, -1, -1, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0);
     const __m256i t1 = _mm256_setr_epi16(-1, 0, 1, -1, 0, 1, -1, 0, 1, 0, 0, 0, 0, 0, 0, 0);
@@ -40,6 +40,11 @@ void bl_tl1_build_lut_avx2(const int8_t *q, int64_t K, uint8_t *lut) {
         store_planes(lut + BL_LUT_TABLE_BYTES * j,
                      _mm256_add_epi16(_mm256_sign_epi16(b0, t0), _mm256_sign_epi16(b1, t1)));
     }
+}
+
+void bl_tl1_build_lut_avx2(const int8_t *q, int64_t K, uint8_t *lut) {
+    tl1_tables(q, K, lut);
+    bl_lut_fault_table(BL_FAULT_TL1_BUILD_LUT, lut, K);
 }
 
 void bl_tl2_build_lut_avx2(const int8_t *q, int64_t K, int64_t BK, uint8_t *lut) {
@@ -56,7 +61,8 @@ void bl_tl2_build_lut_avx2(const int8_t *q, int64_t K, int64_t BK, uint8_t *lut)
             _mm256_sign_epi16(_mm256_set1_epi16(b[2]), t2)); /* |e| <= 384 */
         store_planes(lut + BL_LUT_TABLE_BYTES * j, e);
     }
-    bl_tl1_build_lut_avx2(q + K3, K - K3, lut + BL_LUT_TABLE_BYTES * (K3 / 3));
+    tl1_tables(q + K3, K - K3, lut + BL_LUT_TABLE_BYTES * (K3 / 3));
+    bl_lut_fault_table(BL_FAULT_TL2_BUILD_LUT, lut, K);
 }
 
 /* ---- lookups --------------------------------------------------------------------------- */
@@ -194,7 +200,7 @@ bl_lut_status bl_tl1_gemv_avx2(const uint8_t *data, const uint8_t *lut, int64_t 
     }
     if (any_above(mx, BL_TL1_MAX_INDEX)) return bl_tl1_scan(data, M, K, BM, BK, bm, r0, r1);
     bl_lut_status ok = {0, -1};
-    return ok;
+    return bl_lut_fault_out(BL_FAULT_TL1_GEMV, ok, out, r0, r1);
 }
 
 /* ---- TL2 GEMV ----------------------------------------------------------------------------
@@ -296,5 +302,5 @@ bl_lut_status bl_tl2_gemv_avx2(const uint8_t *data, const uint8_t *lut, int64_t 
     if (any_above(mx3, BL_TL2_MAX_MAG) || any_above(mx2, BL_TL1_MAX_INDEX))
         return bl_tl2_scan(data, M, K, BM, BK, r0, r1);
     bl_lut_status ok = {0, -1};
-    return ok;
+    return bl_lut_fault_out(BL_FAULT_TL2_GEMV, ok, out, r0, r1);
 }

@@ -22,7 +22,7 @@ static inline void store_planes(uint8_t *dst, int16x8_t e0, int16x8_t e1) {
     vst1q_u8(dst + 16, vuzp2q_u8(b0, b1)); /* odd bytes: the high bytes */
 }
 
-void bl_tl1_build_lut_neon(const int8_t *q, int64_t K, uint8_t *lut) {
+static void tl1_tables(const int8_t *q, int64_t K, uint8_t *lut) {
     /* digits (t0, t1) of entry u = 3*t0 + t1 + 4; padding entries are 0 */
     static const int16_t T0[16] = {-1, -1, -1, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0};
     static const int16_t T1[16] = {-1, 0, 1, -1, 0, 1, -1, 0, 1, 0, 0, 0, 0, 0, 0, 0};
@@ -34,6 +34,11 @@ void bl_tl1_build_lut_neon(const int8_t *q, int64_t K, uint8_t *lut) {
         store_planes(lut + BL_LUT_TABLE_BYTES * j, vmlaq_n_s16(vmulq_n_s16(t0a, b0), t1a, b1),
                      vmlaq_n_s16(vmulq_n_s16(t0b, b0), t1b, b1));
     }
+}
+
+void bl_tl1_build_lut_neon(const int8_t *q, int64_t K, uint8_t *lut) {
+    tl1_tables(q, K, lut);
+    bl_lut_fault_table(BL_FAULT_TL1_BUILD_LUT, lut, K);
 }
 
 void bl_tl2_build_lut_neon(const int8_t *q, int64_t K, int64_t BK, uint8_t *lut) {
@@ -52,7 +57,8 @@ void bl_tl2_build_lut_neon(const int8_t *q, int64_t K, int64_t BK, uint8_t *lut)
                      vmlaq_n_s16(vmlaq_n_s16(vmulq_n_s16(t0a, b0), t1a, b1), t2a, b2),
                      vmlaq_n_s16(vmlaq_n_s16(vmulq_n_s16(t0b, b0), t1b, b1), t2b, b2));
     }
-    bl_tl1_build_lut_neon(q + K3, K - K3, lut + BL_LUT_TABLE_BYTES * (K3 / 3));
+    tl1_tables(q + K3, K - K3, lut + BL_LUT_TABLE_BYTES * (K3 / 3));
+    bl_lut_fault_table(BL_FAULT_TL2_BUILD_LUT, lut, K);
 }
 
 /* ---- lookups --------------------------------------------------------------------------- */
@@ -143,7 +149,7 @@ bl_lut_status bl_tl1_gemv_neon(const uint8_t *data, const uint8_t *lut, int64_t 
     }
     if (vmaxvq_u8(mx) > BL_TL1_MAX_INDEX) return bl_tl1_scan(data, M, K, BM, BK, bm, r0, r1);
     bl_lut_status ok = {0, -1};
-    return ok;
+    return bl_lut_fault_out(BL_FAULT_TL1_GEMV, ok, out, r0, r1);
 }
 
 /* ---- TL2 GEMV ----------------------------------------------------------------------------
@@ -246,5 +252,5 @@ bl_lut_status bl_tl2_gemv_neon(const uint8_t *data, const uint8_t *lut, int64_t 
     if (vmaxvq_u8(mx3) > BL_TL2_MAX_MAG || vmaxvq_u8(mx2) > BL_TL1_MAX_INDEX)
         return bl_tl2_scan(data, M, K, BM, BK, r0, r1);
     bl_lut_status ok = {0, -1};
-    return ok;
+    return bl_lut_fault_out(BL_FAULT_TL2_GEMV, ok, out, r0, r1);
 }

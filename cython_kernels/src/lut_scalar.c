@@ -31,13 +31,18 @@ static inline int32_t entry(const uint8_t *lut, int64_t j, unsigned idx) {
     return (int16_t)(uint16_t)(t[idx] | ((unsigned)t[16 + idx] << 8));
 }
 
-void bl_tl1_build_lut_scalar(const int8_t *q, int64_t K, uint8_t *lut) {
+static void tl1_tables(const int8_t *q, int64_t K, uint8_t *lut) {
     int16_t e[16];
     for (int64_t j = 0; j < K / 2; ++j) {
         for (int u = 0; u < 16; ++u)  /* |t0*b0 + t1*b1| <= 256: exact in int16 */
             e[u] = (int16_t)(TL1_T0[u] * q[2 * j] + TL1_T1[u] * q[2 * j + 1]);
         put_table(lut + BL_LUT_TABLE_BYTES * j, e);
     }
+}
+
+void bl_tl1_build_lut_scalar(const int8_t *q, int64_t K, uint8_t *lut) {
+    tl1_tables(q, K, lut);
+    bl_lut_fault_table(BL_FAULT_TL1_BUILD_LUT, lut, K);
 }
 
 void bl_tl2_build_lut_scalar(const int8_t *q, int64_t K, int64_t BK, uint8_t *lut) {
@@ -49,7 +54,8 @@ void bl_tl2_build_lut_scalar(const int8_t *q, int64_t K, int64_t BK, uint8_t *lu
             e[m] = (int16_t)(TL2_T0[m] * b[0] + TL2_T1[m] * b[1] + TL2_T2[m] * b[2]);
         put_table(lut + BL_LUT_TABLE_BYTES * j, e);
     }
-    bl_tl1_build_lut_scalar(q + K3, K - K3, lut + BL_LUT_TABLE_BYTES * (K3 / 3));
+    tl1_tables(q + K3, K - K3, lut + BL_LUT_TABLE_BYTES * (K3 / 3));
+    bl_lut_fault_table(BL_FAULT_TL2_BUILD_LUT, lut, K);
 }
 
 /* ---- TL1 ------------------------------------------------------------------------------- */
@@ -83,7 +89,7 @@ bl_lut_status bl_tl1_gemv_scalar(const uint8_t *data, const uint8_t *lut, int64_
         }
         for (int i = 0; i < bm; ++i) out[s * bm + i] = acc[i];
     }
-    return st;
+    return bl_lut_fault_out(BL_FAULT_TL1_GEMV, st, out, r0, r1);
 }
 
 bl_lut_status bl_tl1_scan(const uint8_t *data, int64_t M, int64_t K, int64_t BM, int64_t BK,
@@ -154,7 +160,7 @@ bl_lut_status bl_tl2_gemv_scalar(const uint8_t *data, const uint8_t *lut, int64_
         }
         for (int i = 0; i < 32; ++i) out[s * 32 + i] = acc[i];
     }
-    return st;
+    return bl_lut_fault_out(BL_FAULT_TL2_GEMV, st, out, r0, r1);
 }
 
 bl_lut_status bl_tl2_scan(const uint8_t *data, int64_t M, int64_t K, int64_t BM, int64_t BK,

@@ -21,6 +21,9 @@
 
 #include "bl_lut.h"
 
+/* The fault-injection mask (mad_dispatch.c in the extension; this test links the LUT files only). */
+volatile int bl_mad_fault_mask = 0;
+
 static uint64_t rng_state = 0x243F6A8885A308D3ull;
 
 static uint32_t rnd(void) { /* xorshift64* */

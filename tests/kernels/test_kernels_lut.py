@@ -424,3 +424,112 @@ def test_c_level_neon_under_qemu():
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("PASS test_lut (2 levels)") == 2  # -cpu max and -cpu cortex-a53
     assert "ok   [neon] TL2 GEMV" in r.stdout
+
+
+# ---- fault injection -------------------------------------------------------------------------
+# kernels.inject_fault covers the LUT ops too (bl_lut.h): a build adds 1 to every entry of its
+# first table, a GEMV adds 1 to out[0]. Each must change the result, leave every other op exact,
+# and be caught by verify on a model whose projections run it.
+
+FAULT_CASES = {"tl1": (128, 384, TLTiling(64, 128, 64)), "tl2": (64, 320, TLTiling(32, 96, 32))}
+
+
+@pytest.fixture
+def no_fault():
+    yield
+    kernels.inject_fault(None)
+
+
+def _lut_run(layout: str, data, q, M, K, tiling, isa, threads):
+    """(LUT bytes, GEMV result) of one row through the native kernels."""
+    if layout == "tl1":
+        return kernels.tl1_build_lut(q, isa=isa), kernels.tl1_gemv(data, q, M, K, tiling, isa=isa, threads=threads)
+    return kernels.tl2_build_lut(q, K, tiling, isa=isa), kernels.tl2_gemv(data, q, M, K, tiling, isa=isa, threads=threads)
+
+
+def test_lut_ops_are_fault_ops():
+    assert set(kernels.LUT_OPS) == {"tl1_build_lut", "tl2_build_lut", "tl1_gemv", "tl2_gemv"}
+    assert kernels.FAULT_OPS == kernels.MAD_OPS + kernels.LUT_OPS
+    # every op the engine runs on some layout can be broken
+    assert {op for ops in kernels.LAYOUT_OPS.values() for op in ops} <= set(kernels.FAULT_OPS)
+    for layout in ("tl1", "tl2"):
+        assert kernels.LAYOUT_OPS[layout] == (f"{layout}_gemv", f"{layout}_build_lut")
+
+
+@pytest.mark.parametrize("layout", ["tl1", "tl2"])
+def test_lut_faults_change_the_result(layout, no_fault):
+    M, K, tiling = FAULT_CASES[layout]
+    rng = np.random.default_rng(21)
+    pack = packing.pack_tl1 if layout == "tl1" else packing.pack_tl2
+    data = pack(ternary(rng, M, K), tiling)
+    q = acts(rng, K)
+    clean = {(isa, th): _lut_run(layout, data, q, M, K, tiling, isa, th) for isa in ISAS for th in THREADS}
+    mad_data = packing.pack_i2_s(ternary(rng, 8, 128))
+    mad_q = rng.integers(-128, 128, size=128, dtype=np.int8)
+    mad_clean = kernels.i2s_gemv(mad_data, mad_q, 8, 128)
+    build_op, gemv_op = f"{layout}_build_lut", f"{layout}_gemv"
+    other = "tl2" if layout == "tl1" else "tl1"
+    for op in (build_op, gemv_op):
+        kernels.inject_fault(op)
+        assert kernels.fault_status() == op and kernels.build_info()["fault"] == op
+        for (isa, th), (lut0, out0) in clean.items():
+            lut1, out1 = _lut_run(layout, data, q, M, K, tiling, isa, th)
+            diff = out1.astype(np.int64) - out0
+            if op == gemv_op:  # one unit in out[0], the same for every thread split
+                np.testing.assert_array_equal(lut1, lut0)
+                assert diff[0] == 1 and not diff[1:].any(), (op, isa, th)
+            else:  # every entry of the first table one too large: every row moves by one
+                t0 = lut0[0, :16].astype(np.int32) | (lut0[0, 16:].astype(np.int32) << 8)
+                t1 = lut1[0, :16].astype(np.int32) | (lut1[0, 16:].astype(np.int32) << 8)
+                assert np.array_equal((t1 - t0) % 65536, np.ones(16)), (op, isa)
+                np.testing.assert_array_equal(lut1[1:], lut0[1:])
+                assert np.all(np.abs(diff) == 1), (op, isa, th)
+        # the other layout's kernels and the MAD kernels stay exact
+        o_M, o_K, o_tiling = FAULT_CASES[other]
+        o_data = (packing.pack_tl1 if other == "tl1" else packing.pack_tl2)(ternary(rng, o_M, o_K), o_tiling)
+        o_q = acts(rng, o_K)
+        o_want = product((packing.unpack_tl1 if other == "tl1" else packing.unpack_tl2)(o_data, o_M, o_K, o_tiling), o_q)
+        np.testing.assert_array_equal(_lut_run(other, o_data, o_q, o_M, o_K, o_tiling, None, 2)[1], o_want)
+        np.testing.assert_array_equal(kernels.i2s_gemv(mad_data, mad_q, 8, 128), mad_clean)
+    kernels.inject_fault(None)
+    assert kernels.fault_status() is None
+    for (isa, th), (lut0, out0) in clean.items():
+        lut1, out1 = _lut_run(layout, data, q, M, K, tiling, isa, th)
+        np.testing.assert_array_equal(lut1, lut0)
+        np.testing.assert_array_equal(out1, out0)
+
+
+def test_lut_fault_env_var():
+    import os
+    import subprocess
+    import sys
+
+    code = "from bitnet_lab import kernels; print(kernels.fault_status())"
+    env = {**os.environ, "BITNET_LAB_FAULT": "tl2_gemv", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["tl2_gemv"]
+
+
+@pytest.mark.parametrize("layout", ["tl1", "tl2"])
+def test_verify_catches_a_lut_fault(tmp_path, layout, no_fault):
+    """On a TL model the engine runs the LUT kernels: a fault in either is caught by verify's
+    kernel tier (named) and by its model tier."""
+    pytest.importorskip("jax")
+    import bitnet_lab
+    from bitnet_lab.tools.dummy import generate_dummy
+
+    path = generate_dummy("tiny", tmp_path / f"tiny_{layout}.gguf", outtype=layout, progress=False)
+    model = bitnet_lab.load(path)
+    try:
+        assert model.runner.packed_weight("blk.0.attn_q.weight")[0] == layout
+        isa = (kernels.active_isa(),)
+        for op in kernels.LAYOUT_OPS[layout]:
+            kernels.inject_fault(op)
+            rep = bitnet_lab.verify(model, n=1, threads=2, isas=isa, progress=False)
+            kernels.inject_fault(None)
+            assert not rep.passed and not rep.model_tier.passed, (op, rep.summary())
+            assert op in {c.op for c in rep.kernel.failures}, (op, [c.op for c in rep.kernel.failures])
+        assert bitnet_lab.verify(model, n=1, threads=2, isas=isa, progress=False).passed
+    finally:
+        model.close()

@@ -515,6 +515,25 @@ def test_fault_env_var():
     assert proc.returncode != 0 and "BITNET_LAB_FAULT='everything'" in proc.stderr
 
 
+@pytest.mark.parametrize("op,version", version_params([*GEMV_OPS, *GEMM_OPS]))
+def test_fault_reaches_every_version(op, version):
+    """Every compiled version of every product (x4, TQ and the AMX tile GEMMs included, where this
+    CPU runs them) takes the injected fault: one unit in out[0], on 1 and 2 threads."""
+    rng = np.random.default_rng(5)
+    M, K = 70, 512
+    data = pack(op, rng.integers(-1, 2, size=(M, K), dtype=np.int8))
+    q = rng.integers(-128, 128, size=K if op in GEMV_OPS else (35, K), dtype=np.int8)
+    for threads in (1, 2):
+        clean = KERNEL[op](data, q, M, K, version=version, threads=threads)
+        kernels.inject_fault(op)
+        try:
+            broken = KERNEL[op](data, q, M, K, version=version, threads=threads)
+        finally:
+            kernels.inject_fault(None)
+        diff = (broken.astype(np.int64) - clean).reshape(-1)
+        assert diff[0] == 1 and not diff[1:].any(), (op, version, threads)
+
+
 # ---- microbenchmark ----------------------------------------------------------------------------
 
 

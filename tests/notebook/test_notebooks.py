@@ -163,12 +163,16 @@ def _poll_in_slices(client) -> None:
         chan.get_msg = get_msg
 
 
-def _execute(path: Path, kernel_dir: Path, monkeypatch, *, headless: bool):
+def _execute(path: Path, kernel_dir: Path, monkeypatch, *, headless: bool, params: dict | None = None):
     """Run ``path`` top to bottom in a fresh kernel; return the executed notebook and a line
-    on how long it took (total, and the slowest cell)."""
+    on how long it took (total, and the slowest cell). ``params``: values set at the end of the
+    ``parameters`` cell (papermill-style)."""
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
+    if params:
+        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", ()))
+        cell.source += "\n" + "\n".join(f"{k} = {v!r}" for k, v in params.items())
     missing = [m for m in nb.metadata.get("bitnet_lab", {}).get("requires", [])
                if importlib.util.find_spec(m) is None]
     if missing:
@@ -230,5 +234,23 @@ def test_notebook_runs_with_widgets(path: Path, kernel_dir: Path, monkeypatch, c
     if "widgets.explore(" in "".join(c.source for c in nb.cells):
         assert controls, f"{path.name} calls widgets.explore but no control was built"
     assert any("image/png" in o.get("data", {}) for o in outputs), f"{path.name}: no figure was displayed"
+    last = [c for c in nb.cells if c.cell_type == "code"][-1]
+    assert DONE_MARKER in _text_of(last)
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("outtype", ["tl2", "tl1"])
+def test_verification_notebook_on_a_tl_model(outtype, kernel_dir, monkeypatch, tmp_path, capsys):
+    """05 on a TL1 / TL2 file: the fault it injects must be one the engine runs there (a LUT
+    kernel), so that verify turns red and the notebook's own checks pass (issue 18, item 9)."""
+    from bitnet_lab.tools.dummy import generate_dummy
+
+    path = NB_DIR / "05_lossless_verification.ipynb"
+    model = generate_dummy("tiny", tmp_path / f"tiny_{outtype}.gguf", outtype=outtype, progress=False)
+    nb, timing = _execute(path, kernel_dir, monkeypatch, headless=True, params={"MODEL": str(model), "N_STEPS": 4})
+    with capsys.disabled():
+        print(f"\n{path.name} on a {outtype} model: ran headless in {timing}")
+    text = "".join(_text_of(c) for c in nb.cells if c.cell_type == "code")
+    assert f"fault injected: {outtype}_gemv is wrong" in text, text[-2000:]
     last = [c for c in nb.cells if c.cell_type == "code"][-1]
     assert DONE_MARKER in _text_of(last)

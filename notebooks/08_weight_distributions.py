@@ -46,8 +46,8 @@
 # %% [markdown]
 # ## Parameters
 #
-# `MODEL = None` uses the embedded default model (a random model drawn with the statistics of
-# a trained one). Point it at a `.gguf`, a Hugging Face folder or a Hub repo id to study a real
+# `MODEL = None` uses the embedded default model (a 5.8 M-parameter BitNet b1.58 model this
+# project trained on the CPython standard library: `data/MODEL_CARD.md`). Point it at a `.gguf`, a Hugging Face folder or a Hub repo id to study a real
 # model; a Hugging Face checkpoint with latent float weights shows its own latents in
 # section 3.
 
@@ -107,7 +107,8 @@ print(viz.table([(proj, f"{100 * zero[:, j].min():.1f}–{100 * zero[:, j].max()
 # What to expect: absmean of a bell-shaped latent matrix zeroes 25–40 % of the weights
 # (notebook 01); a trained layer's codes are nearly symmetric (+1 and −1 within a percentage
 # point or two), and γ differs between projections because each saw differently scaled inputs
-# during training. The default model is random but drawn to look like that.
+# during training. The default model was trained (ternary quantisation-aware training), so its
+# statistics are a real, if tiny, model's.
 #
 # ## 2. Activation ranges, captured from the reference
 #
@@ -152,7 +153,9 @@ viz.show(viz.weight_dashboard(zero, gamma, pos - neg, projections=PROJECTIONS, a
 # written demo is a construction, not training: every zero code becomes `0` or `±γ/4`, every
 # non-zero code a power of two times `±γ`, chosen so that `mean|W| = γ` exactly — spikes, not
 # a bell. What the demo does show is the round trip: the checkpoint loads back to the same
-# codes and the same γ, bit for bit.
+# codes and the same γ, bit for bit. The demo checkpoint lives in a temporary folder for as long
+# as this kernel runs (the explorer below reads from it whenever you move a control), and is
+# removed when the kernel shuts down.
 
 # %%
 latent_dir, workspace = None, None
@@ -222,6 +225,6 @@ if latent_dir is not None:
     assert same and all(same), "the latent checkpoint must load back to the file's codes and γ"
     w0 = read_latent(f"blk.0.{PROJECTIONS[0]}.weight")
     assert absmean_ternarize(w0)[1] == model.tensors[f"blk.0.{PROJECTIONS[0]}.weight"].gamma()
-if workspace is not None:
-    workspace.cleanup()
+if latent_dir is not None:                      # the explorer above still reads its checkpoint
+    assert all(shard.is_file() for shard, _ in latent_files.values()), "the latent checkpoint must outlive Run All"
 print("all checks passed")

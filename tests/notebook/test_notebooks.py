@@ -163,16 +163,19 @@ def _poll_in_slices(client) -> None:
         chan.get_msg = get_msg
 
 
-def _execute(path: Path, kernel_dir: Path, monkeypatch, *, headless: bool, params: dict | None = None):
+def _execute(path: Path, kernel_dir: Path, monkeypatch, *, headless: bool, params: dict | None = None,
+             after: list[str] = ()):
     """Run ``path`` top to bottom in a fresh kernel; return the executed notebook and a line
     on how long it took (total, and the slowest cell). ``params``: values set at the end of the
-    ``parameters`` cell (papermill-style)."""
+    ``parameters`` cell (papermill-style); ``after``: code cells run after the last one (what a
+    user does next, e.g. call a widget's callback after Run All)."""
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
     if params:
         cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", ()))
         cell.source += "\n" + "\n".join(f"{k} = {v!r}" for k, v in params.items())
+    nb.cells += [nbformat.v4.new_code_cell(src) for src in after]
     missing = [m for m in nb.metadata.get("bitnet_lab", {}).get("requires", [])
                if importlib.util.find_spec(m) is None]
     if missing:
@@ -254,3 +257,15 @@ def test_verification_notebook_on_a_tl_model(outtype, kernel_dir, monkeypatch, t
     assert f"fault injected: {outtype}_gemv is wrong" in text, text[-2000:]
     last = [c for c in nb.cells if c.cell_type == "code"][-1]
     assert DONE_MARKER in _text_of(last)
+
+
+@pytest.mark.notebooks
+def test_latent_explorer_works_after_run_all(kernel_dir, monkeypatch, capsys):
+    """08's latent-weight explorer reads its checkpoint whenever a control moves: after Run All
+    (the Checks cell included) the callback must still work (issue 18, item 8)."""
+    path = NB_DIR / "08_weight_distributions.ipynb"
+    probe = "show_latent(L - 1, PROJECTIONS[-1]); print('explorer still works')"
+    nb, timing = _execute(path, kernel_dir, monkeypatch, headless=True, after=[probe])
+    with capsys.disabled():
+        print(f"\n{path.name} + a moved control: ran headless in {timing}")
+    assert "explorer still works" in _text_of(nb.cells[-1])

@@ -88,13 +88,17 @@ def shares(t):
 # ## 0. Real activations, once
 #
 # Sections 1 and 3 need the activations this layer really sees. The reference model (JAX, the
-# judge of every fast path) runs the prompt once with `capture=True` and hands back every
-# intermediate: the input of each projection, its int8 codes, the integer products, the
-# outputs.
+# judge of every fast path: `bitnet_lab.load(..., backend="reference")`, the same tensors as
+# `model` above, which runs on the native engine) runs the prompt once with `capture=True` and
+# hands back every intermediate: the input of each projection, its int8 codes, the integer
+# products, the outputs.
 
 # %%
-ids = model.tokenizer.encode(PROMPT, add_bos=True)
-logits, caps = model.runner.logits(ids, capture=True)
+reference = bitnet_lab.load(path, backend="reference")
+print(f"captures from the {reference.backend} backend: {type(reference.runner).__module__}.{type(reference.runner).__name__}")
+ids = reference.tokenizer.encode(PROMPT, add_bos=True)
+logits, caps = reference.runner.logits(ids, capture=True)
+caps = {name: np.asarray(v) for name, v in caps.items()}   # JAX arrays -> numpy, once
 
 # The float input of each projection and the name of its activation quantisation
 # (docs/numerics.md#26-where-the-quantisation-happens: q, k, v share one; gate and up share one).
@@ -355,6 +359,8 @@ assert abs(float(gamma_again) / gamma_predicted - 1) < 1e-5, (gamma_again, gamma
 # every ternary tensor of the model has a plausible share of zeros
 assert records and not outside, outside
 # numpy policy == JAX reference, bit for bit, for the activations, the integer product and y
+# (the captures are the JAX reference's own, not the native engine's)
+assert reference.backend == "reference" and type(reference.runner).__module__.startswith("bitnet_lab.reference")
 assert same_q and same_s and same_sum and same_acc and same_y
 # int8 rounding error never exceeds half a step; codes stay in the int8 range of the policy
 assert np.abs(err_steps).max() <= 0.5

@@ -38,6 +38,7 @@ PAIRED_FORMATS = "ipynb,py:percent"
 CELL_TIMEOUT_S = 300           # one cell; the whole notebook should take well under a minute
 DONE_MARKER = "all checks passed"
 KERNEL_NAME = "bitnet-lab-test"
+JAX_PROBE = "import sys; print('jax imported:', 'jax' in sys.modules)"
 
 ids = [p.stem for p in NOTEBOOKS]
 
@@ -209,12 +210,17 @@ def _execute(path: Path, kernel_dir: Path, monkeypatch, *, headless: bool, param
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
 def test_notebook_runs(path: Path, kernel_dir: Path, monkeypatch, capsys):
-    """Headless, as CI runs it: controls print a few settings, figures are described in text."""
-    nb, timing = _execute(path, kernel_dir, monkeypatch, headless=True)
+    """Headless, as CI runs it: controls print a few settings, figures are described in text.
+    A notebook that names the JAX reference must have run it (JAX imported by the end)."""
+    nb, timing = _execute(path, kernel_dir, monkeypatch, headless=True, after=[JAX_PROBE])
     with capsys.disabled():
         print(f"\n{path.name}: ran headless in {timing}")
-    last = [c for c in nb.cells if c.cell_type == "code"][-1]
-    assert DONE_MARKER in _text_of(last), f"{path.name}: the final checks did not report {DONE_MARKER!r}"
+    *code, probe = [c for c in nb.cells if c.cell_type == "code"]
+    assert DONE_MARKER in _text_of(code[-1]), f"{path.name}: the final checks did not report {DONE_MARKER!r}"
+    if "JAX reference" in "".join(c.source for c in nb.cells):
+        assert "jax imported: True" in _text_of(probe), (
+            f"{path.name} speaks of the JAX reference but never imported JAX: what it compares against "
+            "is something else (load it with backend='reference', or say what it is)")
 
 
 @pytest.mark.notebooks

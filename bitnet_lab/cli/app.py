@@ -71,7 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         try:
-            args = parser.parse_args(argv)
+            args, extra = parser.parse_known_args(argv)
+            if extra:  # reported by the subcommand's parser: its usage, not the top level's
+                getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
         except SystemExit as e:  # --help / --version (0) and bad flags (2)
             return int(e.code or 0) if not isinstance(e.code, str) else 2
         func = args.func

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 OUTTYPES = ("i2_s", "tl1", "tl2", "tq1_0", "tq2_0", "f16", "f32")
 EMBEDDING_TYPES = ("f16", "f32", "q8_0")          # dummy --token-embedding-type
@@ -37,3 +37,93 @@ def lower_choice(choices: Sequence[str]) -> Callable[[str], str]:
 
 def add_progress_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars on stderr")
+
+
+# ---- threads -------------------------------------------------------------------------------------
+
+
+def _warn(msg: str) -> None:
+    import sys
+
+    print(f"bitnet-lab: warning: {msg}", file=sys.stderr, flush=True)
+
+
+def clamp_threads(threads: int | None, flag: str = "-t/--threads") -> int | None:
+    """A ``-t`` value checked (>= 1, else ConfigError) and clamped to the CPUs this process may use
+    (`bitnet_lab.kernels.allowed_cpus`), saying so in one warning line: more OpenMP threads than
+    CPUs only slows every step down, and absurd counts crash the OpenMP runtime."""
+    if threads is None:
+        return None
+    from bitnet_lab.errors import ConfigError
+
+    if threads <= 0:
+        raise ConfigError(f"{flag} must be positive, got {threads}")
+    from bitnet_lab.kernels import allowed_cpus
+
+    n_cpus = len(allowed_cpus())
+    if threads > n_cpus:
+        _warn(f"{flag} {threads} is more than the {n_cpus} CPUs this process may use; using {n_cpus}")
+        return n_cpus
+    return threads
+
+
+def clamp_thread_list(threads: Sequence[int], flag: str = "-t/--threads") -> list[int]:
+    """`clamp_threads` for a list of counts (bench): one warning for all, duplicates dropped."""
+    from bitnet_lab.errors import ConfigError
+
+    if any(t < 1 for t in threads):
+        raise ConfigError(f"{flag} must be >= 1, got {list(threads)}")
+    from bitnet_lab.kernels import allowed_cpus
+
+    n_cpus = len(allowed_cpus())
+    over = [t for t in threads if t > n_cpus]
+    if over:
+        _warn(f"{flag} {','.join(map(str, over))}: more than the {n_cpus} CPUs this process may use; "
+              f"using {n_cpus}")
+    out: list[int] = []
+    for t in threads:
+        t = min(t, n_cpus)
+        if t not in out:
+            out.append(t)
+    return out
+
+
+# ---- the model to load: -m, --hf-file, --revision ------------------------------------------------
+
+
+def add_hub_flags(g: Any) -> None:
+    """``--hf-file`` / ``--revision`` (run, chat, bench, verify): which file and which revision of a
+    Hub repo given with -m (llama.cpp's -hf / -hff idiom)."""
+    g.add_argument("-hff", "--hf-file", metavar="FILE", default=None,
+                   help="with -m REPO_ID: the file of the Hub repo to use (e.g. one of several GGUFs)")
+    g.add_argument("--revision", metavar="REV", default=None,
+                   help="with -m REPO_ID: the Hub revision (branch, tag or commit)")
+
+
+def hub_options(args: Any) -> dict[str, str]:
+    """``filename=`` / ``revision=`` for `bitnet_lab.load` from --hf-file / --revision; a
+    ConfigError when they are given without a Hub repo id in -m."""
+    opts = {k: v for k, v in (("filename", getattr(args, "hf_file", None)),
+                              ("revision", getattr(args, "revision", None))) if v}
+    if not opts:
+        return {}
+    from bitnet_lab.errors import ConfigError
+    from bitnet_lab.formats import hub
+
+    flags = " and ".join(f for f, k in (("--hf-file", "filename"), ("--revision", "revision")) if k in opts)
+    if not args.model:
+        raise ConfigError(f"{flags} need -m REPO_ID (a Hugging Face Hub repo)")
+    if not hub.is_repo_id(args.model):
+        raise ConfigError(f"{flags} apply to a Hub repo id (owner/name), not to the local path {args.model}")
+    return opts
+
+
+def resolve_model(args: Any) -> str | None:
+    """-m resolved through the Hub when --hf-file / --revision are given (bench, verify load by
+    path); else -m as given (None: the caller's default model)."""
+    opts = hub_options(args)
+    if not opts:
+        return args.model
+    from bitnet_lab.formats import hub
+
+    return str(hub.resolve(args.model, **opts))

@@ -36,6 +36,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from bitnet_lab.cli.args import add_hub_flags, clamp_thread_list, resolve_model
 from bitnet_lab.cli.run import add_i2s_layout_flag, i2s_layout_options
 from bitnet_lab.errors import BitnetLabError, ConfigError
 
@@ -93,6 +94,7 @@ def add_parser(sub: Any) -> None:
     g = p.add_argument_group("tests (llama-bench's flags)")
     g.add_argument("-m", "--model", metavar="MODEL",
                    help="a .gguf file, a Hugging Face checkpoint folder or a Hub repo id (default: the default model)")
+    add_hub_flags(g)
     g.add_argument("-p", "--n-prompt", type=int_list, default=[128, 512], metavar="N,..",
                    help="prompt sizes, one batch each (default 128,512; 0 = none)")
     g.add_argument("-n", "--n-gen", type=int_list, default=[64, 128], metavar="N,..",
@@ -231,8 +233,7 @@ def bench_command(args: argparse.Namespace) -> int:
     if args.repetitions < 1:
         raise ConfigError(f"-r/--repetitions must be >= 1, got {args.repetitions}")
     threads = args.threads if args.threads is not None else sorted({1, effective_threads(None)})
-    if any(t < 1 for t in threads):
-        raise ConfigError(f"-t/--threads must be >= 1, got {threads}")
+    threads = clamp_thread_list(threads)
     if args.ceiling_mib < 1:
         raise ConfigError(f"--ceiling-mib must be >= 1, got {args.ceiling_mib}")
     sections = _sections(args)
@@ -242,7 +243,7 @@ def bench_command(args: argparse.Namespace) -> int:
     if (args.compare or args.llama_cpp) and "tests" not in sections:
         raise ConfigError("--compare and --llama-cpp add rows to the tests section: add --tests")
 
-    source = args.model
+    source = resolve_model(args)
     if not source:
         from bitnet_lab.tools.default_model import default_model_path
 

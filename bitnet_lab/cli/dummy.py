@@ -40,8 +40,10 @@ def run(args: argparse.Namespace) -> int:
     missing = [flag for flag, v in (("--layout", args.layout), ("-o/--outfile", args.outfile)) if not v]
     if missing:
         args._parser.error(f"the following arguments are required: {', '.join(missing)}")
+    from bitnet_lab.tools.convert import check_output_path
     from bitnet_lab.tools.dummy import generate_dummy
 
+    check_output_path(args.outfile)   # before any work; and no folders created behind the user's back
     path = generate_dummy(
         args.layout, args.outfile, outtype=args.outtype, seed=args.seed,
         embedding_type=args.token_embedding_type, tl_tiling=args.tl_tiling, arch_name=args.arch_name,

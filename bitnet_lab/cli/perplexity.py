@@ -74,8 +74,9 @@ def _load(args: argparse.Namespace) -> tuple[Any, str]:
         return CheckpointModel(source), "training checkpoint (the trainer's f32 forward)"
     import bitnet_lab
 
-    if args.threads is not None and args.threads <= 0:
-        raise ConfigError(f"-t/--threads must be positive, got {args.threads}")
+    from bitnet_lab.cli.args import clamp_threads
+
+    args.threads = clamp_threads(args.threads)
     backend = _resolve_backend(args.backend)
     model = bitnet_lab.load(source, backend=backend, threads=args.threads)
     return model, backend + (" (auto)" if args.backend == "auto" else "")

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from bitnet_lab.cli.args import add_hub_flags, clamp_threads, hub_options
 from bitnet_lab.errors import ConfigError
 
 PROG = "bitnet-lab"
@@ -48,6 +49,7 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("-m", "--model", metavar="MODEL",
                    help="a .gguf file, a Hugging Face checkpoint folder or a Hub repo id "
                         "(default: the embedded default model)")
+    add_hub_flags(g)
     g.add_argument("--backend", choices=BACKEND_CHOICES, default="native",
                    help="forward pass: the native engine (default) or the JAX reference (slow)")
     g.add_argument("-t", "--threads", type=int, metavar="N", help="CPU threads for the native engine")
@@ -77,7 +79,7 @@ def i2s_layout_options(layout: str, backends: Sequence[str]) -> dict[str, str]:
     return {"i2s_layout": layout}
 
 
-def _add_sampling_flags(p: argparse.ArgumentParser, n_default: int) -> None:
+def _add_sampling_flags(p: argparse.ArgumentParser, n_default: int, *, ignore_eos: bool = True) -> None:
     g = p.add_argument_group("sampling (llama.cpp order: penalties -> top-k -> top-p -> min-p -> temp)")
     g.add_argument("-n", "--n-predict", type=int, default=n_default, metavar="N",
                    help=f"tokens to generate; -1 = until end of generation or a full context (default {n_default})")
@@ -93,7 +95,8 @@ def _add_sampling_flags(p: argparse.ArgumentParser, n_default: int) -> None:
     g.add_argument("-s", "--seed", type=int, default=-1, help="random seed; -1 = random, printed (default -1)")
     g.add_argument("-r", "--reverse-prompt", "--stop", dest="stop", action="append", default=[], metavar="TEXT",
                    help="stop when this text is generated (repeatable; never printed)")
-    g.add_argument("--ignore-eos", action="store_true", help="do not stop at end-of-generation tokens")
+    if ignore_eos:   # not in chat, which refuses it (answers would never end)
+        g.add_argument("--ignore-eos", action="store_true", help="do not stop at end-of-generation tokens")
 
 
 def _add_chat_flags(p: argparse.ArgumentParser, *, with_cnv: bool) -> None:
@@ -119,6 +122,8 @@ def add_parser(sub: Any) -> None:
     g = p.add_argument_group("prompt")
     g.add_argument("-p", "--prompt", help="the prompt (special tokens like <|eot_id|> are parsed)")
     g.add_argument("-f", "--file", metavar="FILE", help="read the prompt from FILE")
+    g.add_argument("--no-display-prompt", dest="display_prompt", action="store_false",
+                   help="do not echo the prompt before the generated text (llama-cli echoes it)")
     g.add_argument("--no-escape", dest="escape", action="store_false",
                    help="do not turn \\n, \\t, \\\\ … in -p into characters (llama.cpp's -e is on by default)")
     _add_sampling_flags(p, n_default=128)
@@ -132,7 +137,7 @@ def add_parser(sub: Any) -> None:
                     "forgets the conversation, /exit or Ctrl-D quits, Ctrl-C stops the current answer.",
     )
     _add_model_flags(c)
-    _add_sampling_flags(c, n_default=-1)
+    _add_sampling_flags(c, n_default=-1, ignore_eos=False)
     _add_chat_flags(c, with_cnv=False)
     c.set_defaults(func=chat_command)
 
@@ -171,14 +176,14 @@ def _load(args: argparse.Namespace):
 
         source = str(default_model_path())
         _err(f"no -m given: using the default model {source}")
-    if args.threads is not None and args.threads <= 0:
-        raise ConfigError(f"-t/--threads must be positive, got {args.threads}")
+    hub = hub_options(args)
+    threads = clamp_threads(args.threads)
     if args.ctx_size is not None and args.ctx_size < 0:
         raise ConfigError(f"-c/--ctx-size must be >= 0, got {args.ctx_size}")
     backend = args.backend
     t0 = time.perf_counter()
     options = i2s_layout_options(args.i2s_layout, [backend])
-    model = bitnet_lab.load(source, backend=backend, threads=args.threads, mmap=args.mmap, **options)
+    model = bitnet_lab.load(source, backend=backend, threads=threads, mmap=args.mmap, **options, **hub)
     # Build the backend and the tokenizer now, so load time includes them, and side by side: the
     # backend's build is mostly C without the GIL (re-ordering, copying the lm_head) and the
     # tokenizer's mostly Python (noticeable for a 128k vocabulary, docs/benchmarks.md#load-and-start-up),
@@ -235,7 +240,20 @@ def print_timings(done: Any, load_ms: float | None = None, file: Any = None) -> 
     line("eval", per(done.eval_ms, done.n_eval, "runs  "))
     line("sampling", per(done.sample_ms, done.n_generated, "tokens"))
     line("total", f"{done.total_ms + (load_ms or 0.0):10.2f} ms / {done.n_prompt + done.n_generated:5d} tokens")
-    print(f"{PROG}: stopped by {done.reason} after {done.n_generated} tokens", file=file, flush=True)
+    print(f"{PROG}: {stop_reason(done)}", file=file, flush=True)
+
+
+def stop_reason(done: Any) -> str:
+    """Why generation ended, in words (the DoneEvent's reason code is for programs)."""
+    n = done.n_generated
+    why = {
+        "eos": f"stopped at an end-of-generation token after {n} tokens",
+        "stop_string": f"stopped at a stop string after {n} tokens",
+        "length": f"stopped after {n} tokens (-n {n})",
+        "context": f"stopped after {n} tokens: the context is full (-c)",
+        "interrupted": f"interrupted (Ctrl-C) after {n} tokens",
+    }
+    return why.get(done.reason, f"stopped ({done.reason}) after {n} tokens")
 
 
 class _Interrupt:
@@ -292,14 +310,32 @@ def _read_prompt(args: argparse.Namespace) -> str:
         args._parser.error("give the prompt with -p or -f, not both")
     if args.file:
         try:
-            return Path(args.file).read_text(encoding="utf-8")
+            data = Path(args.file).read_bytes()
         except OSError as e:
             raise ConfigError(f"cannot read the prompt file {args.file}: {e.strerror or e}") from e
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"the prompt file {args.file} is not UTF-8 text: {e}") from e
+        return decode_utf8(data, f"the prompt file {args.file}")
     if args.prompt is None:
         args._parser.error("a prompt is required: -p TEXT or -f FILE (or -cnv to chat)")
-    return _process_escapes(args.prompt) if args.escape else args.prompt
+    prompt = decode_utf8(args.prompt, "the prompt (-p)")
+    return _process_escapes(prompt) if args.escape else prompt
+
+
+def decode_utf8(data: bytes | str, what: str) -> str:
+    """``data`` as text, or a ConfigError naming the first byte that is not UTF-8 and its offset.
+
+    ``str`` input is text Python decoded with ``surrogateescape`` (sys.argv, stdin): a byte that
+    was not UTF-8 is a lone surrogate there, and is found the same way as in raw bytes."""
+    if isinstance(data, str):
+        try:
+            data.encode("utf-8")
+            return data
+        except UnicodeEncodeError:
+            data = data.encode("utf-8", "surrogateescape")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what} is not UTF-8 text: byte 0x{data[e.start]:02x} at offset {e.start} "
+                          f"({e.reason})") from None
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -322,6 +358,9 @@ def run_command(args: argparse.Namespace) -> int:
         model, prompt, n=args.n_predict, sampler=sampler, seed=seed, stop=args.stop, n_ctx=n_ctx,
         parse_special=True, stop_ids=stop_ids, should_stop=interrupt,
     )
+    if args.display_prompt:   # llama-cli echoes the prompt, then the continuation
+        sys.stdout.write(prompt)
+        sys.stdout.flush()
     with interrupt.armed():
         done = _stream_to_stdout(events)
     print(file=sys.stderr)
@@ -367,20 +406,31 @@ def _save_history(readline: Any) -> None:
 
 
 def _read_line(interactive: bool) -> str | None:
-    """One user line; None at end of input. KeyboardInterrupt propagates (Ctrl-C = quit)."""
+    """One user line; None at end of input. KeyboardInterrupt propagates (Ctrl-C = quit); a line
+    that is not UTF-8 is a ConfigError naming the byte (the chat goes on)."""
+    what = "the chat input"
     if interactive:
         try:
-            return input("> ")
-        except EOFError:
+            return decode_utf8(input("> "), what)
+        except EOFError:      # Ctrl-D: end the prompt's line, as a shell does
+            sys.stdout.write("\n")
+            sys.stdout.flush()
             return None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{what} is not UTF-8 text: byte 0x{e.object[e.start]:02x} at offset {e.start} "
+                              f"({e.reason})") from None
+    raw = getattr(sys.stdin, "buffer", None)
+    if raw is not None:       # a pipe or a file: the bytes themselves, decoded here
+        data = raw.readline()
+        return None if data == b"" else decode_utf8(data.rstrip(b"\n"), what)
     line = sys.stdin.readline()
-    return None if line == "" else line.rstrip("\n")
+    return None if line == "" else decode_utf8(line.rstrip("\n"), what)
 
 
 def _chat_repl(args: argparse.Namespace, system: str | None) -> int:
     if args.n_predict < -1:
         raise ConfigError(f"-n/--n-predict must be >= -1, got {args.n_predict}")
-    if args.ignore_eos:
+    if getattr(args, "ignore_eos", False):   # run -cnv
         raise ConfigError("--ignore-eos makes no sense in a chat: answers would never end")
     from bitnet_lab.generate.chat import ChatSession
 
@@ -402,6 +452,9 @@ def _chat_repl(args: argparse.Namespace, system: str | None) -> int:
             except KeyboardInterrupt:     # Ctrl-C at the prompt: leave cleanly
                 print(file=sys.stderr)
                 break
+            except ConfigError as e:      # a line that is not UTF-8: say which byte, keep chatting
+                _err(f"error: {e}")
+                continue
             if line is None:
                 break
             cmd = line.strip()

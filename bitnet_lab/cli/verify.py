@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bitnet_lab.cli.args import add_hub_flags, clamp_threads, resolve_model
 from bitnet_lab.quant.ternary import DEFAULT_ROUNDING, ROUNDING_MODES
 
 EXIT_FAILED = 1
@@ -64,6 +65,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("-m", "--model", metavar="MODEL",
                    help="a .gguf file, a Hugging Face checkpoint folder or a Hub repo id "
                         "(default: the embedded default model)")
+    add_hub_flags(p)
     p.add_argument("-n", "--n-predict", type=_nonneg_int, default=64, metavar="N",
                    help="greedy steps after the prompt (default 64)")
     p.add_argument("-p", "--prompt", default=None, help=f"the prompt (default {DEFAULT_PROMPT!r})")
@@ -88,13 +90,13 @@ def add_parser(subparsers) -> None:
 def run_verify(args: argparse.Namespace) -> int:
     from bitnet_lab.verify.tiers import verify
 
-    source = args.model
+    source = resolve_model(args)
     if source is None:
         from bitnet_lab.tools.default_model import default_model_path
 
         source = default_model_path(progress=args.progress)
     report = verify(
-        source, n=args.n_predict, prompt=args.prompt, threads=args.threads, isas=args.isa,
+        source, n=args.n_predict, prompt=args.prompt, threads=clamp_threads(args.threads), isas=args.isa,
         tolerance=args.tolerance, rounding=args.rounding, kv_dtype=args.kv_dtype,
         lm_head_dtype=args.lm_head_dtype, layers=args.layers, progress=args.progress,
     )

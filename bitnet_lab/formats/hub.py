@@ -6,15 +6,18 @@
 (``HF_HUB_CACHE`` / ``cache_dir``), so a second call needs no network.
 
 Offline mode (``HF_HUB_OFFLINE=1``, read at call time) only looks in the cache. A string that
-names an existing local path never touches the network.
+names an existing local path never touches the network. Without a connection (one quick probe of
+the Hub's endpoint per process, `hub_reachable`, instead of huggingface_hub's five retries) the
+cache is used as in offline mode, and a miss is one error saying both: no such local path, and
+no such repo in the cache.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 import re
-import warnings
 from pathlib import Path
 from typing import Iterable
 
@@ -67,6 +70,24 @@ def offline_mode() -> bool:
     return env.strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
+PROBE_TIMEOUT_S = 3.0
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable() -> bool:
+    """Whether the Hub's endpoint answers at all: one HEAD request with a short timeout (through
+    huggingface_hub's own HTTP session, so proxies and ``HF_ENDPOINT`` apply), once per process.
+    False for any failure (DNS, refused, timeout): the caller then works from the cache alone."""
+    try:
+        from huggingface_hub import constants
+        from huggingface_hub.utils import get_session
+
+        get_session().head(constants.ENDPOINT, timeout=PROBE_TIMEOUT_S)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "no Hub from here"
+        return False
+
+
 def choose_gguf(files: Iterable[str], filename: str | None = None) -> str | None:
     """The GGUF to use among ``files``: ``filename`` if given, else the one I2_S file
     (name containing ``i2_s``/``i2s``), else the only GGUF. None when there is no GGUF; HubError
@@ -97,6 +118,10 @@ def _guidance(repo_id: str) -> str:
     )
 
 
+def _no_hub_why() -> str:
+    return "offline mode: HF_HUB_OFFLINE=1" if offline_mode() else "no connection to the Hub"
+
+
 def _hub_call(fn, _repo: str, _what: str, **kw):
     """Call a huggingface_hub function, turning its exceptions into HubError with guidance."""
     from huggingface_hub import errors as hf_errors
@@ -104,13 +129,14 @@ def _hub_call(fn, _repo: str, _what: str, **kw):
     try:
         return fn(**kw)
     except hf_errors.LocalEntryNotFoundError as e:
-        mode = "offline mode (HF_HUB_OFFLINE=1)" if offline_mode() else "no connection to the Hub"
-        raise HubError(f"{_what} of {_repo!r} is not in the local cache and {mode}. {_guidance(_repo)}") from e
+        raise HubError(f"{_repo!r}: no such local file or folder, and not in the Hugging Face cache as a Hub "
+                       f"repo ({_no_hub_why()}). {_guidance(_repo)}") from e
     except hf_errors.GatedRepoError as e:
         raise HubError(f"{_repo!r} is gated: accept its licence on huggingface.co and log in "
                        f"(`hf auth login`) first ({e})") from e
     except hf_errors.RepositoryNotFoundError as e:
-        raise HubError(f"no Hub repo {_repo!r} (or it is private): check the spelling ({e})") from e
+        raise HubError(f"{_repo!r}: no such local file or folder, and no Hub repo of that name (or it is "
+                       f"private): check the spelling ({' '.join(str(e).split()[:12])} ...)") from e
     except hf_errors.RevisionNotFoundError as e:
         raise HubError(f"{_repo!r} has no revision {kw.get('revision')!r} ({e})") from e
     except hf_errors.EntryNotFoundError as e:
@@ -148,8 +174,8 @@ def _list_files(repo_id: str, revision: str | None, cache_dir, offline: bool) ->
     except HubError as e:
         if not isinstance(e.__cause__, _network_errors()) or isinstance(e.__cause__, hf_errors.HfHubHTTPError):
             raise
-        # No connection: huggingface_hub itself serves cached files then; we do the same, loudly.
-        warnings.warn(f"{e}; trying the local cache", stacklevel=3)
+        # The connection broke after the probe: huggingface_hub itself serves cached files then;
+        # so do we (a miss says there is no connection).
         return _list_files(repo_id, revision, cache_dir, offline=True)
     return list(files), None
 
@@ -178,7 +204,8 @@ def resolve(
     repo_id = os.fspath(repo_id)
     if not is_repo_id(repo_id):
         raise HubError(f"{repo_id!r} is neither an existing local path nor a Hub repo id (owner/name)")
-    offline = offline_mode()
+    # no network: the cache alone, as in offline mode, without huggingface_hub's retries
+    offline = offline_mode() or not hub_reachable()
     cache_dir = None if cache_dir is None else os.fspath(cache_dir)
 
     files, snap = _list_files(repo_id, revision, cache_dir, offline)
@@ -201,7 +228,7 @@ def resolve(
         raise HubError(
             f"{where}{repo_id!r} has neither a GGUF file nor a safetensors checkpoint with config.json "
             f"(files: {', '.join(sorted(files)[:20])}{' …' if len(files) > 20 else ''})"
-            + (f". {_guidance(repo_id)}" if cached else "")
+            + (f" ({_no_hub_why()}). {_guidance(repo_id)}" if cached else "")
         )
     if snap is not None:
         return snap
@@ -213,4 +240,13 @@ def download(repo_id: str, **kw) -> Path:
     """Fetch ``repo_id`` into the HF cache now (what ``bitnet-lab download`` runs); see resolve."""
     if offline_mode():
         raise HubError(f"cannot download {repo_id!r}: HF_HUB_OFFLINE is set. {_guidance(repo_id)}")
+    if not hub_reachable():
+        raise HubError(f"cannot download {repo_id!r}: no connection to the Hub ({_endpoint()}). "
+                       f"{_guidance(repo_id)}")
     return resolve(repo_id, **kw)
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT

@@ -34,7 +34,7 @@ import numpy as np
 from bitnet_lab.errors import BitnetLabError, CodecError, ConfigError
 from bitnet_lab.quant.tiling import TLTiling
 
-__all__ = ["OUTTYPES", "EMBEDDING_TYPES", "FILE_TYPES", "convert_hf_to_gguf"]
+__all__ = ["OUTTYPES", "EMBEDDING_TYPES", "FILE_TYPES", "check_output_path", "convert_hf_to_gguf"]
 
 # outtype -> (ggml type name of the projections, general.file_type) (docs/formats.md#23-llama-file-types)
 OUTTYPES: dict[str, tuple[str, int]] = {
@@ -116,6 +116,18 @@ def _vtype(key: str):
     }.get(kt) if kt else None
 
 
+def check_output_path(out_path: Union[str, os.PathLike]) -> Path:
+    """The output file's path, or a ConfigError naming what is wrong with it before any work is
+    done: an existing folder (not the ``.tmp`` name the writer would fail on), or a folder that
+    does not exist (nothing creates folders behind the user's back)."""
+    out = Path(os.fspath(out_path)).expanduser()
+    if out.is_dir():
+        raise ConfigError(f"the output path {out} is a folder: give a file name, e.g. {out / 'model.gguf'}")
+    if not out.parent.is_dir():
+        raise ConfigError(f"the output folder {out.parent} does not exist: create it first")
+    return out
+
+
 def convert_hf_to_gguf(
     src: Union[str, os.PathLike],
     out_path: Union[str, os.PathLike],
@@ -158,10 +170,12 @@ def convert_hf_to_gguf(
     if tl_tiling is not None and outtype not in ("tl1", "tl2"):
         raise ConfigError(f"tl_tiling= is for tl1/tl2 output, not {outtype}")
 
+    check_output_path(out_path)
     src_str = os.fspath(src)
     path = hub.resolve(src_str, revision=revision) if hub.is_repo_id(src_str) else Path(src_str)
     if path.is_file() and path.suffix == ".gguf":
-        raise ConfigError(f"{path} is already a GGUF file; convert_hf_to_gguf reads safetensors checkpoints")
+        raise ConfigError(f"{path} is already a GGUF file: use it as it is (-m {path}); convert reads a "
+                          "Hugging Face safetensors checkpoint (a folder with config.json and *.safetensors)")
     ck = HFCheckpoint(path)
     mc = ck.config
     folder = ck.folder

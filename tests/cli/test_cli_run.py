@@ -47,15 +47,16 @@ def fake(monkeypatch):
 
 
 def test_run_streams_only_the_generated_text_to_stdout(fake, capsys):
-    rc = main(["run", "-m", "fake.gguf", "-p", "Hi", "-n", "50", "--temp", "0", "-t", "3", "--backend", "reference"])
+    rc = main(["run", "-m", "fake.gguf", "-p", "Hi", "-n", "50", "--temp", "0", "-t", "1", "--backend", "reference",
+               "--no-display-prompt"])
     out, err = capsys.readouterr()
     assert rc == 0
     assert out == "Hello world"
     assert fake.runner.calls[0] == [BOS] + _b("Hi")
-    assert fake.loads == [("fake.gguf", "reference", 3)]
+    assert fake.loads == [("fake.gguf", "reference", 1)]
     # llama.cpp-style timings and the run's settings on stderr
     assert "prompt eval" in err and "ms per token" in err and "tokens per second" in err
-    assert "eval " in err and "stopped by eos after 12 tokens" in err
+    assert "eval " in err and "stopped at an end-of-generation token after 12 tokens" in err
     assert "sampler: greedy" in err and "seed " in err
 
 
@@ -71,7 +72,7 @@ def test_run_flushes_every_token(fake, monkeypatch):
             log.append(("flush", None))
 
     monkeypatch.setattr(sys, "stdout", Recorder())
-    assert main(["run", "-m", "x", "-p", "q", "-n", "5", "--temp", "0"]) == 0
+    assert main(["run", "-m", "x", "-p", "q", "-n", "5", "--temp", "0", "--no-display-prompt"]) == 0
     writes = [i for i, (k, _) in enumerate(log) if k == "write"]
     assert len(writes) == 5 and all(log[i + 1][0] == "flush" for i in writes)
 
@@ -86,16 +87,16 @@ def test_prompt_file_escapes_and_stop_strings(fake, tmp_path, capsys):
     assert main(["run", "-m", "x", "-p", "a\\nb", "--no-escape", "-n", "1", "--temp", "0"]) == 0
     assert _last_prompt(fake.runner) == [BOS] + _b("a\\nb")
     capsys.readouterr()
-    assert main(["run", "-m", "x", "-p", "q", "-n", "50", "--temp", "0", "-r", "o w"]) == 0
+    assert main(["run", "-m", "x", "-p", "q", "-n", "50", "--temp", "0", "-r", "o w", "--no-display-prompt"]) == 0
     out, err = capsys.readouterr()
-    assert out == "Hell" and "stopped by stop_string" in err
+    assert out == "Hell" and "stopped at a stop string" in err
 
 
 def test_n_minus_one_runs_to_the_end_of_the_context(fake, capsys):
     fake.runner = ScriptRunner(_b("abc"))                                # never ends
-    assert main(["run", "-m", "x", "-p", "q", "-n", "-1", "-c", "10", "--temp", "0"]) == 0
+    assert main(["run", "-m", "x", "-p", "q", "-n", "-1", "-c", "10", "--temp", "0", "--no-display-prompt"]) == 0
     out, err = capsys.readouterr()
-    assert len(out) == 10 - 2 + 1 and "stopped by context" in err
+    assert len(out) == 10 - 2 + 1 and "the context is full" in err
 
 
 def test_seed_is_printed_and_reproducible(fake, capsys):
@@ -126,7 +127,8 @@ def test_seed_is_printed_and_reproducible(fake, capsys):
     (["run", "-m", "x", "-p", "a", "-n", "-5"], 1, "-n/--n-predict must be >= -1"),
     (["run", "-m", "x", "-p", "a", "-t", "0"], 1, "threads must be positive"),
     (["run", "-m", "x", "-p", "a" * 300, "-c", "100"], 1, "301 tokens but the context holds 100"),
-    (["chat", "-m", "x", "--ignore-eos"], 1, "--ignore-eos"),
+    (["chat", "-m", "x", "--ignore-eos"], 2, "unrecognized arguments: --ignore-eos"),   # not offered
+    (["run", "-m", "x", "-cnv", "--ignore-eos"], 1, "--ignore-eos makes no sense in a chat"),
     (["chat", "-m", "x", "--chat-template", "vicuna"], 1, "unknown chat template 'vicuna'"),
 ])
 def test_bad_input_exits_non_zero_with_a_clear_message(fake, capsys, argv, code, message):
@@ -232,9 +234,9 @@ def test_ctrl_c_stops_the_answer_not_the_chat(fake, monkeypatch, capsys):
 
 def test_ctrl_c_in_run_stops_with_timings_and_twice_quits(fake, capsys):
     fake.runner = _SigintAt(_b("abcdefgh"), at={2})
-    assert main(["run", "-m", "x", "-p", "q", "-n", "50", "--temp", "0"]) == 130
+    assert main(["run", "-m", "x", "-p", "q", "-n", "50", "--temp", "0", "--no-display-prompt"]) == 130
     out, err = capsys.readouterr()
-    assert out == "ab" and "stopped by interrupted" in err and "prompt eval" in err
+    assert out == "ab" and "interrupted (Ctrl-C) after 2 tokens" in err and "prompt eval" in err
     fake.runner = _SigintAt(_b("abcdefgh"), at={2, 3})
     assert main(["run", "-m", "x", "-p", "q", "-n", "50", "--temp", "0"]) == 130
     assert "interrupted" in capsys.readouterr().err
@@ -265,7 +267,7 @@ def test_run_end_to_end_stdout_is_the_generated_text(tiny_gguf, tmp_path):
 
     model = bitnet_lab.load(tiny_gguf, backend="reference")
     want = list(model.generate("Hello", n=4, sampler=make_sampler(temp=0), n_ctx=64, parse_special=True))[-1]
-    r = _subprocess(["run", "-m", str(tiny_gguf), "-p", "Hello", "-n", "4", "--temp", "0", "-c", "64",
+    r = _subprocess(["run", "-m", str(tiny_gguf), "-p", "Hello", "-n", "4", "--temp", "0", "-c", "64", "--no-display-prompt",
                      "--backend", "reference"], tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout == want.generated_text

@@ -22,6 +22,7 @@ def no_network(monkeypatch):
     monkeypatch.setattr(hf.HfApi, "list_repo_files", boom)
     monkeypatch.setattr(hf, "hf_hub_download", boom)
     monkeypatch.setattr(hf, "snapshot_download", boom)
+    monkeypatch.setattr(hub, "hub_reachable", lambda: True)   # the probe: "online" unless a test says not
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
 
 
@@ -140,8 +141,10 @@ def test_offline_uses_the_cache(tmp_path, monkeypatch):
 
 
 def test_connection_failure_falls_back_to_cache(tmp_path, monkeypatch):
-    """No network (a transport error while listing): the cache is used, with a warning; an
-    empty cache ends in a HubError with guidance."""
+    """The connection breaks after the probe (a transport error while listing): the cache is
+    used, quietly, as huggingface_hub does; an empty cache ends in one HubError with guidance."""
+    import warnings
+
     from huggingface_hub import errors as hf_errors
 
     def unreachable(self, repo_id, **kw):
@@ -149,12 +152,51 @@ def test_connection_failure_falls_back_to_cache(tmp_path, monkeypatch):
 
     monkeypatch.undo()  # the real snapshot_download (cache only in the fallback)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(hub, "hub_reachable", lambda: True)
     monkeypatch.setattr(hf.HfApi, "list_repo_files", unreachable)
     snap = _fake_cache(tmp_path, "o/gguf", ["ggml-model-i2_s.gguf"])
-    with pytest.warns(UserWarning, match="trying the local cache"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         assert hub.resolve("o/gguf", cache_dir=tmp_path) == snap / "ggml-model-i2_s.gguf"
-    with pytest.warns(UserWarning), pytest.raises(HubError, match="bitnet-lab download o/other"):
-        hub.resolve("o/other", cache_dir=tmp_path)
+        with pytest.raises(HubError, match="bitnet-lab download o/other") as e:
+            hub.resolve("o/other", cache_dir=tmp_path)
+    assert "no such local file or folder" in str(e.value) and "no connection to the Hub" in str(e.value)
+
+
+def test_no_network_is_detected_once_without_retries(tmp_path, monkeypatch):
+    """The probe fails (no network): the Hub is never listed (no retries), the cache answers,
+    and a miss says both things in one message: no such local path, not in the cache."""
+    calls = []
+
+    def probe_session():
+        calls.append("probe")
+
+        class S:
+            def head(self, url, timeout):
+                raise OSError("[Errno -2] Name or service not known")
+
+        return S()
+
+    monkeypatch.undo()
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    import huggingface_hub.utils as hf_utils
+
+    monkeypatch.setattr(hf_utils, "get_session", probe_session)
+    monkeypatch.setattr(hf.HfApi, "list_repo_files", lambda *a, **k: pytest.fail("listed the Hub"))
+    hub.hub_reachable.cache_clear()
+    try:
+        snap = _fake_cache(tmp_path, "o/gguf", ["ggml-model-i2_s.gguf"])
+        assert hub.resolve("o/gguf", cache_dir=tmp_path) == snap / "ggml-model-i2_s.gguf"
+        with pytest.raises(HubError) as e:
+            hub.resolve("models/bitnet", cache_dir=tmp_path)
+        with pytest.raises(HubError, match="no connection to the Hub"):
+            hub.download("o/x", cache_dir=tmp_path)
+    finally:
+        hub.hub_reachable.cache_clear()
+    msg = str(e.value)
+    assert msg.startswith("'models/bitnet': no such local file or folder, and not in the Hugging Face cache")
+    assert "no connection to the Hub" in msg and msg.count("bitnet-lab download") == 1
+    assert calls == ["probe"]                                   # once per process
 
 
 def test_offline_flag_is_read_at_call_time(monkeypatch):

@@ -146,9 +146,31 @@ class TokenData:
         return self._windows(np.linspace(0, last, num=n).astype(np.int64))
 
 
+def _clear_prepared_data(run_dir: Path, identity: dict[str, Any]) -> None:
+    """Remove the run folder's tokenizer, token files and data.json unless data.json says they
+    were made from ``identity``'s data (then they are reused: same data, same files)."""
+    import shutil
+
+    data_json = run_dir / "data.json"
+    try:
+        before = json.loads(data_json.read_text()) if data_json.is_file() else None
+    except (OSError, ValueError):
+        before = None
+    if before is not None and all(before.get(k) == identity[k] for k in ("vocab", "corpus_sha256", "valid_sha256")):
+        return
+    shutil.rmtree(run_dir / TOKENIZER_DIR, ignore_errors=True)
+    for name in ("train.bin", "valid.bin", "data.json"):
+        (run_dir / name).unlink(missing_ok=True)
+
+
 def prepare_data(corpus: str | os.PathLike, run_dir: str | os.PathLike, vocab: int, *,
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, restart: bool = False) -> dict[str, Any]:
     """Train (or reuse) the run's tokenizer and encode the corpus (or reuse the encoded files).
+
+    ``restart`` (``train --restart``): a run folder prepared from other data, or holding a
+    tokenizer or token files without the data.json saying what they were made from, is cleared
+    of them and prepared again instead of refused. Nothing is written before the corpus is found,
+    so a try without one leaves the folder as it was.
 
     Returns ``{"tokenizer_md", "tokenizer", "n_train", "n_valid", "corpus_manifest"}``.
     """
@@ -164,7 +186,13 @@ def prepare_data(corpus: str | os.PathLike, run_dir: str | os.PathLike, vocab: i
     identity = {"vocab": int(vocab), "corpus": str(corpus),
                 "corpus_sha256": manifest.get("sha256", {}).get("train.jsonl"),
                 "valid_sha256": manifest.get("sha256", {}).get("valid.jsonl")}
+    for split in ("train", "valid"):   # before anything is written into the run folder
+        if not (corpus / f"{split}.jsonl").is_file():
+            raise ConfigError(f"{corpus / f'{split}.jsonl'} does not exist: gather the corpus first "
+                              f"(python scripts/gather_corpus.py --out {corpus})")
     data_json = run_dir / "data.json"
+    if restart:
+        _clear_prepared_data(run_dir, identity)
     if data_json.is_file():
         before = json.loads(data_json.read_text())
         diff = [f"{k}: {before.get(k)!r} then, {identity[k]!r} now" for k in ("vocab", "corpus_sha256", "valid_sha256")

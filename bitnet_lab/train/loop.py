@@ -142,7 +142,7 @@ def train(cfg: TrainConfig, corpus: str | os.PathLike, run_dir: str | os.PathLik
         raise ConfigError(f"outtype {outtype!r} is not one of {', '.join(EXPORT_TYPES)}")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    data_info = prepare_data(corpus, run_dir, cfg.vocab, progress=progress)
+    data_info = prepare_data(corpus, run_dir, cfg.vocab, progress=progress, restart=restart)
     tok = data_info["tokenizer"]
     name = f"bitnet_lab-stdlib-{'fp' if cfg.fp else 'b1.58'}"
     mcfg = cfg.model_config(tok.vocab_size, tok.eot_id, name=name)

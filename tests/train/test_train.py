@@ -313,3 +313,30 @@ def test_a_run_folder_is_tied_to_its_data(run, corpus):
     assert info["tokenizer"].vocab_size == CFG.vocab and info["n_train"] == len(T.TokenData(d / "train.bin", 8))
     with pytest.raises(ConfigError, match="prepared from other data"):
         T.prepare_data(corpus, d, 400, progress=False)
+
+
+def test_restart_recovers_a_folder_poisoned_by_a_failed_first_try(corpus, tmp_path, capsys):
+    """Issue 18 item 6: a first `train` without a corpus must not leave the run folder tied to
+    "no data", and `--restart` starts over in a folder prepared from other data."""
+    from bitnet_lab.cli import main
+
+    d = tmp_path / "run"
+    args = ["train", "--preset", "tiny", "-o", str(d), "--steps", "2", "--warmup", "1", "--eval-every", "2",
+            "--ckpt-every", "2", "--log-every", "1", "--no-progress"]
+    assert main(args + ["--corpus", str(tmp_path / "no-corpus-here")]) == 1
+    assert "gather the corpus first" in capsys.readouterr().err
+    assert not (d / "data.json").exists()                # nothing claims the folder
+    assert main(args + ["--corpus", str(corpus)]) == 0   # so the next try just works
+    capsys.readouterr()
+    # a folder prepared from other data (e.g. by an older version's failed try): refused without
+    # --restart, started over with it
+    (d / "data.json").write_text(json.dumps({"vocab": CFG.vocab, "corpus": "elsewhere", "corpus_sha256": None,
+                                             "valid_sha256": None}))
+    assert main(args + ["--corpus", str(corpus)]) == 1
+    assert "prepared from other data" in capsys.readouterr().err
+    assert main(args + ["--corpus", str(corpus), "--restart"]) == 0
+    assert "complete" in capsys.readouterr().out
+    assert json.loads((d / "data.json").read_text())["corpus_sha256"] is not None
+    # a tokenizer without its data.json: also started over with --restart
+    (d / "data.json").unlink()
+    assert main(args + ["--corpus", str(corpus), "--restart"]) == 0

@@ -153,7 +153,7 @@ def _open_local(path: Path, tl_tiling: Any) -> tuple[ModelConfig, dict, Mapping[
     f = GGUFFile(path, tl_tiling=tl_tiling)
     try:
         tensors = f.tensors()
-        config = ModelConfig.from_gguf(f.metadata, tensors.keys())
+        config = ModelConfig.from_gguf(f.metadata, {n: t.shape for n, t in tensors.items()})  # counts vs tensors
     except BaseException:
         f.close()
         raise

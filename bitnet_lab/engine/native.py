@@ -102,7 +102,10 @@ from bitnet_lab.errors import BitnetLabError, ConfigError
 from bitnet_lab.quant import ternary
 from bitnet_lab.tensors import FloatTensor
 
-__all__ = ["NativeCache", "NativeEngine"]
+__all__ = ["MAX_N_CTX", "NativeCache", "NativeEngine"]
+
+# The most positions one cache may hold (the C side indexes positions with 32-bit ints in places).
+MAX_N_CTX = 2**31 - 1
 
 
 # ---- the cache --------------------------------------------------------------------------------
@@ -119,12 +122,11 @@ class NativeCache:
         dt = np.uint16 if engine.kv_dtype == "f16" else np.float32
         # Committed page by page as positions fill up (residency.lazy_zeros: not np.zeros, whose
         # huge pages would commit the whole cache at the first token).
-        self.k = residency.lazy_zeros(shape, dt)
-        self.v = residency.lazy_zeros(shape, dt)
+        self.k = residency.lazy_zeros(shape, dt, what=f"the K cache (n_ctx {n_ctx})")
+        self.v = residency.lazy_zeros(shape, dt, what=f"the V cache (n_ctx {n_ctx})")
         self.n_ctx = int(n_ctx)
         self.kv_dtype = engine.kv_dtype
         self.pos = 0
-        self.rope_cos, self.rope_sin = engine._rope(n_ctx)
         self._owner = id(engine)
 
     def reset(self) -> None:
@@ -193,9 +195,13 @@ class NativeEngine:
         if config.head_dim > MAX_HEAD_DIM:  # the float kernels keep a head's query on the stack
             raise ConfigError(f"head_dim {config.head_dim} is larger than the native engine's {MAX_HEAD_DIM} "
                               "(real models use 64-256); the JAX reference (backend='reference') has no such limit")
-        self._rope_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # RoPE cos/sin rows for positions 0..n-1, shared by every cache and grown on demand (a row
+        # depends on its position only), so a cache of a huge n_ctx costs nothing until it fills.
+        self._rope_cos = self._rope_sin = np.zeros((0, max(config.rot_dim // 2, 1)), np.float32)
 
         names = set(tensors)
+        # every count against the tensors present, before anything is enumerated per layer
+        config.check_tensors({n: tuple(getattr(t, "shape", ())) for n, t in tensors.items()})
         needed = expected_names(config)
         missing = sorted(needed - names)
         if missing:
@@ -303,18 +309,38 @@ class NativeEngine:
         }
 
     # ---- caches -------------------------------------------------------------------------------
-    def _rope(self, n_ctx: int) -> tuple[np.ndarray, np.ndarray]:
-        tab = self._rope_cache.get(n_ctx)
-        if tab is None:
-            tab = rope_tables(n_ctx, self.config.rot_dim, self.config.rope_theta)
-            self._rope_cache = {n_ctx: tab}  # keep the latest size only
-        return tab
+    def _rope(self, n_pos: int) -> tuple[np.ndarray, np.ndarray]:
+        """cos/sin tables covering at least positions 0..n_pos-1 (grown by doubling; rows of the
+        recurrence start at their own position, so growing appends exactly what one build makes)."""
+        have = self._rope_cos.shape[0]
+        if n_pos > have:
+            n = max(n_pos, 2 * have, 256)
+            cos, sin = rope_tables(n, self.config.rot_dim, self.config.rope_theta, start=have)
+            self._rope_cos = np.concatenate([self._rope_cos, cos])
+            self._rope_sin = np.concatenate([self._rope_sin, sin])
+        return self._rope_cos, self._rope_sin
+
+    def cache_nbytes(self, n_ctx: int) -> int:
+        """Bytes of the K and V caches of ``n_ctx`` positions (committed as positions fill up)."""
+        c = self.config
+        return 2 * c.n_layers * c.n_kv_heads * int(n_ctx) * c.head_dim * (2 if self.kv_dtype == "f16" else 4)
 
     def new_cache(self, n_ctx: int | None = None) -> NativeCache:
-        """An empty cache for up to ``n_ctx`` tokens (default ``n_ctx_max``)."""
-        n_ctx = self.n_ctx_max if n_ctx is None else int(n_ctx)
-        if n_ctx <= 0:
-            raise BitnetLabError(f"n_ctx must be positive, got {n_ctx}")
+        """An empty cache for up to ``n_ctx`` tokens (default ``n_ctx_max``). A cache that could
+        never fit in this machine's memory (a huge training context taken as the default) is
+        refused with the numbers, before anything is allocated."""
+        n_ctx = self.n_ctx_max if n_ctx is None else n_ctx
+        if isinstance(n_ctx, bool) or not isinstance(n_ctx, (int, np.integer)) or n_ctx <= 0:
+            raise BitnetLabError(f"n_ctx must be positive (an integer), got {n_ctx!r}")
+        n_ctx = int(n_ctx)
+        need, ram = self.cache_nbytes(n_ctx), residency.physical_memory()
+        if n_ctx > MAX_N_CTX or (ram and need > ram):
+            fits = min(MAX_N_CTX, ram // max(self.cache_nbytes(1), 1)) if ram else MAX_N_CTX
+            raise ConfigError(
+                f"a KV cache of n_ctx {n_ctx} positions needs {need / 2**30:.4g} GiB"
+                + (f", more than this machine's {ram / 2**30:.4g} GiB of memory" if ram and need > ram else "")
+                + f" (at most {MAX_N_CTX} positions); pass a smaller n_ctx (CLI: -c), e.g. {min(fits, 4096)}"
+                + (f" (the model's training context is {self.config.context})" if n_ctx == self.config.context else ""))
         self.n_ctx_max = max(self.n_ctx_max, n_ctx)
         return NativeCache(self, n_ctx)
 
@@ -343,7 +369,8 @@ class NativeEngine:
         row0 = T - 1 if last_only else 0
         logits = np.empty((T - row0, V), dtype=np.float32)
         caps, cap_list = self._capture_buffers(T) if capture else (None, None)
-        self._core.forward(ids, cache.k, cache.v, cache.n_ctx, cache.rope_cos, cache.rope_sin, cache.pos,
+        cos, sin = self._rope(cache.pos + T)
+        self._core.forward(ids, cache.k, cache.v, cache.n_ctx, cos, sin, cache.pos,
                            logits, row0, cap_list, self._isa_index(), self.threads)
         cache.pos += T
         if not capture:
@@ -403,14 +430,15 @@ class NativeEngine:
         tok = np.array([int(rng.integers(0, self.vocab_size))], dtype=np.int32)
         isa = self._isa_index()
         logits = np.empty((1, self.vocab_size), dtype=np.float32)
-        self._core.forward(tok, cache.k, cache.v, cache.n_ctx, cache.rope_cos, cache.rope_sin, cache.pos, logits, 0,
+        cos, sin = self._rope(cache.pos + 1)
+        self._core.forward(tok, cache.k, cache.v, cache.n_ctx, cos, sin, cache.pos, logits, 0,
                            None, isa, self.threads)  # warm-up (pages, caches)
         rows, walls = [], []
         n_cls = len(PROF_CLASSES)
         for _ in range(steps):
             prof = np.zeros((self.threads, _k.PROF_STRIDE), dtype=np.float64)
             t0 = time.perf_counter_ns()
-            self._core.forward(tok, cache.k, cache.v, cache.n_ctx, cache.rope_cos, cache.rope_sin, cache.pos, logits,
+            self._core.forward(tok, cache.k, cache.v, cache.n_ctx, cos, sin, cache.pos, logits,
                                0, None, isa, self.threads, prof)
             walls.append(time.perf_counter_ns() - t0)
             rows.append(np.concatenate([prof[:, :n_cls], prof[:, _k.PROF_CPU : _k.PROF_CPU + n_cls]], axis=1) / 1e6)

@@ -25,6 +25,7 @@ the rest (embedding rows, norms) and for the other backends.
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 from dataclasses import replace
@@ -66,7 +67,15 @@ def _arena(nbytes: int) -> np.ndarray:
     return buf[skip : skip + nbytes]
 
 
-def lazy_zeros(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+def physical_memory() -> int | None:
+    """Bytes of RAM of this machine (None where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def lazy_zeros(shape: tuple[int, ...], dtype: np.dtype | type, what: str = "an array") -> np.ndarray:
     """A zero-filled array whose memory is committed 4 KiB page by page as it is written, not at
     once: an anonymous mapping advised MADV_NOHUGEPAGE. For the KV cache, which is written one
     position at a time in n_layers·n_kv_heads separate blocks. Why not np.zeros: NumPy advises
@@ -75,8 +84,12 @@ def lazy_zeros(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
     that is the cache's entire 300 MB (f32; 157 MB with f16) at the first prefill (slow where fresh
     memory is slow to fault in, docs/benchmarks.md#load-and-start-up), for two tokens' worth of keys."""
     dt = np.dtype(dtype)
-    n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-    raw = mmap.mmap(-1, max(n, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    n = math.prod(int(d) for d in shape) * dt.itemsize  # Python ints: never a wrapped size
+    try:
+        raw = mmap.mmap(-1, max(n, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except (OSError, OverflowError, ValueError) as e:
+        raise BitnetLabError(f"cannot reserve {n / 2**30:.4g} GiB for {what}: "
+                             f"{getattr(e, 'strerror', None) or e}") from None
     if hasattr(mmap, "MADV_NOHUGEPAGE"):
         try:
             raw.madvise(mmap.MADV_NOHUGEPAGE)
@@ -195,3 +208,4 @@ def to_anonymous_memory(tensors: Mapping[str, object], skip: Collection[str] = (
     finally:
         for fd in files.values():
             os.close(fd)
+

@@ -77,9 +77,10 @@ Q8_0_BLOCK, Q8_0_BYTES = 32, 34
 # ---- RoPE tables ------------------------------------------------------------------------------
 
 
-def rope_tables(n_pos: int, n_dims: int, freq_base: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(cos, sin)`` float32 ``(n_pos, n_dims/2)``: ggml's angle recurrence
-    (docs/numerics.md#53-ggml-angle-computation).
+def rope_tables(n_pos: int, n_dims: int, freq_base: float, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(cos, sin)`` float32 ``(n_pos - start, n_dims/2)`` for positions ``start..n_pos-1``:
+    ggml's angle recurrence (docs/numerics.md#53-ggml-angle-computation). A row depends on its
+    position only, so tables built in pieces equal one built at once.
 
     The same recipe as the reference's ``bitnet_lab.reference.rope.cos_sin_tables`` (which this
     module cannot import without importing JAX; tests/test_engine.py checks the two are equal
@@ -89,8 +90,8 @@ def rope_tables(n_pos: int, n_dims: int, freq_base: float) -> tuple[np.ndarray, 
     """
     exponent = np.float32(-2.0) / np.float32(n_dims)
     ts = np.float32(np.float64(np.float32(freq_base)) ** np.float64(exponent))
-    theta = np.arange(n_pos, dtype=np.float32)
-    angles = np.empty((n_pos, n_dims // 2), dtype=np.float32)
+    theta = np.arange(start, n_pos, dtype=np.float32)
+    angles = np.empty((theta.size, n_dims // 2), dtype=np.float32)
     for i in range(n_dims // 2):
         angles[:, i] = theta
         theta = theta * ts  # one f32 rounding per step, as ggml_rope_cache_init

@@ -125,6 +125,8 @@ def prepare(config: ModelConfig, tensors: Mapping[str, object], *, lm_head_dtype
     if lm_head_dtype not in ("auto", "f16", "f32"):
         raise ConfigError(f"lm_head_dtype {lm_head_dtype!r} is not one of 'auto', 'f16', 'f32'")
     names = set(tensors)
+    # every count against the tensors present, before anything is enumerated per layer
+    config.check_tensors({n: tuple(getattr(t, "shape", ())) for n, t in tensors.items()})
     needed = expected_names(config)
     missing = sorted(needed - names)
     if missing:

@@ -208,7 +208,7 @@ def _inspect_gguf(path: Path, tl_tiling: Any, stats: bool, progress: bool) -> In
     f = GGUFFile(path, tl_tiling=tl_tiling)
     try:
         if f.tensor_infos:
-            config, config_error = _config_or_error(lambda: ModelConfig.from_gguf(f.metadata, f.tensor_names))
+            config, config_error = _config_or_error(lambda: ModelConfig.from_gguf(f.metadata, {ti.name: ti.shape for ti in f.tensor_infos}))
         else:
             config, config_error = None, "the file has no tensors (a vocabulary-only GGUF)"
         rows = [

@@ -645,8 +645,12 @@ def test_bad_inputs_raise(tiny_b158):
         NativeEngine(config.replace(head_dim=2048), tensors)
     with pytest.raises(ConfigError, match="missing tensors.*blk.1.ffn_up.weight"):
         NativeEngine(config, {k: v for k, v in tensors.items() if k != "blk.1.ffn_up.weight"})
-    with pytest.raises(ConfigError, match="does not use.*blk.9.attn_q.weight"):
+    with pytest.raises(ConfigError, match="does not use.*blk.1.attn_extra.weight"):
+        NativeEngine(config, {**tensors, "blk.1.attn_extra.weight": tensors["blk.0.attn_q.weight"]})
+    with pytest.raises(ConfigError, match=r"n_layers is 2 but the tensors go up to blk\.9"):  # issue 18 item 14
         NativeEngine(config, {**tensors, "blk.9.attn_q.weight": tensors["blk.0.attn_q.weight"]})
+    with pytest.raises(ConfigError, match=r"n_layers is 100000 but the tensors go up to blk\.1"):
+        NativeEngine(config.replace(n_layers=100_000), tensors)
 
 
 def test_bad_weights_name_the_tensor():

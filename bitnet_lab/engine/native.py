@@ -87,6 +87,7 @@ from bitnet_lab.engine.weights import (
     PROJECTIONS,
     Q8_0_BLOCK,
     ROUNDING_CODE,
+    check_float_rows,
     expected_names,
     float_matrix,
     load_workers,
@@ -272,6 +273,12 @@ class NativeEngine:
         if lm_rows is not lm[1]:
             embed = (embed[0], lm_rows) if embed is lm else embed
             lm = (lm[0], lm_rows)
+        # NaN / inf in the float rows: refused with the tensor's name (norms: norm_vector). A
+        # mapped embedding's pages are dropped after the scan (only the rows looked up stay).
+        check_float_rows(lm_t.name, lm[0], lm[1], H)
+        if embed[1] is not lm[1]:
+            check_float_rows(emb_t.name, embed[0], embed[1], H)
+            residency.drop_pages(embed[1])
         output_norm = norm_vector(tensors, "output_norm.weight", H)
 
         dims = {

@@ -17,7 +17,7 @@ from bitnet_lab import kernels
 from bitnet_lab.config import ModelConfig
 from bitnet_lab.errors import CodecError, ConfigError
 from bitnet_lab.kernels.native import _k
-from bitnet_lab.tensors import FloatTensor, TernaryWeight
+from bitnet_lab.tensors import FloatTensor, TernaryWeight, check_finite
 
 __all__ = [
     "ENGINE_CHUNK",
@@ -32,6 +32,7 @@ __all__ = [
     "ROUNDING_CODE",
     "SPIN_ENV_VAR",
     "expected_names",
+    "check_float_rows",
     "float_matrix",
     "load_workers",
     "norm_vector",
@@ -297,7 +298,22 @@ def norm_vector(tensors: Mapping[str, Any], name: str, n: int) -> np.ndarray:
         raise ConfigError(f"{name}: expected a float tensor, got {type(t).__name__}")
     if tuple(t.shape) != (n,):
         raise ConfigError(f"{name}: shape {tuple(t.shape)} but the config implies {(n,)}")
-    return np.ascontiguousarray(t.to_numpy(), dtype=np.float32)
+    v = np.ascontiguousarray(t.to_numpy(), dtype=np.float32)
+    check_finite(name, v, "weights")
+    return v
+
+
+def check_float_rows(name: str, ftype: int, rows: np.ndarray, H: int) -> None:
+    """NaN / inf in the rows ``float_matrix`` hands to C (F32, F16 bits, or Q8_0 blocks, whose fp16
+    scales are what can be non-finite: the int8 values cannot) -> a FormatError naming ``name``."""
+    if ftype == _FT_F32:
+        check_finite(name, rows, "weights")
+    elif ftype == _FT_F16:
+        check_finite(name, rows.view(np.float16), "weights")
+    else:
+        V = rows.shape[0]
+        d = np.ascontiguousarray(rows.reshape(V, H // Q8_0_BLOCK, Q8_0_BYTES)[:, :, :2]).view(np.float16)
+        check_finite(name, d.reshape(V, H // Q8_0_BLOCK), "Q8_0 block scales (row, block)")
 
 
 def float_matrix(t: FloatTensor, want_f16: bool | None, V: int, H: int) -> tuple[int, np.ndarray]:

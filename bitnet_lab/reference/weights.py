@@ -24,7 +24,7 @@ import numpy as np
 
 from bitnet_lab.config import ModelConfig
 from bitnet_lab.errors import ConfigError
-from bitnet_lab.tensors import FloatTensor, TernaryWeight
+from bitnet_lab.tensors import FloatTensor, TernaryWeight, check_finite
 
 PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 TQ_BLOCK = 256  # TQ1_0 / TQ2_0 block length along K (docs/formats.md#34-tq2_0-type-35)
@@ -194,8 +194,11 @@ def prepare(config: ModelConfig, tensors: Mapping[str, object], *, lm_head_dtype
         layers[n] = np.stack([
             _float(tensors, f"blk.{i}.{n}.weight", (widths[n],)).to_numpy() for i in range(L)
         ]).astype(np.float32)
+        for i in range(L):  # NaN / inf: refused with the tensor's name (inspect still opens the file)
+            check_finite(f"blk.{i}.{n}.weight", layers[n][i], "weights")
 
     out_norm = _float(tensors, "output_norm.weight", (H,)).to_numpy().astype(np.float32)
+    check_finite("output_norm.weight", out_norm, "weights")
     V = config.vocab
     emb_t = _float(tensors, "token_embd.weight", (V, H))
     lm_t = emb_t if config.tied_output else _float(tensors, "output.weight", (V, H))
@@ -222,9 +225,15 @@ def prepare(config: ModelConfig, tensors: Mapping[str, object], *, lm_head_dtype
         lm = lm_t.to_numpy().astype(np.float16)
     else:
         lm = lm_t.to_numpy().astype(np.float32)
+    if scales is not None:
+        check_finite(lm_t.name, scales, "Q8_0 block scales (row, block)")
+    elif not (lm_head_dtype == "f16" and lm_t.ggml_type != "F16"):  # an f16 rounding may overflow: not damage
+        check_finite(lm_t.name, lm, "weights")
     if v_pad != V:
         lm = np.concatenate([lm, np.zeros((v_pad - V, H), dtype=lm.dtype)])
     emb = as_stored(emb_t)
+    if emb_t is not lm_t or scales is not None or lm_head_dtype == "f16":
+        check_finite(emb_t.name, emb, "weights")
     if config.tied_output and emb.dtype == lm.dtype and np.array_equal(emb, lm[:V]):
         emb = lm  # share one array (the padded rows are never gathered: ids < vocab)
     return PreparedModel(

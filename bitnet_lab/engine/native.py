@@ -297,6 +297,12 @@ class NativeEngine:
         for _, arr in (embed, lm):
             _k.advise_hugepages(arr)
         self._lm_rows = lm[1]  # what lm_head_rows shows (the C core holds its own reference)
+        # The arrays the C side reads that are still views of a mapped file (norms, embedding,
+        # projections used in place): a file truncated under them would kill the process with
+        # SIGBUS at the next touch, so every call first checks the files (one fstat each).
+        held = [a for spec in layers for k, v in spec.items() for a in
+                ([s[1] for s in v] if k == "w" else [v])]
+        self._mapped = residency.MappedFiles(held + [embed[1], lm[1], output_norm])
         self._core = _k.EngineCore(dims, layers, embed, lm, output_norm)
         self.spin_us = spin_us_setting(spin_us)
         self._core.set_spin_ns(int(self.spin_us * 1000))
@@ -377,6 +383,7 @@ class NativeEngine:
         logits = np.empty((T - row0, V), dtype=np.float32)
         caps, cap_list = self._capture_buffers(T) if capture else (None, None)
         cos, sin = self._rope(cache.pos + T)
+        self._mapped.check()
         self._core.forward(ids, cache.k, cache.v, cache.n_ctx, cos, sin, cache.pos,
                            logits, row0, cap_list, self._isa_index(), self.threads)
         cache.pos += T
@@ -438,6 +445,7 @@ class NativeEngine:
         isa = self._isa_index()
         logits = np.empty((1, self.vocab_size), dtype=np.float32)
         cos, sin = self._rope(cache.pos + 1)
+        self._mapped.check()
         self._core.forward(tok, cache.k, cache.v, cache.n_ctx, cos, sin, cache.pos, logits, 0,
                            None, isa, self.threads)  # warm-up (pages, caches)
         rows, walls = [], []
@@ -477,6 +485,7 @@ class NativeEngine:
         a = np.ascontiguousarray(a.reshape(1, -1) if one else a)
         if a.ndim != 2 or a.shape[1] != K or a.shape[0] == 0:
             raise BitnetLabError(f"bitlinear: {base} takes rows of K = {K} floats, got shape {np.shape(x)}")
+        self._mapped.check()
         y, acc = self._core.bitlinear(layer, slot, a, self._isa_index(), self.threads, return_acc)
         if one:
             y = y[0]

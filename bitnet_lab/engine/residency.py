@@ -209,3 +209,68 @@ def to_anonymous_memory(tensors: Mapping[str, object], skip: Collection[str] = (
         for fd in files.values():
             os.close(fd)
 
+
+class MappedFiles:
+    """The files that arrays still map, to check before native code touches them.
+
+    A file truncated while it is mapped turns the next read of a page past its new end into
+    SIGBUS, which kills the process; native code cannot catch it. So before each call the engine
+    asks every file it still maps for its size — one ``fstat`` of the mapping's own descriptor
+    (``mmap.size()``; the inode that is mapped, whatever the path now names) — and its
+    modification time (one ``stat`` of the path, compared when it still names that file), and
+    refuses with the file's name when the file got shorter than the bytes in use or was
+    rewritten. Arrays that map no file (``load(mmap=False)``, the engine's own copies) cost nothing.
+    """
+
+    def __init__(self, arrays) -> None:
+        need: dict[str, list] = {}   # path -> [mmap object, bytes in use, size, (dev, ino, mtime_ns)]
+        for a in arrays:
+            if not isinstance(a, np.ndarray):
+                continue
+            where = _file_view(a) if a.flags.c_contiguous else None
+            if where is None:
+                continue
+            path, pos = where
+            root = a
+            while isinstance(root.base, np.ndarray):
+                root = root.base
+            mm = getattr(root, "_mmap", None)
+            if mm is None:
+                continue
+            entry = need.get(path)
+            end = pos + int(a.nbytes)
+            if entry is None:
+                try:
+                    st = os.stat(path)
+                    stamp = (st.st_dev, st.st_ino, st.st_mtime_ns)
+                except OSError:
+                    stamp = None
+                need[path] = [mm, end, mm.size(), stamp]
+            else:
+                entry[1] = max(entry[1], end)
+        self._files = need
+
+    @property
+    def paths(self) -> list[str]:
+        return list(self._files)
+
+    def check(self) -> None:
+        for path, (mm, end, size, stamp) in self._files.items():
+            try:
+                now = mm.size()
+            except (OSError, ValueError) as e:
+                raise BitnetLabError(f"{path}: the model file can no longer be read ({e}); load it again") from None
+            if now < end or now != size:
+                raise BitnetLabError(
+                    f"{path}: the model file changed size while it was in use ({size} bytes at load, now "
+                    f"{now}; the weights in use end at byte {end}): it was truncated or rewritten; "
+                    "load it again (or load with mmap=False / --no-mmap to keep the weights in memory)")
+            if stamp is not None:
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue  # removed or renamed: the mapping keeps the old file's data, intact
+                if (st.st_dev, st.st_ino) == stamp[:2] and st.st_mtime_ns != stamp[2]:
+                    raise BitnetLabError(
+                        f"{path}: the model file was modified while it was in use (its modification time "
+                        "changed since load); load it again (or load with mmap=False / --no-mmap)")

@@ -12,6 +12,9 @@ in a child process for the five ternary types.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +67,71 @@ def test_nonfinite_embedding_or_norm_refused_with_its_name(tmp_path, backend, na
 def test_clean_file_builds_and_finite_logits():
     with bl.load(I2S) as m:
         assert np.isfinite(m.logits([1, 2, 3])).all()
+
+
+# ---- item 18: truncated while mapped ---------------------------------------------------------------
+
+CHILD = textwrap.dedent("""
+    import os, sys
+    import bitnet_lab as bl
+    from bitnet_lab.errors import BitnetLabError
+    from bitnet_lab.formats.gguf import GGUFFile
+    path, mmap = sys.argv[1], sys.argv[2] == "1"
+    data_offset = GGUFFile(path).data_offset
+    m = bl.load(path, mmap=mmap)
+    m.logits([1, 2, 3])
+    os.truncate(path, data_offset)          # every tensor's bytes gone from under the mapping
+    try:
+        m.logits([1, 2, 3])
+        print("FORWARD-OK")
+    except BitnetLabError as e:
+        print("CLEAR-ERROR", e)
+""")
+
+
+@pytest.fixture(scope="module")
+def ternary_files(tmp_path_factory):
+    """One small model file per ternary type: the real I2_S / TQ1_0 / TQ2_0 files, TL1 / TL2 dummies."""
+    from bitnet_lab.tools.dummy import generate_dummy
+
+    d = tmp_path_factory.mktemp("ternary")
+    files = {"i2_s": I2S, "tq1_0": REAL / "upstream-tq1_0.gguf", "tq2_0": REAL / "upstream-tq2_0.gguf"}
+    for t in ("tl1", "tl2"):
+        files[t] = generate_dummy("tiny", d / f"{t}.gguf", outtype=t, progress=False)
+    return files
+
+
+def _run_child(tmp_path: Path, src: Path, mmap: bool) -> subprocess.CompletedProcess:
+    p = tmp_path / src.name
+    p.write_bytes(src.read_bytes())
+    return subprocess.run([sys.executable, "-c", CHILD, str(p), "1" if mmap else "0"],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("layout", ["i2_s", "tl1", "tl2", "tq1_0", "tq2_0"])
+def test_file_truncated_while_mapped_gives_a_clear_error_not_sigbus(tmp_path, ternary_files, layout):
+    r = _run_child(tmp_path, ternary_files[layout], mmap=True)
+    assert r.returncode == 0, f"child died with {r.returncode} (-7 = SIGBUS): {r.stderr[-2000:]}"
+    out = r.stdout.strip().splitlines()[-1]
+    assert out.startswith("CLEAR-ERROR") and ternary_files[layout].name in out and "truncated" in out, out
+
+
+@pytest.mark.parametrize("layout", ["i2_s", "tl2"])
+def test_no_mmap_is_immune_to_truncation(tmp_path, ternary_files, layout):
+    r = _run_child(tmp_path, ternary_files[layout], mmap=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "FORWARD-OK"
+
+
+def test_file_rewritten_in_place_is_refused(tmp_path):
+    """Same size, new bytes (a converter writing over the file in place): refused by its mtime."""
+    import os
+
+    p = tmp_path / "m.gguf"
+    p.write_bytes(I2S.read_bytes())
+    with bl.load(p) as m:
+        m.logits([1, 2])
+        st = os.stat(p)
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        with pytest.raises(BitnetLabError, match=r"m\.gguf: the model file was modified while it was in use"):
+            m.logits([1, 2])

@@ -215,23 +215,25 @@ t_tile = rng.integers(-1, 2, size=TL1_SHAPE).astype(np.int8)
 layouts_by_bytes = {}
 for tl in tiling.candidate_tilings("tl1", *TL1_SHAPE):
     layouts_by_bytes.setdefault(packing.pack_tl1(t_tile, tl).tobytes(), []).append(tl)
-tl1_choices = {
-    str(same[0]) + (f"  (= {len(same) - 1} more)" if len(same) > 1 else ""): same[0]
-    for same in layouts_by_bytes.values()
-}
+# label "BM/BK/bm" → the tilings that write the same bytes (the first one stands for them)
+tl1_choices = {f"{same[0].BM}/{same[0].BK}/{same[0].bm}": same for same in layouts_by_bytes.values()}
 n_legal = sum(len(v) for v in layouts_by_bytes.values())
-print(f"{n_legal} legal TL1 tilings of a {TL1_SHAPE[0]}×{TL1_SHAPE[1]} block, {len(tl1_choices)} distinct byte layouts:")
-for label in tl1_choices:
-    print("  ", label)
+print(f"{n_legal} legal TL1 tilings of a {TL1_SHAPE[0]}×{TL1_SHAPE[1]} block, {len(tl1_choices)} distinct byte layouts "
+      "(BM/BK/bm):")
+for label, same in tl1_choices.items():
+    others = ", ".join(f"{t.BM}/{t.BK}/{t.bm}" for t in same[1:])
+    print(f"   {label:>9}" + (f"  (the same bytes as {others})" if others else ""))
 
 
-def draw_tl1(tl_tiling):
+def draw_tl1(BM_BK_bm):
     # one base (all −1: pair index 0, every single-bit flip decodes) finds the byte of every weight
-    bm = viz.probe_bit_map("tl1", TL1_SHAPE, tiling=tl_tiling, bases=(-1,))
-    viz.show(viz.byte_order_image(bm, title=f"TL1 {TL1_SHAPE[0]}×{TL1_SHAPE[1]}, tiling {tl_tiling}: where each weight lives"))
+    tl = tl1_choices[BM_BK_bm][0]
+    bm = viz.probe_bit_map("tl1", TL1_SHAPE, tiling=tl, bases=(-1,))
+    viz.show(viz.byte_order_image(bm, title=f"TL1 {TL1_SHAPE[0]}×{TL1_SHAPE[1]}, tiling {tl}: where each weight lives"))
 
 
-widgets.explore(draw_tl1, tl_tiling=tl1_choices)
+# short labels: the buttons show them whole
+widgets.explore(draw_tl1, BM_BK_bm=list(tl1_choices))
 
 # %% [markdown]
 # ### TL2 — bitnet.cpp's x86 LUT format

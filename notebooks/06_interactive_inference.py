@@ -43,18 +43,20 @@
 # %% [markdown]
 # ## Parameters
 #
-# `MODEL = None` uses the embedded default model. **Its weights are random**: the text it
-# writes is junk, but every step below is real. Set `MODEL` to a GGUF file, a Hugging Face
-# checkpoint folder, or a Hub repo id — for example `"microsoft/bitnet-b1.58-2B-4T-gguf"` —
-# to talk to a trained model. A Hub id needs the network the first time (then the local
-# Hugging Face cache; `HF_HUB_OFFLINE=1` forbids downloads and fails with a clear error if the
-# file is not cached).
+# `MODEL = None` uses the embedded default model: a 5.8 M-parameter BitNet b1.58 model this
+# project trained on the CPython standard library (`data/MODEL_CARD.md`). It continues Python
+# code and docstrings in the standard library's style and knows nothing else, so the prompt
+# below is the start of a function; every step below is what a big model does too. Set `MODEL`
+# to a GGUF file, a Hugging Face checkpoint folder, or a Hub repo id — for example
+# `"microsoft/bitnet-b1.58-2B-4T-gguf"` — to talk to a large trained model. A Hub id needs the
+# network the first time (then the local Hugging Face cache; `HF_HUB_OFFLINE=1` forbids
+# downloads and fails with a clear error if the file is not cached).
 #
 # Sampling settings are llama.cpp's flags: `TEMP` (0 = greedy), `TOP_K`, `TOP_P`, `MIN_P`.
 
 # %% tags=["parameters"]
 MODEL = None          # None → the embedded default model; or a .gguf path, an HF folder, a Hub repo id
-PROMPT = "Once upon a time"
+PROMPT = 'def read_lines(path):\n    """Return'
 N_TOKENS = 24         # tokens to generate in sections 1–3
 SEED = 1234           # the sampler's random seed (same seed, same tokens)
 TEMP, TOP_K, TOP_P, MIN_P = 0.8, 40, 0.95, 0.05
@@ -142,19 +144,25 @@ def step_view(step):
     p = Candidates.from_logits(s["logits"]).probs()   # softmax over the whole vocabulary (float64)
     top = np.argsort(-p, kind="stable")[:SHOW_TOP]
     where = np.flatnonzero(top == s["chosen"])
+    rank = int((p > p[s["chosen"]]).sum()) + 1          # 1 = the most likely token
     print(f"step {step}: sampled {s['chosen']} {tok.token_to_piece(s['chosen'])!r} "
-          f"(p = {100 * p[s['chosen']]:.2f} %); the filters kept {len(s['kept'])} of {p.size} tokens")
-    viz.show(viz.token_probs([f"{int(i)} {tok.token_to_piece(int(i))!r}" for i in top], p[top],
+          f"(p = {100 * p[s['chosen']]:.2f} %, rank {rank}); the filters kept {len(s['kept'])} of {p.size} tokens")
+    label = lambda i: f"{int(i)} {tok.token_to_piece(int(i))!r}"  # noqa: E731
+    viz.show(viz.token_probs([label(i) for i in top], p[top],
                              kept=[int(i) in s["kept"] for i in top], chosen=int(where[0]) if where.size else -1,
-                             title=f"step {step}: the {SHOW_TOP} most likely next tokens"))
+                             sampled=(label(s["chosen"]), p[s["chosen"]], rank, s["chosen"] in s["kept"]),
+                             title=f"step {step}: the {SHOW_TOP} most likely next tokens"
+                                   + ("" if where.size else ", and the sampled one")))
 
 
 widgets.explore(step_view, step=range(len(steps)))
 
 # %% [markdown]
-# With random weights the distribution is nearly flat, so top-p and min-p keep many tokens and
-# the draw wanders; a trained model puts most of the mass on a few tokens. Try `TEMP = 0`
-# (greedy: always the top bar) or a small `TOP_K` and re-run.
+# Where the code is predictable (a keyword, a closing bracket, the rest of a name) the model
+# puts most of the mass on one or two tokens and the filters keep few; where many continuations
+# are plausible the distribution is flatter, top-p and min-p keep more tokens, and a draw can
+# land outside the ten most likely (it then gets a row of its own below the others, with its
+# rank). Try `TEMP = 0` (greedy: always the top bar) or a small `TOP_K` and re-run.
 #
 # The event's `logprob` is the log of the raw probability of the sampled token (before any
 # filter), so it can be recomputed from the logits kept above:

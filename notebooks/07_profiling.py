@@ -178,8 +178,10 @@ else:  # an engine without its own timers: the benchmark's estimate from differe
     viz.show_report(breakdown)
 
 # %% [markdown]
-# For a model whose lm_head is large compared with its layers (a small model with a 32 000-token
-# vocabulary, like the default one), the lm_head dominates. It stays large in real BitNets: the
+# For a model whose lm_head is large compared with its layers the lm_head is the biggest of the
+# compute ops: the default model's tied lm_head (4096 tokens × 256, F16: 2 MiB) holds more bytes
+# than its 42 ternary projections together (4.7 M weights, 1.2 MB). (On a model this small, with
+# more than one thread, waiting at the barriers between ops — `sync` — can cost more still.) It stays large in real BitNets: the
 # official 2B-4T GGUF keeps its tied lm_head in F16 (128 256 × 2560, 656 MB,
 # [formats.md §6](../docs/formats.md#6-tensor-names-and-shapes-per-model-family)), more bytes than all its
 # 2-bit projections together (2.08 G weights, 521 MB) — section 2's table shows the split for any model.

@@ -668,15 +668,15 @@ def lut_entries(labels: Sequence[str], values: Sequence[float], *, kinds: Sequen
         sel = np.array([kk == k for kk in kinds])
         bars = ax.bar(x[sel], vals[sel], color=colour[k], label=k, hatch="//" if "negat" in k else None,
                       edgecolor="black", linewidth=0.4)
-        ax.bar_label(bars, fmt="%d", fontsize=6, padding=1)
+        ax.bar_label(bars, fmt="%d", fontsize=7, padding=1)
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_xticks(x, labels, rotation=90 if len(labels) > 12 else 0, fontsize=7)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    lim = max(float(np.abs(vals).max()), 1.0) * 1.25
-    ax.set_ylim(-lim, lim)
-    ax.legend(fontsize=7, loc="upper left")
+    lim = max(float(np.abs(vals).max()), 1.0) * 1.2
+    ax.set_ylim(-lim, lim * 1.6)     # the band above the tallest bar holds the legend
+    ax.legend(fontsize=7, loc="upper left", ncol=len(order))
     fig.tight_layout()
     return fig
 
@@ -689,13 +689,14 @@ def byte_planes(planes: np.ndarray, *, title: str, n_tables: int = 8) -> "Figure
     if p.dtype != np.uint8 or p.ndim != 2 or p.shape[1] != 32:
         raise ValueError(f"byte_planes: need uint8 (n, 32) tables, got {p.dtype} {p.shape}")
     p = p[:n_tables]
-    fig, ax = plt.subplots(figsize=(11, 1.2 + 0.34 * p.shape[0]))
+    # cells ~0.42 × 0.42 in: two hex digits at 9 pt fit with room to spare
+    fig, ax = plt.subplots(figsize=(15, 1.5 + 0.42 * p.shape[0]))
     im = ax.imshow(p, cmap="viridis", vmin=0, vmax=255, aspect="auto", interpolation="nearest")
     for (r, c), v in np.ndenumerate(p):
-        ax.text(c, r, f"{int(v):02x}", ha="center", va="center", fontsize=6,
+        ax.text(c, r, f"{int(v):02x}", ha="center", va="center", fontsize=9, family="monospace",
                 color="white" if v < 128 else "black")
     ax.axvline(15.5, color="red", linewidth=1.5)
-    ax.set_xticks(range(32), [str(i % 16) for i in range(32)], fontsize=6)
+    ax.set_xticks(range(32), [str(i % 16) for i in range(32)], fontsize=8)
     ax.set_yticks(range(p.shape[0]))
     ax.set_title(title)
     ax.set_xlabel("byte of the table: entries 0–15, low bytes | entries 0–15, high bytes")
@@ -860,27 +861,39 @@ def safe_label(text: str) -> str:
 
 
 def token_probs(labels: Sequence[str], probs: Sequence[float], *, kept: Sequence[bool], chosen: int,
-                title: str) -> "Figure":
+                title: str, sampled: Optional[tuple[str, float, int, bool]] = None) -> "Figure":
     """Horizontal bars of the most likely next tokens (``labels``, ``probs`` in [0, 1], most
     likely first): the model's raw probability of each, coloured by whether the sampler's
-    filters kept it; the sampled token (index ``chosen`` into the lists, or −1 when it is not
-    among them) is outlined."""
+    filters kept it; the sampled token (index ``chosen`` into the lists) is outlined. When the
+    sampled token is not among them (``chosen = −1``), pass ``sampled = (label, probability,
+    rank, kept)`` (rank 1 = most likely): it gets a row of its own below a gap, outlined and
+    labelled with its rank, so the draw is always on the picture."""
     plt = _plt()
     p = 100.0 * np.asarray(probs, dtype=np.float64)
     if not (len(labels) == p.size == len(kept)):
         raise ValueError(f"token_probs: {len(labels)} labels, {p.size} probabilities, {len(kept)} flags")
+    labels, kept = [safe_label(lb) for lb in labels], list(kept)
+    y = np.arange(len(labels), dtype=np.float64)
+    if chosen < 0 and sampled is not None:          # the draw fell outside the list: its own row
+        s_label, s_prob, s_rank, s_kept = sampled
+        labels.append(f"{safe_label(s_label)} (rank {int(s_rank)})")
+        p = np.append(p, 100.0 * float(s_prob))
+        kept.append(bool(s_kept))
+        y = np.append(y, len(y) + 0.6)              # a gap says "not next to the others"
+        chosen = len(labels) - 1
     fig, ax = plt.subplots(figsize=(7, 0.6 + 0.32 * len(labels)))
-    y = np.arange(len(labels))
     for flag, colour, name in ((True, "#3b6fb6", "kept by the sampler's filters"),
                                (False, "#bdbdbd", "removed by top-k / top-p / min-p")):
         sel = np.array([bool(k) == flag for k in kept])
         if sel.any():
             ax.barh(y[sel], p[sel], color=colour, label=name)
     if 0 <= chosen < len(labels):
-        ax.barh([chosen], [p[chosen]], fill=False, edgecolor="#d1495b", linewidth=2.5, label="sampled token")
+        ax.barh([y[chosen]], [p[chosen]], fill=False, edgecolor="#d1495b", linewidth=2.5, label="sampled token")
+    if len(y) > 1 and y[-1] - y[-2] > 1:
+        ax.axhline((y[-1] + y[-2]) / 2, color="grey", linewidth=0.8, linestyle=":")
     for yi, v in zip(y, p, strict=True):
         ax.text(v, yi, f" {v:.3g} %", va="center", fontsize=7)
-    ax.set_yticks(y, [safe_label(lb) for lb in labels], fontsize=8)
+    ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, max(float(p.max()), 1e-9) * 1.25)
     ax.set_title(title)
@@ -930,21 +943,34 @@ def op_breakdown(profiles: Mapping[str, Mapping[str, float]], *, title: str,
     ops = list(dict.fromkeys(op for prof in profiles.values() for op in prof))
     cmap = plt.get_cmap("tab10")
     height = 0.8 / len(profiles)
-    fig, ax = plt.subplots(figsize=(8, 1.4 + 0.22 * len(ops) * (1 + 0.25 * (len(profiles) - 1))))
+    # every bar ~0.15 in (11 pt) tall: the 7 pt value labels of neighbouring bars cannot touch
+    fig, ax = plt.subplots(figsize=(9, 1.8 + 0.15 * len(ops) * len(profiles) / 0.8))
     y = np.arange(len(ops))
-    top = max((float(v) for prof in profiles.values() for v in prof.values()), default=0.0)
+    vals_all = [float(v) for prof in profiles.values() for v in prof.values()]
+    top = max(vals_all, default=0.0)
+    positive = [v for v in vals_all if v > 0]
+    # a few ops (sync, lm_head) can be 100× the others: a log axis keeps every op visible
+    log = bool(positive) and top / min(positive) > 100
+    floor = min(positive) / 2 if log else 0.0
     for i, (label, prof) in enumerate(profiles.items()):
         vals = [float(prof.get(op, 0.0)) for op in ops]
-        bars = ax.barh(y + (i - (len(profiles) - 1) / 2) * height, vals, height=height, color=cmap(i % 10),
-                       label=label)
-        # values under 1 % of the largest bar would only clutter the picture
-        ax.bar_label(bars, labels=[f"{v:.3g}" if v >= 0.01 * top else "" for v in vals], fontsize=6, padding=2)
-    ax.set_yticks(y, ops, fontsize=8)
-    ax.invert_yaxis()
+        bars = ax.barh(y + (i - (len(profiles) - 1) / 2) * height, [max(v, floor) for v in vals],
+                       left=floor if log else 0.0, height=height, color=cmap(i % 10), label=label)
+        # on a linear axis, values under 1 % of the largest bar would only clutter the picture
+        shown = [f"{v:.3g}" if (v > 0 if log else v >= 0.01 * top) else "" for v in vals]
+        ax.bar_label(bars, labels=shown, fontsize=7, padding=2)
+    if log:
+        ax.set_xscale("log")
+        ax.set_xlim(floor, top * 4)     # room for the labels right of the longest bar
+        xlabel += " (log scale)"
+    else:
+        ax.set_xlim(0, top * 1.15 if top > 0 else 1.0)
+    ax.set_yticks(y, ops, fontsize=9)
+    ax.set_ylim(len(ops) - 0.5, -0.5)   # first op on top
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("part of the forward pass")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -995,20 +1021,44 @@ def throughput_bars(records: Sequence[Mapping[str, Any]], *, title: str) -> "Fig
     width = 0.8 / len(who)
     fig, ax = plt.subplots(figsize=(max(6.5, 1.6 * len(tests) * max(1, len(who) / 3) + 3), 4.2))
     x = np.arange(len(tests))
+    clipped = False
+    lows, highs = [], []
     for i, (backend, thr) in enumerate(who):
         m = [val.get((t, backend, thr), (math.nan, 0.0)) for t in tests]
-        bars = ax.bar(x + (i - (len(who) - 1) / 2) * width, [v for v, _ in m], width=width,
-                      yerr=[e for _, e in m], capsize=2, color=cmap(i % 10),
-                      label=f"{backend}, " + ("threads chosen by the backend" if thr is None else f"{thr} thread(s)"))
-        ax.bar_label(bars, fmt="%.4g", fontsize=6, padding=2)
+        means = np.array([v for v, _ in m], dtype=np.float64)
+        sds = np.array([e for _, e in m], dtype=np.float64)
+        # mean − sd can be ≤ 0, which a log axis cannot show (the bar would run off it): the lower
+        # arm stops at a tenth of the mean, and the legend says so
+        lo = np.minimum(sds, 0.9 * means)
+        clipped |= bool(np.any(sds > lo))
+        lows += list(means - lo)
+        highs += list(means + sds)
+        xs = x + (i - (len(who) - 1) / 2) * width
+        ax.bar(xs, means, width=width, yerr=np.vstack([lo, sds]), capsize=2, color=cmap(i % 10),
+               label=f"{backend}, " + ("threads chosen by the backend" if thr is None else f"{thr} thread(s)"))
+        for xi, v, e in zip(xs, means, sds, strict=True):   # the value above its error bar, not on it
+            if np.isfinite(v):
+                ax.text(xi, (v + e) * 1.12, _count(v), ha="center", va="bottom", fontsize=7)
     ax.set_yscale("log")
+    finite = [v for v in lows if np.isfinite(v) and v > 0]
+    if finite:
+        top = max(v for v in highs if np.isfinite(v))
+        ax.set_ylim(min(finite) / 2, top * 8)   # room above for the labels and the legend
     ax.set_xticks(x, tests)
     ax.set_title(title)
-    ax.set_xlabel("test (pp N: N prompt tokens in one call; tg N: N tokens one at a time)")
+    note = "error bars: ± 1 sd" + ("; lower arms stop at mean / 10 (a log axis has no 0)" if clipped else "")
+    ax.set_xlabel("test (pp N: N prompt tokens in one call; tg N: N tokens one at a time)\n" + note)
     ax.set_ylabel("tokens per second (log scale)")
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     return fig
+
+
+def _count(v: float) -> str:
+    """A t/s value as a person writes it: 20 320, 7 299, 427.1, 98.0."""
+    if not np.isfinite(v):
+        return ""
+    return f"{v:,.0f}".replace(",", " ") if v >= 1000 else f"{v:.4g}"
 
 
 # =============================================================================================

@@ -35,6 +35,10 @@ token). The chosen format's ``why`` records the rule, and the CLI prints it.
 
 Multi-turn (`ChatSession`): the session keeps the KV cache and the ids in it; a new turn feeds
 only its own tokens (closing the previous answer, the new user message, the generation prompt).
+When the context fills — during an answer, or when a new turn does not fit — the session shifts
+it as llama.cpp's chat does (`bitnet_lab.generate.loop.context_shift`): the system prompt (BOS and
+the system message; ``n_keep`` overrides) stays, the oldest half of the rest goes, the rest is
+re-encoded, and the chat goes on. ``ctx_shift=False`` stops an answer at a full context instead.
 """
 
 from __future__ import annotations
@@ -46,7 +50,15 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from bitnet_lab.errors import ConfigError
-from bitnet_lab.generate.loop import Event, TokenEvent, resolve_seed, stop_ids_for, stream_tokens
+from bitnet_lab.generate.loop import (
+    context_shift,
+    Event,
+    keep_count,
+    resolve_seed,
+    stop_ids_for,
+    stream_tokens,
+    TokenEvent,
+)
 from bitnet_lab.generate.sampling import SamplerChain, make_sampler
 
 __all__ = [
@@ -63,6 +75,8 @@ __all__ = [
 ]
 
 ROLES = ("system", "user", "assistant")
+# An answer's length when none is given: at most this, and at most half the context.
+DEFAULT_ANSWER_TOKENS = 256
 BITNET_ARCHS = ("bitnet-b1.58", "bitnet-25", "bitnet")
 # The 2B-4T GGUF's placeholder template (convert-ms-to-gguf-bitnet.py) — docs/formats.md#85-chat-templates.
 PLACEHOLDER_MARKERS = ("BITNETAssistant",)
@@ -460,6 +474,12 @@ class ChatSession:
     the user message, the generation prompt. If the answer stopped on a stop string, the
     cache keeps the tokens that formed it (as llama.cpp does); ``messages`` holds the text
     before it.
+
+    Context shift (``ctx_shift``, on by default): when the cache is full the first ``n_keep``
+    tokens stay and the oldest half of the rest goes (module docstring). ``n_keep``: None or -1
+    = the system prompt (the BOS and the system message, or the BOS alone without one); N >= 0
+    = the BOS and the N tokens after it, system prompt or not (llama.cpp's ``--keep``). ``n_shifts`` / ``n_discarded`` count
+    the shifts and the tokens they dropped.
     """
 
     def __init__(
@@ -471,6 +491,8 @@ class ChatSession:
         n_ctx: int | None = None,
         sampler: SamplerChain | None = None,
         seed: int | None = None,
+        ctx_shift: bool = True,
+        n_keep: int | None = None,
     ):
         self.runner = model.runner
         self.tokenizer = model.tokenizer
@@ -490,6 +512,22 @@ class ChatSession:
         self.n_rebuilds = 0                    # times the cache had to be rebuilt from scratch
         self._pending: list[int] = []          # decided but not yet fed
         self._stale = False
+        self.ctx_shift = bool(ctx_shift)
+        self.n_keep = self._keep_count(n_keep)
+        self._keep_system = n_keep is None or n_keep < 0
+        self.n_shifts = 0                      # context shifts so far
+        self.n_discarded = 0                   # tokens they dropped
+
+    def _keep_count(self, n_keep: int | None) -> int:
+        """The cached tokens a context shift keeps (see the class docstring)."""
+        try:
+            head = self.format.encode(self.messages, add_generation_prompt=False)
+        except ConfigError:
+            head = []
+        if n_keep is None or n_keep < 0:
+            return len(head)
+        # the BOS (when the conversation starts with one) and N more tokens, wherever they fall
+        return keep_count(head, 0, getattr(self.tokenizer, "bos_id", None)) + int(n_keep)
 
     # ---- state ------------------------------------------------------------------------
     @property
@@ -504,63 +542,100 @@ class ChatSession:
         self.tokens, self._pending, self._stale = [], [], False
 
     # ---- a turn -----------------------------------------------------------------------
+    @property
+    def default_n(self) -> int:
+        """The answer length when `send` is given none: ``min(256, n_ctx // 2)`` tokens (a model
+        that never says its end token would otherwise answer forever once the context shifts)."""
+        return max(1, min(DEFAULT_ANSWER_TOKENS, self.n_ctx // 2))
+
     def send(
         self,
         content: str,
         *,
-        n: int = -1,
+        n: int | None = None,
         stop: Sequence[str] = (),
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[Event]:
-        """Add a user message and stream the answer. ConfigError (before anything changes)
-        if the turn does not fit in the remaining context."""
+        """Add a user message and stream the answer: at most ``n`` tokens (None: `default_n`;
+        -1: until an end token). ConfigError (before anything changes) if the turn does not fit in the context (with a context shift: not even after dropping
+        everything but the first ``n_keep`` tokens; without: not in what is left)."""
         user = {"role": "user", "content": content}
+        n = self.default_n if n is None else n
+        rebuild = self._stale or not self.tokens
+        if rebuild:
+            new = self.format.encode(self.messages + [user], add_generation_prompt=True)
+        else:
+            new = self._pending + self.format.encode_next(self.messages, [user], add_generation_prompt=True)
+        history = [] if rebuild else list(self.tokens)
+        if self.ctx_shift:
+            if rebuild and len(new) > self.n_ctx and self.messages:
+                # the conversation, read again from its messages, outgrew the context: shift it
+                # as the cache was (the first n_keep tokens, then the most recent ones)
+                n_turn = len(self.format.encode_next(self.messages, [user], add_generation_prompt=True))
+                head = new[: len(new) - n_turn]
+                drop = self._shift_or_explain(len(head), n_turn)
+                keep = min(self.n_keep, len(head))
+                new = head[:keep] + head[keep + drop:] + new[len(head):]
+            self._shift_or_explain(len(history), len(new))
         if self._stale:   # a previous turn was cut inside a forward pass: rebuild exactly
             self.cache.reset()
             self.tokens, self._pending, self._stale = [], [], False
             self.n_rebuilds += 1
-        if not self.tokens:
-            new = self.format.encode(self.messages + [user], add_generation_prompt=True)
-        else:
-            new = self._pending + self.format.encode_next(self.messages, [user], add_generation_prompt=True)
+        turn = _Turn(history + new)
         vocab = getattr(self.config, "vocab", None)
         core = stream_tokens(
-            self.runner, self.tokenizer, self.cache, new, history=list(self.tokens), n=n,
+            self.runner, self.tokenizer, self.cache, new, history=history, n=n,
             sampler=self.sampler, rng=self.rng, stop=tuple(stop) + tuple(self.format.stop_strings),
             stop_ids=self.format.stop_ids,
             vocab=vocab, should_stop=should_stop,
+            ctx_shift=self.ctx_shift, n_keep=self.n_keep, on_shift=turn.shifted,
         )  # raises here (nothing changed yet) when the turn does not fit
-        return self._run(core, new, user)
+        return self._run(core, new, user, turn)
 
-    def _run(self, core: Iterator[Event], new: list[int], user: dict) -> Iterator[Event]:
+    def _shift_or_explain(self, n_past: int, n_new: int) -> int:
+        """`context_shift` with a message in chat terms when the turn cannot fit at all."""
+        try:
+            return context_shift(n_past, n_new, self.n_ctx, self.n_keep)
+        except ConfigError:
+            kept = f"its first {self.n_keep} tokens" + (" (the system prompt)" if self._keep_system else "")
+            raise ConfigError(
+                f"this turn needs {n_new} tokens but the context holds {self.n_ctx} tokens and keeps "
+                f"{kept} when it shifts: shorten the message"
+            ) from None
+
+    def _run(self, core: Iterator[Event], new: list[int], user: dict, turn: _Turn) -> Iterator[Event]:
         # the state changes only once the caller starts iterating
         self.messages.append(user)
         self.last_prompt_ids = list(new)
-        start = len(self.tokens)
-        generated: list[int] = []
+        start = int(self.cache.pos)
         parts: list[str] = []
         last_eog = False
         try:
             for ev in core:
                 if isinstance(ev, TokenEvent):
-                    generated.append(ev.token_id)
+                    turn.generated.append(ev.token_id)
                     parts.append(ev.text)
                     last_eog = ev.eog
                 yield ev
         finally:
-            self._finish(start, new, generated, "".join(parts), last_eog)
+            self._finish(start, turn, "".join(parts), last_eog)
 
-    def _finish(self, start: int, new: list[int], generated: list[int], text: str, last_eog: bool) -> None:
+    def _finish(self, start: int, turn: _Turn, text: str, last_eog: bool) -> None:
         pos = int(self.cache.pos)
-        if pos == start and not generated:
+        generated = turn.generated
+        self.n_shifts += turn.n_shifts
+        self.n_discarded += turn.n_discarded
+        if pos == start and not generated and not turn.n_shifts:
             # closed before the prompt was fed: the turn never happened
             self.messages.pop()
             return
-        fed = new + generated[:-1]
-        if pos != start + len(fed):
+        # the cache's tokens: as of the last shift (or the turn's start), then the tokens fed since
+        # (the last sampled token is never fed)
+        cached = turn.cached + generated[turn.n_before:-1]
+        if pos != len(cached):
             self._stale = True   # interrupted inside a forward pass: the cache is unknown
         else:
-            self.tokens.extend(fed)
+            self.tokens = cached
             self._pending = [] if (not generated or last_eog) else [generated[-1]]
         self.messages.append({"role": "assistant", "content": text})
         if not self._stale:
@@ -569,3 +644,19 @@ class ChatSession:
     def __repr__(self) -> str:
         return (f"ChatSession({self.format.name}, {len(self.messages)} messages, "
                 f"{self.n_past}/{self.n_ctx} tokens in the cache)")
+
+
+class _Turn:
+    """What one turn put in the cache: ``cached`` (the cache's tokens at the turn's start, or right
+    after its last context shift, when ``n_before`` tokens had been generated) and ``generated``."""
+
+    def __init__(self, cached: list[int]):
+        self.cached = cached
+        self.generated: list[int] = []
+        self.n_before = 0
+        self.n_shifts = self.n_discarded = 0
+
+    def shifted(self, tokens: list, n_discarded: int) -> None:
+        self.cached, self.n_before = list(tokens), len(self.generated)
+        self.n_shifts += 1
+        self.n_discarded += n_discarded

@@ -6,6 +6,16 @@ it never prints. It needs only the forward interface every backend implements
 tokenizer's streaming decoder, so the reference and the native engine are interchangeable.
 `stream_tokens()` is the loop itself, on an existing cache (the chat session uses it to continue
 a conversation without re-reading it).
+
+Context shift (``ctx_shift=True``; llama.cpp's ``--context-shift``, ``--keep``): when the cache
+is full and a token (or a chat turn) must still be fed, the first ``n_keep`` cached tokens stay
+and the oldest half of the rest is dropped (`context_shift`), as llama.cpp does. Both backends
+store K after RoPE, so the kept tokens after the gap would need their keys re-rotated to their
+new positions; we re-encode them from their ids instead (one forward pass over at most
+``n_ctx - n_keep`` tokens: simple, and exactly the cache a fresh run over the kept tokens
+builds). The first ``n_keep`` positions do not move: their cache entries are kept (the cache is
+truncated to them) when the cache's ``pos`` can be set back, else everything kept is re-encoded.
+Tokens sampled before the first shift are the same as without it.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ from bitnet_lab.errors import ConfigError
 from bitnet_lab.generate.sampling import SamplerChain, log_softmax_at, make_sampler
 
 __all__ = ["TokenEvent", "DoneEvent", "Event", "generate", "stream_tokens", "stop_ids_for", "resolve_seed",
-           "DONE_REASONS"]
+           "DONE_REASONS", "context_shift", "keep_count"]
 
 
 # =====================================================================================
@@ -170,6 +180,59 @@ def resolve_seed(seed: int | None) -> int:
     return int(seed)
 
 
+# =====================================================================================
+# Context shift
+# =====================================================================================
+
+
+def context_shift(n_past: int, n_new: int, n_ctx: int, n_keep: int) -> int:
+    """How many cached tokens to drop so that ``n_new`` more fit: 0 when they fit already.
+
+    llama.cpp's rule (``n_discard = (n_past - n_keep) / 2``): the first ``n_keep`` tokens stay,
+    and the oldest half of the rest (after them) goes — more when the ``n_new`` tokens need it.
+    The kept cache is ``tokens[:n_keep] + tokens[n_keep + n_discard:]``. ConfigError when even
+    dropping everything after the first ``n_keep`` leaves no room for ``n_new`` tokens.
+    """
+    n_past, n_new, n_ctx = int(n_past), int(n_new), int(n_ctx)
+    if n_past + n_new <= n_ctx:
+        return 0
+    n_keep = max(0, min(int(n_keep), n_past))
+    n_left = n_past - n_keep
+    need = n_past + n_new - n_ctx
+    if need > n_left:
+        raise ConfigError(
+            f"{n_new} new tokens do not fit in the context of {n_ctx} even after a context shift "
+            f"(the first {n_keep} tokens are kept, leaving {n_ctx - n_keep}); shorten the input"
+        )
+    return max(n_left // 2, need)
+
+
+def keep_count(ids: Sequence[int], n_keep: int, bos_id: int | None) -> int:
+    """llama.cpp's ``--keep``: the tokens of the prompt ``ids`` a context shift keeps. ``n_keep``
+    counts after the BOS (a leading BOS is always kept); -1 (any negative) = the whole prompt."""
+    n = len(ids)
+    if n_keep < 0:
+        return n
+    bos = 1 if (bos_id is not None and n and int(ids[0]) == int(bos_id)) else 0
+    return min(n, int(n_keep) + bos)
+
+
+def _truncate(cache: Any, n: int) -> int:
+    """Forget every cached token after the first ``n``; returns how many stay (``n``, or 0 when
+    the cache cannot be cut there and was emptied). Both backends never read entries at or
+    beyond ``pos``, so setting it back keeps the first ``n`` entries exactly."""
+    cut = getattr(cache, "truncate", None)
+    if callable(cut):
+        cut(n)
+        return n
+    try:
+        cache.pos = n
+    except AttributeError:    # a cache whose pos is read-only
+        cache.reset()
+        return 0
+    return n
+
+
 def stream_tokens(
     runner: Any,
     tokenizer: Any,
@@ -185,6 +248,9 @@ def stream_tokens(
     stop_ids: Iterable[int] = (),
     vocab: int | None = None,
     should_stop: Callable[[], bool] | None = None,
+    ctx_shift: bool = False,
+    n_keep: int = 0,
+    on_shift: Callable[[list, int], None] | None = None,
 ) -> Iterator[Event]:
     """Feed ``new_ids`` to ``cache`` then sample up to ``n`` tokens (-1: until EOG or a full cache).
 
@@ -192,6 +258,12 @@ def stream_tokens(
     token is not fed to the cache (nothing needs its logits); callers that continue the
     sequence feed it first (see chat.ChatSession). Returns an iterator of `TokenEvent`s then
     one `DoneEvent`; the arguments are checked here, before the first event is asked for.
+
+    ``ctx_shift``: when the cache is full (or ``new_ids`` do not fit), shift the context instead
+    of stopping (module docstring): the first ``n_keep`` cached tokens stay, the oldest half of
+    the rest goes and what is kept after them is re-encoded. ``history`` must then be all of the
+    cache's tokens. ``on_shift(tokens, n_discarded)`` is called after each shift with the
+    tokens now in the cache.
     """
     new_ids = [int(t) for t in new_ids]
     if not isinstance(n, (int, np.integer)) or n < -1:
@@ -200,7 +272,15 @@ def stream_tokens(
     pos, n_ctx = int(cache.pos), int(cache.n_ctx)
     if not new_ids:
         raise ConfigError("the prompt is empty (0 tokens): there is nothing to condition on")
-    if len(new_ids) > n_ctx - pos:
+    shift = None
+    if ctx_shift:
+        if len(history) != pos:
+            raise ConfigError(f"a context shift needs the cache's tokens as history: {pos} cached, "
+                              f"{len(history)} given")
+        shift = _Shift(max(0, int(n_keep)), on_shift)
+        # raises (nothing changed yet) when the new tokens cannot fit even after a shift
+        shift.first = context_shift(pos, len(new_ids), n_ctx, shift.n_keep)
+    elif len(new_ids) > n_ctx - pos:
         raise _too_long(len(new_ids), n_ctx, pos)
     if vocab is not None:
         bad = [t for t in new_ids if not 0 <= t < vocab]
@@ -214,19 +294,41 @@ def stream_tokens(
     stops = tuple(s for s in stop if s)
     eog = frozenset(int(t) for t in stop_ids)
     return _loop(runner, tokenizer, cache, new_ids, list(history), n, sampler, rng, used_seed,
-                 stops, eog, should_stop)
+                 stops, eog, should_stop, shift)
+
+
+class _Shift:
+    """A stream's context-shift settings (``first``: tokens to drop before the prompt)."""
+
+    def __init__(self, n_keep: int, on_shift: Callable[[list, int], None] | None):
+        self.n_keep, self.on_shift, self.first = n_keep, on_shift, 0
+
+    def feed(self, runner: Any, cache: Any, context: list, new: list, n_discard: int) -> tuple[Any, list]:
+        """Drop ``n_discard`` cached tokens after the first ``n_keep``, then feed what is kept after
+        them and ``new`` in one forward pass; returns the last row's logits and the cache's tokens."""
+        keep = min(self.n_keep, len(context))
+        kept = context[:keep] + context[keep + n_discard:]
+        reused = _truncate(cache, keep)
+        logits = runner.forward(kept[reused:] + new, cache, last_only=True)
+        context = kept + new
+        if self.on_shift is not None:
+            self.on_shift(list(context), n_discard)
+        return logits, context
 
 
 def _loop(runner, tokenizer, cache, new_ids, history, n, sampler, rng, used_seed, stops, eog,
-          should_stop) -> Iterator[Event]:
-    context = history + new_ids                  # what the penalties look at
+          should_stop, shift=None) -> Iterator[Event]:
+    context = history + new_ids                  # what the penalties look at (= the cache's tokens)
     decoder = tokenizer.stream()
 
     # ---- prompt -----------------------------------------------------------------------
     t0 = time.perf_counter()
     # only the last row's logits are needed (the native engine then runs the lm_head once, not
     # once per prompt token)
-    logits = runner.forward(new_ids, cache, last_only=True)   # (1, vocab) float32
+    if shift is not None and shift.first:
+        logits, context = shift.feed(runner, cache, history, new_ids, shift.first)
+    else:
+        logits = runner.forward(new_ids, cache, last_only=True)   # (1, vocab) float32
     row = np.asarray(logits)[-1]                 # (vocab,) logits of the next token
     prompt_ms = (time.perf_counter() - t0) * 1e3
     step_ms = prompt_ms
@@ -269,8 +371,8 @@ def _loop(runner, tokenizer, cache, new_ids, history, n, sampler, rng, used_seed
 
         if n >= 0 and len(generated) >= n:
             reason = "length"
-        elif cache.pos >= cache.n_ctx:
-            reason = "context"                   # no room to feed this token
+        elif cache.pos >= cache.n_ctx and (shift is None or cache.pos <= shift.n_keep):
+            reason = "context"                   # no room to feed this token (and no shift)
         elif should_stop is not None and should_stop():
             reason = "interrupted"
         else:
@@ -287,9 +389,14 @@ def _loop(runner, tokenizer, cache, new_ids, history, n, sampler, rng, used_seed
         yield TokenEvent(tok, released, logprob, t_ms)
 
         # ---- feed the token, get the next logits ----------------------------------------
-        context.append(tok)
         te = time.perf_counter()
-        row = np.asarray(runner.forward([tok], cache))[-1]
+        if cache.pos >= cache.n_ctx:             # full: shift (checked above that it can)
+            logits, context = shift.feed(runner, cache, context, [tok],
+                                         context_shift(cache.pos, 1, cache.n_ctx, shift.n_keep))
+            row = np.asarray(logits)[-1]
+        else:
+            context.append(tok)
+            row = np.asarray(runner.forward([tok], cache))[-1]
         step_ms = (time.perf_counter() - te) * 1e3
         eval_ms += step_ms
         n_eval += 1
@@ -319,6 +426,9 @@ def generate(
     stop_ids: Iterable[int] | None = None,
     ignore_eos: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    ctx_shift: bool = False,
+    n_keep: int = 0,
+    on_shift: Callable[[list, int], None] | None = None,
 ) -> Iterator[Event]:
     """Generate from ``prompt`` (text, or token ids used as they are) with ``model``.
 
@@ -329,6 +439,10 @@ def generate(
     is in the `DoneEvent`). ``stop``: strings that end generation (never emitted). ``n_ctx``:
     KV cache size (default: the model's training context). ``stop_ids``: override the EOG set.
     Raises ConfigError for a prompt longer than the context (the message gives both numbers).
+    ``ctx_shift``: when the context is full, shift it and go on (module docstring) instead of
+    stopping with reason "context" (off by default, as in llama.cpp: ``--context-shift``);
+    ``n_keep``: llama.cpp's ``--keep``, the prompt tokens after its BOS that a shift keeps
+    (-1: the whole prompt); ``on_shift(tokens, n_discarded)``: called after each shift.
     Yields `TokenEvent`s and a final `DoneEvent`; never prints.
     """
     runner, tok = model.runner, model.tokenizer
@@ -346,8 +460,10 @@ def generate(
     vocab = getattr(config, "vocab", None)
     if len(ids) > n_ctx:   # checked before allocating a cache
         raise _too_long(len(ids), n_ctx, 0)
+    keep = keep_count(ids, n_keep, getattr(tok, "bos_id", None))
     cache = runner.new_cache(n_ctx)
     return stream_tokens(
         runner, tok, cache, ids, n=n, sampler=sampler, seed=seed, stop=stop,
         stop_ids=stop_ids, vocab=vocab, should_stop=should_stop,
+        ctx_shift=ctx_shift, n_keep=keep, on_shift=on_shift,
     )

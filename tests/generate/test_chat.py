@@ -260,9 +260,17 @@ def test_reset_and_context_overflow():
     chat = ChatSession(fake_model(runner, context=64), system="S", sampler=GREEDY)
     _answer(chat.send("hi"))
     before = (list(chat.messages), list(chat.tokens), chat.n_past)
-    with pytest.raises(ConfigError, match=r"tokens but the context holds 64 \(\d+ already in the cache"):
+    # a turn that does not fit even after a context shift (the system prompt's 11 tokens stay)
+    with pytest.raises(ConfigError, match=r"this turn needs 99 tokens but the context holds 64 tokens "
+                                          r"and keeps its first 11 tokens \(the system prompt\)"):
         chat.send("x" * 80)
     assert (chat.messages, chat.tokens, chat.n_past) == before           # nothing changed
+    # without a context shift: what is left of the context is what counts
+    chat.ctx_shift = False
+    with pytest.raises(ConfigError, match=r"tokens but the context holds 64 \(\d+ already in the cache"):
+        chat.send("x" * 40)
+    assert (chat.messages, chat.tokens, chat.n_past) == before
+    chat.ctx_shift = True
     chat.reset()
     assert chat.messages == [_s("S")] and chat.n_past == 0 and chat.tokens == []
     n_calls = len(runner.calls)

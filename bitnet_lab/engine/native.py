@@ -16,7 +16,10 @@
 What happens where:
 
 * **here (Python)**: everything a user can get wrong is checked (token ids, context length,
-  tensor names and shapes, packed codes, TQ block scales, TL tilings) with the project's errors.
+  tensor names and shapes, packed codes, TQ block scales, TL tilings, NaN / inf in the
+  embedding, the norms and an untied lm_head, a KV cache larger than the machine's memory) with
+  the project's errors; before each call, the files still mapped are checked for truncation or
+  an in-place rewrite (one fstat each: a truncated mapping would otherwise end in SIGBUS).
   The float tensors (embedding, lm_head, norms) and the TL1/TL2/TQ1_0 projections are handed to C
   *without copying*: they point into the memory-mapped file. I2_S and TQ2_0 projections are, by
   default (``i2s_layout="auto"``, on a level with a native x4 GEMV: AVX-512 VNNI, AVX2), re-ordered

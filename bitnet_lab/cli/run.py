@@ -12,7 +12,10 @@ else does; the model path, sampler, seed and llama.cpp-style timings go to stder
 Chat (``chat``, or ``run -cnv`` where ``-p`` is the system prompt as in llama.cpp): ``/reset``
 forgets the conversation, ``/exit`` (or Ctrl-D, or Ctrl-C at the prompt) quits; Ctrl-C while
 the model answers stops that answer only (a second Ctrl-C quits). Each turn feeds only its own
-tokens: the KV cache is kept across turns (`bitnet_lab.generate.chat.ChatSession`).
+tokens: the KV cache is kept across turns (`bitnet_lab.generate.chat.ChatSession`). When the
+context is full a chat shifts it and goes on (llama.cpp's ``--context-shift``, on in a chat, off
+in ``run``; ``--keep N``; `bitnet_lab.generate.loop.context_shift`), and an answer is at most
+``min(256, n_ctx / 2)`` tokens unless ``-n`` says otherwise.
 """
 
 from __future__ import annotations
@@ -79,10 +82,15 @@ def i2s_layout_options(layout: str, backends: Sequence[str]) -> dict[str, str]:
     return {"i2s_layout": layout}
 
 
-def _add_sampling_flags(p: argparse.ArgumentParser, n_default: int, *, ignore_eos: bool = True) -> None:
+# -n when none is given: run generates this many tokens; a chat answer min(256, n_ctx / 2)
+# (bitnet_lab.generate.chat.ChatSession.default_n)
+RUN_N_DEFAULT = 128
+CHAT_N_HELP = "min(256, context/2)"
+
+
+def _add_sampling_flags(p: argparse.ArgumentParser, n_help: str, *, ignore_eos: bool = True) -> None:
     g = p.add_argument_group("sampling (llama.cpp order: penalties -> top-k -> top-p -> min-p -> temp)")
-    g.add_argument("-n", "--n-predict", type=int, default=n_default, metavar="N",
-                   help=f"tokens to generate; -1 = until end of generation or a full context (default {n_default})")
+    g.add_argument("-n", "--n-predict", type=int, default=None, metavar="N", help=n_help)
     g.add_argument("--temp", type=float, default=0.8, help="temperature; 0 = greedy (default 0.8)")
     g.add_argument("--top-k", type=int, default=40, help="top-k, 0 = off (default 40)")
     g.add_argument("--top-p", type=float, default=0.95, help="top-p, 1.0 = off (default 0.95)")
@@ -110,6 +118,22 @@ def _add_chat_flags(p: argparse.ArgumentParser, *, with_cnv: bool) -> None:
                         "(default: chosen from the model, see bitnet_lab.generate.chat)")
 
 
+def _add_context_flags(p: argparse.ArgumentParser, *, chat: bool) -> None:
+    """llama.cpp's ``--context-shift`` / ``--no-context-shift`` and ``--keep N``."""
+    g = p.add_argument_group("context shift (when the context is full)")
+    default = "on" if chat else "off; on with -cnv"
+    g.add_argument("--context-shift", dest="ctx_shift", action="store_true", default=None,
+                   help="when the context is full, keep its first --keep tokens, drop the oldest half of the "
+                        f"rest, re-encode what is kept and go on (default: {default})")
+    g.add_argument("--no-context-shift", dest="ctx_shift", action="store_false",
+                   help="stop when the context is full instead" + ("" if chat else " (the default without -cnv)"))
+    keep = ("tokens a context shift keeps at the start of the conversation, after the BOS; -1 = the "
+            "system prompt (default -1)" if chat else
+            "tokens of the prompt a context shift keeps, after the BOS; -1 = the whole prompt (default 0; "
+            "with -cnv, -1 = the system prompt)")
+    g.add_argument("--keep", type=int, default=None, metavar="N", help=keep)
+
+
 def add_parser(sub: Any) -> None:
     """Register ``run`` and ``chat`` (bitnet_lab.cli's subcommand mechanism)."""
     p = sub.add_parser(
@@ -126,8 +150,10 @@ def add_parser(sub: Any) -> None:
                    help="do not echo the prompt before the generated text (llama-cli echoes it)")
     g.add_argument("--no-escape", dest="escape", action="store_false",
                    help="do not turn \\n, \\t, \\\\ … in -p into characters (llama.cpp's -e is on by default)")
-    _add_sampling_flags(p, n_default=128)
+    _add_sampling_flags(p, f"tokens to generate; -1 = until end of generation (or a full context without a "
+                           f"context shift) (default {RUN_N_DEFAULT}; with -cnv, per answer: {CHAT_N_HELP})")
     _add_chat_flags(p, with_cnv=True)
+    _add_context_flags(p, chat=False)
     p.set_defaults(func=run_command)
 
     c = sub.add_parser(
@@ -137,8 +163,10 @@ def add_parser(sub: Any) -> None:
                     "forgets the conversation, /exit or Ctrl-D quits, Ctrl-C stops the current answer.",
     )
     _add_model_flags(c)
-    _add_sampling_flags(c, n_default=-1, ignore_eos=False)
+    _add_sampling_flags(c, f"tokens per answer; -1 = until the end-of-turn token (a model that never says it "
+                           f"answers until Ctrl-C) (default {CHAT_N_HELP})", ignore_eos=False)
     _add_chat_flags(c, with_cnv=False)
+    _add_context_flags(c, chat=True)
     c.set_defaults(func=chat_command)
 
 
@@ -250,7 +278,7 @@ def stop_reason(done: Any) -> str:
         "eos": f"stopped at an end-of-generation token after {n} tokens",
         "stop_string": f"stopped at a stop string after {n} tokens",
         "length": f"stopped after {n} tokens (-n {n})",
-        "context": f"stopped after {n} tokens: the context is full (-c)",
+        "context": f"stopped after {n} tokens: the context is full (-c, or --context-shift to go on)",
         "interrupted": f"interrupted (Ctrl-C) after {n} tokens",
     }
     return why.get(done.reason, f"stopped ({done.reason}) after {n} tokens")
@@ -345,8 +373,9 @@ def run_command(args: argparse.Namespace) -> int:
             system = _read_prompt(args)   # llama.cpp: in conversation mode -p is the system prompt
         return _chat_repl(args, system)
     prompt = _read_prompt(args)
-    if args.n_predict < -1:
-        raise ConfigError(f"-n/--n-predict must be >= -1, got {args.n_predict}")
+    n_predict = RUN_N_DEFAULT if args.n_predict is None else args.n_predict
+    if n_predict < -1:
+        raise ConfigError(f"-n/--n-predict must be >= -1, got {n_predict}")
     from bitnet_lab.generate.loop import generate
 
     model, n_ctx, load_ms = _load(args)
@@ -354,9 +383,12 @@ def run_command(args: argparse.Namespace) -> int:
     _err(f"sampler: {sampler.name}; seed {seed}")
     stop_ids = () if args.ignore_eos else None
     interrupt = _Interrupt()
+    shifts: list[int] = []
     events = generate(
-        model, prompt, n=args.n_predict, sampler=sampler, seed=seed, stop=args.stop, n_ctx=n_ctx,
+        model, prompt, n=n_predict, sampler=sampler, seed=seed, stop=args.stop, n_ctx=n_ctx,
         parse_special=True, stop_ids=stop_ids, should_stop=interrupt,
+        ctx_shift=bool(args.ctx_shift), n_keep=0 if args.keep is None else args.keep,
+        on_shift=lambda tokens, n_discarded: shifts.append(n_discarded),
     )
     if args.display_prompt:   # llama-cli echoes the prompt, then the continuation
         sys.stdout.write(prompt)
@@ -365,6 +397,8 @@ def run_command(args: argparse.Namespace) -> int:
         done = _stream_to_stdout(events)
     print(file=sys.stderr)
     print_timings(done, load_ms)
+    if shifts:
+        _err(f"the context was full {len(shifts)} time(s): shifted, dropping {sum(shifts)} tokens in all")
     return 130 if done.reason == "interrupted" else 0
 
 
@@ -428,7 +462,7 @@ def _read_line(interactive: bool) -> str | None:
 
 
 def _chat_repl(args: argparse.Namespace, system: str | None) -> int:
-    if args.n_predict < -1:
+    if args.n_predict is not None and args.n_predict < -1:
         raise ConfigError(f"-n/--n-predict must be >= -1, got {args.n_predict}")
     if getattr(args, "ignore_eos", False):   # run -cnv
         raise ConfigError("--ignore-eos makes no sense in a chat: answers would never end")
@@ -437,10 +471,15 @@ def _chat_repl(args: argparse.Namespace, system: str | None) -> int:
     model, n_ctx, load_ms = _load(args)
     sampler, seed = _sampler(args), _seed(args)
     session = ChatSession(model, system=system, chat_format=args.chat_template, n_ctx=n_ctx,
-                          sampler=sampler, seed=seed)
+                          sampler=sampler, seed=seed, ctx_shift=args.ctx_shift is not False, n_keep=args.keep)
     _err(f"sampler: {sampler.name}; seed {seed}")
     why = f" ({session.format.why})" if session.format.why else ""
     _err(f"chat format: {session.format.name}{why}")
+    answer = "until the end-of-turn token" if args.n_predict == -1 else \
+        f"up to {session.default_n if args.n_predict is None else args.n_predict} tokens (-n)"
+    shift = (f"when full it shifts: the first {session.n_keep} tokens stay, the oldest half of the rest goes "
+             f"(--keep, --no-context-shift)" if session.ctx_shift else "no context shift: a full context ends the chat")
+    _err(f"context {session.n_ctx} tokens, {shift}; answers {answer}")
     _err("/reset forgets the conversation, /exit or Ctrl-D quits, Ctrl-C stops an answer")
     interactive = sys.stdin.isatty()
     rl = _setup_readline() if interactive else None
@@ -474,16 +513,19 @@ def _chat_repl(args: argparse.Namespace, system: str | None) -> int:
                 events = session.send(line, n=args.n_predict, stop=args.stop, should_stop=interrupt)
             except ConfigError as e:      # e.g. the turn does not fit: say so, keep chatting
                 _err(f"error: {e}")
-                if session.n_past:
+                if session.n_past and not session.ctx_shift:
                     _err("type /reset to start a new conversation")
                 continue
+            shifts = session.n_shifts
             with interrupt.armed():
                 done = _stream_to_stdout(events)
             sys.stdout.write("\n")
             sys.stdout.flush()
+            shifted = session.n_shifts - shifts
+            note = f", context shifted {shifted}x" if shifted else ""
             _err(f"[{done.reason}: prompt {done.n_prompt} tokens {done.prompt_ms:.0f} ms, "
                  f"{done.n_generated} tokens {done.eval_tokens_per_s:.1f} tokens/s, "
-                 f"{session.n_past}/{session.n_ctx} in context]")
+                 f"{session.n_past}/{session.n_ctx} in context{note}]")
     finally:
         _save_history(rl)
     return 0

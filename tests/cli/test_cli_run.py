@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -205,7 +206,75 @@ def test_chat_context_overflow_is_reported_and_the_chat_goes_on(fake, monkeypatc
     rc = _chat(monkeypatch, "hi\n" + "x" * 300 + "\nok\n", ["chat", "-m", "x", "-c", "64", "--temp", "0"])
     out, err = capsys.readouterr()
     assert rc == 0 and out == "Yo\nk\n"
-    assert "tokens but the context holds 64" in err and "/reset" in err
+    # a message longer than the context: no shift can make room, and /reset would not help either
+    assert "this turn needs" in err and "context holds 64 tokens" in err and "shorten the message" in err
+    assert "/reset" not in err.split("this turn needs")[1]
+    # without a context shift, a full context is what stops the chat: /reset is the way out
+    fake.runner = ScriptRunner(_b("Y" * 100) + [EOT], _b("k") + [EOT])
+    rc = _chat(monkeypatch, "hi\nok\n", ["chat", "-m", "x", "-c", "64", "--temp", "0", "-n", "-1",
+                                          "--no-context-shift"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "no context shift" in err
+    assert "[context:" in err and "tokens but the context holds 64" in err and "/reset" in err
+
+
+def test_chat_shifts_a_full_context_and_goes_on(fake, monkeypatch, capsys):
+    """Issue 18 item 3: answers that fill the context do not end the chat; the system prompt
+    stays at the start of the context."""
+    fake.runner = ScriptRunner(_b("z" * 400))                            # never says its end token
+    lines = "".join(f"q{k}\n" for k in range(8))
+    rc = _chat(monkeypatch, lines, ["chat", "-m", "x", "-c", "64", "--temp", "0", "-sys", "Be brief."])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "error" not in err
+    assert out == ("z" * 32 + "\n") * 8                                 # -n default: min(256, 64 / 2)
+    assert "context 64 tokens, when full it shifts: the first 19 tokens stay" in err
+    assert "answers up to 32 tokens" in err and "context shifted" in err
+    system = [BOS] + _b("System: Be brief.") + [EOT]
+    shifted = [c for c in fake.runner.calls[1:] if len(c) > 1 and c[:len(system)] == system]
+    assert shifted                                                       # re-encoded after the kept head
+    # run -cnv: the same defaults; --keep and -n as given
+    fake.runner = ScriptRunner(_b("z" * 400))
+    rc = _chat(monkeypatch, lines, ["run", "-m", "x", "-cnv", "-c", "64", "--temp", "0", "--keep", "2", "-n", "40"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and out == ("z" * 40 + "\n") * 8 and "the first 3 tokens stay" in err
+
+
+def test_run_context_shift_flags(fake, capsys):
+    fake.runner = ScriptRunner(_b("abcdefgh" * 10))
+    argv = ["run", "-m", "x", "-p", "qrst", "-n", "40", "-c", "16", "--temp", "0", "--no-display-prompt"]
+    assert main(argv) == 0                                               # llama.cpp's default: no shift
+    out, err = capsys.readouterr()
+    assert len(out) == 16 - 5 + 1 and "the context is full (-c, or --context-shift to go on)" in err
+    fake.runner = ScriptRunner(_b("abcdefgh" * 10))
+    assert main(argv + ["--context-shift", "--keep", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out) == 40 and "stopped after 40 tokens" in err and "the context was full" in err
+    first_shift = [c for c in fake.runner.calls if len(c) > 1][1]       # this cache is re-encoded whole
+    prompt = [BOS] + _b("qrst")
+    assert first_shift[:3] == prompt[:3]                                 # BOS + --keep 2
+    assert first_shift[3:] == (prompt + _b("abcdefghabc"))[3 + 6:] + _b("d")   # (16 - 3) // 2 dropped
+
+
+@pytest.mark.parametrize("argv", [
+    ["chat", "-c", "256"],
+    ["run", "-cnv", "-c", "256", "-p", "You answer questions about the Python standard library."],
+])
+def test_twenty_turns_on_the_default_model(monkeypatch, capsys, argv):
+    """Issue 18 item 3: a 20-turn scripted chat on the embedded default model in its 256-token
+    context never errors and shows an answer at every turn."""
+    questions = [f"What does os.path.join do? ({k})" if k % 2 else f"Show me the signature of textwrap.dedent ({k})"
+                 for k in range(20)]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("".join(q + "\n" for q in questions)))
+    assert main([*argv, "--temp", "0", "-s", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert "error" not in err.lower() and "Traceback" not in err
+    turns = [line for line in err.splitlines() if line.startswith("bitnet-lab: [")]
+    assert len(turns) == 20
+    for line in turns:                                                   # every turn answered
+        answered = re.search(r", (\d+) tokens [\d.]+ tokens/s, \d+/256 in context", line)
+        assert answered and int(answered.group(1)) > 0, line
+    assert any("context shifted" in line for line in turns)
+    assert out.count("\n") >= 20 and out.strip()
 
 
 class _SigintAt(ScriptRunner):

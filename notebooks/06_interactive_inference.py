@@ -198,10 +198,13 @@ print("the first turn as the model reads it:")
 print(repr(fmt.render(demo, add_generation_prompt=True)))
 
 # %% [markdown]
-# The chat box: type a message, press Send, watch the answer stream in; the sliders set the
-# sampler for the next answer. A `ChatSession` keeps the KV cache between turns, so a new turn
-# feeds only its own tokens (closing the previous answer, the new user message, the assistant
-# header) — not the whole conversation again. Headless, the box plays `SCRIPT` instead.
+# The chat box: type a message, press Enter (or Send), watch the answer stream in; the sliders
+# set the sampler for the next answer, and the answer length (at most the context). A
+# `ChatSession` keeps the KV cache between turns, so a new turn feeds only its own tokens
+# (closing the previous answer, the new user message, the assistant header) — not the whole
+# conversation again. When the context is full it shifts, as llama.cpp does: the system prompt
+# stays, the oldest half of the rest goes, what is kept is read again, and the chat goes on
+# (the counters under the box say when). Headless, the box plays `SCRIPT` instead.
 
 # %%
 session = widgets.chat(model, script=SCRIPT, n=CHAT_TOKENS, seed=SEED,
@@ -211,6 +214,8 @@ session = widgets.chat(model, script=SCRIPT, n=CHAT_TOKENS, seed=SEED,
 whole = session.format.encode(session.messages[:-1], add_generation_prompt=True)  # re-reading everything
 print(f"{session!r}")
 print(f"the last turn fed {len(session.last_prompt_ids)} new tokens; re-reading the conversation would feed {len(whole)}")
+print(f"{session.n_past} of {session.n_ctx} context positions used; the context shifted {session.n_shifts} time(s) "
+      f"so far (a shift keeps the first {session.n_keep} tokens)")
 
 # %% [markdown]
 # ## 5. Checks

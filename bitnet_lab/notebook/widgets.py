@@ -202,22 +202,38 @@ def explore(
 CHAT_SAMPLING = {"temp": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05}
 
 
+def _context_note(session: Any, shifts_before: int) -> str:
+    """``120/256 in context`` and, when this turn shifted the context, how often."""
+    shifted = session.n_shifts - shifts_before
+    note = f"{session.n_past}/{session.n_ctx} in context"
+    return note + (f", context shifted {shifted}x (the first {session.n_keep} tokens kept)" if shifted else "")
+
+
 def _chat_turn_text(session: Any, message: str, n: int) -> Any:
     """One turn of ``session`` printed as it streams: the user line, the answer token by token,
-    then a line of counters. Returns the turn's DoneEvent."""
+    then a line of counters. Returns the turn's DoneEvent (None when the turn could not be sent:
+    its reason is printed in one line)."""
+    from bitnet_lab.errors import BitnetLabError
     from bitnet_lab.generate.loop import TokenEvent
 
     print(f"user: {message}")
+    shifts = session.n_shifts
+    try:
+        events = session.send(message, n=n)
+    except BitnetLabError as e:
+        print(f"  [not sent: {e}]")
+        return None
     print("assistant: ", end="", flush=True)
     done = None
-    for ev in session.send(message, n=n):
+    for ev in events:
         if isinstance(ev, TokenEvent):
             print(ev.text, end="", flush=True)
         else:
             done = ev
     print()
     print(f"  [{done.n_generated} tokens; prompt {done.n_prompt} tokens at {done.prompt_tokens_per_s:.1f} tokens/s; "
-          f"generation {done.eval_tokens_per_s:.1f} tokens/s; stopped: {done.reason}]")
+          f"generation {done.eval_tokens_per_s:.1f} tokens/s; stopped: {done.reason}; "
+          f"{_context_note(session, shifts)}]")
     return done
 
 
@@ -226,7 +242,7 @@ def _chat_html(turns: Sequence[Sequence[str]]) -> str:
 
     rows = []
     for role, text in turns:
-        colour = "#3b6fb6" if role == "user" else "#d1495b"
+        colour = {"user": "#3b6fb6", "note": "#777777"}.get(role, "#d1495b")
         body = html.escape(text).replace("\n", "<br>") or "&nbsp;"
         rows.append(f"<div style='margin:2px 0'><b style='color:{colour}'>{role}:</b> {body}</div>")
     return "<div style='font-family:monospace'>" + "".join(rows) + "</div>"
@@ -242,14 +258,18 @@ def chat(
     chat_format: Any = None,
     sampling: Optional[Mapping[str, float]] = None,
     headless: Optional[bool] = None,
+    n_ctx: Optional[int] = None,
+    ctx_shift: bool = True,
 ) -> Any:
     """A chat box over a :class:`bitnet_lab.generate.chat.ChatSession` of ``model``; returns the session.
 
-    With a frontend: a transcript that streams the answer token by token, a message box with
-    Send and Reset, sliders for the sampler (temperature, top-k, top-p, min-p; read at every
-    Send) and for the answer length, and a live tokens/s counter. The ``script`` messages are
-    sent first, so the box opens on a conversation. Errors of a turn appear in the box's
-    output area.
+    With a frontend: a transcript that streams the answer token by token, a message box (Enter
+    or Send sends) with Reset, sliders for the sampler (temperature, top-k, top-p, min-p; read
+    at every Send) and for the answer length (at most the context), and a live tokens/s
+    counter. The ``script`` messages are sent first, so the box opens on a conversation. When
+    the context fills, the session shifts it (keeps the system prompt, drops the oldest half of
+    the rest; ``ctx_shift=False`` stops the answer instead) and the counters say so; a message
+    that cannot fit at all gets a one-line note in the transcript, not a traceback.
 
     Headless (see :func:`headless_reason`): prints why, then plays ``script`` as text — each
     user message, the streamed answer and a line of counters — with the ``sampling`` settings.
@@ -265,7 +285,8 @@ def chat(
     unknown = set(settings) - set(CHAT_SAMPLING)
     if unknown:
         raise ValueError(f"chat: unknown sampling setting(s) {sorted(unknown)}; known: {sorted(CHAT_SAMPLING)}")
-    session = ChatSession(model, system=system, chat_format=chat_format, sampler=make_sampler(**settings), seed=seed)
+    session = ChatSession(model, system=system, chat_format=chat_format, sampler=make_sampler(**settings), seed=seed,
+                          n_ctx=n_ctx, ctx_shift=ctx_shift)
     reason = headless_reason() if headless is None else ("headless=True" if headless else None)
     if reason is not None:
         print(f"[widgets off: {reason}] a scripted chat of {len(script)} turn(s) instead of the chat box; "
@@ -274,8 +295,12 @@ def chat(
             _chat_turn_text(session, message, n)
         return session
 
+    import warnings
+
     import ipywidgets as w
     from IPython.display import display
+
+    from bitnet_lab.errors import BitnetLabError
 
     style = {"description_width": "initial"}
     controls = {
@@ -288,7 +313,9 @@ def chat(
         "min_p": w.FloatSlider(value=settings["min_p"], min=0.0, max=0.5, step=0.01, description="min-p",
                                style=style, continuous_update=False),
     }
-    length = w.IntSlider(value=n, min=1, max=512, description="max tokens", style=style, continuous_update=False)
+    # an answer longer than the context would only shift it again and again
+    length = w.IntSlider(value=max(1, min(n, session.n_ctx)), min=1, max=session.n_ctx, description="max tokens",
+                         style=style, continuous_update=False)
     transcript = w.HTML(_chat_html([]))
     stats = w.HTML(f"format {session.format.name}; seed {session.seed}")
     message = w.Text(placeholder="your message", description="you", style=style,
@@ -299,10 +326,18 @@ def chat(
 
     def run_turn(text: str) -> None:
         session.sampler = make_sampler(**{k: c.value for k, c in controls.items()})
+        shifts = session.n_shifts
+        try:
+            events = session.send(text, n=length.value)   # raises before anything changes
+        except BitnetLabError as e:                         # e.g. a message longer than the context
+            turns.extend([["user", text], ["note", f"not sent: {e}"]])
+            transcript.value = _chat_html(turns)
+            stats.value = "message not sent (see the transcript)"
+            return
         turns.extend([["user", text], ["assistant", ""]])
         transcript.value = _chat_html(turns)
         t0, n_tok = time.perf_counter(), 0
-        for ev in session.send(text, n=length.value):
+        for ev in events:
             if isinstance(ev, TokenEvent):
                 n_tok += 1
                 turns[-1][1] += ev.text
@@ -312,7 +347,7 @@ def chat(
             else:
                 stats.value = (f"{ev.n_generated} tokens · prompt {ev.prompt_tokens_per_s:.1f} tokens/s · "
                                f"generation {ev.eval_tokens_per_s:.1f} tokens/s · stopped: {ev.reason} · "
-                               f"sampler {session.sampler.name}")
+                               f"sampler {session.sampler.name} · {_context_note(session, shifts)}")
 
     def on_send(_=None) -> None:
         text, message.value = message.value.strip(), ""
@@ -331,6 +366,9 @@ def chat(
 
     send.on_click(on_send)
     reset.on_click(on_reset)
+    with warnings.catch_warnings():   # ipywidgets 8 deprecates on_submit, but its frontend still sends
+        warnings.simplefilter("ignore", DeprecationWarning)   # "submit" on Enter (and only on Enter)
+        message.on_submit(on_send)
     display(w.VBox([transcript, w.HBox([message, send, reset]), stats,
                     w.HBox(list(controls.values())), length, out]))
     for text in script:

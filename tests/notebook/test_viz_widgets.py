@@ -243,3 +243,92 @@ def test_import_bitnet_lab_stays_light():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# The chat box (issue 18 item 11), driven in-process: the widgets are real ipywidgets objects,
+# `display` is caught, and Enter is the "submit" message the frontend sends
+# ---------------------------------------------------------------------------------------------
+
+
+def _chat_box(monkeypatch, model, **kw):
+    """widgets.chat with a frontend: returns the session and its controls by name."""
+    w = pytest.importorskip("ipywidgets", reason="ipywidgets is in the [dev] and [notebook] extras")
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objs, **k: shown.extend(objs))
+    session = widgets.chat(model, headless=False, seed=0, sampling={"temp": 0.0}, **kw)
+    (box,) = shown
+    transcript, row, stats, _, length, out = box.children
+    message, send, reset = row.children
+    assert isinstance(message, w.Text) and isinstance(send, w.Button) and isinstance(length, w.IntSlider)
+    return session, dict(transcript=transcript, message=message, send=send, reset=reset, stats=stats,
+                         length=length, out=out)
+
+
+def _answers(transcript_html: str) -> list[tuple[str, str]]:
+    import html
+    import re
+
+    rows = re.findall(r"<b style='color:[^']+'>(\w+):</b> (.*?)</div>", transcript_html)
+    return [(role, html.unescape(text)) for role, text in rows]
+
+
+def test_chat_box_slider_is_bounded_by_the_context(monkeypatch):
+    from fakes_generate import ScriptRunner, fake_model
+
+    _, box = _chat_box(monkeypatch, fake_model(ScriptRunner(list(b"hi")), context=256), n=48)
+    assert box["length"].max == 256 and box["length"].value == 48
+    _, box = _chat_box(monkeypatch, fake_model(ScriptRunner(list(b"hi")), context=64), n=100)
+    assert box["length"].max == 64 and box["length"].value == 64
+
+
+def test_chat_box_enter_sends(monkeypatch):
+    from fakes_generate import EOT, ScriptRunner, fake_model
+
+    session, box = _chat_box(monkeypatch, fake_model(ScriptRunner(list(b"Yo") + [EOT])))
+    box["message"].value = "hello there"
+    box["message"]._handle_string_msg(None, {"event": "submit"}, None)   # what Enter sends
+    assert box["message"].value == ""
+    assert _answers(box["transcript"].value) == [("user", "hello there"), ("assistant", "Yo")]
+    assert session.messages[-1] == {"role": "assistant", "content": "Yo"}
+
+
+def test_chat_box_goes_on_when_the_context_fills(monkeypatch):
+    from fakes_generate import ScriptRunner, fake_model
+
+    script = [f"question {k}" for k in range(6)]
+    session, box = _chat_box(monkeypatch, fake_model(ScriptRunner(list(b"z" * 400)), context=64), n=40,
+                             script=script)
+    assert box["out"].outputs == ()                       # no traceback in the box
+    rows = _answers(box["transcript"].value)
+    assert [r for r, _ in rows] == ["user", "assistant"] * 6
+    assert all(text == "z" * 40 for role, text in rows if role == "assistant")
+    assert session.n_shifts >= 3 and "/64 in context" in box["stats"].value
+
+
+def test_chat_box_a_message_too_long_is_a_note_not_a_traceback(monkeypatch):
+    from fakes_generate import EOT, ScriptRunner, fake_model
+
+    session, box = _chat_box(monkeypatch, fake_model(ScriptRunner(list(b"ok") + [EOT]), context=64))
+    box["message"].value = "x" * 200
+    box["send"].click()
+    rows = _answers(box["transcript"].value)
+    assert rows[0] == ("user", "x" * 200)
+    assert rows[1][0] == "note" and "not sent" in rows[1][1] and "-c" not in rows[1][1]
+    assert len(rows) == 2 and session.messages == []      # no empty assistant turn, nothing changed
+    assert box["out"].outputs == ()
+    box["message"].value = "short"
+    box["send"].click()
+    assert _answers(box["transcript"].value)[-1] == ("assistant", "ok")
+
+
+def test_chat_headless_goes_on_when_the_context_fills(capsys):
+    from fakes_generate import ScriptRunner, fake_model
+
+    session = widgets.chat(fake_model(ScriptRunner(list(b"z" * 400)), context=64), headless=True, n=40,
+                           script=[f"q{k}" for k in range(5)] + ["x" * 200], sampling={"temp": 0.0})
+    out = capsys.readouterr().out
+    assert out.count("z" * 40) == 5 and "context shifted" in out and session.n_shifts >= 3
+    assert "[not sent: this turn needs" in out and "Traceback" not in out

@@ -371,3 +371,48 @@ def test_the_readmes_main_command_runs_on_the_embedded_model(tmp_path):
     assert "default model" in r.stderr or "default-model.gguf" in r.stderr
     n_eval = int(r.stderr.split("eval        =")[1].split("/")[1].split()[0])
     assert n_eval >= 32 and len(r.stdout.strip()) > 40
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_twenty_turns_in_a_terminal(tmp_path):
+    """The same 20-turn chat as a person has it: `bitnet-lab chat` in a pseudo-terminal (readline,
+    the "> " prompt), each line typed after the prompt shows up."""
+    import select
+    import time
+
+    master, slave = os.openpty()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), BITNET_LAB_CACHE=str(tmp_path / "cache"), TERM="dumb")
+    proc = subprocess.Popen([sys.executable, "-m", "bitnet_lab", "chat", "-c", "256", "--temp", "0", "-s", "0"],
+                            stdin=slave, stdout=slave, stderr=slave, env=env, cwd=tmp_path, close_fds=True)
+    os.close(slave)
+    seen = b""
+
+    def read_until(marker: bytes, timeout: float = 60.0) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while marker not in seen:
+            left = deadline - time.monotonic()
+            assert left > 0 and proc.poll() is None, seen[-2000:].decode(errors="replace")
+            if select.select([master], [], [], min(left, 1.0))[0]:
+                try:
+                    seen += os.read(master, 65536)
+                except OSError:
+                    break
+
+    try:
+        for k in range(20):
+            read_until(b"> ")
+            seen = seen[seen.index(b"> ") + 2:]
+            os.write(master, f"What does os.path.join do? ({k})\n".encode())
+            read_until(b"/256 in context")
+            assert b"error" not in seen.lower() and b"Traceback" not in seen
+            stats = seen.decode(errors="replace").split("bitnet-lab: [")[-1]
+            assert re.match(r"\w+: prompt \d+ tokens [\d.]+ ms, [1-9]\d* tokens", stats), stats
+            seen = seen[seen.rindex(b"/256 in context"):]   # the answer may hold "> " itself
+        read_until(b"> ")
+        os.write(master, b"/exit\n")
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)

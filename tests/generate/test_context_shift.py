@@ -273,3 +273,25 @@ def test_an_answer_has_a_bounded_default_length():
     _, _, done = _events(chat.send("q"))
     assert done.reason == "length" and done.n_generated == 32
     assert ChatSession(fake_model(runner, context=4096), sampler=GREEDY).default_n == 256
+
+
+def test_a_shift_on_the_jax_reference_is_exact(tiny_gguf):
+    """The reference's cache (K stored after RoPE, like the engine's) cut back to its head gives
+    the logits of a fresh cache over the kept tokens."""
+    import bitnet_lab
+
+    model = bitnet_lab.load(tiny_gguf, backend="reference")
+    runner = model.runner
+    shifts = []
+    events = list(generate(model, [1, 5, 9, 13], n=24, sampler=GREEDY, n_ctx=16, ctx_shift=True, n_keep=2,
+                           stop_ids=(), on_shift=lambda toks, d: shifts.append(list(toks))))
+    gen = [e.token_id for e in events[:-1]]
+    kept = shifts[0]
+    assert len(gen) == 24 and kept[:3] == [1, 5, 9] and gen[16 - 4] == kept[-1]
+    fresh = np.asarray(runner.forward(kept, runner.new_cache(16)))[-1]
+    assert gen[16 - 4 + 1] == int(np.argmax(fresh))
+    cache = runner.new_cache(16)
+    runner.forward(kept[:3] + gen[:8], cache)
+    cache.pos = 3
+    again = np.asarray(runner.forward(kept[3:], cache, last_only=True))[-1]
+    np.testing.assert_array_equal(again, fresh)

@@ -464,9 +464,11 @@ def _token_text(t: Any) -> str:
     return t.decode("utf-8", errors="replace") if isinstance(t, (bytes, bytearray)) else str(t)
 
 
-def _texts(values: Any) -> list[str]:
+def _texts(values: Any, key: str, source: str) -> list[str]:
     """``values`` as a list of str (the GGUF reader already gives str: kept as they are; ~10^5
-    entries, so one comprehension instead of a call per entry)."""
+    entries, so one comprehension instead of a call per entry). A scalar is a ConfigError."""
+    if not isinstance(values, (list, tuple, np.ndarray)):
+        raise ConfigError(f"{source}: {key} is {type(values).__name__} {str(values)[:40]!r}; expected an array of strings")
     return [t if type(t) is str else _token_text(t) for t in _as_list(values)]
 
 
@@ -512,7 +514,7 @@ def _gguf_vocab_arrays(md: Mapping[str, Any], tokens: Any, is_spm: bool,
                        source: str) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Token texts, types (V,) int32 and scores (V,) float32, checked as llama.cpp's loader
     does: empty texts renamed, duplicates refused, arrays at least as long as the token list."""
-    texts = _texts(tokens)
+    texts = _texts(tokens, "tokenizer.ggml.tokens", source)
     n = len(texts)
     if n == 0:
         raise ConfigError(f"{source}: tokenizer.ggml.tokens is empty")
@@ -591,7 +593,7 @@ def _from_gguf_metadata(cls: type, md: Mapping[str, Any], source: str) -> Tokeni
         merges = md.get("tokenizer.ggml.merges")
         if merges is None:
             raise ConfigError(f"{source}: tokenizer.ggml.merges is missing (required for a gpt2 vocabulary)")
-        engine = _gpt2_engine(tok2id, _texts(merges), _PRE_TYPES[pre], source)
+        engine = _gpt2_engine(tok2id, _texts(merges, "tokenizer.ggml.merges", source), _PRE_TYPES[pre], source)
         default_add_bos = _PRE_TYPES[pre].add_bos
         pieces = _gpt2_pieces(texts, types)
 

@@ -250,7 +250,7 @@ def make_case(i: int, seed: int, seeds: dict[str, Path], work: Path, header_ends
     if rng.random() < 0.1:
         kind = HF_MUTATIONS[int(rng.integers(0, len(HF_MUTATIONS)))]
         return work / "hf", kind, mutate_hf(rng, seeds["hf"], work / "hf", kind)
-    names = [n for n in seeds if n != "hf"]
+    names = sorted(n for n in seeds if n != "hf")  # sorted: case i is the same file whatever the folder order
     src = seeds[names[int(rng.integers(0, len(names)))]]
     kind = MUTATIONS[int(rng.choice(len(MUTATIONS), p=[0.34, 0.16, 0.2, 0.12, 0.1, 0.08]))]
     dst = work / "case.gguf"

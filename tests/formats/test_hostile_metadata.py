@@ -175,3 +175,16 @@ def test_large_context_that_fits_costs_nothing_until_used(tmp_path):
         out = [e for e in m.generate("hello", n=3, seed=0, ignore_eos=True) if getattr(e, "token_id", None) is not None]
         grew_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
         assert len(out) == 3 and time.perf_counter() - t0 < 5 and grew_kib < 200_000, (time.perf_counter() - t0, grew_kib)
+
+
+@pytest.mark.parametrize("key, value, vtype", [
+    ("tokenizer.ggml.tokens", 4_000_000_000, VT.UINT32), ("tokenizer.ggml.tokens", False, VT.BOOL),
+    ("tokenizer.ggml.tokens", math.nan, VT.FLOAT32),
+])
+def test_tokenizer_arrays_of_the_wrong_type_name_the_key(tmp_path, key, value, vtype):
+    """Found by scripts/fuzz_models.py: a scalar where the vocabulary's array belongs was a bare
+    TypeError ("'int' object is not iterable") at the first generate."""
+    p = rewrite(tmp_path / "m.gguf", {key: (value, vtype)})
+    with bl.load(p) as m:
+        with pytest.raises(ConfigError, match=rf"{key} is \w+ .*; expected an array of strings"):
+            list(m.generate("hello", n=1))

@@ -25,7 +25,7 @@ from bitnet_lab.errors import (
     UnsupportedTypeError,
 )
 
-__version__ = "0.1.0"
+from bitnet_lab._version import __version__
 
 __all__ = [
     "load",
@@ -54,13 +54,12 @@ def load(source: Any = None, **kwargs: Any) -> Any:
     CLI runs without ``-m``); otherwise a .gguf file, a Hugging Face checkpoint folder or a Hub
     repo id (``./default`` reaches a local file of that name). Keywords as
     `bitnet_lab.model.load` (backend=, threads=, mmap=, revision=, filename=, ...)."""
-    import importlib
+    from bitnet_lab.model import load as load_model
+    from bitnet_lab.tools.default_model import default_model_path
 
-    # by name, as __getattr__ below: the package's top is the public facade over every layer, and
-    # the low layers that import bitnet_lab (for its native extension) must not inherit these edges
     if source is None or (isinstance(source, str) and source == DEFAULT_MODEL):
-        source = importlib.import_module("bitnet_lab.tools.default_model").default_model_path()
-    return importlib.import_module("bitnet_lab.model").load(source, **kwargs)
+        source = default_model_path()
+    return load_model(source, **kwargs)
 
 
 _LAZY = {

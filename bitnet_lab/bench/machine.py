@@ -144,7 +144,7 @@ def git_commit() -> tuple[str | None, bool]:
 
 def machine_info() -> dict[str, Any]:
     """Everything a results table should say about where it was measured (JSON-able)."""
-    from bitnet_lab import __version__
+    from bitnet_lab._version import __version__
 
     commit, dirty = git_commit()
     try:

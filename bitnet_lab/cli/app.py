@@ -39,7 +39,7 @@ def command_modules() -> list:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bitnet_lab import __version__
+    from bitnet_lab._version import __version__
 
     parser = argparse.ArgumentParser(
         prog=PROG,

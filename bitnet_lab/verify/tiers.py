@@ -237,7 +237,7 @@ def _numerics(ref: Mapping[str, Any], nat: Mapping[str, Any]) -> dict:
 
 
 def _environment() -> dict:
-    from bitnet_lab import __version__
+    from bitnet_lab._version import __version__
 
     return {
         "bitnet_lab": __version__, "available_isas": list(kernels.available_isas()),

@@ -3,7 +3,7 @@
 ``bitnet_lab.load`` returns a model whose ``runner`` is one of them; generation, verification,
 benchmarks and notebooks are written against this contract only, so either backend serves::
 
-    cache = runner.new_cache(n_ctx)                      # .pos, .n_ctx, .reset()
+    cache = runner.new_cache(n_ctx)                      # .pos, .n_ctx, .reset(), .truncate(n)
     logits = runner.forward(ids, cache)                  # (T, vocab) float32 for T new tokens
     logits = runner.forward(ids, cache, last_only=True)  # (1, vocab): the last row only
     logits, caps = runner.forward(ids, cache, capture=True)   # + named intermediates
@@ -32,6 +32,10 @@ class Cache(Protocol):
     n_ctx: int
 
     def reset(self) -> None: ...
+
+    def truncate(self, n: int) -> None:
+        """Keep the first ``n`` cached tokens exactly and forget the rest (a context shift)."""
+        ...
 
 
 @runtime_checkable

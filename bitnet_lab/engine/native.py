@@ -137,6 +137,14 @@ class NativeCache:
         """Forget every token (entries at and beyond ``pos`` are never read, so no zeroing)."""
         self.pos = 0
 
+    def truncate(self, n: int) -> None:
+        """Forget every token after the first ``n`` (a context shift keeps a cached head); the
+        first ``n`` entries stay exactly as they were."""
+        n = int(n)
+        if not 0 <= n <= self.pos:
+            raise BitnetLabError(f"truncate({n}): the cache holds {self.pos} tokens")
+        self.pos = n
+
     @property
     def nbytes(self) -> int:
         return int(self.k.nbytes + self.v.nbytes)

@@ -119,6 +119,16 @@ class KVCache:
         self.v = jnp.zeros_like(self.v)
         self.pos = 0
 
+    def truncate(self, n: int) -> None:
+        """Forget every token after the first ``n`` (a context shift keeps a cached head): their
+        entries are zeroed, as reset() does, and the first ``n`` stay exactly as they were."""
+        n = int(n)
+        if not 0 <= n <= self.pos:
+            raise BitnetLabError(f"truncate({n}): the cache holds {self.pos} tokens")
+        self.k = self.k.at[:, n:].set(0)
+        self.v = self.v.at[:, n:].set(0)
+        self.pos = n
+
     def __repr__(self) -> str:
         return f"KVCache(pos={self.pos}, n_ctx={self.n_ctx}, kv_dtype={self.kv_dtype})"
 

@@ -295,3 +295,20 @@ def test_a_shift_on_the_jax_reference_is_exact(tiny_gguf):
     cache.pos = 3
     again = np.asarray(runner.forward(kept[3:], cache, last_only=True))[-1]
     np.testing.assert_array_equal(again, fresh)
+
+
+@pytest.mark.parametrize("backend", ["native", "reference"])
+def test_truncate_keeps_the_head_and_refuses_past_the_cached_tokens(tiny_gguf, backend):
+    import bitnet_lab
+    from bitnet_lab.errors import BitnetLabError
+
+    runner = bitnet_lab.load(tiny_gguf, backend=backend).runner
+    cache = runner.new_cache(32)
+    runner.forward([1, 2, 3, 4, 5], cache)
+    with pytest.raises(BitnetLabError, match="holds 5 tokens"):
+        cache.truncate(6)
+    cache.truncate(2)
+    assert cache.pos == 2
+    fresh = runner.new_cache(32)
+    runner.forward([1, 2], fresh)
+    np.testing.assert_array_equal(runner.forward([9], cache), runner.forward([9], fresh))

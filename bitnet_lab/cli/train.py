@@ -55,6 +55,10 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
     r.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="stop (with a checkpoint) after N steps of this call; rerun to continue")
+    r.add_argument("--init-from", metavar="GGUF", help="fine-tune a ternary model of the same shape: start from "
+                   "its weights (latent t·γ·n/nnz(t)) and its tokenizer instead of random ones")
+    r.add_argument("--chat-template", metavar="FILE", help="a Jinja chat template to store with the run's tokenizer "
+                   "(and so in the exported GGUF's tokenizer.chat_template)")
     r.add_argument("--export", metavar="GGUF", help="write the finished model here (ternary runs)")
     r.add_argument("--outtype", choices=sorted(EXPORT_TYPES), default="i2_s", help="ternary type (default i2_s)")
     r.add_argument("--embedding-type", choices=("f16", "f32"), default="f16",
@@ -84,9 +88,15 @@ def train_command(args: argparse.Namespace) -> int:
     if args.stop_after is not None and args.stop_after <= 0:
         raise ConfigError(f"--stop-after must be positive, got {args.stop_after}")
     cfg = config_from_args(args)
+    template = None
+    if args.chat_template:
+        try:
+            template = Path(args.chat_template).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"--chat-template {args.chat_template}: {e.strerror or e}") from None
     summary = train(cfg, args.corpus, args.out, restart=args.restart, stop_after=args.stop_after,
                     progress=not args.no_progress, export=args.export, outtype=args.outtype,
-                    embedding_type=args.embedding_type)
+                    embedding_type=args.embedding_type, init_from=args.init_from, chat_template=template)
     state = "complete" if summary["complete"] else f"stopped at step {summary['step']} of {cfg.steps}"
     val = summary.get("final_val_loss")
     print(f"run {args.out}: {state}; {summary['tokens_seen']:,} tokens in {summary['train_seconds'] / 60:.1f} min"

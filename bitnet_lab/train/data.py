@@ -67,13 +67,16 @@ def train_tokenizer(corpus: str | os.PathLike | Iterable[str], vocab_size: int =
     return tok
 
 
-def save_tokenizer(tok: Any, folder: str | os.PathLike) -> Path:
-    """Write ``tokenizer.json`` and a ``tokenizer_config.json`` naming the special token."""
+def save_tokenizer(tok: Any, folder: str | os.PathLike, chat_template: str | None = None) -> Path:
+    """Write ``tokenizer.json`` and a ``tokenizer_config.json`` naming the special token (and the
+    chat template, if any: the exported GGUF's ``tokenizer.chat_template``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tok.save(str(folder / "tokenizer.json"))
     cfg = {"bos_token": EOT, "eos_token": EOT, "eot_token": EOT, "add_bos_token": True,
            "add_eos_token": False, "model_max_length": None}
+    if chat_template is not None:
+        cfg["chat_template"] = chat_template
     (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     return folder
 
@@ -164,8 +167,13 @@ def _clear_prepared_data(run_dir: Path, identity: dict[str, Any]) -> None:
 
 
 def prepare_data(corpus: str | os.PathLike, run_dir: str | os.PathLike, vocab: int, *,
-                 progress: bool = True, restart: bool = False) -> dict[str, Any]:
+                 progress: bool = True, tokenizer: Any = None, chat_template: str | None = None,
+                 restart: bool = False) -> dict[str, Any]:
     """Train (or reuse) the run's tokenizer and encode the corpus (or reuse the encoded files).
+
+    ``tokenizer`` (a ``tokenizers.Tokenizer``, e.g. a base model's for ``train --init-from``): saved
+    as the run's tokenizer instead of training one; ``chat_template``: stored with it. Both only
+    when the run folder has no tokenizer yet.
 
     ``restart`` (``train --restart``): a run folder prepared from other data, or holding a
     tokenizer or token files without the data.json saying what they were made from, is cleared
@@ -204,10 +212,12 @@ def prepare_data(corpus: str | os.PathLike, run_dir: str | os.PathLike, vocab: i
                           "made from; use a new run folder")
     run_dir.mkdir(parents=True, exist_ok=True)
     data_json.write_text(json.dumps(identity, indent=2) + "\n")
-    if not (tok_dir / "tokenizer.json").is_file():
+    if not (tok_dir / "tokenizer.json").is_file() and tokenizer is not None:
+        save_tokenizer(tokenizer, tok_dir, chat_template)
+    elif not (tok_dir / "tokenizer.json").is_file():
         say(f"training a {vocab}-token byte-level BPE on {corpus / 'train.jsonl'} ...", progress)
         t0 = time.perf_counter()
-        save_tokenizer(train_tokenizer(corpus, vocab), tok_dir)
+        save_tokenizer(train_tokenizer(corpus, vocab), tok_dir, chat_template)
         say(f"tokenizer trained in {time.perf_counter() - t0:.1f} s", progress)
     md = tokenizer_metadata(tok_dir)
     tok = Tokenizer.from_metadata(md, source=str(tok_dir))

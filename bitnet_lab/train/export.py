@@ -27,6 +27,8 @@ def provenance_metadata(summary: Mapping[str, Any]) -> dict[str, Any]:
         "bitnet_lab.train.tokens_seen": int(summary["tokens_seen"]),
         "bitnet_lab.train.config": json.dumps(summary["train_config"], sort_keys=True),
     }
+    if summary.get("init_from"):   # a fine-tune (train --init-from): steps and tokens above are its own
+        md["bitnet_lab.train.init_from"] = json.dumps(summary["init_from"], sort_keys=True)
     if summary.get("python"):
         md["bitnet_lab.train.corpus"] = f"CPython {summary['python']} standard library; train.jsonl sha256 " \
                                         f"{summary['corpus'].get('train.jsonl', '?')}"

@@ -122,12 +122,16 @@ def _truncate_log(path: Path, step: int) -> None:
 def train(cfg: TrainConfig, corpus: str | os.PathLike, run_dir: str | os.PathLike, *,
           restart: bool = False, stop_after: int | None = None, progress: bool = True,
           export: str | os.PathLike | None = None, outtype: str = "i2_s",
-          embedding_type: str = "f16") -> dict[str, Any]:
+          embedding_type: str = "f16", init_from: str | os.PathLike | None = None,
+          chat_template: str | None = None) -> dict[str, Any]:
     """Train (or resume) the run in ``run_dir`` on ``corpus``; returns the run summary.
 
     ``restart``: ignore an existing checkpoint. ``stop_after``: stop (and checkpoint) after this
     many steps in this call — the run resumes later. ``export``: write the trained model as a
-    GGUF there when the run is complete (quantised runs only).
+    GGUF there when the run is complete (quantised runs only). ``init_from``: a ternary GGUF of
+    the same shape to fine-tune: its weights replace the random initialisation and its tokenizer
+    (with its chat template) is the run's (``bitnet_lab.train.init``). ``chat_template``: a Jinja
+    chat template stored with the run's tokenizer, hence in the exported GGUF.
     """
     import jax
     import jax.numpy as jnp
@@ -141,8 +145,24 @@ def train(cfg: TrainConfig, corpus: str | os.PathLike, run_dir: str | os.PathLik
     if export is not None and outtype not in EXPORT_TYPES:
         raise ConfigError(f"outtype {outtype!r} is not one of {', '.join(EXPORT_TYPES)}")
     run_dir = Path(run_dir)
+    base = None
+    if init_from is not None:
+        from bitnet_lab.train import init as base_init
+
+        base = base_init.read_base(init_from)
+        base_init.check_shape(cfg, base)
+        if chat_template is None:
+            chat_template = base["metadata"].get("tokenizer.chat_template")
     run_dir.mkdir(parents=True, exist_ok=True)
-    data_info = prepare_data(corpus, run_dir, cfg.vocab, progress=progress, restart=restart)
+    data_info = prepare_data(corpus, run_dir, cfg.vocab, progress=progress,
+                             tokenizer=None if base is None else base_init.hf_tokenizer(base["metadata"]),
+                             chat_template=chat_template, restart=restart)
+    if base is not None and base_init.tokenizer_mismatch(base["metadata"], data_info["tokenizer_md"]):
+        raise ConfigError(f"{run_dir}/tokenizer is not the tokenizer of {init_from} "
+                          f"({', '.join(base_init.tokenizer_mismatch(base['metadata'], data_info['tokenizer_md']))}); "
+                          "use a new run folder")
+    if chat_template is not None and data_info["tokenizer_md"].get("tokenizer.chat_template") != chat_template:
+        raise ConfigError(f"{run_dir}/tokenizer has another chat template than the one given; use a new run folder")
     tok = data_info["tokenizer"]
     name = f"bitnet_lab-stdlib-{'fp' if cfg.fp else 'b1.58'}"
     mcfg = cfg.model_config(tok.vocab_size, tok.eot_id, name=name)
@@ -153,7 +173,7 @@ def train(cfg: TrainConfig, corpus: str | os.PathLike, run_dir: str | os.PathLik
 
     ckpt_path = run_dir / CKPT_NAME
     log_path = run_dir / LOG_NAME
-    fresh_params = FQ.init_params(mcfg, cfg.seed, cfg.init_std)
+    fresh_params = FQ.init_params(mcfg, cfg.seed, cfg.init_std) if base is None else base["params"]
     opt_state = opt.init(jax.tree.map(jnp.asarray, fresh_params))
     treedef = jax.tree_util.tree_structure(opt_state)
     # train_seconds: time inside the compiled steps (the first step of each call includes its
@@ -249,6 +269,8 @@ def train(cfg: TrainConfig, corpus: str | os.PathLike, run_dir: str | os.PathLik
         "n_valid_tokens": data_info["n_valid"], "corpus": data_info["corpus_manifest"].get("sha256", {}),
         "python": data_info["corpus_manifest"].get("python"),
     }
+    if base is not None:
+        summary["init_from"] = base_init.provenance(base)
     curve = [json.loads(ln) for ln in log_path.read_text().splitlines() if ln.strip()] if log_path.is_file() else []
     vals = [e["val_loss"] for e in curve if "val_loss" in e]
     if vals:

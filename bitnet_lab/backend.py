@@ -16,12 +16,16 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+import os
+
 import numpy as np
 
 from bitnet_lab.config import ModelConfig
-from bitnet_lab.errors import BitnetLabError
+from bitnet_lab.errors import BitnetLabError, ConfigError
 
-__all__ = ["Backend", "Cache", "check_token_ids"]
+__all__ = ["MAX_N_CTX", "Backend", "Cache", "check_cache_size", "check_token_ids", "physical_memory"]
+
+MAX_N_CTX = 2**31 - 1  # the most positions one cache may hold (the C side indexes them with int32)
 
 
 @runtime_checkable
@@ -66,3 +70,29 @@ def check_token_ids(ids: Any, vocab_size: int) -> np.ndarray:
         bad = a[(a < 0) | (a >= vocab_size)]
         raise BitnetLabError(f"token id {int(bad[0])} is outside the vocabulary 0..{vocab_size - 1}")
     return np.ascontiguousarray(a, dtype=np.int32)
+
+
+def physical_memory() -> int | None:
+    """Bytes of RAM of this machine (None where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_cache_size(n_ctx: Any, bytes_per_position: int, training_context: int) -> int:
+    """``n_ctx`` as an int, or a one-line error when it is not a positive integer or its KV cache
+    (``bytes_per_position`` each) could never fit in this machine's memory — a huge training
+    context taken as the default is refused with the numbers before anything is allocated."""
+    if isinstance(n_ctx, bool) or not isinstance(n_ctx, (int, np.integer)) or n_ctx <= 0:
+        raise BitnetLabError(f"n_ctx must be positive (an integer), got {n_ctx!r}")
+    n_ctx = int(n_ctx)
+    need, ram = n_ctx * bytes_per_position, physical_memory()
+    if n_ctx > MAX_N_CTX or (ram and need > ram):
+        fits = min(MAX_N_CTX, ram // max(bytes_per_position, 1)) if ram else MAX_N_CTX
+        raise ConfigError(
+            f"a KV cache of n_ctx {n_ctx} positions needs {need / 2**30:.4g} GiB"
+            + (f", more than this machine's {ram / 2**30:.4g} GiB of memory" if ram and need > ram else "")
+            + f" (at most {MAX_N_CTX} positions); pass a smaller n_ctx (CLI: -c), e.g. {min(fits, 4096)}"
+            + (f" (the model's training context is {training_context})" if n_ctx == training_context else ""))
+    return n_ctx

@@ -76,7 +76,7 @@ from typing import Any
 import numpy as np
 
 from bitnet_lab import kernels
-from bitnet_lab.backend import check_token_ids
+from bitnet_lab.backend import check_cache_size, check_token_ids
 from bitnet_lab.config import ModelConfig
 from bitnet_lab.engine import residency
 from bitnet_lab.engine.profile import DecodeProfile
@@ -106,11 +106,7 @@ from bitnet_lab.errors import BitnetLabError, ConfigError
 from bitnet_lab.quant import ternary
 from bitnet_lab.tensors import FloatTensor
 
-__all__ = ["MAX_N_CTX", "NativeCache", "NativeEngine"]
-
-# The most positions one cache may hold (the C side indexes positions with 32-bit ints in places).
-MAX_N_CTX = 2**31 - 1
-
+__all__ = ["NativeCache", "NativeEngine"]
 
 # ---- the cache --------------------------------------------------------------------------------
 
@@ -354,17 +350,7 @@ class NativeEngine:
         never fit in this machine's memory (a huge training context taken as the default) is
         refused with the numbers, before anything is allocated."""
         n_ctx = self.n_ctx_max if n_ctx is None else n_ctx
-        if isinstance(n_ctx, bool) or not isinstance(n_ctx, (int, np.integer)) or n_ctx <= 0:
-            raise BitnetLabError(f"n_ctx must be positive (an integer), got {n_ctx!r}")
-        n_ctx = int(n_ctx)
-        need, ram = self.cache_nbytes(n_ctx), residency.physical_memory()
-        if n_ctx > MAX_N_CTX or (ram and need > ram):
-            fits = min(MAX_N_CTX, ram // max(self.cache_nbytes(1), 1)) if ram else MAX_N_CTX
-            raise ConfigError(
-                f"a KV cache of n_ctx {n_ctx} positions needs {need / 2**30:.4g} GiB"
-                + (f", more than this machine's {ram / 2**30:.4g} GiB of memory" if ram and need > ram else "")
-                + f" (at most {MAX_N_CTX} positions); pass a smaller n_ctx (CLI: -c), e.g. {min(fits, 4096)}"
-                + (f" (the model's training context is {self.config.context})" if n_ctx == self.config.context else ""))
+        n_ctx = check_cache_size(n_ctx, self.cache_nbytes(1), self.config.context)
         self.n_ctx_max = max(self.n_ctx_max, n_ctx)
         return NativeCache(self, n_ctx)
 

@@ -67,14 +67,6 @@ def _arena(nbytes: int) -> np.ndarray:
     return buf[skip : skip + nbytes]
 
 
-def physical_memory() -> int | None:
-    """Bytes of RAM of this machine (None where the OS does not say)."""
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
 def lazy_zeros(shape: tuple[int, ...], dtype: np.dtype | type, what: str = "an array") -> np.ndarray:
     """A zero-filled array whose memory is committed 4 KiB page by page as it is written, not at
     once: an anonymous mapping advised MADV_NOHUGEPAGE. For the KV cache, which is written one

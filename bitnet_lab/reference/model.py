@@ -61,7 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from bitnet_lab.backend import check_token_ids
+from bitnet_lab.backend import check_cache_size, check_token_ids
 from bitnet_lab.config import ModelConfig
 from bitnet_lab.errors import BitnetLabError, ConfigError
 from bitnet_lab.quant import ternary
@@ -95,6 +95,9 @@ class _Static:
     lm_chunk: int
     vocab: int
     lm_q8: bool = False  # Q8_0 lm_head with llama.cpp semantics (layers.lm_head_q8_0)
+
+
+ROPE_ROWS_UP_FRONT = 1 << 16  # RoPE table rows built at construction at most
 
 
 class KVCache:
@@ -232,8 +235,8 @@ class ReferenceModel:
       llama.cpp's Q8_0 dot: the hidden state quantised to Q8_0, exact int8 block dots,
       docs/numerics.md#9-embedding-and-lm_head), "f16" (hidden state and weights rounded to fp16), "f32" (no
       rounding).
-    - ``n_ctx_max``: RoPE tables are built for this many positions (default ``config.context``;
-      ``new_cache`` extends them on demand).
+    - ``n_ctx_max``: the default cache length (default ``config.context``); RoPE tables are built
+      for it up to ROPE_ROWS_UP_FRONT positions, and ``new_cache`` extends them on demand.
     - ``buckets``: chunk lengths compiled for ``forward`` (must contain 1).
     """
 
@@ -284,7 +287,9 @@ class ReferenceModel:
         }
         if prep.lm_head_scales is not None:
             self._params["lm_scales"] = jnp.asarray(prep.lm_head_scales)
-        self._set_rope_tables(self.n_ctx_max)
+        # tables for the usual context up front (one table shape for every cache, so no recompiles),
+        # but never a huge training context's worth before a cache that long exists
+        self._set_rope_tables(min(self.n_ctx_max, ROPE_ROWS_UP_FRONT))
         self.numerics = {
             "rounding": rounding,
             "act_floor": ternary.ACT_EPS,
@@ -302,18 +307,19 @@ class ReferenceModel:
         c = self.config
         cos, sin = rope.cos_sin_tables(n_pos, c.rot_dim, c.rope_theta)
         self._params["cos"], self._params["sin"] = jnp.asarray(cos), jnp.asarray(sin)
-        self.n_ctx_max = n_pos
+        self._rope_rows = n_pos
+        self.n_ctx_max = max(self.n_ctx_max, n_pos)
 
     # ---- caches ----------------------------------------------------------------------------
     def new_cache(self, n_ctx: int | None = None) -> KVCache:
         """An empty cache for up to ``n_ctx`` tokens (default ``n_ctx_max``; a larger ``n_ctx``
         extends ``n_ctx_max`` and the RoPE tables)."""
-        n_ctx = self.n_ctx_max if n_ctx is None else int(n_ctx)
-        if n_ctx <= 0:
-            raise BitnetLabError(f"n_ctx must be positive, got {n_ctx}")
-        if n_ctx > self.n_ctx_max:  # longer than planned: extend the RoPE tables (cheap)
-            self._set_rope_tables(n_ctx)
+        n_ctx = self.n_ctx_max if n_ctx is None else n_ctx
         c = self.config
+        itemsize = np.dtype(KV_DTYPES[self.kv_dtype]).itemsize
+        n_ctx = check_cache_size(n_ctx, 2 * c.n_layers * c.n_kv_heads * c.head_dim * itemsize, c.context)
+        if n_ctx > self._rope_rows:  # longer than any cache so far: extend the RoPE tables (cheap)
+            self._set_rope_tables(n_ctx)
         shape = (c.n_layers, n_ctx, c.n_kv_heads, c.head_dim)
         dt = KV_DTYPES[self.kv_dtype]
         return KVCache(jnp.zeros(shape, dt), jnp.zeros(shape, dt), n_ctx, self.kv_dtype, id(self))

@@ -147,11 +147,13 @@ def test_config_json_huge_context_refused_at_load(tmp_path):
 # ---- item 15: a context no KV cache can hold -----------------------------------------------------
 
 
-def test_huge_context_length_is_refused_clearly_before_the_kv_cache(tmp_path):
+@pytest.mark.parametrize("backend", ["native", "reference"])
+def test_huge_context_length_is_refused_clearly_before_the_kv_cache(tmp_path, backend):
     """2^31 - 1 is a valid count, but its KV cache (2 KiB a position here) fits no machine: the
-    default cache of generate() is refused with the numbers and the way out, not an OSError."""
+    default cache of generate() is refused with the numbers and the way out, not an OSError (nor,
+    on the reference, RoPE tables for 2^31 positions built at load)."""
     p = rewrite(tmp_path / "m.gguf", {"bitnet.context_length": (2**31 - 1, VT.UINT32)})
-    with bl.load(p) as m:
+    with bl.load(p, backend=backend) as m:
         assert m.config.context == 2**31 - 1
         with pytest.raises(ConfigError, match=r"KV cache of n_ctx 2147483647 positions needs 4096 GiB.*-c\)"):
             list(m.generate("hello", n=2, seed=0))
@@ -163,18 +165,15 @@ def test_huge_context_length_is_refused_clearly_before_the_kv_cache(tmp_path):
 
 def test_large_context_that_fits_costs_nothing_until_used(tmp_path):
     """A 2^20-position cache (2 GiB reserved) is committed page by page and its RoPE rows are
-    built as positions fill up: generating a few tokens is as quick as with a small context."""
-    import time
-
+    built as positions fill up: generating a few tokens does not touch the whole cache."""
     import resource
 
     p = rewrite(tmp_path / "m.gguf", {"bitnet.context_length": (2**20, VT.UINT32)})
     with bl.load(p) as m:
-        t0 = time.perf_counter()
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         out = [e for e in m.generate("hello", n=3, seed=0, ignore_eos=True) if getattr(e, "token_id", None) is not None]
         grew_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-        assert len(out) == 3 and time.perf_counter() - t0 < 5 and grew_kib < 200_000, (time.perf_counter() - t0, grew_kib)
+        assert len(out) == 3 and grew_kib < 200_000, grew_kib
 
 
 @pytest.mark.parametrize("key, value, vtype", [

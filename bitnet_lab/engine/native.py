@@ -80,31 +80,21 @@ from bitnet_lab.backend import check_cache_size, check_token_ids
 from bitnet_lab.config import ModelConfig
 from bitnet_lab.engine import residency
 from bitnet_lab.engine.profile import DecodeProfile
-from bitnet_lab.kernels.native import _k
 from bitnet_lab.engine.weights import (
     KV_DTYPES,
-    LAYOUT_CODE,
     LM_HEAD_DTYPES,
     MAX_HEAD_DIM,
     PROF_CLASSES,
     PROJECTIONS,
-    Q8_0_BLOCK,
     ROUNDING_CODE,
-    check_float_rows,
-    expected_names,
-    float_matrix,
-    load_workers,
-    norm_vector,
-    projection_spec,
+    prepare_weights,
     rope_tables,
     spin_us_setting,
-    to_x4,
-    x4_repacked_names,
     x4_wanted,
 )
 from bitnet_lab.errors import BitnetLabError, ConfigError
+from bitnet_lab.kernels.native import _k
 from bitnet_lab.quant import ternary
-from bitnet_lab.tensors import FloatTensor
 
 __all__ = ["NativeCache", "NativeEngine"]
 
@@ -207,86 +197,12 @@ class NativeEngine:
         # depends on its position only), so a cache of a huge n_ctx costs nothing until it fills.
         self._rope_cos = self._rope_sin = np.zeros((0, max(config.rot_dim // 2, 1)), np.float32)
 
-        names = set(tensors)
-        # every count against the tensors present, before anything is enumerated per layer
-        config.check_tensors({n: tuple(getattr(t, "shape", ())) for n, t in tensors.items()})
-        needed = expected_names(config)
-        missing = sorted(needed - names)
-        if missing:
-            raise ConfigError(f"missing tensors for {config.arch} ({len(missing)}): {', '.join(missing[:8])}")
-        optional = {f"blk.{i}.{p}.scale" for i in range(config.n_layers) for p in PROJECTIONS}
-        unknown = sorted(names - needed - optional)
-        if unknown:
-            raise ConfigError(f"tensors the {config.arch} graph does not use ({len(unknown)}): {', '.join(unknown[:8])}")
-
+        w = prepare_weights(config, tensors, x4=x4, lm_head_dtype=lm_head_dtype)
+        self._packed = w.packed
+        self.i2s_layout = w.i2s_layout
         c = config
         H, V = c.hidden, c.vocab
-        shapes = c.projection_shapes()
-        layers = []
-        self._packed: dict[str, tuple[str, np.ndarray]] = {}
-        deferred = {n: tensors[n] for n in x4_repacked_names(config, tensors, "x4")} if x4 else {}
-        all_specs: list[tuple[str, list]] = []
-        for i in range(c.n_layers):
-            spec: dict[str, Any] = {
-                "attn_norm": norm_vector(tensors, f"blk.{i}.attn_norm.weight", H),
-                "ffn_norm": norm_vector(tensors, f"blk.{i}.ffn_norm.weight", H),
-            }
-            if c.sub_norms:
-                spec["attn_sub_norm"] = norm_vector(tensors, f"blk.{i}.attn_sub_norm.weight", c.q_dim)
-                spec["ffn_sub_norm"] = norm_vector(tensors, f"blk.{i}.ffn_sub_norm.weight", c.ffn)
-            ws = []
-            for p in PROJECTIONS:
-                name = f"blk.{i}.{p}.weight"
-                w = tensors[name]
-                s = list(projection_spec(name, w, shapes[p], deferred=name in deferred))
-                scale_name = f"blk.{i}.{p}.scale"
-                if scale_name in names:  # old `bitnet` arch: y · scale after the epilogue
-                    st = tensors[scale_name]
-                    v = st.to_numpy().reshape(-1) if isinstance(st, FloatTensor) else None
-                    if v is None or v.size != 1:
-                        raise ConfigError(f"{scale_name}: expected one float, got {getattr(st, 'shape', None)}")
-                    s[6] = float(np.float32(v[0]))
-                ws.append(s)
-                all_specs.append((name, s))
-            spec["w"] = ws
-            layers.append(spec)
-        if x4:
-            to_x4(all_specs, deferred, load_workers())
-        layout_name = {v: k for k, v in LAYOUT_CODE.items()}
-        for name, s in all_specs:
-            self._packed[name] = (layout_name[s[0]], s[1])
-        for spec in layers:
-            spec["w"] = [tuple(s) for s in spec["w"]]
-        self.i2s_layout = "x4" if any(s[0] == LAYOUT_CODE["i2_s_x4"] for _, s in all_specs) else "file"
-
-        emb_t = tensors["token_embd.weight"]
-        lm_t = emb_t if c.tied_output else tensors["output.weight"]
-        for t in (emb_t, lm_t):
-            if not isinstance(t, FloatTensor):
-                raise ConfigError(f"{t.name}: expected a float tensor, got {type(t).__name__}")
-            if tuple(t.shape) != (V, H):
-                raise ConfigError(f"{t.name}: shape {tuple(t.shape)} but the config implies {(V, H)}")
-        lm_f16 = lm_head_dtype == "f16" or (lm_head_dtype == "auto" and lm_t.ggml_type == "F16")
-        # a Q8_0 lm_head ("auto"): llama.cpp's Q8_0 dot, the hidden state quantised to Q8_0
-        # (docs/numerics.md#9-embedding-and-lm_head)
-        lm_q8 = lm_head_dtype == "auto" and lm_t.ggml_type == "Q8_0" and H % Q8_0_BLOCK == 0
-        embed = float_matrix(emb_t, None, V, H)
-        lm = embed if (lm_t is emb_t and not (lm_f16 and emb_t.ggml_type != "F16")) else float_matrix(lm_t, lm_f16, V, H)
-        # The lm_head is read whole every token (657 MB of the 2B-4T's 1178): it streams slower from
-        # the file's 4 KiB page-cache pages than from 2 MiB pages
-        # (docs/benchmarks.md#decode-memory-layout-and-streaming), so a mapped lm_head moves into a
-        # THP arena (as the x4 projections do; a tied embedding follows).
-        lm_rows = residency.to_huge_pages(lm[1], load_workers())
-        if lm_rows is not lm[1]:
-            embed = (embed[0], lm_rows) if embed is lm else embed
-            lm = (lm[0], lm_rows)
-        # NaN / inf in the float rows: refused with the tensor's name (norms: norm_vector). A
-        # mapped embedding's pages are dropped after the scan (only the rows looked up stay).
-        check_float_rows(lm_t.name, lm[0], lm[1], H)
-        if embed[1] is not lm[1]:
-            check_float_rows(emb_t.name, embed[0], embed[1], H)
-            residency.drop_pages(embed[1])
-        output_norm = norm_vector(tensors, "output_norm.weight", H)
+        lm_f16, lm_q8 = w.lm_f16, w.lm_q8
 
         dims = {
             "hidden": H, "n_heads": c.n_heads, "n_kv_heads": c.n_kv_heads, "head_dim": c.head_dim,
@@ -297,20 +213,12 @@ class NativeEngine:
             "eps": float(np.float32(c.norm_eps)),
             "kq_scale": float(np.float32(1.0) / np.sqrt(np.float32(c.head_dim))),  # 1.0f/sqrtf(d)
         }
-        # 2 MiB pages for the streamed weights where the OS allows (a hint; ~20% more read
-        # bandwidth than 4 KiB pages on the reference machine: src/engine.h bl_advise_hugepages)
-        for _, arr in self._packed.values():
-            _k.advise_hugepages(arr)
-        for _, arr in (embed, lm):
-            _k.advise_hugepages(arr)
-        self._lm_rows = lm[1]  # what lm_head_rows shows (the C core holds its own reference)
+        self._lm_rows = w.lm[1]  # what lm_head_rows shows (the C core holds its own reference)
         # The arrays the C side reads that are still views of a mapped file (norms, embedding,
         # projections used in place): a file truncated under them would kill the process with
         # SIGBUS at the next touch, so every call first checks the files (one fstat each).
-        held = [a for spec in layers for k, v in spec.items() for a in
-                ([s[1] for s in v] if k == "w" else [v])]
-        self._mapped = residency.MappedFiles(held + [embed[1], lm[1], output_norm])
-        self._core = _k.EngineCore(dims, layers, embed, lm, output_norm)
+        self._mapped = residency.MappedFiles(w.mapped_arrays())
+        self._core = _k.EngineCore(dims, w.layers, w.embed, w.lm, w.output_norm)
         self.spin_us = spin_us_setting(spin_us)
         self._core.set_spin_ns(int(self.spin_us * 1000))
         per_layer, glob = self._core.capture_specs()
@@ -322,8 +230,8 @@ class NativeEngine:
             "epilogue": "(acc / s_x) * gamma",
             "kv_dtype": kv_dtype,
             "lm_head": "q8_0" if lm_q8 else "f16" if lm_f16 else "f32",
-            "embed_type": emb_t.ggml_type,
-            "lm_head_type": lm_t.ggml_type,
+            "embed_type": w.embed_type,
+            "lm_head_type": w.lm_head_type,
             "float_dots": "float32 accumulate, canonical 16-lane order (multiply, add; fixed fold)",
             "i2s_layout": self.i2s_layout,
         }

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from bitnet_lab import kernels
 from bitnet_lab.config import ModelConfig
+from bitnet_lab.engine import residency
 from bitnet_lab.errors import CodecError, ConfigError
 from bitnet_lab.kernels.native import _k
 from bitnet_lab.tensors import FloatTensor, TernaryWeight, check_finite
 
 __all__ = [
+    "PreparedWeights",
+    "prepare_weights",
     "ENGINE_CHUNK",
     "I2S_LAYOUTS",
     "KV_DTYPES",
@@ -365,3 +369,131 @@ def spin_us_setting(value: float | None) -> float:
     if not value >= 0:  # also rejects NaN
         raise ConfigError(f"spin_us must be >= 0, got {value}")
     return float(value)
+
+
+# ---- the whole model's weights, prepared for the C core ------------------------------------------
+
+
+@dataclass
+class PreparedWeights:
+    """What the C core is built from: every tensor checked, each in the layout a kernel reads.
+
+    ``layers``: per layer the norms and the 7 projection specs (projection_spec tuples);
+    ``packed``: projection name -> (layout, the bytes the kernels read); ``i2s_layout``: "x4" when
+    any projection was re-ordered at load, else "file"; ``embed`` / ``lm``: (float type code, rows);
+    ``lm_f16`` / ``lm_q8``: the lm_head's dot (fp16, llama.cpp's Q8_0, else f32).
+    """
+
+    layers: list[dict[str, Any]]
+    packed: dict[str, tuple[str, np.ndarray]]
+    i2s_layout: str
+    embed: tuple[int, np.ndarray]
+    lm: tuple[int, np.ndarray]
+    output_norm: np.ndarray
+    lm_f16: bool
+    lm_q8: bool
+    embed_type: str
+    lm_head_type: str
+
+    def mapped_arrays(self) -> list[np.ndarray]:
+        """Every array the C side reads (norms, projections, embedding, lm_head): those still
+        views of a mapped file are what residency.MappedFiles watches."""
+        held = [a for spec in self.layers for k, v in spec.items() for a in
+                ([s[1] for s in v] if k == "w" else [v])]
+        return held + [self.embed[1], self.lm[1], self.output_norm]
+
+
+def prepare_weights(config: ModelConfig, tensors: Mapping[str, Any], *, x4: bool,
+                    lm_head_dtype: str = "auto") -> PreparedWeights:
+    """Check every tensor the graph uses against ``config`` and describe each to the C side in
+    the layout its kernel reads: used in place (mapped), re-ordered to x4 (``x4``), repacked to
+    I2_S, or (float tensors) widened once; a mapped lm_head moves into 2 MiB pages."""
+    names = set(tensors)
+    # every count against the tensors present, before anything is enumerated per layer
+    config.check_tensors({n: tuple(getattr(t, "shape", ())) for n, t in tensors.items()})
+    needed = expected_names(config)
+    missing = sorted(needed - names)
+    if missing:
+        raise ConfigError(f"missing tensors for {config.arch} ({len(missing)}): {', '.join(missing[:8])}")
+    optional = {f"blk.{i}.{p}.scale" for i in range(config.n_layers) for p in PROJECTIONS}
+    unknown = sorted(names - needed - optional)
+    if unknown:
+        raise ConfigError(f"tensors the {config.arch} graph does not use ({len(unknown)}): {', '.join(unknown[:8])}")
+
+    c = config
+    H, V = c.hidden, c.vocab
+    shapes = c.projection_shapes()
+    layers = []
+    packed: dict[str, tuple[str, np.ndarray]] = {}
+    deferred = {n: tensors[n] for n in x4_repacked_names(config, tensors, "x4")} if x4 else {}
+    all_specs: list[tuple[str, list]] = []
+    for i in range(c.n_layers):
+        spec: dict[str, Any] = {
+            "attn_norm": norm_vector(tensors, f"blk.{i}.attn_norm.weight", H),
+            "ffn_norm": norm_vector(tensors, f"blk.{i}.ffn_norm.weight", H),
+        }
+        if c.sub_norms:
+            spec["attn_sub_norm"] = norm_vector(tensors, f"blk.{i}.attn_sub_norm.weight", c.q_dim)
+            spec["ffn_sub_norm"] = norm_vector(tensors, f"blk.{i}.ffn_sub_norm.weight", c.ffn)
+        ws = []
+        for p in PROJECTIONS:
+            name = f"blk.{i}.{p}.weight"
+            w = tensors[name]
+            s = list(projection_spec(name, w, shapes[p], deferred=name in deferred))
+            scale_name = f"blk.{i}.{p}.scale"
+            if scale_name in names:  # old `bitnet` arch: y · scale after the epilogue
+                st = tensors[scale_name]
+                v = st.to_numpy().reshape(-1) if isinstance(st, FloatTensor) else None
+                if v is None or v.size != 1:
+                    raise ConfigError(f"{scale_name}: expected one float, got {getattr(st, 'shape', None)}")
+                s[6] = float(np.float32(v[0]))
+            ws.append(s)
+            all_specs.append((name, s))
+        spec["w"] = ws
+        layers.append(spec)
+    if x4:
+        to_x4(all_specs, deferred, load_workers())
+    layout_name = {v: k for k, v in LAYOUT_CODE.items()}
+    for name, s in all_specs:
+        packed[name] = (layout_name[s[0]], s[1])
+    for spec in layers:
+        spec["w"] = [tuple(s) for s in spec["w"]]
+    i2s_layout = "x4" if any(s[0] == LAYOUT_CODE["i2_s_x4"] for _, s in all_specs) else "file"
+
+    emb_t = tensors["token_embd.weight"]
+    lm_t = emb_t if c.tied_output else tensors["output.weight"]
+    for t in (emb_t, lm_t):
+        if not isinstance(t, FloatTensor):
+            raise ConfigError(f"{t.name}: expected a float tensor, got {type(t).__name__}")
+        if tuple(t.shape) != (V, H):
+            raise ConfigError(f"{t.name}: shape {tuple(t.shape)} but the config implies {(V, H)}")
+    lm_f16 = lm_head_dtype == "f16" or (lm_head_dtype == "auto" and lm_t.ggml_type == "F16")
+    # a Q8_0 lm_head ("auto"): llama.cpp's Q8_0 dot, the hidden state quantised to Q8_0
+    # (docs/numerics.md#9-embedding-and-lm_head)
+    lm_q8 = lm_head_dtype == "auto" and lm_t.ggml_type == "Q8_0" and H % Q8_0_BLOCK == 0
+    embed = float_matrix(emb_t, None, V, H)
+    lm = embed if (lm_t is emb_t and not (lm_f16 and emb_t.ggml_type != "F16")) else float_matrix(lm_t, lm_f16, V, H)
+    # The lm_head is read whole every token (657 MB of the 2B-4T's 1178): it streams slower from
+    # the file's 4 KiB page-cache pages than from 2 MiB pages
+    # (docs/benchmarks.md#decode-memory-layout-and-streaming), so a mapped lm_head moves into a
+    # THP arena (as the x4 projections do; a tied embedding follows).
+    lm_rows = residency.to_huge_pages(lm[1], load_workers())
+    if lm_rows is not lm[1]:
+        embed = (embed[0], lm_rows) if embed is lm else embed
+        lm = (lm[0], lm_rows)
+    # NaN / inf in the float rows: refused with the tensor's name (norms: norm_vector). A
+    # mapped embedding's pages are dropped after the scan (only the rows looked up stay).
+    check_float_rows(lm_t.name, lm[0], lm[1], H)
+    if embed[1] is not lm[1]:
+        check_float_rows(emb_t.name, embed[0], embed[1], H)
+        residency.drop_pages(embed[1])
+    output_norm = norm_vector(tensors, "output_norm.weight", H)
+    # 2 MiB pages for the streamed weights where the OS allows (a hint; more read bandwidth than
+    # 4 KiB pages: src/engine.h bl_advise_hugepages)
+    for _, arr in packed.values():
+        _k.advise_hugepages(arr)
+    for _, arr in (embed, lm):
+        _k.advise_hugepages(arr)
+    return PreparedWeights(layers=layers, packed=packed, i2s_layout=i2s_layout, embed=embed, lm=lm,
+                           output_norm=output_norm, lm_f16=lm_f16, lm_q8=lm_q8, embed_type=emb_t.ggml_type,
+                           lm_head_type=lm_t.ggml_type)

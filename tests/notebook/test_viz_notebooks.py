@@ -106,7 +106,7 @@ def test_chat_headless_plays_the_script_and_keeps_one_cache(monkeypatch, capsys)
     session = widgets.chat(model, script=["Hello!", "And then?"], n=4, seed=7, sampling={"temp": 0.0})
     out = capsys.readouterr().out
     assert "scripted chat of 2 turn(s)" in out and "greedy" in out
-    assert out.count("user: ") == 2 and out.count("assistant: ") == 2 and out.count("stopped: length]") == 2
+    assert out.count("user: ") == 2 and out.count("assistant: ") == 2 and out.count("stopped: length;") == 2
     assert [m["role"] for m in session.messages] == ["user", "assistant"] * 2
     assert session.n_past == len(session.tokens)
     # greedy is deterministic: the same script gives the same answers

@@ -373,12 +373,14 @@ def _f1(pred: str, ref: str) -> float:
 
 
 def evaluate(model_path: str | os.PathLike, chat_valid: str | os.PathLike, *, n: int = 200, max_tokens: int = 128,
-             seed: int = 0, template: str | None = CHAT_TEMPLATE, samples: int = 0, quiet: bool = False) -> dict:
+             seed: int = 0, template: str | None = CHAT_TEMPLATE, samples: int = 0, sampled: bool = False,
+             quiet: bool = False) -> dict:
     """Greedy answers of a model to ``n`` held-out questions (a seeded sample of ``chat_valid.jsonl``)
     in a fresh chat each: the share that ends with the end token within ``max_tokens``, exact
     signatures, and the word-overlap F1 of docstring answers. ``template``: the chat template to
     use (default this corpus's, so a model without one is measured on the same prompts); None:
-    what ``chat_format_for`` picks for the file."""
+    what ``chat_format_for`` picks for the file. ``sampled``: the chat's default sampler (llama.cpp's
+    defaults, temperature 0.8) with seed ``seed + i`` for question ``i``, instead of greedy."""
     import bitnet_lab
     from bitnet_lab.generate.chat import ChatSession, JinjaChatFormat, chat_format_for
     from bitnet_lab.generate.loop import DoneEvent
@@ -389,8 +391,9 @@ def evaluate(model_path: str | os.PathLike, chat_valid: str | os.PathLike, *, n:
     model = bitnet_lab.load(model_path)
     fmt = JinjaChatFormat(model.tokenizer, template) if template else chat_format_for(model.tokenizer, model.config)
     stopped, sig_ok, n_sig, f1s, out = 0, 0, 0, [], []
-    for row in picked:
-        sess = ChatSession(model, system=row["system"], chat_format=fmt, sampler=make_sampler(temp=0))
+    for i, row in enumerate(picked):
+        sampler = make_sampler() if sampled else make_sampler(temp=0)
+        sess = ChatSession(model, system=row["system"], chat_format=fmt, sampler=sampler, seed=seed + i)
         done = [ev for ev in sess.send(row["question"], n=max_tokens) if isinstance(ev, DoneEvent)][0]
         answer = done.generated_text.strip()
         ok = done.reason == "eos" and done.n_generated <= max_tokens
@@ -403,6 +406,7 @@ def evaluate(model_path: str | os.PathLike, chat_valid: str | os.PathLike, *, n:
         out.append({"question": row["question"], "system": row["system"], "reference": row["answer"],
                     "answer": answer, "reason": done.reason, "n_generated": done.n_generated})
     res = {"model": str(model_path), "format": fmt.name, "n": len(picked), "max_tokens": max_tokens,
+           "sampling": "default sampler, seed + i" if sampled else "greedy",
            "ended_with_eot": stopped / len(picked), "sig_exact": sig_ok / max(n_sig, 1), "n_sig": n_sig,
            "doc_f1": sum(f1s) / max(len(f1s), 1), "n_doc": len(f1s), "answers": out}
     if not quiet:
@@ -428,12 +432,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval", metavar="MODEL", help="instead of building: measure MODEL on --out's chat_valid.jsonl")
     p.add_argument("--eval-n", type=int, default=200, help="held-out questions to ask (default 200)")
     p.add_argument("--eval-json", metavar="FILE", help="write the measurement and every answer here")
+    p.add_argument("--eval-sampled", action="store_true", help="--eval with the chat's default sampler "
+                   "(temperature 0.8, seed --seed + i) instead of greedy")
     p.add_argument("--file-template", action="store_true", help="--eval with the model's own chat format "
                    "(chat_format_for) instead of this corpus's template")
     a = p.parse_args(argv)
     if a.eval:
         res = evaluate(a.eval, Path(a.out).expanduser() / "chat_valid.jsonl", n=a.eval_n, seed=a.seed,
-                       template=None if a.file_template else CHAT_TEMPLATE, samples=5)
+                       template=None if a.file_template else CHAT_TEMPLATE, samples=5, sampled=a.eval_sampled)
         if a.eval_json:
             Path(a.eval_json).write_text(json.dumps(res, indent=1, ensure_ascii=False) + "\n")
         return 0

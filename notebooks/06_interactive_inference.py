@@ -61,8 +61,10 @@ N_TOKENS = 24         # tokens to generate in sections 1–3
 SEED = 1234           # the sampler's random seed (same seed, same tokens)
 TEMP, TOP_K, TOP_P, MIN_P = 0.8, 40, 0.95, 0.05
 SHOW_TOP = 10         # candidates shown per step
-SCRIPT = ["Hello! Who are you?", "Tell me a short story about a robot."]   # the scripted chat turns
-CHAT_TOKENS = 24      # max tokens per chat answer
+# the scripted chat turns: questions of the kind the default model was fine-tuned on (it learned
+# the form of a chat and its end token, not the facts: answers look right more than they are)
+SCRIPT = ["What does `os.makedirs` do?", "Show me the signature of `json.loads`."]
+CHAT_TOKENS = 48      # max tokens per chat answer
 
 # %%
 import numpy as np

@@ -11,7 +11,6 @@ import io
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -164,12 +163,11 @@ def test_non_utf8_chat_input_end_to_end(tiny_gguf, tmp_path):
 # =====================================================================================
 
 
-def test_a_missing_local_folder_says_so_in_one_line_quickly(tmp_path):
+def test_a_missing_local_folder_says_so_in_one_line(tmp_path):
+    # no retries of the network: tests/formats/test_hub.py counts the probes (no clock here)
     hub_cache = tmp_path / "hf"
-    t0 = time.perf_counter()
     r = _cli(["run", "-m", "models/bitnet", "-p", "x", "-n", "1"], tmp_path, timeout=120,
              HF_HUB_CACHE=str(hub_cache), HF_HOME=str(tmp_path / "hfhome"))
-    dt = time.perf_counter() - t0
     err = r.stderr.decode()
     assert r.returncode == 1 and r.stdout == b""
     lines = [ln for ln in _lines(err) if not ln.startswith("bitnet-lab: no -m")]
@@ -178,7 +176,6 @@ def test_a_missing_local_folder_says_so_in_one_line_quickly(tmp_path):
     assert "Hub" in err
     assert "Warning" not in err and "Retry" not in err and "Traceback" not in err
     assert err.count("bitnet-lab download") <= 1
-    assert dt < 60, f"{dt:.0f} s"
 
 
 def test_offline_mode_miss_says_both_in_one_line(tmp_path):

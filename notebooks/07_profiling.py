@@ -104,7 +104,9 @@ viz.show_report(ceilings)
 #
 # A small model fits in the last-level cache: after the first token its weights are read from
 # cache, not DRAM. Then the bound is the speed of reading that many bytes *hot*, so we measure
-# that too, with a buffer of exactly the model's size.
+# that too, with a buffer of exactly the model's size — an estimate rather than a hard bound:
+# how fast cache-resident bytes stream depends on the access pattern and prefetching, and the
+# engine's decode can beat the plain read kernel there.
 
 # %%
 roof = bench.decode_roofline(model, ceilings.bandwidth(max(threads)))
@@ -329,7 +331,9 @@ viz.show(viz.throughput_bars(everything.records(), title=f"{model.source.name}: 
 # %%
 for t in threads:
     tg, pp = rows[("native", t, f"tg{TG}")], rows[("native", t, f"pp{PP}")]
-    assert 0 < tg.avg_ts < ceiling_tps(t), (t, tg.avg_ts, ceiling_tps(t))
+    assert tg.avg_ts > 0
+    if not in_cache:  # from DRAM the roofline is a hard bound (a hot-cache read is only an estimate)
+        assert tg.avg_ts < ceiling_tps(t), (t, tg.avg_ts, ceiling_tps(t))
     assert 1 / pp.avg_ts < 1 / tg.avg_ts, f"{t} threads: a prompt token must cost less than a generated one"
 assert threads_identical, "the logits must not depend on the thread count"
 assert all(same_y), "numpy policy and native bitlinear must agree bit for bit"

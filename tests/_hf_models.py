@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from bitnet_lab.config import ModelConfig
-from bitnet_lab.formats.names import expected_shapes, projection_of
+from bitnet_lab.formats.names import projection_of
 from bitnet_lab.tensors import FloatTensor, TernaryWeight
 
 REAL = Path(__file__).parent / "data" / "real-files"
@@ -35,7 +35,7 @@ def random_model(config: ModelConfig, seed: int = 0) -> dict:
     """GGUF-named tensors: int8 ternary projections with random γ, F32 floats."""
     rng = np.random.default_rng(seed)
     out = {}
-    for g, shape in expected_shapes(config).items():
+    for g, shape in config.tensor_shapes().items():
         if projection_of(g):
             t = rng.choice(np.array([-1, 0, 1], dtype=np.int8), size=shape, p=[0.3, 0.4, 0.3])
             gamma = np.float32(rng.uniform(0.005, 2.0))

@@ -35,7 +35,6 @@ __all__ = [
     "Q8_0_BLOCK",
     "ROUNDING_CODE",
     "SPIN_ENV_VAR",
-    "expected_names",
     "check_float_rows",
     "float_matrix",
     "load_workers",
@@ -338,16 +337,6 @@ def float_matrix(t: FloatTensor, want_f16: bool | None, V: int, H: int) -> tuple
     return _FT_F32, np.ascontiguousarray(t.to_numpy().reshape(V, H), dtype=np.float32)
 
 
-def expected_names(config: ModelConfig) -> set[str]:
-    names = {"token_embd.weight", "output_norm.weight"}
-    if not config.tied_output:
-        names.add("output.weight")
-    per_layer = ["attn_norm", "ffn_norm", *PROJECTIONS] + (["attn_sub_norm", "ffn_sub_norm"] if config.sub_norms else [])
-    for i in range(config.n_layers):
-        names.update(f"blk.{i}.{n}.weight" for n in per_layer)
-    return names
-
-
 def load_workers() -> int:
     """Threads for the build's copies and re-orders: every core this process may run on, whatever
     the decode thread count (most of that time is the first touch of fresh memory, which is slow
@@ -411,7 +400,7 @@ def prepare_weights(config: ModelConfig, tensors: Mapping[str, Any], *, x4: bool
     names = set(tensors)
     # every count against the tensors present, before anything is enumerated per layer
     config.check_tensors({n: tuple(getattr(t, "shape", ())) for n, t in tensors.items()})
-    needed = expected_names(config)
+    needed = set(config.tensor_shapes())
     missing = sorted(needed - names)
     if missing:
         raise ConfigError(f"missing tensors for {config.arch} ({len(missing)}): {', '.join(missing[:8])}")

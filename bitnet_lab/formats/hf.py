@@ -430,7 +430,7 @@ class HFCheckpoint:
                 f"config.json says {mc.n_layers} layers but the checkpoint has tensors for {n_have} "
                 f"(model.layers.0 … model.layers.{n_have - 1})"
             )
-        expected = nm.expected_shapes(mc)
+        expected = mc.tensor_shapes()
         missing = [g for g in expected if g not in by_gguf]
         if missing:
             hf_names = [nm.gguf_to_hf(g, style) for g in missing]
@@ -834,7 +834,7 @@ def write_hf_checkpoint(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     style = _style_for(config)
-    expected = nm.expected_shapes(config)
+    expected = config.tensor_shapes()
     missing = [g for g in expected if g not in tensors]
     if missing:
         raise ConfigError(f"write_hf_checkpoint: the model lacks {missing[:8]}")

@@ -23,14 +23,10 @@ in interleaved-pair order, GGUF row ``h·d + 2i + j`` = HF row ``h·d + j·(d/2)
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bitnet_lab.errors import ConfigError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from bitnet_lab.config import ModelConfig
 
 # The seven ternary projections of one layer, GGUF short names (the only ternarised tensors,
 # docs/numerics.md#1-weight-ternarisation).
@@ -119,28 +115,6 @@ def gguf_to_hf(gguf_name: str, style: str) -> str:
             if gg == m.group(2):
                 return f"model.layers.{int(m.group(1))}.{hf}.weight"
     raise ConfigError(f"GGUF tensor {gguf_name!r} has no Hugging Face name in style {style!r}")
-
-
-def expected_shapes(config: "ModelConfig") -> dict[str, tuple[int, ...]]:
-    """Every tensor a model of ``config`` has, under GGUF names, in torch order (M, K)."""
-    shapes: dict[str, tuple[int, ...]] = {
-        "token_embd.weight": (config.vocab, config.hidden),
-        "output_norm.weight": (config.hidden,),
-    }
-    if not config.tied_output:
-        shapes["output.weight"] = (config.vocab, config.hidden)
-    proj = config.projection_shapes()
-    for i in range(config.n_layers):
-        p = f"blk.{i}."
-        shapes[p + "attn_norm.weight"] = (config.hidden,)
-        shapes[p + "ffn_norm.weight"] = (config.hidden,)
-        if config.sub_norms:
-            # The attention sub-norm acts on the concatenated heads (n_h·d), the FFN one on I.
-            shapes[p + "attn_sub_norm.weight"] = (config.q_dim,)
-            shapes[p + "ffn_sub_norm.weight"] = (config.ffn,)
-        for short in TERNARY_PROJECTIONS:
-            shapes[f"{p}{short}.weight"] = proj[short]
-    return shapes
 
 
 def projection_of(gguf_name: str) -> str | None:

@@ -59,19 +59,6 @@ class PreparedModel:
     lm_head_scales: np.ndarray | None = None
 
 
-def expected_names(config: ModelConfig) -> set[str]:
-    """The tensor names a model of this config must have (optional `.scale` ones excluded)."""
-    names = {"token_embd.weight", "output_norm.weight"}
-    if not config.tied_output:
-        names.add("output.weight")
-    per_layer = ["attn_norm", "ffn_norm", *PROJECTIONS]
-    if config.sub_norms:
-        per_layer += ["attn_sub_norm", "ffn_sub_norm"]
-    for i in range(config.n_layers):
-        names.update(f"blk.{i}.{n}.weight" for n in per_layer)
-    return names
-
-
 def _optional_scale_names(config: ModelConfig) -> set[str]:
     return {f"blk.{i}.{p}.scale" for i in range(config.n_layers) for p in PROJECTIONS}
 
@@ -127,7 +114,7 @@ def prepare(config: ModelConfig, tensors: Mapping[str, object], *, lm_head_dtype
     names = set(tensors)
     # every count against the tensors present, before anything is enumerated per layer
     config.check_tensors({n: tuple(getattr(t, "shape", ())) for n, t in tensors.items()})
-    needed = expected_names(config)
+    needed = set(config.tensor_shapes())
     missing = sorted(needed - names)
     if missing:
         raise ConfigError(f"missing tensors for {config.arch} ({len(missing)}): {', '.join(missing[:8])}")

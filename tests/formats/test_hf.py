@@ -47,7 +47,7 @@ def test_real_checkpoint_layout(real_hf):
     assert info["weights"] == "latent" and info["naming"] == "1bitllm"
     assert info["permuted_qk"] is False and info["linear_class"] is None
     assert info["dtypes"] == {"F32": 24} and info["warnings"] == []
-    assert set(tensors) == set(nm.expected_shapes(mc))
+    assert set(tensors) == set(mc.tensor_shapes())
     assert "output.weight" not in tensors  # tied
     for g, w in tensors.items():
         assert isinstance(w, TernaryWeight) == (nm.projection_of(g) is not None)

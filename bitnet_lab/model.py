@@ -168,31 +168,19 @@ def _open_hf(directory: Path):
 
 
 def check_threads(threads: Any, what: str = "threads") -> int | None:
-    """``threads`` as given by a user: None (the default), or an int >= 1 clamped to the CPUs
-    this process may run on (`bitnet_lab.kernels.allowed_cpus`), with one warning when clamped.
-    Anything else (a bool, a float, a string, 0, a negative number) is a ConfigError."""
+    """``threads`` as given by a user: None (the default), or checked and clamped by
+    `bitnet_lab.kernels.usable_threads`, with one warning when clamped."""
     if threads is None:
         return None
-    import operator
+    from bitnet_lab.kernels import allowed_cpus, usable_threads
 
-    if isinstance(threads, bool):
-        raise ConfigError(f"{what} must be a positive integer, got {threads!r}")
-    try:
-        n = operator.index(threads)
-    except TypeError:
-        raise ConfigError(f"{what} must be a positive integer, got {threads!r}") from None
-    if n < 1:
-        raise ConfigError(f"{what} must be a positive integer, got {n}")
-    from bitnet_lab.kernels import allowed_cpus
-
-    n_cpus = len(allowed_cpus())
-    if n > n_cpus:
+    n, clamped = usable_threads(threads, what)
+    if clamped:
         import warnings
 
-        warnings.warn(f"{what}={n} is more than the {n_cpus} CPUs this process may use; using {n_cpus}",
-                      stacklevel=3)
-        return n_cpus
-    return int(n)
+        warnings.warn(f"{what}={threads} is more than the {len(allowed_cpus())} CPUs this process may use; "
+                      f"using {n}", stacklevel=3)
+    return n
 
 
 def load(

@@ -157,7 +157,7 @@ _CHUNK = 1 << 22  # elements per pass: the temporaries stay a few MB
 def check_finite(name: str, values: np.ndarray, what: str = "values") -> None:
     """Raise a FormatError naming the tensor ``name`` when ``values`` (float16/32/64, any shape)
     holds a NaN or an infinity: the count, the first one's index and value. One pass over the bit
-    patterns in chunks (no float work, ~3 GB/s): cheap enough to run on every embedding at load.
+    patterns in chunks (no float work): cheap enough to run on every embedding at load.
 
     Where it runs: the backends call it at build on what they read as floats (embeddings, norms,
     an untied lm_head, Q8_0 block scales) — a damaged file is refused with the tensor's name

@@ -49,42 +49,24 @@ def _warn(msg: str) -> None:
 
 
 def clamp_threads(threads: int | None, flag: str = "-t/--threads") -> int | None:
-    """A ``-t`` value checked (>= 1, else ConfigError) and clamped to the CPUs this process may use
-    (`bitnet_lab.kernels.allowed_cpus`), saying so in one warning line: more OpenMP threads than
-    CPUs only slows every step down, and absurd counts crash the OpenMP runtime."""
-    if threads is None:
-        return None
-    from bitnet_lab.errors import ConfigError
-
-    if threads <= 0:
-        raise ConfigError(f"{flag} must be positive, got {threads}")
-    from bitnet_lab.kernels import allowed_cpus
-
-    n_cpus = len(allowed_cpus())
-    if threads > n_cpus:
-        _warn(f"{flag} {threads} is more than the {n_cpus} CPUs this process may use; using {n_cpus}")
-        return n_cpus
-    return threads
+    """A ``-t`` value checked and clamped by `bitnet_lab.kernels.usable_threads`, saying so in
+    one warning line."""
+    return None if threads is None else clamp_thread_list([threads], flag)[0]
 
 
 def clamp_thread_list(threads: Sequence[int], flag: str = "-t/--threads") -> list[int]:
     """`clamp_threads` for a list of counts (bench): one warning for all, duplicates dropped."""
-    from bitnet_lab.errors import ConfigError
+    from bitnet_lab.kernels import allowed_cpus, usable_threads
 
-    if any(t < 1 for t in threads):
-        raise ConfigError(f"{flag} must be >= 1, got {list(threads)}")
-    from bitnet_lab.kernels import allowed_cpus
-
-    n_cpus = len(allowed_cpus())
-    over = [t for t in threads if t > n_cpus]
+    checked = [usable_threads(t, flag) for t in threads]
+    over = [t for t, (_, clamped) in zip(threads, checked) if clamped]
     if over:
-        _warn(f"{flag} {','.join(map(str, over))}: more than the {n_cpus} CPUs this process may use; "
-              f"using {n_cpus}")
+        _warn(f"{flag} {','.join(map(str, over))} is more than the {len(allowed_cpus())} CPUs this process may "
+              f"use; using {checked[threads.index(over[0])][0]}")
     out: list[int] = []
-    for t in threads:
-        t = min(t, n_cpus)
-        if t not in out:
-            out.append(t)
+    for n, _ in checked:
+        if n not in out:
+            out.append(n)
     return out
 
 

@@ -56,6 +56,7 @@ from bitnet_lab.kernels.isa import (
     openmp_enabled,
     physical_cores,
     set_isa,
+    usable_threads,
     use_isa,
 )
 from bitnet_lab.kernels.lut import (
@@ -131,6 +132,7 @@ __all__ = [
     "tq2_to_i2s",
     "tq_uniform_scale",
     "unpack_i2_s",
+    "usable_threads",
     "use_isa",
     "X4_MAX_K",
 ]

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 
 
-from bitnet_lab.errors import CodecError, KernelError  # noqa: F401 (KernelError re-exported)
+from bitnet_lab.errors import CodecError, ConfigError, KernelError  # noqa: F401 (KernelError re-exported)
 from bitnet_lab.kernels.native import _k
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "openmp_enabled",
     "physical_cores",
     "set_isa",
+    "usable_threads",
     "use_isa",
 ]
 
@@ -198,6 +199,23 @@ def effective_threads(n: int | None = None) -> int:
     if n < 1:
         raise KernelError(f"threads must be >= 1, got {n}")
     return n
+
+
+def usable_threads(threads: object, what: str = "threads") -> tuple[int, bool]:
+    """A user's thread count checked and clamped: ``(count, clamped)``. Not a positive int (a
+    bool, a float, a string, 0, a negative number): ConfigError naming ``what``. More than the
+    CPUs this process may use (:func:`allowed_cpus`): that many, ``clamped`` True — more OpenMP
+    threads than CPUs only slows every step down, and absurd counts crash the OpenMP runtime."""
+    if isinstance(threads, bool):
+        raise ConfigError(f"{what} must be positive (an integer), got {threads!r}")
+    try:
+        n = operator.index(threads)  # type: ignore[arg-type]
+    except TypeError:
+        raise ConfigError(f"{what} must be positive (an integer), got {threads!r}") from None
+    if n < 1:
+        raise ConfigError(f"{what} must be positive (an integer), got {n}")
+    n_cpus = len(allowed_cpus())
+    return (n_cpus, True) if n > n_cpus else (int(n), False)
 
 
 def _dim(value: object, what: str) -> int:

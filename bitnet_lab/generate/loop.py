@@ -14,7 +14,7 @@ store K after RoPE, so the kept tokens after the gap would need their keys re-ro
 new positions; we re-encode them from their ids instead (one forward pass over at most
 ``n_ctx - n_keep`` tokens: simple, and exactly the cache a fresh run over the kept tokens
 builds). The first ``n_keep`` positions do not move: their cache entries are kept (the cache is
-truncated to them) when the cache's ``pos`` can be set back, else everything kept is re-encoded.
+truncated to them) through ``Cache.truncate``, else everything kept is re-encoded.
 Tokens sampled before the first shift are the same as without it.
 """
 
@@ -218,19 +218,15 @@ def keep_count(ids: Sequence[int], n_keep: int, bos_id: int | None) -> int:
 
 
 def _truncate(cache: Any, n: int) -> int:
-    """Forget every cached token after the first ``n``; returns how many stay (``n``, or 0 when
-    the cache cannot be cut there and was emptied). Both backends never read entries at or
-    beyond ``pos``, so setting it back keeps the first ``n`` entries exactly."""
+    """Forget every cached token after the first ``n``; returns how many stay: ``n`` through the
+    contract's ``Cache.truncate`` (both backends keep those entries exactly), or 0 for a cache
+    without it, which is emptied so everything kept is re-encoded."""
     cut = getattr(cache, "truncate", None)
     if callable(cut):
         cut(n)
         return n
-    try:
-        cache.pos = n
-    except AttributeError:    # a cache whose pos is read-only
-        cache.reset()
-        return 0
-    return n
+    cache.reset()
+    return 0
 
 
 def stream_tokens(

@@ -24,6 +24,21 @@ def tl_tiling_arg(text: str):
     return TLTiling(BM, BK, bm)
 
 
+def add_tl_tiling_flag(g: Any) -> None:
+    """``--tl-tiling BM,BK,bm`` on every subcommand that loads a model: the tiling of a TL1/TL2
+    file's tensors, for a file that records none and matches no preset (docs/formats.md#32-tl1-type-38)."""
+    g.add_argument("--tl-tiling", type=tl_tiling_arg, metavar="BM,BK,bm",
+                   help="TL1/TL2 files: the tiling the tensors were written with (default: the file's own key, "
+                        "else bitnet.cpp's preset for the model's shapes)")
+
+
+def tl_tiling_options(args: Any) -> dict[str, Any]:
+    """The load option for ``--tl-tiling``, as the string form ``load()`` accepts (it also crosses
+    a process boundary as JSON in ``bench --load``); empty when the flag is absent."""
+    t = getattr(args, "tl_tiling", None)
+    return {} if t is None else {"tl_tiling": f"{t.BM},{t.BK},{t.bm}"}
+
+
 def lower_choice(choices: Sequence[str]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         v = text.lower()

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bitnet_lab.cli.args import add_tl_tiling_flag, tl_tiling_options
 from bitnet_lab.errors import ConfigError
 
 PROG = "bitnet-lab"
@@ -45,6 +46,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                    help="native engine or the JAX reference; auto = native when it is built (default auto)")
     p.add_argument("-t", "--threads", type=int, metavar="N", help="CPU threads for the native engine")
+    add_tl_tiling_flag(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
     p.set_defaults(func=perplexity_command)
 
@@ -78,7 +80,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, str]:
 
     args.threads = clamp_threads(args.threads)
     backend = _resolve_backend(args.backend)
-    model = bitnet_lab.load(source, backend=backend, threads=args.threads)
+    model = bitnet_lab.load(source, backend=backend, threads=args.threads, **tl_tiling_options(args))
     return model, backend + (" (auto)" if args.backend == "auto" else "")
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bitnet_lab.cli.args import add_hub_flags, clamp_threads, resolve_model
+from bitnet_lab.cli.args import add_hub_flags, add_tl_tiling_flag, clamp_threads, resolve_model, tl_tiling_options
 from bitnet_lab.quant.ternary import DEFAULT_ROUNDING, ROUNDING_MODES
 
 EXIT_FAILED = 1
@@ -66,6 +66,7 @@ def add_parser(subparsers) -> None:
                    help="a .gguf file, a Hugging Face checkpoint folder or a Hub repo id "
                         "(default: the embedded default model)")
     add_hub_flags(p)
+    add_tl_tiling_flag(p)
     p.add_argument("-n", "--n-predict", type=_nonneg_int, default=64, metavar="N",
                    help="greedy steps after the prompt (default 64)")
     p.add_argument("-p", "--prompt", default=None, help=f"the prompt (default {DEFAULT_PROMPT!r})")
@@ -98,7 +99,7 @@ def run_verify(args: argparse.Namespace) -> int:
     report = verify(
         source, n=args.n_predict, prompt=args.prompt, threads=clamp_threads(args.threads), isas=args.isa,
         tolerance=args.tolerance, rounding=args.rounding, kv_dtype=args.kv_dtype,
-        lm_head_dtype=args.lm_head_dtype, layers=args.layers, progress=args.progress,
+        lm_head_dtype=args.lm_head_dtype, layers=args.layers, progress=args.progress, **tl_tiling_options(args),
     )
     print(report.to_json() if args.json else report.to_text(), flush=True)
     if not report.passed:

@@ -64,6 +64,7 @@ def verify(
     layers: Sequence[int] | None = None,
     native_tensors: Mapping[str, Any] | None = None,
     progress: bool = True,
+    tl_tiling: Any = None,
 ) -> VerifyReport:
     """Run the reference and the native path side by side; return a :class:`VerifyReport`.
 
@@ -76,6 +77,7 @@ def verify(
     every available one; the model tier runs on the best of them). ``tolerance``: the model tier's
     bound on ``max|Δlogit| / max|logit|``, also the relative bound for float captures when
     locating. ``rounding`` / ``kv_dtype`` / ``lm_head_dtype``: the numerics both backends use.
+    ``tl_tiling``: for a path, :func:`bitnet_lab.load`'s option of that name.
     ``layers``: the layers T1/T2 check (default: module docstring). ``native_tensors``: the
     tensors the native engine is built from (default: the model's own) — a modified copy shows
     how verify localises a difference. ``progress``: tqdm bars on stderr.
@@ -93,7 +95,7 @@ def verify(
     n_threads = kernels.effective_threads(threads)
     thread_set = sorted({1, n_threads})
 
-    config, tensors, name, tokenizer_of, closer = _open(model_or_path)
+    config, tensors, name, tokenizer_of, closer = _open(model_or_path, tl_tiling)
     try:
         ids = _prompt_ids(prompt, tokenizer_of)
         if len(ids) + n > config.context:
@@ -187,7 +189,7 @@ def _check_isas(isas: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(i for i in kernels.ISA_ORDER if i in chosen)  # best last
 
 
-def _open(src: Any):
+def _open(src: Any, tl_tiling: Any = None):
     """``(config, tensors, display name, tokenizer getter, closer)`` of what the caller passed."""
     from bitnet_lab.config import ModelConfig
     from bitnet_lab.model import Model, load
@@ -197,7 +199,7 @@ def _open(src: Any):
     if isinstance(src, tuple) and len(src) == 2 and isinstance(src[0], ModelConfig):
         return src[0], src[1], f"in-memory {src[0].arch} model", None, None
     if isinstance(src, (str, os.PathLike)):
-        m = load(src)
+        m = load(src, tl_tiling=tl_tiling)
         return m.config, m.tensors, m.source.name, lambda: m.tokenizer, m.close
     raise ConfigError(f"verify: expected a Model, a path or a (ModelConfig, tensors) pair, got {type(src).__name__}")
 

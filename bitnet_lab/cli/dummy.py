@@ -24,6 +24,9 @@ def add_parser(sub) -> None:
                    help="token_embd (and output) type: f16, f32, q8_0 (default f16; f32 for --outtype f32)")
     p.add_argument("--tl-tiling", type=tl_tiling_arg, metavar="BM,BK,bm",
                    help="TL1/TL2 tiling for every shape (default: per-shape presets/search)")
+    p.add_argument("--no-tiling-key", dest="tiling_key", action="store_false",
+                   help="TL1/TL2: do not record the tiling in the file (bitnet_lab.tl_tiling), as "
+                   "bitnet.cpp's own files do; readers then fall back on the presets or --tl-tiling")
     p.add_argument("--arch-name", metavar="NAME",
                    help="general.architecture to write instead of the layout's, e.g. bitnet: the name "
                    "llama.cpp and bitnet.cpp read the 2B-4T graph under (for bench --llama-cpp)")
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     path = generate_dummy(
         args.layout, args.outfile, outtype=args.outtype, seed=args.seed,
         embedding_type=args.token_embedding_type, tl_tiling=args.tl_tiling, arch_name=args.arch_name,
-        progress=args.progress,
+        tiling_key=args.tiling_key, progress=args.progress,
     )
     print(path)
     return 0

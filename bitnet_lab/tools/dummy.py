@@ -501,6 +501,7 @@ def generate_dummy(
     embedding_type: str | None = None,
     tl_tiling: Any = None,
     arch_name: str | None = None,
+    tiling_key: bool = True,
     progress: bool = True,
 ) -> Path:
     """Write a dummy GGUF of ``layout`` to ``out_path`` and return its path.
@@ -512,7 +513,8 @@ def generate_dummy(
     `bitnet_lab.quant.tiling.default_tiling`; recorded in the file (``bitnet_lab.tl_tiling``).
     ``arch_name``: write ``general.architecture`` (and the hyper-parameter keys) under this name
     instead of the layout's, e.g. ``"bitnet"`` for the 2B-4T so that llama.cpp reads the file
-    (see :func:`check_arch_name`). The file appears atomically (written to a temporary name, then
+    (see :func:`check_arch_name`). ``tiling_key=False``: leave ``bitnet_lab.tl_tiling`` out, as
+    bitnet.cpp's own TL files do (a reader then needs a preset or ``tl_tiling=``). The file appears atomically (written to a temporary name, then
     renamed).
     """
     from bitnet_lab.formats.gguf_writer import GGUFWriter
@@ -544,7 +546,8 @@ def generate_dummy(
                 # The TL scale goes into the hidden slot after the tensor; the writer needs it
                 # up front. random_gamma is the first draw of the tensor's generator, so this
                 # is the same γ that tensor_blob packs. The tiling goes to bitnet_lab.tl_tiling.
-                tl = {"tl_scale": random_gamma(tensor_rng(seed, p.name), lay.gamma_range), "tiling": p.tiling}
+                tl = {"tl_scale": random_gamma(tensor_rng(seed, p.name), lay.gamma_range),
+                      "tiling": p.tiling if tiling_key else None}
             writer.add_tensor(p.name, p.ggml_type, p.shape, _producer(p, lay, seed, bar), **tl)
         writer.write()
     finally:

@@ -286,6 +286,25 @@ def test_q8_0_embedding_is_the_same_draw(tiny_files, tmp_path):
     assert np.max(np.abs(a - b)) < 0.2 / 127 and not np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("outtype", ["tl1", "tl2"])
+def test_no_tiling_key_writes_the_same_tensors_without_our_key(tiny_files, tmp_path, outtype):
+    """tiling_key=False (--no-tiling-key) leaves bitnet_lab.tl_tiling out, as bitnet.cpp's files
+    do; read with the tilings the keyed file records, every tensor is byte-identical."""
+    from bitnet_lab.formats.gguf import GGUFFile
+    from bitnet_lab.formats.ggml_types import parse_tiling_key
+
+    p = dummy.generate_dummy("tiny", tmp_path / f"nokey-{outtype}.gguf", outtype=outtype, tiling_key=False,
+                             progress=False)
+    keyed = GGUFFile(tiny_files[outtype])
+    tilings = parse_tiling_key(keyed.metadata["bitnet_lab.tl_tiling"])
+    bare = GGUFFile(p, tl_tiling=tilings)
+    assert "bitnet_lab.tl_tiling" not in bare.metadata
+    assert bare.tensor_names == keyed.tensor_names
+    for name, t in keyed.tensors().items():
+        u = bare.tensor(name)
+        np.testing.assert_array_equal(np.asarray(u.data), np.asarray(t.data))
+
+
 def test_arch_name_relabels_the_same_graph(tiny_files, tmp_path):
     """--arch-name bitnet: the name llama.cpp reads the 2B-4T graph under; same tensors, same
     logits, the activation still relu² through our key."""

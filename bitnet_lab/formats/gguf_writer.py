@@ -302,12 +302,13 @@ class GGUFWriter:
 
     def add_tensor_array(self, name: str, type_name: str, array: np.ndarray) -> None:
         """Declare a tensor from a numpy array in torch-order shape, encoded now as F32 / F16 /
-        BF16 / Q8_0 by ``bitnet_lab.quant.blockquant.quantize`` (BF16: round to nearest even).
+        BF16 / Q8_0 / Q6_K by ``bitnet_lab.quant.blockquant.quantize`` (BF16: round to nearest
+        even; Q8_0 / Q6_K: llama.cpp's reference quantisers).
         A uint16 array with type BF16 is taken as BF16 bit patterns as they are."""
         tn = type_name.upper()
         a = np.asarray(array)
-        if tn not in ("F32", "F16", "BF16", "Q8_0"):
-            raise GGUFError(f"tensor {name!r}: add_tensor_array takes F32/F16/BF16/Q8_0, got {type_name!r}; use add_tensor")
+        if tn not in ("F32", "F16", "BF16", "Q8_0", "Q6_K"):
+            raise GGUFError(f"tensor {name!r}: add_tensor_array takes F32/F16/BF16/Q8_0/Q6_K, got {type_name!r}; use add_tensor")
         if tn == "BF16" and a.dtype == np.uint16:
             data = np.ascontiguousarray(a, dtype="<u2").reshape(-1).view(np.uint8)
         else:

@@ -1,10 +1,10 @@
 """Non-ternary ggml tensor types that BitNet files use for embeddings / lm_head / norms:
-dequantise to float32 and (where gguf-py can check us) quantise, in vectorised numpy.
+dequantise to float32 and quantise, in vectorised numpy.
 
 Shapes are torch order (rows, ..., cols): the last axis is ggml's contiguous ``ne0``; blocks
 run along it and never cross a row, so ``shape[-1]`` must be a multiple of the block size.
-Facts: docs/formats.md#22-block-sizes-of-the-non-ternary-types (block sizes), ggml ``ggml-quants.c`` reference
-(de)quantisers as mirrored by gguf-py 0.19.0 ``gguf/quants.py``; the byte layouts are written out below.
+Facts: docs/formats.md#22-block-sizes-of-the-non-ternary-types (block sizes and layouts),
+docs/formats.md#24-how-q8_0-and-q6_k-are-quantised (the quantisers).
 
 | type | block | bytes | layout of one block |
 |---|---|---|---|
@@ -16,8 +16,10 @@ Facts: docs/formats.md#22-block-sizes-of-the-non-ternary-types (block sizes), gg
 | TQ1_0 | 256 | 54 | ternary, see packing.py |
 | TQ2_0 | 256 | 66 | ternary, see packing.py |
 
-Quantisers: F32, F16, BF16, Q8_0, TQ1_0, TQ2_0 (byte-identical to gguf-py). Q6_K is dequantise
-only: its quantiser (ggml ``make_qx_quants`` search) is not implemented.
+Quantisers, all byte-identical to their references: F32, F16, BF16, TQ1_0, TQ2_0 as gguf-py;
+Q8_0 and Q6_K as llama.cpp's reference quantisers (``ggml-org/llama.cpp:ggml/src/ggml-quants.c``
+``quantize_row_q8_0_ref``, ``quantize_row_q6_K_ref``), which is what ``llama-quantize
+--token-embedding-type q8_0|q6_k`` runs; checked on bitnet.cpp's own Q8_0 / Q6_K files.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ BLOCK_SIZES: dict[str, tuple[int, int]] = {
     "TQ2_0": (256, 66),
 }
 DEQUANT_TYPES = tuple(BLOCK_SIZES)
-QUANT_TYPES = ("F32", "F16", "BF16", "Q8_0", "TQ1_0", "TQ2_0")
+QUANT_TYPES = DEQUANT_TYPES
 
 
 def _type(type_name: str) -> tuple[int, int]:
@@ -153,20 +155,177 @@ def _bf16_bits(x: np.ndarray) -> np.ndarray:
     return rounded.astype(np.uint16)
 
 
+# ---- Q8_0: llama.cpp quantize_row_q8_0_ref (docs/formats.md#24-how-q8_0-and-q6_k-are-quantised) --------
+
+
 def _quant_q8_0(x: np.ndarray) -> np.ndarray:
+    """Blocks of 32: ``d = amax / 127`` and ``q = roundf(x · (1/d))``, all in float32."""
     blocks = x.reshape(-1, 32)
     d = np.abs(blocks).max(axis=1, keepdims=True) / np.float32(127)  # float32
-    with np.errstate(divide="ignore"):
+    _check_fp16_scale("Q8_0", d, blocks)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         inv = np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
-    # round half away from zero of x·(1/d), in float32 (ggml roundf, gguf-py np_roundf).
-    q = round_int(blocks * inv, "half_away").astype(np.int8)
+        # round half away from zero, in float32 (C roundf; gguf-py np_roundf).
+        q = round_int(blocks * inv, "half_away")
+    # 1/d overflows for d below 2^-128 (amax < ~4e-37): x·inf is not a number an int8 can take.
+    # Such a block's fp16 d is 0, so it decodes to zeros whatever q holds; write q = 0, what
+    # x86 builds of llama.cpp write there (the float→int conversion of ±inf / NaN gives 0x80000000).
+    q = np.where(np.isfinite(q), q, np.float32(0)).astype(np.int8)
     return np.concatenate([d.astype("<f2").view(np.uint8), q.view(np.uint8)], axis=1)
+
+
+def _check_fp16_scale(type_name: str, d: np.ndarray, blocks: np.ndarray) -> None:
+    """A block scale beyond fp16's range would be stored as inf (the reference quantisers do
+    so, and the block then decodes to inf / NaN): refuse, naming the block."""
+    with np.errstate(over="ignore"):
+        big = ~np.isfinite(d.astype(np.float16)).reshape(-1)
+    if big.any():
+        b = int(np.argmax(big))
+        raise CodecError(
+            f"{type_name}: block {b} (max |x| = {float(np.abs(blocks[b]).max()):.6g}) needs a scale of "
+            f"{float(d.reshape(-1)[b]):.6g}, beyond fp16's 65504: the values are too large for {type_name}"
+        )
+
+
+# ---- Q6_K: llama.cpp quantize_row_q6_K_ref (docs/formats.md#24-how-q8_0-and-q6_k-are-quantised) --------
+
+_F32 = np.float32
+# ggml's GROUP_MAX_EPS: a group whose max |value| is below it is all zero.
+_GROUP_MAX_EPS = _F32(1e-15)
+# make_qx_quants(n=16, nmax=32, rmse_type=1): the first scale tried is -32/max, then
+# -(32 + 0.1·is)/max for is = -9..-1, 1..9. 32 + 0.1f·is is the same float32 fused or not.
+_QX_NMAX = 32
+_QX_STEPS = np.array([0] + list(range(-9, 0)) + list(range(1, 10)), dtype=_F32)
+_QX_NUMERATORS = (_F32(_QX_NMAX) + _F32(0.1) * _QX_STEPS).astype(_F32)  # (19,)
+# Sub-blocks of 16 per chunk: bounds the scratch (19 candidate scales × 16 values each).
+_Q6_K_CHUNK = 8192
+
+
+def _nearest_int(v: np.ndarray) -> np.ndarray:
+    """ggml's nearest_int: add 1.5·2^23 in float32 and read the low mantissa bits, i.e. round
+    half to even (exact for |v| < 2^22, which every caller here stays within); int32."""
+    t = (v.astype(_F32, copy=False) + _F32(12582912.0)).view(np.int32)
+    return (t & np.int32(0x007FFFFF)) - np.int32(0x00400000)
+
+
+def _fma_f32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``a·b + c`` rounded once to float32 (a fused multiply-add), for float32 a, b, c.
+
+    a·b is exact in float64 (24 + 24 bits). The float64 sum is made round-to-odd (a TwoSum
+    error term decides the direction): rounding that to float32 then equals a single rounding
+    of the exact value, which plain float64 → float32 double rounding does not always give."""
+    p = a.astype(np.float64) * b.astype(np.float64)
+    c64 = c.astype(np.float64)
+    s = p + c64
+    bp = s - p
+    err = (p - (s - bp)) + (c64 - bp)
+    even = (s.view(np.uint64) & np.uint64(1)) == 0
+    fix = (err != 0) & even & np.isfinite(s)
+    if fix.any():
+        s = np.where(fix, np.nextafter(s, np.where(err > 0, np.inf, -np.inf)), s)
+    return s.astype(_F32)
+
+
+def _make_qx_quants(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ggml ``make_qx_quants(16, 32, x, L, rmse_type=1, NULL)`` on every row of ``x`` (n, 16).
+
+    Returns (scale float32 (n,), L uint8 (n, 16) in [0, 63]). For each candidate scale the codes
+    are l = clamp(nearest_int(iscale·x), -32, 31), and the weighted least-squares fit with
+    weights w = x² gives sumlx = Σ w·x·l and suml2 = Σ w·l², accumulated left to right in
+    float32 with each ``+= product`` fused (one rounding per step), as the reference build
+    compiles them; the candidate with the largest sumlx²/suml2 wins, ties to the earlier one.
+    """
+    n = x.shape[0]
+    ax = np.abs(x)
+    first = np.argmax(ax, axis=1)  # ties: the first index, as the strict > of the scan
+    rows = np.arange(n)
+    amax = ax[rows, first]
+    zero = amax < _GROUP_MAX_EPS
+    top = np.where(zero, _F32(1), x[rows, first])  # signed value of largest magnitude
+    iscale = (-_QX_NUMERATORS[:, None] / top[None, :]).astype(_F32)  # (19, n)
+    l = np.clip(_nearest_int(iscale[:, :, None] * x[None]), -_QX_NMAX, _QX_NMAX - 1).astype(_F32)  # (19, n, 16)
+    sumlx = np.zeros((len(_QX_STEPS), n), _F32)
+    suml2 = np.zeros((len(_QX_STEPS), n), _F32)
+    # Overflow (|x| beyond ~1e12) is let through as IEEE inf / NaN, as in the reference, and
+    # refused below once it reaches a scale.
+    with np.errstate(over="ignore", invalid="ignore"):
+        w = x * x
+        wx = w * x                 # float32, then times l inside the fused add
+        wl = w[None] * l           # float32, then times l inside the fused add
+        for i in range(16):  # sequential: the float32 sums depend on the order
+            sumlx = _fma_f32(np.broadcast_to(wx[:, i], sumlx.shape), l[:, :, i], sumlx)
+            suml2 = _fma_f32(wl[:, :, i], l[:, :, i], suml2)
+        with np.errstate(divide="ignore"):
+            scale = np.where(suml2[0] != 0, sumlx[0] / suml2[0], _F32(0)).astype(_F32)
+        best = (scale * sumlx[0]).astype(_F32)
+        chosen = np.zeros(n, dtype=np.intp)
+        for k in range(1, len(_QX_STEPS)):
+            a, b = sumlx[k], suml2[k]
+            better = (b > 0) & (a * a > best * b)  # strict: a tie keeps the earlier candidate
+            with np.errstate(divide="ignore"):
+                scale = np.where(better, a / b, scale).astype(_F32)
+            best = np.where(better, scale * a, best).astype(_F32)
+            chosen = np.where(better, k, chosen)
+    L = (l[chosen, rows] + _QX_NMAX).astype(np.uint8)
+    L[zero] = 0
+    scale[zero] = 0
+    bad = ~np.isfinite(scale)
+    if bad.any():
+        r = int(np.argmax(bad))
+        raise CodecError(
+            f"Q6_K: a 16-value group with max |x| = {float(amax[r]):.6g} overflows the float32 least-squares "
+            f"search of the reference quantiser (x³ beyond float32's range): the values are too large for Q6_K"
+        )
+    return scale, L
+
+
+def _quant_q6_k_blocks(blocks: np.ndarray) -> np.ndarray:
+    """(nb, 256) float32 → (nb, 210) uint8 Q6_K blocks."""
+    nb = blocks.shape[0]
+    sub_scale, L = _make_qx_quants(blocks.reshape(-1, 16))
+    sub_scale = sub_scale.reshape(nb, 16)
+    L = L.reshape(nb, 16, 16)
+    rows = np.arange(nb)
+    first = np.argmax(np.abs(sub_scale), axis=1)  # ties: the first, as the strict > scan
+    max_scale = sub_scale[rows, first]
+    zero = np.abs(max_scale) < _GROUP_MAX_EPS
+    iscale = (_F32(-128) / np.where(zero, _F32(1), max_scale)).astype(_F32)
+    d32 = (_F32(1) / iscale).astype(_F32)
+    _check_fp16_scale("Q6_K", d32, blocks)
+    d16 = d32.astype("<f2")
+    # int8 scales: nearest_int(iscale·scale) capped at 127 (the max group gives -128).
+    scales = np.minimum(127, _nearest_int(iscale[:, None] * sub_scale)).astype(np.int8)
+    # Requantise every value against its group's final step d·scale (d as stored, fp16). A group
+    # whose step is 0 keeps the codes of its own search (0 for an all-zero group).
+    step = d16.astype(_F32)[:, None] * scales.astype(_F32)  # (nb, 16)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        requant = np.clip(_nearest_int(blocks.reshape(nb, 16, 16) / step[:, :, None]), -32, 31) + 32
+    L = np.where((step != 0)[:, :, None], requant, L).astype(np.uint8).reshape(nb, 256)
+    out = np.empty((nb, 210), dtype=np.uint8)
+    for h in range(2):  # two halves of 128: quarter j holds elements 32j .. 32j+31 of the half
+        q = L[:, 128 * h : 128 * (h + 1)].reshape(nb, 4, 32)
+        out[:, 64 * h : 64 * h + 32] = (q[:, 0] & 0x0F) | ((q[:, 2] & 0x0F) << 4)
+        out[:, 64 * h + 32 : 64 * h + 64] = (q[:, 1] & 0x0F) | ((q[:, 3] & 0x0F) << 4)
+        out[:, 128 + 32 * h : 160 + 32 * h] = (
+            (q[:, 0] >> 4) | ((q[:, 1] >> 4) << 2) | ((q[:, 2] >> 4) << 4) | ((q[:, 3] >> 4) << 6)
+        )
+    out[:, 192:208] = scales.view(np.uint8)
+    out[:, 208:210] = d16.reshape(nb, 1).view(np.uint8)
+    out[zero] = 0  # an all-zero block is 210 zero bytes
+    return out
+
+
+def _quant_q6_k(x: np.ndarray) -> np.ndarray:
+    blocks = x.reshape(-1, 256)
+    out = np.empty((blocks.shape[0], 210), dtype=np.uint8)
+    step = _Q6_K_CHUNK // 16
+    for b0 in range(0, blocks.shape[0], step):
+        out[b0 : b0 + step] = _quant_q6_k_blocks(blocks[b0 : b0 + step])
+    return out.reshape(-1)
 
 
 def quantize(type_name: str, x: np.ndarray) -> np.ndarray:
     """Encode float ``x`` (blocks along the last axis) as ``type_name``; flat uint8 bytes."""
-    if type_name == "Q6_K":
-        raise CodecError("Q6_K: quantisation is not implemented (dequantise only)")
     if type_name not in QUANT_TYPES:
         raise CodecError(f"cannot quantise to {type_name!r}; supported: {QUANT_TYPES}")
     if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
@@ -180,9 +339,10 @@ def quantize(type_name: str, x: np.ndarray) -> np.ndarray:
             return x.astype("<f2").reshape(-1).view(np.uint8)
     if type_name == "BF16":
         return _bf16_bits(np.ascontiguousarray(x).reshape(-1)).astype("<u2").view(np.uint8)
-    if type_name == "Q8_0":
+    if type_name in ("Q8_0", "Q6_K"):
         if not np.isfinite(x).all():
-            raise CodecError(f"Q8_0: x has {int((~np.isfinite(x)).sum())} non-finite values")
-        return _quant_q8_0(np.ascontiguousarray(x)).reshape(-1)
+            raise CodecError(f"{type_name}: x has {int((~np.isfinite(x)).sum())} non-finite values")
+        quant = _quant_q8_0 if type_name == "Q8_0" else _quant_q6_k
+        return quant(np.ascontiguousarray(x)).reshape(-1)
     rows = x.reshape(-1, shape[-1])
     return packing.quantize_tq2_0(rows) if type_name == "TQ2_0" else packing.quantize_tq1_0(rows)

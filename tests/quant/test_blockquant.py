@@ -1,5 +1,6 @@
 """Non-ternary block types (bitnet_lab/quant/blockquant.py) against gguf-py 0.19.0 and against
-per-element loops written from the ggml block layouts."""
+per-element loops written from the ggml block layouts. The Q8_0 / Q6_K quantisers against
+llama.cpp's reference and bitnet.cpp's files: test_reference_quantisers.py."""
 
 from __future__ import annotations
 
@@ -133,8 +134,8 @@ def test_errors(rng):
         BQ.dequantize("Q8_0", np.zeros(34, np.uint8), (1, 48))
     with pytest.raises(CodecError, match="expected 68 bytes of data, got 67"):
         BQ.dequantize("Q8_0", np.zeros(67, np.uint8), (2, 32))
-    with pytest.raises(CodecError, match="Q6_K: quantisation is not implemented"):
-        BQ.quantize("Q6_K", np.zeros((1, 256), np.float32))
+    with pytest.raises(CodecError, match="Q6_K: x has 1 non-finite values"):
+        BQ.quantize("Q6_K", np.r_[np.zeros(255, np.float32), np.float32(np.nan)].reshape(1, 256))
     with pytest.raises(CodecError, match="cannot quantise to 'Q4_0'"):
         BQ.quantize("Q4_0", np.zeros((1, 32), np.float32))
     with pytest.raises(CodecError, match="float numpy array"):

@@ -12,26 +12,40 @@ Formats (docs/formats.md#85-chat-templates)
 ``llama3``   Llama-3 header tokens: ``[BOS]``, per message ``<|start_header_id|>role
              <|end_header_id|>`` + ``"\\n\\n"`` + ``content.strip()`` + ``<|eot_id|>``; the
              generation prompt is the assistant header (meta-llama/llama3 ``ChatFormat``).
-``falcon3``  ``<|system|>\\n…\\n<|user|>\\n…\\n<|assistant|>\\n…<eos>\\n`` and the generation
-             prompt ``<|assistant|>\\n`` (`upstream:src/llama-chat.cpp` ``falcon3``; the eos after
-             an assistant turn follows the Falcon3 repos' template) [reported in issues].
+``falcon3``  The Falcon3-Instruct template (the ``tokenizer_config.json`` ``chat_template`` of
+             tiiuae/Falcon3-*-Instruct, without tools): ``<|system|>\\n…\\n<|user|>\\n…\\n``,
+             an assistant turn ``<|assistant|>\\n…<eos>`` followed by ``\\n`` unless it is the last
+             message, and the generation prompt ``<|assistant|>\\n``; no BOS in the text
+             (docs/formats.md#85-chat-templates). llama.cpp's built-in ``falcon3``
+             (`upstream:src/llama-chat.cpp`) writes no eos after an assistant turn; the official
+             template does, and so do we.
 ``chatml``   ``<|im_start|>role\n…<|im_end|>\n``, generation prompt ``<|im_start|>assistant\n``.
 ``template`` the Jinja template of the file (``tokenizer.chat_template``), rendered as the Hub
              does (sandboxed environment, ``trim_blocks``/``lstrip_blocks``, ``raise_exception``,
              ``bos_token``/``eos_token``, ``add_generation_prompt``) and tokenised with special
              tokens parsed.
 
-How a format is chosen (`chat_format_for`): an explicit name wins; otherwise the file's template,
-**except** (documented fallbacks) (a) the 2B-4T GGUF carries a placeholder
-``Human: …BITNETAssistant:`` template written by its converter, which is not the training
-format and with which the model does not stop — we use ``bitnet`` instead; (b) a template
-that renders exactly the ``bitnet`` text (the HF 2B-4T ``tokenizer_config.json``) is built at the
-token level by ``bitnet``, because rendering to one string and tokenising merges the header's
-space into the first content word (``" Hey"``), unlike training. Without any template the
-vocabulary decides (``<|start_header_id|>`` → ``bitnet`` for BitNet architectures, ``llama3``
-otherwise; ``<|assistant|>`` → ``falcon3``); a base model with none of these gets ``chatml``,
-llama.cpp's default (its ``<|im_end|>`` is then a stop string, as the vocabulary has no such
-token). The chosen format's ``why`` records the rule, and the CLI prints it.
+How a format is chosen (`chat_format_for`), first rule that applies:
+
+1. an explicit name (or Jinja source) wins;
+2. the file's template (``tokenizer.chat_template``), rendered with Jinja — **except** (documented
+   fallbacks) (a) the 2B-4T GGUF carries a placeholder ``Human: …BITNETAssistant:`` template
+   written by its converter, which is not the training format and with which the model does not
+   stop — we use ``bitnet`` instead; (b) a template that renders exactly the ``bitnet`` text (the HF
+   2B-4T ``tokenizer_config.json``) is built at the token level by ``bitnet``, because rendering to
+   one string and tokenising merges the header's space into the first content word (``" Hey"``),
+   unlike training;
+3. no template, a Falcon file — ``tokenizer.ggml.pre`` ``falcon3`` / ``falcon_e``, or
+   ``general.name`` naming Falcon3 / Falcon-E — gets ``falcon3``. This comes before the vocabulary
+   rule because Falcon3 files use the ``llama`` architecture and a Llama-3-style BPE vocabulary
+   (our Falcon3 dummies embed the Llama-3 vocabulary itself), which would otherwise pick ``llama3``;
+4. no template, the vocabulary decides: ``<|start_header_id|>`` and ``<|eot_id|>`` tokens →
+   ``bitnet`` on a BitNet architecture, ``llama3`` otherwise; ``<|assistant|>`` and ``<|user|>``
+   tokens → ``falcon3``;
+5. otherwise (a base model) ``chatml``, llama.cpp's default (its ``<|im_end|>`` is then a stop
+   string, as the vocabulary has no such token).
+
+The chosen format's ``why`` records the rule, and the CLI prints it.
 
 Multi-turn (`ChatSession`): the session keeps the KV cache and the ids in it; a new turn feeds
 only its own tokens (closing the previous answer, the new user message, the generation prompt).
@@ -44,6 +58,7 @@ re-encoded, and the chat goes on. ``ctx_shift=False`` stops an answer at a full 
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -80,6 +95,11 @@ DEFAULT_ANSWER_TOKENS = 256
 BITNET_ARCHS = ("bitnet-b1.58", "bitnet-25", "bitnet")
 # The 2B-4T GGUF's placeholder template (convert-ms-to-gguf-bitnet.py) — docs/formats.md#85-chat-templates.
 PLACEHOLDER_MARKERS = ("BITNETAssistant",)
+# Falcon files without a template (rule 3 of the module docstring): their pre-tokenizer names, and
+# a general.name such as "Falcon3-1B-Instruct-1.58bit" or "Falcon-E-3B-Instruct" ("Falcon-Edge" is
+# not matched: the family letter must end the word).
+FALCON_PRE_TOKENIZERS = ("falcon3", "falcon_e")
+FALCON_NAME = re.compile(r"falcon[-_ ]?(?:3|e)(?![a-z0-9])", re.IGNORECASE)
 
 
 class ChatTemplateError(ConfigError):
@@ -304,18 +324,20 @@ class _StringFormat(ChatFormat):
 
 
 class Falcon3ChatFormat(_StringFormat):
-    """Falcon3 ``<|role|>`` blocks (see module docstring)."""
+    """Falcon3-Instruct ``<|role|>`` blocks (see module docstring)."""
 
     name = "falcon3"
 
     def render(self, messages, add_generation_prompt=True):
+        messages = _check_messages(messages)
         s = ""
-        for m in _check_messages(messages):
+        for i, m in enumerate(messages):
             if m["role"] == "assistant":
-                s += f"<|assistant|>\n{m['content']}{self.eos_text}\n"
+                # the official template ends the last message at the eos, others with a newline
+                s += f"<|assistant|>\n{m['content']}{self.eos_text}" + ("\n" if i < len(messages) - 1 else "")
             else:
                 s += f"<|{m['role']}|>\n{m['content']}\n"
-        return s + ("<|assistant|>\n" if add_generation_prompt else "")
+        return s + ("<|assistant|>\n" if add_generation_prompt and messages else "")
 
 
 class ChatMLChatFormat(_StringFormat):
@@ -449,14 +471,28 @@ def _choose(tokenizer: Any, config: Any, name: str | None) -> ChatFormat:
                 return _with_why(bit, "the file's template renders the 2B-4T training format; "
                                       "built at the token level as in training")
         return _with_why(fmt, "the file's template")
+    falcon = _falcon_file(tokenizer, config)
+    if falcon:
+        return _with_why(Falcon3ChatFormat(tokenizer), f"no template; a Falcon file ({falcon})")
     if _has_special(tokenizer, "<|start_header_id|>") and _has_special(tokenizer, "<|eot_id|>"):
         if arch is None or arch in BITNET_ARCHS:
             return _with_why(BitnetChatFormat(tokenizer), "no template; Llama-3 vocabulary on a BitNet architecture")
         return _with_why(Llama3ChatFormat(tokenizer), "no template; Llama-3 vocabulary")
-    if _has_special(tokenizer, "<|assistant|>"):
-        return _with_why(Falcon3ChatFormat(tokenizer), "no template; <|assistant|> token in the vocabulary")
+    if _has_special(tokenizer, "<|assistant|>") and _has_special(tokenizer, "<|user|>"):
+        return _with_why(Falcon3ChatFormat(tokenizer), "no template; <|assistant|> and <|user|> tokens in the vocabulary")
     return _with_why(ChatMLChatFormat(tokenizer),
                      "no template and no known chat tokens (a base model): llama.cpp's default, chatml")
+
+
+def _falcon_file(tokenizer: Any, config: Any) -> str:
+    """What marks a file as Falcon3 / Falcon-E (its pre-tokenizer, else its general.name), or ""."""
+    pre = getattr(tokenizer, "pre", None)
+    if pre in FALCON_PRE_TOKENIZERS:
+        return f"tokenizer.ggml.pre = {pre}"
+    name = getattr(config, "name", None)
+    if isinstance(name, str) and FALCON_NAME.search(name):
+        return f"general.name = {name!r}"
+    return ""
 
 
 # =====================================================================================

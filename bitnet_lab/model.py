@@ -137,7 +137,7 @@ class Model:
 def _open_local(path: Path, tl_tiling: Any) -> tuple[ModelConfig, dict, Mapping[str, Any], str, Any, Path]:
     if path.is_dir():
         if (path / "config.json").exists():
-            return _open_hf(path)
+            return _open_hf(path, tl_tiling)
         ggufs = sorted(path.glob("*.gguf"))
         if len(ggufs) == 1:
             path = ggufs[0]
@@ -147,11 +147,14 @@ def _open_local(path: Path, tl_tiling: Any) -> tuple[ModelConfig, dict, Mapping[
         else:
             raise FormatError(f"{path} holds neither a config.json (Hugging Face) nor a .gguf file")
     if path.suffix == ".safetensors" or path.name.endswith(".safetensors.index.json"):
-        return _open_hf(path.parent)
+        return _open_hf(path.parent, tl_tiling)
     from bitnet_lab.formats.gguf import GGUFFile
 
     f = GGUFFile(path, tl_tiling=tl_tiling)
     try:
+        if tl_tiling is not None and not any(ti.layout in ("tl1", "tl2") for ti in f.tensor_infos):
+            raise ConfigError(f"tl_tiling={tl_tiling!r} (--tl-tiling) is for TL1/TL2 files; {path.name} has no "
+                              f"TL1/TL2 tensor")
         tensors = f.tensors()
         config = ModelConfig.from_gguf(f.metadata, {n: t.shape for n, t in tensors.items()})  # counts vs tensors
     except BaseException:
@@ -160,7 +163,10 @@ def _open_local(path: Path, tl_tiling: Any) -> tuple[ModelConfig, dict, Mapping[
     return config, tensors, f.metadata, "gguf", f.close, path
 
 
-def _open_hf(directory: Path):
+def _open_hf(directory: Path, tl_tiling: Any = None):
+    if tl_tiling is not None:
+        raise ConfigError(f"tl_tiling={tl_tiling!r} (--tl-tiling) is for TL1/TL2 GGUF files, not the Hugging Face "
+                          f"checkpoint {directory}")
     from bitnet_lab.formats.hf import read_hf_checkpoint
 
     config, tensors, info = read_hf_checkpoint(directory)
@@ -199,12 +205,19 @@ def load(
     Local paths never touch the network; ``owner/name`` strings that are not existing paths
     are resolved through huggingface_hub (cache, ``revision``, ``HF_HUB_OFFLINE``).
     ``backend_options`` go to the backend (e.g. ``rounding=``, ``kv_dtype=`` for the reference).
+    ``tl_tiling`` (TL1/TL2 GGUF files only, the CLI's ``--tl-tiling``): ``"BM,BK,bm"`` or a
+    `TLTiling` for every TL tensor, a preset name (``bitnet_lab.quant.tiling.preset_names()``), or
+    ``{(M, K) or tensor name: tiling}``; without it the file's ``bitnet_lab.tl_tiling`` key or
+    bitnet.cpp's preset of the model its shapes identify is used (`bitnet_lab.formats.gguf.GGUFFile`).
     ``mmap=False`` (llama.cpp's ``--no-mmap``): the weights are read into anonymous huge pages
     instead of being used in place from the file's memory map (``bitnet_lab.engine.residency``).
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     threads = check_threads(threads)
+    from bitnet_lab.quant.tiling import parse_tl_tiling
+
+    tl_tiling = parse_tl_tiling(tl_tiling)  # a bad value is refused before any file is touched
     path = Path(os.fspath(source)).expanduser()
     if not path.exists():
         from bitnet_lab.formats import hub

@@ -6,37 +6,38 @@ import argparse
 from typing import Any, Callable, Sequence
 
 OUTTYPES = ("i2_s", "tl1", "tl2", "tq1_0", "tq2_0", "f16", "f32")
-EMBEDDING_TYPES = ("f16", "f32", "q8_0")          # dummy --token-embedding-type
-CONVERT_EMBEDDING_TYPES = ("f16", "f32", "bf16")  # convert --token-embedding-type
+EMBEDDING_TYPES = ("f16", "f32", "bf16", "q8_0", "q6_k")          # dummy --token-embedding-type
+CONVERT_EMBEDDING_TYPES = ("f16", "f32", "bf16", "q8_0", "q6_k")  # convert --token-embedding-type
 
 
 def tl_tiling_arg(text: str):
-    """argparse type for ``--tl-tiling BM,BK,bm`` → `TLTiling` (bad input: exit 2 with usage)."""
-    from bitnet_lab.quant.tiling import TLTiling
+    """argparse type for ``--tl-tiling BM,BK,bm`` → `TLTiling`, or ``--tl-tiling NAME`` → that
+    preset's name (``bitnet_lab.quant.tiling.preset_names()``); bad input: exit 2 with usage."""
+    from bitnet_lab.errors import BitnetLabError
+    from bitnet_lab.quant.tiling import parse_tl_tiling
 
-    parts = text.replace("/", ",").split(",")
     try:
-        BM, BK, bm = (int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected three integers BM,BK,bm (e.g. 256,128,32), got {text!r}") from None
-    if min(BM, BK, bm) <= 0:
-        raise argparse.ArgumentTypeError(f"BM, BK, bm must be positive, got {text!r}")
-    return TLTiling(BM, BK, bm)
+        return parse_tl_tiling(text)
+    except BitnetLabError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_tl_tiling_flag(g: Any) -> None:
     """``--tl-tiling BM,BK,bm`` on every subcommand that loads a model: the tiling of a TL1/TL2
     file's tensors, for a file that records none and matches no preset (docs/formats.md#32-tl1-type-38)."""
-    g.add_argument("--tl-tiling", type=tl_tiling_arg, metavar="BM,BK,bm",
-                   help="TL1/TL2 files: the tiling the tensors were written with (default: the file's own key, "
-                        "else bitnet.cpp's preset for the model's shapes)")
+    g.add_argument("--tl-tiling", type=tl_tiling_arg, metavar="BM,BK,bm|PRESET",
+                   help="TL1/TL2 files: the tiling the tensors were written with, or a preset name such as "
+                        "BitNet-b1.58-2B-4T (default: the file's own key, else bitnet.cpp's preset for the "
+                        "model's shapes)")
 
 
 def tl_tiling_options(args: Any) -> dict[str, Any]:
     """The load option for ``--tl-tiling``, as the string form ``load()`` accepts (it also crosses
     a process boundary as JSON in ``bench --load``); empty when the flag is absent."""
     t = getattr(args, "tl_tiling", None)
-    return {} if t is None else {"tl_tiling": f"{t.BM},{t.BK},{t.bm}"}
+    if t is None:
+        return {}
+    return {"tl_tiling": t if isinstance(t, str) else f"{t.BM},{t.BK},{t.bm}"}  # a preset name is a string already
 
 
 def lower_choice(choices: Sequence[str]) -> Callable[[str], str]:

@@ -19,8 +19,10 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--full-metadata", action="store_true", help="with --json: keep long arrays (token lists) whole")
     p.add_argument("--no-stats", dest="stats", action="store_false", help="skip decoding ternary tensors (fast)")
-    p.add_argument("--tl-tiling", type=tl_tiling_arg, metavar="BM,BK,bm",
-                   help="TL1/TL2 tiling, when the file does not record it")
+    p.add_argument("--tl-tiling", type=tl_tiling_arg, metavar="BM,BK,bm|PRESET",
+                   help="TL1/TL2 files: the tiling the tensors were written with, or a preset name (default: the "
+                        "file's own key, else bitnet.cpp's preset for the model's shapes); the report says "
+                        "which tiling each shape got and from where")
     add_progress_flag(p)
     p.set_defaults(func=run)
 

@@ -22,7 +22,8 @@ type we do not read) whose message names the key or tensor and the numbers.
   ``d`` included), ``block_scales`` = those ``d`` extracted as float16 ``(M, K/256)`` (a copy);
 - TL1 / TL2: ``data`` = the packed bytes as declared, ``scale`` = the f32 in the hidden slot at
   ``pad32(nbytes)``, ``tiling`` = from ``tl_tiling=``, our metadata key ``bitnet_lab.tl_tiling``
-  or the presets of ``bitnet_lab.quant.tiling``.
+  or bitnet.cpp's preset of the model the file's TL shapes identify (``quant.tiling.match_presets``,
+  docs/kernels.md#56-presets-per-model); ``GGUFFile.tl_tilings()`` tells which, per tensor.
 
 Metadata values are plain Python: integers, floats, bools, ``str``; arrays are Python lists
 (numeric arrays too, e.g. ``tokenizer.ggml.scores`` is a list of floats; nested arrays are lists
@@ -76,6 +77,7 @@ __all__ = [
     "GGUFFile",
     "TensorInfo",
     "TL_TILING_KEY",
+    "TilingChoice",
     "open_gguf",
     "read_metadata",
 ]
@@ -418,7 +420,28 @@ def _validate_tensors(
 # Reading: TL tiling
 # ============================================================================================
 
-TilingSpec = Union[TLTiling, Mapping[Any, TLTiling], None]
+# None; one TLTiling or "BM,BK,bm" for every TL tensor; a preset name; or {(M, K) or tensor name: TLTiling}
+TilingSpec = Union[TLTiling, str, Mapping[Any, TLTiling], None]
+
+# Where a TL tensor's tiling came from, most binding first.
+TILING_GIVEN = "given"        # tl_tiling= (the CLI's --tl-tiling)
+TILING_FILE_KEY = "file key"  # our metadata key bitnet_lab.tl_tiling
+TILING_PRESET = "preset"      # bitnet.cpp's preset of the model the file's shapes identify
+
+
+@dataclass(frozen=True)
+class TilingChoice:
+    """The tiling a TL1/TL2 tensor is read with, and where it came from: ``source`` is one of
+    TILING_GIVEN, TILING_FILE_KEY, TILING_PRESET; ``detail`` says which (the preset's model,
+    the key's name, what was given)."""
+
+    tiling: TLTiling
+    source: str
+    detail: str
+
+    def describe(self) -> str:
+        t = self.tiling
+        return f"{t.BM},{t.BK},{t.bm} ({self.source}: {self.detail})"
 
 
 # ============================================================================================
@@ -433,17 +456,23 @@ class GGUFFile:
     are lists), ``metadata_types`` (key -> GGUFValueType, or ``(ARRAY, element type)``),
     ``tensor_infos`` (file order), ``data_offset``, ``file_size``.
 
-    ``tl_tiling``: the tiling of TL1/TL2 tensors, which files do not record: one ``TLTiling``
-    for all, or a dict keyed by tensor name or by ``(M, K)``. Without it, the file's
-    ``bitnet_lab.tl_tiling`` key or the presets of ``bitnet_lab.quant.tiling`` are used.
+    ``tl_tiling``: the tiling of TL1/TL2 tensors, which bitnet.cpp's files do not record: one
+    ``TLTiling`` or ``"BM,BK,bm"`` for all, a preset name (``quant.tiling.preset_names()``), or a
+    dict keyed by tensor name or by ``(M, K)``. Tensors it leaves open take the file's
+    ``bitnet_lab.tl_tiling`` key, else bitnet.cpp's preset of the model their shapes identify
+    (``quant.tiling.match_presets``: unknown or ambiguous shapes are refused, naming the
+    candidates). ``tl_tilings()`` says which tiling each tensor got and from where.
 
     Arrays handed out by ``tensors()`` are views of the mapping and keep it alive after
     ``close()``.
     """
 
     def __init__(self, path: Union[str, os.PathLike], *, tl_tiling: TilingSpec = None) -> None:
+        from bitnet_lab.quant.tiling import parse_tl_tiling
+
         self.path = Path(path)
-        self._tl_tiling = tl_tiling
+        self._tl_request = parse_tl_tiling(tl_tiling)  # a bad request fails before the file is opened
+        self._tl_choices: Optional[dict[str, TilingChoice]] = None
         self._mm: Optional[np.memmap] = None
         try:
             self.file_size = os.path.getsize(self.path)
@@ -571,41 +600,62 @@ class GGUFFile:
         scale = self._f32_at(ti, ti.offset + pad_to(ti.nbytes, 32), f"the {tn} scale (hidden slot)")
         return TernaryWeight(name, ti.layout, (M, K), blob, scale=scale, tiling=tiling)
 
-    def _tiling_for(self, ti: TensorInfo) -> TLTiling:
-        M, K = ti.shape
-        spec, tiling, source = self._tl_tiling, None, ""
-        if isinstance(spec, TLTiling):
-            tiling, source = spec, "tl_tiling="
-        elif isinstance(spec, Mapping):
-            tiling = spec.get(ti.name) or spec.get((M, K))
-            source = "tl_tiling="
-        elif spec is not None:
-            raise GGUFError(f"tl_tiling must be a TLTiling or a dict of them, got {type(spec).__name__}")
-        if tiling is None and (M, K) in self._file_tilings:
-            tiling, source = self._file_tilings[(M, K)], f"metadata {TL_TILING_KEY!r}"
-        if tiling is None:
-            # Published presets only: a searched tiling would be a guess, and a wrong tiling
-            # decodes to wrong weights without any error.
-            from bitnet_lab.quant import tiling as tl
+    def tl_tilings(self) -> dict[str, TilingChoice]:
+        """The tiling of every TL1/TL2 tensor (file order) and where it came from; GGUFError
+        naming the shapes and the candidates when one cannot be told (module docstring)."""
+        if self._tl_choices is None:
+            self._tl_choices = self._resolve_tilings()
+        return dict(self._tl_choices)
 
-            presets = tl.TL1_PRESETS if ti.layout == "tl1" else tl.TL2_PRESETS
-            tiling, source = presets.get((M, K)), f"the {ti.type_name} presets"
-        if tiling is None:
-            raise GGUFError(
-                f"{self.path}: tensor {ti.name!r}: {ti.type_name} tensor of shape (M, K) = ({M}, {K}) "
-                "needs its tiling (BM, BK, bm), which the file does not record and no preset matches; "
-                "pass GGUFFile(path, tl_tiling=TLTiling(BM=..., BK=..., bm=...)), or a dict "
-                "{(M, K): TLTiling} / {tensor_name: TLTiling}"
-            )
-        if not isinstance(tiling, TLTiling):
-            raise GGUFError(f"tensor {ti.name!r}: tiling from {source} is {tiling!r}, not a TLTiling")
+    def _resolve_tilings(self) -> dict[str, TilingChoice]:
         from bitnet_lab.quant import tiling as tl
 
+        req = self._tl_request
+        out: dict[str, TilingChoice] = {}
+        open_shapes: dict[str, set[tuple[int, int]]] = {}  # layout -> shapes left to the presets
+        for ti in self.tensor_infos:
+            if ti.layout not in tl.TL_LAYOUTS:
+                continue
+            shape = (ti.shape[0], ti.shape[1])
+            if isinstance(req, TLTiling):
+                out[ti.name] = TilingChoice(req, TILING_GIVEN, "tl_tiling (--tl-tiling)")
+            elif isinstance(req, dict) and (ti.name in req or shape in req):
+                out[ti.name] = TilingChoice(req.get(ti.name) or req[shape], TILING_GIVEN, "tl_tiling (--tl-tiling)")
+            elif shape in self._file_tilings:
+                out[ti.name] = TilingChoice(self._file_tilings[shape], TILING_FILE_KEY, f"metadata {TL_TILING_KEY!r}")
+            else:
+                open_shapes.setdefault(ti.layout, set()).add(shape)
         try:
-            tl.validate_tiling(ti.layout, M, K, tiling)
+            by_layout: dict[str, tuple[Mapping[tuple[int, int], TLTiling], str, str]] = {}
+            for layout, shapes in open_shapes.items():
+                if isinstance(req, str):  # a preset named by the caller
+                    p = tl.named_preset(layout, req)
+                    missing = sorted(shapes - set(p.tilings))
+                    if missing:
+                        raise GGUFError(f"preset {p.name!r} has no {layout} tiling for the shapes (M, K) {missing}")
+                    by_layout[layout] = (p.tilings, TILING_GIVEN, f"preset {p.name} (--tl-tiling)")
+                else:
+                    m = tl.match_presets(layout, shapes)
+                    by_layout[layout] = (m.tilings, TILING_PRESET, m.label)
+            for ti in self.tensor_infos:
+                if ti.layout in by_layout and ti.name not in out:
+                    tilings, source, detail = by_layout[ti.layout]
+                    out[ti.name] = TilingChoice(tilings[(ti.shape[0], ti.shape[1])], source, detail)
         except BitnetLabError as e:
-            raise GGUFError(f"{self.path}: tensor {ti.name!r} ({M}, {K}): tiling {tiling} from {source}: {e}") from None
-        return tiling
+            raise GGUFError(f"{self.path}: {e}") from None
+        for ti in self.tensor_infos:
+            if ti.name in out:
+                c = out[ti.name]
+                try:
+                    tl.validate_tiling(ti.layout, ti.shape[0], ti.shape[1], c.tiling)
+                except BitnetLabError as e:
+                    raise GGUFError(
+                        f"{self.path}: tensor {ti.name!r} {ti.shape}: tiling from {c.source} ({c.detail}): {e}"
+                    ) from None
+        return {ti.name: out[ti.name] for ti in self.tensor_infos if ti.name in out}
+
+    def _tiling_for(self, ti: TensorInfo) -> TLTiling:
+        return self.tl_tilings()[ti.name].tiling
 
 
 def _map(path: Path) -> np.memmap:

@@ -6,6 +6,9 @@
 - the metadata (long arrays summarised as ``[128256 strings]`` in the text form);
 - one row per tensor: name, type, shape in ggml order (``[ne0, ne1]``, as llama.cpp prints it)
   and in torch order (``(M, K)``), bytes, ternary layout, absolute file offset;
+- for TL1/TL2 files, the tiling each shape is read with and where it came from (the caller's
+  ``tl_tiling``, the file's ``bitnet_lab.tl_tiling`` key, or bitnet.cpp's preset of the model the
+  shapes identify), or why none could be told (then the TL tensors get no statistics);
 - for each ternary tensor, the share of −1 / 0 / +1 codes and its scale γ, computed by decoding
   the tensor (vectorised, one tensor in memory at a time). Float projections that hold ternary
   values times one scale (the F32/F16 files the converters write,
@@ -20,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -66,6 +69,19 @@ class TensorRow:
     stats: TernaryStats | None = None
 
 
+@dataclass(frozen=True)
+class TilingRow:
+    """The tiling of one TL shape: ``source`` "given" | "file key" | "preset"; ``detail`` names
+    which (the preset's model, the key, the flag); ``n_tensors`` tensors share it."""
+
+    layout: str
+    shape: tuple[int, int]          # torch (M, K)
+    tiling: tuple[int, int, int]    # (BM, BK, bm)
+    source: str
+    detail: str
+    n_tensors: int
+
+
 @dataclass
 class InspectReport:
     """The result of `inspect_model`; ``to_text()`` for people, ``to_json()`` for programs."""
@@ -80,6 +96,8 @@ class InspectReport:
     config_error: str | None = None
     gguf_version: int | None = None
     stats_computed: bool = True
+    tl_tilings: list[TilingRow] = field(default_factory=list)
+    tl_tiling_error: str | None = None        # why the TL tensors' tiling could not be told
 
     # ---- derived ----------------------------------------------------------------------
     @property
@@ -115,6 +133,14 @@ class InspectReport:
             lines.append("config: " + _describe_config(self.config))
         elif self.config_error:
             lines.append(f"config: not a model bitnet_lab runs ({self.config_error})")
+
+        if self.tl_tilings or self.tl_tiling_error:
+            lines += ["", "TL tiling (BM,BK,bm per shape, and where it came from):"]
+            for r in self.tl_tilings:
+                lines.append(f"  {r.layout} ({r.shape[0]}, {r.shape[1]})  {r.tiling[0]},{r.tiling[1]},{r.tiling[2]}  "
+                             f"{r.source}: {r.detail}  [{r.n_tensors} tensor{'s' if r.n_tensors != 1 else ''}]")
+            if self.tl_tiling_error:
+                lines.append(f"  not resolved: {self.tl_tiling_error}")
 
         lines += ["", "metadata:"]
         width = max((len(k) for k in self.metadata), default=0)
@@ -154,6 +180,12 @@ class InspectReport:
             "metadata": md,
             "metadata_types": dict(self.metadata_types),
             "stats_computed": self.stats_computed,
+            "tl_tilings": [
+                {"layout": r.layout, "shape": list(r.shape), "tiling": {"BM": r.tiling[0], "BK": r.tiling[1], "bm": r.tiling[2]},
+                 "source": r.source, "detail": r.detail, "n_tensors": r.n_tensors}
+                for r in self.tl_tilings
+            ],
+            "tl_tiling_error": self.tl_tiling_error,
             "tensors": [
                 {
                     "name": r.name,
@@ -187,7 +219,9 @@ def inspect_model(
 ) -> InspectReport:
     """Inspect a GGUF file or a Hugging Face checkpoint folder (or its ``.safetensors`` file).
 
-    ``tl_tiling``: the TL1/TL2 tiling when the file does not record it (see `GGUFFile`).
+    ``tl_tiling``: the TL1/TL2 tiling when the file does not record it: ``"BM,BK,bm"``, a
+    `TLTiling`, a preset name or a mapping (see `GGUFFile`); the report says which tiling each
+    shape got and from where.
     ``stats``: decode every ternary tensor for its code shares and scale (slow for big files).
     """
     p = Path(os.fspath(path)).expanduser()
@@ -215,8 +249,11 @@ def _inspect_gguf(path: Path, tl_tiling: Any, stats: bool, progress: bool) -> In
             TensorRow(ti.name, ti.type_name, tuple(ti.dims), tuple(ti.shape), int(ti.nbytes), ti.layout, int(ti.offset))
             for ti in f.tensor_infos
         ]
+        tilings, tiling_error = _tl_tilings(f)
         if stats:
-            rows = _with_stats(rows, f.tensor, progress, path.name)
+            # TL tensors whose tiling is unknown cannot be decoded: they keep no statistics
+            skip = {r.name for r in rows if r.layout in ("tl1", "tl2")} if tiling_error else set()
+            rows = _with_stats(rows, f.tensor, progress, path.name, skip)
         return InspectReport(
             path=path,
             file_format="gguf",
@@ -228,9 +265,26 @@ def _inspect_gguf(path: Path, tl_tiling: Any, stats: bool, progress: bool) -> In
             config_error=config_error,
             gguf_version=int(f.version),
             stats_computed=stats,
+            tl_tilings=tilings,
+            tl_tiling_error=tiling_error,
         )
     finally:
         f.close()
+
+
+def _tl_tilings(f) -> tuple[list[TilingRow], str | None]:
+    """One row per (layout, shape, tiling, source) of the file's TL tensors, or the reason none
+    could be told (`GGUFFile.tl_tilings`)."""
+    try:
+        choices = f.tl_tilings()
+    except BitnetLabError as e:
+        return [], str(e)
+    counts: dict[tuple, int] = {}
+    for name, c in choices.items():
+        ti = f.tensor_info(name)
+        key = (ti.layout, (int(ti.shape[0]), int(ti.shape[1])), (c.tiling.BM, c.tiling.BK, c.tiling.bm), c.source, c.detail)
+        counts[key] = counts.get(key, 0) + 1
+    return [TilingRow(*k, n) for k, n in counts.items()], None
 
 
 def _inspect_hf(path: Path, stats: bool, progress: bool) -> InspectReport:
@@ -269,11 +323,12 @@ def _config_or_error(build) -> tuple[ModelConfig | None, str | None]:
         return None, str(e)
 
 
-def _with_stats(rows: list[TensorRow], get, progress: bool, label: str) -> list[TensorRow]:
-    """Add TernaryStats to every ternary row (and float projections holding t·γ)."""
+def _with_stats(rows: list[TensorRow], get, progress: bool, label: str, skip: set[str] = frozenset()) -> list[TensorRow]:
+    """Add TernaryStats to every ternary row (and float projections holding t·γ) not in ``skip``."""
     from tqdm.auto import tqdm
 
-    todo = [i for i, r in enumerate(rows) if r.layout is not None or _PROJECTION_RE.match(r.name)]
+    todo = [i for i, r in enumerate(rows)
+            if (r.layout is not None or _PROJECTION_RE.match(r.name)) and r.name not in skip]
     out = list(rows)
     total = sum(rows[i].nbytes for i in todo)
     with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"statistics {label}",

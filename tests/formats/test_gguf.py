@@ -409,9 +409,10 @@ def test_tl_tiling_from_metadata_key(tmp_path):
 def test_tl_tiling_missing_names_tensor_and_how_to_pass_it(tmp_path):
     path, w = _tl_file(tmp_path, tiling_in_writer=False)
     f = GGUFFile(path)  # opening needs no tiling
-    with pytest.raises(GGUFError, match=r"'w\.tl2'.*\(M, K\) = \(32, 256\).*tl_tiling="):
+    with pytest.raises(GGUFError, match=r"tl2: the tensor shapes \(M, K\) \(32, 256\) match no bitnet.cpp preset.*"
+                                         r"tl_tiling='BM,BK,bm'.*legal for every shape: 32,96,32"):
         f.tensors()
-    for spec in (TL2_TILING, {w.name: TL2_TILING}, {(32, 256): TL2_TILING}):
+    for spec in (TL2_TILING, "32,96,32", {w.name: TL2_TILING}, {(32, 256): TL2_TILING}, {(32, 256): "32/96/32"}):
         t = GGUFFile(path, tl_tiling=spec).tensors()[w.name]
         assert t.tiling == TL2_TILING
         np.testing.assert_array_equal(t.ternary(), w.ternary())

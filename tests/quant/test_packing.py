@@ -455,13 +455,16 @@ def test_presets_are_legal_and_default():
 def test_default_tiling_search():
     # dummy-generator shapes: the hard-coded 256/256/32 comes first for TL1
     assert TL.default_tiling("tl1", 3072, 768) == TL.DUMMY_TL1_TILING
-    # 2B-4T shapes (no preset): legal tilings, BK 96 preferred for TL2
-    for M, K in [(2560, 2560), (640, 2560), (6912, 2560), (2560, 6912)]:
+    # shapes no preset knows (the 2B-4T's with other widths): legal tilings, BK 96 preferred for TL2
+    for M, K in [(1280, 1280), (640, 1280), (3456, 1280), (1280, 3456)]:
         for layout in ("tl1", "tl2"):
+            assert (M, K) not in (TL.TL1_PRESETS if layout == "tl1" else TL.TL2_PRESETS)
             tiling = TL.default_tiling(layout, M, K)
             TL.validate_tiling(layout, M, K, tiling)
         assert TL.default_tiling("tl2", M, K).BK == 96
-    assert TL.default_tiling("tl2", 640, 2560) == TLTiling(128, 96, 32)
+    assert TL.default_tiling("tl2", 640, 1280) == TLTiling(128, 96, 32)
+    # the 2B-4T's own shapes have a preset now (docs/kernels.md#56-presets-per-model)
+    assert TL.default_tiling("tl2", 640, 2560) == TLTiling(320, 96, 32)
     # the real-file toy model (M = 128 rows, K = 256)
     assert TL.default_tiling("tl1", 128, 256) == TLTiling(128, 256, 32)
     assert TL.default_tiling("tl2", 128, 256) == TLTiling(128, 96, 32)

@@ -150,3 +150,59 @@ def test_hugging_face_folder():
     assert "blk.0.ffn_down.weight" in names and "token_embd.weight" in names
     assert all(t.offset is None for t in r.tensors)
     assert r.row("blk.0.ffn_down.weight").ggml_shape == (768, 256)
+
+
+# ---------------------------------------------------------------------------------------------
+# TL tiling: which tiling each shape is read with, and where it came from
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_tl1(tmp_path_factory) -> dict[bool, Path]:
+    d = tmp_path_factory.mktemp("tiny-tl1")
+    return {key: dummy.generate_dummy("tiny", d / f"tl1-{key}.gguf", outtype="tl1", tl_tiling="128,64,32",
+                                      tiling_key=key, progress=False) for key in (True, False)}
+
+
+def test_tiling_from_the_file_key_and_from_the_flag(tiny_tl1):
+    r = inspect_model(tiny_tl1[True], progress=False)
+    assert {(row.shape, row.tiling, row.source, row.detail) for row in r.tl_tilings} == {
+        (s, (128, 64, 32), "file key", "metadata 'bitnet_lab.tl_tiling'") for s in [(256, 256), (128, 256), (768, 256), (256, 768)]
+    }
+    assert sum(row.n_tensors for row in r.tl_tilings) == 28 and r.tl_tiling_error is None
+    g = inspect_model(tiny_tl1[False], tl_tiling="128,64,32", progress=False)
+    assert {(row.tiling, row.source) for row in g.tl_tilings} == {((128, 64, 32), "given")}
+    # the same codes either way
+    assert [t.stats for t in g.tensors] == [t.stats for t in r.tensors]
+    text = g.to_text()
+    assert "TL tiling (BM,BK,bm per shape, and where it came from):" in text
+    assert "  tl1 (768, 256)  128,64,32  given: tl_tiling (--tl-tiling)  [8 tensors]" in text
+    d = json.loads(g.to_json())
+    assert {"layout": "tl1", "shape": [768, 256], "tiling": {"BM": 128, "BK": 64, "bm": 32}, "source": "given",
+            "detail": "tl_tiling (--tl-tiling)", "n_tensors": 8} in d["tl_tilings"]
+
+
+def test_tiling_from_a_preset(tmp_path):
+    from bitnet_lab.formats.gguf_writer import GGUFWriter
+    from bitnet_lab.quant import packing
+    from bitnet_lab.quant.tiling import TLTiling
+
+    t = np.random.default_rng(3).integers(-1, 2, size=(1536, 1536), dtype=np.int8)
+    w = GGUFWriter(tmp_path / "large-attn.gguf")
+    w.add_metadata("general.architecture", "bitnet")
+    w.add_tensor("q", "TL2", t.shape, lambda: packing.pack("tl2", t, tiling=TLTiling(128, 192, 32)), tl_scale=0.5)
+    r = inspect_model(w.write(), progress=False)
+    assert [(row.layout, row.shape, row.tiling, row.source, row.detail) for row in r.tl_tilings] == [
+        ("tl2", (1536, 1536), (128, 192, 32), "preset", "bitnet_b1_58-large")]
+    assert "  tl2 (1536, 1536)  128,192,32  preset: bitnet_b1_58-large  [1 tensor]" in r.to_text()
+    s = r.row("q").stats
+    assert s.n == t.size and abs(s.pos - np.mean(t == 1)) < 1e-12
+
+
+def test_unresolved_tiling_is_reported_and_the_rest_still_shown(tiny_tl1):
+    r = inspect_model(tiny_tl1[False], progress=False)
+    assert r.tl_tilings == [] and "match no bitnet.cpp preset" in r.tl_tiling_error
+    assert all(t.stats is None for t in r.tensors if t.layout == "tl1")  # cannot be decoded
+    assert r.row("token_embd.weight").type_name == "F16" and r.config is not None
+    assert "  not resolved: " in r.to_text() and "legal for every shape" in r.to_text()
+    assert json.loads(r.to_json())["tl_tiling_error"] == r.tl_tiling_error

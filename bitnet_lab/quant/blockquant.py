@@ -197,8 +197,12 @@ _GROUP_MAX_EPS = _F32(1e-15)
 _QX_NMAX = 32
 _QX_STEPS = np.array([0] + list(range(-9, 0)) + list(range(1, 10)), dtype=_F32)
 _QX_NUMERATORS = (_F32(_QX_NMAX) + _F32(0.1) * _QX_STEPS).astype(_F32)  # (19,)
-# Sub-blocks of 16 per chunk: bounds the scratch (19 candidate scales × 16 values each).
-_Q6_K_CHUNK = 8192
+# 16-value groups per chunk: keeps the float64 scratch (19 candidate scales × 16 values) cache-sized.
+_Q6_K_CHUNK = 512
+# float64 bit patterns: the 29 fraction bits float32 drops, and a float32 midpoint among them.
+_DROPPED_BITS = np.uint64((1 << 29) - 1)
+_MIDPOINT_BITS = np.uint64(1 << 28)
+_F32_MIN_NORMAL = 2.0**-126
 
 
 def _nearest_int(v: np.ndarray) -> np.ndarray:
@@ -208,13 +212,12 @@ def _nearest_int(v: np.ndarray) -> np.ndarray:
     return (t & np.int32(0x007FFFFF)) - np.int32(0x00400000)
 
 
-def _fma_f32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """``a·b + c`` rounded once to float32 (a fused multiply-add), for float32 a, b, c.
+def _fused_add_odd(p: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """float32 of ``p + c`` rounded once, for an exact float64 ``p`` and float32 ``c``, in any range.
 
-    a·b is exact in float64 (24 + 24 bits). The float64 sum is made round-to-odd (a TwoSum
-    error term decides the direction): rounding that to float32 then equals a single rounding
-    of the exact value, which plain float64 → float32 double rounding does not always give."""
-    p = a.astype(np.float64) * b.astype(np.float64)
+    The float64 sum is made round-to-odd (its TwoSum error says which neighbour the exact value
+    lies towards); rounding a round-to-odd float64 to float32 equals one rounding of the exact
+    value, which plain float64 → float32 double rounding does not always give."""
     c64 = c.astype(np.float64)
     s = p + c64
     bp = s - p
@@ -224,6 +227,25 @@ def _fma_f32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     if fix.any():
         s = np.where(fix, np.nextafter(s, np.where(err > 0, np.inf, -np.inf)), s)
     return s.astype(_F32)
+
+
+def _fused_add(p: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """As `_fused_add_odd`, for sums that are 0 or float32 normals: the float64 sum rounds to
+    float32 correctly unless it lies exactly on a float32 midpoint, and only those few elements
+    take the round-to-odd path."""
+    s = p + c
+    r = s.astype(_F32)
+    on_midpoint = (s.view(np.uint64) & _DROPPED_BITS) == _MIDPOINT_BITS
+    if on_midpoint.any():
+        at = np.flatnonzero(on_midpoint)
+        r.flat[at] = _fused_add_odd(p.flat[at], c.flat[at])
+    return r
+
+
+def _fma_f32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``a·b + c`` rounded once to float32 (a fused multiply-add), for float32 a, b, c: the
+    product is exact in float64 (24 + 24 bits)."""
+    return _fused_add_odd(a.astype(np.float64) * b.astype(np.float64), c)
 
 
 def _make_qx_quants(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -243,18 +265,28 @@ def _make_qx_quants(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     zero = amax < _GROUP_MAX_EPS
     top = np.where(zero, _F32(1), x[rows, first])  # signed value of largest magnitude
     iscale = (-_QX_NUMERATORS[:, None] / top[None, :]).astype(_F32)  # (19, n)
-    l = np.clip(_nearest_int(iscale[:, :, None] * x[None]), -_QX_NMAX, _QX_NMAX - 1).astype(_F32)  # (19, n, 16)
-    sumlx = np.zeros((len(_QX_STEPS), n), _F32)
-    suml2 = np.zeros((len(_QX_STEPS), n), _F32)
+    xt = np.ascontiguousarray(x.T)  # (16, n): value i of every group, contiguous
+    # codes of every candidate: (16, 19, n), value-major so each step of the sums reads one slab
+    l32 = np.clip(_nearest_int(iscale[None] * xt[:, None, :]), -_QX_NMAX, _QX_NMAX - 1).astype(_F32)
     # Overflow (|x| beyond ~1e12) is let through as IEEE inf / NaN, as in the reference, and
     # refused below once it reaches a scale.
     with np.errstate(over="ignore", invalid="ignore"):
-        w = x * x
-        wx = w * x                 # float32, then times l inside the fused add
-        wl = w[None] * l           # float32, then times l inside the fused add
+        w = xt * xt
+        wx = w * xt                                   # float32, then · l inside the fused add
+        l64 = l32.astype(np.float64)
+        p_lx = wx.astype(np.float64)[:, None, :] * l64  # exact: 24-bit · 6-bit
+        p_l2 = (w[:, None, :] * l32).astype(np.float64) * l64  # w·l rounded in float32 first
+        # Every term of a sum has the same sign (w·x·l has the sign of -max, w·l² ≥ 0), so the
+        # partial sums only grow: when no non-zero term is below float32's normal range, no
+        # partial sum is either, and the cheap midpoint test is exact. A term w·x·l or w·l·l
+        # (l a non-zero integer) is at least |w·x| or w, so it suffices that those are.
+        tiny = any(bool(((q != 0) & (np.abs(q) < _F32_MIN_NORMAL)).any()) for q in (w, wx))
+        add = _fused_add_odd if tiny else _fused_add
+        sumlx = np.zeros((len(_QX_STEPS), n), _F32)
+        suml2 = np.zeros((len(_QX_STEPS), n), _F32)
         for i in range(16):  # sequential: the float32 sums depend on the order
-            sumlx = _fma_f32(np.broadcast_to(wx[:, i], sumlx.shape), l[:, :, i], sumlx)
-            suml2 = _fma_f32(wl[:, :, i], l[:, :, i], suml2)
+            sumlx = add(p_lx[i], sumlx)
+            suml2 = add(p_l2[i], suml2)
         with np.errstate(divide="ignore"):
             scale = np.where(suml2[0] != 0, sumlx[0] / suml2[0], _F32(0)).astype(_F32)
         best = (scale * sumlx[0]).astype(_F32)
@@ -266,7 +298,7 @@ def _make_qx_quants(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 scale = np.where(better, a / b, scale).astype(_F32)
             best = np.where(better, scale * a, best).astype(_F32)
             chosen = np.where(better, k, chosen)
-    L = (l[chosen, rows] + _QX_NMAX).astype(np.uint8)
+    L = (l32[:, chosen, rows].T + _QX_NMAX).astype(np.uint8)  # (n, 16)
     L[zero] = 0
     scale[zero] = 0
     bad = ~np.isfinite(scale)

@@ -96,7 +96,9 @@ class Model:
         ``temp`` (0 = greedy), ``top_k``, ``top_p``, ``min_p``, ``repeat_penalty``,
         ``repeat_last_n``, ``frequency_penalty``, ``presence_penalty`` — with llama.cpp's
         defaults for the ones not given (`bitnet_lab.generate.make_sampler`); ``seed=`` makes it
-        reproducible. Each `TokenEvent` carries the text it releases and the final `DoneEvent`
+        reproducible. ``draft=``: speculative decoding ("lookup:N", "self:N", a draft model's
+        path, or a drafter; `bitnet_lab.generate.speculative`). Each `TokenEvent` carries the
+        text it releases and the final `DoneEvent`
         none (its ``generated_text`` has the whole), so printing ``ev.text`` for every event
         prints the generation once.
         """
@@ -112,6 +114,11 @@ class Model:
             from bitnet_lab.generate.sampling import make_sampler
 
             kwargs["sampler"] = make_sampler(**knobs)
+        if kwargs.get("draft") is not None:   # a draft model's path is loaded here, as the target was
+            from bitnet_lab.generate.speculative import make_drafter
+
+            kwargs["draft"] = make_drafter(kwargs["draft"], self, load=lambda path: load(
+                path, backend=self.backend, threads=self.threads))
         return generate(self, prompt, **kwargs)
 
     def close(self) -> None:

@@ -29,6 +29,7 @@ import numpy as np
 
 from bitnet_lab.errors import ConfigError
 from bitnet_lab.generate.sampling import SamplerChain, log_softmax_at, make_sampler
+from bitnet_lab.generate.speculative import DRAFT_MAX_DEFAULT, Speculation, make_drafter, verify_step
 
 __all__ = ["TokenEvent", "DoneEvent", "Event", "generate", "stream_tokens", "stop_ids_for", "resolve_seed",
            "DONE_REASONS", "context_shift", "keep_count"]
@@ -52,7 +53,10 @@ class TokenEvent:
     ``token_id`` under the model's raw distribution (softmax of the unmodified logits, before
     any sampler). ``t_ms``: wall time spent producing this token: the forward pass that gave
     its logits (for the first token, the whole prompt) plus sampling. ``eog``: the token is
-    an end-of-generation token; its own text is never emitted.
+    an end-of-generation token; its own text is never emitted. ``drafted``: the token was
+    proposed by a drafter and accepted by the target's verification (speculative decoding,
+    `bitnet_lab.generate.speculative`); ``n_pass``: the forward pass over generated tokens whose
+    logits gave it (0: the prompt's), so tokens with one ``n_pass`` came out of one pass.
     """
 
     token_id: int
@@ -60,6 +64,8 @@ class TokenEvent:
     logprob: float
     t_ms: float
     eog: bool = False
+    drafted: bool = False
+    n_pass: int = 0
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,11 @@ class DoneEvent:
     ``generated_text`` / ``token_ids``: everything generated (the stop string and EOG text
     excluded). ``text`` is always ``""``: the TokenEvents already released every character, so
     ``for ev in generate(...): print(ev.text, end="")`` prints the generation once.
+
+    Speculative decoding (``draft=``): ``n_eval`` counts the generated tokens fed and kept (so
+    ``eval_tokens_per_s`` is the effective decode rate) and ``eval_ms`` includes drafting;
+    ``n_pass`` is the forward passes over generated tokens (plain decode: ``n_eval``), ``n_draft``
+    the drafted tokens sent to verification and ``n_accept`` those the target accepted.
     """
 
     reason: str
@@ -86,6 +97,20 @@ class DoneEvent:
     seed: int | None = None
     generated_text: str = ""
     token_ids: tuple = ()
+    n_pass: int = 0
+    n_draft: int = 0
+    n_accept: int = 0
+    drafter: str = ""
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted drafted tokens / drafted tokens (nan without drafts)."""
+        return self.n_accept / self.n_draft if self.n_draft else float("nan")
+
+    @property
+    def tokens_per_pass(self) -> float:
+        """Generated tokens fed per forward pass (1.0 for plain decode)."""
+        return self.n_eval / self.n_pass if self.n_pass else float("nan")
 
     @property
     def text(self) -> str:
@@ -247,6 +272,9 @@ def stream_tokens(
     ctx_shift: bool = False,
     n_keep: int = 0,
     on_shift: Callable[[list, int], None] | None = None,
+    draft: Any = None,
+    draft_max: int = DRAFT_MAX_DEFAULT,
+    draft_min: int = 1,
 ) -> Iterator[Event]:
     """Feed ``new_ids`` to ``cache`` then sample up to ``n`` tokens (-1: until EOG or a full cache).
 
@@ -260,6 +288,11 @@ def stream_tokens(
     the rest goes and what is kept after them is re-encoded. ``history`` must then be all of the
     cache's tokens. ``on_shift(tokens, n_discarded)`` is called after each shift with the
     tokens now in the cache.
+
+    ``draft``: speculative decoding with this drafter (`bitnet_lab.generate.speculative`: an
+    object with ``propose``, or "lookup:N" / "self:N"); ``draft_max`` / ``draft_min``: the most
+    and fewest tokens one pass verifies (llama.cpp's ``--draft-max`` / ``--draft-min``). The
+    tokens are plain decode's (greedy), or drawn from the same distribution (sampling).
     """
     new_ids = [int(t) for t in new_ids]
     if not isinstance(n, (int, np.integer)) or n < -1:
@@ -289,8 +322,21 @@ def stream_tokens(
         rng = np.random.default_rng(used_seed)
     stops = tuple(s for s in stop if s)
     eog = frozenset(int(t) for t in stop_ids)
+    spec = None
+    if draft is not None:
+        if not callable(getattr(cache, "truncate", None)):
+            raise ConfigError("speculative decoding rolls the KV cache back: this backend's cache has no truncate()")
+        spec = draft if isinstance(draft, Speculation) else Speculation(
+            make_drafter(draft, None), draft_max=_positive(draft_max, "draft_max"),
+            draft_min=_positive(draft_min, "draft_min"))
     return _loop(runner, tokenizer, cache, new_ids, list(history), n, sampler, rng, used_seed,
-                 stops, eog, should_stop, shift)
+                 stops, eog, should_stop, shift, spec)
+
+
+def _positive(v: Any, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ConfigError(f"{what} must be a positive integer, got {v!r}")
+    return int(v)
 
 
 class _Shift:
@@ -312,10 +358,55 @@ class _Shift:
         return logits, context
 
 
+class _Output:
+    """Turns sampled tokens into `TokenEvent`s: streams the text, holds back what could start a
+    stop string, and says when generation ends (the same rules for plain and speculative steps)."""
+
+    def __init__(self, tokenizer: Any, stops: tuple, eog: frozenset, n: int,
+                 should_stop: Callable[[], bool] | None):
+        self.decoder = tokenizer.stream()
+        self.stops, self.eog, self.n, self.should_stop = stops, eog, n, should_stop
+        self.generated: list[int] = []
+        self.parts: list[str] = []
+        self.pending = ""                          # decoded text not yet released
+
+    def token(self, tok: int, logprob: float, t_ms: float, full: bool, drafted: bool = False,
+              n_pass: int = 0) -> tuple[TokenEvent, str]:
+        """The event for ``tok`` and why generation ends with it ("" = it goes on). ``full``: no
+        room to feed this token (the cache is full and cannot shift)."""
+        stops = self.stops
+        self.generated.append(tok)
+        if tok in self.eog:
+            released = _cut_at_stop(self.pending + self.decoder.flush(), stops)
+            self.parts.append(released)
+            return TokenEvent(tok, released, logprob, t_ms, True, drafted, n_pass), "eos"
+        self.pending += self.decoder.push(tok)
+        cut = _find_stop(self.pending, stops) if stops else -1
+        if cut >= 0:
+            released = self.pending[:cut]
+            self.parts.append(released)
+            return TokenEvent(tok, released, logprob, t_ms, False, drafted, n_pass), "stop_string"
+        if self.n >= 0 and len(self.generated) >= self.n:
+            reason = "length"
+        elif full:
+            reason = "context"                   # no room to feed this token (and no shift)
+        elif self.should_stop is not None and self.should_stop():
+            reason = "interrupted"
+        else:
+            reason = ""
+        if reason:                               # last token: release everything
+            released = _cut_at_stop(self.pending + self.decoder.flush(), stops)
+        else:
+            keep = _holdback(self.pending, stops) if stops else 0
+            released = self.pending[: len(self.pending) - keep]
+            self.pending = self.pending[len(self.pending) - keep:]
+        self.parts.append(released)
+        return TokenEvent(tok, released, logprob, t_ms, False, drafted, n_pass), reason
+
+
 def _loop(runner, tokenizer, cache, new_ids, history, n, sampler, rng, used_seed, stops, eog,
-          should_stop, shift=None) -> Iterator[Event]:
+          should_stop, shift=None, spec=None) -> Iterator[Event]:
     context = history + new_ids                  # what the penalties look at (= the cache's tokens)
-    decoder = tokenizer.stream()
 
     # ---- prompt -----------------------------------------------------------------------
     t0 = time.perf_counter()
@@ -329,11 +420,13 @@ def _loop(runner, tokenizer, cache, new_ids, history, n, sampler, rng, used_seed
     prompt_ms = (time.perf_counter() - t0) * 1e3
     step_ms = prompt_ms
     eval_ms = sample_ms = 0.0
-    n_eval = 0
-    generated: list[int] = []
-    out_parts: list[str] = []
-    pending = ""                                 # decoded text not yet released
-    reason = "length"
+    n_eval = n_pass = 0
+    out = _Output(tokenizer, stops, eog, n, should_stop)
+    correction = None                            # a token the last verification already drew
+    drafter = getattr(spec.drafter, "name", type(spec.drafter).__name__) if spec is not None else ""
+
+    def is_full(pos: int) -> bool:               # no room to feed one more token at cache position pos
+        return pos >= cache.n_ctx and (shift is None or pos <= shift.n_keep)
 
     if n == 0:
         yield DoneEvent("length", len(new_ids), 0, prompt_ms, 0.0, 0.0, 0, used_seed, "", ())
@@ -341,65 +434,68 @@ def _loop(runner, tokenizer, cache, new_ids, history, n, sampler, rng, used_seed
 
     while True:
         ts = time.perf_counter()
-        tok = sampler.sample(row, context, rng)
+        if correction is None:
+            tok = sampler.sample(row, context, rng)
+        else:
+            tok, correction = correction, None
         logprob = log_softmax_at(row, tok)
         dt = (time.perf_counter() - ts) * 1e3
         sample_ms += dt
-        t_ms = step_ms + dt
-        generated.append(tok)
-
-        if tok in eog:
-            released = pending + decoder.flush()
-            released = _cut_at_stop(released, stops)
-            out_parts.append(released)
-            yield TokenEvent(tok, released, logprob, t_ms, eog=True)
-            reason = "eos"
+        ev, reason = out.token(tok, logprob, step_ms + dt, is_full(cache.pos), n_pass=n_pass)
+        yield ev
+        if reason:
             break
 
-        pending += decoder.push(tok)
-        cut = _find_stop(pending, stops) if stops else -1
-        if cut >= 0:
-            released = pending[:cut]
-            out_parts.append(released)
-            yield TokenEvent(tok, released, logprob, t_ms)
-            reason = "stop_string"
-            break
-
-        if n >= 0 and len(generated) >= n:
-            reason = "length"
-        elif cache.pos >= cache.n_ctx and (shift is None or cache.pos <= shift.n_keep):
-            reason = "context"                   # no room to feed this token (and no shift)
-        elif should_stop is not None and should_stop():
-            reason = "interrupted"
-        else:
-            reason = ""
-        if reason:                               # last token: release everything
-            released = _cut_at_stop(pending + decoder.flush(), stops)
-            out_parts.append(released)
-            yield TokenEvent(tok, released, logprob, t_ms)
-            break
-
-        keep = _holdback(pending, stops) if stops else 0
-        released, pending = pending[: len(pending) - keep], pending[len(pending) - keep:]
-        out_parts.append(released)
-        yield TokenEvent(tok, released, logprob, t_ms)
-
-        # ---- feed the token, get the next logits ----------------------------------------
+        # ---- feed the token (and drafts after it), get the next logits -----------------------
         te = time.perf_counter()
         if cache.pos >= cache.n_ctx:             # full: shift (checked above that it can)
             logits, context = shift.feed(runner, cache, context, [tok],
                                          context_shift(cache.pos, 1, cache.n_ctx, shift.n_keep))
             row = np.asarray(logits)[-1]
+            draft = None
         else:
-            context.append(tok)
-            row = np.asarray(runner.forward([tok], cache))[-1]
-        step_ms = (time.perf_counter() - te) * 1e3
-        eval_ms += step_ms
+            room = cache.n_ctx - cache.pos - 1   # drafts that fit after tok, and that -n still wants
+            if n >= 0:
+                room = min(room, n - len(out.generated))
+            draft = spec.propose(context + [tok], room, sampler, rng) if spec else None
+            if not draft:
+                context.append(tok)
+                row = np.asarray(runner.forward([tok], cache))[-1]
+        if not draft:
+            step_ms = (time.perf_counter() - te) * 1e3
+            eval_ms += step_ms
+            n_eval += 1
+            n_pass += 1
+            continue
+
+        # ---- speculative: verify the drafts in one pass, emit the accepted ones ----------------
+        step = verify_step(runner, cache, context, tok, draft, sampler, rng)
+        spec.record(step)
+        pass_ms = (time.perf_counter() - te) * 1e3
+        n_pass += 1
+        context.append(tok)
         n_eval += 1
+        share = pass_ms / (len(step.accepted) + 1)   # the pass's time, split over the tokens it gave
+        eval_ms += pass_ms
+        for j, d in enumerate(step.accepted):
+            pos = step.pos0 + 1 + j              # plain decode's cache position when it drew d
+            ev, reason = out.token(d, log_softmax_at(step.rows[j], d), share, is_full(pos), True, n_pass)
+            yield ev
+            if reason:
+                cache.truncate(pos)              # d itself is never fed, as in plain decode
+                break
+            context.append(d)
+            n_eval += 1
+        if reason:
+            break
+        row = step.rows[len(step.accepted)]
+        correction = step.correction
+        step_ms = share
 
     yield DoneEvent(
-        reason, len(new_ids), len(generated), prompt_ms, eval_ms, sample_ms, n_eval,
-        used_seed, "".join(out_parts), tuple(generated),
+        reason, len(new_ids), len(out.generated), prompt_ms, eval_ms, sample_ms, n_eval,
+        used_seed, "".join(out.parts), tuple(out.generated), n_pass,
+        spec.n_draft if spec else 0, spec.n_accept if spec else 0, drafter,
     )
 
 
@@ -425,6 +521,9 @@ def generate(
     ctx_shift: bool = False,
     n_keep: int = 0,
     on_shift: Callable[[list, int], None] | None = None,
+    draft: Any = None,
+    draft_max: int = DRAFT_MAX_DEFAULT,
+    draft_min: int = 1,
 ) -> Iterator[Event]:
     """Generate from ``prompt`` (text, or token ids used as they are) with ``model``.
 
@@ -439,6 +538,9 @@ def generate(
     stopping with reason "context" (off by default, as in llama.cpp: ``--context-shift``);
     ``n_keep``: llama.cpp's ``--keep``, the prompt tokens after its BOS that a shift keeps
     (-1: the whole prompt); ``on_shift(tokens, n_discarded)``: called after each shift.
+    ``draft``: speculative decoding (`stream_tokens`; "self:N" drafts with the model's own first
+    N layers; a draft model's path goes through `bitnet_lab.Model.generate`, which loads it);
+    each `TokenEvent` says whether it was ``drafted``.
     Yields `TokenEvent`s and a final `DoneEvent`; never prints.
     """
     runner, tok = model.runner, model.tokenizer
@@ -457,9 +559,12 @@ def generate(
     if len(ids) > n_ctx:   # checked before allocating a cache
         raise _too_long(len(ids), n_ctx, 0)
     keep = keep_count(ids, n_keep, getattr(tok, "bos_id", None))
+    if draft is not None and not isinstance(draft, Speculation):
+        draft = Speculation(make_drafter(draft, model), draft_max=_positive(draft_max, "draft_max"),
+                            draft_min=_positive(draft_min, "draft_min"))
     cache = runner.new_cache(n_ctx)
     return stream_tokens(
         runner, tok, cache, ids, n=n, sampler=sampler, seed=seed, stop=stop,
         stop_ids=stop_ids, vocab=vocab, should_stop=should_stop,
-        ctx_shift=ctx_shift, n_keep=keep, on_shift=on_shift,
+        ctx_shift=ctx_shift, n_keep=keep, on_shift=on_shift, draft=draft,
     )

@@ -160,8 +160,7 @@ def _open_local(path: Path, tl_tiling: Any) -> tuple[ModelConfig, dict, Mapping[
     f = GGUFFile(path, tl_tiling=tl_tiling)
     try:
         if tl_tiling is not None and not any(ti.layout in ("tl1", "tl2") for ti in f.tensor_infos):
-            raise ConfigError(f"tl_tiling={tl_tiling!r} (--tl-tiling) is for TL1/TL2 files; {path.name} has no "
-                              f"TL1/TL2 tensor")
+            raise ConfigError(f"tl_tiling (--tl-tiling) is for TL1/TL2 files; {path.name} has no TL1/TL2 tensor")
         tensors = f.tensors()
         config = ModelConfig.from_gguf(f.metadata, {n: t.shape for n, t in tensors.items()})  # counts vs tensors
     except BaseException:
@@ -172,8 +171,8 @@ def _open_local(path: Path, tl_tiling: Any) -> tuple[ModelConfig, dict, Mapping[
 
 def _open_hf(directory: Path, tl_tiling: Any = None):
     if tl_tiling is not None:
-        raise ConfigError(f"tl_tiling={tl_tiling!r} (--tl-tiling) is for TL1/TL2 GGUF files, not the Hugging Face "
-                          f"checkpoint {directory}")
+        raise ConfigError(f"tl_tiling (--tl-tiling) is for TL1/TL2 GGUF files, not the Hugging Face checkpoint "
+                          f"{directory}")
     from bitnet_lab.formats.hf import read_hf_checkpoint
 
     config, tensors, info = read_hf_checkpoint(directory)

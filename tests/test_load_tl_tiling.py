@@ -67,3 +67,14 @@ def test_bad_tiling_values_are_one_clear_error(tiny_tl, tiny_gguf, tmp_path):
         bitnet_lab.load(path, tl_tiling="256,64,32")
     with pytest.raises(ConfigError, match=r"is for TL1/TL2 files; tiny.gguf has no TL1/TL2 tensor"):
         bitnet_lab.load(tiny_gguf, tl_tiling="256,64,32")
+
+
+def test_a_tiling_for_a_hugging_face_checkpoint_is_refused(tmp_path):
+    from _hf_models import random_model, tiny_config
+    from bitnet_lab.formats.hf import write_hf_checkpoint
+
+    cfg = tiny_config("bitnet-b1.58")
+    write_hf_checkpoint(tmp_path, cfg, random_model(cfg), convention="bitlinear")
+    assert bitnet_lab.load(tmp_path, backend="reference").config.hidden == cfg.hidden
+    with pytest.raises(ConfigError, match=r"is for TL1/TL2 GGUF files, not the Hugging Face checkpoint"):
+        bitnet_lab.load(tmp_path, tl_tiling="256,64,32")

@@ -115,3 +115,13 @@ def test_ambiguous_shapes_in_a_file_are_refused_and_a_preset_name_resolves_them(
     assert "Llama3-8B-1.58-100B-tokens:pretuned ((4096, 4096) 128,64,32)" in msg
     f = GGUFFile(path, tl_tiling="Llama3-8B-1.58-100B-tokens:pretuned")
     np.testing.assert_array_equal(f.tensor("blk.0.attn_q.weight").ternary(), t)
+
+
+def test_the_issue_example_string_reads_a_file_written_with_it(tmp_path):
+    """tl_tiling="256,64,32" (the issue's example) for a shape no preset lists."""
+    path, t = _one_tensor_file(tmp_path, "w", "tl1", 512, 256, TLTiling(256, 64, 32), key=False)
+    with pytest.raises(GGUFError, match="match no bitnet.cpp preset"):
+        GGUFFile(path).tensors()
+    f = GGUFFile(path, tl_tiling="256,64,32")
+    assert f.tl_tilings()["w"].tiling == TLTiling(256, 64, 32)
+    np.testing.assert_array_equal(f.tensor("w").ternary(), t)

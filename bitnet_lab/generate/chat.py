@@ -75,6 +75,7 @@ from bitnet_lab.generate.loop import (
     TokenEvent,
 )
 from bitnet_lab.generate.sampling import SamplerChain, make_sampler
+from bitnet_lab.generate.speculative import Speculation, make_drafter
 
 __all__ = [
     "ChatFormat",
@@ -516,6 +517,8 @@ class ChatSession:
     = the system prompt (the BOS and the system message, or the BOS alone without one); N >= 0
     = the BOS and the N tokens after it, system prompt or not (llama.cpp's ``--keep``). ``n_shifts`` / ``n_discarded`` count
     the shifts and the tokens they dropped.
+    ``draft``: speculative decoding for every answer (`bitnet_lab.generate.speculative.Speculation`,
+    or a drafter; the answers are the same tokens, or drawn from the same distribution).
     """
 
     def __init__(
@@ -529,6 +532,7 @@ class ChatSession:
         seed: int | None = None,
         ctx_shift: bool = True,
         n_keep: int | None = None,
+        draft: Any = None,
     ):
         self.runner = model.runner
         self.tokenizer = model.tokenizer
@@ -553,6 +557,9 @@ class ChatSession:
         self._keep_system = n_keep is None or n_keep < 0
         self.n_shifts = 0                      # context shifts so far
         self.n_discarded = 0                   # tokens they dropped
+        if draft is not None and not isinstance(draft, Speculation):
+            draft = Speculation(make_drafter(draft, model))
+        self.draft = draft                     # speculative decoding: one Speculation across turns
 
     def _keep_count(self, n_keep: int | None) -> int:
         """The cached tokens a context shift keeps (see the class docstring)."""
@@ -624,7 +631,7 @@ class ChatSession:
             sampler=self.sampler, rng=self.rng, stop=tuple(stop) + tuple(self.format.stop_strings),
             stop_ids=self.format.stop_ids,
             vocab=vocab, should_stop=should_stop,
-            ctx_shift=self.ctx_shift, n_keep=self.n_keep, on_shift=turn.shifted,
+            ctx_shift=self.ctx_shift, n_keep=self.n_keep, on_shift=turn.shifted, draft=self.draft,
         )  # raises here (nothing changed yet) when the turn does not fit
         return self._run(core, new, user, turn)
 

@@ -424,6 +424,7 @@ def _loop(runner, tokenizer, cache, new_ids, history, n, sampler, rng, used_seed
     out = _Output(tokenizer, stops, eog, n, should_stop)
     correction = None                            # a token the last verification already drew
     drafter = getattr(spec.drafter, "name", type(spec.drafter).__name__) if spec is not None else ""
+    drafted0 = (spec.n_draft, spec.n_accept) if spec is not None else (0, 0)   # a Speculation may be reused
 
     def is_full(pos: int) -> bool:               # no room to feed one more token at cache position pos
         return pos >= cache.n_ctx and (shift is None or pos <= shift.n_keep)
@@ -495,7 +496,7 @@ def _loop(runner, tokenizer, cache, new_ids, history, n, sampler, rng, used_seed
     yield DoneEvent(
         reason, len(new_ids), len(out.generated), prompt_ms, eval_ms, sample_ms, n_eval,
         used_seed, "".join(out.parts), tuple(out.generated), n_pass,
-        spec.n_draft if spec else 0, spec.n_accept if spec else 0, drafter,
+        spec.n_draft - drafted0[0] if spec else 0, spec.n_accept - drafted0[1] if spec else 0, drafter,
     )
 
 

@@ -413,3 +413,31 @@ def test_a_draft_model_with_another_vocabulary_is_refused(tmp_path, tiny_gguf):
     with pytest.raises(ConfigError, match="vocabulary has 4096 tokens"):
         list(target.generate("hi", n=2, draft=str(other.source)))
     check_same_vocabulary(bl.load(tiny_gguf), target)       # the same file: fine
+
+
+def test_a_chat_with_speculation_answers_as_without_it():
+    """Two turns of a chat session: same answers, same cache, the drafter kept across turns."""
+    from bitnet_lab.generate.chat import ChatSession
+
+    cycle = {ord("a"): ord("b"), ord("b"): ord("c"), ord("c"): ord("a")}
+
+    def nxt(tokens):                 # a, b, c, a, ... for 10 tokens, then EOS
+        run = 0
+        while run < len(tokens) and tokens[-1 - run] in cycle:
+            run += 1
+        if run >= 10:
+            return EOS
+        return cycle[tokens[-1]] if run else ord("abc"[len(tokens) % 3])
+
+    answers = []
+    for draft in (None, "lookup:2"):
+        runner = RollbackRunner(nxt)
+        session = ChatSession(fake_model(runner, context=400), sampler=GREEDY, chat_format="llama3", draft=draft)
+        got = []
+        for msg in ("hi", "again"):
+            events = list(session.send(msg))
+            got.append((events[-1].token_ids, events[-1].generated_text))
+        answers.append((got, list(session.cache.tokens), session.tokens))
+        if draft:
+            assert events[-1].n_accept > 0 and session.draft.n_pass > 2
+    assert answers[0] == answers[1]

@@ -3,6 +3,7 @@
     bitnet-lab run  -m MODEL -p PROMPT [-n 128] [-c N] [-t N] [--temp 0.8] [--top-k 40]
                     [--top-p 0.95] [--min-p 0.05] [--repeat-penalty 1.0] [--repeat-last-n 64]
                     [-s SEED] [--backend native|reference] [-f FILE] [-cnv] [-sys TEXT]
+                    [--lookup N | -md DRAFT.gguf | -md self:N] [--draft-max K] [--draft-min K]
     bitnet-lab chat -m MODEL [-sys TEXT] [--chat-template NAME] [sampling flags]
 
 Streams: the generated text goes to stdout as it is produced (flushed per token) and nothing
@@ -16,6 +17,11 @@ tokens: the KV cache is kept across turns (`bitnet_lab.generate.chat.ChatSession
 context is full a chat shifts it and goes on (llama.cpp's ``--context-shift``, on in a chat, off
 in ``run``; ``--keep N``; `bitnet_lab.generate.loop.context_shift`), and an answer is at most
 ``min(256, n_ctx / 2)`` tokens unless ``-n`` says otherwise.
+
+Speculative decoding (``--lookup N``, ``-md/--model-draft PATH|self:N``, ``--draft-max``,
+``--draft-min``: llama.cpp's names; `bitnet_lab.generate.speculative`): the same tokens as without
+it (greedy), or drawn from the same distribution, several per forward pass when drafts are right;
+stderr says how many drafts were accepted.
 """
 
 from __future__ import annotations
@@ -135,6 +141,26 @@ def _add_context_flags(p: argparse.ArgumentParser, *, chat: bool) -> None:
     g.add_argument("--keep", type=int, default=None, metavar="N", help=keep)
 
 
+# llama.cpp's --draft-max default (bitnet_lab.generate.speculative.DRAFT_MAX_DEFAULT, spelled here so
+# that building the parser imports no generation code)
+DRAFT_MAX_DEFAULT = 16
+
+
+def _add_draft_flags(p: argparse.ArgumentParser) -> None:
+    """Speculative decoding: a drafter (prompt lookup or a draft model) and the draft lengths."""
+    g = p.add_argument_group("speculative decoding (the same tokens as without it, several per pass)")
+    g.add_argument("--lookup", "--spec-ngram-size-n", dest="lookup", type=int, default=None, metavar="N",
+                   help="prompt lookup: draft the tokens that followed the latest earlier match of the last N "
+                        "(down to 1) tokens of the prompt and the text so far")
+    g.add_argument("-md", "--model-draft", dest="model_draft", metavar="PATH",
+                   help="draft model: a smaller GGUF with the same vocabulary (run by the same backend), or "
+                        "self:N for the model's own first N layers (self-speculation)")
+    g.add_argument("--draft-max", "--draft-n", dest="draft_max", type=int, default=None, metavar="K",
+                   help=f"most tokens drafted per pass; the length adapts below it (default {DRAFT_MAX_DEFAULT})")
+    g.add_argument("--draft-min", "--draft-n-min", dest="draft_min", type=int, default=None, metavar="K",
+                   help="fewest drafted tokens worth a verification pass (default 1)")
+
+
 def add_parser(sub: Any) -> None:
     """Register ``run`` and ``chat`` (bitnet_lab.cli's subcommand mechanism)."""
     p = sub.add_parser(
@@ -155,6 +181,7 @@ def add_parser(sub: Any) -> None:
                            f"context shift) (default {RUN_N_DEFAULT}; with -cnv, per answer: {CHAT_N_HELP})")
     _add_chat_flags(p, with_cnv=True)
     _add_context_flags(p, chat=False)
+    _add_draft_flags(p)
     p.set_defaults(func=run_command)
 
     c = sub.add_parser(
@@ -168,6 +195,7 @@ def add_parser(sub: Any) -> None:
                            f"answers until Ctrl-C) (default {CHAT_N_HELP})", ignore_eos=False)
     _add_chat_flags(c, with_cnv=False)
     _add_context_flags(c, chat=True)
+    _add_draft_flags(c)
     c.set_defaults(func=chat_command)
 
 
@@ -233,6 +261,54 @@ def _load(args: argparse.Namespace):
     _err(f"model: {model!r}")
     _err(f"backend: {backend}, context {n_ctx} tokens")
     return model, n_ctx, load_ms
+
+
+def check_draft_flags(args: argparse.Namespace) -> None:
+    """The speculative-decoding flags, checked before anything is loaded (one line each)."""
+    if args.lookup is not None and args.model_draft:
+        raise ConfigError("give --lookup or -md/--model-draft, not both")
+    if args.lookup is not None and args.lookup < 1:
+        raise ConfigError(f"--lookup takes an n-gram size >= 1, got {args.lookup}")
+    if args.lookup is None and not args.model_draft:
+        if args.draft_max is not None or args.draft_min is not None:
+            raise ConfigError("--draft-max/--draft-min set the draft length of --lookup or -md/--model-draft; "
+                              "give one of them")
+        return
+    k_max = DRAFT_MAX_DEFAULT if args.draft_max is None else args.draft_max
+    k_min = 1 if args.draft_min is None else args.draft_min
+    if k_max < 1:
+        raise ConfigError(f"--draft-max must be >= 1, got {k_max}")
+    if k_min < 0 or k_min > k_max:
+        raise ConfigError(f"--draft-min must be in 0..--draft-max ({k_max}), got {k_min}")
+
+
+def _speculation(args: argparse.Namespace, model: Any):
+    """The Speculation of --lookup / -md (None without them); a draft model is loaded with the
+    target's backend and threads and must share its vocabulary."""
+    if args.lookup is None and not args.model_draft:
+        return None
+    import bitnet_lab
+    from bitnet_lab.generate.speculative import Speculation, make_drafter
+
+    spec = f"lookup:{args.lookup}" if args.lookup is not None else args.model_draft
+    t0 = time.perf_counter()
+    drafter = make_drafter(spec, model, load=lambda path: bitnet_lab.load(
+        path, backend=args.backend, threads=clamp_threads(args.threads), mmap=args.mmap))
+    k_max = DRAFT_MAX_DEFAULT if args.draft_max is None else args.draft_max
+    k_min = max(1, args.draft_min or 1)
+    took = (time.perf_counter() - t0) * 1e3
+    _err(f"speculative decoding: {drafter.name}, {k_min}..{k_max} drafted tokens per pass"
+         + (f" (draft loaded in {took:.0f} ms)" if args.model_draft else ""))
+    return Speculation(drafter, draft_max=k_max, draft_min=k_min)
+
+
+def print_draft_stats(done: Any, file: Any = None) -> None:
+    """llama.cpp's speculative summary: drafted, accepted, acceptance, tokens per pass."""
+    if not done.n_pass or not done.drafter:
+        return
+    print(f"{PROG}: draft {done.drafter}: {done.n_draft} drafted, {done.n_accept} accepted "
+          f"({100.0 * done.acceptance_rate if done.n_draft else 0.0:.1f} %), {done.n_eval} tokens in "
+          f"{done.n_pass} passes ({done.tokens_per_pass:.2f} per pass)", file=file or sys.stderr, flush=True)
 
 
 def _sampler(args: argparse.Namespace):
@@ -380,7 +456,9 @@ def run_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"-n/--n-predict must be >= -1, got {n_predict}")
     from bitnet_lab.generate.loop import generate
 
+    check_draft_flags(args)
     model, n_ctx, load_ms = _load(args)
+    spec = _speculation(args, model)
     sampler, seed = _sampler(args), _seed(args)
     _err(f"sampler: {sampler.name}; seed {seed}")
     stop_ids = () if args.ignore_eos else None
@@ -390,7 +468,7 @@ def run_command(args: argparse.Namespace) -> int:
         model, prompt, n=n_predict, sampler=sampler, seed=seed, stop=args.stop, n_ctx=n_ctx,
         parse_special=True, stop_ids=stop_ids, should_stop=interrupt,
         ctx_shift=bool(args.ctx_shift), n_keep=0 if args.keep is None else args.keep,
-        on_shift=lambda tokens, n_discarded: shifts.append(n_discarded),
+        on_shift=lambda tokens, n_discarded: shifts.append(n_discarded), draft=spec,
     )
     if args.display_prompt:   # llama-cli echoes the prompt, then the continuation
         sys.stdout.write(prompt)
@@ -399,6 +477,7 @@ def run_command(args: argparse.Namespace) -> int:
         done = _stream_to_stdout(events)
     print(file=sys.stderr)
     print_timings(done, load_ms)
+    print_draft_stats(done)
     if shifts:
         _err(f"the context was full {len(shifts)} time(s): shifted, dropping {sum(shifts)} tokens in all")
     return 130 if done.reason == "interrupted" else 0
@@ -470,10 +549,13 @@ def _chat_repl(args: argparse.Namespace, system: str | None) -> int:
         raise ConfigError("--ignore-eos makes no sense in a chat: answers would never end")
     from bitnet_lab.generate.chat import ChatSession
 
+    check_draft_flags(args)
     model, n_ctx, load_ms = _load(args)
+    spec = _speculation(args, model)
     sampler, seed = _sampler(args), _seed(args)
     session = ChatSession(model, system=system, chat_format=args.chat_template, n_ctx=n_ctx,
-                          sampler=sampler, seed=seed, ctx_shift=args.ctx_shift is not False, n_keep=args.keep)
+                          sampler=sampler, seed=seed, ctx_shift=args.ctx_shift is not False, n_keep=args.keep,
+                          draft=spec)
     _err(f"sampler: {sampler.name}; seed {seed}")
     why = f" ({session.format.why})" if session.format.why else ""
     _err(f"chat format: {session.format.name}{why}")
@@ -525,6 +607,8 @@ def _chat_repl(args: argparse.Namespace, system: str | None) -> int:
             sys.stdout.flush()
             shifted = session.n_shifts - shifts
             note = f", context shifted {shifted}x" if shifted else ""
+            if done.n_draft:
+                note += f", {done.n_accept}/{done.n_draft} drafts accepted"
             _err(f"[{done.reason}: prompt {done.n_prompt} tokens {done.prompt_ms:.0f} ms, "
                  f"{done.n_generated} tokens {done.eval_tokens_per_s:.1f} tokens/s, "
                  f"{session.n_past}/{session.n_ctx} in context{note}]")

@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
                    help=f"projection type: {', '.join(OUTTYPES)} (default i2_s)")
     p.add_argument("-o", "--outfile", required=True, help="output .gguf path")
     p.add_argument("--token-embedding-type", type=lower_choice(CONVERT_EMBEDDING_TYPES), default=None,
-                   help="token_embd (and output) type: f16, f32, bf16 (default f16; f32 for --outtype f32)")
+                   help="token_embd (and output) type: f16, f32, bf16, q8_0, q6_k (q8_0 / q6_k byte for byte "
+                   "as llama-quantize writes them; default f16; f32 for --outtype f32)")
     p.add_argument("--tl-tiling", type=tl_tiling_arg, metavar="BM,BK,bm",
                    help="TL1/TL2 tiling for every shape (default: per-shape presets/search)")
     p.add_argument("--revision", help="Hub revision (branch, tag or commit) when SRC is a repo id")

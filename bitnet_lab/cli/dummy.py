@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--outfile", help="output .gguf path")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--token-embedding-type", type=lower_choice(EMBEDDING_TYPES), default=None,
-                   help="token_embd (and output) type: f16, f32, q8_0 (default f16; f32 for --outtype f32)")
+                   help="token_embd (and output) type: f16, f32, bf16, q8_0, q6_k (default f16; f32 for --outtype f32)")
     p.add_argument("--tl-tiling", type=tl_tiling_arg, metavar="BM,BK,bm",
                    help="TL1/TL2 tiling for every shape (default: per-shape presets/search)")
     p.add_argument("--no-tiling-key", dest="tiling_key", action="store_false",

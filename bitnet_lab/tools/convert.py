@@ -16,7 +16,9 @@ f16 / f32     t·γ as floats (what the upstream converters   1 / 0
 ============  ==========================================  ===================
 
 Non-ternary tensors follow docs/formats.md#66-dtype-of-the-non-ternary-tensors: the token embedding (and an
-untied ``output``) as ``embedding_type`` (F16, or F32 for an f32 file, unless asked), norms F32. Metadata: the
+untied ``output``) as ``embedding_type`` (F16, or F32 for an f32 file, unless asked; F32, F16, BF16,
+Q8_0 or Q6_K, the last two by llama.cpp's reference quantisers,
+docs/formats.md#24-how-q8_0-and-q6_k-are-quantised), norms F32. Metadata: the
 architecture keys of ``ModelConfig.gguf_metadata()``, ``general.file_type``,
 ``general.quantization_version = 2``, and the tokenizer keys of ``formats.vocab``. TL files also
 record their tiling in ``bitnet_lab.tl_tiling`` (list of ``"M,K,BM,BK,bm"``), since the format
@@ -34,7 +36,7 @@ import numpy as np
 from bitnet_lab.errors import BitnetLabError, CodecError, ConfigError
 from bitnet_lab.quant.tiling import TLTiling
 
-__all__ = ["OUTTYPES", "EMBEDDING_TYPES", "FILE_TYPES", "check_output_path", "convert_hf_to_gguf"]
+__all__ = ["OUTTYPES", "EMBEDDING_TYPE", "EMBEDDING_TYPES", "FILE_TYPES", "check_output_path", "convert_hf_to_gguf"]
 
 # outtype -> (ggml type name of the projections, general.file_type) (docs/formats.md#23-llama-file-types)
 OUTTYPES: dict[str, tuple[str, int]] = {
@@ -47,7 +49,9 @@ OUTTYPES: dict[str, tuple[str, int]] = {
     "f32": ("F32", 0),
 }
 FILE_TYPES = {k: v[1] for k, v in OUTTYPES.items()}
-EMBEDDING_TYPES = ("f32", "f16", "bf16")
+# --token-embedding-type -> ggml type of token_embd (and an untied output)
+EMBEDDING_TYPE = {"f32": "F32", "f16": "F16", "bf16": "BF16", "q8_0": "Q8_0", "q6_k": "Q6_K"}
+EMBEDDING_TYPES = tuple(EMBEDDING_TYPE)
 QUANTIZATION_VERSION = 2  # what gguf-py based converters write
 
 TilingArg = Union[TLTiling, Mapping[Any, TLTiling], None]
@@ -90,17 +94,35 @@ def _tiling_for(layout: str, name: str, M: int, K: int, spec: TilingArg) -> TLTi
 
 
 def _float_producer(w_loader, type_name: str):
-    """Producer of a non-ternary tensor converted to ``type_name`` (F32 / F16 / BF16)."""
+    """Producer of a non-ternary tensor converted to ``type_name`` (F32 / F16 / BF16 / Q8_0 / Q6_K)."""
     def produce() -> np.ndarray:
         x = w_loader().to_numpy()  # float32, exact for F32/F16/BF16 sources
         if type_name == "F32":
             return np.ascontiguousarray(x, dtype="<f4")
         if type_name == "F16":
             return np.ascontiguousarray(x.astype("<f2"))  # round to nearest even
-        from bitnet_lab.formats.hf import bf16_bits
+        if type_name == "BF16":
+            from bitnet_lab.formats.hf import bf16_bits
 
-        return bf16_bits(x)
+            return bf16_bits(x)
+        from bitnet_lab.quant import blockquant
+
+        # llama-quantize's reference quantisers, byte for byte (docs/formats.md#24-how-q8_0-and-q6_k-are-quantised)
+        return blockquant.quantize(type_name, x)
     return produce
+
+
+def _check_block_rows(name: str, type_name: str, shape: tuple[int, ...]) -> None:
+    """Q8_0 / Q6_K blocks run along rows: the row length must be a whole number of blocks."""
+    from bitnet_lab.quant.blockquant import BLOCK_SIZES
+
+    blk = BLOCK_SIZES[type_name][0]
+    if shape[-1] % blk:
+        hint = " (q8_0 needs a multiple of 32)" if type_name == "Q6_K" and shape[-1] % 32 == 0 else ""
+        raise ConfigError(
+            f"{name}: rows of {shape[-1]} values cannot be stored as {type_name}, whose blocks hold {blk} "
+            f"values; choose another --token-embedding-type{hint}"
+        )
 
 
 def _vtype(key: str):
@@ -145,8 +167,8 @@ def convert_hf_to_gguf(
     - ``outtype``: one of OUTTYPES (i2_s, tl1, tl2, tq1_0, tq2_0, f16, f32);
     - ``tl_tiling``: TL1/TL2 only; one TLTiling or ``{(M, K) or tensor name: TLTiling}``;
       missing shapes use ``quant.tiling.default_tiling``;
-    - ``embedding_type``: f16 / f32 / bf16 for ``token_embd`` (and an untied ``output``);
-      default f32 for an f32 file, else f16;
+    - ``embedding_type``: f16 / f32 / bf16 / q8_0 / q6_k for ``token_embd`` (and an untied
+      ``output``); default f32 for an f32 file, else f16;
     - ``vocab``: a GGUF file to copy the ``tokenizer.*`` keys from, instead of the checkpoint's
       tokenizer.json / tokenizer.model; ``tokenizer_pre``: the BPE pre-tokenizer name when it
       cannot be recognised;
@@ -203,12 +225,13 @@ def convert_hf_to_gguf(
         writer.add_metadata(k, v, _vtype(k))
 
     # ---- tensors: declared with producers; GGUFWriter calls them one at a time -------------------
-    float_out = {"f32": "F32", "f16": "F16", "bf16": "BF16"}
     for name, shape in ck.shapes.items():
         load = (lambda g=name: ck.load(g))
         if projection_of(name) is None:
             if name in ("token_embd.weight", "output.weight"):
-                tn = float_out[emb]
+                tn = EMBEDDING_TYPE[emb]
+                if tn in ("Q8_0", "Q6_K"):
+                    _check_block_rows(name, tn, shape)
             else:
                 tn = "F32"  # norms (docs/formats.md#66-dtype-of-the-non-ternary-tensors)
             writer.add_tensor(name, tn, shape, _float_producer(load, tn))

@@ -46,14 +46,14 @@ GENERATOR_VERSION = "1"
 
 OUTTYPES = ("i2_s", "tl1", "tl2", "tq1_0", "tq2_0", "f16", "f32")
 TERNARY_OUTTYPES = ("i2_s", "tl1", "tl2", "tq1_0", "tq2_0")
-EMBEDDING_TYPES = ("f16", "f32", "q8_0")
+EMBEDDING_TYPES = ("f16", "f32", "bf16", "q8_0", "q6_k")
 
 # ggml type names of the projections per outtype (docs/formats.md#2-ggml-type-ids).
 PROJECTION_TYPE = {
     "i2_s": "I2_S", "tl1": "TL1", "tl2": "TL2", "tq1_0": "TQ1_0", "tq2_0": "TQ2_0",
     "f16": "F16", "f32": "F32",
 }
-EMBEDDING_TYPE = {"f16": "F16", "f32": "F32", "q8_0": "Q8_0"}
+EMBEDDING_TYPE = {"f16": "F16", "f32": "F32", "bf16": "BF16", "q8_0": "Q8_0", "q6_k": "Q6_K"}
 
 # general.file_type per outtype (docs/formats.md#23-llama-file-types: the fork's llama_ftype; 0/1 = ALL_F32 /
 # MOSTLY_F16 in every numbering).
@@ -123,10 +123,10 @@ class TensorPlan:
         t = self.ggml_type
         if t == "F32":
             return 4 * self.n_elements
-        if t == "F16":
-            return 2 * self.n_elements
-        if t == "Q8_0":
-            return self.n_elements // 32 * 34
+        if t in ("F16", "BF16", "Q8_0", "Q6_K"):
+            from bitnet_lab.quant.blockquant import block_nbytes
+
+            return block_nbytes(t, self.n_elements)
         from bitnet_lab.quant import packing
 
         M, K = self.shape
@@ -210,8 +210,12 @@ def plan_tensors(
     emb = EMBEDDING_TYPE[resolve_embedding_type(outtype, embedding_type)]
     tl_request = parse_tl_tiling(tl_tiling)
     c = lay.config
-    if emb == "Q8_0" and c.hidden % 32:
-        raise ConfigError(f"Q8_0 embedding needs hidden % 32 == 0, got hidden = {c.hidden}")
+    block = {"Q8_0": 32, "Q6_K": 256}.get(emb, 1)
+    if c.hidden % block:
+        raise ConfigError(
+            f"layout {lay.name}: a {emb} embedding needs hidden % {block} == 0 (blocks of {block} along a row), "
+            f"got hidden = {c.hidden}"
+        )
 
     proj_type = PROJECTION_TYPE[outtype]
     plan = [TensorPlan("token_embd.weight", "embedding", emb, (c.vocab, c.hidden))]
@@ -290,15 +294,17 @@ def random_norm(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _float_blob(ggml_type: str, x: np.ndarray) -> np.ndarray:
-    """float32 rows → the bytes of an F32 / F16 / Q8_0 tensor (uint8, flat)."""
+    """float32 rows → the bytes of an F32 / F16 / BF16 / Q8_0 / Q6_K tensor (uint8, flat)."""
     if ggml_type == "F32":
         return np.ascontiguousarray(x, dtype="<f4").reshape(-1).view(np.uint8)
     if ggml_type == "F16":
         return np.ascontiguousarray(x.astype("<f2")).reshape(-1).view(np.uint8)
-    if ggml_type == "Q8_0":
+    if ggml_type in ("BF16", "Q8_0", "Q6_K"):
         from bitnet_lab.quant import blockquant
 
-        return np.frombuffer(_as_bytes(blockquant.quantize("Q8_0", x)), dtype=np.uint8)
+        # BF16 rounds to nearest even; Q8_0 / Q6_K are llama.cpp's reference quantisers
+        # (docs/formats.md#24-how-q8_0-and-q6_k-are-quantised).
+        return np.frombuffer(_as_bytes(blockquant.quantize(ggml_type, x)), dtype=np.uint8)
     raise ConfigError(f"no float encoder for {ggml_type}")  # pragma: no cover - plan guards it
 
 
@@ -507,8 +513,8 @@ def generate_dummy(
     """Write a dummy GGUF of ``layout`` to ``out_path`` and return its path.
 
     ``outtype``: projection type (i2_s, tl1, tl2, tq1_0, tq2_0, f16, f32). ``embedding_type``:
-    f16 / f32 / q8_0 for ``token_embd`` (and an untied ``output``); default F16, or F32 when
-    ``outtype == "f32"``. ``tl_tiling``: for TL outtypes, one tiling "BM,BK,bm" / `TLTiling`
+    f16 / f32 / bf16 / q8_0 / q6_k for ``token_embd`` (and an untied ``output``); default F16,
+    or F32 when ``outtype == "f32"``. ``tl_tiling``: for TL outtypes, one tiling "BM,BK,bm" / `TLTiling`
     for every shape or a mapping per (M, K); default per shape from
     `bitnet_lab.quant.tiling.default_tiling`; recorded in the file (``bitnet_lab.tl_tiling``).
     ``arch_name``: write ``general.architecture`` (and the hyper-parameter keys) under this name

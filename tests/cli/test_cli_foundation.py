@@ -95,6 +95,31 @@ def test_convert_tiny_checkpoint(tmp_path, capsys):
         assert (m.tensors[name].ternary() == w.ternary()).all(), name
 
 
+@pytest.mark.parametrize("emb", ["Q6_K", "q8_0"])
+def test_convert_token_embedding_type_writes_llama_quantize_bytes(tmp_path, capsys, emb):
+    """--token-embedding-type q6_k / q8_0: the token embedding is byte for byte what bitnet.cpp's
+    2026 llama-quantize wrote from the same checkpoint (tests/tools/test_convert.py compares
+    every tensor)."""
+    from bitnet_lab.formats.gguf import GGUFFile
+
+    out = tmp_path / "conv.gguf"
+    assert cli.main(["convert", str(REAL / "hf"), "--outtype", "i2_s", "--token-embedding-type", emb,
+                     "-o", str(out), "--no-progress"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    ours = GGUFFile(out).tensor("token_embd.weight")
+    ref = GGUFFile(REAL / f"bitnetcpp2026-i2_s-embd-{emb.lower()}.gguf").tensor("token_embd.weight")
+    assert ours.ggml_type == ref.ggml_type == emb.upper()
+    assert ours.data.tobytes() == ref.data.tobytes()
+    assert cli.main(["convert", str(REAL / "hf"), "--token-embedding-type", "q4_k", "-o", str(out)]) == 2
+    assert "invalid choice 'q4_k'" in capsys.readouterr().err
+
+
+def test_dummy_bf16_embedding(tmp_path, capsys):
+    out = tmp_path / "bf16.gguf"
+    assert cli.main(["dummy", "--layout", "tiny", "--token-embedding-type", "BF16", "-o", str(out), "--no-progress"]) == 0
+    assert bitnet_lab.load(out).tensors["token_embd.weight"].ggml_type == "BF16"
+
+
 def test_convert_missing_source_names_it(tmp_path, capsys):
     assert cli.main(["convert", str(tmp_path / "no-such-dir"), "-o", str(tmp_path / "o.gguf")]) == 1
     err = capsys.readouterr().err.strip().splitlines()

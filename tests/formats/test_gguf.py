@@ -21,7 +21,7 @@ from bitnet_lab.formats.gguf import (
     read_metadata,
 )
 from bitnet_lab.formats.gguf_writer import GGUFWriter, write_gguf
-from bitnet_lab.quant import packing
+from bitnet_lab.quant import blockquant, packing
 from bitnet_lab.tensors import FloatTensor, TernaryWeight
 from bitnet_lab.quant.tiling import TLTiling
 
@@ -505,7 +505,9 @@ def test_ggml_type_names():
 # real files written by bitnet.cpp and llama.cpp
 # ------------------------------------------------------------------------------------------
 
-REAL_FILES = ["bitnet-f32.gguf", "bitnet-i2_s.gguf", "upstream-tq2_0.gguf", "upstream-tq1_0.gguf"]
+REAL_FILES = ["bitnet-f32.gguf", "bitnet-i2_s.gguf", "upstream-tq2_0.gguf", "upstream-tq1_0.gguf",
+              "bitnetcpp2026-i2_s-embd-q6_k.gguf", "bitnetcpp2026-i2_s-embd-q8_0.gguf"]
+I2S_FILES = ["bitnet-i2_s.gguf", "bitnetcpp2026-i2_s-embd-q6_k.gguf", "bitnetcpp2026-i2_s-embd-q8_0.gguf"]
 
 
 @pytest.fixture(scope="module")
@@ -522,7 +524,7 @@ def test_real_file_opens_and_matches_gguf_reader(name):
     assert f.metadata["general.architecture"] == "bitnet"
     assert len(f.tensor_infos) == 24
     assert read_metadata(path) == f.metadata
-    if name == "bitnet-i2_s.gguf":
+    if name in I2S_FILES:
         # gguf-py cannot open type 36 (docs/formats.md#13-rules-for-a-reader-of-bitnet-files): confirm, then
         # compare with the F32 file
         with pytest.raises(ValueError):
@@ -538,7 +540,7 @@ def test_real_file_opens_and_matches_gguf_reader(name):
         ti.name: (ti.offset, ti.nbytes, list(ti.dims)) for ti in f.tensor_infos}
 
 
-@pytest.mark.parametrize("name", ["bitnet-i2_s.gguf", "upstream-tq2_0.gguf", "upstream-tq1_0.gguf"])
+@pytest.mark.parametrize("name", [*I2S_FILES, "upstream-tq2_0.gguf", "upstream-tq1_0.gguf"])
 def test_real_ternary_tensors_decode_to_the_f32_file(name, f32_ref):
     f = GGUFFile(REAL / name)
     tensors = f.tensors()
@@ -556,10 +558,15 @@ def test_real_ternary_tensors_decode_to_the_f32_file(name, f32_ref):
             np.testing.assert_array_equal(w.ternary(), np.sign(ref).astype(np.int8), err_msg=n)
             np.testing.assert_array_equal(w.block_scales, np.full_like(w.block_scales, np.float16(gamma)))
             np.testing.assert_array_equal(w.dequantize(), np.sign(ref) * np.float32(np.float16(gamma)))
-    # every non-ternary tensor equals the F32 file up to its own storage type
+    # every non-ternary tensor equals the F32 file up to its own storage type (Q8_0 / Q6_K: the
+    # F32 values through llama.cpp's reference quantiser, docs/formats.md#24-how-q8_0-and-q6_k-are-quantised)
     for n, t in tensors.items():
         if isinstance(t, FloatTensor) and n in f32_ref:
-            np.testing.assert_array_equal(t.to_numpy(), f32_ref[n].astype(t.data.dtype).astype(np.float32))
+            if t.ggml_type in ("Q8_0", "Q6_K"):
+                want = blockquant.dequantize(t.ggml_type, blockquant.quantize(t.ggml_type, f32_ref[n]), t.shape)
+            else:
+                want = f32_ref[n].astype(t.data.dtype).astype(np.float32)
+            np.testing.assert_array_equal(t.to_numpy(), want, err_msg=n)
 
 
 def test_real_i2_s_scale_is_the_first_f32_of_the_tail(f32_ref):
@@ -578,10 +585,30 @@ def test_real_i2_s_scale_is_the_first_f32_of_the_tail(f32_ref):
         assert w.scale == np.float32(s) == np.abs(f32_ref[ti.name]).max()
 
 
+def test_2026_i2_s_projections_are_the_2024_ones():
+    """bitnet.cpp's 2026 llama-quantize keeps the x86 I2_S layout: each projection's codes and
+    scale (the first 4 tail bytes) are those of bitnet-i2_s.gguf. The other 28 tail bytes are
+    memory the quantiser leaves uninitialised: its two 2026 files, one build and one source,
+    disagree there, so no reader may depend on them (and ours reads only the scale)."""
+    old = GGUFFile(REAL / "bitnet-i2_s.gguf")
+    q6, q8 = GGUFFile(REAL / I2S_FILES[1]), GGUFFile(REAL / I2S_FILES[2])
+    tails_differ = 0
+    for ti in old.tensor_infos:
+        if ti.type_name != "I2_S":
+            continue
+        content = ti.shape[0] * ti.shape[1] // 4 + 4
+        blobs = [np.asarray(f._blob(f.tensor_info(ti.name).offset, ti.nbytes)) for f in (old, q6, q8)]
+        assert all(f.tensor_info(ti.name).nbytes == ti.nbytes for f in (q6, q8))
+        assert np.array_equal(blobs[0][:content], blobs[1][:content]), ti.name
+        assert np.array_equal(blobs[0][:content], blobs[2][:content]), ti.name
+        tails_differ += not np.array_equal(blobs[1][content:], blobs[2][content:])
+    assert tails_differ > 0
+
+
 def test_rewrite_real_files(tmp_path, f32_ref):
     """Read a real file and write it back: same metadata (and types), same tensors; the TQ file
     written by us opens in gguf-py again."""
-    for name in ("bitnet-i2_s.gguf", "upstream-tq2_0.gguf"):
+    for name in ("bitnet-i2_s.gguf", "upstream-tq2_0.gguf", "bitnetcpp2026-i2_s-embd-q6_k.gguf"):
         src = GGUFFile(REAL / name)
         out = write_gguf(tmp_path / name, src.metadata, src.tensors(), metadata_types=src.metadata_types)
         dst = GGUFFile(out)

@@ -304,3 +304,7 @@ def test_fma_f32_rounds_once():
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
     naive = (a.astype(np.float64) * b + c).astype(F32)
     assert not np.array_equal(naive, want), "no double-rounding case in the sample: the test lost its power"
+    # the fast path the Q6_K sums take (sums that are 0 or float32 normals) agrees
+    normal = (want == 0) | (np.abs(want) >= np.float32(2.0**-126))
+    fast = BQ._fused_add(a.astype(np.float64) * b.astype(np.float64), c)
+    assert normal.all() and np.array_equal(fast.view(np.uint32), want.view(np.uint32))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _hf_models import REAL_F32, REAL_HF, REAL_I2S, REAL_TQ1, REAL_TQ2, random_model, tiny_config, ulps
+from _hf_models import REAL, REAL_F32, REAL_HF, REAL_I2S, REAL_TQ1, REAL_TQ2, random_model, tiny_config, ulps
 from bitnet_lab.config import ModelConfig
 from bitnet_lab.tools.convert import FILE_TYPES, OUTTYPES, convert_hf_to_gguf
 from bitnet_lab.errors import BitnetLabError, CodecError, ConfigError
@@ -15,6 +15,7 @@ from bitnet_lab.formats.gguf import GGUFFile
 from bitnet_lab.formats.hf import read_hf_checkpoint, write_hf_checkpoint
 from bitnet_lab.paths import LLAMA2_VOCAB
 from bitnet_lab.tensors import FloatTensor, TernaryWeight
+from bitnet_lab.quant import blockquant
 from bitnet_lab.quant.tiling import TLTiling
 
 
@@ -194,7 +195,74 @@ def test_bf16_embedding_type(tmp_path, hf_model):
     x = src["token_embd.weight"].to_numpy()
     np.testing.assert_allclose(emb.to_numpy(), x, rtol=2**-8)
     with pytest.raises(BitnetLabError, match="embedding_type"):
-        convert_hf_to_gguf(REAL_HF, tmp_path / "o.gguf", "i2_s", embedding_type="q8_0")
+        convert_hf_to_gguf(REAL_HF, tmp_path / "o.gguf", "i2_s", embedding_type="q4_k")
+
+
+# I2_S tail: the f32 scale, then 28 bytes bitnet.cpp's llama-quantize leaves uninitialised (its
+# two 2026 files, from one build and one source, hold different bytes there): not content.
+I2S_TAIL_CONTENT = 4
+
+
+@pytest.mark.parametrize("emb,ref", [
+    ("q6_k", REAL / "bitnetcpp2026-i2_s-embd-q6_k.gguf"),
+    ("q8_0", REAL / "bitnetcpp2026-i2_s-embd-q8_0.gguf"),
+])
+def test_quantised_embedding_matches_bitnet_cpp_2026(tmp_path, emb, ref):
+    """bitnet.cpp's 2026 llama-quantize --token-embedding-type Q6_K / Q8_0 … I2_S from the same
+    checkpoint (via its F32 GGUF): our converter writes the same tensors, compared tensor by
+    tensor (the metadata is each writer's own: ours adds bitnet_lab keys and writes the tokenizer
+    from the checkpoint). The token embedding, which is also the tied lm_head, and the norms are
+    byte-identical; the I2_S codes are byte-identical and the scales agree to the last bit or
+    differ in it as test_i2_s_matches_bitnet_cpp_file explains."""
+    p = convert_hf_to_gguf(REAL_HF, tmp_path / f"{emb}.gguf", "i2_s", embedding_type=emb, progress=False)
+    ours, theirs = GGUFFile(p), GGUFFile(ref)
+    assert ours.metadata["general.file_type"] == theirs.metadata["general.file_type"] == 40
+    assert [(t.name, t.type_name, t.shape) for t in sorted(ours.tensor_infos, key=lambda t: t.name)] == [
+        (t.name, t.type_name, t.shape) for t in sorted(theirs.tensor_infos, key=lambda t: t.name)
+    ]
+    assert ours.tensor_info("token_embd.weight").type_name == emb.upper()
+    last_bit = 0
+    for ti in theirs.tensor_infos:
+        mine = ours.tensor_info(ti.name)
+        a = np.asarray(ours._blob(mine.offset, mine.nbytes))
+        b = np.asarray(theirs._blob(ti.offset, ti.nbytes))
+        if ti.type_name != "I2_S":
+            assert np.array_equal(a, b), ti.name
+            continue
+        codes = ti.shape[0] * ti.shape[1] // 4
+        assert np.array_equal(a[:codes], b[:codes]), ti.name
+        sa, sb = (x[codes : codes + I2S_TAIL_CONTENT].view("<f4")[0] for x in (a, b))
+        assert abs(ulps(sa, sb)) <= 1, (ti.name, sa, sb)
+        last_bit += sa != sb
+    assert last_bit < 14
+
+
+def test_quantised_embedding_and_output_of_an_untied_model(tmp_path):
+    """An untied (llama-arch) checkpoint: token_embd and output both in the asked type, each the
+    reference quantiser's bytes of the checkpoint's float32 rows."""
+    cfg = tiny_config("llama", hidden=256, n_heads=4, n_kv_heads=2, ffn=256, vocab=1000)
+    model = random_model(cfg, seed=5)
+    write_hf_checkpoint(tmp_path / "m", cfg, model, convention="bitlinear")
+    (tmp_path / "m" / "tokenizer.model").write_bytes((REAL_HF / "tokenizer.model").read_bytes())
+    for emb in ("q6_k", "q8_0"):
+        p = convert_hf_to_gguf(tmp_path / "m", tmp_path / f"{emb}.gguf", "i2_s", embedding_type=emb, progress=False)
+        out = GGUFFile(p).tensors()
+        for name in ("token_embd.weight", "output.weight"):
+            assert out[name].ggml_type == emb.upper()
+            want = blockquant.quantize(emb.upper(), model[name].to_numpy())
+            assert np.array_equal(np.asarray(out[name].data).reshape(-1), want), (emb, name)
+
+
+def test_quantised_embedding_needs_whole_blocks(tmp_path):
+    cfg = tiny_config(hidden=192, n_heads=3, n_kv_heads=1, ffn=384, vocab=1000)
+    write_hf_checkpoint(tmp_path / "m", cfg, random_model(cfg), convention="autobitlinear")
+    (tmp_path / "m" / "tokenizer.model").write_bytes((REAL_HF / "tokenizer.model").read_bytes())
+    with pytest.raises(ConfigError, match=r"token_embd\.weight: rows of 192 values cannot be stored as Q6_K, "
+                                          r"whose blocks hold 256 values.*q8_0 needs a multiple of 32"):
+        convert_hf_to_gguf(tmp_path / "m", tmp_path / "o.gguf", "f16", embedding_type="q6_k", progress=False)
+    assert not (tmp_path / "o.gguf").exists()
+    p = convert_hf_to_gguf(tmp_path / "m", tmp_path / "o.gguf", "f16", embedding_type="q8_0", progress=False)
+    assert GGUFFile(p).tensor_info("token_embd.weight").type_name == "Q8_0"
 
 
 def test_describe_reads_headers_only():

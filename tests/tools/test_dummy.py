@@ -170,6 +170,10 @@ def test_plan_types_per_outtype_and_embedding_type():
     assert {p.ggml_type for p in f32} == {"F32"}  # an all-F32 file by default
     q8 = dummy.plan_tensors("tiny", "tq1_0", embedding_type="q8_0")
     assert q8[0].ggml_type == "Q8_0" and q8[0].nbytes == 32000 * 256 // 32 * 34
+    q6 = dummy.plan_tensors("tiny", "i2_s", embedding_type="Q6_K")
+    assert q6[0].ggml_type == "Q6_K" and q6[0].nbytes == 32000 * 256 // 256 * 210
+    bf = dummy.plan_tensors("tiny", "i2_s", embedding_type="bf16")
+    assert bf[0].ggml_type == "BF16" and bf[0].nbytes == 32000 * 256 * 2
     tl2 = dummy.plan_tensors("tiny", "tl2", tl_tiling={(768, 256): "256,96,32"})
     assert {p.tiling for p in tl2 if p.shape == (768, 256)} == {bitnet_lab.tensors.TLTiling(256, 96, 32)}
 
@@ -184,7 +188,9 @@ def test_impossible_shapes_are_refused_with_the_tensor_and_rule():
     with pytest.raises(ConfigError, match="outtype"):
         dummy.plan_tensors("tiny", "q4_0")
     with pytest.raises(ConfigError, match="embedding type"):
-        dummy.plan_tensors("tiny", "i2_s", embedding_type="bf16")
+        dummy.plan_tensors("tiny", "i2_s", embedding_type="q4_k")
+    with pytest.raises(ConfigError, match=r"Q6_K embedding needs hidden % 256 == 0.*hidden = 3200"):
+        dummy.plan_tensors("3B", "f16", embedding_type="q6_k")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,6 +290,25 @@ def test_q8_0_embedding_is_the_same_draw(tiny_files, tmp_path):
     a, b = q8.to_numpy(), f16.to_numpy()
     # Q8_0 error is at most half a step of absmax/127 per 32-block (plus fp16 of d); σ = 0.03
     assert np.max(np.abs(a - b)) < 0.2 / 127 and not np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("emb", ["bf16", "q8_0", "q6_k"])
+def test_encoded_embedding_is_the_f32_draw_encoded(tiny_files, tmp_path, emb):
+    """--token-embedding-type bf16 / q8_0 / q6_k: the same random rows as the F32 file, encoded
+    by blockquant (BF16 round to nearest even; Q8_0 / Q6_K llama.cpp's reference quantisers), and
+    the file loads and runs."""
+    from bitnet_lab.formats.gguf import GGUFFile
+    from bitnet_lab.quant import blockquant
+
+    p = dummy.generate_dummy("tiny", tmp_path / f"{emb}.gguf", outtype="i2_s", embedding_type=emb, progress=False)
+    got = GGUFFile(p).tensor("token_embd.weight")
+    assert got.ggml_type == emb.upper()
+    rows = 64  # rows are encoded independently; the first 64 keep the test short
+    f32 = np.asarray(GGUFFile(tiny_files["f32"]).tensor("token_embd.weight").data)[:rows]
+    want = blockquant.quantize(emb.upper(), f32)
+    assert np.array_equal(np.ascontiguousarray(got.data).reshape(-1).view(np.uint8)[: want.size], want)
+    logits = bitnet_lab.load(p).logits([1, 2, 3])
+    assert logits.shape[-1] == 32000 and np.isfinite(logits).all()
 
 
 @pytest.mark.parametrize("outtype", ["tl1", "tl2"])

@@ -206,8 +206,8 @@ _F32_MIN_NORMAL = 2.0**-126
 
 
 def _nearest_int(v: np.ndarray) -> np.ndarray:
-    """ggml's nearest_int: add 1.5·2^23 in float32 and read the low mantissa bits, i.e. round
-    half to even (exact for |v| < 2^22, which every caller here stays within); int32."""
+    """ggml's nearest_int, bit for bit for any float32: add 1.5·2^23 and read the low mantissa
+    bits. That is round half to even while |v| < 2^22, as every value here is; int32."""
     t = (v.astype(_F32, copy=False) + _F32(12582912.0)).view(np.int32)
     return (t & np.int32(0x007FFFFF)) - np.int32(0x00400000)
 

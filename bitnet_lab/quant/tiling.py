@@ -1,5 +1,11 @@
-"""TL1 / TL2 tiling: the legal (BM, BK, bm) for a weight shape, the published presets, and a
-small documented search for shapes no preset covers.
+"""TL1 / TL2 tiling: the legal (BM, BK, bm) for a weight shape, bitnet.cpp's presets per model
+(and the choice of one by a file's whole set of shapes), the parsing of a user's tiling request,
+and a small documented search that writers use for shapes no preset covers.
+
+Readers: a file's tiling comes from the caller (:func:`parse_tl_tiling`), our metadata key, or
+:func:`match_presets`, which refuses unknown or ambiguous shapes naming the candidates
+(docs/kernels.md#56-presets-per-model); readers never search, since another legal tiling reads the
+same bytes as other weights without any error.
 
 A TL file does not record its tiling (docs/formats.md#32-tl1-type-38, docs/formats.md#33-tl2-type-39,
 docs/kernels.md#52-code-generators-and-config-files): the bytes of a TL1/TL2 tensor can only be read with the

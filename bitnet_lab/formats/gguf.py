@@ -621,7 +621,7 @@ class GGUFFile:
                 out[ti.name] = TilingChoice(req, TILING_GIVEN, "tl_tiling (--tl-tiling)")
             elif isinstance(req, dict) and (ti.name in req or shape in req):
                 out[ti.name] = TilingChoice(req.get(ti.name) or req[shape], TILING_GIVEN, "tl_tiling (--tl-tiling)")
-            elif shape in self._file_tilings:
+            elif shape in self._file_tilings and not isinstance(req, str):  # a named preset outranks the key
                 out[ti.name] = TilingChoice(self._file_tilings[shape], TILING_FILE_KEY, f"metadata {TL_TILING_KEY!r}")
             else:
                 open_shapes.setdefault(ti.layout, set()).add(shape)

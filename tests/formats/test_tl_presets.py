@@ -91,6 +91,10 @@ def test_tl_tilings_say_where_each_tiling_came_from(tmp_path):
     c = f.tl_tilings()["q"]  # the file's key wins over the preset of its shape
     assert (c.tiling, c.source) == (TLTiling(256, 128, 32), TILING_FILE_KEY)
     np.testing.assert_array_equal(f.tensor("q").ternary(), t)
+    # what the caller gives wins over the key, a preset name too
+    c = GGUFFile(keyed, tl_tiling="bitnet_b1_58-large").tl_tilings()["q"]
+    assert (c.tiling, c.source) == (large_attn, TILING_GIVEN)
+    assert GGUFFile(keyed, tl_tiling=large_attn).tl_tilings()["q"].source == TILING_GIVEN
 
 
 def test_a_named_preset_without_the_shape_and_a_bad_request_are_refused(tmp_path):

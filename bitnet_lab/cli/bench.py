@@ -16,6 +16,10 @@ every section, and llama.cpp through llama-cpp-python when it is installed):
   --load       load time and peak RSS of the model, in a fresh process
   --breakdown  where one decode step's time goes
   --kernels    kernel microbenchmarks on the real shapes of --layout (default 2B-4T)
+  --spec       speculative decoding: a verification pass of k+1 positions against one decode step
+               (k = 1..16) on --layout's I2_S dummy, and each drafter's acceptance, tokens per pass
+               and effective tokens/s against plain decode on the shipped edit workload
+               (bitnet_lab.bench.speculative)
 
 ``--compare PATH`` runs an external llama-bench (llama.cpp's, or bitnet.cpp's for I2_S files)
 with the same -p/-n/-t/-r and adds its rows; ``--llama-cpp`` does the same through
@@ -41,7 +45,7 @@ from bitnet_lab.cli.run import add_i2s_layout_flag, i2s_layout_options
 from bitnet_lab.errors import BitnetLabError, ConfigError
 
 PROG = "bitnet-lab"
-SECTIONS = ("tests", "ceilings", "load", "breakdown", "kernels")
+SECTIONS = ("tests", "ceilings", "load", "breakdown", "kernels", "spec")
 DEFAULT_SECTIONS = ("tests", "ceilings", "load", "breakdown")
 FORMATS = ("md", "csv", "json")
 
@@ -115,7 +119,9 @@ def add_parser(sub: Any) -> None:
     s = p.add_argument_group("sections (none given: tests, ceilings, load, breakdown)")
     for name, text in (("tests", "pp / tg throughput"), ("ceilings", "memory bandwidth and int8 peak (+ roofline)"),
                        ("load", "load time and peak RSS (fresh process)"), ("breakdown", "decode-step breakdown"),
-                       ("kernels", "kernel microbenchmarks on --layout's shapes")):
+                       ("kernels", "kernel microbenchmarks on --layout's shapes"),
+                       ("spec", "speculative decoding: verification-pass cost on --layout's dummy (k = 1..16), "
+                                "drafters' acceptance and speed on the edit workload")):
         s.add_argument(f"--{name}", action="store_true", help=text)
     s.add_argument("--all", action="store_true", help="every section, and --llama-cpp when it is installed")
     s.add_argument("--layout", default="2B-4T", help="layout whose shapes --kernels uses (default 2B-4T)")
@@ -285,6 +291,13 @@ def bench_command(args: argparse.Namespace) -> int:
     if "kernels" in sections:
         _try(report, "kernels", lambda: B.kernel_bench(
             args.layout, threads=threads, cold=args.kernels_cold, progress=args.progress))
+    if "spec" in sections:
+        from bitnet_lab.bench.speculative import spec_tables
+
+        tables = _try(report, "spec", lambda: spec_tables(model, layout=args.layout, threads=max(threads),
+                                                           repeat=args.repetitions, progress=args.progress), show=False)
+        for i, t in enumerate(tables or ()):
+            report.add(f"spec-{i}", t)
     sys.stdout.write(report.render({"machine": machine, "model": path, "backends": backends}))
     sys.stdout.flush()
     return 0

@@ -189,8 +189,9 @@ viz.show(viz.token_timeline([e.t_ms for e in token_events], n_prompt=done.n_prom
 # ## 4. Chat
 #
 # A chat model was trained on conversations in one format: role headers, end-of-turn tokens.
-# `chat_format_for` picks the model's format (an explicit name, the file's own template, or a
-# rule based on the vocabulary — its `why` says which) and turns messages into token ids.
+# `chat_format_for` picks the model's format (an explicit name, the file's own template, the
+# family named by the file's pre-tokenizer or name — Falcon3 / Falcon-E — or a rule based on
+# the vocabulary; its `why` says which) and turns messages into token ids.
 
 # %%
 fmt = chat_format_for(tok, model.config)

@@ -23,7 +23,8 @@ def add_parser(sub) -> None:
                    help="token_embd (and output) type: f16, f32, bf16, q8_0, q6_k (q8_0 / q6_k byte for byte "
                    "as llama-quantize writes them; default f16; f32 for --outtype f32)")
     p.add_argument("--tl-tiling", type=tl_tiling_arg, metavar="BM,BK,bm",
-                   help="TL1/TL2 tiling for every shape (default: per-shape presets/search)")
+                   help="TL1/TL2 tiling: BM,BK,bm for every shape, or a preset name (e.g. BitNet-b1.58-2B-4T) "
+                        "for its per-shape tilings (default: per-shape presets/search)")
     p.add_argument("--revision", help="Hub revision (branch, tag or commit) when SRC is a repo id")
     add_progress_flag(p)
     p.set_defaults(func=run)

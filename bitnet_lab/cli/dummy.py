@@ -23,7 +23,8 @@ def add_parser(sub) -> None:
     p.add_argument("--token-embedding-type", type=lower_choice(EMBEDDING_TYPES), default=None,
                    help="token_embd (and output) type: f16, f32, bf16, q8_0, q6_k (default f16; f32 for --outtype f32)")
     p.add_argument("--tl-tiling", type=tl_tiling_arg, metavar="BM,BK,bm",
-                   help="TL1/TL2 tiling for every shape (default: per-shape presets/search)")
+                   help="TL1/TL2 tiling: BM,BK,bm for every shape, or a preset name (e.g. BitNet-b1.58-2B-4T) "
+                        "for its per-shape tilings (default: per-shape presets/search)")
     p.add_argument("--no-tiling-key", dest="tiling_key", action="store_false",
                    help="TL1/TL2: do not record the tiling in the file (bitnet_lab.tl_tiling), as "
                    "bitnet.cpp's own files do; readers then fall back on the presets or --tl-tiling")

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Iterable, Iterator, Mapping
 
-from bitnet_lab.errors import CodecError, ConfigError
+from bitnet_lab.errors import BitnetLabError, CodecError, ConfigError
 
 @dataclass(frozen=True)
 class TLTiling:
@@ -510,3 +510,28 @@ def parse_tl_tiling(spec: Any) -> "TLTiling | str | dict | None":
         f"tl_tiling must be None, a TLTiling, 'BM,BK,bm', a preset name or a mapping of them; "
         f"got {type(spec).__name__} {spec!r:.60}"
     )
+
+
+def writer_tiling(layout: str, M: int, K: int, request: Any, name: str | None = None) -> TLTiling:
+    """The tiling a writer (convert, dummy) uses for one (M, K) tensor called ``name``, from a
+    user's request as :func:`parse_tl_tiling` accepts it: None → :func:`default_tiling`; one
+    tiling → it, validated; a preset name → that preset's tiling for (M, K) (an error when the
+    preset has none for this shape); a mapping → the entry for ``name`` or (M, K), else the
+    default. Errors name the tensor and its shape."""
+    req = parse_tl_tiling(request)
+    who = f"{name + ' ' if name else ''}(M, K) = ({M}, {K})"
+    if isinstance(req, str):
+        preset = named_preset(layout, req)
+        chosen = preset.tilings.get((M, K))
+        if chosen is None:
+            raise ConfigError(f"{who}: the {layout} preset {preset.name} has no tiling for this shape "
+                              f"(it covers {', '.join(f'{m}x{k}' for m, k in sorted(preset.tilings))})")
+    elif isinstance(req, Mapping):
+        chosen = (req.get(name) if name is not None else None) or req.get((M, K))
+    else:
+        chosen = req
+    try:
+        return default_tiling(layout, M, K) if chosen is None else validate_tiling(layout, M, K, chosen)
+    except BitnetLabError as e:  # the user's tiling request does not fit: a configuration error
+        raise ConfigError(f"{who}: {e}") from None
+

@@ -33,8 +33,8 @@ from typing import Any, Mapping, Union
 
 import numpy as np
 
-from bitnet_lab.errors import BitnetLabError, CodecError, ConfigError
-from bitnet_lab.quant.tiling import TLTiling
+from bitnet_lab.errors import CodecError, ConfigError
+from bitnet_lab.quant.tiling import TLTiling, parse_tl_tiling, writer_tiling
 
 __all__ = ["OUTTYPES", "EMBEDDING_TYPE", "EMBEDDING_TYPES", "FILE_TYPES", "check_output_path", "convert_hf_to_gguf"]
 
@@ -54,7 +54,7 @@ EMBEDDING_TYPE = {"f32": "F32", "f16": "F16", "bf16": "BF16", "q8_0": "Q8_0", "q
 EMBEDDING_TYPES = tuple(EMBEDDING_TYPE)
 QUANTIZATION_VERSION = 2  # what gguf-py based converters write
 
-TilingArg = Union[TLTiling, Mapping[Any, TLTiling], None]
+TilingArg = Union[TLTiling, str, Mapping[Any, Union[TLTiling, str]], None]  # as quant.tiling.parse_tl_tiling accepts
 
 
 def _layout_rule(outtype: str, name: str, M: int, K: int) -> None:
@@ -71,26 +71,6 @@ def _layout_rule(outtype: str, name: str, M: int, K: int) -> None:
             f"{name}: (M, K) = ({M}, {K}): {outtype.upper()} needs K % 256 == 0 (256-weight blocks; "
             f"{K} % 256 = {K % 256}), docs/formats.md#34-tq2_0-type-35"
         )
-
-
-def _tiling_for(layout: str, name: str, M: int, K: int, spec: TilingArg) -> TLTiling:
-    """The TL tiling of one tensor: ``spec`` (one TLTiling, or a dict keyed by tensor name or
-    (M, K)), else the preset / first legal tiling of ``quant.tiling.default_tiling``."""
-    from bitnet_lab.quant import tiling as tl
-
-    chosen = None
-    if isinstance(spec, TLTiling):
-        chosen = spec
-    elif isinstance(spec, Mapping):
-        chosen = spec.get(name) or spec.get((M, K))
-    elif spec is not None:
-        raise ConfigError(f"tl_tiling must be a TLTiling or a dict of them, got {type(spec).__name__}")
-    try:
-        if chosen is None:
-            return tl.default_tiling(layout, M, K)
-        return tl.validate_tiling(layout, M, K, chosen)
-    except BitnetLabError as e:
-        raise CodecError(f"{name}: (M, K) = ({M}, {K}): {e}") from None
 
 
 def _float_producer(w_loader, type_name: str):
@@ -191,6 +171,7 @@ def convert_hf_to_gguf(
         raise ConfigError(f"embedding_type {embedding_type!r} is not one of {', '.join(EMBEDDING_TYPES)}")
     if tl_tiling is not None and outtype not in ("tl1", "tl2"):
         raise ConfigError(f"tl_tiling= is for tl1/tl2 output, not {outtype}")
+    tl_request = parse_tl_tiling(tl_tiling)  # a bad value is refused before anything is read
 
     check_output_path(out_path)
     src_str = os.fspath(src)
@@ -257,7 +238,7 @@ def convert_hf_to_gguf(
 
             writer.add_tensor(name, ternary_type, shape, produce_packed)
         else:  # tl1 / tl2: γ goes in the hidden slot, so it is needed when declaring
-            tiling = _tiling_for(outtype, name, M, K, tl_tiling)
+            tiling = writer_tiling(outtype, M, K, tl_request, name)
             gamma = ck.gamma(name)
 
             def produce_tl(load=load, lay=outtype, tiling=tiling, gamma=gamma) -> np.ndarray:

@@ -32,13 +32,13 @@ import hashlib
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from bitnet_lab.errors import BitnetLabError, ConfigError
+from bitnet_lab.errors import ConfigError
 from bitnet_lab.tools.layouts import VOCAB_LLAMA2, VOCAB_LLAMA3, VOCAB_SIZES, Layout, get_layout
-from bitnet_lab.quant.tiling import TLTiling
+from bitnet_lab.quant.tiling import TLTiling, parse_tl_tiling, writer_tiling
 
 # Bump whenever the bytes written for a given (layout, outtype, seed, options) change: the
 # default model cache regenerates files whose recorded version differs.
@@ -141,45 +141,6 @@ def _check_choice(what: str, value: str, allowed: Iterable[str]) -> str:
     return v
 
 
-def parse_tl_tiling(spec: Any) -> TLTiling | dict[tuple[int, int], TLTiling] | None:
-    """Normalise a TL tiling request: None, a `TLTiling`, a string ``"BM,BK,bm"`` (one tiling
-    for every shape), or a mapping ``{(M, K): TLTiling | "BM,BK,bm"}``."""
-    if spec is None or isinstance(spec, TLTiling):
-        return spec
-    if isinstance(spec, str):
-        parts = [p.strip() for p in spec.replace("/", ",").split(",")]
-        try:
-            BM, BK, bm = (int(p) for p in parts)
-        except ValueError:
-            raise ConfigError(f"TL tiling {spec!r} is not three integers 'BM,BK,bm' (e.g. '256,128,32')") from None
-        return TLTiling(BM, BK, bm)
-    if isinstance(spec, Mapping):
-        out = {}
-        for shape, t in spec.items():
-            M, K = (int(x) for x in shape)
-            tt = parse_tl_tiling(t)
-            if not isinstance(tt, TLTiling):
-                raise ConfigError(f"TL tiling for shape {shape!r} must be one tiling, got {t!r}")
-            out[(M, K)] = tt
-        return out
-    raise ConfigError(f"TL tiling must be None, TLTiling, 'BM,BK,bm' or a mapping (M, K) -> tiling; got {spec!r}")
-
-
-def _tiling_for(layout: str, M: int, K: int, request: Any, name: str) -> TLTiling:
-    from bitnet_lab.quant import tiling as tl
-
-    if isinstance(request, Mapping):
-        t = request.get((M, K))
-    else:
-        t = request
-    try:
-        if t is None:
-            return tl.default_tiling(layout, M, K)
-        return tl.validate_tiling(layout, M, K, t)
-    except BitnetLabError as e:
-        raise ConfigError(f"{name} (M, K) = ({M}, {K}): {e}") from e
-
-
 def resolve_embedding_type(outtype: str, embedding_type: str | None) -> str:
     """The token-embedding type: as asked, else F32 for an all-F32 file and F16 otherwise
     (llama-quantize's default for I2_S / TQ, docs/formats.md#66-dtype-of-the-non-ternary-tensors)."""
@@ -236,7 +197,7 @@ def plan_tensors(
                 M, K = shapes[short]
                 tiling = None
                 if outtype in ("tl1", "tl2"):
-                    tiling = _tiling_for(outtype, M, K, tl_request, name)
+                    tiling = writer_tiling(outtype, M, K, tl_request, name)
                 elif outtype in TERNARY_OUTTYPES:
                     _check_row_length(outtype, name, M, K, lay.name)
                 plan.append(TensorPlan(name, "ternary", proj_type, (M, K), tiling))

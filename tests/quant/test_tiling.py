@@ -154,3 +154,27 @@ def test_parse_tl_tiling():
             TL.parse_tl_tiling(bad)
     with pytest.raises(ConfigError, match=r"no tl2 preset named 'nope'; known: bitnet_b1_58-large"):
         TL.named_preset("tl2", "nope")
+
+
+# ---- the writers' request (convert, dummy) ------------------------------------------------------
+
+
+def test_writer_tiling_takes_each_request_form():
+    M, K = 6912, 2560  # the 2B-4T ffn_gate/up shape
+    preset = TL.named_preset("tl2", "BitNet-b1.58-2B-4T").tilings[(M, K)]
+    assert TL.writer_tiling("tl2", M, K, "bitnet-b1.58-2b-4t", "blk.0.ffn_up.weight") == preset
+    assert TL.writer_tiling("tl2", M, K, None) == TL.default_tiling("tl2", M, K)
+    assert TL.writer_tiling("tl2", M, K, "288,96,32") == TLTiling(288, 96, 32)
+    by_name = {"blk.0.ffn_up.weight": "288,96,32", (M, K): TLTiling(96, 96, 32)}
+    assert TL.writer_tiling("tl2", M, K, by_name, "blk.0.ffn_up.weight") == TLTiling(288, 96, 32)
+    assert TL.writer_tiling("tl2", M, K, by_name, "blk.1.ffn_up.weight") == TLTiling(96, 96, 32)
+
+
+def test_writer_tiling_refusals_name_the_tensor_and_the_rule():
+    with pytest.raises(ConfigError, match=r"blk\.0\.ffn_up\.weight \(M, K\) = \(768, 256\): the tl2 preset "
+                                          r"BitNet-b1\.58-2B-4T has no tiling for this shape"):
+        TL.writer_tiling("tl2", 768, 256, "BitNet-b1.58-2B-4T", "blk.0.ffn_up.weight")
+    with pytest.raises(ConfigError, match=r"\(M, K\) = \(6912, 2560\): .*6912 % 320"):
+        TL.writer_tiling("tl2", 6912, 2560, "320,96,32")  # 6912 % 320 != 0
+    with pytest.raises(ConfigError, match="neither 'BM,BK,bm'"):
+        TL.writer_tiling("tl2", 6912, 2560, "no-such-model")

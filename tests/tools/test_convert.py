@@ -124,7 +124,8 @@ def test_tl_tiling_recorded_and_honoured(converted, tmp_path, layout):
         if isinstance(w, TernaryWeight):
             np.testing.assert_array_equal(w.ternary(), t1[name].ternary())
             assert w.tiling == (custom if w.shape == (256, 256) else t1[name].tiling)
-    with pytest.raises(CodecError, match=r"blk\.0\.attn_q\.weight.*\(256, 256\)"):
+    # an illegal tiling is the user's request not fitting the tensor: a ConfigError naming it
+    with pytest.raises(ConfigError, match=r"blk\.0\.attn_q\.weight.*\(256, 256\)"):
         convert_hf_to_gguf(REAL_HF, tmp_path / "bad.gguf", layout, tl_tiling=TLTiling(BM=100, BK=64, bm=32),
                            progress=False)
 

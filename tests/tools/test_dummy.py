@@ -520,3 +520,16 @@ def test_2b4t_i2_s_file_streams_with_one_tensor_in_memory(tmp_path):
     assert out.stat().st_size == r.file_size and 1.17e9 < r.file_size < 1.2e9
     stats = [row.stats for row in r.tensors if row.stats is not None]
     assert len(stats) == 210 and all(1.0 <= s.scale <= 2.0 and 0.25 < s.zero < 0.42 for s in stats)
+
+
+def test_cli_dummy_tl_tiling_takes_a_preset_name_and_refuses_a_shape_it_lacks(tmp_path, capsys):
+    """--tl-tiling NAME on dummy: the preset's per-shape tilings; the tiny layout's shapes are
+    not the 2B-4T's, so the refusal names the tensor, its shape and the preset (exit 1, one line)."""
+    from bitnet_lab.cli import main
+
+    rc = main(["dummy", "--layout", "tiny", "--outtype", "tl2", "--tl-tiling", "BitNet-b1.58-2B-4T",
+               "-o", str(tmp_path / "x.gguf"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1
+    assert "the tl2 preset BitNet-b1.58-2B-4T has no tiling for this shape" in err[0]
+    assert not (tmp_path / "x.gguf").exists()

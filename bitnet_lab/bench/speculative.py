@@ -110,7 +110,8 @@ def drafter_comparison(model: Any, drafters: Sequence[tuple[str, Callable[[], An
     """Greedy generation over each workload, plain and with each drafter (``(label, make)``:
     ``make()`` returns a fresh drafter), ``repeat`` times each, interleaved per prompt. Effective
     tokens/s = tokens fed / eval time (drafting included), median over the runs of the
-    workload-wide totals; ratio to plain decode's median of the same run."""
+    workload-wide totals; ratio to plain decode's median of the same run. ``make()`` may return a
+    `Speculation` (its own settings) instead of a drafter (cost-aware, ``draft_max``)."""
     from bitnet_lab.generate.speculative import Speculation
 
     n_ctx = int(model.config.context)
@@ -130,8 +131,11 @@ def drafter_comparison(model: Any, drafters: Sequence[tuple[str, Callable[[], An
                 budget = max(1, min(budget, n_ctx - len(ids) - 1))
                 plain = _run_prompt(model, item["prompt"], budget, n_ctx, None)
                 for label, make in [("plain", None)] + list(drafters):
-                    done = plain if make is None else _run_prompt(
-                        model, item["prompt"], budget, n_ctx, Speculation(make(), draft_max=draft_max))
+                    if make is not None:
+                        drafter = make()
+                        if not isinstance(drafter, Speculation):
+                            drafter = Speculation(drafter, draft_max=draft_max)
+                    done = plain if make is None else _run_prompt(model, item["prompt"], budget, n_ctx, drafter)
                     t = totals.setdefault(label, [0.0, 0, 0, 0, 0])
                     t[0] += done.eval_ms
                     t[1] += done.n_eval
@@ -164,7 +168,7 @@ def drafter_comparison(model: Any, drafters: Sequence[tuple[str, Callable[[], An
             Column("identical", "greedy tokens = plain", fmt=lambda r: "yes" if r["identical"] else "NO")]
     threads = getattr(model.runner, "threads", None)
     notes = [f"greedy; median of {repeat} runs of the whole workload, plain decode in the same run; draft-max "
-             f"{draft_max}, adaptive",
+             f"{draft_max}, adaptive, cost-aware unless the row says otherwise",
              "effective t/s = generated tokens fed / (time drafting + verifying + stepping)"]
     return Table(f"drafters on {getattr(model.source, 'name', model)}"
                  + (f", {threads} threads" if threads else ""), cols, records, notes)
@@ -187,7 +191,7 @@ def spec_tables(model: Any, *, layout: str = "2B-4T", threads: int | None = None
                 progress: bool = False, load: Callable[..., Any] | None = None) -> list[Table]:
     """``bitnet-lab bench --spec``: the verification cost on ``layout``'s dummy (I2_S) and the
     drafters (prompt lookup, self-speculation on half the layers) on ``model``."""
-    from bitnet_lab.generate.speculative import PromptLookup, SelfSpeculative
+    from bitnet_lab.generate.speculative import PromptLookup, SelfSpeculative, Speculation
 
     if load is None:
         from bitnet_lab.model import load
@@ -195,7 +199,8 @@ def spec_tables(model: Any, *, layout: str = "2B-4T", threads: int | None = None
     tables = [verification_cost(dummy.runner, range(1, 17), repeat=repeat, label=f"{layout} layout (I2_S dummy)")]
     dummy.close()
     half = max(1, model.config.n_layers // 2)
-    drafters = [("lookup:3", lambda: PromptLookup(3)), ("lookup:2", lambda: PromptLookup(2))]
+    drafters = [("lookup:3", lambda: PromptLookup(3)), ("lookup:2", lambda: PromptLookup(2)),
+                ("lookup:3, no cost model", lambda: Speculation(PromptLookup(3), cost_aware=False))]
     if model.config.n_layers > 1:
         drafters.append((f"self:{half}", lambda: SelfSpeculative(model, half)))
     tables.append(drafter_comparison(model, drafters, repeat=repeat, progress=progress))

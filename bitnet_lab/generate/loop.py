@@ -467,12 +467,14 @@ def _loop(runner, tokenizer, cache, new_ids, history, n, sampler, rng, used_seed
             eval_ms += step_ms
             n_eval += 1
             n_pass += 1
+            if spec is not None:
+                spec.note_step(step_ms)
             continue
 
         # ---- speculative: verify the drafts in one pass, emit the accepted ones ----------------
         step = verify_step(runner, cache, context, tok, draft, sampler, rng)
-        spec.record(step)
         pass_ms = (time.perf_counter() - te) * 1e3
+        spec.record(step, pass_ms)
         n_pass += 1
         context.append(tok)
         n_eval += 1

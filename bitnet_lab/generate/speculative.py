@@ -27,7 +27,9 @@ Drafters (``propose(context, k, sampler, rng) -> Draft``):
 - `SelfSpeculative` — the target's own first layers and its lm_head: a draft every model has.
 
 `AdaptiveK` sets how many tokens to draft: more while drafts are accepted, fewer (and, after
-repeated misses, none for a while) when they are not, so a text with nothing to look up costs
+repeated misses, none for a while) when they are not; `Speculation` (what the loop holds) also
+weighs what a pass of k+1 positions costs on this machine against the tokens it is expected to
+yield, and steps plainly when no draft length pays, so a text with nothing to look up costs
 little over plain decoding. The loop (`bitnet_lab.generate.loop`) runs `verify_step`.
 """
 
@@ -411,10 +413,20 @@ def verify_step(runner: Any, cache: Any, context: list, current: int, draft: Dra
 
 class Speculation:
     """A drafter and its draft-length controller, as the generation loop uses them, with counters:
-    ``n_pass`` verification passes, ``n_draft`` tokens drafted into them, ``n_accept`` accepted."""
+    ``n_pass`` verification passes, ``n_draft`` tokens drafted into them, ``n_accept`` accepted.
+
+    ``cost_aware``: also weigh what a pass costs on this machine. The loop reports the time of
+    each plain step and of each speculative pass (drafting included); with the acceptance rate a
+    (recent passes weigh more) a pass of k drafts yields ``(1 - a^(k+1)) / (1 - a)`` tokens for
+    ``pass_ms(k+1) / step_ms`` steps' time, and only the k that yields more than it costs is
+    drafted (none when no k does: the step runs plainly, and every ``probe_every`` such steps one
+    draft is tried to keep the estimates current). Widths never timed are estimated from the
+    marginal cost of the widest timed ones. Only timing decides it, never a token: the output is
+    the same either way.
+    """
 
     def __init__(self, drafter: Any, *, draft_max: int = DRAFT_MAX_DEFAULT, draft_min: int = 1,
-                 adaptive: bool = True):
+                 adaptive: bool = True, cost_aware: bool = True, probe_every: int = 32):
         if not hasattr(drafter, "propose"):
             raise ConfigError(f"a drafter needs propose(context, k, sampler, rng), got {drafter!r}")
         self.drafter = drafter
@@ -422,12 +434,70 @@ class Speculation:
         self.control = AdaptiveK(int(draft_max), min(self.draft_min, max(1, int(draft_max))),
                                  k_start=None if adaptive else int(draft_max))
         self.adaptive = bool(adaptive)
+        self.cost_aware = bool(cost_aware)
+        self.probe_every = max(1, int(probe_every))
         self.n_pass = self.n_draft = self.n_accept = 0
+        self.n_declined = 0                # steps run plainly because no draft length paid
+        self._step_ms: float | None = None                 # moving averages of the timings
+        self._pass_ms: dict[int, float] = {}               # width (k + 1) -> ms
+        self._acc, self._rej = 1.0, 1.0                    # decayed counts: acceptances, rejections
+        self._since_probe = 0
 
+    # ---- timing -----------------------------------------------------------------------------
+    @staticmethod
+    def _average(old: float | None, new: float) -> float:
+        return new if old is None else 0.8 * old + 0.2 * new
+
+    def note_step(self, ms: float) -> None:
+        """The time of one plain decode step (the loop's, for the cost model)."""
+        self._step_ms = self._average(self._step_ms, float(ms))
+
+    def cost(self, width: int) -> float | None:
+        """A pass over ``width`` positions in plain steps' time: measured, else extrapolated from
+        the widest measured passes (None before anything was measured)."""
+        if not self._step_ms or not self._pass_ms:
+            return None
+        if width in self._pass_ms:
+            return self._pass_ms[width] / self._step_ms
+        known = sorted(w for w in self._pass_ms if w < width) or sorted(self._pass_ms)[:1]
+        w1 = known[-1]
+        c1 = self._pass_ms[w1] / self._step_ms
+        w0, c0 = (known[-2], self._pass_ms[known[-2]] / self._step_ms) if len(known) > 1 else (1, 1.0)
+        slope = max((c1 - c0) / (w1 - w0), 0.0) if w1 != w0 else c1 / w1
+        return c1 + (width - w1) * slope
+
+    def acceptance(self) -> float:
+        """The per-token acceptance estimate (recent passes weigh more)."""
+        return self._acc / (self._acc + self._rej)
+
+    def _paying_k(self, k: int) -> int:
+        if not self.cost_aware or self.cost(2) is None:
+            return k                      # nothing timed yet: draft, and learn what it costs
+        a = min(self.acceptance(), 0.999)
+        best_k, best = 0, 1.0
+        for j in range(1, k + 1):
+            gain = (1.0 - a ** (j + 1)) / (1.0 - a) / max(self.cost(j + 1), 1e-9)
+            if gain > best:
+                best_k, best = j, gain
+        if best_k:
+            self._since_probe = 0
+            return best_k
+        self._since_probe += 1
+        if self._since_probe >= self.probe_every:
+            self._since_probe = 0
+            return 1
+        self.n_declined += 1
+        return 0
+
+    # ---- the loop's calls ----------------------------------------------------------------------
     def propose(self, context: list, room: int, sampler: SamplerChain, rng: np.random.Generator) -> Draft:
         """Drafts for the position after ``context`` (at most ``room``: what the cache can still take),
-        or an empty draft to step plainly (nothing found, fewer than draft-min, a pause)."""
+        or an empty draft to step plainly (nothing found, fewer than draft-min, a pause, or no
+        draft length that pays)."""
         k = min(self.control.next_k() if self.adaptive else self.control.k_max, int(room))
+        if k < self.draft_min:
+            return Draft(())
+        k = self._paying_k(k)
         if k < self.draft_min:
             return Draft(())
         draft = self.drafter.propose(context, k, sampler, rng)
@@ -435,8 +505,14 @@ class Speculation:
             draft = Draft(tuple(draft.tokens[:k]), None if draft.q is None else draft.q[:k])
         return draft if len(draft) >= self.draft_min else Draft(())
 
-    def record(self, step: StepResult) -> None:
+    def record(self, step: StepResult, ms: float | None = None) -> None:
+        """One verification pass: its counts, and its time (drafting included) when given."""
         self.n_pass += 1
         self.n_draft += len(step.drafts)
         self.n_accept += len(step.accepted)
         self.control.update(len(step.drafts), len(step.accepted))
+        self._acc = 0.9 * self._acc + len(step.accepted)
+        self._rej = 0.9 * self._rej + (0 if step.correction is None else 1)
+        if ms is not None:
+            w = len(step.fed)
+            self._pass_ms[w] = self._average(self._pass_ms.get(w), float(ms))

@@ -113,7 +113,8 @@ def test_greedy_equals_plain_decode_with_an_oracle_drafter(p_wrong, seed):
     prompt = [int(t) for t in np.random.default_rng(seed).integers(0, vocab, 7)]
     plain = _events(generate(model, prompt, n=60, sampler=GREEDY, stop_ids=()))
     oracle = Oracle(prompt, list(plain[1].token_ids), vocab, p_wrong, seed)
-    spec = _events(generate(model, prompt, n=60, sampler=GREEDY, stop_ids=(), draft=oracle, draft_max=6))
+    spec = _events(generate(model, prompt, n=60, sampler=GREEDY, stop_ids=(),
+                            draft=Speculation(oracle, draft_max=6, cost_aware=False)))
     _same_stream(plain, spec)
     done = spec[1]
     assert oracle.calls > 0 and done.n_draft > 0
@@ -170,7 +171,8 @@ def test_stops_cut_exactly_where_plain_decode_cuts(kw):
 def test_prompt_lookup_accepts_a_repeated_text():
     model = _text_model("abcdefgh abcdefgh abcdefgh abcdefgh abcdefgh")
     plain = _events(generate(model, [1, 2, 3], n=40, sampler=GREEDY))
-    spec = _events(generate(model, [1, 2, 3], n=40, sampler=GREEDY, draft="lookup:3"))
+    spec = _events(generate(model, [1, 2, 3], n=40, sampler=GREEDY,
+                            draft=Speculation(PromptLookup(3), cost_aware=False)))
     _same_stream(plain, spec)
     done = spec[1]
     assert done.drafter == "lookup(n=1..3)"
@@ -204,7 +206,8 @@ def test_penalties_see_plain_decodes_history():
     plain = _events(generate(model, prompt, n=30, sampler=sampler))
     for p_wrong in (0.0, 0.4):
         spec = _events(generate(model, prompt, n=30, sampler=sampler,
-                                draft=Oracle(prompt, list(plain[1].token_ids), vocab, p_wrong), draft_max=7))
+                                draft=Speculation(Oracle(prompt, list(plain[1].token_ids), vocab, p_wrong),
+                                                  draft_max=7, cost_aware=False)))
         _same_stream(plain, spec)
         assert spec[1].n_accept > 0
 
@@ -237,13 +240,40 @@ def test_adaptive_k_grows_shrinks_and_pauses():
         AdaptiveK(k_max=2, k_min=3)
 
 
+def test_the_cost_model_drafts_only_what_pays():
+    """Speculation(cost_aware=True) with given timings: a pass of k+1 positions costing c(k+1)
+    steps is worth it when the expected tokens (1 - a^(k+1)) / (1 - a) exceed c(k+1)."""
+    def spec_with(cost_of_width, acc, rej):
+        s = Speculation(PromptLookup(2), draft_max=8, probe_every=3)
+        s.note_step(1.0)
+        for w, c in cost_of_width.items():
+            s._pass_ms[w] = c
+        s._acc, s._rej = acc, rej
+        return s
+
+    cheap = spec_with({2: 1.05, 3: 1.1}, acc=9.0, rej=1.0)          # a = 0.9, passes almost free
+    assert cheap._paying_k(8) == 8                                   # extrapolated: 0.05 a position
+    assert abs(cheap.cost(9) - (1.1 + 6 * 0.05)) < 1e-9
+    dear = spec_with({2: 1.93}, acc=6.0, rej=4.0)                    # a = 0.6: 1.6 tokens for 1.93 steps
+    assert [dear._paying_k(8) for _ in range(6)] == [0, 0, 1, 0, 0, 1]   # declined; a probe every 3rd
+    assert dear.n_declined == 4
+    sure = spec_with({2: 1.93}, acc=99.0, rej=1.0)                   # a = 0.99: 1.99 tokens for 1.93
+    assert sure._paying_k(8) >= 1
+    fresh = Speculation(PromptLookup(2))                             # nothing timed: draft and learn
+    assert fresh._paying_k(5) == 5 and fresh.cost(2) is None
+    off = spec_with({2: 50.0}, acc=1.0, rej=9.0)
+    off.cost_aware = False
+    assert off._paying_k(4) == 4
+
+
 def test_a_drafter_that_is_always_wrong_is_asked_less_and_less():
     vocab = 50
     model = fake_model(RollbackRunner(_hash_next(vocab), vocab=vocab), context=600)
     prompt = [1, 2, 3]
     plain = _events(generate(model, prompt, n=300, sampler=GREEDY, stop_ids=()))
     wrong = Oracle(prompt, list(plain[1].token_ids), vocab, 1.0)
-    spec = _events(generate(model, prompt, n=300, sampler=GREEDY, stop_ids=(), draft=wrong))
+    spec = _events(generate(model, prompt, n=300, sampler=GREEDY, stop_ids=(),
+                            draft=Speculation(wrong, cost_aware=False)))
     _same_stream(plain, spec)
     done = spec[1]
     # pauses of 1, 2, 4 ... 64 tokens: a few dozen verification passes in 300 tokens, each of 1 draft
@@ -349,8 +379,8 @@ def test_sampled_generation_has_the_target_distribution(drafter_kind):
             drafter = PromptLookup(2)
         else:
             drafter = DraftModel(_TableRunner(draft_lm), n_ctx=64, sample=drafter_kind == "draft-model-sampled")
-        events = list(generate(model, prompt, n=3, sampler=sampler, seed=seed, stop_ids=(), draft=drafter,
-                               draft_max=3))
+        events = list(generate(model, prompt, n=3, sampler=sampler, seed=seed, stop_ids=(),
+                               draft=Speculation(drafter, draft_max=3, cost_aware=False)))
         counts[tuple(e.token_id for e in events[:-1])] += 1
         n_accept += events[-1].n_accept
     ok, stat = _chi2_ok(counts.reshape(-1), exact.reshape(-1))
@@ -403,11 +433,10 @@ def test_spec_strings_and_errors(tiny_gguf):
 
 def test_a_draft_model_with_another_vocabulary_is_refused(tmp_path, tiny_gguf):
     import bitnet_lab as bl
-    from bitnet_lab import paths
+    from bitnet_lab.tools.default_model import default_model_path
 
     target = bl.load(tiny_gguf)
-    other = bl.load(paths.default_model_path() if hasattr(paths, "default_model_path") else
-                    __import__("bitnet_lab.tools.default_model", fromlist=["x"]).default_model_path())
+    other = bl.load(default_model_path())
     with pytest.raises(ConfigError, match="vocabulary has 4096 tokens, the target's 32000"):
         check_same_vocabulary(other, target)
     with pytest.raises(ConfigError, match="vocabulary has 4096 tokens"):
@@ -430,7 +459,7 @@ def test_a_chat_with_speculation_answers_as_without_it():
         return cycle[tokens[-1]] if run else ord("abc"[len(tokens) % 3])
 
     answers = []
-    for draft in (None, "lookup:2"):
+    for draft in (None, Speculation(PromptLookup(2), cost_aware=False)):
         runner = RollbackRunner(nxt)
         session = ChatSession(fake_model(runner, context=400), sampler=GREEDY, chat_format="llama3", draft=draft)
         got = []

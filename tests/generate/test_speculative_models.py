@@ -16,7 +16,7 @@ import pytest
 import bitnet_lab as bl
 from bitnet_lab import kernels
 from bitnet_lab.generate import DoneEvent, make_sampler
-from bitnet_lab.generate.speculative import Draft, SelfSpeculative, verify_step
+from bitnet_lab.generate.speculative import Draft, SelfSpeculative, Speculation, verify_step
 
 from test_speculative import Oracle
 
@@ -45,8 +45,10 @@ def _check_equal(model, prompts=PROMPTS, n=24):
         plain = _tokens(model, prompt, n)
         ids = model.tokenizer.encode(prompt)
         drafters = {
-            "oracle": Oracle(ids, list(plain.token_ids), model.config.vocab, 0.3, seed=len(prompt)),
-            "wrong": Oracle(ids, list(plain.token_ids), model.config.vocab, 1.0),
+            "oracle": Speculation(Oracle(ids, list(plain.token_ids), model.config.vocab, 0.3, seed=len(prompt)),
+                                  draft_max=5, cost_aware=False),
+            "wrong": Speculation(Oracle(ids, list(plain.token_ids), model.config.vocab, 1.0), draft_max=5,
+                                 cost_aware=False),
             "lookup": "lookup:3",
             "self": "self:2",
         }

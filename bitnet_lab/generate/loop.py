@@ -31,7 +31,7 @@ from bitnet_lab.errors import ConfigError
 from bitnet_lab.generate.sampling import SamplerChain, log_softmax_at, make_sampler
 
 __all__ = ["TokenEvent", "DoneEvent", "Event", "generate", "stream_tokens", "stop_ids_for", "resolve_seed",
-           "DONE_REASONS", "context_shift", "keep_count"]
+           "DONE_REASONS", "context_shift", "keep_count", "TextStream"]
 
 
 # =====================================================================================
@@ -144,6 +144,36 @@ def _holdback(text: str, stops: Sequence[str]) -> int:
                 longest = L
                 break
     return longest
+
+
+class TextStream:
+    """A generation's text, released as it becomes safe: decoded token by token (an incomplete
+    UTF-8 character waits for its next byte), never a stop string, and text that could begin one
+    held back until it cannot. Shared by `generate` and the batched generator (generate/batch.py).
+    """
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str] = ()):
+        self._decoder = tokenizer.stream()
+        self.stops = tuple(s for s in stops if s)
+        self._pending = ""                     # decoded text not yet released
+
+    def push(self, tok: int) -> str | None:
+        """Add a (non-EOG) token: the text before the stop string it completes (the generation
+        ends there; nothing after it is ever released), or None."""
+        self._pending += self._decoder.push(tok)
+        cut = _find_stop(self._pending, self.stops) if self.stops else -1
+        return self._pending[:cut] if cut >= 0 else None
+
+    def release(self) -> str:
+        """The pending text that can no longer be the start of a stop string."""
+        keep = _holdback(self._pending, self.stops) if self.stops else 0
+        out, self._pending = self._pending[: len(self._pending) - keep], self._pending[len(self._pending) - keep:]
+        return out
+
+    def end(self) -> str:
+        """Everything still pending (the generation stops), cut at a stop string."""
+        out, self._pending = _cut_at_stop(self._pending + self._decoder.flush(), self.stops), ""
+        return out
 
 
 # =====================================================================================
@@ -315,7 +345,7 @@ class _Shift:
 def _loop(runner, tokenizer, cache, new_ids, history, n, sampler, rng, used_seed, stops, eog,
           should_stop, shift=None) -> Iterator[Event]:
     context = history + new_ids                  # what the penalties look at (= the cache's tokens)
-    decoder = tokenizer.stream()
+    text = TextStream(tokenizer, stops)
 
     # ---- prompt -----------------------------------------------------------------------
     t0 = time.perf_counter()
@@ -332,7 +362,6 @@ def _loop(runner, tokenizer, cache, new_ids, history, n, sampler, rng, used_seed
     n_eval = 0
     generated: list[int] = []
     out_parts: list[str] = []
-    pending = ""                                 # decoded text not yet released
     reason = "length"
 
     if n == 0:
@@ -349,17 +378,14 @@ def _loop(runner, tokenizer, cache, new_ids, history, n, sampler, rng, used_seed
         generated.append(tok)
 
         if tok in eog:
-            released = pending + decoder.flush()
-            released = _cut_at_stop(released, stops)
+            released = text.end()
             out_parts.append(released)
             yield TokenEvent(tok, released, logprob, t_ms, eog=True)
             reason = "eos"
             break
 
-        pending += decoder.push(tok)
-        cut = _find_stop(pending, stops) if stops else -1
-        if cut >= 0:
-            released = pending[:cut]
+        released = text.push(tok)
+        if released is not None:
             out_parts.append(released)
             yield TokenEvent(tok, released, logprob, t_ms)
             reason = "stop_string"
@@ -374,13 +400,12 @@ def _loop(runner, tokenizer, cache, new_ids, history, n, sampler, rng, used_seed
         else:
             reason = ""
         if reason:                               # last token: release everything
-            released = _cut_at_stop(pending + decoder.flush(), stops)
+            released = text.end()
             out_parts.append(released)
             yield TokenEvent(tok, released, logprob, t_ms)
             break
 
-        keep = _holdback(pending, stops) if stops else 0
-        released, pending = pending[: len(pending) - keep], pending[len(pending) - keep:]
+        released = text.release()
         out_parts.append(released)
         yield TokenEvent(tok, released, logprob, t_ms)
 

@@ -28,14 +28,14 @@ No context shift here: a request whose cache fills up ends with reason "context"
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from bitnet_lab.errors import ConfigError
 from bitnet_lab.generate.loop import TextStream, _too_long, resolve_seed, stop_ids_for
-from bitnet_lab.generate.sampling import SamplerChain, log_softmax_at, make_sampler
+from bitnet_lab.generate.sampling import SamplerChain, log_softmax_at, make_sampler, top_logprobs
 
 __all__ = ["BatchEvent", "BatchResult", "BatchGenerator", "generate_batch"]
 
@@ -59,7 +59,8 @@ class BatchEvent:
     """What one step did for one request: a sampled token (``token_id``, the ``text`` it
     releases — see loop.TokenEvent — and its ``logprob``), and/or the request's end
     (``finished``, ``reason``, ``result``). A cancelled request's last event has no token
-    (``token_id`` None, reason "interrupted")."""
+    (``token_id`` None, reason "interrupted"). ``top_logprobs``: the request's ``top_logprobs``
+    most likely ``(id, logprob)`` at this token (sampling.top_logprobs), when it asked for them."""
 
     request: int
     token_id: int | None
@@ -69,6 +70,7 @@ class BatchEvent:
     finished: bool = False
     reason: str | None = None
     result: BatchResult | None = None
+    top_logprobs: tuple = ()
 
 
 class _Request:
@@ -86,6 +88,7 @@ class _Request:
         self.parts: list[str] = []
         self.slot: int | None = None
         self.next_token: int | None = None   # sampled, to be fed at the next step
+        self.top_logprobs = 0                # alternatives reported per token
 
     def feed(self, prefill_chunk: int) -> list:
         """The tokens this request appends to its cache at the next step."""
@@ -133,9 +136,11 @@ class BatchGenerator:
 
     # ---- requests ---------------------------------------------------------------------------
     def submit(self, prompt_ids: Sequence[int], *, sampler: SamplerChain | None = None, max_tokens: int = 128,
-               stop: Sequence[str] = (), seed: int | None = None, ignore_eos: bool = False) -> int:
+               stop: Sequence[str] = (), seed: int | None = None, ignore_eos: bool = False,
+               top_logprobs: int = 0) -> int:
         """Queue a request; returns its id. ``max_tokens``: tokens to generate (-1: until an
         end-of-generation token or a full cache). ``seed``: None = random (in the result).
+        ``top_logprobs``: report the k most likely tokens with each sampled one (BatchEvent).
         Raises ConfigError for an empty prompt, one longer than ``n_ctx``, a bad id."""
         ids = [int(t) for t in prompt_ids]
         if not ids:
@@ -151,11 +156,14 @@ class BatchGenerator:
         stops = tuple(s for s in stop if s)
         if stops and self.tokenizer is None:
             raise ConfigError("stop strings need a tokenizer (give BatchGenerator a model, or tokenizer=)")
+        if isinstance(top_logprobs, bool) or not isinstance(top_logprobs, (int, np.integer)) or top_logprobs < 0:
+            raise ConfigError(f"top_logprobs must be an integer >= 0, got {top_logprobs!r}")
         rid = self._next_id
         self._next_id += 1
-        self._waiting.append(_Request(rid, ids, make_sampler() if sampler is None else sampler,
-                                      resolve_seed(seed), int(max_tokens), stops,
-                                      frozenset() if ignore_eos else self.stop_ids, self.tokenizer))
+        r = _Request(rid, ids, make_sampler() if sampler is None else sampler, resolve_seed(seed),
+                     int(max_tokens), stops, frozenset() if ignore_eos else self.stop_ids, self.tokenizer)
+        r.top_logprobs = int(top_logprobs)
+        self._waiting.append(r)
         return rid
 
     def cancel(self, rid: int) -> bool:
@@ -225,6 +233,11 @@ class BatchGenerator:
                     self._ended.append((r, "length"))
 
     def _sample(self, r: _Request, row: np.ndarray) -> BatchEvent:
+        """Sample r's next token from its logits row, with its top log-probs when asked for."""
+        ev = self._decide(r, row)
+        return replace(ev, top_logprobs=top_logprobs(row, r.top_logprobs)) if r.top_logprobs else ev
+
+    def _decide(self, r: _Request, row: np.ndarray) -> BatchEvent:
         """Sample r's next token from its logits row; the same decisions as loop._loop."""
         tok = r.sampler.sample(row, r.context, r.rng)
         logprob = log_softmax_at(row, tok)

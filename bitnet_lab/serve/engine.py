@@ -113,7 +113,6 @@ class _Scoring:
     def __init__(self, job: Job):
         self.job = job
         self.fed = 0
-        self.last_row: Optional[np.ndarray] = None
         self.logprobs: list = [None]
         self.top: list = [()]
 
@@ -246,7 +245,7 @@ class ServeEngine:
                 return False
             if kind == "fail_all":
                 self._fail_all(503, "the server is shutting down")
-            if kind == "submit":
+            elif kind == "submit":
                 self._accept(job)
             elif kind == "cancel" and not job.done:
                 self._cancel(job)
@@ -289,19 +288,15 @@ class ServeEngine:
             self._score_cache.reset()
         chunk = ids[s.fed: s.fed + self.prefill_chunk]
         rows = np.asarray(self.runner.forward(chunk, self._score_cache, last_only=False), dtype=np.float64)
-        # row j predicts token fed + j + 1; the previous chunk's last row predicts this chunk's first
+        # row j (position fed + j) predicts token fed + j + 1, the next chunk's first included
         targets = ids[s.fed + 1: s.fed + len(chunk) + 1]
         preds = rows[: len(targets)]
-        if s.last_row is not None:
-            preds = np.vstack([s.last_row[None, :], preds])
-            targets = [chunk[0]] + list(targets)
         if len(targets):
             m = preds.max(axis=1, keepdims=True)
             lse = (m + np.log(np.exp(preds - m).sum(axis=1, keepdims=True)))[:, 0]
             for row, t, z in zip(preds, targets, lse):
                 s.logprobs.append(float(row[int(t)] - z))
                 s.top.append(top_logprobs(row, s.job.top_logprobs))
-        s.last_row = rows[-1]
         s.fed += len(chunk)
         if s.fed >= len(ids):
             self._scoring.pop(0)

@@ -107,9 +107,11 @@ def test_completion_logprobs_and_top_logprobs(client, tiny):
         assert logprob < 0
 
 
-def test_echo_logprobs_score_the_prompt_as_the_model_does(client, tiny):
+@pytest.mark.parametrize("text", ["The capital of France is Paris",
+                                  " ".join(["a longer prompt scored over several chunks of 16"] * 5)])
+def test_echo_logprobs_score_the_prompt_as_the_model_does(client, tiny, text):
     """A harness scoring a multiple-choice answer: the prompt's tokens and log p(token | before)."""
-    ids = ids_of(tiny, "The capital of France is Paris")
+    ids = ids_of(tiny, text)
     r = client.completions.create(model="tiny", prompt=ids, max_tokens=0, echo=True, logprobs=1, **GREEDY)
     lp = r.choices[0].logprobs
     assert len(lp.token_logprobs) == len(ids) and lp.token_logprobs[0] is None

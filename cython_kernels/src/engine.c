@@ -430,6 +430,7 @@ typedef struct {
     float *s;       /* (N) activation scales s_x                                   */
     int32_t *sum;   /* (N) Σ q                                                     */
     int64_t K, stride, N;
+    int64_t gemv_max; /* up to this many rows: row-blocked GEMVs instead of the GEMM (gemv_batch_max) */
 } bl_act;
 
 /* Quantise rows [lo, hi) of x (N, K) into a (docs/numerics.md#21-bitnetcpp-i2_s-path, bl_mad.h
@@ -475,6 +476,17 @@ static int64_t lut_row_bytes(const bl_tweight *w) {
 
 static int is_tl(const bl_tweight *w) { return w->layout == BL_W_TL1 || w->layout == BL_W_TL2; }
 
+/* Bytes of weights per block of the small-batch GEMVs (mad_rows): a block is read from memory once,
+ * then from the core's L2 for the other rows of the batch. */
+#define BL_GEMV_BLOCK_BYTES 65536
+
+/* Rows of a call up to which the projections run as row-blocked GEMVs rather than the GEMM, at ISA
+ * level isa: on AVX2 the GEMV of a small batch from cache beats the GEMM (which decodes the codes
+ * into a buffer first; docs/benchmarks.md#batched-generation); elsewhere the GEMM from 2 rows. */
+static int64_t gemv_batch_max(int isa) { return isa == BL_ISA_AVX2 ? BL_GEMV_BATCH_MAX : 1; }
+
+static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
 /* Exact Σ t·q of rows [r0, r1) of a MAD-layout job for all N input rows, into j->acc (N, M). */
 static void mad_rows(const bl_mad_kernels *mad, const bl_job *j, const bl_act *a, int64_t r0, int64_t r1) {
     const bl_tweight *w = j->w;
@@ -487,12 +499,22 @@ static void mad_rows(const bl_mad_kernels *mad, const bl_job *j, const bl_act *a
                       : w->layout == BL_W_I2S_X4 ? mad->i2s_x4_gemm
                       : w->layout == BL_W_TQ2_0  ? mad->tq2_gemm
                                                  : mad->tq1_gemm;
-    if (N > 1 && a->stride == w->K_pad) {
+    if (N > a->gemv_max && a->stride == w->K_pad) {
         /* prefill: activation-parallel GEMM, each weight row decoded once for N tokens
          * (docs/kernels.md#26-activation-parallel-vs-weight-parallel) */
         gemm(w->data, a->q, a->sum, j->acc, N, w->K_pad, M, r0, r1);
+    } else if (N == 1) {
+        gemv(w->data, a->q, a->sum[0], j->acc, w->K_pad, r0, r1);
     } else {
-        for (int64_t n = 0; n < N; ++n) gemv(w->data, a->q + n * a->stride, a->sum[n], j->acc + n * M, w->K_pad, r0, r1);
+        /* a small batch: the GEMV of every row over a block of weight rows small enough to stay
+         * in the core's cache, so the block comes from memory once for all N rows (the integer
+         * sums are exact: the same results as the GEMM) */
+        const int64_t rows = 32 * max64(1, BL_GEMV_BLOCK_BYTES / (32 * max64(1, w->K_pad / 4)));
+        for (int64_t b0 = r0; b0 < r1; b0 += rows) {
+            const int64_t b1 = b0 + rows < r1 ? b0 + rows : r1;
+            for (int64_t n = 0; n < N; ++n)
+                gemv(w->data, a->q + n * a->stride, a->sum[n], j->acc + n * M, w->K_pad, b0, b1);
+        }
     }
 }
 
@@ -716,7 +738,6 @@ struct bl_ws {
     int64_t spin_ns;
 };
 
-static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static size_t up64(size_t n) { return (n + 63) / 64 * 64; }
 static size_t up_page(size_t n) { return (n + 4095) / 4096 * 4096; }
@@ -878,7 +899,7 @@ typedef struct {
     const bl_isa_kernels *tab;
     const bl_float_kernels *fk;
     bl_shared *S;
-    int64_t N, pos, row0, lut_max;
+    int64_t N, pos, row0, lut_max, gemv_max;
     bl_error *err;
     bl_thread *th;
     /* batched calls (bl_forward_batch): the cache and position of every row of the call, indexed
@@ -917,6 +938,7 @@ static void norm_quant(const bl_ctx *c, bl_private *P, const float *x, const flo
     a->K = n;
     a->stride = stride;
     a->N = c->N;
+    a->gemv_max = c->gemv_max;
     quantize_rows(c->tab->mad, in, a, 0, c->N, c->m->rounding);
     cap_private(lcaps, cap_q, a->q, 1, n, stride, c);
     cap_private(lcaps, cap_q + 1, a->s, 4, 1, 1, c);
@@ -1148,9 +1170,11 @@ static int oom(bl_error *err, const char *what) {
  * the rows t >= logits_row0), written in row order. Arguments checked by the callers. */
 static int forward_rows(const bl_model *m, const bl_kv *kv, int64_t pos0, const bl_kv *const *rkv,
                         const int64_t *rpos, int64_t n_ctx_max, const int32_t *tokens, int64_t T, float *logits,
-                        int64_t logits_row0, const uint8_t *want, void *const *caps, const bl_isa_kernels *tab,
-                        const bl_float_kernels *fk, int n_threads, bl_ws *ws, double *prof, bl_error *err,
-                        const char *what) {
+                        int64_t logits_row0, const uint8_t *want, void *const *caps, int isa, int n_threads, bl_ws *ws,
+                        double *prof, bl_error *err, const char *what) {
+    const bl_isa_kernels *tab = bl_isa_table(isa);
+    const bl_float_kernels *fk = bl_float_table(isa);
+    const int64_t gemv_max = gemv_batch_max(isa);
     const int64_t CH = T < BL_CHUNK ? T : BL_CHUNK, H = m->hidden, V = m->vocab;
     bl_ws *own = NULL;
     if (!ws && !(ws = own = bl_ws_new())) return oom(err, what);
@@ -1177,7 +1201,7 @@ static int forward_rows(const bl_model *m, const bl_kv *kv, int64_t pos0, const 
         int64_t out_row = 0; /* logits rows written by the chunks before (every thread counts) */
         for (int64_t t0 = 0; t0 < T; t0 += CH) {
             const int64_t N = T - t0 < CH ? T - t0 : CH;
-            bl_ctx c = {m, kv, tab, fk, &S, N, pos0 + t0, t0, lut_max, err, &th, rkv, rpos};
+            bl_ctx c = {m, kv, tab, fk, &S, N, pos0 + t0, t0, lut_max, gemv_max, err, &th, rkv, rpos};
             for (int64_t n = 0; n < N; ++n) embed_row(&m->embed, tokens[t0 + n], P.h + n * H); /* f16 -> f32 exact */
             if (gcaps && gcaps[BL_CAP_EMBD] && th.tid == 0) cap_rows(gcaps[BL_CAP_EMBD], P.h, 4, H, t0, 0, N);
             prof_mark(&th, BL_PROF_EMBED);
@@ -1233,7 +1257,7 @@ int bl_forward(const bl_model *m, const bl_kv *kv, const int32_t *tokens, int64_
         err->code = BL_E_ARG;
         return err->code;
     }
-    return forward_rows(m, kv, pos0, NULL, NULL, kv->n_ctx, tokens, T, logits, logits_row0, NULL, caps, tab, fk,
+    return forward_rows(m, kv, pos0, NULL, NULL, kv->n_ctx, tokens, T, logits, logits_row0, NULL, caps, isa,
                         n_threads, ws, prof, err, "bl_forward");
 }
 
@@ -1282,7 +1306,7 @@ int bl_forward_batch(const bl_model *m, const bl_kv *kvs, int64_t n_seq, const i
             rkv[t] = &kvs[i];
             rpos[t] = seq_pos0[i] + n;
         }
-    const int rc = forward_rows(m, NULL, 0, rkv, rpos, n_ctx_max, tokens, T, logits, 0, want, NULL, tab, fk,
+    const int rc = forward_rows(m, NULL, 0, rkv, rpos, n_ctx_max, tokens, T, logits, 0, want, NULL, isa,
                                 n_threads, ws, prof, err, "bl_forward_batch");
     free(rkv);
     free(rpos);
@@ -1334,7 +1358,7 @@ int bl_bitlinear(const bl_tweight *w, const float *x, int64_t N, float *y, int32
         failed_alloc += mine;
         bl_barrier_wait(bar, th.nt);
         if (!failed_alloc) {
-            bl_act a = {q, s, sum, w->K, w->K_pad, N};
+            bl_act a = {q, s, sum, w->K, w->K_pad, N, gemv_batch_max(isa)};
             bl_job j = {w, y, w->M, accb, NULL, NULL, "bitlinear"};
             quantize_rows(tab->mad, x, &a, 0, N, rounding);
             run_group(&th, tab, &j, 1, &a, lut, lut_bytes, 0, err, BL_PROF_OTHER);

@@ -153,6 +153,11 @@ enum {
  * scratch); every row's arithmetic is independent of the chunking. */
 #define BL_CHUNK 128
 
+/* Rows of one call (a batch of decode steps, a short prompt) up to which the ternary products run
+ * as GEMVs over cache-sized blocks of weight rows instead of the GEMM, at the levels where that is
+ * faster (engine.c gemv_batch_max). Either way the integer sums are exact: the same results. */
+#define BL_GEMV_BATCH_MAX 16
+
 /* ---- workspace ---------------------------------------------------------------------------- */
 
 /* Scratch memory of bl_forward, kept between calls so that a decode step allocates nothing:

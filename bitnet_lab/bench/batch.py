@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -90,7 +91,7 @@ def parallel_bench(model: Any, *, parallel: Sequence[int] = (1, 2, 4, 8, 16), n_
                 runner.forward_batch(list(toks[step]), caches)
             samples.append(clock() - t0)
             if progress:
-                print(f"parallel N={n}: {1e9 * n * n_gen / samples[-1]:.2f} t/s", flush=True)
+                print(f"parallel N={n}: {1e9 * n * n_gen / samples[-1]:.2f} t/s", file=sys.stderr, flush=True)
         ts = [1e9 * n * n_gen / s for s in samples]
         avg, sd = mean_sd(ts)
         records.append({"threads": threads, "isa": isa, "n_parallel": n, "n_gen": n_gen, "prompt": prompt,

@@ -129,10 +129,11 @@ class BodyLimit:
 
 
 class CountRequests:
-    """Count every answered request by route and status for ``/metrics``."""
+    """Count every answered request by route and status for ``/metrics`` (paths that are no
+    route count as "other", so random URLs cannot grow the label set)."""
 
-    def __init__(self, app: Any, metrics: Metrics):
-        self.app, self.metrics = app, metrics
+    def __init__(self, app: Any, metrics: Metrics, routes: frozenset):
+        self.app, self.metrics, self.routes = app, metrics, routes
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -140,7 +141,8 @@ class CountRequests:
 
         async def counted(msg: dict) -> None:
             if msg.get("type") == "http.response.start":
-                self.metrics.count_request(scope.get("path", "?"), msg.get("status", 0))
+                path = scope.get("path", "")
+                self.metrics.count_request(path if path in self.routes else "other", msg.get("status", 0))
             await send(msg)
 
         await self.app(scope, receive, counted)
@@ -200,6 +202,10 @@ class _Run:
         return put
 
     def submit(self, jobs: list[Job]) -> None:
+        if len(jobs) > self.engine.capacity:
+            raise APIError(400, f"{len(jobs)} generations (prompts x n) can never fit in the server's "
+                                f"{self.engine.n_slots} slots and {self.engine.max_queue} queue places",
+                           param="n")
         self.jobs = jobs
         try:
             self.engine.submit(jobs)
@@ -393,7 +399,8 @@ def create_app(model: Any, settings: ServeSettings) -> FastAPI:
         return await _whole(run, choices, head, fmt)
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(CountRequests, metrics=metrics)
+    app.add_middleware(CountRequests, metrics=metrics,
+                       routes=frozenset(r.path for r in app.routes if hasattr(r, "path")))
     return app
 
 

@@ -22,9 +22,10 @@ from bitnet_lab.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _start(model: Path, *extra: str) -> tuple[subprocess.Popen, int, list]:
+def _start(model: Path | None, *extra: str) -> tuple[subprocess.Popen, int, list]:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "bitnet_lab", "serve", "-m", str(model), "--port", "0",
+    chosen = ["-m", str(model)] if model is not None else []
+    proc = subprocess.Popen([sys.executable, "-m", "bitnet_lab", "serve", *chosen, "--port", "0",
                              "-c", "128", "-np", "2", "--api-key", "k", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     lines: list = []
@@ -61,6 +62,23 @@ def _port_is_free(port: int) -> bool:
             return True
         except OSError:
             return False
+
+
+def test_with_no_model_it_serves_the_default_model_to_the_official_client():
+    import openai
+
+    proc, port, lines = _start(None)
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0)
+        assert [m.id for m in client.models.list().data] == ["default-model"]
+        r = client.chat.completions.create(model="default-model", max_tokens=24, temperature=0,
+                                           messages=[{"role": "user", "content": "What does len do?"}])
+        assert r.choices[0].message.content.strip() and r.choices[0].finish_reason in ("stop", "length")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        proc.kill()
+    assert "using the default model" in "".join(lines)
 
 
 def test_sigterm_lets_the_request_in_flight_finish_and_releases_the_port(tiny_gguf):

@@ -54,6 +54,13 @@ def test_api_key_is_checked_on_every_route_but_health(server):
         bad.completions.create(model="tiny", prompt="x", max_tokens=1)
 
 
+def test_unknown_paths_are_404_objects_counted_as_other(raw):
+    err = error_of(raw.get("/v1/nothing-here-123"), 404)
+    assert err["type"] == "not_found_error"
+    assert '{endpoint="other",status="404"}' in raw.get("/metrics").text
+    assert "nothing-here" not in raw.get("/metrics").text
+
+
 def test_malformed_json_is_a_400(raw):
     err = error_of(raw.post("/v1/completions", content=b'{"prompt": "x",', headers={"Content-Type": "application/json"}), 400)
     assert err["type"] == "invalid_request_error" and err["code"] == "invalid_json"
@@ -81,6 +88,7 @@ def test_malformed_json_is_a_400(raw):
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}, "top_logprobs"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "presence_penalty": 3}, "presence_penalty"),
     ("/detokenize", {"tokens": [-1]}, "tokens"),
+    ("/v1/completions", {"prompt": ["a"] * 6, "n": 16}, "n"),            # 96 > 16 slots + 64 queue places
 ])
 def test_a_bad_field_is_a_400_naming_it(raw, path, body, param):
     err = error_of(raw.post(path, json=body), 400)

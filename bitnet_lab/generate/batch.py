@@ -40,6 +40,7 @@ from bitnet_lab.generate.sampling import SamplerChain, log_softmax_at, make_samp
 __all__ = ["BatchEvent", "BatchResult", "BatchGenerator", "generate_batch"]
 
 DEFAULT_PREFILL_CHUNK = 64   # prompt tokens a request feeds per step
+DEFAULT_SLOTS = 16           # generate_batch: sequences at a time unless n_slots says (one KV cache each)
 
 
 @dataclass(frozen=True)
@@ -279,7 +280,7 @@ def generate_batch(model: Any, prompts: Sequence[str | Sequence[int]], *, n: int
                    parse_special: bool = False, ignore_eos: bool = False,
                    stop_ids: Iterable[int] | None = None) -> list[BatchResult]:
     """Generate for every prompt (text, or token ids used as they are), ``n_slots`` (default:
-    all of them) at a time; the results in the order of ``prompts``.
+    all of them, at most DEFAULT_SLOTS) at a time; the results in the order of ``prompts``.
 
     The arguments mean what they mean for `generate()`; ``sampler`` and ``seed`` may also be
     one per prompt. One ``seed`` for all gives every prompt the generator `generate(prompt,
@@ -296,7 +297,7 @@ def generate_batch(model: Any, prompts: Sequence[str | Sequence[int]], *, n: int
     for what, vals in (("samplers", samplers), ("seeds", seeds)):
         if len(vals) != len(ids):
             raise ConfigError(f"{len(vals)} {what} for {len(ids)} prompts")
-    gen = BatchGenerator(model, n_slots=n_slots or len(ids), n_ctx=n_ctx, prefill_chunk=prefill_chunk,
+    gen = BatchGenerator(model, n_slots=n_slots or min(len(ids), DEFAULT_SLOTS), n_ctx=n_ctx, prefill_chunk=prefill_chunk,
                          stop_ids=stop_ids)
     order = [gen.submit(p, sampler=s, max_tokens=n, stop=stop, seed=sd, ignore_eos=ignore_eos)
              for p, s, sd in zip(ids, samplers, seeds)]

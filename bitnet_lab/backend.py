@@ -8,8 +8,17 @@ benchmarks and notebooks are written against this contract only, so either backe
     logits = runner.forward(ids, cache, last_only=True)  # (1, vocab): the last row only
     logits, caps = runner.forward(ids, cache, capture=True)   # + named intermediates
     logits = runner.logits(ids)                          # full forward from an empty cache
+    rows = runner.forward_batch([ids_a, ids_b], [cache_a, cache_b])   # (2, vocab): several
+                                                         # sequences, each on its own cache
 
-Both check token ids with :func:`check_token_ids`, so a bad id gets the same message from either.
+``forward_batch`` (batched generation, bitnet_lab/generate/batch.py): sequence i appends its
+tokens (one for a decode step, several for a prefill chunk) to ``caches[i]``; the result for
+each sequence equals its ``forward`` alone. ``last_only=True`` (the default) gives one (N, vocab)
+array of each sequence's last row; ``last_only=False`` a list of (T_i, vocab) arrays. The native
+engine runs all rows in one pass over the weights; the reference loops over the sequences.
+
+Both check token ids with :func:`check_token_ids` (and a batch with :func:`check_batch`), so a
+bad id gets the same message from either.
 """
 
 from __future__ import annotations
@@ -23,7 +32,8 @@ import numpy as np
 from bitnet_lab.config import ModelConfig
 from bitnet_lab.errors import BitnetLabError, ConfigError
 
-__all__ = ["MAX_N_CTX", "Backend", "Cache", "check_cache_size", "check_token_ids", "physical_memory"]
+__all__ = ["MAX_N_CTX", "Backend", "Cache", "check_batch", "check_cache_size", "check_token_ids",
+           "physical_memory"]
 
 MAX_N_CTX = 2**31 - 1  # the most positions one cache may hold (the C side indexes them with int32)
 
@@ -56,6 +66,8 @@ class Backend(Protocol):
 
     def logits(self, ids: Any, *, capture: bool = False) -> Any: ...
 
+    def forward_batch(self, seqs: Any, caches: Any, *, last_only: bool = True) -> Any: ...
+
 
 def check_token_ids(ids: Any, vocab_size: int) -> np.ndarray:
     """``ids`` as a contiguous int32 1-D array, or BitnetLabError naming what is wrong with it."""
@@ -70,6 +82,38 @@ def check_token_ids(ids: Any, vocab_size: int) -> np.ndarray:
         bad = a[(a < 0) | (a >= vocab_size)]
         raise BitnetLabError(f"token id {int(bad[0])} is outside the vocabulary 0..{vocab_size - 1}")
     return np.ascontiguousarray(a, dtype=np.int32)
+
+
+def check_batch(seqs: Any, caches: Any, vocab_size: int) -> list[np.ndarray]:
+    """The token ids of a ``forward_batch`` call, one int32 array per sequence, or one
+    BitnetLabError naming the sequence: as many caches as sequences, at least one sequence, no
+    empty one, no cache given twice, and every sequence fits in its cache. Checked before any
+    cache changes, so a refused batch leaves every cache as it was."""
+    if isinstance(seqs, (str, bytes)) or not hasattr(seqs, "__len__"):
+        raise BitnetLabError(f"forward_batch takes a list of token-id sequences, got {type(seqs).__name__}")
+    caches = list(caches)
+    if len(seqs) != len(caches):
+        raise BitnetLabError(f"forward_batch: {len(seqs)} sequences but {len(caches)} caches")
+    if not len(seqs):
+        raise BitnetLabError("forward_batch: no sequences")
+    out, seen = [], {}
+    for i, (ids, cache) in enumerate(zip(seqs, caches)):
+        try:
+            a = check_token_ids(ids, vocab_size)
+        except BitnetLabError as e:
+            raise BitnetLabError(f"forward_batch: sequence {i}: {e}") from None
+        if a.size == 0:
+            raise BitnetLabError(f"forward_batch: sequence {i} has no tokens")
+        if id(cache) in seen:
+            raise BitnetLabError(f"forward_batch: sequences {seen[id(cache)]} and {i} share one cache "
+                                 f"(each sequence needs its own)")
+        seen[id(cache)] = i
+        pos, n_ctx = int(getattr(cache, "pos", 0)), int(getattr(cache, "n_ctx", 0))
+        if pos + a.size > n_ctx:
+            raise BitnetLabError(f"forward_batch: sequence {i}: context overflow: {pos} cached + {a.size} "
+                                 f"new tokens > n_ctx {n_ctx}")
+        out.append(a)
+    return out
 
 
 def physical_memory() -> int | None:

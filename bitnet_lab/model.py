@@ -108,18 +108,27 @@ class Model:
                                    ("repeat_penalty", repeat_penalty), ("repeat_last_n", repeat_last_n),
                                    ("frequency_penalty", frequency_penalty),
                                    ("presence_penalty", presence_penalty)) if v is not None}
-        if knobs:
-            if kwargs.get("sampler") is not None:
-                raise ConfigError(f"give sampler= or the sampler keywords ({', '.join(knobs)}), not both")
-            from bitnet_lab.generate.sampling import make_sampler
-
-            kwargs["sampler"] = make_sampler(**knobs)
+        kwargs = _with_sampler(knobs, kwargs)
         if kwargs.get("draft") is not None:   # a draft model's path is loaded here, as the target was
             from bitnet_lab.generate.speculative import make_drafter
 
             kwargs["draft"] = make_drafter(kwargs["draft"], self, load=lambda path: load(
                 path, backend=self.backend, threads=self.threads))
         return generate(self, prompt, **kwargs)
+
+    def generate_batch(self, prompts: Sequence[str | Sequence[int]], **kwargs: Any) -> list:
+        """Generate for several prompts at once, one pass over the weights per step (see
+        bitnet_lab.generate.batch.generate_batch): a list of `BatchResult` in prompt order. The
+        sampler keywords are those of `generate` (``temp``, ``top_k``, ...) or ``sampler=``; each
+        result equals `generate` on its prompt alone with the same sampler and seed."""
+        from bitnet_lab.generate.batch import generate_batch
+
+        knob_names = ("temp", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n", "frequency_penalty",
+                      "presence_penalty")
+        knobs = {k: kwargs.pop(k) for k in knob_names if kwargs.get(k) is not None}
+        for k in knob_names:
+            kwargs.pop(k, None)
+        return generate_batch(self, prompts, **_with_sampler(knobs, kwargs))
 
     def close(self) -> None:
         if self._closer is not None:
@@ -253,3 +262,15 @@ def load(
         backend_options=dict(backend_options),
         _closer=closer,
     )
+
+
+def _with_sampler(knobs: dict, kwargs: dict) -> dict:
+    """``kwargs`` with ``sampler`` made from llama.cpp's sampler knobs (``temp``, ``top_k``, ...)
+    when any is given; an error when ``sampler=`` is given too."""
+    if knobs:
+        if kwargs.get("sampler") is not None:
+            raise ConfigError(f"give sampler= or the sampler keywords ({', '.join(knobs)}), not both")
+        from bitnet_lab.generate.sampling import make_sampler
+
+        kwargs = {**kwargs, "sampler": make_sampler(**knobs)}
+    return kwargs

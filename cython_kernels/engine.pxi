@@ -69,6 +69,9 @@ cdef extern from "engine.h" nogil:
     int bl_forward(const bl_model *m, const bl_kv *kv, const int32_t *tokens, int64_t T, int64_t pos0,
                    float *logits, int64_t logits_row0, void *const *caps, int isa, int n_threads,
                    bl_ws *ws, double *prof, bl_error *err)
+    int bl_forward_batch(const bl_model *m, const bl_kv *kvs, int64_t n_seq, const int64_t *seq_len,
+                         const int64_t *seq_pos0, const int32_t *tokens, float *logits, const uint8_t *want,
+                         int isa, int n_threads, bl_ws *ws, double *prof, bl_error *err)
     int bl_bitlinear(const bl_tweight *w, const float *x, int64_t N, float *y, int32_t *acc, int rounding,
                      int isa, int n_threads, bl_error *err)
     void bl_rms_norm_rows(const float *x, const float *w, float *y, int64_t N, int64_t n, float eps, int isa)
@@ -274,6 +277,44 @@ cdef class EngineCore:
                 rc = bl_forward(&self.model, &kv, tok, T, pos0, out, logits_row0, cap_ptrs, isa, threads, self.ws,
                                 prof_ptr, &err)
         free(cap_ptrs)
+        if rc != BL_OK:
+            _raise(&err)
+
+    def forward_batch(self, tokens, list ks, list vs, n_ctx, cos, sin, seq_len, seq_pos0, logits, want,
+                      int isa, int threads):
+        """Run bl_forward_batch: sequence i's cache is (ks[i], vs[i], n_ctx[i]); ``seq_len`` /
+        ``seq_pos0``: int64 arrays; ``want``: uint8 per row (validated by bitnet_lab/engine)."""
+        cdef bl_error err
+        cdef int rc
+        cdef int64_t n = len(ks), i
+        if len(vs) != n or seq_len.shape[0] != n or seq_pos0.shape[0] != n or len(n_ctx) != n:
+            raise ValueError(f"forward_batch: {n} caches but {len(vs)} V caches, {seq_len.shape[0]} lengths, "
+                             f"{seq_pos0.shape[0]} positions, {len(n_ctx)} sizes")
+        cdef const int32_t *tok = <const int32_t *>_addr(tokens, "tokens", np.int32)
+        cdef float *out = <float *>_addr(logits, "logits", np.float32)
+        cdef const int64_t *lens = <const int64_t *>_addr(seq_len, "seq_len", np.int64)
+        cdef const int64_t *pos = <const int64_t *>_addr(seq_pos0, "seq_pos0", np.int64)
+        cdef const uint8_t *wp = <const uint8_t *>_addr(want, "want", np.uint8)
+        cdef const float *cp = <const float *>_addr(cos, "rope cos", np.float32)
+        cdef const float *sp = <const float *>_addr(sin, "rope sin", np.float32)
+        cdef bl_kv *kvs = <bl_kv *>calloc(n if n > 0 else 1, sizeof(bl_kv))
+        if kvs == NULL:
+            raise MemoryError("forward_batch: cannot allocate the cache table")
+        try:
+            for i in range(n):
+                kvs[i].k = <void *>_addr(ks[i], "cache k")
+                kvs[i].v = <void *>_addr(vs[i], "cache v")
+                kvs[i].n_ctx = n_ctx[i]
+                kvs[i].rope_cos = cp
+                kvs[i].rope_sin = sp
+        except BaseException:
+            free(kvs)
+            raise
+        with self._lock:
+            with nogil:
+                rc = bl_forward_batch(&self.model, kvs, n, lens, pos, tok, out, wp, isa, threads, self.ws, NULL,
+                                      &err)
+        free(kvs)
         if rc != BL_OK:
             _raise(&err)
 

@@ -4,6 +4,7 @@
     bitnet-lab dummy --layout 2B-4T --outtype i2_s -o FILE [--seed N]
     bitnet-lab convert SRC --outtype i2_s -o OUT [--tl-tiling BM,BK,bm]
     bitnet-lab download REPO_ID [--revision R] [--filename F]
+    bitnet-lab serve [-m MODEL] [--host 127.0.0.1] [--port 8080] [-np 4] [-c N] [--api-key KEY]
 
 Adding a subcommand: write a module in this package, list it in ``COMMAND_MODULES``, and define
 ``add_parser(subparsers) -> None``; it calls ``subparsers.add_parser(name, help=...)``, adds its
@@ -30,7 +31,7 @@ PROG = "bitnet-lab"
 # One module per subcommand (run also adds chat), in the order `--help` lists them; each exposes
 # add_parser(subparsers) and keeps its heavy imports inside its handler.
 COMMAND_MODULES: tuple[str, ...] = tuple(f"bitnet_lab.cli.{name}" for name in (
-    "inspect", "dummy", "convert", "download", "run", "verify", "bench", "perplexity", "train"))
+    "inspect", "dummy", "convert", "download", "run", "verify", "bench", "perplexity", "train", "serve"))
 
 
 def command_modules() -> list:

@@ -20,6 +20,8 @@ every section, and llama.cpp through llama-cpp-python when it is installed):
                (k = 1..16) on --layout's I2_S dummy, and each drafter's acceptance, tokens per pass
                and effective tokens/s against plain decode on the shipped edit workload
                (bitnet_lab.bench.speculative)
+  --parallel N,..  aggregate decode t/s of N parallel sequences, one forward_batch per step
+               (bitnet_lab.bench.batch; N = 1, the baseline, always measured first)
 
 ``--compare PATH`` runs an external llama-bench (llama.cpp's, or bitnet.cpp's for I2_S files)
 with the same -p/-n/-t/-r and adds its rows; ``--llama-cpp`` does the same through
@@ -124,6 +126,10 @@ def add_parser(sub: Any) -> None:
                                 "drafters' acceptance and speed on the edit workload")):
         s.add_argument(f"--{name}", action="store_true", help=text)
     s.add_argument("--all", action="store_true", help="every section, and --llama-cpp when it is installed")
+    s.add_argument("--parallel", type=int_list, default=None, metavar="N,..",
+                   help="aggregate decode t/s of N parallel sequences, e.g. 1,2,4,8,16 (N = 1: the baseline)")
+    s.add_argument("--parallel-gen", type=int, default=16, metavar="N",
+                   help="--parallel: timed decode steps per run (default 16)")
     s.add_argument("--layout", default="2B-4T", help="layout whose shapes --kernels uses (default 2B-4T)")
     s.add_argument("--kernels-cold", action="store_true",
                    help="--kernels: evict the caches before every call (weights from DRAM, as in decode)")
@@ -131,6 +137,18 @@ def add_parser(sub: Any) -> None:
                    help="tg roofline from the ceilings section, not from the bandwidth measured between each tg row's runs")
     s.add_argument("--ceiling-mib", type=int, default=1024, metavar="MIB",
                    help="bandwidth buffer in MiB, much larger than the last-level cache (default 1024)")
+    v = p.add_argument_group("the HTTP server (bitnet_lab.bench.serve)")
+    v.add_argument("--serve", action="store_true",
+                   help="instead of the sections: aggregate tokens/s of `bitnet-lab serve` vs concurrency, next to the "
+                        "single-request decode, then a bounded load test (-n's first value: tokens per request)")
+    v.add_argument("--concurrency", type=int_list, default=[1, 2, 4, 8, 16], metavar="N,..",
+                   help="--serve: concurrent clients per level; the server gets a slot for each (default 1,2,4,8,16)")
+    v.add_argument("--serve-requests", type=int, default=2, metavar="N",
+                   help="--serve: requests per client at each level (default 2)")
+    v.add_argument("--load-clients", type=int, default=32, metavar="N",
+                   help="--serve: clients of the load test (default 32; 0 = no load test)")
+    v.add_argument("--load-requests", type=int, default=8, metavar="N",
+                   help="--serve: requests per client of the load test (default 8)")
     c = p.add_argument_group("baselines on the same file")
     c.add_argument("--compare", metavar="PATH", help="an external llama-bench binary (llama.cpp or bitnet.cpp)")
     c.add_argument("--compare-args", default="", metavar="ARGS", help="extra arguments for that binary, one string")
@@ -162,7 +180,9 @@ def _backends(text: str) -> list[str]:
 def _sections(args: argparse.Namespace) -> list[str]:
     chosen = [s for s in SECTIONS if getattr(args, s)]
     if args.all:
-        return list(SECTIONS)
+        return list(SECTIONS) + (["parallel"] if args.parallel else [])
+    if args.parallel:
+        return chosen + ["parallel"]
     return chosen or list(DEFAULT_SECTIONS)
 
 
@@ -259,6 +279,8 @@ def bench_command(args: argparse.Namespace) -> int:
     options = {**i2s_layout_options(args.i2s_layout, backends), **tl_tiling_options(args)}
     model = load(source, backend=backends[0], threads=max(threads), **options)
     path = str(model.source)
+    if args.serve:
+        return _serve_bench(args, model, path, tg)
     report = _Report(args.output)
     machine = B.machine_info()
     _err(f"model {path}; backends {', '.join(backends)}; threads {threads}; sections {', '.join(sections)}")
@@ -298,7 +320,43 @@ def bench_command(args: argparse.Namespace) -> int:
                                                            repeat=args.repetitions, progress=args.progress), show=False)
         for i, t in enumerate(tables or ()):
             report.add(f"spec-{i}", t)
+    if "parallel" in sections:
+        from bitnet_lab.bench.batch import parallel_bench
+
+        _try(report, "parallel", lambda: parallel_bench(
+            model, parallel=args.parallel, n_gen=args.parallel_gen, repeat=args.repetitions, warmup=args.warmup,
+            seed=args.seed, progress=args.progress))
     sys.stdout.write(report.render({"machine": machine, "model": path, "backends": backends}))
+    sys.stdout.flush()
+    return 0
+
+
+def _serve_bench(args: argparse.Namespace, model: Any, path: str, tg: list[int]) -> int:
+    """``bench --serve``: the concurrency sweep and the load test (bitnet_lab.bench.serve)."""
+    from bitnet_lab.bench import machine_header, machine_info
+    from bitnet_lab.bench import serve as S
+    from bitnet_lab.serve.app import ServeSettings
+
+    if min(args.concurrency) < 1 or args.serve_requests < 1 or args.load_clients < 0 or args.load_requests < 1:
+        raise ConfigError("--concurrency, --serve-requests and --load-requests must be >= 1, --load-clients >= 0")
+    n = tg[0] if tg else 16
+    n_ctx = min(model.config.context, 512)
+    _err(f"serve benchmark on {path}: concurrency {args.concurrency}, {n} tokens per request, "
+         f"{args.serve_requests} requests per client")
+    out = [machine_header(machine_info()), f"model: {path}", ""]
+    sweep = S.concurrency_sweep(model, levels=args.concurrency, requests_per_client=args.serve_requests,
+                                max_tokens=n, n_ctx=n_ctx, seed=args.seed)
+    out.append(S.format_sweep(sweep))
+    if args.load_clients:
+        _err(f"load test: {args.load_clients} clients x {args.load_requests} requests")
+        settings = ServeSettings(n_slots=max(args.concurrency), n_ctx=n_ctx,
+                                 max_queue=args.load_clients * args.load_requests)
+        with S.LocalServer(model, settings) as server:
+            result = S.load_test(server.url, clients=args.load_clients, requests_per_client=args.load_requests,
+                                 max_tokens=min(n, 16), seed=args.seed)
+        out.append(f"(server: {settings.n_slots} slots, queue {settings.max_queue})")
+        out.append(S.format_load(result))
+    sys.stdout.write("\n".join(out) + "\n")
     sys.stdout.flush()
     return 0
 

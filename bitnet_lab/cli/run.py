@@ -4,6 +4,7 @@
                     [--top-p 0.95] [--min-p 0.05] [--repeat-penalty 1.0] [--repeat-last-n 64]
                     [-s SEED] [--backend native|reference] [-f FILE] [-cnv] [-sys TEXT]
                     [--lookup N | -md DRAFT.gguf | -md self:N] [--draft-max K] [--draft-min K]
+    bitnet-lab run  -m MODEL -np N -f PROMPTS [sampling flags]   (several prompts, N at a time)
     bitnet-lab chat -m MODEL [-sys TEXT] [--chat-template NAME] [sampling flags]
 
 Streams: the generated text goes to stdout as it is produced (flushed per token) and nothing
@@ -173,6 +174,9 @@ def add_parser(sub: Any) -> None:
     g = p.add_argument_group("prompt")
     g.add_argument("-p", "--prompt", help="the prompt (special tokens like <|eot_id|> are parsed)")
     g.add_argument("-f", "--file", metavar="FILE", help="read the prompt from FILE")
+    g.add_argument("-np", "--parallel", type=int, default=None, metavar="N",
+                   help="decode N sequences together (batched generation): -f FILE holds one prompt per line "
+                        "(empty lines skipped, as llama-parallel); the outputs print in the file's order")
     g.add_argument("--no-display-prompt", dest="display_prompt", action="store_false",
                    help="do not echo the prompt before the generated text (llama-cli echoes it)")
     g.add_argument("--no-escape", dest="escape", action="store_false",
@@ -450,6 +454,8 @@ def run_command(args: argparse.Namespace) -> int:
         if system is None and (args.prompt is not None or args.file):
             system = _read_prompt(args)   # llama.cpp: in conversation mode -p is the system prompt
         return _chat_repl(args, system)
+    if args.parallel is not None:
+        return _run_parallel(args)
     prompt = _read_prompt(args)
     n_predict = RUN_N_DEFAULT if args.n_predict is None else args.n_predict
     if n_predict < -1:
@@ -481,6 +487,42 @@ def run_command(args: argparse.Namespace) -> int:
     if shifts:
         _err(f"the context was full {len(shifts)} time(s): shifted, dropping {sum(shifts)} tokens in all")
     return 130 if done.reason == "interrupted" else 0
+
+
+def _run_parallel(args: argparse.Namespace) -> int:
+    """``run -np N -f FILE``: every line of FILE a prompt, N sequences decoded together
+    (bitnet_lab.generate.batch); each output equals ``run`` on that prompt alone (same seed)."""
+    if args.parallel < 1:
+        raise ConfigError(f"-np/--parallel must be >= 1, got {args.parallel}")
+    if not args.file or args.prompt is not None:
+        raise ConfigError("-np reads its prompts from a file, one per line: give -f FILE (and no -p)")
+    if args.ctx_shift:
+        raise ConfigError("-np has no context shift: a sequence whose context is full stops")
+    prompts = [line for line in _read_prompt(args).splitlines() if line.strip()]
+    if not prompts:
+        raise ConfigError(f"the prompt file {args.file} has no prompt (one per line)")
+    n_predict = RUN_N_DEFAULT if args.n_predict is None else args.n_predict
+    if n_predict < -1:
+        raise ConfigError(f"-n/--n-predict must be >= -1, got {n_predict}")
+    from bitnet_lab.generate.batch import generate_batch
+
+    model, n_ctx, load_ms = _load(args)
+    sampler, seed = _sampler(args), _seed(args)
+    _err(f"sampler: {sampler.name}; seed {seed}; {len(prompts)} prompts, {args.parallel} in parallel")
+    t0 = time.perf_counter()
+    results = generate_batch(model, prompts, n=n_predict, sampler=sampler, seed=seed, stop=args.stop, n_ctx=n_ctx,
+                             n_slots=args.parallel, parse_special=True, ignore_eos=args.ignore_eos)
+    wall = time.perf_counter() - t0
+    for prompt, res in zip(prompts, results):   # llama-parallel's Input / Response
+        if args.display_prompt:
+            sys.stdout.write(f"Input:    {prompt}\nResponse: ")
+        sys.stdout.write(res.text + "\n\n")
+    sys.stdout.flush()
+    n_gen = sum(len(r.token_ids) for r in results)
+    _err(f"{len(results)} sequences, {sum(r.n_prompt for r in results)} prompt + {n_gen} generated tokens in "
+         f"{wall:.2f} s: {n_gen / wall if wall > 0 else float('nan'):.2f} generated tokens/s in all"
+         + (f" (load {load_ms:.0f} ms)" if load_ms is not None else ""))
+    return 0
 
 
 # =============================================================================================

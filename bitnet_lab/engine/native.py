@@ -8,6 +8,7 @@
     cache = engine.new_cache(n_ctx)          # NativeCache: .pos, .n_ctx, .reset()
     logits = engine.forward(ids, cache)      # (T, vocab) float32 for the T new tokens; appends them
     logits = engine.forward(ids, cache, last_only=True)   # (1, vocab): the last row only
+    rows = engine.forward_batch([ids_a, ids_b], [cache_a, cache_b])   # (2, vocab): one pass
     logits = engine.logits(ids)              # full forward from an empty cache
     logits, caps = engine.forward(ids, cache, capture=True)   # + named intermediates
     y = engine.bitlinear("blk.0.attn_q", x)  # one projection on f32 rows (the BitLinear tier)
@@ -76,7 +77,7 @@ from typing import Any
 import numpy as np
 
 from bitnet_lab import kernels
-from bitnet_lab.backend import check_cache_size, check_token_ids
+from bitnet_lab.backend import check_batch, check_cache_size, check_token_ids
 from bitnet_lab.config import ModelConfig
 from bitnet_lab.engine import residency
 from bitnet_lab.engine.profile import DecodeProfile
@@ -296,6 +297,43 @@ class NativeEngine:
             return logits
         caps["logits"] = logits
         return logits, caps
+
+    def forward_batch(self, seqs: Sequence[Sequence[int]], caches: Sequence[NativeCache], *,
+                      last_only: bool = True):
+        """Several sequences in ONE pass over the weights: sequence i appends its tokens (one for a
+        decode step, several for a prefill chunk; mixed freely) to its own ``caches[i]``.
+
+        All rows go through the projections together (the prefill GEMM path, whose rows equal
+        decode rows bit for bit), RoPE at each row's own position, attention of each row against
+        its own sequence's cache; the lm_head runs only for the rows whose logits are returned.
+        So each sequence's logits equal ``forward`` on it alone, bit for bit. ``last_only=True``:
+        one (N, vocab) array, the last row of each sequence; else a list of (T_i, vocab) arrays.
+        Everything is checked before any cache changes (backend.check_batch).
+        """
+        ids = check_batch(seqs, caches, self.vocab_size)
+        for i, cache in enumerate(caches):
+            if not isinstance(cache, NativeCache) or cache._owner != id(self):
+                raise BitnetLabError(f"forward_batch: cache {i} is not a NativeCache made by this engine's new_cache()")
+        lens = np.array([a.size for a in ids], dtype=np.int64)
+        pos0 = np.array([c.pos for c in caches], dtype=np.int64)
+        T = int(lens.sum())
+        want = np.zeros(T, dtype=np.uint8)
+        ends = np.cumsum(lens)
+        if last_only:
+            want[ends - 1] = 1
+        else:
+            want[:] = 1
+        logits = np.empty((int(want.sum()), self.vocab_size), dtype=np.float32)
+        cos, sin = self._rope(int((pos0 + lens).max()))
+        self._mapped.check()
+        self._core.forward_batch(np.concatenate(ids), [c.k for c in caches], [c.v for c in caches],
+                                 [c.n_ctx for c in caches], cos, sin, lens, pos0, logits, want,
+                                 self._isa_index(), self.threads)
+        for cache, n in zip(caches, lens):
+            cache.pos += int(n)
+        if last_only:
+            return logits
+        return np.split(logits, ends[:-1])
 
     def _capture_buffers(self, T: int) -> tuple[dict[str, np.ndarray], list]:
         """Arrays the C side fills (T rows each) and the flat pointer list in engine.h's order.

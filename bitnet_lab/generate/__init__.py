@@ -1,11 +1,13 @@
 """Generation: samplers, the token loop that yields events, chat formats and sessions, perplexity.
 
 ``sampling`` (frozen sampler dataclasses), ``loop`` (``generate()`` / ``stream_tokens()``: events,
-never prints), ``chat`` (chat templates and multi-turn sessions), ``perplexity``.
+never prints), ``batch`` (many sequences decoded together: ``BatchGenerator``, ``generate_batch``),
+``chat`` (chat templates and multi-turn sessions), ``perplexity``.
 """
 
 from __future__ import annotations
 
+from bitnet_lab.generate.batch import BatchEvent, BatchGenerator, BatchResult, generate_batch
 from bitnet_lab.generate.loop import (
     DONE_REASONS,
     DoneEvent,
@@ -36,6 +38,10 @@ __all__ = [
     "Event",
     "generate",
     "stream_tokens",
+    "generate_batch",
+    "BatchGenerator",
+    "BatchEvent",
+    "BatchResult",
     "stop_ids_for",
     "resolve_seed",
     "DONE_REASONS",

@@ -32,7 +32,7 @@ from bitnet_lab.generate.sampling import SamplerChain, log_softmax_at, make_samp
 from bitnet_lab.generate.speculative import DRAFT_MAX_DEFAULT, Speculation, make_drafter, verify_step
 
 __all__ = ["TokenEvent", "DoneEvent", "Event", "generate", "stream_tokens", "stop_ids_for", "resolve_seed",
-           "DONE_REASONS", "context_shift", "keep_count"]
+           "DONE_REASONS", "context_shift", "keep_count", "TextStream"]
 
 
 # =====================================================================================
@@ -169,6 +169,36 @@ def _holdback(text: str, stops: Sequence[str]) -> int:
                 longest = L
                 break
     return longest
+
+
+class TextStream:
+    """A generation's text, released as it becomes safe: decoded token by token (an incomplete
+    UTF-8 character waits for its next byte), never a stop string, and text that could begin one
+    held back until it cannot. Shared by `generate` and the batched generator (generate/batch.py).
+    """
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str] = ()):
+        self._decoder = tokenizer.stream()
+        self.stops = tuple(s for s in stops if s)
+        self._pending = ""                     # decoded text not yet released
+
+    def push(self, tok: int) -> str | None:
+        """Add a (non-EOG) token: the text before the stop string it completes (the generation
+        ends there; nothing after it is ever released), or None."""
+        self._pending += self._decoder.push(tok)
+        cut = _find_stop(self._pending, self.stops) if self.stops else -1
+        return self._pending[:cut] if cut >= 0 else None
+
+    def release(self) -> str:
+        """The pending text that can no longer be the start of a stop string."""
+        keep = _holdback(self._pending, self.stops) if self.stops else 0
+        out, self._pending = self._pending[: len(self._pending) - keep], self._pending[len(self._pending) - keep:]
+        return out
+
+    def end(self) -> str:
+        """Everything still pending (the generation stops), cut at a stop string."""
+        out, self._pending = _cut_at_stop(self._pending + self._decoder.flush(), self.stops), ""
+        return out
 
 
 # =====================================================================================
@@ -359,31 +389,27 @@ class _Shift:
 
 
 class _Output:
-    """Turns sampled tokens into `TokenEvent`s: streams the text, holds back what could start a
-    stop string, and says when generation ends (the same rules for plain and speculative steps)."""
+    """Turns sampled tokens into `TokenEvent`s through a `TextStream` (stop strings held back and
+    cut), and says when generation ends (the same rules for plain and speculative steps)."""
 
     def __init__(self, tokenizer: Any, stops: tuple, eog: frozenset, n: int,
                  should_stop: Callable[[], bool] | None):
-        self.decoder = tokenizer.stream()
-        self.stops, self.eog, self.n, self.should_stop = stops, eog, n, should_stop
+        self.text = TextStream(tokenizer, stops)
+        self.eog, self.n, self.should_stop = eog, n, should_stop
         self.generated: list[int] = []
         self.parts: list[str] = []
-        self.pending = ""                          # decoded text not yet released
 
     def token(self, tok: int, logprob: float, t_ms: float, full: bool, drafted: bool = False,
               n_pass: int = 0) -> tuple[TokenEvent, str]:
         """The event for ``tok`` and why generation ends with it ("" = it goes on). ``full``: no
         room to feed this token (the cache is full and cannot shift)."""
-        stops = self.stops
         self.generated.append(tok)
         if tok in self.eog:
-            released = _cut_at_stop(self.pending + self.decoder.flush(), stops)
+            released = self.text.end()
             self.parts.append(released)
             return TokenEvent(tok, released, logprob, t_ms, True, drafted, n_pass), "eos"
-        self.pending += self.decoder.push(tok)
-        cut = _find_stop(self.pending, stops) if stops else -1
-        if cut >= 0:
-            released = self.pending[:cut]
+        released = self.text.push(tok)
+        if released is not None:
             self.parts.append(released)
             return TokenEvent(tok, released, logprob, t_ms, False, drafted, n_pass), "stop_string"
         if self.n >= 0 and len(self.generated) >= self.n:
@@ -394,12 +420,7 @@ class _Output:
             reason = "interrupted"
         else:
             reason = ""
-        if reason:                               # last token: release everything
-            released = _cut_at_stop(self.pending + self.decoder.flush(), stops)
-        else:
-            keep = _holdback(self.pending, stops) if stops else 0
-            released = self.pending[: len(self.pending) - keep]
-            self.pending = self.pending[len(self.pending) - keep:]
+        released = self.text.end() if reason else self.text.release()   # last token: release everything
         self.parts.append(released)
         return TokenEvent(tok, released, logprob, t_ms, False, drafted, n_pass), reason
 

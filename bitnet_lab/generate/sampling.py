@@ -24,7 +24,7 @@ import numpy as np
 from bitnet_lab.errors import ConfigError
 
 __all__ = ["Candidates", "RepetitionPenalty", "TopK", "TopP", "MinP", "Temperature", "Greedy", "Draw",
-           "SamplerChain", "make_sampler", "log_softmax_at"]
+           "SamplerChain", "make_sampler", "log_softmax_at", "top_logprobs"]
 
 
 # =====================================================================================
@@ -81,6 +81,20 @@ def log_softmax_at(logits: np.ndarray, index: int) -> float:
     row = np.asarray(logits, dtype=np.float64)
     m = np.max(row)
     return float(row[index] - m - np.log(np.exp(row - m).sum()))
+
+
+def top_logprobs(logits: np.ndarray, k: int) -> tuple:
+    """The ``k`` most likely ``(id, log p)`` under softmax(logits), best first, ties in id order;
+    float64 as `log_softmax_at` (the OpenAI API's ``top_logprobs``). ``()`` for ``k <= 0``."""
+    if k <= 0:
+        return ()
+    row = np.asarray(logits, dtype=np.float64).reshape(-1)
+    m = np.max(row)
+    lse = m + np.log(np.exp(row - m).sum())
+    k = min(int(k), row.shape[0])
+    idx = np.argpartition(-row, k - 1)[:k]
+    idx = idx[np.lexsort((idx, -row[idx]))]       # by logit descending, then by id
+    return tuple((int(i), float(row[i] - lse)) for i in idx)
 
 
 # =====================================================================================

@@ -61,7 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from bitnet_lab.backend import check_cache_size, check_token_ids
+from bitnet_lab.backend import check_batch, check_cache_size, check_token_ids
 from bitnet_lab.config import ModelConfig
 from bitnet_lab.errors import BitnetLabError, ConfigError
 from bitnet_lab.quant import ternary
@@ -369,6 +369,18 @@ class ReferenceModel:
         if not capture:
             return logits
         return logits, {k: np.concatenate(v) for k, v in caps.items()}
+
+    def forward_batch(self, seqs: Sequence[Sequence[int]], caches: Sequence[KVCache], *, last_only: bool = True):
+        """Several sequences, each appended to its own cache (the backend contract,
+        bitnet_lab/backend.py): the semantic model of the native engine's batched pass, so simply
+        ``forward`` on each sequence in turn. ``last_only``: one (N, vocab) array of the last rows;
+        else a list of (T_i, vocab) arrays."""
+        ids = check_batch(seqs, caches, self.vocab_size)
+        for cache in caches:   # all checked before any cache changes
+            if not isinstance(cache, KVCache) or cache._owner != id(self):
+                raise BitnetLabError("forward_batch needs KVCaches made by this model's new_cache()")
+        outs = [self.forward(a, cache, last_only=last_only) for a, cache in zip(ids, caches)]
+        return np.concatenate(outs) if last_only else outs
 
     def _flatten_captures(self, cap: dict, take: int) -> dict[str, np.ndarray]:
         out = {k: np.asarray(v)[:take] for k, v in cap.items() if k != "layers"}

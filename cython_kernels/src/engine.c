@@ -430,6 +430,7 @@ typedef struct {
     float *s;       /* (N) activation scales s_x                                   */
     int32_t *sum;   /* (N) Σ q                                                     */
     int64_t K, stride, N;
+    int64_t gemv_max; /* up to this many rows: row-blocked GEMVs instead of the GEMM (gemv_batch_max) */
 } bl_act;
 
 /* Quantise rows [lo, hi) of x (N, K) into a (docs/numerics.md#21-bitnetcpp-i2_s-path, bl_mad.h
@@ -475,6 +476,17 @@ static int64_t lut_row_bytes(const bl_tweight *w) {
 
 static int is_tl(const bl_tweight *w) { return w->layout == BL_W_TL1 || w->layout == BL_W_TL2; }
 
+/* Bytes of weights per block of the small-batch GEMVs (mad_rows): a block is read from memory once,
+ * then from the core's L2 for the other rows of the batch. */
+#define BL_GEMV_BLOCK_BYTES 65536
+
+/* Rows of a call up to which the projections run as row-blocked GEMVs rather than the GEMM, at ISA
+ * level isa: on AVX2 the GEMV of a small batch from cache beats the GEMM (which decodes the codes
+ * into a buffer first; docs/benchmarks.md#batched-generation); elsewhere the GEMM from 2 rows. */
+static int64_t gemv_batch_max(int isa) { return isa == BL_ISA_AVX2 ? BL_GEMV_BATCH_MAX : 1; }
+
+static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
 /* Exact Σ t·q of rows [r0, r1) of a MAD-layout job for all N input rows, into j->acc (N, M). */
 static void mad_rows(const bl_mad_kernels *mad, const bl_job *j, const bl_act *a, int64_t r0, int64_t r1) {
     const bl_tweight *w = j->w;
@@ -487,12 +499,22 @@ static void mad_rows(const bl_mad_kernels *mad, const bl_job *j, const bl_act *a
                       : w->layout == BL_W_I2S_X4 ? mad->i2s_x4_gemm
                       : w->layout == BL_W_TQ2_0  ? mad->tq2_gemm
                                                  : mad->tq1_gemm;
-    if (N > 1 && a->stride == w->K_pad) {
+    if (N > a->gemv_max && a->stride == w->K_pad) {
         /* prefill: activation-parallel GEMM, each weight row decoded once for N tokens
          * (docs/kernels.md#26-activation-parallel-vs-weight-parallel) */
         gemm(w->data, a->q, a->sum, j->acc, N, w->K_pad, M, r0, r1);
+    } else if (N == 1) {
+        gemv(w->data, a->q, a->sum[0], j->acc, w->K_pad, r0, r1);
     } else {
-        for (int64_t n = 0; n < N; ++n) gemv(w->data, a->q + n * a->stride, a->sum[n], j->acc + n * M, w->K_pad, r0, r1);
+        /* a small batch: the GEMV of every row over a block of weight rows small enough to stay
+         * in the core's cache, so the block comes from memory once for all N rows (the integer
+         * sums are exact: the same results as the GEMM) */
+        const int64_t rows = 32 * max64(1, BL_GEMV_BLOCK_BYTES / (32 * max64(1, w->K_pad / 4)));
+        for (int64_t b0 = r0; b0 < r1; b0 += rows) {
+            const int64_t b1 = b0 + rows < r1 ? b0 + rows : r1;
+            for (int64_t n = 0; n < N; ++n)
+                gemv(w->data, a->q + n * a->stride, a->sum[n], j->acc + n * M, w->K_pad, b0, b1);
+        }
     }
 }
 
@@ -716,7 +738,6 @@ struct bl_ws {
     int64_t spin_ns;
 };
 
-static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static size_t up64(size_t n) { return (n + 63) / 64 * 64; }
 static size_t up_page(size_t n) { return (n + 4095) / 4096 * 4096; }
@@ -878,10 +899,18 @@ typedef struct {
     const bl_isa_kernels *tab;
     const bl_float_kernels *fk;
     bl_shared *S;
-    int64_t N, pos, row0, lut_max;
+    int64_t N, pos, row0, lut_max, gemv_max;
     bl_error *err;
     bl_thread *th;
+    /* batched calls (bl_forward_batch): the cache and position of every row of the call, indexed
+     * by row0 + n; NULL for one sequence (kv, and pos + n) */
+    const bl_kv *const *rkv;
+    const int64_t *rpos;
 } bl_ctx;
+
+/* The cache and the position of the chunk's row n. */
+static inline const bl_kv *row_kv(const bl_ctx *c, int64_t n) { return c->rkv ? c->rkv[c->row0 + n] : c->kv; }
+static inline int64_t row_pos(const bl_ctx *c, int64_t n) { return c->rpos ? c->rpos[c->row0 + n] : c->pos + n; }
 
 /* Thread 0 copies N rows of width `width` (elem bytes each, row stride ld elements) of a
  * private buffer into capture `id` (NULL: not captured). */
@@ -909,6 +938,7 @@ static void norm_quant(const bl_ctx *c, bl_private *P, const float *x, const flo
     a->K = n;
     a->stride = stride;
     a->N = c->N;
+    a->gemv_max = c->gemv_max;
     quantize_rows(c->tab->mad, in, a, 0, c->N, c->m->rounding);
     cap_private(lcaps, cap_q, a->q, 1, n, stride, c);
     cap_private(lcaps, cap_q + 1, a->s, 4, 1, 1, c);
@@ -920,14 +950,15 @@ static void norm_quant(const bl_ctx *c, bl_private *P, const float *x, const flo
  * barrier). q/k/v are the (N, qd + 2kvd) rows of S->yA; the output goes to S->xb (N, qd). */
 static void attention_block(const bl_ctx *c, bl_private *P, int64_t l, void *const *lcaps) {
     const bl_model *m = c->m;
-    const bl_kv *kv = c->kv;
     const int tid = c->th->tid, nt = c->th->nt;
     const int64_t d = m->head_dim, nh = m->n_heads, nkv = m->n_kv_heads, qd = nh * d, kvd = nkv * d;
     const int64_t ldy = qd + 2 * kvd, half = m->rot_dim / 2, n_rep = nh / nkv;
     const size_t esz = m->kv_f16 ? 2 : 4;
-    const int64_t N = c->N, pos = c->pos;
+    const int64_t N = c->N;
     float *y = c->S->yA;
     if (N == 1) {
+        const bl_kv *kv = row_kv(c, 0);
+        const int64_t pos = row_pos(c, 0);
         /* Decode: each thread ropes the new key for itself (kvd values) and reads position p
          * from that copy; thread 0 writes it to the cache meanwhile (other threads only read
          * positions < p of the cache in this call). No barrier before the attention. */
@@ -974,13 +1005,15 @@ static void attention_block(const bl_ctx *c, bl_private *P, int64_t l, void *con
         bl_sync(c->th, BL_PROF_ATTN);
         return;
     }
-    /* Prefill: rows split for RoPE (in place) and the cache writes, a barrier, then the
-     * (row, head) pairs split; every key/value is read from the cache. */
+    /* Prefill (or a batch: each row with its own cache and position): rows split for RoPE (in
+     * place) and the cache writes, a barrier, then the (row, head) pairs split; every key/value
+     * is read from the cache. */
     int64_t lo, hi;
     bl_split(N, tid, nt, &lo, &hi);
     for (int64_t n = lo; n < hi; ++n) {
         float *qn = y + n * ldy, *kn = qn + qd, *vn = kn + kvd;
-        const int64_t p = pos + n;
+        const bl_kv *kv = row_kv(c, n);
+        const int64_t p = row_pos(c, n);
         rope_row(qn, nh, d, m->rot_dim, m->rope_neox, kv->rope_cos + p * half, kv->rope_sin + p * half);
         rope_row(kn, nkv, d, m->rot_dim, m->rope_neox, kv->rope_cos + p * half, kv->rope_sin + p * half);
         if (lcaps && lcaps[BL_CAP_Q_ROPE]) memcpy((float *)lcaps[BL_CAP_Q_ROPE] + (c->row0 + n) * qd, qn, 4 * qd);
@@ -1004,14 +1037,15 @@ static void attention_block(const bl_ctx *c, bl_private *P, int64_t l, void *con
     bl_split(N * nh, tid, nt, &a0, &a1);
     if (a0 < a1)
         for (int64_t g = (a0 / N) / n_rep; g <= ((a1 - 1) / N) / n_rep; ++g) {
-            const int64_t base = (l * nkv + g) * kv->n_ctx * d;
             for (int64_t n = 0; n < N; ++n) {
+                const bl_kv *kv = row_kv(c, n);
+                const int64_t base = (l * nkv + g) * kv->n_ctx * d;
                 /* heads j of group g with a0 <= j·N + n < a1 (ceilings: a0 − n, a1 − n > −N) */
                 const int64_t jl = max64(g * n_rep, (a0 - n + N - 1) / N);
                 const int64_t jh = min64((g + 1) * n_rep, (a1 - n + N - 1) / N);
                 if (jl >= jh) continue;
                 attend_group(m, c->fk, y + n * ldy + jl * d, jh - jl, (const char *)kv->k + base * esz,
-                             (const char *)kv->v + base * esz, pos + n, NULL, NULL, c->S->xb + n * qd + jl * d,
+                             (const char *)kv->v + base * esz, row_pos(c, n), NULL, NULL, c->S->xb + n * qd + jl * d,
                              P->scores, kv->n_ctx, P->qh);
             }
         }
@@ -1131,27 +1165,22 @@ static int oom(bl_error *err, const char *what) {
     return err->code;
 }
 
-int bl_forward(const bl_model *m, const bl_kv *kv, const int32_t *tokens, int64_t T, int64_t pos0,
-               float *logits, int64_t logits_row0, void *const *caps, int isa, int n_threads,
-               bl_ws *ws, double *prof, bl_error *err) {
-    err->code = BL_OK;
-    err->msg[0] = 0;
+/* The forward pass over T rows: one sequence (kv, rows at pos0 ..; rkv = rpos = NULL) or a batch
+ * (row t in cache rkv[t] at position rpos[t]). Logits for the rows with want[t] != 0 (want NULL:
+ * the rows t >= logits_row0), written in row order. Arguments checked by the callers. */
+static int forward_rows(const bl_model *m, const bl_kv *kv, int64_t pos0, const bl_kv *const *rkv,
+                        const int64_t *rpos, int64_t n_ctx_max, const int32_t *tokens, int64_t T, float *logits,
+                        int64_t logits_row0, const uint8_t *want, void *const *caps, int isa, int n_threads, bl_ws *ws,
+                        double *prof, bl_error *err, const char *what) {
     const bl_isa_kernels *tab = bl_isa_table(isa);
     const bl_float_kernels *fk = bl_float_table(isa);
-    if (check_kernels(m, tab, fk, isa, err)) return err->code;
-    if (T <= 0 || pos0 < 0 || pos0 + T > kv->n_ctx || logits_row0 < 0 || logits_row0 > T || n_threads < 1) {
-        snprintf(err->msg, sizeof err->msg, "bl_forward: bad arguments T=%lld pos0=%lld n_ctx=%lld "
-                 "logits_row0=%lld threads=%d", (long long)T, (long long)pos0, (long long)kv->n_ctx,
-                 (long long)logits_row0, n_threads);
-        err->code = BL_E_ARG;
-        return err->code;
-    }
+    const int64_t gemv_max = gemv_batch_max(isa);
     const int64_t CH = T < BL_CHUNK ? T : BL_CHUNK, H = m->hidden, V = m->vocab;
     bl_ws *own = NULL;
-    if (!ws && !(ws = own = bl_ws_new())) return oom(err, "bl_forward");
-    if (ws_reserve(ws, m, CH, kv->n_ctx, n_threads)) {
+    if (!ws && !(ws = own = bl_ws_new())) return oom(err, what);
+    if (ws_reserve(ws, m, CH, n_ctx_max, n_threads)) {
         bl_ws_free(own);
-        return oom(err, "bl_forward");
+        return oom(err, what);
     }
     bl_barrier_init(&ws->bar, ws->spin_ns);
     bl_shared S;
@@ -1167,45 +1196,121 @@ int bl_forward(const bl_model *m, const bl_kv *kv, const int32_t *tokens, int64_
         bl_thread th = {bl_tid(), bl_nth(), &ws->bar, NULL, 0.0, 0.0};
         prof_start(&th, prof ? prof + (size_t)th.tid * BL_PROF_STRIDE : NULL);
         bl_private P;
-        private_carve(ws, m, CH, kv->n_ctx, th.tid, &P);
+        private_carve(ws, m, CH, n_ctx_max, th.tid, &P);
         prof_mark(&th, BL_PROF_OTHER);
+        int64_t out_row = 0; /* logits rows written by the chunks before (every thread counts) */
         for (int64_t t0 = 0; t0 < T; t0 += CH) {
             const int64_t N = T - t0 < CH ? T - t0 : CH;
-            bl_ctx c = {m, kv, tab, fk, &S, N, pos0 + t0, t0, lut_max, err, &th};
+            bl_ctx c = {m, kv, tab, fk, &S, N, pos0 + t0, t0, lut_max, gemv_max, err, &th, rkv, rpos};
             for (int64_t n = 0; n < N; ++n) embed_row(&m->embed, tokens[t0 + n], P.h + n * H); /* f16 -> f32 exact */
             if (gcaps && gcaps[BL_CAP_EMBD] && th.tid == 0) cap_rows(gcaps[BL_CAP_EMBD], P.h, 4, H, t0, 0, N);
             prof_mark(&th, BL_PROF_EMBED);
             for (int64_t l = 0; l < m->n_layers; ++l)
                 layer_forward(&c, &P, l, caps ? caps + l * BL_CAP_LAYER_COUNT : NULL);
-            /* output norm, then the lm_head on the wanted rows */
-            const int64_t n_first = logits_row0 > t0 ? logits_row0 - t0 : 0, n_lm = N - n_first;
-            for (int64_t n = n_first; n < N; ++n) rms_norm_row(fk, P.h + n * H, m->output_norm, P.xn + n * H, H, m->eps);
-            if (gcaps && gcaps[BL_CAP_OUTPUT_NORM] && th.tid == 0) {
-                for (int64_t n = 0; n < n_first; ++n) rms_norm_row(fk, P.h + n * H, m->output_norm, P.xn + n * H, H, m->eps);
-                cap_rows(gcaps[BL_CAP_OUTPUT_NORM], P.xn, 4, H, t0, 0, N);
-            }
-            prof_mark(&th, BL_PROF_NORM);
-            if (n_lm > 0) {
+            /* output norm, then the lm_head on the wanted rows, gathered in row order */
+            const int cap_norm = gcaps && gcaps[BL_CAP_OUTPUT_NORM] && th.tid == 0;
+            int64_t n_lm = 0;
+            for (int64_t n = 0; n < N; ++n) {
+                const int wanted = want ? want[t0 + n] != 0 : t0 + n >= logits_row0;
+                if (!wanted && !cap_norm) continue;
+                rms_norm_row(fk, P.h + n * H, m->output_norm, P.xn + n * H, H, m->eps);
+                if (!wanted) continue;
                 /* with an F16 lm_head the hidden state is rounded to fp16 first (ggml's F16 mat-mul
                  * converts its f32 operand, docs/numerics.md#9-embedding-and-lm_head) */
                 if (m->lm_q8) {
-                    for (int64_t n = 0; n < n_lm; ++n)
-                        quantize_q8_0(P.xn + (n_first + n) * H, H, P.qx + n * H, P.dx + n * (H / 32), P.qs4 + n * (H / 4));
+                    quantize_q8_0(P.xn + n * H, H, P.qx + n_lm * H, P.dx + n_lm * (H / 32), P.qs4 + n_lm * (H / 4));
                 } else {
-                    for (int64_t e = 0; e < n_lm * H; ++e) {
-                        const float v = P.xn[n_first * H + e];
-                        P.hl[e] = m->lm_f16 ? bl_round_f16(v) : v;
+                    for (int64_t e = 0; e < H; ++e) {
+                        const float v = P.xn[n * H + e];
+                        P.hl[n_lm * H + e] = m->lm_f16 ? bl_round_f16(v) : v;
                     }
                 }
-                lm_head_rows(&th, m, fk, P.hl, P.qx, P.dx, P.qs4, n_lm, logits + (t0 + n_first - logits_row0) * V);
+                ++n_lm;
+            }
+            if (cap_norm) cap_rows(gcaps[BL_CAP_OUTPUT_NORM], P.xn, 4, H, t0, 0, N);
+            prof_mark(&th, BL_PROF_NORM);
+            if (n_lm > 0) {
+                lm_head_rows(&th, m, fk, P.hl, P.qx, P.dx, P.qs4, n_lm, logits + out_row * V);
                 prof_mark(&th, BL_PROF_LM_HEAD);
             }
+            out_row += n_lm;
             /* No barrier before the next chunk: every shared buffer it writes first (q/k/v outputs,
              * accumulators) was last read before the down projection's closing barrier. */
         }
     }
     bl_ws_free(own);
     return err->code;
+}
+
+int bl_forward(const bl_model *m, const bl_kv *kv, const int32_t *tokens, int64_t T, int64_t pos0,
+               float *logits, int64_t logits_row0, void *const *caps, int isa, int n_threads,
+               bl_ws *ws, double *prof, bl_error *err) {
+    err->code = BL_OK;
+    err->msg[0] = 0;
+    const bl_isa_kernels *tab = bl_isa_table(isa);
+    const bl_float_kernels *fk = bl_float_table(isa);
+    if (check_kernels(m, tab, fk, isa, err)) return err->code;
+    if (T <= 0 || pos0 < 0 || pos0 + T > kv->n_ctx || logits_row0 < 0 || logits_row0 > T || n_threads < 1) {
+        snprintf(err->msg, sizeof err->msg, "bl_forward: bad arguments T=%lld pos0=%lld n_ctx=%lld "
+                 "logits_row0=%lld threads=%d", (long long)T, (long long)pos0, (long long)kv->n_ctx,
+                 (long long)logits_row0, n_threads);
+        err->code = BL_E_ARG;
+        return err->code;
+    }
+    return forward_rows(m, kv, pos0, NULL, NULL, kv->n_ctx, tokens, T, logits, logits_row0, NULL, caps, isa,
+                        n_threads, ws, prof, err, "bl_forward");
+}
+
+int bl_forward_batch(const bl_model *m, const bl_kv *kvs, int64_t n_seq, const int64_t *seq_len,
+                     const int64_t *seq_pos0, const int32_t *tokens, float *logits, const uint8_t *want,
+                     int isa, int n_threads, bl_ws *ws, double *prof, bl_error *err) {
+    err->code = BL_OK;
+    err->msg[0] = 0;
+    const bl_isa_kernels *tab = bl_isa_table(isa);
+    const bl_float_kernels *fk = bl_float_table(isa);
+    if (check_kernels(m, tab, fk, isa, err)) return err->code;
+    if (n_seq < 1 || n_threads < 1) {
+        snprintf(err->msg, sizeof err->msg, "bl_forward_batch: bad arguments n_seq=%lld threads=%d",
+                 (long long)n_seq, n_threads);
+        err->code = BL_E_ARG;
+        return err->code;
+    }
+    int64_t T = 0, n_ctx_max = 0;
+    for (int64_t i = 0; i < n_seq; ++i) {
+        const char *bad = seq_len[i] < 1                                    ? "has no tokens"
+                          : seq_pos0[i] < 0                                 ? "has a negative position"
+                          : seq_pos0[i] + seq_len[i] > kvs[i].n_ctx         ? "does not fit in its cache"
+                                                                            : NULL;
+        for (int64_t j = 0; j < i && !bad; ++j)
+            if (kvs[j].k == kvs[i].k || kvs[j].v == kvs[i].v) bad = "shares its cache with an earlier sequence";
+        if (bad) {
+            snprintf(err->msg, sizeof err->msg, "bl_forward_batch: sequence %lld %s (%lld tokens at position %lld, "
+                     "n_ctx %lld)", (long long)i, bad, (long long)seq_len[i], (long long)seq_pos0[i],
+                     (long long)kvs[i].n_ctx);
+            err->code = BL_E_ARG;
+            return err->code;
+        }
+        T += seq_len[i];
+        n_ctx_max = max64(n_ctx_max, kvs[i].n_ctx);
+    }
+    /* every row's cache and position (the sequences' rows are consecutive, in order) */
+    const bl_kv **rkv = (const bl_kv **)malloc((size_t)T * sizeof *rkv);
+    int64_t *rpos = (int64_t *)malloc((size_t)T * sizeof *rpos);
+    if (!rkv || !rpos) {
+        free(rkv);
+        free(rpos);
+        return oom(err, "bl_forward_batch");
+    }
+    for (int64_t i = 0, t = 0; i < n_seq; ++i)
+        for (int64_t n = 0; n < seq_len[i]; ++n, ++t) {
+            rkv[t] = &kvs[i];
+            rpos[t] = seq_pos0[i] + n;
+        }
+    const int rc = forward_rows(m, NULL, 0, rkv, rpos, n_ctx_max, tokens, T, logits, 0, want, NULL, isa,
+                                n_threads, ws, prof, err, "bl_forward_batch");
+    free(rkv);
+    free(rpos);
+    return rc;
 }
 
 /* ======================================================================================== */
@@ -1253,7 +1358,7 @@ int bl_bitlinear(const bl_tweight *w, const float *x, int64_t N, float *y, int32
         failed_alloc += mine;
         bl_barrier_wait(bar, th.nt);
         if (!failed_alloc) {
-            bl_act a = {q, s, sum, w->K, w->K_pad, N};
+            bl_act a = {q, s, sum, w->K, w->K_pad, N, gemv_batch_max(isa)};
             bl_job j = {w, y, w->M, accb, NULL, NULL, "bitlinear"};
             quantize_rows(tab->mad, x, &a, 0, N, rounding);
             run_group(&th, tab, &j, 1, &a, lut, lut_bytes, 0, err, BL_PROF_OTHER);

@@ -153,6 +153,11 @@ enum {
  * scratch); every row's arithmetic is independent of the chunking. */
 #define BL_CHUNK 128
 
+/* Rows of one call (a batch of decode steps, a short prompt) up to which the ternary products run
+ * as GEMVs over cache-sized blocks of weight rows instead of the GEMM, at the levels where that is
+ * faster (engine.c gemv_batch_max). Either way the integer sums are exact: the same results. */
+#define BL_GEMV_BATCH_MAX 16
+
 /* ---- workspace ---------------------------------------------------------------------------- */
 
 /* Scratch memory of bl_forward, kept between calls so that a decode step allocates nothing:
@@ -211,6 +216,17 @@ const char *bl_prof_name(int c);
 int bl_forward(const bl_model *m, const bl_kv *kv, const int32_t *tokens, int64_t T, int64_t pos0,
                float *logits, int64_t logits_row0, void *const *caps, int isa, int n_threads,
                bl_ws *ws, double *prof, bl_error *err);
+
+/* Several sequences in one pass: sequence i appends its seq_len[i] tokens (1 for a decode step,
+ * more for a prefill chunk) at positions seq_pos0[i] .. to its own cache kvs[i] (distinct caches).
+ * tokens: the sequences' tokens one after the other (T = Σ seq_len rows). Every row goes through
+ * the projections together (the N > 1 GEMM path: prefill rows equal decode rows bit for bit),
+ * RoPE at the row's own position, attention against its own sequence's cache only. logits:
+ * (Σ want, V) f32, the rows with want[t] != 0 in row order (want NULL: every row; the lm_head is
+ * skipped for the others). No captures. Returns BL_OK or an error code (err names the sequence). */
+int bl_forward_batch(const bl_model *m, const bl_kv *kvs, int64_t n_seq, const int64_t *seq_len,
+                     const int64_t *seq_pos0, const int32_t *tokens, float *logits, const uint8_t *want,
+                     int isa, int n_threads, bl_ws *ws, double *prof, bl_error *err);
 
 /* One BitLinear on N float rows: quantise each row of x (N, K) (rounding), exact ternary
  * product, epilogue (acc / s_x) · gamma (· out_scale). y (N, M) f32; acc (N, M) int32 or NULL.

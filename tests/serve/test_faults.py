@@ -13,8 +13,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import API_KEY
-
+API_KEY = "test-key"   # what tests/serve/conftest.py's servers require
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 

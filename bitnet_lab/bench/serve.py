@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from bitnet_lab.errors import ConfigError
 
@@ -199,9 +199,12 @@ class Sweep:
 
 
 def concurrency_sweep(model: Any, *, levels: Sequence[int] = (1, 2, 4, 8, 16), requests_per_client: int = 2,
-                      max_tokens: int = 32, n_ctx: int = 256, seed: int = 0) -> Sweep:
+                      max_tokens: int = 32, n_ctx: int = 256, seed: int = 0,
+                      on_level: Optional[Callable[[str], None]] = None) -> Sweep:
     """Aggregate tokens/s against concurrency on one in-process server with ``max(levels)``
-    slots, and the single-request decode without HTTP in the same run (module docstring)."""
+    slots, and the single-request decode without HTTP in the same run (module docstring).
+    ``on_level(what)`` is told before each part starts (the CLI shows it as progress)."""
+    say = on_level or (lambda what: None)
     from bitnet_lab.generate.loop import DoneEvent, generate
     from bitnet_lab.generate.sampling import make_sampler
     from bitnet_lab.serve.app import ServeSettings
@@ -209,6 +212,7 @@ def concurrency_sweep(model: Any, *, levels: Sequence[int] = (1, 2, 4, 8, 16), r
     levels = sorted({int(c) for c in levels})
     if not levels or levels[0] < 1:
         raise ConfigError(f"concurrency levels must be >= 1, got {list(levels)}")
+    say(f"single-request decode, {max_tokens} tokens")
     for _ in generate(model, PROMPTS[0], n=2, n_ctx=n_ctx, seed=seed):   # warm-up
         pass
     done = None
@@ -221,6 +225,7 @@ def concurrency_sweep(model: Any, *, levels: Sequence[int] = (1, 2, 4, 8, 16), r
     with LocalServer(model, settings) as server:
         load_test(server.url, clients=1, requests_per_client=1, max_tokens=2, seed=seed)   # warm-up
         for c in levels:
+            say(f"{c} clients x {requests_per_client} requests")
             rows.append(SweepRow(c, load_test(server.url, clients=c, requests_per_client=requests_per_client,
                                               max_tokens=max_tokens, seed=seed)))
     return Sweep(rows, done.eval_tokens_per_s, done.n_eval, max_tokens, max(levels))

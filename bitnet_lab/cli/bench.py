@@ -345,7 +345,8 @@ def _serve_bench(args: argparse.Namespace, model: Any, path: str, tg: list[int])
          f"{args.serve_requests} requests per client")
     out = [machine_header(machine_info()), f"model: {path}", ""]
     sweep = S.concurrency_sweep(model, levels=args.concurrency, requests_per_client=args.serve_requests,
-                                max_tokens=n, n_ctx=n_ctx, seed=args.seed)
+                                max_tokens=n, n_ctx=n_ctx, seed=args.seed,
+                                on_level=lambda what: _err(f"serve: {what}") if args.progress else None)
     out.append(S.format_sweep(sweep))
     if args.load_clients:
         _err(f"load test: {args.load_clients} clients x {args.load_requests} requests")

@@ -109,7 +109,7 @@ class BatchGenerator:
 
     def __init__(self, model_or_backend: Any, *, n_slots: int, n_ctx: int | None = None,
                  prefill_chunk: int = DEFAULT_PREFILL_CHUNK, tokenizer: Any = None,
-                 stop_ids: Iterable[int] | None = None):
+                 stop_ids: Iterable[int] | None = None, reuse_prefix: bool = False):
         runner = getattr(model_or_backend, "runner", model_or_backend)
         if not callable(getattr(runner, "forward_batch", None)):
             raise ConfigError(f"BatchGenerator needs a model or a backend with forward_batch, got "
@@ -130,6 +130,14 @@ class BatchGenerator:
             stop_ids = stop_ids_for(self.tokenizer, config) if self.tokenizer is not None else ()
         self.stop_ids = frozenset(int(t) for t in stop_ids)
         self._caches: list[Any] = [None] * self.n_slots   # made when a slot is first used
+        # reuse_prefix: a request takes the free slot whose cache (left by the request before)
+        # shares the longest prefix with its prompt, keeps that prefix (Cache.truncate) and feeds
+        # only the rest; its logits are the same (every cached row equals its row computed alone)
+        self.reuse_prefix = bool(reuse_prefix)
+        self._cached: list[list] = [[] for _ in range(self.n_slots)]   # what each free slot's cache holds
+        self.reused_tokens = 0                                       # prompt tokens not fed again
+        self._last_used = [-1] * self.n_slots                        # when each slot was last freed
+        self._n_freed = 0
         self._slots: list[_Request | None] = [None] * self.n_slots
         self._waiting: deque[_Request] = deque()
         self._ended: list[tuple[_Request, str]] = []   # finished outside a forward: (request, reason)
@@ -219,19 +227,23 @@ class BatchGenerator:
         return events
 
     def _admit(self) -> None:
-        for slot in range(self.n_slots):
-            if not self._waiting:
-                return
-            if self._slots[slot] is None:
-                r = self._waiting.popleft()
-                if self._caches[slot] is None:
-                    self._caches[slot] = self.runner.new_cache(self.n_ctx)
+        while self._waiting and None in self._slots:
+            r = self._waiting.popleft()
+            slot, keep = self._pick_slot(r.prompt)
+            if self._caches[slot] is None:
+                self._caches[slot] = self.runner.new_cache(self.n_ctx)
+            if keep:
+                self._caches[slot].truncate(keep)
+                r.fed = keep
+                self.reused_tokens += keep
+            else:
                 self._caches[slot].reset()
-                r.slot = slot
-                self._slots[slot] = r
-                if r.max_tokens == 0:            # nothing to generate: finish without a forward
-                    self._free(r)
-                    self._ended.append((r, "length"))
+            self._cached[slot] = []
+            r.slot = slot
+            self._slots[slot] = r
+            if r.max_tokens == 0:            # nothing to generate: finish without a forward
+                self._free(r)
+                self._ended.append((r, "length"))
 
     def _sample(self, r: _Request, row: np.ndarray) -> BatchEvent:
         """Sample r's next token from its logits row, with its top log-probs when asked for."""
@@ -266,10 +278,39 @@ class BatchGenerator:
         result = BatchResult(r.rid, reason, tuple(r.generated), "".join(r.parts), len(r.prompt), r.seed)
         return BatchEvent(r.rid, tok, text, logprob, eog, True, reason, result)
 
+    def _pick_slot(self, prompt: list) -> tuple[int, int]:
+        """A free slot for ``prompt`` and how many of its cached tokens to keep. reuse_prefix: the
+        slot sharing the longest prefix with it, when that saves at least a prefill chunk
+        (less is not worth overwriting a cache a later request may want); else the least
+        recently used free slot. At most all but the prompt's last token are kept: its logits
+        are needed."""
+        free = [s for s in range(self.n_slots) if self._slots[s] is None]
+        if not self.reuse_prefix:
+            return free[0], 0
+        shared = {s: _common_prefix(self._cached[s], prompt) for s in free}
+        best = max(free, key=lambda s: (shared[s], -s))
+        if shared[best] < self.prefill_chunk:
+            best = min(free, key=lambda s: (self._last_used[s], s))
+        return best, min(shared[best], len(prompt) - 1)
+
     def _free(self, r: _Request) -> None:
         if r.slot is not None and self._slots[r.slot] is r:
             self._slots[r.slot] = None
+            cache = self._caches[r.slot]
+            # the tokens its cache holds: the prompt and the generated tokens fed, up to cache.pos
+            self._cached[r.slot] = r.context[: int(cache.pos)] if self.reuse_prefix else []
+            self._last_used[r.slot] = self._n_freed
+            self._n_freed += 1
         r.slot = None
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def generate_batch(model: Any, prompts: Sequence[str | Sequence[int]], *, n: int = 128,

@@ -150,8 +150,11 @@ class ServeEngine:
         self._thread: Optional[threading.Thread] = None
 
     def _new_generator(self) -> BatchGenerator:
+        # reuse_prefix: a request whose prompt begins as a finished one's did (a system prompt, a
+        # conversation's earlier turns, a harness's shared context) feeds only the rest
+        self._reused_seen = 0
         return BatchGenerator(self.model, n_slots=self.n_slots, n_ctx=self.n_ctx,
-                              prefill_chunk=self.prefill_chunk, stop_ids=self.stop_ids)
+                              prefill_chunk=self.prefill_chunk, stop_ids=self.stop_ids, reuse_prefix=True)
 
     # ---- the HTTP side ------------------------------------------------------------------------
     def start(self) -> None:
@@ -320,6 +323,8 @@ class ServeEngine:
                 self._finish(job, Finished(ev.reason, len(job.prompt_ids), job.n_generated))
         self.metrics.count_step(batch, n_tokens, len(self._gen.active),
                                 len(self._gen.waiting) + len(self._scoring))
+        self.metrics.count_reused(self._gen.reused_tokens - self._reused_seen)
+        self._reused_seen = self._gen.reused_tokens
 
     def _finish(self, job: Job, event: Event) -> None:
         if job.done:

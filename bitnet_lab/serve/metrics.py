@@ -24,6 +24,7 @@ class Metrics:
         self._lock = threading.Lock()
         self.requests: dict[tuple[str, int], int] = {}     # (endpoint, HTTP status) -> count
         self.prompt_tokens = 0
+        self.reused_prompt_tokens = 0      # prompt tokens found in a slot's cache, not fed again
         self.generated_tokens = 0
         self.steps = 0
         self.batch_rows = 0                # sum over steps of the requests in the step
@@ -54,6 +55,11 @@ class Metrics:
     def count_prompt(self, n_tokens: int) -> None:
         with self._lock:
             self.prompt_tokens += n_tokens
+
+    def count_reused(self, n_tokens: int) -> None:
+        if n_tokens:
+            with self._lock:
+                self.reused_prompt_tokens += n_tokens
 
     def count_rejected(self) -> None:
         with self._lock:
@@ -93,6 +99,8 @@ class Metrics:
             metric("requests_total", "counter", "HTTP requests answered, by endpoint and status",
                    [(f'{{endpoint="{e}",status="{s}"}}', n) for (e, s), n in sorted(self.requests.items())])
             metric("prompt_tokens_total", "counter", "prompt tokens accepted", [("", self.prompt_tokens)])
+            metric("reused_prompt_tokens_total", "counter", "prompt tokens whose KV cache a slot already held",
+                   [("", self.reused_prompt_tokens)])
             metric("generated_tokens_total", "counter", "tokens generated", [("", self.generated_tokens)])
             metric("rejected_queue_full_total", "counter", "requests refused with 503 (queue full)",
                    [("", self.rejected_full)])

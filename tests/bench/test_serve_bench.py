@@ -32,7 +32,9 @@ def test_32_clients_x_8_requests_are_all_answered(tiny_gguf):
 def test_bench_serve_reports_tokens_per_s_vs_concurrency(tiny_gguf, capsys):
     assert main(["bench", "--serve", "-m", str(tiny_gguf), "-n", "4", "--concurrency", "1,4",
                  "--serve-requests", "1", "--load-clients", "4", "--load-requests", "2", "-t", "1"]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "serve: 4 clients x 1 requests" in captured.err          # progress, on stderr only
     assert "| single decode (no HTTP) | 1 |" in out
     rows = re.findall(r"^\| (\d+) \| (\d+) \| (\d+) \| [\d.]+ \| ([\d.]+) \|", out, re.M)
     assert [(int(c), int(n), int(t)) for c, n, t, _ in rows] == [(1, 1, 4), (4, 4, 16)]

@@ -103,7 +103,8 @@ def test_sigterm_lets_the_request_in_flight_finish_and_releases_the_port(tiny_gg
 
 
 def test_sigterm_past_the_shutdown_timeout_ends_the_request_with_a_clean_error(tiny_gguf):
-    proc, port, lines = _start(tiny_gguf, "--shutdown-timeout", "1")
+    # a context of 2048: the answer runs for seconds, past the 0.8 s the shutdown leaves it
+    proc, port, lines = _start(tiny_gguf, "--shutdown-timeout", "1", "-c", "2048")
     try:
         out, first = [], threading.Event()
         t = threading.Thread(target=_stream, args=(port, 10_000, out, first))   # until the context is full

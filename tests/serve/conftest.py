@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import pytest
 
-API_KEY = "test-key"
+API_KEY = "test-key"   # test_faults.py spells it again (a conftest is not imported by name)
 
 
 @pytest.fixture(scope="session")

@@ -156,3 +156,14 @@ def test_models_tokenize_detokenize_metrics(client, server, tiny):
     assert int(generated[0].split()[1]) >= 2
     for name in ("queue_depth", "batch_size", "tokens_per_second", "active_requests"):
         assert f"bitnet_lab_{name} " in text
+
+
+def test_max_tokens_is_capped_by_the_context(client, tiny):
+    """A max_tokens past the context (128 per slot here) ends where the context is full, with
+    finish_reason "length", exactly where generate() with the same context stops."""
+    ids = ids_of(tiny, "Count to a thousand")
+    r = client.completions.create(model="tiny", prompt=ids, max_tokens=1_000_000, **GREEDY)
+    text, generated, reason = alone(tiny, ids, -1)
+    assert reason == "context" and r.choices[0].finish_reason == "length"
+    assert r.usage.completion_tokens == len(generated) and r.choices[0].text == text
+    assert r.usage.prompt_tokens + r.usage.completion_tokens <= 128 + 1   # the last token is never fed

@@ -42,3 +42,19 @@ def test_a_request_gets_the_same_tokens_alone_and_among_15_others(server, client
         assert tokens == [tiny.tokenizer.token_to_piece(t) for t in done.token_ids], i
     metrics = server.app.state.metrics
     assert metrics.steps and metrics.batch_rows / metrics.steps > 1   # they did share steps
+
+
+def test_a_shared_prompt_prefix_is_not_fed_again_and_changes_nothing(server, client, tiny):
+    system = " ".join(["You are a careful assistant who answers in one short sentence."] * 3)
+    asks = [system + " What is two plus two?", system + " Name a colour."]
+    first = [client.completions.create(model="tiny", prompt=p, max_tokens=4, temperature=0).choices[0].text
+             for p in asks]
+    before = server.app.state.metrics.reused_prompt_tokens
+    again = [client.completions.create(model="tiny", prompt=p, max_tokens=4, temperature=0).choices[0].text
+             for p in asks]
+    assert again == first
+    for p, text in zip(asks, again):
+        done = [ev for ev in generate(tiny, tiny.tokenizer.encode(p), n=4, sampler=make_sampler(temp=0),
+                                      n_ctx=128) if isinstance(ev, DoneEvent)][0]
+        assert text == done.generated_text
+    assert server.app.state.metrics.reused_prompt_tokens - before >= 2 * len(tiny.tokenizer.encode(system)) - 2

@@ -143,6 +143,7 @@ HEADERS += [f"{C_SRC_DIR}/bl_mad.h", f"{C_SRC_DIR}/bl_mad_impl.h", f"{C_SRC_DIR}
 HEADERS += [f"{C_SRC_DIR}/bl_amx.h"]
 HEADERS += [f"{C_SRC_DIR}/engine.h", f"{C_SRC_DIR}/engine_float.h", f"{KERNEL_DIR}/engine.pxi"]
 HEADERS += [f"{KERNEL_DIR}/gguf.pxi"]
+HEADERS += [f"{C_SRC_DIR}/bl_q8k.h", f"{KERNEL_DIR}/q8k.pxi"]
 
 
 def target_arch() -> str:
@@ -265,7 +266,8 @@ extensions = [
     Extension(
         "bitnet_lab._kernels",
         sources=[f"{KERNEL_DIR}/_kernels.pyx", f"{C_SRC_DIR}/bl_dispatch.c", f"{C_SRC_DIR}/mad_dispatch.c",
-                 f"{C_SRC_DIR}/mad_x4.c", f"{C_SRC_DIR}/engine.c"],
+                 f"{C_SRC_DIR}/mad_x4.c", f"{C_SRC_DIR}/engine.c",
+                 f"{C_SRC_DIR}/q8k.c"],
         # The per-ISA files are linked as objects; listing them here makes a change to any
         # of them relink the module.
         depends=[*HEADERS, ISA_FLAGS_TABLE, *(s.path for s in ISA_SOURCES)],

@@ -262,3 +262,4 @@ include "mad.pxi"  # MAD family: quantize_act, I2_S / TQ2_0 / TQ1_0 GEMV and GEM
 include "engine.pxi"  # native engine: the whole forward pass in one call (src/engine.h)
 include "gguf.pxi"  # the GGUF reader's string-array loop (bitnet_lab.formats.gguf)
 include "q8k.pxi"  # Q8_K activation quantiser (src/bl_q8k.h)
+include "lmhead.pxi"  # quantised lm_head kernels as standalone calls (src/engine_float.h)

@@ -12,6 +12,7 @@
 #include <immintrin.h>
 
 #include "engine_float.h"
+#include "bl_q6k.h"
 
 #include <math.h>
 
@@ -305,4 +306,4 @@ static void silu(const float *g, const float *u, float *f, int64_t n) {
     }
 }
 
-const bl_float_kernels bl_float_avx2 = {"avx2", dot_f32, qk, pv, softmax, silu, sumsq, lm_rows, lm_q8};
+const bl_float_kernels bl_float_avx2 = {"avx2", dot_f32, qk, pv, softmax, silu, sumsq, lm_rows, lm_q8, bl_lm_q6k_avx2};

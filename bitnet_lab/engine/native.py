@@ -210,6 +210,7 @@ class NativeEngine:
             "act_relu2": int(c.activation == "relu2"), "sub_norms": int(c.sub_norms),
             "rounding": ROUNDING_CODE[rounding], "kv_f16": int(kv_dtype == "f16"), "lm_f16": int(lm_f16),
             "lm_q8": int(lm_q8),
+            "block_epilogue": int(w.block_mode),  # non-uniform TQ block scales (src/engine.h BL_EPI_BLOCKS)
             "eps": float(np.float32(c.norm_eps)),
             "kq_scale": float(np.float32(1.0) / np.sqrt(np.float32(c.head_dim))),  # 1.0f/sqrtf(d)
         }
@@ -227,7 +228,7 @@ class NativeEngine:
         self.numerics = {
             "rounding": rounding,
             "act_floor": ternary.ACT_EPS,
-            "epilogue": "(acc / s_x) * gamma",
+            "epilogue": "fl32(sum_b acc_b*d_b) / s_x" if w.block_mode else "(acc / s_x) * gamma",
             "kv_dtype": kv_dtype,
             "lm_head": "q8_0" if lm_q8 else "f16" if lm_f16 else "f32",
             "embed_type": w.embed_type,

@@ -3,8 +3,8 @@
 ``NativeEngine`` implements exactly the forward interface of the JAX reference
 (:class:`bitnet_lab.reference.ReferenceModel`)::
 
-    engine = NativeEngine(config, tensors, threads=None, rounding="half_even", kv_dtype="f32",
-                          lm_head_dtype="auto")
+    engine = NativeEngine(config, tensors, threads=None, numerics="bitnet", rounding="half_even",
+                          kv_dtype="f32", lm_head_dtype="auto")
     cache = engine.new_cache(n_ctx)          # NativeCache: .pos, .n_ctx, .reset()
     logits = engine.forward(ids, cache)      # (T, vocab) float32 for the T new tokens; appends them
     logits = engine.forward(ids, cache, last_only=True)   # (1, vocab): the last row only
@@ -76,7 +76,7 @@ from typing import Any
 import numpy as np
 
 from bitnet_lab import kernels
-from bitnet_lab.backend import check_cache_size, check_token_ids
+from bitnet_lab.backend import check_cache_size, check_numerics_shapes, check_token_ids, numerics_options
 from bitnet_lab.config import ModelConfig
 from bitnet_lab.engine import residency
 from bitnet_lab.engine.profile import DecodeProfile
@@ -148,6 +148,9 @@ class NativeEngine:
     Options (the reference's, same meaning, recorded in :attr:`numerics`):
 
     - ``threads``: OpenMP threads (``None``: :func:`bitnet_lab.kernels.effective_threads`).
+    - ``numerics``: the profile, "bitnet" (default) or "llama.cpp" (docs/numerics.md#12-numerics-profiles;
+      the reference's option); it sets the defaults of the three options below and refuses a
+      contradicting one (``backend.numerics_options``).
     - ``rounding``: activation rounding, "half_even" or "half_away"
       (docs/numerics.md#25-rounding-modes-at-a-glance).
     - ``kv_dtype``: "f32" or "f16" (K/V stored as fp16, q and the softmax output rounded to fp16).
@@ -168,13 +171,21 @@ class NativeEngine:
         tensors: Mapping[str, Any],
         *,
         threads: int | None = None,
-        rounding: str = ternary.DEFAULT_ROUNDING,
-        kv_dtype: str = "f32",
-        lm_head_dtype: str = "auto",
+        numerics: str | None = None,
+        rounding: str | None = None,
+        kv_dtype: str | None = None,
+        lm_head_dtype: str | None = None,
         n_ctx_max: int | None = None,
         spin_us: float | None = None,
         i2s_layout: str = "auto",
     ) -> None:
+        opts = numerics_options(numerics, rounding=rounding, kv_dtype=kv_dtype, lm_head_dtype=lm_head_dtype)
+        profile, rounding, kv_dtype, lm_head_dtype = (
+            opts["numerics"], opts["rounding"], opts["kv_dtype"], opts["lm_head_dtype"])
+        check_numerics_shapes(config, profile)
+        if profile == "llama.cpp" and i2s_layout == "x4":
+            raise ConfigError("i2s_layout='x4' does not apply to numerics='llama.cpp': its per-block kernels "
+                              "read the row-major layouts (use i2s_layout='auto' or 'file')")
         if rounding not in ternary.ROUNDING_MODES:
             raise ConfigError(f"rounding {rounding!r} is not one of {ternary.ROUNDING_MODES}")
         if kv_dtype not in KV_DTYPES:
@@ -197,7 +208,7 @@ class NativeEngine:
         # depends on its position only), so a cache of a huge n_ctx costs nothing until it fills.
         self._rope_cos = self._rope_sin = np.zeros((0, max(config.rot_dim // 2, 1)), np.float32)
 
-        w = prepare_weights(config, tensors, x4=x4, lm_head_dtype=lm_head_dtype)
+        w = prepare_weights(config, tensors, x4=x4, lm_head_dtype=lm_head_dtype, numerics=profile)
         self._packed = w.packed
         self.i2s_layout = w.i2s_layout
         c = config
@@ -211,6 +222,8 @@ class NativeEngine:
             "rounding": ROUNDING_CODE[rounding], "kv_f16": int(kv_dtype == "f16"), "lm_f16": int(lm_f16),
             "lm_q8": int(lm_q8),
             "block_epilogue": int(w.block_mode),  # non-uniform TQ block scales (src/engine.h BL_EPI_BLOCKS)
+            # llama.cpp profile: Q8_K activations and ggml's per-block TQ dot in every projection (BL_EPI_Q8K)
+            "act_q8k": int(profile == "llama.cpp"),
             "eps": float(np.float32(c.norm_eps)),
             "kq_scale": float(np.float32(1.0) / np.sqrt(np.float32(c.head_dim))),  # 1.0f/sqrtf(d)
         }
@@ -225,10 +238,15 @@ class NativeEngine:
         per_layer, glob = self._core.capture_specs()
         self._cap_layer, self._cap_global = per_layer, glob
         self._weight_bytes = sum(int(a.nbytes) for _, a in self._packed.values())
+        if profile == "llama.cpp":  # the same words as the reference's record
+            act = {"activations": "Q8_K per 256-block", "rounding": "half_even (ggml nearest_int)",
+                   "epilogue": "sumf += fl32(sumi_b) * fl32(d8_b * d_w,b), f32, blocks in order"}
+        else:
+            act = {"activations": "per-token absmax int8", "rounding": rounding, "act_floor": ternary.ACT_EPS,
+                   "epilogue": "fl32(sum_b acc_b*d_b) / s_x" if w.block_mode else "(acc / s_x) * gamma"}
         self.numerics = {
-            "rounding": rounding,
-            "act_floor": ternary.ACT_EPS,
-            "epilogue": "fl32(sum_b acc_b*d_b) / s_x" if w.block_mode else "(acc / s_x) * gamma",
+            "profile": profile,
+            **act,
             "kv_dtype": kv_dtype,
             "lm_head": "q8_0" if lm_q8 else "f16" if lm_f16 else "f32",
             "embed_type": w.embed_type,

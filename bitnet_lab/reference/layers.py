@@ -127,6 +127,58 @@ def epilogue_blocks(acc_b: jax.Array, s_x: jax.Array, d: jax.Array) -> jax.Array
     return exact_div(y, s_x[:, None])
 
 
+# ---- llama.cpp's TQ1_0/TQ2_0 products (numerics="llama.cpp", docs/numerics.md#122-the-llamacpp-profile) ----
+Q8K_BLOCK = 256  # elements per Q8_K block (ggml QK_K)
+_NEAREST_INT_SHIFTER = 12582912.0  # 1.5·2^23: ggml's nearest_int adds it in f32 and reads the low bits
+
+
+def quantize_q8_k(x: jax.Array, neg_zero: jax.Array):
+    """llama.cpp's Q8_K activations (``quantize_row_q8_K_ref``), the JAX twin of
+    ``bitnet_lab.quant.q8_k.quantize_q8_k``: per block of 256, ``max`` = the first element of
+    largest ``|x|``; ``iscale = fl32(-127 / max)``; ``q = min(127, nearest_int(fl32(iscale·x)))``
+    (ggml's shifter bit recipe: round half to even); ``d = fl32(1 / iscale)``; an all-zero block
+    gives ``d = 0`` and zero codes. x (C, K) f32, K % 256 == 0 -> (q int8 (C, K), d f32 (C, K/256)).
+    """
+    C, K = x.shape
+    xb = x.reshape(C, K // Q8K_BLOCK, Q8K_BLOCK)
+    ax = jnp.abs(xb)
+    first = jnp.argmax(ax, axis=-1)  # jnp.argmax returns the FIRST largest, as upstream's `ax > amax`
+    mx = jnp.take_along_axis(xb, first[..., None], axis=-1)[..., 0]
+    zero = jnp.take_along_axis(ax, first[..., None], axis=-1)[..., 0] == F32(0.0)
+    iscale = exact_div(F32(-127.0), jnp.where(zero, F32(1.0), mx))
+    v = rounded(iscale[..., None] * xb, neg_zero)  # the f32 product, kept apart from the shifter add
+    shifted = rounded(v + F32(_NEAREST_INT_SHIFTER), neg_zero)
+    bits = lax.bitcast_convert_type(shifted, jnp.int32)
+    n = (bits & jnp.int32(0x007FFFFF)) - jnp.int32(0x00400000)
+    q = jnp.minimum(n, jnp.int32(127))
+    q = lax.bitcast_convert_type((q & jnp.int32(0xFF)).astype(jnp.uint8), jnp.int8)  # C's (int8_t): the low byte
+    q = jnp.where(zero[..., None], jnp.int8(0), q)
+    d = jnp.where(zero, F32(0.0), exact_div(F32(1.0), iscale))
+    return q.reshape(C, K), d
+
+
+def q8_k_block_dot(q: jax.Array, d8: jax.Array, t: jax.Array, d_w: jax.Array, neg_zero: jax.Array):
+    """ggml's ``vec_dot_tq{1,2}_0_q8_K`` for every (activation row, weight row): per 256-block the
+    exact int32 ``sumi = Σ t·q``, then ``sumf += fl32(sumi) · fl32(d8 · d_w)`` in float32, block by
+    block in order from 0 (each product rounded before its add, as in ggml's scalar loop).
+
+    q int8 (C, K), d8 f32 (C, nb), t int8 (M, K), d_w f32 (M, nb) (a uniform-scale tensor passes
+    γ in every block) -> (y f32 (C, M), acc int32 (C, M) = Σ over blocks of sumi, exact).
+    """
+    sumi = int_matmul_blocks(q, t, Q8K_BLOCK)  # (nb, C, M) int32, each |sumi| <= 127·256: exact in f32
+    scale = d8.T[:, :, None] * d_w.T[:, None, :]  # (nb, C, M): fl32(d8 · d_w), one rounding
+
+    def add_block(sumf, xs):
+        s_b, sc_b = xs
+        return sumf + rounded(s_b.astype(F32) * sc_b, neg_zero), None
+
+    # sumf starts at a *runtime* +0.0: with a constant 0 XLA drops the first add (0 + x -> x), and
+    # ggml's 0.0f + (-0.0f) = +0.0f would become -0.0 (a single-block row whose sum is 0 with d8 < 0)
+    zero = jnp.broadcast_to(-neg_zero, sumi.shape[1:])
+    y, _ = lax.scan(add_block, zero, (sumi, scale))
+    return y, jnp.sum(sumi, axis=0, dtype=jnp.int32)
+
+
 # ---- RMSNorm (docs/numerics.md#41-ggml, ggml_compute_forward_rms_norm_f32) --------------------
 def rms_norm(x: jax.Array, w: jax.Array, eps: float, acc=F64) -> jax.Array:
     """ggml RMSNorm of each row of ``x`` (..., n) f32, then the separate weight multiply.

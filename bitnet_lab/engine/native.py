@@ -41,7 +41,9 @@ ternary products, the BitLinear epilogue ``(acc / s_x) · γ``, RMSNorm (squares
 float64, ``1.0f/sqrtf``), RoPE from the same cos/sin tables (:func:`rope_tables`, tested equal
 to the reference's), ``exp`` in float64, fp16 roundings of q, the softmax output and the K/V
 cache with ``kv_dtype="f16"``, and of the hidden state before an F16 lm_head; a Q8_0 lm_head
-uses llama.cpp's Q8_0 dot on both sides (the hidden state quantised to Q8_0 per block of 32).
+uses llama.cpp's Q8_0 dot on both sides (the hidden state quantised to Q8_0 per block of 32),
+a Q6_K lm_head llama.cpp's Q6_K × Q8_K dot (the hidden state quantised to Q8_K per block of 256;
+docs/numerics.md#9-embedding-and-lm_head).
 Every float reduction follows one canonical order shared by all ISA levels
 (cython_kernels/src/engine_float.h), so results are bit-identical for every thread count and
 ISA level. Attention dots, the softmax sum and the norms accumulate in float64 like the
@@ -62,8 +64,9 @@ committed as positions fill up) + a workspace kept by the engine between calls (
 most ``ENGINE_CHUNK`` rows per thread, grown on demand: a decode step allocates nothing). Load
 reads every page of the ternary weights once (the check for the invalid 2-bit code 3, one C pass
 at memory speed when the file is cached) but not the embedding. Float
-tensors are used in place when they are F32, F16 or Q8_0; other float types (BF16, Q6_K) are
-widened to F32 once at load (the Q6_K lm_head then runs the F32 path).
+tensors are used in place when they are F32, F16, Q8_0 or Q6_K (a Q6_K embedding is
+dequantised one looked-up row at a time; a Q6_K lm_head is widened to F32 only when
+``lm_head_dtype="f32"`` asks for the exact float dot); BF16 is widened to F32 once at load.
 """
 
 from __future__ import annotations
@@ -155,7 +158,8 @@ class NativeEngine:
       (docs/numerics.md#25-rounding-modes-at-a-glance).
     - ``kv_dtype``: "f32" or "f16" (K/V stored as fp16, q and the softmax output rounded to fp16).
     - ``lm_head_dtype``: "auto" (fp16 dot iff the lm_head is F16; a Q8_0 lm_head uses llama.cpp's
-      Q8_0 dot, the hidden state quantised to Q8_0 per block of 32), "f16" or "f32".
+      Q8_0 dot, the hidden state quantised to Q8_0 per block of 32; a Q6_K lm_head llama.cpp's
+      Q6_K × Q8_K dot, read in place), "f16" or "f32".
     - ``n_ctx_max``: default cache length (default ``config.context``).
     - ``spin_us``: how long a thread waiting at a barrier between stages spins before it sleeps
       (default: ``$BITNET_LAB_SPIN_US`` or 20 µs). Spinning reacts at once on a quiet machine;
@@ -248,7 +252,7 @@ class NativeEngine:
             "profile": profile,
             **act,
             "kv_dtype": kv_dtype,
-            "lm_head": "q8_0" if lm_q8 else "f16" if lm_f16 else "f32",
+            "lm_head": "q8_0" if lm_q8 else "q6_k" if w.lm_q6k else "f16" if lm_f16 else "f32",
             "embed_type": w.embed_type,
             "lm_head_type": w.lm_head_type,
             "float_dots": "float32 accumulate, canonical 16-lane order (multiply, add; fixed fold)",
@@ -428,7 +432,7 @@ class NativeEngine:
     @property
     def lm_head_rows(self) -> np.ndarray:
         """The (vocab, row bytes or hidden) rows the lm_head kernel streams every token: F16/F32
-        values or Q8_0 blocks, in this engine's own memory when the file's were mapped."""
+        values or Q8_0 / Q6_K blocks, in this engine's own memory when the file's were mapped."""
         return self._lm_rows
 
     @property

@@ -24,6 +24,7 @@
 #define _GNU_SOURCE /* syscall() for the futex */
 #endif
 #include "engine.h"
+#include "bl_q6k.h"
 
 #include <math.h>
 #include <sched.h>
@@ -400,7 +401,8 @@ static void gated_act(const bl_float_kernels *fk, const float *g, const float *u
     }
 }
 
-/* One embedding row to f32 (F16 -> f32 and Q8_0's q·d are exact). */
+/* One embedding row to f32 (F16 -> f32 and Q8_0's q·d are exact; a Q6_K row is dequantised as
+ * ggml's dequantize_row_q6_K, fl32(fl32(d·scale)·(u − 32)), only the looked-up rows ever). */
 static void embed_row(const bl_fmat *e, int64_t id, float *out) {
     const uint8_t *row = e->data + id * e->row_bytes;
     if (e->type == BL_FT_F32) {
@@ -408,6 +410,8 @@ static void embed_row(const bl_fmat *e, int64_t id, float *out) {
     } else if (e->type == BL_FT_F16) {
         const uint16_t *r = (const uint16_t *)row;
         for (int64_t i = 0; i < e->cols; ++i) out[i] = bl_f16_to_f32(r[i]);
+    } else if (e->type == BL_FT_Q6_K) {
+        bl_q6k_dequant_row(row, e->cols, out);
     } else {
         for (int64_t b = 0; b < e->cols / BL_Q8_0_BLOCK; ++b) {
             const uint8_t *blk = row + b * BL_Q8_0_BYTES;
@@ -759,15 +763,35 @@ static void quantize_q8_0(const float *x, int64_t K, int8_t *q, float *dx, int32
         qs4[j] = 128 * ((int32_t)q[4 * j] + q[4 * j + 1] + q[4 * j + 2] + q[4 * j + 3]);
 }
 
+/* One hidden row x (K, K % 256 == 0) as llama.cpp's Q8_K vec_dot operand (bl_q8k.h) for the Q6_K
+ * lm_head: q (K) int8, d (K/256) f32, bsums (K/16) int16. A block with a NaN/inf gets q = 0 and a
+ * NaN scale (as quantize_q8_0 above): its logits become NaN instead of garbage. */
+static void quantize_q8_k_lm(const float *x, int64_t K, int8_t *q, float *d, int16_t *bsums) {
+    bl_quantize_row_q8_k(x, K, d, q);
+    for (int64_t b = 0; b < K / BL_QK_K; ++b) {
+        int finite = 1;
+        for (int j = 0; j < BL_QK_K; ++j) finite &= fabsf(x[b * BL_QK_K + j]) <= 3.402823466e38f;
+        if (!finite) {
+            memset(q + b * BL_QK_K, 0, BL_QK_K);
+            d[b] = NAN;
+        }
+    }
+    bl_q8_k_bsums(q, K, bsums);
+}
+
 /* Rows of the vocabulary are split across threads in contiguous runs (each logit is one dot in
  * the canonical order, so the split never changes a result). h: the f32 hidden rows; qx, dx, qs4:
- * the same rows quantised to Q8_0 (Q8_0 lm_head only). */
+ * the same rows quantised to Q8_0 (Q8_0 lm_head) or to Q8_K (Q6_K lm_head: dx the per-256 scales,
+ * qs4 holding the int16 bsums). */
 static void lm_head_rows(const bl_thread *th, const bl_model *m, const bl_float_kernels *fk, const float *h,
                          const int8_t *qx, const float *dx, const int32_t *qs4, int64_t N, float *out) {
     int64_t r0, r1;
     bl_split(m->vocab, th->tid, th->nt, &r0, &r1);
     if (r0 >= r1) return;
-    if (m->lm_q8)
+    if (m->lm_head.type == BL_FT_Q6_K)
+        fk->lm_q6k(m->lm_head.data, m->lm_head.row_bytes, m->hidden, r0, r1, qx, dx, (const int16_t *)qs4, N, out,
+                   m->vocab);
+    else if (m->lm_q8)
         fk->lm_q8(m->lm_head.data, m->lm_head.row_bytes, m->hidden, r0, r1, qx, dx, qs4, N, out, m->vocab, th->nt == 1);
     else
         fk->lm_rows(m->lm_head.type, m->lm_head.data, m->lm_head.row_bytes, m->hidden, r0, r1, h, N, out, m->vocab);
@@ -805,7 +829,7 @@ typedef struct {
     float *kr;       /* (kvd) decode: the new token's K after RoPE                     */
     uint16_t *k16;   /* (kvd) + v16 (kvd): the same in fp16 (fp16 cache)               */
     float *qr;       /* (n_rep, d) decode: the group's query heads after RoPE             */
-    int8_t *qx;      /* (N, H) Q8_0 lm_head: the hidden state quantised per block        */
+    int8_t *qx;      /* (N, H) Q8_0 / Q6_K lm_head: the hidden state quantised per block  */
     float *dx;       /* (N, H/32) its block scales (fp16 values)                         */
     int32_t *qs4;    /* (N, H/4) 128·Σ of each quad of qx                                */
     int32_t *bsum;   /* (N, stride_max/256) per-block Σ q (per-block projections only)   */
@@ -864,7 +888,7 @@ static void private_sizes(const bl_model *m, int64_t N, int64_t n_ctx, size_t sz
     const int64_t n_rep = m->n_heads / m->n_kv_heads; /* query heads per kv head */
     int64_t stride, lut;
     model_maxima(m, &stride, &lut);
-    const int64_t q8 = m->lm_q8 ? 1 : 0;
+    const int64_t q8 = m->lm_q8 || m->lm_head.type == BL_FT_Q6_K ? 1 : 0; /* Q8_K fits the Q8_0 buffers */
     /* per-block projections: their inputs' width in blocks (stride_max / 256 when any exists) */
     const int64_t nbs = block_width(m) ? stride / BL_TQ_BLOCK : 0, q8k = m->act_q8k ? 1 : 0;
     const size_t raw[BL_N_PRIV] = {
@@ -1347,7 +1371,11 @@ int bl_forward(const bl_model *m, const bl_kv *kv, const int32_t *tokens, int64_
             if (n_lm > 0) {
                 /* with an F16 lm_head the hidden state is rounded to fp16 first (ggml's F16 mat-mul
                  * converts its f32 operand, docs/numerics.md#9-embedding-and-lm_head) */
-                if (m->lm_q8) {
+                if (m->lm_head.type == BL_FT_Q6_K) {
+                    for (int64_t n = 0; n < n_lm; ++n)
+                        quantize_q8_k_lm(P.xn + (n_first + n) * H, H, P.qx + n * H, P.dx + n * (H / BL_QK_K),
+                                         (int16_t *)P.qs4 + n * (H / 16)); /* (N, H/16), as the kernel reads */
+                } else if (m->lm_q8) {
                     for (int64_t n = 0; n < n_lm; ++n)
                         quantize_q8_0(P.xn + (n_first + n) * H, H, P.qx + n * H, P.dx + n * (H / 32), P.qs4 + n * (H / 4));
                 } else {

@@ -137,7 +137,9 @@ def _tq_scales(w: TernaryWeight, name: str) -> tuple[np.float32, np.ndarray | No
     d = np.asarray(w.block_scales, dtype=np.float16).astype(np.float32).reshape(M, K // _TQ_BLOCK)
     distinct = np.unique(d[d != 0])
     used = None
-    if distinct.size > 1 or not np.isfinite(distinct).all():  # only used blocks count: decode, look again
+    # only used blocks count: decode and look again when the scales alone do not settle it (a zero
+    # scale on a block with weights makes the tensor block-scaled, as in the reference)
+    if distinct.size > 1 or not np.isfinite(distinct).all() or (distinct.size and (d == 0).any()):
         used = np.any(w.ternary().reshape(M, K // _TQ_BLOCK, _TQ_BLOCK) != 0, axis=2)
         distinct = np.unique(d[used])
     if not np.isfinite(distinct).all():
@@ -259,7 +261,8 @@ def x4_repacked_names(config: ModelConfig, tensors: Mapping[str, Any], i2s_layou
 def to_x4(specs: list[tuple[str, list]], deferred: Mapping[str, TernaryWeight], threads: int) -> None:
     """Re-order every I2_S spec (K_pad <= X4_MAX_K) and every deferred TQ2_0 spec in place into
     the x4 layout, all in one anonymous THP arena (a deferred TQ2_0 tensor whose block scales turn
-    out not uniform stays TQ2_0, read in place by the per-block kernels, with its scales in slot 8). Deferred tensors (``x4_repacked_names``) are
+    out not uniform stays TQ2_0, read in place by the per-block kernels, with its scales in slot 8).
+    Deferred tensors (``x4_repacked_names``) are
     read with preadv into a scratch buffer (the mapping's pages never enter RSS) and checked
     there — code 3, and for TQ2_0 the uniform block scale that becomes gamma — TQ2_0 codes are
     re-ordered to I2_S, then every tensor is interleaved. The tensors are spread over

@@ -26,11 +26,11 @@ scale: TQ files whose block scales differ (docs/numerics.md#35-block-scaled-tq-e
 The products return the exact integer ``Σ t·q`` (= D − sum_q, docs/numerics.md#31-the-integer-identity); the
 caller applies the epilogue ``(Σ t·q) / s_x · γ`` (:func:`bitnet_lab.quant.bitlinear_epilogue`).
 
-**TQ2_0 / TQ1_0 numerics are BitNet's, not llama.cpp's.** The weight layouts are llama.cpp's, but
-the activations are BitNet's per-token int8 (one scale per row), not llama.cpp's per-256-block
-Q8_K, so results differ from llama.cpp's own TQ kernels by design. The per-block fp16 scales are
-not used by the integer product: it equals the dequantised product only when every non-zero
-block scale is the same value — check it at load with :func:`tq_uniform_scale`.
+**TQ2_0 / TQ1_0 numerics are BitNet's, not llama.cpp's** (unless the ``llama.cpp`` numerics
+profile asks for Q8_K activations). The weight layouts are llama.cpp's, but the activations are
+BitNet's per-token int8 (one scale per row). The whole-row products ignore the per-block fp16
+scales: they equal the dequantised product only when every non-zero block scale is the same value
+(:func:`tq_uniform_scale`); files whose scales differ go through the per-block ops.
 
 Numbered versions (llm.c style; ``kernel_versions()`` lists what this CPU runs): ``v0`` portable
 C, ``v1`` AVX2 (maddubs, int16 accumulators widened every ≤ 16 blocks), ``v1w1`` AVX2 widening

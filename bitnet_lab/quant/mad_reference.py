@@ -11,9 +11,11 @@ itself (the numerics policy), which ``kernels.quantize_act`` must reproduce bit 
 
 TQ2_0 / TQ1_0: these are llama.cpp's weight layouts, but the numerics are BitNet's — one int8
 activation row per token with one scale (docs/numerics.md#21-bitnetcpp-i2_s-path), not llama.cpp's
-per-256-block Q8_K activations. The per-block fp16 scales ``d`` are ignored by the integer product: it
-equals the dequantised product (up to the common scale) only when every non-zero ``d`` of the tensor is the
-same value and all-zero-scale blocks hold only zero weights — :func:`tq_uniform_scale` checks it.
+per-256-block Q8_K activations. The per-block fp16 scales ``d`` are ignored by the whole-row integer
+product: it equals the dequantised product (up to the common scale) only when every non-zero ``d`` of the
+tensor is the same value and all-zero-scale blocks hold only zero weights — :func:`tq_uniform_scale` checks
+it. Tensors whose scales differ use the per-block products (``*_block_gemm_ref``) with
+:func:`block_epilogue_ref`; the ``llama.cpp`` numerics profile's dot is :func:`tq_dot_q8k`.
 
 The int16-accumulator model (:func:`int16_accumulator_dot`) reproduces, lane by lane, the AVX2
 ``maddubs`` kernel of bitnet.cpp (docs/kernels.md#21-x86-avx2,

@@ -1,7 +1,7 @@
 """TQ1_0/TQ2_0 files whose block scales differ, on the native engine (issue 19).
 
-The model is what llama.cpp writes when it quantises a latent checkpoint: every 256-weight block of
-every row ternarised with its own absmean scale (t = clamp(round(w / γ_b), −1, 1), d_b = fp16(γ_b)).
+The model is like a file llama.cpp quantises from a latent checkpoint: every 256-weight block of every
+row ternarised with its own scale (here its absmean: t = clamp(round(w / γ_b), −1, 1), d_b = fp16(γ_b)).
 The engine must run it with the reference's block epilogue (docs/numerics.md#35-block-scaled-tq-epilogue):
 
 - every integer capture and every projection output equal to the reference's bit for bit, logits
@@ -23,41 +23,14 @@ import pytest
 from bitnet_lab import kernels
 from bitnet_lab.engine import NativeEngine
 from bitnet_lab.errors import CodecError
-from bitnet_lab.quant import mad_reference, packing, ternary
+from bitnet_lab.quant import mad_reference, ternary
 from bitnet_lab.tensors import TernaryWeight
 from bitnet_lab.tools.testing import tiny_model
+from block_models import latent_model
 
 import bitnet_lab.reference as ref_mod
 
 TOL = 1e-4
-
-
-def per_block_absmean(name: str, w_latent: np.ndarray, layout: str) -> TernaryWeight:
-    """Ternarise latent weights (M, K) block by block: γ_b = mean |w| over the 256-block,
-    t = clamp(round(w / γ_b), −1, 1), d_b = fp16(γ_b) (llama.cpp's TQ quantiser's rule)."""
-    M, K = w_latent.shape
-    blocks = w_latent.reshape(M, K // 256, 256).astype(np.float32)
-    gamma = np.mean(np.abs(blocks), axis=2)
-    d = gamma.astype(np.float16)
-    t = np.clip(np.round(blocks / np.maximum(gamma[..., None], 1e-8)), -1, 1).astype(np.int8).reshape(M, K)
-    return TernaryWeight(name, layout, (M, K), packing.pack(layout, t, block_scales=d), block_scales=d)
-
-
-def latent_model(layouts=("tq2_0", "tq1_0"), i2s_names=(), seed=8):
-    """A tiny bitnet-b1.58 model (H 256, I 512) whose projections are latent Gaussian weights
-    quantised per block (alternating ``layouts``); ``i2s_names``: projections kept per-tensor I2_S."""
-    config, tensors = tiny_model("bitnet-b1.58", seed=seed, hidden=256, ffn=512, layout="i2_s")
-    rng = np.random.default_rng(seed)
-    tensors = dict(tensors)
-    k = 0
-    for name, w in list(tensors.items()):
-        if not isinstance(w, TernaryWeight) or name in i2s_names:
-            continue
-        M, K = w.shape
-        latent = rng.standard_normal((M, K)).astype(np.float32) * rng.uniform(0.01, 0.1, (M, 1)).astype(np.float32)
-        tensors[name] = per_block_absmean(name, latent, layouts[k % len(layouts)])
-        k += 1
-    return config, tensors
 
 
 def test_latent_quantisation_gives_non_uniform_scales():
@@ -151,3 +124,22 @@ def test_non_finite_scale_of_a_used_block_is_refused():
     bad[name] = TernaryWeight(name, "tq1_0", w.shape, w.data, block_scales=d)
     with pytest.raises(CodecError, match=r"blk\.1\.attn_v\.weight: tq1_0 block scale of row 2, block 0 is inf"):
         NativeEngine(config, bad)
+
+
+def test_fault_in_the_block_kernels_reaches_the_logits():
+    """verify's fault tests break the op a layout runs (kernels.faults.BLOCK_LAYOUT_OPS for a
+    block-scaled TQ tensor): the logits must move, and come back when the fault is off."""
+    from bitnet_lab.kernels.faults import BLOCK_LAYOUT_OPS
+
+    config, tensors = latent_model(("tq2_0",))
+    eng = NativeEngine(config, tensors, threads=2)
+    ids = [1, 45, 123]
+    clean = eng.logits(ids)
+    for op in BLOCK_LAYOUT_OPS["tq2_0"]:  # the GEMM (prefill) and the GEMV (one token)
+        kernels.inject_fault(op)
+        try:
+            broken = eng.logits(ids) if op.endswith("gemm") else eng.logits(ids[:1])
+        finally:
+            kernels.inject_fault(None)
+        assert not np.array_equal(broken, clean if op.endswith("gemm") else clean[:1]), op
+    assert np.array_equal(eng.logits(ids), clean)

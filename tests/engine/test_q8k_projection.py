@@ -106,3 +106,31 @@ def test_profile_needs_k_multiple_of_256():
         prepare_weights(config, tensors, x4=False, numerics="llama.cpp")
     with pytest.raises(ConfigError, match="numerics 'gguf' is not one of"):
         prepare_weights(config, tensors, x4=False, numerics="gguf")
+
+
+def test_llamacpp_profile_engine_matches_reference():
+    """The whole model in the llama.cpp profile (NativeEngine / ReferenceModel numerics="llama.cpp"):
+    every integer capture and every projection output bit-identical, logits within the lm_head
+    tolerance, and prefill + decode equal to one forward."""
+    import bitnet_lab.reference as ref_mod
+    from bitnet_lab.engine import NativeEngine
+
+    config, tensors = latent_model(("tq2_0", "tq1_0"), ("blk.0.attn_k.weight",))
+    eng = NativeEngine(config, tensors, threads=2, numerics="llama.cpp")
+    ref = ref_mod.ReferenceModel(config, tensors, n_ctx_max=64, numerics="llama.cpp")
+    ids = [1, 45, 123, 255, 29]
+    le, ce = eng.logits(ids, capture=True)
+    lr, cr = ref.logits(ids, capture=True)
+    n_out = 0
+    for name, want in cr.items():
+        got = ce[name]
+        assert got.shape == want.shape and got.dtype == want.dtype, name
+        if np.issubdtype(want.dtype, np.integer) or name.endswith(".out"):
+            as_bits = (lambda a: a.view(np.uint32)) if want.dtype == np.float32 else (lambda a: a)
+            assert np.array_equal(as_bits(got), as_bits(want)), name
+            n_out += name.endswith(".out")
+    assert n_out == 7 * config.n_layers
+    assert float(np.max(np.abs(le - lr)) / np.max(np.abs(lr))) <= 1e-4
+    cache = eng.new_cache(16)
+    steps = [eng.forward(ids[:3], cache)] + [eng.forward([t], cache) for t in ids[3:]]
+    assert np.array_equal(np.concatenate(steps), le)

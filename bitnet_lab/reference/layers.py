@@ -332,6 +332,38 @@ def lm_head_q8_0(h: jax.Array, q_w: jax.Array, d_w: jax.Array, *, chunk: int, ne
     return jnp.transpose(out, (1, 0, 2)).reshape(h.shape[0], V)
 
 
+def lm_head_q6_k(h: jax.Array, w: jax.Array, scales: jax.Array, d_w: jax.Array, *, chunk: int,
+                 neg_zero: jax.Array) -> jax.Array:
+    """Logits (C, V_pad) f32 of a Q6_K lm_head with llama.cpp's semantics (``ggml_vec_dot_q6_K_q8_K``;
+    docs/numerics.md#9-embedding-and-lm_head): the hidden state quantised to Q8_K
+    (:func:`quantize_q8_k`), per 256-block the exact int32 ``isum_b = Σ_s scales_s · Σ (u − 32)·q8``,
+    then ``sum = sum + fl32(fl32(isum_b) · fl32(d_w,b · d8_b))`` in float32, blocks in order from 0
+    (the engine's canonical order, src/bl_q6k.h). w (V_pad, H) int8 = u − 32, scales (V_pad, H/16)
+    int8, d_w (V_pad, H/256) f32 (fp16 values); H % 256 == 0."""
+    q8, d8 = quantize_q8_k(h, neg_zero)  # (C, H) int8, (C, nb)
+    C, H = q8.shape
+    V, nb = w.shape[0], H // Q8K_BLOCK
+    xs = q8.reshape(C, H // 16, 16).astype(jnp.int32)
+
+    def block(args):
+        wb, sb, db = args  # (chunk, H) int8, (chunk, H/16) int8, (chunk, nb) f32
+        sub = jnp.einsum("csk,vsk->cvs", xs, wb.reshape(chunk, H // 16, 16).astype(jnp.int32))  # |.| <= 16·32·127
+        isum = jnp.sum((sub * sb.astype(jnp.int32)[None]).reshape(C, chunk, nb, 16), axis=-1)  # exact int32
+        dd = rounded(db[None, :, :] * d8[:, None, :], neg_zero)  # fl32(d_w · d8)
+
+        def add_block(total, xs_b):
+            isum_b, dd_b = xs_b
+            return total + rounded(isum_b.astype(F32) * dd_b, neg_zero), None
+
+        total, _ = lax.scan(add_block, jnp.zeros((C, chunk), F32),
+                            (jnp.moveaxis(isum, -1, 0), jnp.moveaxis(dd, -1, 0)))
+        return total
+
+    out = lax.map(block, (w.reshape(V // chunk, chunk, H), scales.reshape(V // chunk, chunk, H // 16),
+                          d_w.reshape(V // chunk, chunk, nb)))
+    return jnp.transpose(out, (1, 0, 2)).reshape(C, V)
+
+
 # ---- one decoder layer ---------------------------------------------------------------------
 # quantisation points: docs/numerics.md#26-where-the-quantisation-happens;
 # sub-norm placement: docs/numerics.md#8-sub-norm-placement

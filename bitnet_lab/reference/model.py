@@ -100,6 +100,7 @@ class _Static:
     lm_chunk: int
     vocab: int
     lm_q8: bool = False  # Q8_0 lm_head with llama.cpp semantics (layers.lm_head_q8_0)
+    lm_q6k: bool = False  # Q6_K lm_head with llama.cpp semantics (layers.lm_head_q6_k)
     q8k: bool = False  # numerics="llama.cpp": Q8_K activations and ggml's per-block TQ dot
 
 
@@ -213,7 +214,10 @@ def _step(st: _Static, params: dict, ids, pos, n_valid, cache_k, cache_v, neg_ze
     xs = (jnp.arange(st.n_layers, dtype=jnp.int32), params["layers"])
     (h, cache_k, cache_v), per_layer = lax.scan(layer, (h0, cache_k, cache_v), xs)
     hn = L.rms_norm(h, params["output_norm"], st.eps)
-    if st.lm_q8:
+    if st.lm_q6k:
+        logits = L.lm_head_q6_k(hn, params["lm_head"], params["lm_q6_scales"], params["lm_q6_d"], chunk=st.lm_chunk,
+                                neg_zero=nz)
+    elif st.lm_q8:
         logits = L.lm_head_q8_0(hn, params["lm_head"], params["lm_scales"], chunk=st.lm_chunk, neg_zero=nz)
     else:
         logits = L.lm_head(hn, params["lm_head"], f16=st.lm_f16, chunk=st.lm_chunk)
@@ -253,8 +257,8 @@ class ReferenceModel:
     - ``kv_dtype``: "f32" or "f16" (llama.cpp's default cache: K after RoPE and V rounded to fp16,
       q and the softmax output rounded to fp16 for their dots, docs/numerics.md#6-attention).
     - ``lm_head_dtype``: "auto" (fp16 mat-mul iff the lm_head weight is F16; for a Q8_0 lm_head
-      llama.cpp's Q8_0 dot: the hidden state quantised to Q8_0, exact int8 block dots,
-      docs/numerics.md#9-embedding-and-lm_head), "f16" (hidden state and weights rounded to fp16), "f32" (no
+      llama.cpp's Q8_0 dot: the hidden state quantised to Q8_0, exact int8 block dots; for a Q6_K
+      lm_head llama.cpp's Q6_K × Q8_K dot, docs/numerics.md#9-embedding-and-lm_head), "f16" (hidden state and weights rounded to fp16), "f32" (no
       rounding).
     - ``n_ctx_max``: the default cache length (default ``config.context``); RoPE tables are built
       for it up to ROPE_ROWS_UP_FRONT positions, and ``new_cache`` extends them on demand.
@@ -303,7 +307,7 @@ class ReferenceModel:
             activation=config.activation, sub_norms=config.sub_norms, rounding=rounding,
             kv_f16=kv_dtype == "f16", block_mode=prep.block_mode, out_scales=prep.out_scales,
             lm_f16=prep.lm_head_f16, lm_chunk=prep.lm_chunk, vocab=config.vocab,
-            lm_q8=prep.lm_head_scales is not None, q8k=q8k,
+            lm_q8=prep.lm_head_scales is not None, lm_q6k=prep.lm_head_q6_k is not None, q8k=q8k,
         )
         lm = jnp.asarray(prep.lm_head)
         self._params = {
@@ -314,6 +318,9 @@ class ReferenceModel:
         }
         if prep.lm_head_scales is not None:
             self._params["lm_scales"] = jnp.asarray(prep.lm_head_scales)
+        if prep.lm_head_q6_k is not None:
+            self._params["lm_q6_scales"] = jnp.asarray(prep.lm_head_q6_k[0])
+            self._params["lm_q6_d"] = jnp.asarray(prep.lm_head_q6_k[1])
         # tables for the usual context up front (one table shape for every cache, so no recompiles),
         # but never a huge training context's worth before a cache that long exists
         self._set_rope_tables(min(self.n_ctx_max, ROPE_ROWS_UP_FRONT))
@@ -327,7 +334,8 @@ class ReferenceModel:
             "profile": profile,
             **act,
             "kv_dtype": kv_dtype,
-            "lm_head": "q8_0" if prep.lm_head_scales is not None else "f16" if prep.lm_head_f16 else "f32",
+            "lm_head": ("q8_0" if prep.lm_head_scales is not None else "q6_k" if prep.lm_head_q6_k is not None
+                        else "f16" if prep.lm_head_f16 else "f32"),
             "embed_type": prep.embed_type,
             "lm_head_type": prep.lm_head_type,
             "float_dots": "float64 accumulate, one f32 rounding",

@@ -11,6 +11,7 @@ from bitnet_lab import kernels
 from bitnet_lab.errors import CodecError
 from bitnet_lab.kernels import lmhead
 from bitnet_lab.quant import blockquant as BQ
+from bitnet_lab.quant.f32_dot import f32_dot_canonical
 from bitnet_lab.quant.q6_k import Q6_K_BYTES, decode_q6_k, q6_k_dot_q8_k
 from bitnet_lab.quant.q8_0_dot import q8_0_dot_q8_0, quantize_q8_0_act
 from bitnet_lab.quant.q8_k import quantize_q8_k
@@ -84,6 +85,21 @@ def test_q8_0_kernel_matches_twin(isa):
             got = lmhead.lm_head_q8_0(rows, K, x, isa=isa, threads=threads)
             np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32),
                                           err_msg=f"{isa} V={V} K={K} N={N} threads={threads}")
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_float_kernel_matches_twin(isa):
+    """F32 and F16 rows (the old path of a Q6_K lm_head, widened at load; the 2B-4T's F16 lm_head)."""
+    rng = np.random.default_rng(6)
+    for V, K, N in ((33, 64, 1), (70, 2560, 2), (9, 100, 1)):
+        x = rng.standard_normal((N, K)).astype(np.float32)
+        for dtype in (np.float32, np.float16):
+            rows = (0.1 * rng.standard_normal((V, K))).astype(dtype)
+            want = f32_dot_canonical(rows, x)
+            for threads in (1, 2):
+                got = lmhead.lm_head_float(rows, K, x, isa=isa, threads=threads)
+                np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32),
+                                              err_msg=f"{isa} {np.dtype(dtype)} V={V} K={K} threads={threads}")
 
 
 def test_bad_shapes_are_one_line_errors():

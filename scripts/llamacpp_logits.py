@@ -3,7 +3,7 @@
 
 What: upstream llama.cpp (through llama-cpp-python, the project's ``llamacpp`` extra) runs each
 model teacher-forced on a fixed text — every position's logits (``logits_all``), one batch, flash
-attention OFF (the path docs/numerics.md#122-the-llamacpp-profile describes: F16 K/V cache, q and
+attention OFF (the path docs/numerics.md#121-the-two-profiles-rule-by-rule describes: F16 K/V cache, q and
 the softmax output rounded to fp16 for their mat-muls), K and V cache F16 — and the logits are saved
 with the token ids, the versions and the command, under ``tests/data/llamacpp-logits/``. The
 logits are written by llama.cpp's code, not ours (like ``tests/data/real-files/``): the test

@@ -127,7 +127,7 @@ def epilogue_blocks(acc_b: jax.Array, s_x: jax.Array, d: jax.Array) -> jax.Array
     return exact_div(y, s_x[:, None])
 
 
-# ---- llama.cpp's TQ1_0/TQ2_0 products (numerics="llama.cpp", docs/numerics.md#122-the-llamacpp-profile) ----
+# ---- llama.cpp's TQ products, numerics="llama.cpp" (docs/numerics.md#121-the-two-profiles-rule-by-rule) ----
 Q8K_BLOCK = 256  # elements per Q8_K block (ggml QK_K)
 _NEAREST_INT_SHIFTER = 12582912.0  # 1.5·2^23: ggml's nearest_int adds it in f32 and reads the low bits
 

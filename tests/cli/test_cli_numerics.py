@@ -70,3 +70,12 @@ def test_load_refuses_widths_that_are_not_q8_k_blocks(tmp_path):
         NativeEngine(config, tensors, numerics="llama.cpp")
     eng = NativeEngine(config, tensors)  # the bitnet profile runs it
     assert np.isfinite(eng.logits([1, 2, 3])).all()
+
+
+def test_bench_says_which_numerics_it_measured(capsys):
+    assert main(["bench", "--tests", "-p", "16", "-n", "2", "-t", "1", "-r", "1", "--no-warmup",
+                 "--numerics", "llama.cpp", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "numerics profile llama.cpp" in out and "pp16" in out
+    assert main(["bench", "--tests", "-p", "16", "-n", "0", "-t", "1", "-r", "1", "--no-warmup", "--no-progress"]) == 0
+    assert "numerics profile" not in capsys.readouterr().out

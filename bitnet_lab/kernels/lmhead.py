@@ -1,7 +1,7 @@
 """The engine's quantised lm_head kernels as standalone calls (src/engine_float.h ``lm_q8``,
 ``lm_q6k``): for their tests and ``bitnet-lab bench --kernels``. The engine runs the same
 functions inside its forward pass; the numpy twins are :mod:`bitnet_lab.quant.q6_k` and
-:mod:`bitnet_lab.quant.q8_0_dot` (docs/kernels.md#quantised-lm-head)."""
+:mod:`bitnet_lab.quant.q8_0_dot` (docs/kernels.md#quantised-lm_head)."""
 
 from __future__ import annotations
 

@@ -99,3 +99,16 @@ def test_cli_against_flag_errors(default_path, capsys):
     assert cli.main(["verify", "--against", "gguf"]) == 2
     assert cli.main(["verify", "-m", str(default_path), "--against", "llama.cpp", "-f", "/nonexistent.txt"]) == 1
     assert "no such file: /nonexistent.txt" in capsys.readouterr().err
+
+
+def test_verify_tiers_under_the_llama_cpp_profile(default_path):
+    """``verify --numerics llama.cpp``: both backends compute llama.cpp's arithmetic and every tier
+    holds; T1 then checks the Q8_K quantiser and the per-block products the engine runs."""
+    from bitnet_lab.verify import verify
+
+    r = verify(default_path, n=2, numerics="llama.cpp", layers=[0], progress=False)
+    assert r.passed, r.summary()
+    ops = {c.op for c in r.kernel.checks}
+    assert "quantize_q8_k" in ops and any(op.endswith("_bgemv") for op in ops) and any(op.endswith("_bgemm") for op in ops)
+    assert "Q8_K" in r.bitlinear.claim
+    assert "profile llama.cpp" in r.to_text() and r.numerics["kv_dtype"] == "f16"

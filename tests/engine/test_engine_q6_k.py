@@ -14,10 +14,12 @@ import pytest
 import bitnet_lab
 from bitnet_lab import kernels
 from bitnet_lab.engine import NativeEngine
+from bitnet_lab.errors import FormatError
 from bitnet_lab.quant import blockquant
 from bitnet_lab.quant.q6_k import q6_k_dot_q8_k
 from bitnet_lab.quant.q8_k import quantize_q8_k
 from bitnet_lab.reference import ReferenceModel
+from bitnet_lab.tensors import FloatTensor
 
 REAL_Q6_K = Path(__file__).resolve().parents[1] / "data" / "real-files" / "bitnetcpp2026-i2_s-embd-q6_k.gguf"
 PROMPT = [1, 17, 400, 3, 999, 2]
@@ -95,3 +97,18 @@ def test_f32_lm_head_dtype_widens_and_differs(q6_model):
     a, b = q6.logits(PROMPT), f32.logits(PROMPT)
     rel = float(np.max(np.abs(a.astype(np.float64) - b)) / np.max(np.abs(b)))
     assert 1e-6 < rel < 0.05
+
+
+@pytest.mark.parametrize("backend", [NativeEngine, ReferenceModel])
+def test_non_finite_q6_k_block_scale_is_refused(q6_model, backend):
+    """A Q6_K block whose fp16 scale is NaN: one FormatError naming the tensor, row and block."""
+    m = q6_model
+    t = m.tensors["token_embd.weight"]
+    data = np.array(np.asarray(t.data).reshape(-1).view(np.uint8))
+    row, block = 7, 0
+    at = (row * (m.config.hidden // 256) + block) * 210 + 208
+    data[at:at + 2] = np.array([np.nan], np.float16).view(np.uint8)
+    tensors = dict(m.tensors)
+    tensors["token_embd.weight"] = FloatTensor(t.name, t.ggml_type, t.shape, data)
+    with pytest.raises(FormatError, match=r"token_embd\.weight.*Q6_K block scales.*\[7, 0\]"):
+        backend(m.config, tensors)

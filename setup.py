@@ -135,6 +135,9 @@ ISA_SOURCES = (
     IsaSource("scalar", f"{C_SRC_DIR}/float_scalar.c"),
     IsaSource("avx2", f"{C_SRC_DIR}/float_avx2.c", extra=("-mf16c",)),
     IsaSource("avx512vnni", f"{C_SRC_DIR}/float_avx512.c", extra=("-mf16c", "-mfma")),
+    IsaSource("scalar", f"{C_SRC_DIR}/lm_q6k_scalar.c"),
+    IsaSource("avx2", f"{C_SRC_DIR}/lm_q6k_avx2.c", extra=("-mf16c",)),
+    IsaSource("avx512vnni", f"{C_SRC_DIR}/lm_q6k_avx512.c", extra=("-mf16c", "-mfma")),
 )
 
 HEADERS = [f"{C_SRC_DIR}/bl_kernels.h", f"{KERNEL_DIR}/bl_kernels.pxd"]
@@ -143,6 +146,8 @@ HEADERS += [f"{C_SRC_DIR}/bl_mad.h", f"{C_SRC_DIR}/bl_mad_impl.h", f"{C_SRC_DIR}
 HEADERS += [f"{C_SRC_DIR}/bl_amx.h"]
 HEADERS += [f"{C_SRC_DIR}/engine.h", f"{C_SRC_DIR}/engine_float.h", f"{KERNEL_DIR}/engine.pxi"]
 HEADERS += [f"{KERNEL_DIR}/gguf.pxi"]
+HEADERS += [f"{C_SRC_DIR}/bl_q8k.h", f"{KERNEL_DIR}/q8k.pxi", f"{C_SRC_DIR}/bl_q6k.h", f"{C_SRC_DIR}/lm_q6k_x86.h",
+            f"{KERNEL_DIR}/lmhead.pxi"]
 
 
 def target_arch() -> str:
@@ -265,7 +270,8 @@ extensions = [
     Extension(
         "bitnet_lab._kernels",
         sources=[f"{KERNEL_DIR}/_kernels.pyx", f"{C_SRC_DIR}/bl_dispatch.c", f"{C_SRC_DIR}/mad_dispatch.c",
-                 f"{C_SRC_DIR}/mad_x4.c", f"{C_SRC_DIR}/engine.c"],
+                 f"{C_SRC_DIR}/mad_x4.c", f"{C_SRC_DIR}/engine.c",
+                 f"{C_SRC_DIR}/q8k.c"],
         # The per-ISA files are linked as objects; listing them here makes a change to any
         # of them relink the module.
         depends=[*HEADERS, ISA_FLAGS_TABLE, *(s.path for s in ISA_SOURCES)],

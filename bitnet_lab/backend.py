@@ -32,10 +32,63 @@ import numpy as np
 from bitnet_lab.config import ModelConfig
 from bitnet_lab.errors import BitnetLabError, ConfigError
 
-__all__ = ["MAX_N_CTX", "Backend", "Cache", "check_batch", "check_cache_size", "check_token_ids",
-           "physical_memory"]
+__all__ = ["MAX_N_CTX", "NUMERICS", "Backend", "Cache", "check_batch", "check_cache_size", "check_numerics_shapes",
+           "check_token_ids", "numerics_options", "physical_memory"]
 
 MAX_N_CTX = 2**31 - 1  # the most positions one cache may hold (the C side indexes them with int32)
+
+
+# ---- numerics profiles (docs/numerics.md#12-numerics-profiles) -------------------------------------
+#
+# A profile names a whole arithmetic: "bitnet" is the model's training numerics (per-token absmax
+# int8 activations, (acc / s_x) · γ); "llama.cpp" is what upstream llama.cpp computes for the same
+# file (Q8_K activations per 256-block, ggml's per-block float accumulation, an F16 KV cache with its
+# fp16 roundings, its lm_head dot). Each profile fixes the defaults of the finer options; an
+# explicit option that contradicts the profile is refused rather than silently mixed in.
+NUMERICS = ("bitnet", "llama.cpp")
+_PROFILE_OPTIONS = {
+    "bitnet": {"rounding": "half_even", "kv_dtype": "f32", "lm_head_dtype": "auto"},
+    # Q8_K rounds with ggml's nearest_int (half to even); llama.cpp's KV cache is F16 by default;
+    # "auto" is llama.cpp's lm_head (fp16 for F16, its Q8_0 dot for Q8_0, f32 for F32)
+    "llama.cpp": {"rounding": "half_even", "kv_dtype": "f16", "lm_head_dtype": "auto"},
+}
+_FIXED_BY_PROFILE = {"llama.cpp": ("rounding", "kv_dtype", "lm_head_dtype")}
+
+
+def numerics_options(numerics: str | None, *, rounding: str | None = None, kv_dtype: str | None = None,
+                     lm_head_dtype: str | None = None) -> dict[str, str]:
+    """The full option set of a backend: ``{"numerics", "rounding", "kv_dtype", "lm_head_dtype"}``.
+
+    ``None`` options take the profile's default. Under "bitnet" every option may be changed (it is
+    the research profile); under "llama.cpp" the options are llama.cpp's own, so a different
+    explicit value is a ConfigError naming both.
+    """
+    numerics = "bitnet" if numerics is None else numerics
+    if numerics not in NUMERICS:
+        raise ConfigError(f"numerics {numerics!r} is not one of {', '.join(repr(n) for n in NUMERICS)}")
+    given = {"rounding": rounding, "kv_dtype": kv_dtype, "lm_head_dtype": lm_head_dtype}
+    out = {"numerics": numerics}
+    for key, default in _PROFILE_OPTIONS[numerics].items():
+        value = given[key]
+        if value is not None and value != default and key in _FIXED_BY_PROFILE.get(numerics, ()):
+            raise ConfigError(f"numerics={numerics!r} computes with {key}={default!r}; {key}={value!r} "
+                              f"contradicts it (leave {key} out, or use numerics='bitnet')")
+        out[key] = default if value is None else value
+    return out
+
+
+Q8_K_BLOCK = 256  # llama.cpp's activation blocks (ggml QK_K)
+
+
+def check_numerics_shapes(config: ModelConfig, numerics: str) -> None:
+    """numerics="llama.cpp" quantises every projection input to Q8_K, whose blocks are 256 long:
+    a projection whose K is not a multiple of 256 cannot run (llama.cpp cannot run such a file either)."""
+    if numerics != "llama.cpp":
+        return
+    bad = {p: K for p, (_, K) in config.projection_shapes().items() if K % Q8_K_BLOCK}
+    if bad:
+        raise ConfigError(f"numerics='llama.cpp' needs every projection's input width K to be a multiple of "
+                          f"{Q8_K_BLOCK} (Q8_K blocks); not so for {', '.join(f'{p} (K={k})' for p, k in bad.items())}")
 
 
 @runtime_checkable

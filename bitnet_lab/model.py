@@ -146,7 +146,8 @@ class Model:
         return (
             f"Model({c.arch}, {c.n_layers} layers, hidden {c.hidden}, vocab {c.vocab}, "
             f"{self.n_params / 1e6:.1f}M params, {self.size_bytes / 2**20:.1f} MiB, "
-            f"{self.file_format} {self.source.name}, backend={self.backend})"
+            f"{self.file_format} {self.source.name}, backend={self.backend}, "
+            f"numerics={self.backend_options.get('numerics', 'bitnet')})"
         )
 
 
@@ -213,13 +214,18 @@ def load(
     revision: str | None = None,
     filename: str | None = None,
     mmap: bool = True,
+    numerics: str | None = None,
     **backend_options: Any,
 ) -> Model:
     """Load a model from a GGUF file, a Hugging Face checkpoint directory, or a Hub repo id.
 
     Local paths never touch the network; ``owner/name`` strings that are not existing paths
     are resolved through huggingface_hub (cache, ``revision``, ``HF_HUB_OFFLINE``).
-    ``backend_options`` go to the backend (e.g. ``rounding=``, ``kv_dtype=`` for the reference).
+    ``numerics``: whose arithmetic the backend computes (docs/numerics.md#12-numerics-profiles):
+    ``"bitnet"`` (default: the model's training numerics) or ``"llama.cpp"`` (what upstream llama.cpp
+    computes for the same file); it fixes the defaults of ``rounding``, ``kv_dtype`` and
+    ``lm_head_dtype``, and an explicit option that contradicts it is refused here, before anything
+    is read. ``backend_options`` go to the backend (e.g. ``rounding=``, ``kv_dtype=``).
     ``tl_tiling`` (TL1/TL2 GGUF files only, the CLI's ``--tl-tiling``): ``"BM,BK,bm"`` or a
     `TLTiling` for every TL tensor, a preset name (``bitnet_lab.quant.tiling.preset_names()``), or
     ``{(M, K) or tensor name: tiling}``; without it the file's ``bitnet_lab.tl_tiling`` key or
@@ -233,6 +239,11 @@ def load(
     from bitnet_lab.quant.tiling import parse_tl_tiling
 
     tl_tiling = parse_tl_tiling(tl_tiling)  # a bad value is refused before any file is touched
+    if numerics is not None:  # resolved now (a bad combination fails before the file is opened) and kept
+        from bitnet_lab.backend import numerics_options
+
+        backend_options = {**backend_options, **numerics_options(
+            numerics, **{k: backend_options.get(k) for k in ("rounding", "kv_dtype", "lm_head_dtype")})}
     path = Path(os.fspath(source)).expanduser()
     if not path.exists():
         from bitnet_lab.formats import hub
@@ -245,7 +256,9 @@ def load(
         from bitnet_lab.engine.residency import to_anonymous_memory
 
         skip: set[str] = set()
-        if backend == "native":  # the engine re-orders these I2_S / TQ2_0 projections into memory of its own
+        # the engine re-orders these I2_S / TQ2_0 projections into memory of its own (never under
+        # numerics="llama.cpp", whose per-block kernels read the row-major layouts)
+        if backend == "native" and backend_options.get("numerics", "bitnet") != "llama.cpp":
             from bitnet_lab.engine.weights import x4_repacked_names
 
             skip = x4_repacked_names(config, tensors, backend_options.get("i2s_layout", "auto"))

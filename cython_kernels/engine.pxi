@@ -21,6 +21,8 @@ cdef extern from "engine.h" nogil:
         float gamma
         float out_scale
         int64_t BM, BK, bm
+        int32_t epilogue
+        const float *block_d
 
     ctypedef struct bl_fmat:
         int32_t type
@@ -36,7 +38,7 @@ cdef extern from "engine.h" nogil:
 
     ctypedef struct bl_model:
         int64_t n_layers, hidden, n_heads, n_kv_heads, head_dim, ffn, vocab, rot_dim
-        int32_t rope_neox, act_relu2, sub_norms, rounding, kv_f16, lm_f16, lm_q8
+        int32_t rope_neox, act_relu2, sub_norms, rounding, kv_f16, lm_f16, lm_q8, act_q8k
         float eps, kq_scale
         bl_fmat embed, lm_head
         const float *output_norm
@@ -128,7 +130,8 @@ cdef class EngineCore:
 
     ``dims``: dict of the bl_model numbers; ``layers``: one dict per layer with the norm
     weights (f32 arrays or None) and ``w``: 7 tuples ``(layout, data, M, K, K_pad, gamma,
-    out_scale or None, (BM, BK, bm) or None)`` in projection order; ``embed``/``lm_head``:
+    out_scale or None, (BM, BK, bm) or None[, block scales (M, K/256) f32 or None])`` in projection
+    order (the epilogue of every projection follows ``dims["act_q8k"]`` / ``dims["block_epilogue"]``); ``embed``/``lm_head``:
     ``(ftype, array)`` with the array 2-D (rows, row bytes) uint8 or typed rows.
     """
 
@@ -137,6 +140,7 @@ cdef class EngineCore:
     cdef bl_ws *ws
     cdef list _keep
     cdef object _lock
+    cdef int _epilogue
 
     def __cinit__(self):
         self.layers = NULL
@@ -178,6 +182,11 @@ cdef class EngineCore:
         m.kv_f16 = dims["kv_f16"]
         m.lm_f16 = dims["lm_f16"]
         m.lm_q8 = dims["lm_q8"]
+        # numerics profile (src/engine.h BL_EPI_*): "act_q8k" 1 = llama.cpp (Q8_K activations, every
+        # projection BL_EPI_Q8K); else "block_epilogue" 1 = a bitnet model with non-uniform TQ block
+        # scales (every projection BL_EPI_BLOCKS); both absent/0: BL_EPI_TENSOR
+        m.act_q8k = dims.get("act_q8k", 0)
+        self._epilogue = 2 if m.act_q8k else (1 if dims.get("block_epilogue", 0) else 0)
         m.eps = dims["eps"]
         m.kq_scale = dims["kq_scale"]
         self._set_fmat(&m.embed, embed, "token_embd")
@@ -209,8 +218,19 @@ cdef class EngineCore:
         self._keep.append(arr)
 
     cdef _set_tweight(self, bl_tweight *w, tuple spec):
-        layout, data, M, K, K_pad, gamma, out_scale, tiling = spec
+        layout, data, M, K, K_pad, gamma, out_scale, tiling = spec[:8]
+        block_d = spec[8] if len(spec) > 8 else None  # (M, K/256) f32 block scales or None
         w.layout = layout
+        w.epilogue = self._epilogue
+        w.block_d = NULL
+        if block_d is not None:
+            if w.epilogue == 0:  # per-block scales under the per-tensor epilogue would use γ = 0
+                raise ValueError("block scales given but dims['block_epilogue'] is 0 (PreparedWeights.block_mode)")
+            if block_d.dtype != np.float32 or block_d.shape != (M, K // 256) or not block_d.flags.c_contiguous:
+                raise ValueError(f"block scales: expected contiguous float32 {(M, K // 256)}, got "
+                                 f"{block_d.dtype} {block_d.shape}")
+            w.block_d = <const float *>_addr(block_d, "block scales", np.float32)
+            self._keep.append(block_d)
         w.M = M
         w.K = K
         w.K_pad = K_pad

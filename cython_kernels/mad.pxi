@@ -19,6 +19,10 @@ cdef extern from "bl_mad.h" nogil:
                                 int64_t K, int64_t r0, int64_t r1)
     ctypedef void (*bl_gemm_fn)(const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int32_t *out,
                                 int64_t N, int64_t K, int64_t ld_out, int64_t r0, int64_t r1)
+    ctypedef void (*bl_bgemv_fn)(const uint8_t *w, const int8_t *q, const int32_t *sum_qb, int32_t *out,
+                                 int64_t K, int64_t r0, int64_t r1)
+    ctypedef void (*bl_bgemm_fn)(const uint8_t *w, const int8_t *Q, const int32_t *sum_qb, int32_t *out,
+                                 int64_t N, int64_t K, int64_t ld_out, int64_t r0, int64_t r1)
 
     ctypedef struct bl_mad_kernels:
         bl_quantize_act_fn quantize_act
@@ -30,11 +34,19 @@ cdef extern from "bl_mad.h" nogil:
         bl_gemm_fn tq1_gemm
         bl_gemv_fn i2s_x4_gemv
         bl_gemm_fn i2s_x4_gemm
+        bl_bgemv_fn i2s_bgemv
+        bl_bgemm_fn i2s_bgemm
+        bl_bgemv_fn tq2_bgemv
+        bl_bgemm_fn tq2_bgemm
+        bl_bgemv_fn tq1_bgemv
+        bl_bgemm_fn tq1_bgemm
 
     ctypedef union bl_mad_fn_union:
         bl_quantize_act_fn act
         bl_gemv_fn gemv
         bl_gemm_fn gemm
+        bl_bgemv_fn bgemv
+        bl_bgemm_fn bgemm
 
     ctypedef struct bl_mad_version:
         const char *name
@@ -45,6 +57,7 @@ cdef extern from "bl_mad.h" nogil:
 
     int BL_OP_QUANTIZE_ACT, BL_OP_I2S_GEMV, BL_OP_I2S_GEMM, BL_OP_TQ2_GEMV, BL_OP_TQ1_GEMV
     int BL_OP_TQ2_GEMM, BL_OP_TQ1_GEMM, BL_OP_I2S_X4_GEMV, BL_OP_I2S_X4_GEMM, BL_OP_COUNT
+    int BL_OP_I2S_BGEMV, BL_OP_I2S_BGEMM, BL_OP_TQ2_BGEMV, BL_OP_TQ2_BGEMM, BL_OP_TQ1_BGEMV, BL_OP_TQ1_BGEMM
     int BL_X4_MAX_K
     int BL_ROUND_HALF_EVEN, BL_ROUND_HALF_AWAY
 
@@ -55,6 +68,7 @@ cdef extern from "bl_mad.h" nogil:
     void bl_mad_set_fault(int mask)
     int bl_mad_get_fault()
     int32_t bl_sum_i8(const int8_t *q, int64_t K)
+    void bl_block_sums_i8(const int8_t *q, int64_t K, int32_t *sums)
     void bl_i2s_x4_interleave(const uint8_t *src, uint8_t *dst, int64_t M, int64_t K)
     void bl_i2s_x4_rows(const uint8_t *w, uint8_t *dst, int64_t K, int64_t r0, int64_t r1)
     void bl_tq2_to_i2s(const uint8_t *src, uint8_t *dst, int64_t M, int64_t K)
@@ -90,6 +104,12 @@ cdef const void *_default_fn(int op, int isa):
     if op == BL_OP_TQ1_GEMM: return <const void *>d.tq1_gemm
     if op == BL_OP_I2S_X4_GEMV: return <const void *>d.i2s_x4_gemv
     if op == BL_OP_I2S_X4_GEMM: return <const void *>d.i2s_x4_gemm
+    if op == BL_OP_I2S_BGEMV: return <const void *>d.i2s_bgemv
+    if op == BL_OP_I2S_BGEMM: return <const void *>d.i2s_bgemm
+    if op == BL_OP_TQ2_BGEMV: return <const void *>d.tq2_bgemv
+    if op == BL_OP_TQ2_BGEMM: return <const void *>d.tq2_bgemm
+    if op == BL_OP_TQ1_BGEMV: return <const void *>d.tq1_bgemv
+    if op == BL_OP_TQ1_BGEMM: return <const void *>d.tq1_bgemm
     return NULL
 
 
@@ -97,6 +117,10 @@ cdef const void *_version_fn(const bl_mad_version *v):
     if v.op == BL_OP_QUANTIZE_ACT: return <const void *>v.fn.act
     if v.op == BL_OP_I2S_GEMV or v.op == BL_OP_TQ2_GEMV or v.op == BL_OP_TQ1_GEMV or v.op == BL_OP_I2S_X4_GEMV:
         return <const void *>v.fn.gemv
+    if v.op == BL_OP_I2S_BGEMV or v.op == BL_OP_TQ2_BGEMV or v.op == BL_OP_TQ1_BGEMV:
+        return <const void *>v.fn.bgemv
+    if v.op == BL_OP_I2S_BGEMM or v.op == BL_OP_TQ2_BGEMM or v.op == BL_OP_TQ1_BGEMM:
+        return <const void *>v.fn.bgemm
     return <const void *>v.fn.gemm
 
 
@@ -170,6 +194,10 @@ cdef tuple _layout(int op, Py_ssize_t M, Py_ssize_t K, str who):
         raise CodecError(f"{who}: M and K must be >= 1, got M={M}, K={K}")
     if K > (1 << 22):  # int32 accumulators: |Σ c·q| ≤ 256·K must stay below 2^31 (bl_mad.h)
         raise KernelError(f"{who}: K = {K} exceeds the kernels' limit of 2^22 = {1 << 22}")
+    if op == BL_OP_I2S_BGEMV or op == BL_OP_I2S_BGEMM:
+        if K % 256:
+            raise CodecError(f"{who}: per-block products need K % 256 == 0 (256-weight blocks), got K={K}")
+        return M * (K // 4), M * (K // 4) + 32, f"a ({M}, {K}) I2_S tensor (M*K/4)"
     if op == BL_OP_I2S_GEMV or op == BL_OP_I2S_GEMM:
         if K % 128:
             raise CodecError(f"{who}: I2_S needs K % 128 == 0 (128-weight blocks per row), got K={K}")
@@ -180,7 +208,7 @@ cdef tuple _layout(int op, Py_ssize_t M, Py_ssize_t K, str who):
         return M * (K // 4), -1, f"a ({M}, {K}) I2_S x4 tensor (M*K/4)"
     if K % 256:
         raise CodecError(f"{who}: TQ1_0/TQ2_0 need K % 256 == 0 (256-weight blocks per row), got K={K}")
-    if op == BL_OP_TQ2_GEMV or op == BL_OP_TQ2_GEMM:
+    if op == BL_OP_TQ2_GEMV or op == BL_OP_TQ2_GEMM or op == BL_OP_TQ2_BGEMV or op == BL_OP_TQ2_BGEMM:
         return M * (K // 256) * 66, -1, f"a ({M}, {K}) TQ2_0 tensor (66 bytes per 256 weights)"
     return M * (K // 256) * 54, -1, f"a ({M}, {K}) TQ1_0 tensor (54 bytes per 256 weights)"
 
@@ -303,6 +331,59 @@ def gemm(int vi, w, Q, Py_ssize_t M, Py_ssize_t K, int threads):
     with nogil:
         for c in prange(n_runs, num_threads=threads, schedule="static", chunksize=1):
             fn(&wv[0], &Qv[0, 0], &sv[0], &ov[0, 0], N, K, M, c * per, min(M, (c + 1) * per))
+    return out
+
+
+# ---- per-block GEMV / GEMM (bl_mad.h "per-block products") --------------------------------------
+
+def block_sums(q):
+    """int32 (N, K/256): Σ of each 256-block of each row of int8 q (N, K) (the kernels' sum_qb)."""
+    q = _act_array(q, 2, q.shape[1] if isinstance(q, np.ndarray) and q.ndim == 2 else -1, "block_sums")
+    cdef Py_ssize_t N = q.shape[0], K = q.shape[1], n
+    if K % 256:
+        raise KernelError(f"block_sums: K % 256 must be 0, got K={K}")
+    out = np.empty((N, K // 256), dtype=np.int32)
+    cdef const int8_t[:, ::1] qv = q
+    cdef int32_t[:, ::1] ov = out
+    for n in range(N):
+        bl_block_sums_i8(&qv[n, 0], K, &ov[n, 0])
+    return out
+
+
+def block_gemm(int vi, w, Q, Py_ssize_t M, Py_ssize_t K, int threads):
+    """int32 (N, M, K/256): per-block Σ t·q of every weight row and activation row of int8 Q
+    (N, K) (a GEMV version runs each row of Q on its own; a GEMM version all rows at once)."""
+    cdef const bl_mad_version *v = bl_mad_version_at(vi)
+    if v == NULL or not (v.op == BL_OP_I2S_BGEMV or v.op == BL_OP_TQ2_BGEMV or v.op == BL_OP_TQ1_BGEMV
+                         or v.op == BL_OP_I2S_BGEMM or v.op == BL_OP_TQ2_BGEMM or v.op == BL_OP_TQ1_BGEMM):
+        raise KernelError(f"version index {vi} is not a per-block kernel")
+    v = _version(vi, v.op)
+    who = bl_mad_op_name(v.op).decode()
+    _threads_ok(threads)
+    need, alt, what = _layout(v.op, M, K, who)
+    w = _packed(w, need, alt, who, what)
+    Q = _act_array(Q, 2, K, who)
+    cdef bint is_gemv = v.op == BL_OP_I2S_BGEMV or v.op == BL_OP_TQ2_BGEMV or v.op == BL_OP_TQ1_BGEMV
+    cdef Py_ssize_t N = Q.shape[0], nb = K // 256
+    sums = block_sums(Q)
+    out = np.empty((N, M, nb), dtype=np.int32)
+    cdef const uint8_t[::1] wv = w
+    cdef const int8_t[:, ::1] Qv = Q
+    cdef const int32_t[:, ::1] sv = sums
+    cdef int32_t[:, :, ::1] ov = out
+    cdef Py_ssize_t per = _run_length(M, threads, 8)  # BL_GEMM_PANEL rows per decoded panel
+    cdef Py_ssize_t n_runs = (M + per - 1) // per
+    cdef bl_bgemv_fn fv = v.fn.bgemv
+    cdef bl_bgemm_fn fm = v.fn.bgemm
+    cdef Py_ssize_t c, n, r0
+    with nogil:
+        for c in prange(n_runs, num_threads=threads, schedule="static", chunksize=1):
+            r0 = c * per
+            if is_gemv:
+                for n in range(N):
+                    fv(&wv[0], &Qv[n, 0], &sv[n, 0], &ov[n, r0, 0], K, r0, min(M, r0 + per))
+            else:
+                fm(&wv[0], &Qv[0, 0], &sv[0, 0], &ov[0, r0, 0], N, K, M * nb, r0, min(M, r0 + per))
     return out
 
 

@@ -17,8 +17,12 @@ activations, int32 outputs). Repeats stop early once a row has used ``budget_s``
 (at least 3 calls), so the slow scalar versions do not dominate the run. Python call overhead
 (a few µs) is inside every figure.
 
-The 2B-4T's lm_head is an F16 matrix run by the engine's float kernel, which has no standalone
-entry point; the lm_head row times the I2_S GEMV on its shape — what a 2-bit lm_head would cost.
+The lm_head shape also gets the engine's own lm_head kernels (``bitnet_lab.kernels.lmhead``), one
+version per float level (v0 float_scalar, v1 float_avx2, v2 float_avx512 / lm_q6k_*): F16 rows (the
+2B-4T's), F32 rows (what a widened Q6_K lm_head used to be), Q8_0 and Q6_K rows with llama.cpp's
+dots. Their hidden state is quantised once, outside the timed call (the GEMV alone), and each is
+checked bit for bit against its numpy twin (quant/f32_dot.py, q8_0_dot.py, q6_k.py) first. The
+I2_S GEMVs on that shape show what a 2-bit lm_head would cost.
 """
 
 from __future__ import annotations
@@ -37,7 +41,11 @@ from bitnet_lab.errors import BitnetLabError, KernelError
 GEMV_OPS = ("i2s_gemv", "i2s_x4_gemv", "tq2_gemv", "tq1_gemv", "tl1_gemv", "tl2_gemv")
 DEFAULT_OPS = ("quantize_act", "i2s_gemv", "i2s_x4_gemv", "tq2_gemv", "tq1_gemv", "tl1_gemv", "tl2_gemv", "i2s_gemm",
                "i2s_x4_gemm")
-LM_HEAD_OPS = ("i2s_gemv", "i2s_x4_gemv")
+# the engine's lm_head kernels: rows of this format against a float hidden state (module docstring)
+LM_FLOAT_OPS = ("f16_lm_gemv", "f32_lm_gemv", "q8_0_lm_gemv", "q6_k_lm_gemv")
+LM_HEAD_OPS = ("i2s_gemv", "i2s_x4_gemv", *LM_FLOAT_OPS)
+# versions of the float-side kernels: (version, the ISA level whose float table holds it)
+_FLOAT_VERSIONS = (("v0", "scalar"), ("v1", "avx2"), ("v2", "avx512vnni"))
 ROW_BLOCK = 4096  # rows per block of the numpy reference product
 
 
@@ -77,6 +85,36 @@ class _ShapeData:
         self.x = rng.standard_normal((1, K), dtype=np.float32)
         self._packed: dict[str, Any] = {}
         self._want: dict[str, np.ndarray] = {}
+        self._lm: dict[str, tuple[np.ndarray, Any, np.ndarray]] = {}
+        self._rng = rng
+
+    def lm_case(self, op: str) -> tuple[np.ndarray, Any, np.ndarray]:
+        """(rows, hidden-state operand or None, the twin's logits) of an lm_head op: random rows of
+        the format (finite fp16 block scales) against ``self.x``."""
+        if op not in self._lm:
+            from bitnet_lab.kernels import lmhead
+            from bitnet_lab.quant import f32_dot, q6_k, q8_0_dot
+
+            self._lm.clear()  # one format in memory at a time (1.3 GB of F32 rows for the 2B-4T)
+            M, K, rng = self.shape.M, self.shape.K, self._rng
+            if op in ("f16_lm_gemv", "f32_lm_gemv"):
+                rows = (0.05 * rng.standard_normal((M, K), dtype=np.float32))
+                rows = rows.astype(np.float16) if op == "f16_lm_gemv" else rows
+                self._lm[op] = rows, None, f32_dot.f32_dot_canonical(rows, self.x)
+            else:
+                block, nbytes, at = (32, 34, 0) if op == "q8_0_lm_gemv" else (256, 210, 208)
+                rows = rng.integers(0, 256, (M, K // block, nbytes), dtype=np.uint8)
+                d = rng.uniform(1e-3, 2e-2, (M, K // block)).astype(np.float16)
+                rows[:, :, at:at + 2] = d.view(np.uint8).reshape(M, K // block, 2)
+                rows = rows.reshape(M, -1)
+                if op == "q8_0_lm_gemv":
+                    operand = q8_0_dot.quantize_q8_0_act(self.x)
+                    want = q8_0_dot.q8_0_dot_q8_0(rows, K, operand[1], operand[0])
+                else:
+                    operand = lmhead.q8_k_operand(self.x)
+                    want = q6_k.q6_k_dot_q8_k(rows, K, operand[1], operand[0])
+                self._lm[op] = rows, operand, want
+        return self._lm[op]
 
     def packed(self, fmt: str) -> Any:
         if fmt not in self._packed:
@@ -116,6 +154,8 @@ def _versions(op: str) -> list[tuple[str, str]]:
     """(version, isa level to run it on) of every implementation of ``op`` this CPU runs."""
     from bitnet_lab import kernels
 
+    if op in LM_FLOAT_OPS:
+        return [(v, isa) for v, isa in _FLOAT_VERSIONS if isa in kernels.available_isas()]
     if op in ("tl1_gemv", "tl2_gemv"):
         out = []
         for v in kernels.lut_kernel_versions():
@@ -137,6 +177,19 @@ def _runner(op: str, data: _ShapeData, version: str, isa: str, threads: int) -> 
         call = lambda: kernels.quantize_act(data.x, threads=threads, version=version)
         check = lambda got: all(np.array_equal(a, b) for a, b in zip(got, want))
         return call, check, float(K), float(4 * K + K + 8)
+    if op in LM_FLOAT_OPS:
+        from bitnet_lab.kernels import lmhead
+
+        rows, operand, want = data.lm_case(op)
+        if operand is None:
+            call = lambda: lmhead.lm_head_float(rows, K, data.x, isa=isa, threads=threads)
+            moved = rows.nbytes + data.x.nbytes
+        else:
+            fn = lmhead.lm_head_q8_0 if op == "q8_0_lm_gemv" else lmhead.lm_head_q6_k
+            call = lambda: fn(rows, K, None, isa=isa, threads=threads, operand=operand)
+            moved = rows.nbytes + sum(a.nbytes for a in operand)
+        check = lambda got: np.array_equal(got.view(np.uint32), want.view(np.uint32))
+        return call, check, 2.0 * M * K, float(moved + 4 * M)
     if op in ("tl1_gemv", "tl2_gemv"):
         blob, til = data.packed(op[:3])
         fn = kernels.tl1_gemv if op == "tl1_gemv" else kernels.tl2_gemv
@@ -197,7 +250,7 @@ def kernel_bench(
     from bitnet_lab.kernels.native import _k
     from bitnet_lab.bench.machine import _ceiling_isa, llc_bytes, read_buffer
 
-    known = set(DEFAULT_OPS) | {"tq2_gemm", "tq1_gemm"}
+    known = set(DEFAULT_OPS) | {"tq2_gemm", "tq1_gemm"} | set(LM_FLOAT_OPS)
     bad = [o for o in ops if o not in known]
     if bad:
         raise BitnetLabError(f"kernel_bench: unknown op(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
@@ -257,14 +310,16 @@ def kernel_bench(
                    gop_s=n_ops / med / 1e9, gb_s=n_bytes / med / 1e9)
         records.append(rec)
     if any(s.name == "lm_head" for s in shapes):
-        notes.append("lm_head: the I2_S GEMVs on the lm_head's shape (a 2-bit lm_head); the F16 lm_head the "
-                     "engine runs has no standalone kernel entry point to time.")
+        notes.append("lm_head: the engine's lm_head kernels (F16 / F32 rows, Q8_0 and Q6_K with llama.cpp's dots; "
+                     "the hidden state quantised outside the timed call, each result checked bit for bit against "
+                     "its numpy twin), and the I2_S GEMVs on that shape (a 2-bit lm_head).")
     if any(r["op"].startswith("i2s_x4") for r in records):
         notes.append("i2s_x4: I2_S re-ordered 4 rows per 64-byte step (what the engine runs where the level has a "
                      "native x4 GEMV); other levels' versions copy each group back to row-major first.")
     notes.append(f"every result checked against the exact numpy product before timing; µs = median of up to "
                  f"{repeat} calls (≥ 3, stopping after {budget_s:g} s), Python call overhead included.")
-    notes.append("GOP/s: 2 ops per multiply-add; GB/s: packed weights + activations + int32 outputs moved once.")
+    notes.append("GOP/s: 2 ops per multiply-add; GB/s: packed weights + activations + int32 (lm_head: f32) outputs "
+                 "moved once.")
     if cold:
         notes.append(f"cold: a {2 * (llc or 64 << 20) / 2**20:.0f} MiB buffer was read before every timed call "
                      "(weights come from DRAM, as in decode).")

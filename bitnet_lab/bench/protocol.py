@@ -254,6 +254,10 @@ def bench(
         ))
     if not warmup:
         notes.append("no warm-up runs: the first sample includes start-up costs.")
+    numerics = (getattr(base, "backend_options", None) or {}).get("numerics", "bitnet")
+    if numerics != "bitnet":  # another arithmetic runs other kernels (docs/numerics.md#12-numerics-profiles)
+        notes.append(f"numerics profile {numerics}: bitnet_lab's backends ran {numerics}'s arithmetic "
+                     "(Q8_K activations, per-block products), not the model's training numerics.")
     table = BenchTable(rows, machine_info(), notes)
     if ceilings is not None or any(r.bandwidth_gbs for r in rows):
         table = attach_roofline(table, base, ceilings)

@@ -40,6 +40,24 @@ def tl_tiling_options(args: Any) -> dict[str, Any]:
     return {"tl_tiling": t if isinstance(t, str) else f"{t.BM},{t.BK},{t.bm}"}  # a preset name is a string already
 
 
+NUMERICS_CHOICES = ("bitnet", "llama.cpp")  # bitnet_lab.backend.NUMERICS (kept light: no import at parse time)
+
+
+def add_numerics_flag(g: Any) -> None:
+    """``--numerics bitnet|llama.cpp`` on every subcommand that runs a model: whose arithmetic the
+    backend computes (docs/numerics.md#12-numerics-profiles)."""
+    g.add_argument("--numerics", choices=NUMERICS_CHOICES, default=None,
+                   help="bitnet: the model's training numerics (per-token int8 activations; default); "
+                        "llama.cpp: what upstream llama.cpp computes for the file (Q8_K activations per "
+                        "256-block, its per-block float sums, F16 KV cache)")
+
+
+def numerics_options(args: Any) -> dict[str, str]:
+    """The load option for ``--numerics``; empty when the flag is absent (the backend's default)."""
+    n = getattr(args, "numerics", None)
+    return {} if n is None else {"numerics": n}
+
+
 def lower_choice(choices: Sequence[str]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         v = text.lower()

@@ -42,7 +42,15 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bitnet_lab.cli.args import add_hub_flags, add_tl_tiling_flag, clamp_thread_list, resolve_model, tl_tiling_options
+from bitnet_lab.cli.args import (
+    add_hub_flags,
+    add_numerics_flag,
+    add_tl_tiling_flag,
+    clamp_thread_list,
+    numerics_options,
+    resolve_model,
+    tl_tiling_options,
+)
 from bitnet_lab.cli.run import add_i2s_layout_flag, i2s_layout_options
 from bitnet_lab.errors import BitnetLabError, ConfigError
 
@@ -115,6 +123,7 @@ def add_parser(sub: Any) -> None:
     g.add_argument("-s", "--seed", type=int, default=0, help="seed of the random token ids (default 0)")
     add_i2s_layout_flag(g)
     add_tl_tiling_flag(g)
+    add_numerics_flag(g)
     g.add_argument("-mmp", "--mmap", type=mmap_list, default=[True], metavar="0|1",
                    help="1: weights used in place from the file's memory map; 0: read into anonymous huge "
                         "pages (run's --no-mmap); 0,1 measures both (default 1)")
@@ -276,7 +285,7 @@ def bench_command(args: argparse.Namespace) -> int:
 
         source = str(default_model_path())
         _err(f"no -m given: using the default model {source}")
-    options = {**i2s_layout_options(args.i2s_layout, backends), **tl_tiling_options(args)}
+    options = {**i2s_layout_options(args.i2s_layout, backends), **tl_tiling_options(args), **numerics_options(args)}
     model = load(source, backend=backends[0], threads=max(threads), **options)
     path = str(model.source)
     if args.serve:

@@ -1,7 +1,7 @@
 """`bitnet-lab perplexity`: llama-perplexity on any backend (bitnet_lab.generate.perplexity has the method).
 
     bitnet-lab perplexity [-m MODEL] -f FILE [-c CTX] [--chunks N] [--backend auto|native|reference]
-                          [-t N] [--json]
+                          [-t N] [--numerics bitnet|llama.cpp] [--json]
 
 Prints the running estimate after every chunk (``[1]12.3456,[2]…``) and then
 ``Final estimate: PPL = X +/- Y`` on stdout; the model, backend and timings go to stderr. With
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bitnet_lab.cli.args import add_tl_tiling_flag, tl_tiling_options
+from bitnet_lab.cli.args import add_numerics_flag, add_tl_tiling_flag, numerics_options, tl_tiling_options
 from bitnet_lab.errors import ConfigError
 
 PROG = "bitnet-lab"
@@ -47,6 +47,7 @@ def add_parser(sub: Any) -> None:
                    help="native engine or the JAX reference; auto = native when it is built (default auto)")
     p.add_argument("-t", "--threads", type=int, metavar="N", help="CPU threads for the native engine")
     add_tl_tiling_flag(p)
+    add_numerics_flag(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
     p.set_defaults(func=perplexity_command)
 
@@ -73,6 +74,8 @@ def _load(args: argparse.Namespace) -> tuple[Any, str]:
     if is_checkpoint(source):
         from bitnet_lab.train.export import CheckpointModel
 
+        if args.numerics is not None:
+            raise ConfigError("--numerics applies to a model file; a training checkpoint runs the trainer's own forward")
         return CheckpointModel(source), "training checkpoint (the trainer's f32 forward)"
     import bitnet_lab
 
@@ -80,7 +83,8 @@ def _load(args: argparse.Namespace) -> tuple[Any, str]:
 
     args.threads = clamp_threads(args.threads)
     backend = _resolve_backend(args.backend)
-    model = bitnet_lab.load(source, backend=backend, threads=args.threads, **tl_tiling_options(args))
+    model = bitnet_lab.load(source, backend=backend, threads=args.threads, **tl_tiling_options(args),
+                            **numerics_options(args))
     return model, backend + (" (auto)" if args.backend == "auto" else "")
 
 
@@ -122,7 +126,8 @@ def perplexity_command(args: argparse.Namespace) -> int:
          f"in {res.seconds:.1f} s")
     if args.json:
         out = res.to_dict()
-        out.update({"model": str(getattr(model, "source", args.model)), "file": str(path), "backend": backend})
+        out.update({"model": str(getattr(model, "source", args.model)), "file": str(path), "backend": backend,
+                    "numerics": args.numerics or "bitnet"})
         print(json.dumps(out))
     else:
         print(f"Final estimate: {res}")

@@ -37,7 +37,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from bitnet_lab.cli.args import add_hub_flags, add_tl_tiling_flag, clamp_threads, hub_options, tl_tiling_options
+from bitnet_lab.cli.args import (
+    add_hub_flags,
+    add_numerics_flag,
+    add_tl_tiling_flag,
+    clamp_threads,
+    hub_options,
+    numerics_options,
+    tl_tiling_options,
+)
 from bitnet_lab.errors import ConfigError
 
 PROG = "bitnet-lab"
@@ -71,6 +79,7 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
                         "in place (faster decode where the page cache holds 4 KiB pages; loads the whole file)")
     add_i2s_layout_flag(g)
     add_tl_tiling_flag(g)
+    add_numerics_flag(g)
 
 
 def add_i2s_layout_flag(g: Any) -> None:
@@ -245,7 +254,7 @@ def _load(args: argparse.Namespace):
     t0 = time.perf_counter()
     options = i2s_layout_options(args.i2s_layout, [backend])
     model = bitnet_lab.load(source, backend=backend, threads=threads, mmap=args.mmap, **options, **hub,
-                            **tl_tiling_options(args))
+                            **tl_tiling_options(args), **numerics_options(args))
     # Build the backend and the tokenizer now, so load time includes them, and side by side: the
     # backend's build is mostly C without the GIL (re-ordering, copying the lm_head) and the
     # tokenizer's mostly Python (noticeable for a 128k vocabulary, docs/benchmarks.md#load-and-start-up),

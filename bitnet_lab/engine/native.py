@@ -3,8 +3,8 @@
 ``NativeEngine`` implements exactly the forward interface of the JAX reference
 (:class:`bitnet_lab.reference.ReferenceModel`)::
 
-    engine = NativeEngine(config, tensors, threads=None, rounding="half_even", kv_dtype="f32",
-                          lm_head_dtype="auto")
+    engine = NativeEngine(config, tensors, threads=None, numerics="bitnet", rounding="half_even",
+                          kv_dtype="f32", lm_head_dtype="auto")
     cache = engine.new_cache(n_ctx)          # NativeCache: .pos, .n_ctx, .reset()
     logits = engine.forward(ids, cache)      # (T, vocab) float32 for the T new tokens; appends them
     logits = engine.forward(ids, cache, last_only=True)   # (1, vocab): the last row only
@@ -42,7 +42,9 @@ ternary products, the BitLinear epilogue ``(acc / s_x) · γ``, RMSNorm (squares
 float64, ``1.0f/sqrtf``), RoPE from the same cos/sin tables (:func:`rope_tables`, tested equal
 to the reference's), ``exp`` in float64, fp16 roundings of q, the softmax output and the K/V
 cache with ``kv_dtype="f16"``, and of the hidden state before an F16 lm_head; a Q8_0 lm_head
-uses llama.cpp's Q8_0 dot on both sides (the hidden state quantised to Q8_0 per block of 32).
+uses llama.cpp's Q8_0 dot on both sides (the hidden state quantised to Q8_0 per block of 32),
+a Q6_K lm_head llama.cpp's Q6_K × Q8_K dot (the hidden state quantised to Q8_K per block of 256;
+docs/numerics.md#9-embedding-and-lm_head).
 Every float reduction follows one canonical order shared by all ISA levels
 (cython_kernels/src/engine_float.h), so results are bit-identical for every thread count and
 ISA level. Attention dots, the softmax sum and the norms accumulate in float64 like the
@@ -63,8 +65,9 @@ committed as positions fill up) + a workspace kept by the engine between calls (
 most ``ENGINE_CHUNK`` rows per thread, grown on demand: a decode step allocates nothing). Load
 reads every page of the ternary weights once (the check for the invalid 2-bit code 3, one C pass
 at memory speed when the file is cached) but not the embedding. Float
-tensors are used in place when they are F32, F16 or Q8_0; other float types (BF16, Q6_K) are
-widened to F32 once at load (the Q6_K lm_head then runs the F32 path).
+tensors are used in place when they are F32, F16, Q8_0 or Q6_K (a Q6_K embedding is
+dequantised one looked-up row at a time; a Q6_K lm_head is widened to F32 only when
+``lm_head_dtype="f32"`` asks for the exact float dot); BF16 is widened to F32 once at load.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ from typing import Any
 import numpy as np
 
 from bitnet_lab import kernels
-from bitnet_lab.backend import check_batch, check_cache_size, check_token_ids
+from bitnet_lab.backend import check_batch, check_cache_size, check_numerics_shapes, check_token_ids, numerics_options
 from bitnet_lab.config import ModelConfig
 from bitnet_lab.engine import residency
 from bitnet_lab.engine.profile import DecodeProfile
@@ -149,11 +152,15 @@ class NativeEngine:
     Options (the reference's, same meaning, recorded in :attr:`numerics`):
 
     - ``threads``: OpenMP threads (``None``: :func:`bitnet_lab.kernels.effective_threads`).
+    - ``numerics``: the profile, "bitnet" (default) or "llama.cpp" (docs/numerics.md#12-numerics-profiles;
+      the reference's option); it sets the defaults of the three options below and refuses a
+      contradicting one (``backend.numerics_options``).
     - ``rounding``: activation rounding, "half_even" or "half_away"
       (docs/numerics.md#25-rounding-modes-at-a-glance).
     - ``kv_dtype``: "f32" or "f16" (K/V stored as fp16, q and the softmax output rounded to fp16).
     - ``lm_head_dtype``: "auto" (fp16 dot iff the lm_head is F16; a Q8_0 lm_head uses llama.cpp's
-      Q8_0 dot, the hidden state quantised to Q8_0 per block of 32), "f16" or "f32".
+      Q8_0 dot, the hidden state quantised to Q8_0 per block of 32; a Q6_K lm_head llama.cpp's
+      Q6_K × Q8_K dot, read in place), "f16" or "f32".
     - ``n_ctx_max``: default cache length (default ``config.context``).
     - ``spin_us``: how long a thread waiting at a barrier between stages spins before it sleeps
       (default: ``$BITNET_LAB_SPIN_US`` or 20 µs). Spinning reacts at once on a quiet machine;
@@ -169,13 +176,21 @@ class NativeEngine:
         tensors: Mapping[str, Any],
         *,
         threads: int | None = None,
-        rounding: str = ternary.DEFAULT_ROUNDING,
-        kv_dtype: str = "f32",
-        lm_head_dtype: str = "auto",
+        numerics: str | None = None,
+        rounding: str | None = None,
+        kv_dtype: str | None = None,
+        lm_head_dtype: str | None = None,
         n_ctx_max: int | None = None,
         spin_us: float | None = None,
         i2s_layout: str = "auto",
     ) -> None:
+        opts = numerics_options(numerics, rounding=rounding, kv_dtype=kv_dtype, lm_head_dtype=lm_head_dtype)
+        profile, rounding, kv_dtype, lm_head_dtype = (
+            opts["numerics"], opts["rounding"], opts["kv_dtype"], opts["lm_head_dtype"])
+        check_numerics_shapes(config, profile)
+        if profile == "llama.cpp" and i2s_layout == "x4":
+            raise ConfigError("i2s_layout='x4' does not apply to numerics='llama.cpp': its per-block kernels "
+                              "read the row-major layouts (use i2s_layout='auto' or 'file')")
         if rounding not in ternary.ROUNDING_MODES:
             raise ConfigError(f"rounding {rounding!r} is not one of {ternary.ROUNDING_MODES}")
         if kv_dtype not in KV_DTYPES:
@@ -198,7 +213,7 @@ class NativeEngine:
         # depends on its position only), so a cache of a huge n_ctx costs nothing until it fills.
         self._rope_cos = self._rope_sin = np.zeros((0, max(config.rot_dim // 2, 1)), np.float32)
 
-        w = prepare_weights(config, tensors, x4=x4, lm_head_dtype=lm_head_dtype)
+        w = prepare_weights(config, tensors, x4=x4, lm_head_dtype=lm_head_dtype, numerics=profile)
         self._packed = w.packed
         self.i2s_layout = w.i2s_layout
         c = config
@@ -211,6 +226,9 @@ class NativeEngine:
             "act_relu2": int(c.activation == "relu2"), "sub_norms": int(c.sub_norms),
             "rounding": ROUNDING_CODE[rounding], "kv_f16": int(kv_dtype == "f16"), "lm_f16": int(lm_f16),
             "lm_q8": int(lm_q8),
+            "block_epilogue": int(w.block_mode),  # non-uniform TQ block scales (src/engine.h BL_EPI_BLOCKS)
+            # llama.cpp profile: Q8_K activations and ggml's per-block TQ dot in every projection (BL_EPI_Q8K)
+            "act_q8k": int(profile == "llama.cpp"),
             "eps": float(np.float32(c.norm_eps)),
             "kq_scale": float(np.float32(1.0) / np.sqrt(np.float32(c.head_dim))),  # 1.0f/sqrtf(d)
         }
@@ -225,12 +243,17 @@ class NativeEngine:
         per_layer, glob = self._core.capture_specs()
         self._cap_layer, self._cap_global = per_layer, glob
         self._weight_bytes = sum(int(a.nbytes) for _, a in self._packed.values())
+        if profile == "llama.cpp":  # the same words as the reference's record
+            act = {"activations": "Q8_K per 256-block", "rounding": "half_even (ggml nearest_int)",
+                   "epilogue": "sumf += fl32(sumi_b) * fl32(d8_b * d_w,b), f32, blocks in order"}
+        else:
+            act = {"activations": "per-token absmax int8", "rounding": rounding, "act_floor": ternary.ACT_EPS,
+                   "epilogue": "fl32(sum_b acc_b*d_b) / s_x" if w.block_mode else "(acc / s_x) * gamma"}
         self.numerics = {
-            "rounding": rounding,
-            "act_floor": ternary.ACT_EPS,
-            "epilogue": "(acc / s_x) * gamma",
+            "profile": profile,
+            **act,
             "kv_dtype": kv_dtype,
-            "lm_head": "q8_0" if lm_q8 else "f16" if lm_f16 else "f32",
+            "lm_head": "q8_0" if lm_q8 else "q6_k" if w.lm_q6k else "f16" if lm_f16 else "f32",
             "embed_type": w.embed_type,
             "lm_head_type": w.lm_head_type,
             "float_dots": "float32 accumulate, canonical 16-lane order (multiply, add; fixed fold)",
@@ -447,7 +470,7 @@ class NativeEngine:
     @property
     def lm_head_rows(self) -> np.ndarray:
         """The (vocab, row bytes or hidden) rows the lm_head kernel streams every token: F16/F32
-        values or Q8_0 blocks, in this engine's own memory when the file's were mapped."""
+        values or Q8_0 / Q6_K blocks, in this engine's own memory when the file's were mapped."""
         return self._lm_rows
 
     @property

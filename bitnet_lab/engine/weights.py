@@ -29,6 +29,7 @@ __all__ = [
     "KV_DTYPES",
     "LAYOUT_CODE",
     "LM_HEAD_DTYPES",
+    "NUMERICS",
     "MAX_HEAD_DIM",
     "PROF_CLASSES",
     "PROJECTIONS",
@@ -69,13 +70,14 @@ LAYOUT_CODE = {"i2_s": 0, "tq2_0": 1, "tq1_0": 2, "tl1": 3, "tl2": 4, "i2_s_x4":
 # sequential stream); "file" uses the file's bytes in place; "auto" = x4 where the active ISA
 # level has a native x4 GEMV (kernels.i2s_x4_native), else file.
 I2S_LAYOUTS = ("auto", "x4", "file")
-_FT_F32, _FT_F16, _FT_Q8_0 = 0, 1, 2
+_FT_F32, _FT_F16, _FT_Q8_0, _FT_Q6_K = 0, 1, 2, 3
 ROUNDING_CODE = {"half_even": 0, "half_away": 1}
 
 _I2S_BLOCK = 128
 _TQ_BLOCK = 256
 _TQ_BLOCK_BYTES = {"tq2_0": 66, "tq1_0": 54}
 Q8_0_BLOCK, Q8_0_BYTES = 32, 34
+Q6_K_BLOCK, Q6_K_BYTES = 256, 210
 
 
 # ---- RoPE tables ------------------------------------------------------------------------------
@@ -126,21 +128,27 @@ def _check_2bit_codes(data: np.ndarray, name: str, layout: str, stride: int = 0,
                          f"in {n_bad} byte(s); first at byte {first}")
 
 
-def _tq_gamma(w: TernaryWeight, name: str) -> np.float32:
-    """The per-tensor scale of a TQ weight: its fp16 block scales must be uniform over the blocks
-    that hold a non-zero weight (the reference's rule, reference/weights.py), else error."""
+def _tq_scales(w: TernaryWeight, name: str) -> tuple[np.float32, np.ndarray | None]:
+    """``(γ, None)`` when the fp16 block scales of a TQ weight are uniform over the blocks that
+    hold a non-zero weight (the reference's rule, reference/weights.py), else ``(0, d)`` with
+    ``d`` the (M, K/256) float32 block scales for the block epilogue
+    (docs/numerics.md#35-block-scaled-tq-epilogue). Non-finite scales of used blocks: CodecError."""
     M, K = w.shape
     d = np.asarray(w.block_scales, dtype=np.float16).astype(np.float32).reshape(M, K // _TQ_BLOCK)
     distinct = np.unique(d[d != 0])
-    if distinct.size > 1:  # only the used blocks count: decode (rare path) and look again
+    used = None
+    # only used blocks count: decode and look again when the scales alone do not settle it (a zero
+    # scale on a block with weights makes the tensor block-scaled, as in the reference)
+    if distinct.size > 1 or not np.isfinite(distinct).all() or (distinct.size and (d == 0).any()):
         used = np.any(w.ternary().reshape(M, K // _TQ_BLOCK, _TQ_BLOCK) != 0, axis=2)
         distinct = np.unique(d[used])
-    if distinct.size > 1:
-        raise ConfigError(
-            f"{name}: {w.layout} block scales are not uniform ({distinct.size} distinct values, "
-            f"{distinct.min():.6g}..{distinct.max():.6g}); the native engine needs one scale per tensor "
-            "(per-block scales are supported by backend='reference')")
-    return np.float32(distinct[0]) if distinct.size else np.float32(0.0)
+    if not np.isfinite(distinct).all():
+        r, b = (int(i[0]) for i in np.nonzero(used & ~np.isfinite(d)))
+        raise CodecError(f"{name}: {w.layout} block scale of row {r}, block {b} is {d[r, b]} (not finite)")
+    if distinct.size <= 1:
+        return (np.float32(distinct[0]) if distinct.size else np.float32(0.0)), None
+    # unused blocks contribute 0 · d: a zero keeps an unused non-finite d from making a NaN
+    return np.float32(0.0), np.ascontiguousarray(np.where(used, d, np.float32(0.0)), dtype=np.float32)
 
 
 def _repack_i2_s(t: np.ndarray) -> tuple[np.ndarray, int]:
@@ -153,11 +161,16 @@ def _repack_i2_s(t: np.ndarray) -> tuple[np.ndarray, int]:
     return kernels.pack_i2_s(np.ascontiguousarray(t, dtype=np.int8), threads=1), K_pad
 
 
-def projection_spec(name: str, w: Any, shape: tuple[int, int], deferred: bool = False) -> tuple:
-    """``(layout code, data, M, K, K_pad, gamma, None, tiling)`` for EngineCore (engine.pxi).
+def projection_spec(name: str, w: Any, shape: tuple[int, int], deferred: bool = False, *,
+                    row_major: bool = False) -> tuple:
+    """``(layout code, data, M, K, K_pad, gamma, None, tiling, block scales)`` for EngineCore
+    (engine.pxi); block scales: the (M, K/256) float32 ``d`` of a TQ weight whose scales differ
+    (then gamma is 0), else None.
     ``deferred=True`` (an I2_S or TQ2_0 tensor the x4 re-order will read, x4_repacked_names):
     nothing of the data is read here — no code-3 scan, no TQ scale check, gamma 0 — the re-order
-    does both on the copy it reads, without touching the file's mapping (to_x4)."""
+    does both on the copy it reads, without touching the file's mapping (to_x4).
+    ``row_major=True`` (the llama.cpp numerics profile: every projection runs the per-block
+    kernels, which read I2_S, TQ2_0 and TQ1_0): TL1/TL2 weights are repacked to I2_S."""
     M, K = shape
     if tuple(getattr(w, "shape", ())) != (M, K):
         raise ConfigError(f"{name}: shape {tuple(getattr(w, 'shape', ()))} but the config implies {(M, K)}")
@@ -172,7 +185,7 @@ def projection_spec(name: str, w: Any, shape: tuple[int, int], deferred: bool = 
                 "with absmean (bitnet_lab.quant.ternary.absmean_ternarize) first")
         gamma = np.float32(distinct[0]) if distinct.size else np.float32(0.0)
         data, K_pad = _repack_i2_s(np.sign(a).astype(np.int8))
-        return (LAYOUT_CODE["i2_s"], data, M, K, K_pad, float(gamma), None, None)
+        return (LAYOUT_CODE["i2_s"], data, M, K, K_pad, float(gamma), None, None, None)
     if not isinstance(w, TernaryWeight):
         raise ConfigError(f"{name}: expected a TernaryWeight or FloatTensor, got {type(w).__name__}")
 
@@ -183,7 +196,7 @@ def projection_spec(name: str, w: Any, shape: tuple[int, int], deferred: bool = 
             raise CodecError(f"{name}: a ({M}, {K}) I2_S tensor needs {M * K // 4} bytes, got {data.size}")
         if not deferred:
             _check_2bit_codes(data, name, "I2_S")
-        return (LAYOUT_CODE["i2_s"], data, M, K, K, float(np.float32(w.scale)), None, None)
+        return (LAYOUT_CODE["i2_s"], data, M, K, K, float(np.float32(w.scale)), None, None, None)
     if layout in ("tq2_0", "tq1_0"):
         if K % _TQ_BLOCK:
             raise CodecError(f"{name}: {layout} needs K % {_TQ_BLOCK} == 0, got K = {K}")
@@ -192,12 +205,12 @@ def projection_spec(name: str, w: Any, shape: tuple[int, int], deferred: bool = 
         if data.size != need:
             raise CodecError(f"{name}: a ({M}, {K}) {layout} tensor needs {need} bytes, got {data.size}")
         if deferred:
-            return (LAYOUT_CODE[layout], data, M, K, K, 0.0, None, None)
+            return (LAYOUT_CODE[layout], data, M, K, K, 0.0, None, None, None)
         if layout == "tq2_0":  # the 64 code bytes of every 66-byte block (the fp16 scale follows)
             _check_2bit_codes(data, name, "TQ2_0", _TQ_BLOCK_BYTES["tq2_0"], 64)
-        gamma = _tq_gamma(w, name)
-        return (LAYOUT_CODE[layout], data, M, K, K, float(gamma), None, None)
-    if layout in ("tl1", "tl2"):
+        gamma, d = _tq_scales(w, name)
+        return (LAYOUT_CODE[layout], data, M, K, K, float(gamma), None, None, d)
+    if layout in ("tl1", "tl2") and not row_major:
         from bitnet_lab.quant import packing, tiling
 
         tl = tiling.validate_tiling(layout, M, K, w.tiling)
@@ -207,11 +220,11 @@ def projection_spec(name: str, w: Any, shape: tuple[int, int], deferred: bool = 
             raise CodecError(f"{name}: a ({M}, {K}) {layout} tensor with tiling {tl} needs at least "
                              f"{need} bytes, got {data.size}")
         return (LAYOUT_CODE[layout], data, M, K, K, float(np.float32(w.scale)), None,
-                (int(tl.BM), int(tl.BK), int(tl.bm)))
-    # int8, hf_packed, I2_S with K % 128 != 0: repack once to I2_S (2 bits per weight)
+                (int(tl.BM), int(tl.BK), int(tl.bm)), None)
+    # int8, hf_packed, I2_S with K % 128 != 0 (TL too, row_major): repack once to I2_S (2 bits per weight)
     t = w.ternary_matrix()
     data, K_pad = _repack_i2_s(t)
-    return (LAYOUT_CODE["i2_s"], data, M, K, K_pad, float(np.float32(w.gamma())), None, None)
+    return (LAYOUT_CODE["i2_s"], data, M, K, K_pad, float(np.float32(w.gamma())), None, None, None)
 
 
 def x4_wanted(i2s_layout: str) -> bool:
@@ -247,7 +260,9 @@ def x4_repacked_names(config: ModelConfig, tensors: Mapping[str, Any], i2s_layou
 
 def to_x4(specs: list[tuple[str, list]], deferred: Mapping[str, TernaryWeight], threads: int) -> None:
     """Re-order every I2_S spec (K_pad <= X4_MAX_K) and every deferred TQ2_0 spec in place into
-    the x4 layout, all in one anonymous THP arena. Deferred tensors (``x4_repacked_names``) are
+    the x4 layout, all in one anonymous THP arena (a deferred TQ2_0 tensor whose block scales turn
+    out not uniform stays TQ2_0, read in place by the per-block kernels, with its scales in slot 8).
+    Deferred tensors (``x4_repacked_names``) are
     read with preadv into a scratch buffer (the mapping's pages never enter RSS) and checked
     there — code 3, and for TQ2_0 the uniform block scale that becomes gamma — TQ2_0 codes are
     re-ordered to I2_S, then every tensor is interleaved. The tensors are spread over
@@ -282,7 +297,11 @@ def to_x4(specs: list[tuple[str, list]], deferred: Mapping[str, TernaryWeight], 
                     scales = w.block_scales  # a view of the blocks' own fp16 (GGUF): read from the copy
                     if np.may_share_memory(scales, w.data):
                         scales = np.ascontiguousarray(buf.reshape(-1, 66)[:, 64:]).view(np.float16)
-                    s[5] = float(_tq_gamma(replace(w, data=buf, block_scales=scales.reshape(M, K // _TQ_BLOCK)), name))
+                    gamma, d = _tq_scales(replace(w, data=buf, block_scales=scales.reshape(M, K // _TQ_BLOCK)), name)
+                    if d is not None:  # scales differ: the per-block kernels read TQ2_0 in place
+                        s[5], s[8] = float(gamma), d
+                        continue
+                    s[5] = float(gamma)
                     buf = kernels.tq2_to_i2s(buf, M, K)
                 else:
                     _check_2bit_codes(buf, name, "I2_S")
@@ -307,22 +326,28 @@ def norm_vector(tensors: Mapping[str, Any], name: str, n: int) -> np.ndarray:
 
 
 def check_float_rows(name: str, ftype: int, rows: np.ndarray, H: int) -> None:
-    """NaN / inf in the rows ``float_matrix`` hands to C (F32, F16 bits, or Q8_0 blocks, whose fp16
-    scales are what can be non-finite: the int8 values cannot) -> a FormatError naming ``name``."""
+    """NaN / inf in the rows ``float_matrix`` hands to C (F32, F16 bits, or Q8_0 / Q6_K blocks, whose
+    fp16 scales are what can be non-finite: the integer codes cannot) -> a FormatError naming ``name``."""
     if ftype == _FT_F32:
         check_finite(name, rows, "weights")
     elif ftype == _FT_F16:
         check_finite(name, rows.view(np.float16), "weights")
+    elif ftype == _FT_Q6_K:
+        V = rows.shape[0]
+        d = np.ascontiguousarray(rows.reshape(V, H // Q6_K_BLOCK, Q6_K_BYTES)[:, :, 208:210]).view(np.float16)
+        check_finite(name, d.reshape(V, H // Q6_K_BLOCK), "Q6_K block scales (row, block)")
     else:
         V = rows.shape[0]
         d = np.ascontiguousarray(rows.reshape(V, H // Q8_0_BLOCK, Q8_0_BYTES)[:, :, :2]).view(np.float16)
         check_finite(name, d.reshape(V, H // Q8_0_BLOCK), "Q8_0 block scales (row, block)")
 
 
-def float_matrix(t: FloatTensor, want_f16: bool | None, V: int, H: int) -> tuple[int, np.ndarray]:
-    """``(ftype, rows)`` for the C side: F32 / F16 / Q8_0 used in place; other types widened to
-    F32. ``want_f16`` True: fp16 rows (F32/Q8_0/... rounded once: the "f16" lm_head); False:
-    F16 is still read in place (widening is exact); None: the embedding (as stored)."""
+def float_matrix(t: FloatTensor, want_f16: bool | None, V: int, H: int, *, q6_k: bool = False) -> tuple[int, np.ndarray]:
+    """``(ftype, rows)`` for the C side: F32 / F16 / Q8_0 used in place, and Q6_K when ``q6_k``
+    (the embedding, dequantised per looked-up row, or an "auto" lm_head, llama.cpp's Q6_K × Q8_K
+    dot); other types widened to F32. ``want_f16`` True: fp16 rows (F32/Q8_0/... rounded once:
+    the "f16" lm_head); False: F16 is still read in place (widening is exact); None: the
+    embedding (as stored)."""
     if want_f16 and t.ggml_type != "F16":
         return _FT_F16, np.ascontiguousarray(t.to_numpy().reshape(V, H).astype(np.float16)).view(np.uint16)
     if t.ggml_type == "F16":
@@ -334,6 +359,11 @@ def float_matrix(t: FloatTensor, want_f16: bool | None, V: int, H: int) -> tuple
         if raw.size != V * H // Q8_0_BLOCK * Q8_0_BYTES:
             raise CodecError(f"{t.name}: a ({V}, {H}) Q8_0 tensor needs {V * H // 32 * 34} bytes, got {raw.size}")
         return _FT_Q8_0, raw.reshape(V, H // Q8_0_BLOCK * Q8_0_BYTES)
+    if q6_k and t.ggml_type == "Q6_K" and H % Q6_K_BLOCK == 0:
+        raw = _flat_u8(t.data, t.name)
+        if raw.size != V * H // Q6_K_BLOCK * Q6_K_BYTES:
+            raise CodecError(f"{t.name}: a ({V}, {H}) Q6_K tensor needs {V * H // 256 * 210} bytes, got {raw.size}")
+        return _FT_Q6_K, raw.reshape(V, H // Q6_K_BLOCK * Q6_K_BYTES)
     return _FT_F32, np.ascontiguousarray(t.to_numpy().reshape(V, H), dtype=np.float32)
 
 
@@ -370,7 +400,9 @@ class PreparedWeights:
     ``layers``: per layer the norms and the 7 projection specs (projection_spec tuples);
     ``packed``: projection name -> (layout, the bytes the kernels read); ``i2s_layout``: "x4" when
     any projection was re-ordered at load, else "file"; ``embed`` / ``lm``: (float type code, rows);
-    ``lm_f16`` / ``lm_q8``: the lm_head's dot (fp16, llama.cpp's Q8_0, else f32).
+    ``lm_f16`` / ``lm_q8`` / ``lm_q6k``: the lm_head's dot (fp16, llama.cpp's Q8_0 or Q6_K × Q8_K, else f32); ``block_mode``:
+    a TQ projection has non-uniform block scales, so every projection takes the block epilogue
+    (EngineCore dims["block_epilogue"], docs/numerics.md#35-block-scaled-tq-epilogue).
     """
 
     layers: list[dict[str, Any]]
@@ -383,6 +415,8 @@ class PreparedWeights:
     lm_q8: bool
     embed_type: str
     lm_head_type: str
+    lm_q6k: bool = False  # a Q6_K lm_head read in place with llama.cpp's Q6_K × Q8_K dot
+    block_mode: bool = False  # some TQ projection's block scales differ: the block epilogue for all
 
     def mapped_arrays(self) -> list[np.ndarray]:
         """Every array the C side reads (norms, projections, embedding, lm_head): those still
@@ -392,11 +426,22 @@ class PreparedWeights:
         return held + [self.embed[1], self.lm[1], self.output_norm]
 
 
+NUMERICS = ("bitnet", "llama.cpp")
+
+
 def prepare_weights(config: ModelConfig, tensors: Mapping[str, Any], *, x4: bool,
-                    lm_head_dtype: str = "auto") -> PreparedWeights:
+                    lm_head_dtype: str = "auto", numerics: str = "bitnet") -> PreparedWeights:
     """Check every tensor the graph uses against ``config`` and describe each to the C side in
     the layout its kernel reads: used in place (mapped), re-ordered to x4 (``x4``), repacked to
-    I2_S, or (float tensors) widened once; a mapped lm_head moves into 2 MiB pages."""
+    I2_S, or (float tensors) widened once; a mapped lm_head moves into 2 MiB pages.
+
+    ``numerics="llama.cpp"``: every projection runs the per-block kernels with Q8_K activations
+    (docs/numerics.md#36-llamacpp-tq-dot-with-q8_k-activations): no x4, TL1/TL2 repacked to I2_S,
+    every K % 256 == 0. A TQ tensor's block scales are used as they are, uniform or not."""
+    if numerics not in NUMERICS:
+        raise ConfigError(f"numerics {numerics!r} is not one of {NUMERICS}")
+    q8k = numerics == "llama.cpp"
+    x4 = x4 and not q8k
     names = set(tensors)
     # every count against the tensors present, before anything is enumerated per layer
     config.check_tensors({n: tuple(getattr(t, "shape", ())) for n, t in tensors.items()})
@@ -428,7 +473,7 @@ def prepare_weights(config: ModelConfig, tensors: Mapping[str, Any], *, x4: bool
         for p in PROJECTIONS:
             name = f"blk.{i}.{p}.weight"
             w = tensors[name]
-            s = list(projection_spec(name, w, shapes[p], deferred=name in deferred))
+            s = list(projection_spec(name, w, shapes[p], deferred=name in deferred, row_major=q8k))
             scale_name = f"blk.{i}.{p}.scale"
             if scale_name in names:  # old `bitnet` arch: y · scale after the epilogue
                 st = tensors[scale_name]
@@ -442,6 +487,12 @@ def prepare_weights(config: ModelConfig, tensors: Mapping[str, Any], *, x4: bool
         layers.append(spec)
     if x4:
         to_x4(all_specs, deferred, load_workers())
+    block_mode = any(s[8] is not None for _, s in all_specs)
+    if block_mode or q8k:  # per-256-block arithmetic for every projection
+        bad = {p: shapes[p][1] for p in PROJECTIONS if shapes[p][1] % _TQ_BLOCK}
+        if bad:
+            why = "llama.cpp numerics (Q8_K activations)" if q8k else "block-scaled weights"
+            raise ConfigError(f"{why} need every K % {_TQ_BLOCK} == 0; not so for {bad}")
     layout_name = {v: k for k, v in LAYOUT_CODE.items()}
     for name, s in all_specs:
         packed[name] = (layout_name[s[0]], s[1])
@@ -460,8 +511,12 @@ def prepare_weights(config: ModelConfig, tensors: Mapping[str, Any], *, x4: bool
     # a Q8_0 lm_head ("auto"): llama.cpp's Q8_0 dot, the hidden state quantised to Q8_0
     # (docs/numerics.md#9-embedding-and-lm_head)
     lm_q8 = lm_head_dtype == "auto" and lm_t.ggml_type == "Q8_0" and H % Q8_0_BLOCK == 0
-    embed = float_matrix(emb_t, None, V, H)
-    lm = embed if (lm_t is emb_t and not (lm_f16 and emb_t.ggml_type != "F16")) else float_matrix(lm_t, lm_f16, V, H)
+    # a Q6_K lm_head ("auto"): llama.cpp's Q6_K × Q8_K dot, read in place (no 5x wider F32 copy);
+    # a Q6_K embedding is read in place too, one looked-up row dequantised at a time
+    lm_q6k = lm_head_dtype == "auto" and lm_t.ggml_type == "Q6_K" and H % Q6_K_BLOCK == 0
+    embed = float_matrix(emb_t, None, V, H, q6_k=True)
+    shared = lm_t is emb_t and not (lm_f16 and emb_t.ggml_type != "F16") and (embed[0] != _FT_Q6_K or lm_q6k)
+    lm = embed if shared else float_matrix(lm_t, lm_f16, V, H, q6_k=lm_q6k)
     # The lm_head is read whole every token (657 MB of the 2B-4T's 1178): it streams slower from
     # the file's 4 KiB page-cache pages than from 2 MiB pages
     # (docs/benchmarks.md#decode-memory-layout-and-streaming), so a mapped lm_head moves into a
@@ -485,4 +540,4 @@ def prepare_weights(config: ModelConfig, tensors: Mapping[str, Any], *, x4: bool
         _k.advise_hugepages(arr)
     return PreparedWeights(layers=layers, packed=packed, i2s_layout=i2s_layout, embed=embed, lm=lm,
                            output_norm=output_norm, lm_f16=lm_f16, lm_q8=lm_q8, embed_type=emb_t.ggml_type,
-                           lm_head_type=lm_t.ggml_type)
+                           lm_head_type=lm_t.ggml_type, lm_q6k=lm_q6k, block_mode=block_mode)

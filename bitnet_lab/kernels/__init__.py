@@ -67,7 +67,9 @@ from bitnet_lab.kernels.lut import (
     tl2_gemv,
 )
 from bitnet_lab.kernels.mad import (
+    BLOCK_OPS,
     X4_MAX_K,
+    block_gemm,
     default_version,
     fault_status,
     i2s_gemm,
@@ -90,6 +92,8 @@ from bitnet_lab.kernels.mad import (
 )
 
 __all__ = [
+    "BLOCK_OPS",
+    "block_gemm",
     "active_isa",
     "allowed_cpus",
     "available_isas",

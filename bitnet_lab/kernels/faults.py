@@ -6,8 +6,8 @@ once per call. Off by default; :func:`fault_status` and ``build_info()["fault"]`
 Every kernel the native engine runs can be made wrong (:data:`FAULT_OPS`):
 
 * the MAD ops (:data:`MAD_OPS`: quantize_act, the I2_S / x4 / TQ2_0 / TQ1_0 GEMVs and GEMMs, the
-  AMX tile GEMMs included): a product adds 1 to ``out[0]`` (row 0, token 0), quantize_act adds 1
-  to ``sum_q[0]``;
+  AMX tile GEMMs included, and the per-block ``*_bgemv`` / ``*_bgemm``): a product adds 1 to
+  ``out[0]`` (row 0, token 0; a per-block op: block 0), quantize_act adds 1 to ``sum_q[0]``;
 * the TL1 / TL2 LUT ops (:data:`LUT_OPS`): a build adds 1 to every entry of its first table (so
   every row's sum moves by ±1), a GEMV adds 1 to ``out[0]``.
 
@@ -23,7 +23,8 @@ import os
 from bitnet_lab.errors import KernelError
 from bitnet_lab.kernels.native import _k
 
-__all__ = ["FAULT_ENV_VAR", "FAULT_OPS", "LAYOUT_OPS", "LUT_OPS", "MAD_OPS", "fault_status", "inject_fault"]
+__all__ = ["BLOCK_LAYOUT_OPS", "FAULT_ENV_VAR", "FAULT_OPS", "LAYOUT_OPS", "LUT_OPS", "MAD_OPS", "fault_status",
+           "inject_fault"]
 
 FAULT_ENV_VAR = "BITNET_LAB_FAULT"
 MAD_OPS: tuple[str, ...] = _k.mad_op_names()
@@ -43,6 +44,15 @@ LAYOUT_OPS: dict[str, tuple[str, ...]] = {
     "tq1_0": ("tq1_gemv", "tq1_gemm"),
     "tl1": ("tl1_gemv", "tl1_build_lut"),
     "tl2": ("tl2_gemv", "tl2_build_lut"),
+}
+
+# The ops a projection runs instead when it needs per-256-block products: a TQ tensor whose block
+# scales differ (the engine's numerics["epilogue"] then names the block sum) and every projection
+# of the llama.cpp numerics profile (Q8_K activations; TL layouts are repacked to i2_s there).
+BLOCK_LAYOUT_OPS: dict[str, tuple[str, ...]] = {
+    "i2_s": ("i2s_bgemv", "i2s_bgemm"),
+    "tq2_0": ("tq2_bgemv", "tq2_bgemm"),
+    "tq1_0": ("tq1_bgemv", "tq1_bgemm"),
 }
 
 

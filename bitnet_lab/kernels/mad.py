@@ -15,16 +15,22 @@ i2s_gemv          int32 (M,) = Σ_k t[r, k]·q[k], canonical I2_S 128/32        
 i2s_gemm          int32 (N, M) = Σ_k t[r, k]·Q[n, k]                          i2s_gemm_ref
 tq2_gemv / gemm   the same over TQ2_0 blocks (llama.cpp layout)               tq2_gemv_ref / tq2_gemm_ref
 tq1_gemv / gemm   the same over TQ1_0 blocks                                  tq1_gemv_ref / tq1_gemm_ref
+<f>_bgemv/bgemm   int32 (N, M, K/256): the same cut at every 256-weight       <f>_block_gemm_ref
+                  block, f in i2s, tq2, tq1 (:func:`block_gemm`)
 ================  ==========================================================  =====================
+
+The per-block ops keep the block boundary for an epilogue that weighs every block by its own
+scale: TQ files whose block scales differ (docs/numerics.md#35-block-scaled-tq-epilogue) and the
+``llama.cpp`` numerics profile's Q8_K activations (docs/numerics.md#36-llamacpp-tq-dot-with-q8_k-activations).
 
 The products return the exact integer ``Σ t·q`` (= D − sum_q, docs/numerics.md#31-the-integer-identity); the
 caller applies the epilogue ``(Σ t·q) / s_x · γ`` (:func:`bitnet_lab.quant.bitlinear_epilogue`).
 
-**TQ2_0 / TQ1_0 numerics are BitNet's, not llama.cpp's.** The weight layouts are llama.cpp's, but
-the activations are BitNet's per-token int8 (one scale per row), not llama.cpp's per-256-block
-Q8_K, so results differ from llama.cpp's own TQ kernels by design. The per-block fp16 scales are
-not used by the integer product: it equals the dequantised product only when every non-zero
-block scale is the same value — check it at load with :func:`tq_uniform_scale`.
+**TQ2_0 / TQ1_0 numerics are BitNet's, not llama.cpp's** (unless the ``llama.cpp`` numerics
+profile asks for Q8_K activations). The weight layouts are llama.cpp's, but the activations are
+BitNet's per-token int8 (one scale per row). The whole-row products ignore the per-block fp16
+scales: they equal the dequantised product only when every non-zero block scale is the same value
+(:func:`tq_uniform_scale`); files whose scales differ go through the per-block ops.
 
 Numbered versions (llm.c style; ``kernel_versions()`` lists what this CPU runs): ``v0`` portable
 C, ``v1`` AVX2 (maddubs, int16 accumulators widened every ≤ 16 blocks), ``v1w1`` AVX2 widening
@@ -55,7 +61,9 @@ from bitnet_lab.quant.mad_reference import tq_uniform_scale
 from bitnet_lab.quant.ternary import ROUNDING_MODES, quantize_activations
 
 __all__ = [
+    "BLOCK_OPS",
     "FAULT_ENV_VAR",
+    "block_gemm",
     "MAD_OPS",
     "default_version",
     "fault_status",
@@ -260,10 +268,34 @@ def tq1_gemm(data, Q: np.ndarray, M: int, K: int, *, threads: int | None = None,
     return _gemm("tq1_gemm", data, Q, M, K, threads, isa, version)
 
 
+# The per-block ops of each format: (GEMV op, GEMM op).
+BLOCK_OPS = {"i2s": ("i2s_bgemv", "i2s_bgemm"), "tq2": ("tq2_bgemv", "tq2_bgemm"), "tq1": ("tq1_bgemv", "tq1_bgemm")}
+
+
+def block_gemm(fmt: str, data, Q: np.ndarray, M: int, K: int, *, gemv: bool = False, threads: int | None = None,
+               isa: str | None = None, version: str | None = None) -> np.ndarray:
+    """Per-256-block exact products ``Σ_{k in block b} t[r, k]·Q[n, k]``: int32 (N, M, K/256) for
+    int8 ``Q`` (N, K), K % 256 == 0 (src/bl_mad.h "per-block products").
+
+    ``fmt``: "i2s" (row-major I2_S bytes), "tq2" (TQ2_0) or "tq1" (TQ1_0) — the block scales of a
+    TQ tensor are not applied. ``gemv=True`` runs the GEMV op once per row of ``Q`` (what the
+    engine's decode calls), else the GEMM op on all rows. Numpy twins:
+    :func:`bitnet_lab.quant.mad_reference.i2s_block_gemm_ref` / ``tq2_…`` / ``tq1_…``."""
+    if fmt not in BLOCK_OPS:
+        raise KernelError(f"block_gemm: fmt must be one of {sorted(BLOCK_OPS)}, got {fmt!r}")
+    M, K = _dim(M, "M"), _dim(K, "K")
+    vi, _, _ = _resolve(BLOCK_OPS[fmt][0 if gemv else 1], isa, version)
+    return _k.block_gemm(vi, data, Q, M, K, effective_threads(threads))
+
+
 # ---- microbenchmark ----------------------------------------------------------------------------
 
 _GEMV_TWINS = {"i2s_gemv": _ref.i2s_gemv_ref, "i2s_x4_gemv": _ref.i2s_x4_gemv_ref, "tq2_gemv": _ref.tq2_gemv_ref, "tq1_gemv": _ref.tq1_gemv_ref}
 _GEMM_TWINS = {"i2s_gemm": _ref.i2s_gemm_ref, "i2s_x4_gemm": _ref.i2s_x4_gemm_ref, "tq2_gemm": _ref.tq2_gemm_ref, "tq1_gemm": _ref.tq1_gemm_ref}
+_BLOCK_TWINS = {
+    "i2s_bgemv": _ref.i2s_block_gemm_ref, "i2s_bgemm": _ref.i2s_block_gemm_ref, "tq2_bgemv": _ref.tq2_block_gemm_ref,
+    "tq2_bgemm": _ref.tq2_block_gemm_ref, "tq1_bgemv": _ref.tq1_block_gemm_ref, "tq1_bgemm": _ref.tq1_block_gemm_ref,
+}
 _KERNELS = {
     "i2s_gemv": i2s_gemv, "tq2_gemv": tq2_gemv, "tq1_gemv": tq1_gemv, "i2s_x4_gemv": i2s_x4_gemv,
     "i2s_x4_gemm": i2s_x4_gemm,
@@ -307,6 +339,15 @@ def microbench(op: str, M: int, K: int, *, version: str | None = None, threads: 
         got, want = run(), quantize_activations(x)
         same = all(np.array_equal(a, b) for a, b in zip(got, want))
         n_ops, n_bytes, Nrows = M * K, 5 * M * K + 8 * M, M
+    elif op in _BLOCK_TWINS:  # per-block ops: (N, M, K/256) results, N activation rows for either op
+        t = rng.integers(-1, 2, size=(M, K), dtype=np.int8)
+        data = _pack_for(op, t)
+        Nrows = N
+        q = rng.integers(-127, 128, size=(Nrows, K), dtype=np.int8)
+        run = lambda: block_gemm(op[:3], data, q, M, K, gemv=op.endswith("gemv"), threads=threads,  # noqa: E731
+                                 version=vname)
+        same = np.array_equal(run(), _BLOCK_TWINS[op](data, q, M, K))
+        n_ops, n_bytes = 2 * M * K * Nrows, data.nbytes + q.nbytes + 4 * M * Nrows * (K // 256)
     else:
         t = rng.integers(-1, 2, size=(M, K), dtype=np.int8)
         data = _pack_for(op, t)

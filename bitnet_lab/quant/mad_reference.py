@@ -11,9 +11,11 @@ itself (the numerics policy), which ``kernels.quantize_act`` must reproduce bit 
 
 TQ2_0 / TQ1_0: these are llama.cpp's weight layouts, but the numerics are BitNet's — one int8
 activation row per token with one scale (docs/numerics.md#21-bitnetcpp-i2_s-path), not llama.cpp's
-per-256-block Q8_K activations. The per-block fp16 scales ``d`` are ignored by the integer product: it
-equals the dequantised product (up to the common scale) only when every non-zero ``d`` of the tensor is the
-same value and all-zero-scale blocks hold only zero weights — :func:`tq_uniform_scale` checks it.
+per-256-block Q8_K activations. The per-block fp16 scales ``d`` are ignored by the whole-row integer
+product: it equals the dequantised product (up to the common scale) only when every non-zero ``d`` of the
+tensor is the same value and all-zero-scale blocks hold only zero weights — :func:`tq_uniform_scale` checks
+it. Tensors whose scales differ use the per-block products (``*_block_gemm_ref``) with
+:func:`block_epilogue_ref`; the ``llama.cpp`` numerics profile's dot is :func:`tq_dot_q8k`.
 
 The int16-accumulator model (:func:`int16_accumulator_dot`) reproduces, lane by lane, the AVX2
 ``maddubs`` kernel of bitnet.cpp (docs/kernels.md#21-x86-avx2,
@@ -47,6 +49,11 @@ __all__ = [
     "tq2_gemm_ref",
     "tq2_gemv_ref",
     "tq_uniform_scale",
+    "block_epilogue_ref",
+    "i2s_block_gemm_ref",
+    "tq1_block_gemm_ref",
+    "tq2_block_gemm_ref",
+    "tq_dot_q8k",
 ]
 
 
@@ -250,3 +257,85 @@ def tq_uniform_scale(block_scales: np.ndarray, t: np.ndarray | None = None, *, n
                 f"{int(clash[0])}); the native TQ kernels would count those weights"
             )
     return np.float32(common)
+
+
+# ----------------------------------------------------------------------------- per-256-block products
+
+BLOCK = 256  # weights per block of the per-block products (TQ1_0/TQ2_0 block, Q8_K block)
+
+
+def _block_product(t: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """int32 (N, M, K/256): ``Σ_{k in block b} t[r, k]·Q[n, k]`` for int8 t (M, K), Q (N, K)."""
+    M, K = t.shape
+    if K % BLOCK:
+        raise CodecError(f"per-block products need K % {BLOCK} == 0, got K = {K}")
+    nb = K // BLOCK
+    tb = t.astype(np.int64).reshape(M, nb, BLOCK)
+    qb = Q.astype(np.int64).reshape(Q.shape[0], nb, BLOCK)
+    return np.einsum("nbk,mbk->nmb", qb, tb).astype(np.int32)
+
+
+def i2s_block_gemm_ref(packed, Q: np.ndarray, M: int, K: int) -> np.ndarray:
+    """Per-256-block ``Σ t·q`` of an I2_S tensor (K % 256 == 0): int32 (N, M, K/256). The twin of
+    ``kernels.i2s_block_gemm`` / ``i2s_block_gemv`` (their rows summed over blocks equal
+    :func:`i2s_gemm_ref`)."""
+    return _block_product(packing.unpack_i2_s(packed, M, K), _act(Q, K, "i2s_block_gemm_ref", True))
+
+
+def tq2_block_gemm_ref(data, Q: np.ndarray, M: int, K: int) -> np.ndarray:
+    """Per-256-block ``Σ t·q`` of a TQ2_0 tensor: int32 (N, M, K/256) (block scales not applied)."""
+    return _block_product(packing.unpack_tq2_0(data, M, K)[0], _act(Q, K, "tq2_block_gemm_ref", True))
+
+
+def tq1_block_gemm_ref(data, Q: np.ndarray, M: int, K: int) -> np.ndarray:
+    """Per-256-block ``Σ t·q`` of a TQ1_0 tensor: int32 (N, M, K/256) (block scales not applied)."""
+    return _block_product(packing.unpack_tq1_0(data, M, K)[0], _act(Q, K, "tq1_block_gemm_ref", True))
+
+
+def block_epilogue_ref(acc_b: np.ndarray, d: np.ndarray, s_x: np.ndarray) -> np.ndarray:
+    """The bitnet profile's block-scaled epilogue (docs/numerics.md#35-block-scaled-tq-epilogue):
+    ``y[n, r] = fl32(Σ_b acc_b[n, r, b]·d[r, b]) / s_x[n]``, the products exact in float64
+    (|acc_b| ≤ 2^15 times an fp16 value), the blocks summed in float64 in order b = 0, 1, …,
+    rounded once to float32, divided in float32. acc_b int32 (N, M, nb), d float32 (M, nb)
+    (fp16 values), s_x float32 (N,) → float32 (N, M). The engine's loop, stated in numpy; the
+    reference's ``layers.epilogue_blocks`` is the same value whenever the float64 sum is exact
+    (every real file: see the section)."""
+    acc_b = np.asarray(acc_b, dtype=np.int32)
+    d = np.asarray(d, dtype=np.float32)
+    tot = np.zeros(acc_b.shape[:2], dtype=np.float64)
+    for b in range(acc_b.shape[2]):  # in block order, as the engine sums
+        tot = tot + acc_b[:, :, b].astype(np.float64) * d[None, :, b].astype(np.float64)
+    return (tot.astype(np.float32) / np.asarray(s_x, dtype=np.float32)[:, None]).astype(np.float32)
+
+
+def tq_dot_q8k(t: np.ndarray, d_w: np.ndarray, q8: np.ndarray, d8: np.ndarray) -> np.ndarray:
+    """llama.cpp's TQ1_0/TQ2_0 × Q8_K dot product, as its generic C computes it
+    (``ggml-org/llama.cpp:ggml/src/ggml-cpu/quants.c`` ``ggml_vec_dot_tq2_0_q8_K_generic``,
+    ``ggml_vec_dot_tq1_0_q8_K_generic``; docs/numerics.md#36-llamacpp-tq-dot-with-q8_k-activations).
+
+    ``t`` int8 ternary (M, K); ``d_w`` the weight's block scales (M, K/256) as float32 holding
+    fp16 values (an I2_S/TL tensor: its γ in every block); ``q8`` int8 (N, K) and ``d8`` float32
+    (N, K/256) the Q8_K activations (``bitnet_lab.quant.q8_k.quantize_q8_k``). Per row and token:
+    ``sumi_b = Σ_{k in b} t·q8`` exact; ``d = fl32(d8_b · d_w[b])``; ``sumf = fl32(sumf +
+    fl32(float(sumi_b) · d))`` over the blocks in order, from 0 — all float32, no fused
+    multiply-add. Returns float32 (N, M).
+    """
+    t = np.asarray(t)
+    q8 = np.asarray(q8)
+    if t.dtype != np.int8 or q8.dtype != np.int8 or t.ndim != 2 or q8.ndim != 2 or t.shape[1] != q8.shape[1]:
+        raise CodecError(f"tq_dot_q8k: t (M, K) and q8 (N, K) must be int8 with one K; got {t.shape} "
+                         f"{t.dtype}, {q8.shape} {q8.dtype}")
+    M, K = t.shape
+    N = q8.shape[0]
+    nb = K // BLOCK
+    d_w = np.asarray(d_w, dtype=np.float32)
+    d8 = np.asarray(d8, dtype=np.float32)
+    if K % BLOCK or d_w.shape != (M, nb) or d8.shape != (N, nb):
+        raise CodecError(f"tq_dot_q8k: need K % {BLOCK} == 0, d_w (M, K/256) = {(M, nb)} and d8 (N, K/256) = "
+                         f"{(N, nb)}; got K = {K}, {d_w.shape}, {d8.shape}")
+    sumi = _block_product(t, q8)  # (N, M, nb) int32, exact
+    sumf = np.zeros((N, M), dtype=np.float32)
+    for b in range(nb):
+        d = (d8[:, None, b] * d_w[None, :, b]).astype(np.float32)  # y.d · fp16→f32(x.d), one f32 rounding
+        sumf = (sumf + (sumi[:, :, b].astype(np.float32) * d).astype(np.float32)).astype(np.float32)
+    return sumf

@@ -127,6 +127,58 @@ def epilogue_blocks(acc_b: jax.Array, s_x: jax.Array, d: jax.Array) -> jax.Array
     return exact_div(y, s_x[:, None])
 
 
+# ---- llama.cpp's TQ products, numerics="llama.cpp" (docs/numerics.md#121-the-two-profiles-rule-by-rule) ----
+Q8K_BLOCK = 256  # elements per Q8_K block (ggml QK_K)
+_NEAREST_INT_SHIFTER = 12582912.0  # 1.5·2^23: ggml's nearest_int adds it in f32 and reads the low bits
+
+
+def quantize_q8_k(x: jax.Array, neg_zero: jax.Array):
+    """llama.cpp's Q8_K activations (``quantize_row_q8_K_ref``), the JAX twin of
+    ``bitnet_lab.quant.q8_k.quantize_q8_k``: per block of 256, ``max`` = the first element of
+    largest ``|x|``; ``iscale = fl32(-127 / max)``; ``q = min(127, nearest_int(fl32(iscale·x)))``
+    (ggml's shifter bit recipe: round half to even); ``d = fl32(1 / iscale)``; an all-zero block
+    gives ``d = 0`` and zero codes. x (C, K) f32, K % 256 == 0 -> (q int8 (C, K), d f32 (C, K/256)).
+    """
+    C, K = x.shape
+    xb = x.reshape(C, K // Q8K_BLOCK, Q8K_BLOCK)
+    ax = jnp.abs(xb)
+    first = jnp.argmax(ax, axis=-1)  # jnp.argmax returns the FIRST largest, as upstream's `ax > amax`
+    mx = jnp.take_along_axis(xb, first[..., None], axis=-1)[..., 0]
+    zero = jnp.take_along_axis(ax, first[..., None], axis=-1)[..., 0] == F32(0.0)
+    iscale = exact_div(F32(-127.0), jnp.where(zero, F32(1.0), mx))
+    v = rounded(iscale[..., None] * xb, neg_zero)  # the f32 product, kept apart from the shifter add
+    shifted = rounded(v + F32(_NEAREST_INT_SHIFTER), neg_zero)
+    bits = lax.bitcast_convert_type(shifted, jnp.int32)
+    n = (bits & jnp.int32(0x007FFFFF)) - jnp.int32(0x00400000)
+    q = jnp.minimum(n, jnp.int32(127))
+    q = lax.bitcast_convert_type((q & jnp.int32(0xFF)).astype(jnp.uint8), jnp.int8)  # C's (int8_t): the low byte
+    q = jnp.where(zero[..., None], jnp.int8(0), q)
+    d = jnp.where(zero, F32(0.0), exact_div(F32(1.0), iscale))
+    return q.reshape(C, K), d
+
+
+def q8_k_block_dot(q: jax.Array, d8: jax.Array, t: jax.Array, d_w: jax.Array, neg_zero: jax.Array):
+    """ggml's ``vec_dot_tq{1,2}_0_q8_K`` for every (activation row, weight row): per 256-block the
+    exact int32 ``sumi = Σ t·q``, then ``sumf += fl32(sumi) · fl32(d8 · d_w)`` in float32, block by
+    block in order from 0 (each product rounded before its add, as in ggml's scalar loop).
+
+    q int8 (C, K), d8 f32 (C, nb), t int8 (M, K), d_w f32 (M, nb) (a uniform-scale tensor passes
+    γ in every block) -> (y f32 (C, M), acc int32 (C, M) = Σ over blocks of sumi, exact).
+    """
+    sumi = int_matmul_blocks(q, t, Q8K_BLOCK)  # (nb, C, M) int32, each |sumi| <= 127·256: exact in f32
+    scale = d8.T[:, :, None] * d_w.T[:, None, :]  # (nb, C, M): fl32(d8 · d_w), one rounding
+
+    def add_block(sumf, xs):
+        s_b, sc_b = xs
+        return sumf + rounded(s_b.astype(F32) * sc_b, neg_zero), None
+
+    # sumf starts at a *runtime* +0.0: with a constant 0 XLA drops the first add (0 + x -> x), and
+    # ggml's 0.0f + (-0.0f) = +0.0f would become -0.0 (a single-block row whose sum is 0 with d8 < 0)
+    zero = jnp.broadcast_to(-neg_zero, sumi.shape[1:])
+    y, _ = lax.scan(add_block, zero, (sumi, scale))
+    return y, jnp.sum(sumi, axis=0, dtype=jnp.int32)
+
+
 # ---- RMSNorm (docs/numerics.md#41-ggml, ggml_compute_forward_rms_norm_f32) --------------------
 def rms_norm(x: jax.Array, w: jax.Array, eps: float, acc=F64) -> jax.Array:
     """ggml RMSNorm of each row of ``x`` (..., n) f32, then the separate weight multiply.
@@ -278,6 +330,38 @@ def lm_head_q8_0(h: jax.Array, q_w: jax.Array, d_w: jax.Array, *, chunk: int, ne
 
     out = lax.map(block, (q_w.reshape(V // chunk, chunk, H), d_w.reshape(V // chunk, chunk, -1)))
     return jnp.transpose(out, (1, 0, 2)).reshape(h.shape[0], V)
+
+
+def lm_head_q6_k(h: jax.Array, w: jax.Array, scales: jax.Array, d_w: jax.Array, *, chunk: int,
+                 neg_zero: jax.Array) -> jax.Array:
+    """Logits (C, V_pad) f32 of a Q6_K lm_head with llama.cpp's semantics (``ggml_vec_dot_q6_K_q8_K``;
+    docs/numerics.md#9-embedding-and-lm_head): the hidden state quantised to Q8_K
+    (:func:`quantize_q8_k`), per 256-block the exact int32 ``isum_b = Σ_s scales_s · Σ (u − 32)·q8``,
+    then ``sum = sum + fl32(fl32(isum_b) · fl32(d_w,b · d8_b))`` in float32, blocks in order from 0
+    (the engine's canonical order, src/bl_q6k.h). w (V_pad, H) int8 = u − 32, scales (V_pad, H/16)
+    int8, d_w (V_pad, H/256) f32 (fp16 values); H % 256 == 0."""
+    q8, d8 = quantize_q8_k(h, neg_zero)  # (C, H) int8, (C, nb)
+    C, H = q8.shape
+    V, nb = w.shape[0], H // Q8K_BLOCK
+    xs = q8.reshape(C, H // 16, 16).astype(jnp.int32)
+
+    def block(args):
+        wb, sb, db = args  # (chunk, H) int8, (chunk, H/16) int8, (chunk, nb) f32
+        sub = jnp.einsum("csk,vsk->cvs", xs, wb.reshape(chunk, H // 16, 16).astype(jnp.int32))  # |.| <= 16·32·127
+        isum = jnp.sum((sub * sb.astype(jnp.int32)[None]).reshape(C, chunk, nb, 16), axis=-1)  # exact int32
+        dd = rounded(db[None, :, :] * d8[:, None, :], neg_zero)  # fl32(d_w · d8)
+
+        def add_block(total, xs_b):
+            isum_b, dd_b = xs_b
+            return total + rounded(isum_b.astype(F32) * dd_b, neg_zero), None
+
+        total, _ = lax.scan(add_block, jnp.zeros((C, chunk), F32),
+                            (jnp.moveaxis(isum, -1, 0), jnp.moveaxis(dd, -1, 0)))
+        return total
+
+    out = lax.map(block, (w.reshape(V // chunk, chunk, H), scales.reshape(V // chunk, chunk, H // 16),
+                          d_w.reshape(V // chunk, chunk, nb)))
+    return jnp.transpose(out, (1, 0, 2)).reshape(C, V)
 
 
 # ---- one decoder layer ---------------------------------------------------------------------

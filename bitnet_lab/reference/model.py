@@ -6,7 +6,7 @@ lists the few places where it defines a precision instead of copying ggml's ISA-
 
 The forward interface (the native engine implements the same one)::
 
-    model = ReferenceModel(config, tensors, rounding="half_even", kv_dtype="f32",
+    model = ReferenceModel(config, tensors, numerics="bitnet", rounding="half_even", kv_dtype="f32",
                            lm_head_dtype="auto")
     cache = model.new_cache(n_ctx)          # KVCache: .pos, .n_ctx, .reset()
     logits = model.forward(ids, cache)      # (T, vocab) float32 for the T new tokens; appends them
@@ -49,6 +49,11 @@ name                       dtype, shape   what
 =========================  =============  ====================================================
 
 With block-scaled (non-uniform TQ) weights ``.acc`` is the total over blocks (still exact).
+With ``numerics="llama.cpp"`` the quantisation points hold Q8_K activations: ``.q`` i8 (T, K) the
+Q8_K values, ``.sum`` i32 (T,) their sum, ``.scale`` 0 (the scales are per block, a pure function
+of the captured float input: ``layers.quantize_q8_k``; the engine captures the same); ``.acc`` is
+the exact total over blocks and ``.out`` ggml's per-block float sum
+(docs/numerics.md#36-llamacpp-tq-dot-with-q8_k-activations).
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from bitnet_lab.backend import check_batch, check_cache_size, check_token_ids
+from bitnet_lab.backend import check_batch, check_cache_size, check_numerics_shapes, check_token_ids, numerics_options
 from bitnet_lab.config import ModelConfig
 from bitnet_lab.errors import BitnetLabError, ConfigError
 from bitnet_lab.quant import ternary
@@ -95,6 +100,8 @@ class _Static:
     lm_chunk: int
     vocab: int
     lm_q8: bool = False  # Q8_0 lm_head with llama.cpp semantics (layers.lm_head_q8_0)
+    lm_q6k: bool = False  # Q6_K lm_head with llama.cpp semantics (layers.lm_head_q6_k)
+    q8k: bool = False  # numerics="llama.cpp": Q8_K activations and ggml's per-block TQ dot
 
 
 ROPE_ROWS_UP_FRONT = 1 << 16  # RoPE table rows built at construction at most
@@ -153,7 +160,11 @@ def _step(st: _Static, params: dict, ids, pos, n_valid, cache_k, cache_v, neg_ze
 
     def bitlinear(w, name, qx, sx):
         t = w[f"{name}.t"]
-        if st.block_mode:
+        if st.q8k:  # llama.cpp: sx holds the Q8_K block scales d8 (C, nb)
+            M, K = t.shape
+            d_w = w[f"{name}.d"] if st.block_mode else jnp.broadcast_to(w[f"{name}.gamma"], (M, K // TQ_BLOCK))
+            y, acc = L.q8_k_block_dot(qx, sx, t, d_w, nz)
+        elif st.block_mode:
             acc_b = L.int_matmul_blocks(qx, t, TQ_BLOCK)  # (nb, C, M)
             y = L.epilogue_blocks(acc_b, sx, w[f"{name}.d"])
             acc = jnp.sum(acc_b, axis=0, dtype=jnp.int32)
@@ -171,8 +182,13 @@ def _step(st: _Static, params: dict, ids, pos, n_valid, cache_k, cache_v, neg_ze
         kv: dict[str, Any] = {}
 
         def quant(tag, x):
-            qx, sx, sumx = L.quantize_activations(x, st.rounding, nz)
-            cap.update({f"{tag}.q": qx, f"{tag}.scale": sx, f"{tag}.sum": sumx})
+            if st.q8k:  # the block scales go to the projections; the capture schema keeps one scale
+                qx, sx = L.quantize_q8_k(x, nz)  # per row, 0 here as in the engine (reference docstring)
+                sumx = jnp.sum(qx, axis=-1, dtype=jnp.int32)
+                cap.update({f"{tag}.q": qx, f"{tag}.scale": jnp.zeros(x.shape[:-1], L.F32), f"{tag}.sum": sumx})
+            else:
+                qx, sx, sumx = L.quantize_activations(x, st.rounding, nz)
+                cap.update({f"{tag}.q": qx, f"{tag}.scale": sx, f"{tag}.sum": sumx})
             return qx, sx
 
         def proj(name, qs):
@@ -198,7 +214,10 @@ def _step(st: _Static, params: dict, ids, pos, n_valid, cache_k, cache_v, neg_ze
     xs = (jnp.arange(st.n_layers, dtype=jnp.int32), params["layers"])
     (h, cache_k, cache_v), per_layer = lax.scan(layer, (h0, cache_k, cache_v), xs)
     hn = L.rms_norm(h, params["output_norm"], st.eps)
-    if st.lm_q8:
+    if st.lm_q6k:
+        logits = L.lm_head_q6_k(hn, params["lm_head"], params["lm_q6_scales"], params["lm_q6_d"], chunk=st.lm_chunk,
+                                neg_zero=nz)
+    elif st.lm_q8:
         logits = L.lm_head_q8_0(hn, params["lm_head"], params["lm_scales"], chunk=st.lm_chunk, neg_zero=nz)
     else:
         logits = L.lm_head(hn, params["lm_head"], f16=st.lm_f16, chunk=st.lm_chunk)
@@ -227,13 +246,19 @@ class ReferenceModel:
     """The reference model over ``(config, tensors)`` (GGUF names; see weights.py for what is
     accepted). Options, recorded in :attr:`numerics`:
 
+    - ``numerics``: the profile (docs/numerics.md#12-numerics-profiles): "bitnet" (default: the
+      model's training numerics, per-token absmax int8 activations, ``(acc / s_x) · γ``) or
+      "llama.cpp" (what upstream llama.cpp computes for the file: Q8_K activations per 256-block,
+      ggml's per-block ``sumf += fl32(sumi) · fl32(d8 · d_w)`` in f32 for every ternary projection,
+      an F16 KV cache, its lm_head). The profile sets the defaults of the options below; under
+      "llama.cpp" a contradicting explicit option is refused (``backend.numerics_options``).
     - ``rounding``: activation rounding, "half_even" (bitnet.cpp fork, transformers) or
       "half_away" (later forks' ``roundf``), docs/numerics.md#25-rounding-modes-at-a-glance.
     - ``kv_dtype``: "f32" or "f16" (llama.cpp's default cache: K after RoPE and V rounded to fp16,
       q and the softmax output rounded to fp16 for their dots, docs/numerics.md#6-attention).
     - ``lm_head_dtype``: "auto" (fp16 mat-mul iff the lm_head weight is F16; for a Q8_0 lm_head
-      llama.cpp's Q8_0 dot: the hidden state quantised to Q8_0, exact int8 block dots,
-      docs/numerics.md#9-embedding-and-lm_head), "f16" (hidden state and weights rounded to fp16), "f32" (no
+      llama.cpp's Q8_0 dot: the hidden state quantised to Q8_0, exact int8 block dots; for a Q6_K
+      lm_head llama.cpp's Q6_K × Q8_K dot, docs/numerics.md#9-embedding-and-lm_head), "f16" (hidden state and weights rounded to fp16), "f32" (no
       rounding).
     - ``n_ctx_max``: the default cache length (default ``config.context``); RoPE tables are built
       for it up to ROPE_ROWS_UP_FRONT positions, and ``new_cache`` extends them on demand.
@@ -245,12 +270,16 @@ class ReferenceModel:
         config: ModelConfig,
         tensors: Mapping[str, object],
         *,
-        rounding: str = ternary.DEFAULT_ROUNDING,
-        kv_dtype: str = "f32",
-        lm_head_dtype: str = "auto",
+        numerics: str | None = None,
+        rounding: str | None = None,
+        kv_dtype: str | None = None,
+        lm_head_dtype: str | None = None,
         n_ctx_max: int | None = None,
         buckets: Sequence[int] = DEFAULT_BUCKETS,
     ) -> None:
+        opts = numerics_options(numerics, rounding=rounding, kv_dtype=kv_dtype, lm_head_dtype=lm_head_dtype)
+        profile, rounding, kv_dtype, lm_head_dtype = (
+            opts["numerics"], opts["rounding"], opts["kv_dtype"], opts["lm_head_dtype"])
         if rounding not in ternary.ROUNDING_MODES:
             raise ConfigError(f"rounding {rounding!r} is not one of {ternary.ROUNDING_MODES}")
         if kv_dtype not in KV_DTYPES:
@@ -266,6 +295,8 @@ class ReferenceModel:
         self.buckets = buckets
         self.rounding = rounding
         self.kv_dtype = kv_dtype
+        q8k = profile == "llama.cpp"
+        check_numerics_shapes(config, profile)
 
         prep = weights.prepare(config, tensors, lm_head_dtype=lm_head_dtype)
         kq_scale = float(np.float32(1.0) / np.sqrt(np.float32(config.head_dim)))  # 1.0f/sqrtf(d)
@@ -276,7 +307,7 @@ class ReferenceModel:
             activation=config.activation, sub_norms=config.sub_norms, rounding=rounding,
             kv_f16=kv_dtype == "f16", block_mode=prep.block_mode, out_scales=prep.out_scales,
             lm_f16=prep.lm_head_f16, lm_chunk=prep.lm_chunk, vocab=config.vocab,
-            lm_q8=prep.lm_head_scales is not None,
+            lm_q8=prep.lm_head_scales is not None, lm_q6k=prep.lm_head_q6_k is not None, q8k=q8k,
         )
         lm = jnp.asarray(prep.lm_head)
         self._params = {
@@ -287,15 +318,24 @@ class ReferenceModel:
         }
         if prep.lm_head_scales is not None:
             self._params["lm_scales"] = jnp.asarray(prep.lm_head_scales)
+        if prep.lm_head_q6_k is not None:
+            self._params["lm_q6_scales"] = jnp.asarray(prep.lm_head_q6_k[0])
+            self._params["lm_q6_d"] = jnp.asarray(prep.lm_head_q6_k[1])
         # tables for the usual context up front (one table shape for every cache, so no recompiles),
         # but never a huge training context's worth before a cache that long exists
         self._set_rope_tables(min(self.n_ctx_max, ROPE_ROWS_UP_FRONT))
+        if q8k:
+            act = {"activations": "Q8_K per 256-block", "rounding": "half_even (ggml nearest_int)",
+                   "epilogue": "sumf += fl32(sumi_b) * fl32(d8_b * d_w,b), f32, blocks in order"}
+        else:
+            act = {"activations": "per-token absmax int8", "rounding": rounding, "act_floor": ternary.ACT_EPS,
+                   "epilogue": "(acc / s_x) * gamma" if not prep.block_mode else "fl32(sum_b acc_b*d_b) / s_x"}
         self.numerics = {
-            "rounding": rounding,
-            "act_floor": ternary.ACT_EPS,
-            "epilogue": "(acc / s_x) * gamma" if not prep.block_mode else "fl32(sum_b acc_b*d_b) / s_x",
+            "profile": profile,
+            **act,
             "kv_dtype": kv_dtype,
-            "lm_head": "q8_0" if prep.lm_head_scales is not None else "f16" if prep.lm_head_f16 else "f32",
+            "lm_head": ("q8_0" if prep.lm_head_scales is not None else "q6_k" if prep.lm_head_q6_k is not None
+                        else "f16" if prep.lm_head_f16 else "f32"),
             "embed_type": prep.embed_type,
             "lm_head_type": prep.lm_head_type,
             "float_dots": "float64 accumulate, one f32 rounding",

@@ -24,6 +24,7 @@ import numpy as np
 
 from bitnet_lab.config import ModelConfig
 from bitnet_lab.errors import ConfigError
+from bitnet_lab.quant.q6_k import decode_q6_k
 from bitnet_lab.tensors import FloatTensor, TernaryWeight, check_finite
 
 PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
@@ -57,6 +58,10 @@ class PreparedModel:
     # Q8_0 lm_head (llama.cpp semantics, layers.lm_head_q8_0): lm_head is then the int8 (V_pad, H)
     # block values and this the (V_pad, H/32) f32 block scales (fp16 values); None otherwise.
     lm_head_scales: np.ndarray | None = None
+    # Q6_K lm_head (llama.cpp semantics, layers.lm_head_q6_k): lm_head is then the int8 (V_pad, H)
+    # codes u − 32 and this (int8 sub-block scales (V_pad, H/16), f32 block scales (V_pad, H/256));
+    # None otherwise.
+    lm_head_q6_k: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def _optional_scale_names(config: ModelConfig) -> set[str]:
@@ -200,8 +205,19 @@ def prepare(config: ModelConfig, tensors: Mapping[str, object], *, lm_head_dtype
     # A Q8_0 lm_head ("auto") keeps its int8 blocks: llama.cpp quantises the hidden state to Q8_0
     # for the dot (docs/numerics.md#9-embedding-and-lm_head), layers.lm_head_q8_0.
     lm_q8 = lm_head_dtype == "auto" and lm_t.ggml_type == "Q8_0" and H % 32 == 0
-    scales = None
-    if lm_q8:
+    # A Q6_K lm_head ("auto") keeps its 6-bit codes: llama.cpp quantises the hidden state to Q8_K
+    # for the dot (docs/numerics.md#9-embedding-and-lm_head), layers.lm_head_q6_k.
+    lm_q6k = lm_head_dtype == "auto" and lm_t.ggml_type == "Q6_K" and H % 256 == 0
+    scales = q6k = None
+    if lm_q6k:
+        rows = np.asarray(lm_t.data).reshape(-1).view(np.uint8).reshape(V, H // 256 * 210)
+        lm, sub_scales, d6 = decode_q6_k(rows, H)
+        check_finite(lm_t.name, d6, "Q6_K block scales (row, block)")
+        if v_pad != V:
+            sub_scales = np.concatenate([sub_scales, np.zeros((v_pad - V, H // 16), np.int8)])
+            d6 = np.concatenate([d6, np.zeros((v_pad - V, H // 256), np.float32)])
+        q6k = (sub_scales, d6)
+    elif lm_q8:
         raw = np.asarray(lm_t.data).reshape(-1).view(np.uint8).reshape(V, H // 32, 34)
         scales = np.ascontiguousarray(raw[:, :, :2]).view(np.float16).reshape(V, H // 32).astype(np.float32)
         lm = np.ascontiguousarray(raw[:, :, 2:]).view(np.int8).reshape(V, H)
@@ -214,17 +230,17 @@ def prepare(config: ModelConfig, tensors: Mapping[str, object], *, lm_head_dtype
         lm = lm_t.to_numpy().astype(np.float32)
     if scales is not None:
         check_finite(lm_t.name, scales, "Q8_0 block scales (row, block)")
-    elif not (lm_head_dtype == "f16" and lm_t.ggml_type != "F16"):  # an f16 rounding may overflow: not damage
+    elif q6k is None and not (lm_head_dtype == "f16" and lm_t.ggml_type != "F16"):  # an f16 rounding may overflow: not damage
         check_finite(lm_t.name, lm, "weights")
     if v_pad != V:
         lm = np.concatenate([lm, np.zeros((v_pad - V, H), dtype=lm.dtype)])
     emb = as_stored(emb_t)
-    if emb_t is not lm_t or scales is not None or lm_head_dtype == "f16":
+    if emb_t is not lm_t or scales is not None or q6k is not None or lm_head_dtype == "f16":
         check_finite(emb_t.name, emb, "weights")
     if config.tied_output and emb.dtype == lm.dtype and np.array_equal(emb, lm[:V]):
         emb = lm  # share one array (the padded rows are never gathered: ids < vocab)
     return PreparedModel(
         layers=layers, embed=emb, lm_head=lm, lm_chunk=chunk, lm_head_f16=lm_f16,
         output_norm=out_norm, block_mode=block_mode, out_scales=tuple(out_scales),
-        embed_type=emb_t.ggml_type, lm_head_type=lm_t.ggml_type, lm_head_scales=scales,
+        embed_type=emb_t.ggml_type, lm_head_type=lm_t.ggml_type, lm_head_scales=scales, lm_head_q6_k=q6k,
     )

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from bitnet_lab.quant import ternary
+from bitnet_lab.quant.q8_k import quantize_q8_k
 
 # Per-layer captures in the order one layer computes them (reference/layers.py decoder_layer).
 LAYER_ORDER: tuple[str, ...] = (
@@ -72,6 +73,11 @@ QUANT_TAG_OF: dict[str, str] = {
 
 QUANT_TAGS = ("attn_in", "attn_output_in", "ffn_in", "ffn_down_in")
 TIE_LIMITED = "tie-limited"
+
+# The activation quantisation of the numerics profile (docs/numerics.md#12-numerics-profiles):
+# per-token absmax int8 (bitnet) or llama.cpp's Q8_K blocks (whose per-block scales are not
+# captured: they are recomputed from the captured float input).
+INT8, Q8_K = "int8", "q8_k"
 
 _BLK = re.compile(r"^blk\.(\d+)\.(.+)$")
 
@@ -236,8 +242,9 @@ class CaptureComparison:
         }
 
 
-# (t int8 (M, K) or None when not available, gamma f32, optional out_scale f32) of blk.{layer}.{proj}
-BitLinearParams = Callable[[int, str], tuple[np.ndarray | None, np.float32, np.float32 | None]]
+# (t int8 (M, K) or None when not available, gamma f32, optional out_scale f32, optional per-block
+# scales (M, K/256) f32) of blk.{layer}.{proj}
+BitLinearParams = Callable[[int, str], tuple[np.ndarray | None, np.float32, np.float32 | None, np.ndarray | None]]
 
 
 def locate(
@@ -248,6 +255,7 @@ def locate(
     rounding: str,
     tolerance: float,
     params: BitLinearParams | None = None,
+    act: str = INT8,
 ) -> CaptureComparison:
     """Walk the reference's captures in graph order against the native ones; see module doc.
 
@@ -268,7 +276,7 @@ def locate(
             loc = Located(name, layer, op, "fail", f"the native engine does not capture {name!r}", d)
             return CaptureComparison(_after(loc, tie), first_bits, n, missing)
         if tie is not None:  # past a tie: only the native side's own consistency can be judged
-            bad = native_consistency(name, nat_caps, sub_norms=sub_norms, rounding=rounding, params=params)
+            bad = native_consistency(name, nat_caps, sub_norms=sub_norms, rounding=rounding, params=params, act=act)
             n += int(op.endswith((".scale", ".q", ".sum", ".acc", ".out")))
             if bad is not None:
                 return CaptureComparison(_after(bad, tie), first_bits, n, missing)
@@ -278,7 +286,7 @@ def locate(
         if first_bits is None and d.n_bits:
             first_bits = d
         if d.bad:
-            loc = classify(d, ref_caps, nat_caps, layer=layer, op=op, sub_norms=sub_norms, rounding=rounding)
+            loc = classify(d, ref_caps, nat_caps, layer=layer, op=op, sub_norms=sub_norms, rounding=rounding, act=act)
             if loc.status != TIE_LIMITED:
                 return CaptureComparison(loc, first_bits, n, missing)
             tie = loc
@@ -299,6 +307,7 @@ def native_consistency(
     sub_norms: bool,
     rounding: str,
     params: BitLinearParams | None,
+    act: str = INT8,
 ) -> Located | None:
     """Check one native capture against the numpy policy applied to the native side's own inputs
     (exact, whatever happened upstream): a quantisation point's ``.scale`` / ``.q`` / ``.sum`` from
@@ -314,7 +323,11 @@ def native_consistency(
     got = np.asarray(caps[name])
     if stem in QUANT_TAGS:
         x = np.asarray(caps[pre + quant_inputs(sub_norms)[stem]], np.float32).reshape(got.shape[0], -1)
-        q, s_x, sum_q = ternary.quantize_activations(x, rounding)
+        if act == Q8_K:  # the captured scale is 0 on both sides: the block scales live in the projections
+            _, q = quantize_q8_k(x)
+            s_x, sum_q = np.zeros(x.shape[0], np.float32), q.astype(np.int32).sum(axis=1)
+        else:
+            q, s_x, sum_q = ternary.quantize_activations(x, rounding)
         want = {"scale": s_x, "q": q.reshape(got.shape) if kind == "q" else q, "sum": sum_q}.get(kind)
         what = f"its own input {pre}{quant_inputs(sub_norms)[stem]}"
     elif stem in QUANT_TAG_OF and kind in ("acc", "out"):
@@ -330,11 +343,29 @@ def native_consistency(
         else:
             if params is None:
                 return None
-            _, gamma, out_scale = params(layer, stem)
-            want = ternary.bitlinear_epilogue(np.asarray(caps[pre + stem + ".acc"]), np.asarray(caps[pre + tag + ".scale"]), gamma)
+            t, gamma, out_scale, d = params(layer, stem)
+            if act == Q8_K or d is not None:  # per-block sums: recomputed from the codes and the weights
+                if t is None:
+                    return None
+                from bitnet_lab.quant import mad_reference
+
+                codes = np.asarray(caps[pre + tag + ".q"]).reshape(got.shape[0], -1)
+                if act == Q8_K:
+                    d8, _ = quantize_q8_k(np.asarray(caps[pre + quant_inputs(sub_norms)[tag]], np.float32)
+                                          .reshape(got.shape[0], -1))
+                    d_w = d if d is not None else np.full((t.shape[0], t.shape[1] // 256), gamma, np.float32)
+                    want = mad_reference.tq_dot_q8k(t, d_w, codes, d8)
+                else:
+                    acc_b = np.einsum("nbk,mbk->nmb", codes.astype(np.int64).reshape(codes.shape[0], -1, 256),
+                                      t.astype(np.int64).reshape(t.shape[0], -1, 256)).astype(np.int32)
+                    want = mad_reference.block_epilogue_ref(acc_b, d, np.asarray(caps[pre + tag + ".scale"]))
+                what = f"its own codes {pre}{tag}.q, its own input and the weights"
+            else:
+                want = ternary.bitlinear_epilogue(np.asarray(caps[pre + stem + ".acc"]),
+                                                  np.asarray(caps[pre + tag + ".scale"]), gamma)
+                what = f"its own accumulators {pre}{stem}.acc and scale {pre}{tag}.scale"
             if out_scale is not None:
                 want = want * np.float32(out_scale)
-            what = f"its own accumulators {pre}{stem}.acc and scale {pre}{tag}.scale"
     else:
         return None
     if want is None:
@@ -364,6 +395,7 @@ def classify(
     op: str,
     sub_norms: bool,
     rounding: str,
+    act: str = INT8,
 ) -> Located:
     """Turn the first disagreement ``d`` into a verdict (module docstring)."""
     where = f"layer {layer} op {op}" if layer is not None else f"op {op}"
@@ -374,6 +406,9 @@ def classify(
         inp = quant_inputs(sub_norms).get(tag)
         pre = f"blk.{layer}."
         names = (pre + inp, pre + tag + ".scale") if inp else None
+        if act == Q8_K and names and all(names[0] in c for c in (ref_caps, nat_caps)):
+            return _classify_q8_k_codes(d, layer, op, where, names[0], ref_caps[names[0]], ref_caps[d.name],
+                                        nat_caps[names[0]], nat_caps[d.name])
         if names and all(n in ref_caps and n in nat_caps for n in names):
             x_name, s_name = names
             return _classify_codes(d, layer, op, where, x_name, rounding,
@@ -443,6 +478,35 @@ def _classify_codes(d: ArrayDiff, layer, op, where, x_name, rounding,
               f"{kind} within the float noise of its input {x_name} (first at row {r0} col {c0}: "
               f"x·s_x = {float(v_r[0])!r} reference vs {float(v_n[0])!r} native, q {int(qr[0])} vs "
               f"{int(qn[0])}); {int(exact.sum())} of them exactly k+0.5 in float32")
+    return Located(d.name, layer, op, TIE_LIMITED, reason, d, details)
+
+
+def _classify_q8_k_codes(d: ArrayDiff, layer, op, where, x_name, x_r, q_r, x_n, q_n) -> Located:
+    """Q8_K codes differ (the llama.cpp profile): tie-limited iff each side's codes are the Q8_K of
+    its own float input (``quant.q8_k``; the inputs having agreed within tolerance earlier in the
+    walk, a block's ``iscale·x`` then sits on a rounding boundary, or its max moved)."""
+    q_r, q_n = np.asarray(q_r), np.asarray(q_n)
+    x_r = np.asarray(x_r, np.float32).reshape(q_r.shape[0], -1)
+    x_n = np.asarray(x_n, np.float32).reshape(q_n.shape[0], -1)
+    own_r, own_n = quantize_q8_k(x_r)[1], quantize_q8_k(x_n)[1]
+    rows, cols = np.nonzero((q_r != q_n).reshape(q_r.shape[0], -1))
+    r0, c0 = int(rows[0]), int(cols[0])
+    details = {"input": x_name, "n_flipped": int(rows.size), "activations": "Q8_K",
+               "first": {"row": r0, "col": c0, "x_native": float(x_n[r0, c0]), "x_reference": float(x_r[r0, c0]),
+                         "q_native": int(q_n.reshape(q_n.shape[0], -1)[r0, c0]),
+                         "q_reference": int(q_r.reshape(q_r.shape[0], -1)[r0, c0])},
+               "flipped": [[int(r), int(c)] for r, c in zip(rows[:16], cols[:16])]}
+    for side, got, own in (("native", q_n, own_n), ("reference", q_r, own_r)):
+        bad = got.reshape(own.shape) != own
+        if bad.any():
+            r, c = (int(v[0]) for v in np.nonzero(bad))
+            reason = (f"{where}: the {side} Q8_K code at row {r} col {c} is {int(got.reshape(own.shape)[r, c])}, "
+                      f"but the Q8_K of its own input gives {int(own[r, c])}: the {side} activation "
+                      "quantisation is wrong")
+            return Located(d.name, layer, op, "fail", reason, d, details)
+    reason = (f"{where}: {rows.size} Q8_K activation(s) differ although each side quantised its own input "
+              f"{x_name} correctly and the inputs agree within tolerance (first at row {r0} col {c0}): "
+              "a rounding (near-)tie of iscale·x, or a block maximum within float noise")
     return Located(d.name, layer, op, TIE_LIMITED, reason, d, details)
 
 

@@ -305,7 +305,7 @@ _STEP_HEAD = ("step", "pos", "token", "native", "rel err", "margin", "status")
 
 
 _NUMERICS_LABELS = (
-    ("rounding", "activation rounding"), ("act_floor", "absmax floor"), ("kv_dtype", "KV cache"),
+    ("profile", "profile"), ("activations", "activations"), ("rounding", "activation rounding"), ("act_floor", "absmax floor"), ("kv_dtype", "KV cache"),
     ("lm_head", "lm_head"), ("lm_head_type", "lm_head weight"), ("embed_type", "token_embd"),
     ("epilogue", "epilogue"),
 )

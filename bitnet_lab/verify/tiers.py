@@ -15,6 +15,8 @@ from bitnet_lab import kernels
 from bitnet_lab.errors import BitnetLabError, ConfigError, KernelError
 from bitnet_lab.quant import ternary
 from bitnet_lab.verify.locate import (
+    INT8,
+    Q8_K,
     QUANT_TAG_OF,
     CaptureComparison,
     graph_rank,
@@ -41,6 +43,11 @@ PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up"
 MAX_ROWS = 16          # prompt rows fed to T1/T2 (their cost grows with rows, their coverage hardly)
 ALL_LAYERS_UP_TO = 4   # models with at most this many layers are checked whole at T1/T2
 
+# The activation quantisation each numerics profile runs (docs/numerics.md#12-numerics-profiles).
+ACT_OF_PROFILE = {"bitnet": INT8, "llama.cpp": Q8_K}
+# The per-block product ops of the layouts the engine hands out under Q8_K activations.
+_BLOCK_FMT = {"i2_s": "i2s", "tq2_0": "tq2", "tq1_0": "tq1"}
+
 _MAD_OPS = {"i2_s": ("i2s_gemv", "i2s_gemm"), "i2_s_x4": ("i2s_x4_gemv", "i2s_x4_gemm"), "tq2_0": ("tq2_gemv", "tq2_gemm"),
             "tq1_0": ("tq1_gemv", "tq1_gemm")}
 
@@ -58,9 +65,10 @@ def verify(
     threads: int | None = None,
     isas: Sequence[str] | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
-    rounding: str = ternary.DEFAULT_ROUNDING,
-    kv_dtype: str = "f32",
-    lm_head_dtype: str = "auto",
+    numerics: str | None = None,
+    rounding: str | None = None,
+    kv_dtype: str | None = None,
+    lm_head_dtype: str | None = None,
     layers: Sequence[int] | None = None,
     native_tensors: Mapping[str, Any] | None = None,
     progress: bool = True,
@@ -76,7 +84,8 @@ def verify(
     (default :func:`bitnet_lab.kernels.effective_threads`). ``isas``: ISA levels to check (default
     every available one; the model tier runs on the best of them). ``tolerance``: the model tier's
     bound on ``max|Δlogit| / max|logit|``, also the relative bound for float captures when
-    locating. ``rounding`` / ``kv_dtype`` / ``lm_head_dtype``: the numerics both backends use.
+    locating. ``numerics`` (the profile, docs/numerics.md#12-numerics-profiles) / ``rounding`` /
+    ``kv_dtype`` / ``lm_head_dtype``: the numerics both backends use (None: the profile's default).
     ``tl_tiling``: for a path, :func:`bitnet_lab.load`'s option of that name.
     ``layers``: the layers T1/T2 check (default: module docstring). ``native_tensors``: the
     tensors the native engine is built from (default: the model's own) — a modified copy shows
@@ -89,8 +98,11 @@ def verify(
     tolerance = float(tolerance)
     if not (math.isfinite(tolerance) and tolerance > 0):
         raise ConfigError(f"verify: tolerance must be a positive number, got {tolerance!r}")
-    if rounding not in ternary.ROUNDING_MODES:
+    if rounding is not None and rounding not in ternary.ROUNDING_MODES:
         raise ConfigError(f"verify: rounding {rounding!r} is not one of {ternary.ROUNDING_MODES}")
+    from bitnet_lab.backend import numerics_options
+
+    opts = numerics_options(numerics, rounding=rounding, kv_dtype=kv_dtype, lm_head_dtype=lm_head_dtype)
     isas = _check_isas(isas)
     n_threads = kernels.effective_threads(threads)
     thread_set = sorted({1, n_threads})
@@ -102,20 +114,21 @@ def verify(
             raise ConfigError(f"verify: prompt ({len(ids)} tokens) + n ({n}) exceeds the model's context {config.context}")
         sample = _sample_layers(config.n_layers, layers)
         return _run(config, tensors, native_tensors if native_tensors is not None else tensors, name, ids, n,
-                    tolerance, rounding, kv_dtype, lm_head_dtype, isas, n_threads, thread_set, sample,
+                    tolerance, opts, isas, n_threads, thread_set, sample,
                     DEFAULT_PROMPT if prompt is None else prompt if isinstance(prompt, str) else None, progress)
     finally:
         if closer is not None:
             closer()
 
 
-def _run(config, tensors, nat_tensors, name, ids, n, tolerance, rounding, kv_dtype, lm_head_dtype,
-         isas, n_threads, thread_set, sample, prompt_text, progress) -> VerifyReport:
+def _run(config, tensors, nat_tensors, name, ids, n, tolerance, opts, isas, n_threads, thread_set, sample,
+         prompt_text, progress) -> VerifyReport:
     from bitnet_lab.engine.native import NativeEngine
     from bitnet_lab.reference import ReferenceModel
 
     n_ctx = max(64, -(-(len(ids) + n) // 64) * 64)  # a multiple of 64: compiled steps are reused
-    opts = {"rounding": rounding, "kv_dtype": kv_dtype, "lm_head_dtype": lm_head_dtype}
+    rounding = opts["rounding"]
+    act = ACT_OF_PROFILE[opts["numerics"]]
     ref = ReferenceModel(config, tensors, n_ctx_max=n_ctx, **opts)
     engines = {th: NativeEngine(config, nat_tensors, threads=th, **opts) for th in thread_set}
     nat = engines[n_threads]
@@ -131,15 +144,15 @@ def _run(config, tensors, nat_tensors, name, ids, n, tolerance, rounding, kv_dty
     t_prefill = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    kernel = kernel_tier(nat, nat_tensors, config, cr, sample, rounding, isas, thread_set, progress)
+    kernel = kernel_tier(nat, nat_tensors, config, cr, sample, rounding, isas, thread_set, progress, act=act)
     kernel.seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    bitlinear = bitlinear_tier(engines, tensors, config, cr, sample, rounding, isas, progress)
+    bitlinear = bitlinear_tier(engines, tensors, config, cr, sample, rounding, isas, progress, act=act)
     bitlinear.seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     with kernels.use_isa(model_isa):
         model = model_tier(ref, nat, config, ids, n, n_ctx, tolerance, rounding, (lr, cr, ln, cn),
-                           (cache_r, cache_n), progress, params=bitlinear_params(config, tensors, sample))
+                           (cache_r, cache_n), progress, params=bitlinear_params(config, tensors, sample), act=act)
     model.seconds = time.perf_counter() - t0 + t_prefill
     model.isa, model.threads = model_isa, n_threads
 
@@ -338,9 +351,12 @@ def _lut_versions(op: str, isas: Sequence[str]) -> list[tuple[str, str]]:
     return out
 
 
-def kernel_tier(engine, tensors, config, ref_caps, layers, rounding, isas, thread_set, progress) -> ExactTier:
+def kernel_tier(engine, tensors, config, ref_caps, layers, rounding, isas, thread_set, progress,
+                act: str = INT8) -> ExactTier:
     """T1 (module docstring). ``engine``'s packed bytes are what the kernels read; ``tensors`` (the
-    engine's inputs) give the TL tilings."""
+    engine's inputs) give the TL tilings. ``act``: the engine's activations — with Q8_K (the
+    llama.cpp profile) the Q8_K quantiser and the per-block products are checked too, as those
+    are what the engine then runs."""
     from bitnet_lab.quant import lut, tiling
 
     tier = ExactTier("T1 kernel", "every native kernel bit-identical to its numpy twin "
@@ -369,6 +385,14 @@ def kernel_tier(engine, tensors, config, ref_caps, layers, rounding, isas, threa
                     c = check("quantize_act", version, isa, th)
                     for k, (what, g, w) in enumerate(zip(("q", "s_x", "sum_q"), got, want)):
                         c.add(*_exact(subject, what, g, w), count_subject=k == 0)
+            if act == Q8_K:  # one scalar C quantiser on every level (kernels.q8k): checked once
+                from bitnet_lab.kernels import q8k as native_q8k
+                from bitnet_lab.quant import q8_k
+
+                got, want = native_q8k.quantize_q8_k(x), q8_k.quantize_q8_k(x)
+                c = check("quantize_q8_k", "v0", "scalar", 0)
+                c.add(*_exact(subject, "d8", got[0], want[0]))
+                c.add(*_exact(subject, "q", got[1], want[1]), count_subject=False)
         # -- the products, on the bytes the engine reads
         for p in PROJECTIONS:
             name = f"blk.{i}.{p}.weight"
@@ -376,7 +400,9 @@ def kernel_tier(engine, tensors, config, ref_caps, layers, rounding, isas, threa
             layout, data = engine.packed_weight(name)
             codes = np.asarray(ref_caps[f"blk.{i}.{QUANT_TAG_OF[p]}.q"], np.int8)[:MAX_ROWS]
             Q = np.ascontiguousarray(np.concatenate([codes, adversarial_codes(K)]))
-            if layout in _MAD_OPS:
+            if act == Q8_K and layout in _BLOCK_FMT:
+                _check_blocks(check, name, _BLOCK_FMT[layout], data, Q, M, K, isas, thread_set)
+            elif layout in _MAD_OPS:
                 _check_mad(check, name, layout, data, Q, M, K, isas, thread_set)
             elif layout in ("tl1", "tl2"):
                 tl = tiling.validate_tiling(layout, M, K, tensors[name].tiling)
@@ -389,6 +415,19 @@ def kernel_tier(engine, tensors, config, ref_caps, layers, rounding, isas, threa
     tier.notes.append(f"activation quantisation: {rounding} rounding; products: codes of the prompt + rows of "
                       "all +127 and all -128; every MAD version of each level, the LUT kernels each level runs")
     return tier
+
+
+def _check_blocks(check, name, fmt, data, Q, M, K, isas, thread_set) -> None:
+    """The per-256-block products (GEMV per row and GEMM) against their twins."""
+    from bitnet_lab.quant import mad_reference
+
+    want = getattr(mad_reference, f"{fmt}_block_gemm_ref")(data, Q, M, K)  # (N, M, K/256)
+    for gemv in (True, False):
+        op = kernels.BLOCK_OPS[fmt][0 if gemv else 1]
+        for version, isa in _mad_versions(op, isas):
+            for th in thread_set:
+                got = kernels.block_gemm(fmt, data, Q, M, K, gemv=gemv, threads=th, version=version)
+                check(op, version, isa, th).add(*_exact(name, "acc", got, want))
 
 
 def _check_mad(check, name, layout, data, Q, M, K, isas, thread_set) -> None:
@@ -443,22 +482,41 @@ def _check_lut(check, lut, name, layout, data, Q, M, K, tl, isas, thread_set) ->
 
 
 def numpy_bitlinear(x: np.ndarray, t: np.ndarray, gamma: np.float32, rounding: str,
-                    out_scale: np.float32 | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    out_scale: np.float32 | None = None, *, d: np.ndarray | None = None,
+                    act: str = INT8) -> tuple[np.ndarray, np.ndarray]:
     """The BitLinear policy in numpy: ``(y f32 (N, M), acc int32 (N, M))`` — quantise each row,
     exact integer product (int64, then int32: exact, docs/numerics.md#31-the-integer-identity), epilogue
     ``(acc / s_x) · γ`` in that order, then the optional per-tensor ``.scale`` (old ``bitnet`` arch) as one
-    f32 multiply."""
-    q, s_x, _ = ternary.quantize_activations(x, rounding)
-    acc = (q.astype(np.int64) @ t.astype(np.int64).T).astype(np.int32)
-    y = ternary.bitlinear_epilogue(acc, s_x, gamma)
+    f32 multiply. ``d`` (M, K/256): per-block TQ scales (docs/numerics.md#35-block-scaled-tq-epilogue).
+    ``act=Q8_K`` (the llama.cpp profile): Q8_K activations and ggml's per-block dot
+    (docs/numerics.md#36-llamacpp-tq-dot-with-q8_k-activations; γ in every block of a per-tensor
+    weight); ``acc`` is then the total over blocks."""
+    from bitnet_lab.quant import mad_reference
+
+    if act == Q8_K:
+        from bitnet_lab.quant.q8_k import quantize_q8_k
+
+        d8, q = quantize_q8_k(np.ascontiguousarray(x, np.float32))
+        d_w = d if d is not None else np.full((t.shape[0], t.shape[1] // 256), gamma, np.float32)
+        y = mad_reference.tq_dot_q8k(t, d_w, q, d8)
+        acc = (q.astype(np.int64) @ t.astype(np.int64).T).astype(np.int32)
+    else:
+        q, s_x, _ = ternary.quantize_activations(x, rounding)
+        acc = (q.astype(np.int64) @ t.astype(np.int64).T).astype(np.int32)
+        if d is not None:
+            acc_b = np.einsum("nbk,mbk->nmb", q.astype(np.int64).reshape(q.shape[0], -1, 256),
+                              t.astype(np.int64).reshape(t.shape[0], -1, 256)).astype(np.int32)
+            y = mad_reference.block_epilogue_ref(acc_b, d, s_x)
+        else:
+            y = ternary.bitlinear_epilogue(acc, s_x, gamma)
     if out_scale is not None:
         y = y * np.float32(out_scale)
     return y, acc
 
 
 def bitlinear_params(config, tensors: Mapping[str, Any], layers: Sequence[int]):
-    """``params(layer, proj) -> (t int8 (M, K) | None, γ, out_scale | None)`` from the reference's
-    view of the weights, decoded on first use and cached. ``t`` only for ``layers`` (the sampled
+    """``params(layer, proj) -> (t int8 (M, K) | None, γ, out_scale | None, block scales (M, K/256) | None)``
+    from the reference's view of the weights, decoded on first use and cached. ``t`` only for ``layers`` (the sampled
     ones: bounds memory and time on big models); γ and the ``.scale`` for every layer."""
     from bitnet_lab.reference.weights import decode_projection
 
@@ -472,7 +530,7 @@ def bitlinear_params(config, tensors: Mapping[str, Any], layers: Sequence[int]):
             base = f"blk.{layer}.{proj}"
             parts = decode_projection(f"{base}.weight", tensors[f"{base}.weight"], shapes[proj])
             gamma = parts.gamma if parts.gamma is not None else np.float32(np.nan)
-            cache[key] = (parts.t if layer in keep else None, gamma, _out_scale(tensors, base))
+            cache[key] = (parts.t if layer in keep else None, gamma, _out_scale(tensors, base), parts.d)
         return cache[key]
 
     return params
@@ -489,13 +547,16 @@ def _out_scale(tensors: Mapping[str, Any], base: str) -> np.float32 | None:
     return np.float32(t.to_numpy().reshape(-1)[0])
 
 
-def bitlinear_tier(engines, tensors, config, ref_caps, layers, rounding, isas, progress) -> ExactTier:
+def bitlinear_tier(engines, tensors, config, ref_caps, layers, rounding, isas, progress,
+                   act: str = INT8) -> ExactTier:
     """T2 (module docstring). ``engines``: {threads: NativeEngine}; ``tensors``: the model's (the
-    reference's view of the weights)."""
+    reference's view of the weights). ``act``: the profile's activations (:func:`numpy_bitlinear`)."""
     from bitnet_lab.reference.weights import decode_projection
 
-    tier = ExactTier("T2 BitLinear", "NativeEngine.bitlinear bit-identical to the numpy policy "
-                     "(quantise → exact integer product → (acc / s_x)·γ) on the same f32 rows")
+    policy = ("Q8_K → exact per-block products → ggml's per-block float sum" if act == Q8_K else
+              "quantise → exact integer product → (acc / s_x)·γ")
+    tier = ExactTier("T2 BitLinear", f"NativeEngine.bitlinear bit-identical to the numpy policy ({policy}) "
+                     "on the same f32 rows")
     judge = Check("policy vs JAX captures", "-", "reference", 0)
     native = {(isa, th): Check("bitlinear", "engine", isa, th) for isa in isas for th in engines}
     inputs = quant_inputs(config.sub_norms)
@@ -505,12 +566,11 @@ def bitlinear_tier(engines, tensors, config, ref_caps, layers, rounding, isas, p
         for p in PROJECTIONS:
             base = f"blk.{i}.{p}"
             parts = decode_projection(f"{base}.weight", tensors[f"{base}.weight"], shapes[p])
-            if parts.d is not None:
-                raise ConfigError(f"{base}.weight: per-block TQ scales; the native engine needs one scale per tensor")
             real = np.asarray(ref_caps[f"blk.{i}.{inputs[QUANT_TAG_OF[p]]}"], np.float32)[:MAX_ROWS]
             R = real.shape[0]
             x = np.ascontiguousarray(np.concatenate([real, synthetic_rows(real.shape[1])]))
-            want_y, want_acc = numpy_bitlinear(x, parts.t, parts.gamma, rounding, _out_scale(tensors, base))
+            want_y, want_acc = numpy_bitlinear(x, parts.t, parts.gamma, rounding, _out_scale(tensors, base),
+                                               d=parts.d, act=act)
             # the judge itself: the JAX reference's BitLinear equals the policy on the prompt rows
             judge.add(*_exact(f"{base}.weight", "acc", np.asarray(ref_caps[f"{base}.acc"])[:R], want_acc[:R]))
             judge.add(*_exact(f"{base}.weight", "y", np.asarray(ref_caps[f"{base}.out"])[:R], want_y[:R]),
@@ -525,7 +585,8 @@ def bitlinear_tier(engines, tensors, config, ref_caps, layers, rounding, isas, p
         bar.update(1)
     bar.close()
     tier.checks = [*native.values(), judge]
-    tier.notes.append(f"{rounding} rounding; inputs: the f32 rows each projection reads in the reference "
+    how = "Q8_K activations, ggml's per-block dot" if act == Q8_K else f"{rounding} rounding"
+    tier.notes.append(f"{how}; inputs: the f32 rows each projection reads in the reference "
                       "(its norm outputs) + 3 synthetic rows (zero, exact ties, below the 1e-5 floor)")
     return tier
 
@@ -555,7 +616,7 @@ def _margin(logits: np.ndarray) -> float:
 
 
 def model_tier(ref, nat, config, ids, n, n_ctx, tolerance, rounding, prefill, caches, progress,
-               params=None) -> ModelTier:
+               params=None, act: str = INT8) -> ModelTier:
     """T3 (module docstring). ``prefill``: (reference logits, captures, native logits, captures)
     of the prompt; ``caches``: the two caches holding it; ``params``: the reference's BitLinear
     weights for the locator's checks past a tie (:func:`bitlinear_params`).
@@ -577,7 +638,7 @@ def model_tier(ref, nat, config, ids, n, n_ctx, tolerance, rounding, prefill, ca
         """Compare one forward's captures; returns them and the index of the event that explains
         a disagreement (a new one, or the earlier cause it is a consequence of)."""
         cc = locate(ref_caps, nat_caps, sub_norms=config.sub_norms, rounding=rounding,
-                    tolerance=tolerance, params=params)
+                    tolerance=tolerance, params=params, act=act)
         loc = cc.located
         if loc is None:
             return cc, None

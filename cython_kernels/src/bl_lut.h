@@ -92,11 +92,11 @@ typedef bl_lut_status (*bl_tl2_gemv_fn)(const uint8_t *data, const uint8_t *lut,
  * applies the triple's sign). GEMV: out[0] + 1 in the call whose range starts at row 0 (the same
  * value for every thread split). Each kernel reads the flag once per call. Off by default. */
 enum {
-    BL_FAULT_TL1_BUILD_LUT = 9, /* = BL_OP_COUNT (bl_mad.h; mad_dispatch.c asserts it) */
-    BL_FAULT_TL2_BUILD_LUT = 10,
-    BL_FAULT_TL1_GEMV = 11,
-    BL_FAULT_TL2_GEMV = 12,
-    BL_FAULT_COUNT = 13
+    BL_FAULT_TL1_BUILD_LUT = 15, /* = BL_OP_COUNT (bl_mad.h; mad_dispatch.c asserts it) */
+    BL_FAULT_TL2_BUILD_LUT = 16,
+    BL_FAULT_TL1_GEMV = 17,
+    BL_FAULT_TL2_GEMV = 18,
+    BL_FAULT_COUNT = 19
 };
 extern volatile int bl_mad_fault_mask; /* mad_dispatch.c */
 #define BL_LUT_FAULT(bit) ((bl_mad_fault_mask >> (bit)) & 1)

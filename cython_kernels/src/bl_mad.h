@@ -95,6 +95,23 @@ typedef void (*bl_gemv_fn)(const uint8_t *w, const int8_t *q, int32_t sum_q, int
 typedef void (*bl_gemm_fn)(const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int32_t *out,
                            int64_t N, int64_t K, int64_t ld_out, int64_t r0, int64_t r1);
 
+/* ---- per-block products (TQ files with non-uniform block scales; Q8_K activations) ----------
+ * The same exact integer products cut at every 256-weight block: out holds, per weight row r in
+ * [r0, r1) and block b < nb = K/256, the int32 Σ_{k in block b} t[r,k]·q[k] (|value| ≤ 128·256),
+ * for an epilogue that weighs each block by its own scale (docs/numerics.md#35-block-scaled-tq-epilogue,
+ * docs/numerics.md#36-llamacpp-tq-dot-with-q8_k-activations). Formats: I2_S (row-major, K % 256 == 0:
+ * a 256-block is two 128-blocks), TQ2_0, TQ1_0. No x4 version: the engine keeps projections that
+ * need blocks out of the x4 layout.
+ *  sum_qb   Σ_{k in block b} q[k] per block (bl_block_sums_i8): GEMV nb values, GEMM N·nb (token n
+ *           at sum_qb + n·nb) — the code-offset correction of each block.
+ *  out      RELATIVE to r0 (so a caller can use a small scratch per row tile):
+ *           GEMV: out[(r - r0)·nb + b];  GEMM: out[n·ld_out + (r - r0)·nb + b], ld_out ≥ (r1 - r0)·nb.
+ * Fault: +1 on out[0] (row 0, token 0, block 0) in the call whose range starts at row 0. */
+typedef void (*bl_bgemv_fn)(const uint8_t *w, const int8_t *q, const int32_t *sum_qb, int32_t *out, int64_t K,
+                            int64_t r0, int64_t r1);
+typedef void (*bl_bgemm_fn)(const uint8_t *w, const int8_t *Q, const int32_t *sum_qb, int32_t *out, int64_t N,
+                            int64_t K, int64_t ld_out, int64_t r0, int64_t r1);
+
 /* The default MAD kernels of one ISA level (what bl_isa_table(isa)->mad points to). */
 typedef struct bl_mad_kernels {
     bl_quantize_act_fn quantize_act;
@@ -106,6 +123,12 @@ typedef struct bl_mad_kernels {
     bl_gemm_fn tq1_gemm;
     bl_gemv_fn i2s_x4_gemv; /* the I2_S x4 layout (above): native, or the level's I2_S via a copy */
     bl_gemm_fn i2s_x4_gemm;
+    bl_bgemv_fn i2s_bgemv; /* per-block products (above) */
+    bl_bgemm_fn i2s_bgemm;
+    bl_bgemv_fn tq2_bgemv;
+    bl_bgemm_fn tq2_bgemm;
+    bl_bgemv_fn tq1_bgemv;
+    bl_bgemm_fn tq1_bgemm;
 } bl_mad_kernels;
 
 /* ---- ops, versions, dispatch (mad_dispatch.c) ------------------------------------------- */
@@ -119,7 +142,13 @@ typedef enum {
     BL_OP_TQ1_GEMM = 6,
     BL_OP_I2S_X4_GEMV = 7,
     BL_OP_I2S_X4_GEMM = 8,
-    BL_OP_COUNT = 9
+    BL_OP_I2S_BGEMV = 9,
+    BL_OP_I2S_BGEMM = 10,
+    BL_OP_TQ2_BGEMV = 11,
+    BL_OP_TQ2_BGEMM = 12,
+    BL_OP_TQ1_BGEMV = 13,
+    BL_OP_TQ1_BGEMM = 14,
+    BL_OP_COUNT = 15
 } bl_mad_op;
 
 /* One numbered implementation of one op. Exactly one member of fn is set, by op. */
@@ -132,6 +161,8 @@ typedef struct {
         bl_quantize_act_fn act;
         bl_gemv_fn gemv;
         bl_gemm_fn gemm;
+        bl_bgemv_fn bgemv;
+        bl_bgemm_fn bgemm;
     } fn;
 } bl_mad_version;
 
@@ -167,6 +198,20 @@ bl_status bl_quantize_act_neon(const float *, int8_t *, float *, int32_t *, int6
     void bl_tq1_gemm_##sfx(const uint8_t *, const int8_t *, const int32_t *, int32_t *, int64_t, int64_t,   \
                            int64_t, int64_t, int64_t);
 
+#define BL_DECLARE_BLOCKS(sfx)                                                                            \
+    void bl_i2s_bgemv_##sfx(const uint8_t *, const int8_t *, const int32_t *, int32_t *, int64_t, int64_t, int64_t); \
+    void bl_tq2_bgemv_##sfx(const uint8_t *, const int8_t *, const int32_t *, int32_t *, int64_t, int64_t, int64_t); \
+    void bl_tq1_bgemv_##sfx(const uint8_t *, const int8_t *, const int32_t *, int32_t *, int64_t, int64_t, int64_t); \
+    void bl_i2s_bgemm_##sfx(const uint8_t *, const int8_t *, const int32_t *, int32_t *, int64_t, int64_t, int64_t,  \
+                            int64_t, int64_t);                                                                      \
+    void bl_tq2_bgemm_##sfx(const uint8_t *, const int8_t *, const int32_t *, int32_t *, int64_t, int64_t, int64_t,  \
+                            int64_t, int64_t);                                                                      \
+    void bl_tq1_bgemm_##sfx(const uint8_t *, const int8_t *, const int32_t *, int32_t *, int64_t, int64_t, int64_t,  \
+                            int64_t, int64_t);
+
+BL_DECLARE_BLOCKS(v0)        /* mad_scalar.c      */
+BL_DECLARE_BLOCKS(v1)        /* mad_avx2.c        */
+BL_DECLARE_BLOCKS(v2)        /* mad_avx512vnni.c  */
 BL_DECLARE_MAD(v0)           /* mad_scalar.c      */
 BL_DECLARE_TQ(v0)            /* mad_scalar.c      */
 BL_DECLARE_MAD(v1)           /* mad_avx2.c        */
@@ -225,6 +270,8 @@ void bl_i2s_x4_gemm_via(bl_gemm_fn gemm, const uint8_t *w, const int8_t *Q, cons
 
 /* Shared scalar helper: Σ q[k] over K int8 (exact int32). */
 int32_t bl_sum_i8(const int8_t *q, int64_t K);
+/* sums[b] = Σ q[256b .. 256b + 255] for b < K/256 (K % 256 == 0): the sum_qb of the block kernels. */
+void bl_block_sums_i8(const int8_t *q, int64_t K, int32_t *sums);
 
 #ifdef __cplusplus
 }

@@ -198,4 +198,39 @@ static inline void bl_gemm_blocked(bl_decode_fn decode, bl_tile_fn tile, int rw_
     bl_gemx_fault(op, out, r0, r1);
 }
 
+/* ---- the per-block GEMM driver (block kernels, bl_mad.h "per-block products") --------------- */
+
+/* bl_gemm_blocked's loop order with the tiles run one 256-weight block at a time: per panel of
+ * BL_GEMM_PANEL rows and chunk of BL_GEMM_KC weights the codes are decoded once; every 4-token
+ * slice then sweeps each block of the chunk, and a tile's sums are that block's partial sums
+ * (exact in the tiles' int16 lanes: a block is 1/8 of the chunk they are sized for), written
+ * out minus the block's Σ q. The GEMVs are this with N = 1. */
+static inline void bl_gemm_blocks(bl_decode_fn decode, bl_tile_fn tile, int rw_max, uint8_t *codes, int op,
+                                  const uint8_t *w, const int8_t *Q, const int32_t *sum_qb, int32_t *out, int64_t N,
+                                  int64_t K, int64_t ld_out, int64_t r0, int64_t r1) {
+    const int64_t nb = K / BL_TQ_BLOCK;
+    int32_t res[4][4] = {{0}};
+    for (int64_t r = r0; r < r1; r += BL_GEMM_PANEL) {
+        const int64_t rp = r1 - r < BL_GEMM_PANEL ? r1 - r : BL_GEMM_PANEL;
+        for (int64_t k0 = 0; k0 < K; k0 += BL_GEMM_KC) {
+            const int64_t kc = K - k0 < BL_GEMM_KC ? K - k0 : BL_GEMM_KC;
+            for (int64_t i = 0; i < rp; ++i) decode(w, K, r + i, k0, kc, codes + i * BL_GEMM_KC);
+            for (int64_t n = 0; n < N; n += 4) {
+                const int nt = N - n >= 4 ? 4 : (int)(N - n);
+                for (int64_t kb = 0; kb < kc; kb += BL_TQ_BLOCK) {
+                    const int64_t b = (k0 + kb) / BL_TQ_BLOCK;
+                    for (int64_t i = 0; i < rp; i += rw_max) {
+                        const int rw = rp - i >= rw_max ? rw_max : (int)(rp - i);
+                        tile(codes + i * BL_GEMM_KC + kb, BL_GEMM_KC, Q + n * K + k0 + kb, K, BL_TQ_BLOCK, rw, nt, res);
+                        for (int j = 0; j < nt; ++j)
+                            for (int ii = 0; ii < rw; ++ii)
+                                out[(n + j) * ld_out + (r - r0 + i + ii) * nb + b] = res[ii][j] - sum_qb[(n + j) * nb + b];
+                    }
+                }
+            }
+        }
+    }
+    if (r0 == 0 && r1 > 0 && BL_MAD_FAULT(op)) out[0] += 1;
+}
+
 #endif /* BL_MAD_IMPL_H */

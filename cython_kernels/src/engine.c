@@ -24,6 +24,7 @@
 #define _GNU_SOURCE /* syscall() for the futex */
 #endif
 #include "engine.h"
+#include "bl_q6k.h"
 
 #include <math.h>
 #include <sched.h>
@@ -43,6 +44,7 @@
 #include "bl_kernels.h"
 #include "bl_lut.h"
 #include "bl_mad.h"
+#include "bl_q8k.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -399,7 +401,8 @@ static void gated_act(const bl_float_kernels *fk, const float *g, const float *u
     }
 }
 
-/* One embedding row to f32 (F16 -> f32 and Q8_0's q·d are exact). */
+/* One embedding row to f32 (F16 -> f32 and Q8_0's q·d are exact; a Q6_K row is dequantised as
+ * ggml's dequantize_row_q6_K, fl32(fl32(d·scale)·(u − 32)), only the looked-up rows ever). */
 static void embed_row(const bl_fmat *e, int64_t id, float *out) {
     const uint8_t *row = e->data + id * e->row_bytes;
     if (e->type == BL_FT_F32) {
@@ -407,6 +410,8 @@ static void embed_row(const bl_fmat *e, int64_t id, float *out) {
     } else if (e->type == BL_FT_F16) {
         const uint16_t *r = (const uint16_t *)row;
         for (int64_t i = 0; i < e->cols; ++i) out[i] = bl_f16_to_f32(r[i]);
+    } else if (e->type == BL_FT_Q6_K) {
+        bl_q6k_dequant_row(row, e->cols, out);
     } else {
         for (int64_t b = 0; b < e->cols / BL_Q8_0_BLOCK; ++b) {
             const uint8_t *blk = row + b * BL_Q8_0_BYTES;
@@ -427,10 +432,14 @@ static void embed_row(const bl_fmat *e, int64_t id, float *out) {
  * share one, gate/up share one). Row n of q starts at q + n·stride; columns K .. stride-1 are zero. */
 typedef struct {
     int8_t *q;      /* (N, stride)                                                 */
-    float *s;       /* (N) activation scales s_x                                   */
+    float *s;       /* (N) activation scales s_x (0 with Q8_K activations)          */
     int32_t *sum;   /* (N) Σ q                                                     */
     int64_t K, stride, N;
     int64_t gemv_max; /* up to this many rows: row-blocked GEMVs instead of the GEMM (gemv_batch_max) */
+    int q8k;        /* Q8_K activations (llama.cpp profile): d8 holds the scales    */
+    int32_t *bsum;  /* (N, stride/256) Σ q of each 256-block, or NULL: no block work */
+    float *d8;      /* (N, stride/256) Q8_K block scales (q8k)                      */
+    int32_t *blk;   /* this thread's per-block partial sums: (N, BL_BLOCK_ROWS, stride/256) */
 } bl_act;
 
 /* Quantise rows [lo, hi) of x (N, K) into a (docs/numerics.md#21-bitnetcpp-i2_s-path, bl_mad.h
@@ -438,7 +447,24 @@ typedef struct {
 static void quantize_rows(const bl_mad_kernels *mad, const float *x, bl_act *a, int64_t lo, int64_t hi,
                           int rounding) {
     if (hi <= lo) return;
-    if (a->stride == a->K) {
+    const int64_t nbs = a->stride / BL_TQ_BLOCK;
+    if (a->q8k) {
+        /* llama.cpp profile: Q8_K per 256-block (K % 256 == 0, so stride == K). A row with a NaN or
+         * inf gets q = 0 and NaN block scales: its outputs are NaN, as in the bitnet profile. */
+        for (int64_t n = lo; n < hi; ++n) {
+            const float *xr = x + n * a->K;
+            int finite = 1;
+            for (int64_t k = 0; k < a->K; ++k) finite &= isfinite(xr[k]) != 0;
+            if (finite) {
+                bl_quantize_row_q8_k(xr, a->K, a->d8 + n * nbs, a->q + n * a->stride);
+            } else {
+                memset(a->q + n * a->stride, 0, (size_t)a->K);
+                for (int64_t b = 0; b < a->K / BL_TQ_BLOCK; ++b) a->d8[n * nbs + b] = NAN;
+            }
+            a->s[n] = 0.0f;
+            a->sum[n] = bl_sum_i8(a->q + n * a->stride, a->K);
+        }
+    } else if (a->stride == a->K) {
         mad->quantize_act(x, a->q, a->s, a->sum, a->K, lo, hi, rounding);
     } else {
         for (int64_t n = lo; n < hi; ++n) {
@@ -448,6 +474,8 @@ static void quantize_rows(const bl_mad_kernels *mad, const float *x, bl_act *a, 
     }
     /* A non-finite row gets q = 0, s_x = 0 from the kernel: its outputs become 0/0 = NaN and the
      * NaN propagates to the logits, as in the reference. Nothing to report here. */
+    if (a->bsum)
+        for (int64_t n = lo; n < hi; ++n) bl_block_sums_i8(a->q + n * a->stride, a->K, a->bsum + n * nbs);
 }
 
 /* One projection of a group sharing an input: where its output goes. */
@@ -518,6 +546,64 @@ static void mad_rows(const bl_mad_kernels *mad, const bl_job *j, const bl_act *a
     }
 }
 
+/* Rows per call of the per-block kernels: their partial sums (N × this × K/256 int32) go to the
+ * thread's scratch a->blk, then straight into the block epilogue. */
+#define BL_BLOCK_ROWS 32
+
+/* Does job w go through the per-block kernels (block_rows) rather than mad_rows / tl_rows? */
+static int uses_blocks(const bl_tweight *w) {
+    return w->epilogue == BL_EPI_Q8K || (w->epilogue == BL_EPI_BLOCKS && w->block_d);
+}
+
+/* Rows [r0, r1) of a per-block job: the per-block exact products, then its epilogue
+ * (docs/numerics.md#35-block-scaled-tq-epilogue, docs/numerics.md#36-llamacpp-tq-dot-with-q8_k-activations);
+ * j->acc gets each row's whole sum Σ_b acc_b (the acc capture), y the outputs. */
+static void block_rows(const bl_mad_kernels *mad, const bl_job *j, const bl_act *a, int64_t r0, int64_t r1) {
+    const bl_tweight *w = j->w;
+    const int64_t M = w->M, N = a->N, K = w->K, nb = K / BL_TQ_BLOCK, nbs = a->stride / BL_TQ_BLOCK;
+    const bl_bgemv_fn gemv = w->layout == BL_W_I2S ? mad->i2s_bgemv : w->layout == BL_W_TQ2_0 ? mad->tq2_bgemv : mad->tq1_bgemv;
+    const bl_bgemm_fn gemm = w->layout == BL_W_I2S ? mad->i2s_bgemm : w->layout == BL_W_TQ2_0 ? mad->tq2_bgemm : mad->tq1_bgemm;
+    const double gamma64 = (double)w->gamma;
+    for (int64_t rs = r0; rs < r1; rs += BL_BLOCK_ROWS) {
+        const int64_t re = rs + BL_BLOCK_ROWS < r1 ? rs + BL_BLOCK_ROWS : r1, nr = re - rs, ld = nr * nb;
+        if (N > 1 && a->stride == w->K_pad)
+            gemm(w->data, a->q, a->bsum, a->blk, N, K, ld, rs, re);
+        else
+            for (int64_t n = 0; n < N; ++n) gemv(w->data, a->q + n * a->stride, a->bsum + n * nbs, a->blk + n * ld, K, rs, re);
+        for (int64_t n = 0; n < N; ++n) {
+            float *restrict y = j->y + n * j->ldy;
+            for (int64_t r = rs; r < re; ++r) {
+                const int32_t *pb = a->blk + n * ld + (r - rs) * nb;
+                const float *d = w->block_d ? w->block_d + r * nb : NULL;
+                int32_t tot = 0;
+                float v;
+                if (w->epilogue == BL_EPI_Q8K) {
+                    /* ggml_vec_dot_tq2_0_q8_K_generic: per block d = y.d · x.d in f32, then
+                     * sumf += (float)sumi · d, blocks in order, f32 (no FMA: -ffp-contract=off) */
+                    const float *d8 = a->d8 + n * nbs;
+                    float sumf = 0.0f;
+                    for (int64_t b = 0; b < nb; ++b) {
+                        const float db = d8[b] * (d ? d[b] : w->gamma);
+                        sumf += (float)pb[b] * db;
+                        tot += pb[b];
+                    }
+                    v = sumf;
+                } else {
+                    /* exact products in float64, summed in block order, one rounding to f32 */
+                    double s64 = 0.0;
+                    for (int64_t b = 0; b < nb; ++b) {
+                        s64 += (double)pb[b] * (d ? (double)d[b] : gamma64);
+                        tot += pb[b];
+                    }
+                    v = (float)s64 / a->s[n];
+                }
+                y[r] = w->has_out_scale ? v * w->out_scale : v;
+                j->acc[n * M + r] = tot;
+            }
+        }
+    }
+}
+
 /* Exact Σ t·q of rows [r0, r1) of a TL job for input row n through its LUT, into j->acc row n. */
 static void tl_rows(const bl_isa_kernels *tab, const bl_job *j, const uint8_t *lut, int64_t n, int64_t r0, int64_t r1,
                     bl_error *err) {
@@ -542,6 +628,22 @@ static void epilogue_rows(const bl_job *j, const bl_act *a, int64_t r0, int64_t 
     /* the scales in locals and restrict rows: y cannot alias them, so the loops vectorise (the
      * division stays a division, lane by lane: the same IEEE results as one at a time) */
     const float gamma = w->gamma, out_scale = w->out_scale;
+    if (w->epilogue == BL_EPI_BLOCKS) {
+        /* a per-tensor projection of a block-scaled model (the reference's epilogue_blocks with
+         * d_b = γ): Σ_b acc_b·γ in float64 is acc·γ exactly (≤ 22 + 11 significant bits), rounded
+         * once to f32, then divided by s_x */
+        const double g64 = (double)gamma;
+        for (int64_t n = 0; n < a->N; ++n) {
+            const int32_t *restrict acc = j->acc + n * w->M;
+            float *restrict y = j->y + n * j->ldy;
+            const float s = a->s[n];
+            for (int64_t r = r0; r < r1; ++r) {
+                const float v = (float)((double)acc[r] * g64) / s;
+                y[r] = w->has_out_scale ? v * out_scale : v;
+            }
+        }
+        return;
+    }
     for (int64_t n = 0; n < a->N; ++n) {
         const int32_t *restrict acc = j->acc + n * w->M;
         float *restrict y = j->y + n * j->ldy;
@@ -573,8 +675,13 @@ static void run_group(bl_thread *th, const bl_isa_kernels *tab, const bl_job *jo
         r1[j] = t0 < t1 ? (t1 * g < M ? t1 * g : M) : 0;
         first += tiles;
     }
-    for (int j = 0; j < njobs; ++j)
-        if (r0[j] < r1[j] && !is_tl(jobs[j].w)) mad_rows(tab->mad, &jobs[j], a, r0[j], r1[j]);
+    for (int j = 0; j < njobs; ++j) {
+        if (r0[j] >= r1[j] || is_tl(jobs[j].w)) continue;
+        if (uses_blocks(jobs[j].w))
+            block_rows(tab->mad, &jobs[j], a, r0[j], r1[j]); /* products and epilogue */
+        else
+            mad_rows(tab->mad, &jobs[j], a, r0[j], r1[j]);
+    }
     for (int64_t n = 0; n < a->N; ++n) {
         int built[3] = {0, 0, 0};
         for (int j = 0; j < njobs; ++j) {
@@ -601,7 +708,7 @@ static void run_group(bl_thread *th, const bl_isa_kernels *tab, const bl_job *jo
     for (int j = 0; j < njobs; ++j) {
         if (r0[j] >= r1[j]) continue;
         const int64_t M = jobs[j].w->M;
-        epilogue_rows(&jobs[j], a, r0[j], r1[j]);
+        if (!uses_blocks(jobs[j].w)) epilogue_rows(&jobs[j], a, r0[j], r1[j]);
         for (int64_t n = 0; n < a->N; ++n) {
             if (jobs[j].cap_acc)
                 memcpy((int32_t *)jobs[j].cap_acc + (row0 + n) * M + r0[j], jobs[j].acc + n * M + r0[j],
@@ -678,15 +785,35 @@ static void quantize_q8_0(const float *x, int64_t K, int8_t *q, float *dx, int32
         qs4[j] = 128 * ((int32_t)q[4 * j] + q[4 * j + 1] + q[4 * j + 2] + q[4 * j + 3]);
 }
 
+/* One hidden row x (K, K % 256 == 0) as llama.cpp's Q8_K vec_dot operand (bl_q8k.h) for the Q6_K
+ * lm_head: q (K) int8, d (K/256) f32, bsums (K/16) int16. A block with a NaN/inf gets q = 0 and a
+ * NaN scale (as quantize_q8_0 above): its logits become NaN instead of garbage. */
+static void quantize_q8_k_lm(const float *x, int64_t K, int8_t *q, float *d, int16_t *bsums) {
+    bl_quantize_row_q8_k(x, K, d, q);
+    for (int64_t b = 0; b < K / BL_QK_K; ++b) {
+        int finite = 1;
+        for (int j = 0; j < BL_QK_K; ++j) finite &= fabsf(x[b * BL_QK_K + j]) <= 3.402823466e38f;
+        if (!finite) {
+            memset(q + b * BL_QK_K, 0, BL_QK_K);
+            d[b] = NAN;
+        }
+    }
+    bl_q8_k_bsums(q, K, bsums);
+}
+
 /* Rows of the vocabulary are split across threads in contiguous runs (each logit is one dot in
  * the canonical order, so the split never changes a result). h: the f32 hidden rows; qx, dx, qs4:
- * the same rows quantised to Q8_0 (Q8_0 lm_head only). */
+ * the same rows quantised to Q8_0 (Q8_0 lm_head) or to Q8_K (Q6_K lm_head: dx the per-256 scales,
+ * qs4 holding the int16 bsums). */
 static void lm_head_rows(const bl_thread *th, const bl_model *m, const bl_float_kernels *fk, const float *h,
                          const int8_t *qx, const float *dx, const int32_t *qs4, int64_t N, float *out) {
     int64_t r0, r1;
     bl_split(m->vocab, th->tid, th->nt, &r0, &r1);
     if (r0 >= r1) return;
-    if (m->lm_q8)
+    if (m->lm_head.type == BL_FT_Q6_K)
+        fk->lm_q6k(m->lm_head.data, m->lm_head.row_bytes, m->hidden, r0, r1, qx, dx, (const int16_t *)qs4, N, out,
+                   m->vocab);
+    else if (m->lm_q8)
         fk->lm_q8(m->lm_head.data, m->lm_head.row_bytes, m->hidden, r0, r1, qx, dx, qs4, N, out, m->vocab, th->nt == 1);
     else
         fk->lm_rows(m->lm_head.type, m->lm_head.data, m->lm_head.row_bytes, m->hidden, r0, r1, h, N, out, m->vocab);
@@ -724,9 +851,12 @@ typedef struct {
     float *kr;       /* (kvd) decode: the new token's K after RoPE                     */
     uint16_t *k16;   /* (kvd) + v16 (kvd): the same in fp16 (fp16 cache)               */
     float *qr;       /* (n_rep, d) decode: the group's query heads after RoPE             */
-    int8_t *qx;      /* (N, H) Q8_0 lm_head: the hidden state quantised per block        */
+    int8_t *qx;      /* (N, H) Q8_0 / Q6_K lm_head: the hidden state quantised per block  */
     float *dx;       /* (N, H/32) its block scales (fp16 values)                         */
     int32_t *qs4;    /* (N, H/4) 128·Σ of each quad of qx                                */
+    int32_t *bsum;   /* (N, stride_max/256) per-block Σ q (per-block projections only)   */
+    float *d8;       /* (N, stride_max/256) Q8_K block scales (llama.cpp profile only)    */
+    int32_t *blk;    /* (N, BL_BLOCK_ROWS, stride_max/256) per-block partial sums         */
 } bl_private;
 
 struct bl_ws {
@@ -764,18 +894,30 @@ static void shared_sizes(const bl_model *m, int64_t N, size_t sz[BL_N_SHARED]) {
     sz[3] = up64((size_t)(4 * N * qd));
 }
 
-#define BL_N_PRIV 15
+/* Blocks per row of the widest per-block projection's input (0: the model has none). */
+static int64_t block_width(const bl_model *m) {
+    int64_t nb = 0;
+    for (int64_t l = 0; l < m->n_layers; ++l)
+        for (int p = 0; p < BL_P_COUNT; ++p)
+            if (uses_blocks(&m->layers[l].w[p])) nb = max64(nb, m->layers[l].w[p].K_pad / BL_TQ_BLOCK);
+    return nb;
+}
+
+#define BL_N_PRIV 18
 static void private_sizes(const bl_model *m, int64_t N, int64_t n_ctx, size_t sz[BL_N_PRIV]) {
     const int64_t H = m->hidden, d = m->head_dim, qd = m->n_heads * d, kvd = m->n_kv_heads * d, I = m->ffn;
     const int64_t n_rep = m->n_heads / m->n_kv_heads; /* query heads per kv head */
     int64_t stride, lut;
     model_maxima(m, &stride, &lut);
-    const int64_t q8 = m->lm_q8 ? 1 : 0;
+    const int64_t q8 = m->lm_q8 || m->lm_head.type == BL_FT_Q6_K ? 1 : 0; /* Q8_K fits the Q8_0 buffers */
+    /* per-block projections: their inputs' width in blocks (stride_max / 256 when any exists) */
+    const int64_t nbs = block_width(m) ? stride / BL_TQ_BLOCK : 0, q8k = m->act_q8k ? 1 : 0;
     const size_t raw[BL_N_PRIV] = {
         (size_t)(4 * N * H), (size_t)(4 * N * max64(H, max64(qd, I))), (size_t)(4 * N * I), (size_t)(N * stride),
         (size_t)(4 * N), (size_t)(4 * N), (size_t)(3 * lut), (size_t)(4 * N * H), (size_t)(4 * n_rep * n_ctx),
         (size_t)(4 * n_rep * d), (size_t)(4 * kvd), (size_t)(2 * 2 * kvd + 4 * n_rep * d),
-        (size_t)(q8 * N * H), (size_t)(q8 * 4 * N * (H / 32)), (size_t)(q8 * 4 * N * (H / 4))};
+        (size_t)(q8 * N * H), (size_t)(q8 * 4 * N * (H / 32)), (size_t)(q8 * 4 * N * (H / 4)),
+        (size_t)(4 * N * nbs), (size_t)(q8k * 4 * N * nbs), (size_t)(4 * N * BL_BLOCK_ROWS * nbs)};
     for (int i = 0; i < BL_N_PRIV; ++i) sz[i] = up64(raw[i]);
 }
 
@@ -844,7 +986,8 @@ static void private_carve(const bl_ws *ws, const bl_model *m, int64_t N, int64_t
     void **dst[BL_N_PRIV] = {(void **)&P->h, (void **)&P->xn, (void **)&P->xf, (void **)&P->q, (void **)&P->s,
                              (void **)&P->sum, (void **)&P->lut, (void **)&P->hl, (void **)&P->scores,
                              (void **)&P->qh, (void **)&P->kr, (void **)&P->k16, (void **)&P->qx,
-                             (void **)&P->dx, (void **)&P->qs4};
+                             (void **)&P->dx, (void **)&P->qs4, (void **)&P->bsum, (void **)&P->d8,
+                             (void **)&P->blk};
     for (int i = 0; i < BL_N_PRIV; ++i) {
         *dst[i] = p;
         p += sz[i];
@@ -939,6 +1082,11 @@ static void norm_quant(const bl_ctx *c, bl_private *P, const float *x, const flo
     a->stride = stride;
     a->N = c->N;
     a->gemv_max = c->gemv_max;
+    const int blocks = block_width(c->m) > 0;
+    a->q8k = c->m->act_q8k;
+    a->bsum = blocks ? P->bsum : NULL;
+    a->d8 = P->d8;
+    a->blk = P->blk;
     quantize_rows(c->tab->mad, in, a, 0, c->N, c->m->rounding);
     cap_private(lcaps, cap_q, a->q, 1, n, stride, c);
     cap_private(lcaps, cap_q + 1, a->s, 4, 1, 1, c);
@@ -1148,6 +1296,41 @@ static int check_kernels(const bl_model *m, const bl_isa_kernels *tab, const bl_
                     case BL_W_TL2: if (!tab->tl2_gemv || !tab->tl2_build_lut) missing = "TL2 LUT kernels"; break;
                     default: missing = "a kernel for an unknown layout"; break;
                 }
+                const bl_tweight *w = &m->layers[l].w[p];
+                if (!missing && (m->act_q8k != 0) != (w->epilogue == BL_EPI_Q8K)) {
+                    snprintf(err->msg, sizeof err->msg,
+                             "layer %lld projection %d: epilogue %d does not match the model's activations (%s)",
+                             (long long)l, p, (int)w->epilogue, m->act_q8k ? "Q8_K" : "per-token int8");
+                    err->code = BL_E_ARG;
+                    return -1;
+                }
+                if (!missing && w->block_d && w->epilogue == BL_EPI_TENSOR) {
+                    snprintf(err->msg, sizeof err->msg,
+                             "layer %lld projection %d: block scales under the per-tensor epilogue", (long long)l, p);
+                    err->code = BL_E_ARG;
+                    return -1;
+                }
+                if (!missing && uses_blocks(w)) {
+                    const int lay = w->layout;
+                    if (lay != BL_W_I2S && lay != BL_W_TQ2_0 && lay != BL_W_TQ1_0) {
+                        snprintf(err->msg, sizeof err->msg,
+                                 "layer %lld projection %d: per-block products need an I2_S, TQ2_0 or TQ1_0 layout, "
+                                 "got layout %d", (long long)l, p, lay);
+                        err->code = BL_E_ARG;
+                        return -1;
+                    }
+                    if (w->K % BL_TQ_BLOCK || w->K_pad != w->K) {
+                        snprintf(err->msg, sizeof err->msg,
+                                 "layer %lld projection %d: per-block products need K %% 256 == 0, got K = %lld",
+                                 (long long)l, p, (long long)w->K);
+                        err->code = BL_E_ARG;
+                        return -1;
+                    }
+                    if ((lay == BL_W_I2S && (!mad->i2s_bgemv || !mad->i2s_bgemm)) ||
+                        (lay == BL_W_TQ2_0 && (!mad->tq2_bgemv || !mad->tq2_bgemm)) ||
+                        (lay == BL_W_TQ1_0 && (!mad->tq1_bgemv || !mad->tq1_bgemm)))
+                        missing = "per-block GEMV/GEMM";
+                }
             }
     }
     if (missing) {
@@ -1217,7 +1400,10 @@ static int forward_rows(const bl_model *m, const bl_kv *kv, int64_t pos0, const 
                 if (!wanted) continue;
                 /* with an F16 lm_head the hidden state is rounded to fp16 first (ggml's F16 mat-mul
                  * converts its f32 operand, docs/numerics.md#9-embedding-and-lm_head) */
-                if (m->lm_q8) {
+                if (m->lm_head.type == BL_FT_Q6_K) {
+                    quantize_q8_k_lm(P.xn + n * H, H, P.qx + n_lm * H, P.dx + n_lm * (H / BL_QK_K),
+                                     (int16_t *)P.qs4 + n_lm * (H / 16)); /* (N, H/16), as the kernel reads */
+                } else if (m->lm_q8) {
                     quantize_q8_0(P.xn + n * H, H, P.qx + n_lm * H, P.dx + n_lm * (H / 32), P.qs4 + n_lm * (H / 4));
                 } else {
                     for (int64_t e = 0; e < H; ++e) {
@@ -1330,6 +1516,7 @@ int bl_bitlinear(const bl_tweight *w, const float *x, int64_t N, float *y, int32
     memset(&m, 0, sizeof m);
     m.n_layers = 1;
     m.layers = &L;
+    m.act_q8k = w->epilogue == BL_EPI_Q8K;
     if (check_kernels(&m, tab, bl_float_table(isa), isa, err)) return err->code;
     const int64_t lut_bytes = lut_row_bytes(w);
     int32_t *accb = (int32_t *)malloc((size_t)(N * w->M) * 4 + 64);
@@ -1351,14 +1538,19 @@ int bl_bitlinear(const bl_tweight *w, const float *x, int64_t N, float *y, int32
         float *s = (float *)malloc((size_t)N * 4 + 64);
         int32_t *sum = (int32_t *)malloc((size_t)N * 4 + 64);
         uint8_t *lut = (uint8_t *)malloc((size_t)lut_bytes + 64);
-        int mine = !q || !s || !sum || !lut;
+        const int64_t nbs = uses_blocks(w) ? w->K_pad / BL_TQ_BLOCK : 0; /* per-block scratch */
+        int32_t *bsum = (int32_t *)malloc((size_t)(N * nbs) * 4 + 64);
+        float *d8 = (float *)malloc((size_t)(N * nbs) * 4 + 64);
+        int32_t *blk = (int32_t *)malloc((size_t)(N * BL_BLOCK_ROWS * nbs) * 4 + 64);
+        int mine = !q || !s || !sum || !lut || !bsum || !d8 || !blk;
 #ifdef _OPENMP
 #pragma omp atomic
 #endif
         failed_alloc += mine;
         bl_barrier_wait(bar, th.nt);
         if (!failed_alloc) {
-            bl_act a = {q, s, sum, w->K, w->K_pad, N, gemv_batch_max(isa)};
+            bl_act a = {q, s, sum, w->K, w->K_pad, N, gemv_batch_max(isa), w->epilogue == BL_EPI_Q8K,
+                        nbs ? bsum : NULL, d8, blk};
             bl_job j = {w, y, w->M, accb, NULL, NULL, "bitlinear"};
             quantize_rows(tab->mad, x, &a, 0, N, rounding);
             run_group(&th, tab, &j, 1, &a, lut, lut_bytes, 0, err, BL_PROF_OTHER);
@@ -1367,6 +1559,9 @@ int bl_bitlinear(const bl_tweight *w, const float *x, int64_t N, float *y, int32
         free(s);
         free(sum);
         free(lut);
+        free(bsum);
+        free(d8);
+        free(blk);
     }
     free(bar);
     if (failed_alloc) {

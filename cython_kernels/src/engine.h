@@ -42,6 +42,15 @@ typedef enum {
     BL_W_COUNT = 6
 } bl_wlayout;
 
+/* How a projection turns its integer products into floats (docs/numerics.md#3-bitlinear-integer-product-and-epilogue). */
+enum {
+    BL_EPI_TENSOR = 0, /* bitnet: y = fl(fl(acc) / s_x) · γ (one scale per tensor)                    */
+    BL_EPI_BLOCKS = 1, /* bitnet, a model with non-uniform TQ block scales: y = fl32(Σ_b acc_b·d_b in
+                          float64) / s_x, d_b = block_d or γ (docs/numerics.md#35-block-scaled-tq-epilogue)*/
+    BL_EPI_Q8K = 2     /* llama.cpp: Q8_K activations, sumf += (float)sumi_b · fl32(d8_b · d_b) in f32
+                          (docs/numerics.md#36-llamacpp-tq-dot-with-q8_k-activations)             */
+};
+
 /* One ternary projection W = gamma · t, shape (M, K) in torch order. */
 typedef struct {
     int32_t layout;        /* bl_wlayout                                                     */
@@ -54,6 +63,11 @@ typedef struct {
     float out_scale;       /* the `.scale` tensor's value; 1.0f when absent                  */
     int64_t BM, BK, bm;    /* TL1 / TL2 tiling; 0 otherwise
                               (docs/kernels.md#5-tiling-parameters-and-code-generation)      */
+    int32_t epilogue;      /* BL_EPI_*; BLOCKS and Q8K need K % 256 == 0                      */
+    const float *block_d;  /* (M, K/256) fp16 block scales widened to f32 (a TQ tensor whose
+                              scales differ), or NULL: γ in every block. BLOCKS with block_d
+                              and every Q8K projection run the per-block kernels (bl_mad.h),
+                              which read I2_S (row-major), TQ2_0 and TQ1_0 only            */
 } bl_tweight;
 
 /* A float matrix read row by row (embedding, lm_head). */
@@ -89,6 +103,9 @@ typedef struct {
     int32_t lm_f16;         /* round the final hidden state to fp16 before the lm_head        */
     int32_t lm_q8;          /* Q8_0 lm_head with llama.cpp's dot: the hidden state quantised to
                                Q8_0 (engine_float.h; reference layers.lm_head_q8_0)          */
+    int32_t act_q8k;        /* llama.cpp numerics profile: every BitLinear input quantised to
+                               Q8_K (bl_q8k.h) and every projection's epilogue BL_EPI_Q8K;
+                               the .scale capture is then 0 (the scales are per block)       */
     float eps;              /* RMSNorm epsilon, as f32                                        */
     float kq_scale;         /* 1.0f / sqrtf(head_dim)                                         */
     bl_fmat embed;          /* token_embd (V, H)                                              */

@@ -38,6 +38,9 @@
  *            lane = lane + fl32(p_bj · dd_b) with dd_b = fl32(d_w,b · d_x,b) (exact: 11 x 11
  *            bits); then the fold w = 8, 4, 2, 1. (An AVX-512 dpbusd over two blocks yields
  *            exactly these 16 quads in its 16 lanes.)
+ *   Q6_K lm_head (llama.cpp's ggml_vec_dot_q6_K_q8_K semantics): the hidden state quantised to
+ *            Q8_K per block of 256 (bl_q8k.h), per block b an exact integer isum_b, then
+ *            sum = sum + fl32(fl32(isum_b) · fl32(d6_b · d8_b)) over b in increasing order (bl_q6k.h).
  *   softmax: e_n = bl_expf64(s_n − max s) (identical in every file: a fixed sequence of float64
  *            multiplies and adds), Σ e in float64 over 8 lanes (n % 8, increasing n; fold 4, 2,
  *            1), p_n = e_n · fl32(1 / Σ).
@@ -64,6 +67,7 @@ typedef enum {
     BL_FT_F32 = 0,  /* float32 rows                                     */
     BL_FT_F16 = 1,  /* IEEE binary16 rows (uint16 bits)                 */
     BL_FT_Q8_0 = 2, /* 34-byte blocks of 32: fp16 d, 32 int8 q; x = q·d */
+    BL_FT_Q6_K = 3, /* 210-byte blocks of 256 (bl_q6k.h); as lm_head: the Q8_K dot  */
 } bl_ftype;
 
 #define BL_Q8_0_BLOCK 32
@@ -255,6 +259,14 @@ typedef void (*bl_lm_q8_fn)(const uint8_t *W, int64_t row_bytes, int64_t K, int6
                             const int8_t *qx, const float *dx, const int32_t *qsum4, int64_t N, float *out,
                             int64_t ldo, int alone);
 
+/* Q6_K lm_head rows [r0, r1) of W (210-byte blocks, row_bytes per row, K columns, K % 256 == 0)
+ * against N hidden rows quantised to Q8_K (bl_q8k.h): q8 (N, K) int8, d8 (N, K/256) f32, bsums
+ * (N, K/16) int16 (Σ of each 16 consecutive q8: the SIMD kernels fold the −32 code offset out of
+ * the integer loop with them). out[n * ldo + r] = the canonical Q6_K × Q8_K sum (bl_q6k.h). */
+typedef void (*bl_lm_q6k_fn)(const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, int64_t r1,
+                             const int8_t *q8, const float *d8, const int16_t *bsums, int64_t N, float *out,
+                             int64_t ldo);
+
 typedef struct {
     const char *name;
     bl_dot_f32_fn dot_f32;
@@ -265,6 +277,7 @@ typedef struct {
     bl_sumsq_fn sumsq;
     bl_lm_rows_fn lm_rows;
     bl_lm_q8_fn lm_q8;
+    bl_lm_q6k_fn lm_q6k;
 } bl_float_kernels;
 
 /* Defined in float_scalar.c / float_avx2.c / float_avx512.c (only the ones built). */

@@ -12,6 +12,7 @@
 #include <immintrin.h>
 
 #include "engine_float.h"
+#include "bl_q6k.h"
 
 #include <math.h>
 
@@ -243,7 +244,8 @@ static void lm_q8(const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, in
                 if (n == 0) pf_l2(blk);
                 uint16_t dbits;
                 memcpy(&dbits, blk, 2);
-                const __m256 dd = _mm256_set1_ps(bl_f16_to_f32(dbits) * dxn[b]); /* exact */
+                /* F16C's conversion is exact, like bl_f16_to_f32, without its branches */
+                const __m256 dd = _mm256_set1_ps(_cvtsh_ss(dbits) * dxn[b]); /* exact */
                 const __m256i w = _mm256_loadu_si256((const __m256i *)(blk + 2));
                 const __m256i x = _mm256_loadu_si256((const __m256i *)(xn + b * BL_Q8_0_BLOCK));
                 const __m256i p16 = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
@@ -305,4 +307,4 @@ static void silu(const float *g, const float *u, float *f, int64_t n) {
     }
 }
 
-const bl_float_kernels bl_float_avx2 = {"avx2", dot_f32, qk, pv, softmax, silu, sumsq, lm_rows, lm_q8};
+const bl_float_kernels bl_float_avx2 = {"avx2", dot_f32, qk, pv, softmax, silu, sumsq, lm_rows, lm_q8, bl_lm_q6k_avx2};

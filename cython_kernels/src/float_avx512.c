@@ -23,6 +23,7 @@
 #include <math.h>
 
 #include "engine_float.h"
+#include "bl_q6k.h"
 
 #define LANES BL_DOT_LANES
 
@@ -722,4 +723,4 @@ static void silu(const float *g, const float *u, float *f, int64_t n) {
     }
 }
 
-const bl_float_kernels bl_float_avx512 = {"avx512", dot_f32, qk, pv, softmax, silu, sumsq, lm_rows, lm_q8};
+const bl_float_kernels bl_float_avx512 = {"avx512", dot_f32, qk, pv, softmax, silu, sumsq, lm_rows, lm_q8, bl_lm_q6k_avx512};

@@ -8,6 +8,7 @@
  * every f32 `a * b` below is rounded to f32 before it is added, as the canonical order says.
  */
 #include "engine_float.h"
+#include "bl_q6k.h"
 
 #include <math.h>
 
@@ -177,4 +178,4 @@ static void silu(const float *g, const float *u, float *f, int64_t n) {
     }
 }
 
-const bl_float_kernels bl_float_scalar = {"scalar", dot_f32, qk, pv, softmax, silu, sumsq, lm_rows, lm_q8};
+const bl_float_kernels bl_float_scalar = {"scalar", dot_f32, qk, pv, softmax, silu, sumsq, lm_rows, lm_q8, bl_lm_q6k_scalar};

@@ -215,3 +215,78 @@ void bl_tq1_gemm_v1(const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int
                     int64_t ld_out, int64_t r0, int64_t r1) {
     gemm_avx2(decode_tq1, BL_OP_TQ1_GEMM, w, Q, sum_q, out, N, K, ld_out, r0, r1);
 }
+
+/* ---- per-block products (bl_mad.h): GEMM = the tile over one 256-weight block at a time ------- */
+
+static void bgemm_v1(bl_decode_fn decode, int op, const uint8_t *w, const int8_t *Q, const int32_t *sum_qb,
+                     int32_t *out, int64_t N, int64_t K, int64_t ld_out, int64_t r0, int64_t r1) {
+    _Alignas(64) uint8_t codes[BL_GEMM_PANEL * BL_GEMM_KC];
+    bl_gemm_blocks(decode, tile_any, 2, codes, op, w, Q, sum_qb, out, N, K, ld_out, r0, r1);
+}
+
+/* Codes of 256-weight block b of one row, in element order: c[i] = elements 32i .. 32i + 31. */
+ALWAYS_INLINE void block_codes(int fmt, const uint8_t *row, int64_t b, __m256i c[8]) {
+    if (fmt == 0) { /* I2_S: two 128-weight blocks of 32 bytes, planes MSB-first */
+        for (int h = 0; h < 2; ++h) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(row + 64 * b + 32 * h));
+            for (int p = 0; p < 4; ++p) c[4 * h + p] = plane(v, 6 - 2 * p);
+        }
+    } else if (fmt == 1) { /* TQ2_0: two 32-byte halves, planes LSB-first */
+        for (int h = 0; h < 2; ++h) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(row + BL_TQ2_BLOCK_BYTES * b + 32 * h));
+            for (int j = 0; j < 4; ++j) c[4 * h + j] = plane(v, 2 * j);
+        }
+    } else {
+        tq1_block_codes(row + BL_TQ1_BLOCK_BYTES * b, c);
+    }
+}
+
+/* Per-block GEMV v1: 4 rows per step share each block's 8 activation loads; a block's 8 maddubs
+ * per row stay in one int16 accumulator (8 · 2 products of |c·q| ≤ 256: ≤ 4096), widened, and
+ * the 4 rows' lanes are reduced together (two hadd rounds and one cross-lane add). */
+ALWAYS_INLINE void bgemv_avx2(const int fmt, const int op, const uint8_t *w, const int8_t *q, const int32_t *sum_qb,
+                              int32_t *out, int64_t K, int64_t r0, int64_t r1) {
+    const int64_t nb = K / BL_TQ_BLOCK;
+    const int64_t rb = fmt == 0 ? bl_i2s_row_bytes(K) : fmt == 1 ? bl_tq2_row_bytes(K) : bl_tq1_row_bytes(K);
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        for (int64_t b = 0; b < nb; ++b) {
+            __m256i a[8], s32[4];
+            for (int i = 0; i < 8; ++i) a[i] = _mm256_loadu_si256((const __m256i *)(q + 256 * b + 32 * i));
+            for (int rr = 0; rr < 4; ++rr) {
+                __m256i c[8], acc = _mm256_setzero_si256();
+                block_codes(fmt, w + (r + rr) * rb, b, c);
+                for (int i = 0; i < 8; ++i) acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(c[i], a[i]));
+                s32[rr] = widen(acc);
+            }
+            const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(s32[0], s32[1]), _mm256_hadd_epi32(s32[2], s32[3]));
+            const __m128i v = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+            int32_t res[4];
+            _mm_storeu_si128((__m128i *)res, v);
+            for (int rr = 0; rr < 4; ++rr) out[(r - r0 + rr) * nb + b] = res[rr] - sum_qb[b];
+        }
+    }
+    for (; r < r1; ++r)
+        for (int64_t b = 0; b < nb; ++b) {
+            __m256i c[8], acc = _mm256_setzero_si256();
+            block_codes(fmt, w + r * rb, b, c);
+            for (int i = 0; i < 8; ++i)
+                acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(c[i], _mm256_loadu_si256((const __m256i *)(q + 256 * b + 32 * i))));
+            out[(r - r0) * nb + b] = hsum_epi32(widen(acc)) - sum_qb[b];
+        }
+    if (r0 == 0 && r1 > 0 && BL_MAD_FAULT(op)) out[0] += 1;
+}
+
+#define BLOCKS(fmt, F, OPV, OPM, decode)                                                                       \
+    void bl_##fmt##_bgemv_v1(const uint8_t *w, const int8_t *q, const int32_t *sum_qb, int32_t *out, int64_t K, \
+                             int64_t r0, int64_t r1) {                                                         \
+        bgemv_avx2(F, OPV, w, q, sum_qb, out, K, r0, r1);                                                      \
+    }                                                                                                          \
+    void bl_##fmt##_bgemm_v1(const uint8_t *w, const int8_t *Q, const int32_t *sum_qb, int32_t *out, int64_t N, \
+                             int64_t K, int64_t ld_out, int64_t r0, int64_t r1) {                              \
+        bgemm_v1(decode, OPM, w, Q, sum_qb, out, N, K, ld_out, r0, r1);                                        \
+    }
+BLOCKS(i2s, 0, BL_OP_I2S_BGEMV, BL_OP_I2S_BGEMM, decode_i2s)
+BLOCKS(tq2, 1, BL_OP_TQ2_BGEMV, BL_OP_TQ2_BGEMM, decode_tq2)
+BLOCKS(tq1, 2, BL_OP_TQ1_BGEMV, BL_OP_TQ1_BGEMM, decode_tq1)
+#undef BLOCKS

@@ -705,3 +705,25 @@ void bl_tq1_gemm_v3(const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int
                     int64_t ld_out, int64_t r0, int64_t r1) {
     gemm_v3(decode_tq1, BL_OP_TQ1_GEMM, w, Q, sum_q, out, N, K, ld_out, r0, r1);
 }
+
+/* ---- per-block products (bl_mad.h): the GEMM tile over one 256-weight block at a time -------- */
+
+static void bgemm_v2(bl_decode_fn decode, int op, const uint8_t *w, const int8_t *Q, const int32_t *sum_qb,
+                     int32_t *out, int64_t N, int64_t K, int64_t ld_out, int64_t r0, int64_t r1) {
+    _Alignas(64) uint8_t codes[BL_GEMM_PANEL * BL_GEMM_KC];
+    bl_gemm_blocks(decode, tile_any, 4, codes, op, w, Q, sum_qb, out, N, K, ld_out, r0, r1);
+}
+
+#define BLOCKS(fmt, OPV, OPM, decode)                                                                          \
+    void bl_##fmt##_bgemv_v2(const uint8_t *w, const int8_t *q, const int32_t *sum_qb, int32_t *out, int64_t K, \
+                             int64_t r0, int64_t r1) {                                                         \
+        bgemm_v2(decode, OPV, w, q, sum_qb, out, 1, K, 0, r0, r1);                                             \
+    }                                                                                                          \
+    void bl_##fmt##_bgemm_v2(const uint8_t *w, const int8_t *Q, const int32_t *sum_qb, int32_t *out, int64_t N, \
+                             int64_t K, int64_t ld_out, int64_t r0, int64_t r1) {                              \
+        bgemm_v2(decode, OPM, w, Q, sum_qb, out, N, K, ld_out, r0, r1);                                        \
+    }
+BLOCKS(i2s, BL_OP_I2S_BGEMV, BL_OP_I2S_BGEMM, decode_i2s)
+BLOCKS(tq2, BL_OP_TQ2_BGEMV, BL_OP_TQ2_BGEMM, decode_tq2)
+BLOCKS(tq1, BL_OP_TQ1_BGEMV, BL_OP_TQ1_BGEMM, decode_tq1)
+#undef BLOCKS

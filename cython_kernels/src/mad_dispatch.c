@@ -26,6 +26,7 @@ int bl_mad_get_fault(void) { return bl_mad_fault_mask; }
 
 static const char *const op_names[BL_OP_COUNT] = {
     "quantize_act", "i2s_gemv", "i2s_gemm", "tq2_gemv", "tq1_gemv", "tq2_gemm", "tq1_gemm", "i2s_x4_gemv", "i2s_x4_gemm",
+    "i2s_bgemv", "i2s_bgemm", "tq2_bgemv", "tq2_bgemm", "tq1_bgemv", "tq1_bgemm",
 };
 
 /* The x4 layout's kernels at levels without a native one: the level's I2_S kernel on one group
@@ -61,6 +62,13 @@ const char *bl_mad_op_name(int op) { return (op >= 0 && op < BL_OP_COUNT) ? op_n
 #define ACT(n, isa, d, f) {n, BL_OP_QUANTIZE_ACT, isa, d, {.act = f}}
 #define GEMV(op, n, isa, d, f) {n, op, isa, d, {.gemv = f}}
 #define GEMM(op, n, isa, d, f) {n, op, isa, d, {.gemm = f}}
+#define BGEMV(op, n, isa, d, f) {n, op, isa, d, {.bgemv = f}}
+#define BGEMM(op, n, isa, d, f) {n, op, isa, d, {.bgemm = f}}
+/* the six per-block ops of one version (bl_mad.h "per-block products") */
+#define BLOCK_VERSIONS(n, isa, d, sfx)                                                                  \
+    BGEMV(BL_OP_I2S_BGEMV, n, isa, d, bl_i2s_bgemv_##sfx), BGEMM(BL_OP_I2S_BGEMM, n, isa, d, bl_i2s_bgemm_##sfx), \
+    BGEMV(BL_OP_TQ2_BGEMV, n, isa, d, bl_tq2_bgemv_##sfx), BGEMM(BL_OP_TQ2_BGEMM, n, isa, d, bl_tq2_bgemm_##sfx), \
+    BGEMV(BL_OP_TQ1_BGEMV, n, isa, d, bl_tq1_bgemv_##sfx), BGEMM(BL_OP_TQ1_BGEMM, n, isa, d, bl_tq1_bgemm_##sfx)
 
 static const bl_mad_version versions[] = {
     /* ---- portable C ---- */
@@ -73,6 +81,7 @@ static const bl_mad_version versions[] = {
     GEMM(BL_OP_TQ1_GEMM, "v0", BL_ISA_SCALAR, "scalar: decode chunk once, dot per token", bl_tq1_gemm_v0),
     GEMV(BL_OP_I2S_X4_GEMV, "v0", BL_ISA_SCALAR, "scalar I2_S v0 on each group re-ordered to row-major", x4_gemv_v0),
     GEMM(BL_OP_I2S_X4_GEMM, "v0", BL_ISA_SCALAR, "scalar I2_S v0 on each group re-ordered to row-major", x4_gemm_v0),
+    BLOCK_VERSIONS("v0", BL_ISA_SCALAR, "scalar: decode a chunk, one int32 dot per 256-weight block", v0),
 #if defined(BL_BUILD_AVX2)
     ACT("v1", BL_ISA_AVX2, "AVX2: 8 floats/step, integer max, round_ps + cvtt", bl_quantize_act_avx2),
     GEMV(BL_OP_I2S_GEMV, "v1", BL_ISA_AVX2, "AVX2 maddubs, 4 rows/step, int16 acc widened every 16 blocks", bl_i2s_gemv_v1),
@@ -85,6 +94,7 @@ static const bl_mad_version versions[] = {
     GEMV(BL_OP_I2S_X4_GEMV, "v1", BL_ISA_AVX2, "AVX2 I2_S v1 on each group re-ordered to row-major", x4_gemv_v1),
     GEMV(BL_OP_I2S_X4_GEMV, "v1x", BL_ISA_AVX2, "AVX2 I2_S v1 on the x4 layout in place: one sequential stream", bl_i2s_x4_gemv_v1x),
     GEMM(BL_OP_I2S_X4_GEMM, "v1", BL_ISA_AVX2, "AVX2 I2_S v1 on each group re-ordered to row-major", x4_gemm_v1),
+    BLOCK_VERSIONS("v1", BL_ISA_AVX2, "AVX2: GEMM v1's decoded panels, the 2x4 maddubs tile once per 256-weight block", v1),
 #endif
 #if defined(BL_BUILD_AVXVNNI)
     GEMV(BL_OP_I2S_GEMV, "avxvnni", BL_ISA_AVXVNNI, "AVX-VNNI 256-bit dpbusd straight into int32, 4 rows/step", bl_i2s_gemv_avxvnni),
@@ -111,6 +121,7 @@ static const bl_mad_version versions[] = {
     GEMV(BL_OP_I2S_X4_GEMV, "v3", BL_ISA_AVX512VNNI, "I2_S v3 on the x4 layout: one sequential stream, no prefetch", bl_i2s_x4_gemv_v3),
     GEMM(BL_OP_I2S_X4_GEMM, "v2", BL_ISA_AVX512VNNI, "AVX-512 I2_S GEMM v3 on each group re-ordered to row-major", x4_gemm_v3),
     GEMM(BL_OP_I2S_X4_GEMM, "v3", BL_ISA_AVX512VNNI, "I2_S GEMM v3 decoding straight from the x4 layout", bl_i2s_x4_gemm_v3),
+    BLOCK_VERSIONS("v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI: GEMM v2's decoded panels, the 4x4 dpbusd tile once per 256-weight block", v2),
 #endif
 #if defined(BL_BUILD_AMX) && defined(BL_BUILD_AVX512VNNI)
     GEMM(BL_OP_I2S_GEMM, "amx", BL_ISA_AMX, "AMX tdpbsud: 32-row panels transposed packed, 2x2 tiles of 16 tokens x 16 rows; tails v3", bl_i2s_gemm_amx),
@@ -146,23 +157,27 @@ const bl_mad_version *bl_mad_version_at(int i) { return (i >= 0 && i < N_VERSION
 static const bl_mad_kernels scalar_defaults = {
     bl_quantize_act_scalar, bl_i2s_gemv_v0, bl_i2s_gemm_v0, bl_tq2_gemv_v0, bl_tq1_gemv_v0, bl_tq2_gemm_v0, bl_tq1_gemm_v0,
     x4_gemv_v0, x4_gemm_v0,
+    bl_i2s_bgemv_v0, bl_i2s_bgemm_v0, bl_tq2_bgemv_v0, bl_tq2_bgemm_v0, bl_tq1_bgemv_v0, bl_tq1_bgemm_v0,
 };
 #if defined(BL_BUILD_AVX2)
 static const bl_mad_kernels avx2_defaults = {
     bl_quantize_act_avx2, bl_i2s_gemv_v1, bl_i2s_gemm_v1, bl_tq2_gemv_v1, bl_tq1_gemv_v1, bl_tq2_gemm_v1, bl_tq1_gemm_v1,
     bl_i2s_x4_gemv_v1x, x4_gemm_v1,
+    bl_i2s_bgemv_v1, bl_i2s_bgemm_v1, bl_tq2_bgemv_v1, bl_tq2_bgemm_v1, bl_tq1_bgemv_v1, bl_tq1_bgemm_v1,
 };
 #endif
 #if defined(BL_BUILD_AVXVNNI) && defined(BL_BUILD_AVX2)
 static const bl_mad_kernels avxvnni_defaults = {
     bl_quantize_act_avx2, bl_i2s_gemv_avxvnni, bl_i2s_gemm_avxvnni, bl_tq2_gemv_v1, bl_tq1_gemv_v1, bl_tq2_gemm_v1, bl_tq1_gemm_v1,
     x4_gemv_avxvnni, x4_gemm_avxvnni,
+    bl_i2s_bgemv_v1, bl_i2s_bgemm_v1, bl_tq2_bgemv_v1, bl_tq2_bgemm_v1, bl_tq1_bgemv_v1, bl_tq1_bgemm_v1,
 };
 #endif
 #if defined(BL_BUILD_AVX512VNNI)
 static const bl_mad_kernels avx512vnni_defaults = {
     bl_quantize_act_avx512, bl_i2s_gemv_v3, bl_i2s_gemm_v3, bl_tq2_gemv_v3, bl_tq1_gemv_v2, bl_tq2_gemm_v3, bl_tq1_gemm_v3,
     bl_i2s_x4_gemv_v3, bl_i2s_x4_gemm_v3,
+    bl_i2s_bgemv_v2, bl_i2s_bgemm_v2, bl_tq2_bgemv_v2, bl_tq2_bgemm_v2, bl_tq1_bgemv_v2, bl_tq1_bgemm_v2,
 };
 #endif
 #if defined(BL_BUILD_AMX) && defined(BL_BUILD_AVX512VNNI)
@@ -170,6 +185,7 @@ static const bl_mad_kernels avx512vnni_defaults = {
 static const bl_mad_kernels amx_defaults = {
     bl_quantize_act_avx512, bl_i2s_gemv_v3, bl_i2s_gemm_amx, bl_tq2_gemv_v3, bl_tq1_gemv_v2, bl_tq2_gemm_amx, bl_tq1_gemm_v3,
     bl_i2s_x4_gemv_v3, bl_i2s_x4_gemm_amx,
+    bl_i2s_bgemv_v2, bl_i2s_bgemm_v2, bl_tq2_bgemv_v2, bl_tq2_bgemm_v2, bl_tq1_bgemv_v2, bl_tq1_bgemm_v2,
 };
 #endif
 #if defined(BL_BUILD_NEON)
@@ -177,12 +193,14 @@ static const bl_mad_kernels amx_defaults = {
 static const bl_mad_kernels neon_defaults = {
     bl_quantize_act_neon, bl_i2s_gemv_neon, bl_i2s_gemm_neon, bl_tq2_gemv_v0, bl_tq1_gemv_v0, bl_tq2_gemm_v0, bl_tq1_gemm_v0,
     x4_gemv_neon, x4_gemm_neon,
+    bl_i2s_bgemv_v0, bl_i2s_bgemm_v0, bl_tq2_bgemv_v0, bl_tq2_bgemm_v0, bl_tq1_bgemv_v0, bl_tq1_bgemm_v0,
 };
 #endif
 #if defined(BL_BUILD_NEON_DOTPROD) && defined(BL_BUILD_NEON)
 static const bl_mad_kernels neon_dotprod_defaults = {
     bl_quantize_act_neon, bl_i2s_gemv_neon_dotprod, bl_i2s_gemm_neon_dotprod,
     bl_tq2_gemv_v0, bl_tq1_gemv_v0, bl_tq2_gemm_v0, bl_tq1_gemm_v0, x4_gemv_neon_dotprod, x4_gemm_neon_dotprod,
+    bl_i2s_bgemv_v0, bl_i2s_bgemm_v0, bl_tq2_bgemv_v0, bl_tq2_bgemm_v0, bl_tq1_bgemv_v0, bl_tq1_bgemm_v0,
 };
 #endif
 

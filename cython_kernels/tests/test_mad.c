@@ -293,10 +293,44 @@ static int test_quantize(const bl_mad_version *v) {
     return 0;
 }
 
+/* ---- per-block products (bl_mad.h): every block against ref_dot of its 256 weights ----------- */
+
+static int is_block_op(int op) { return op >= BL_OP_I2S_BGEMV && op <= BL_OP_TQ1_BGEMM; }
+
+static int test_blocks(const bl_mad_version *v) {
+    const char *op_name = bl_mad_op_name(v->op), *ver_name = v->name;
+    const int op = v->op;
+    const int fmt = op <= BL_OP_I2S_BGEMM ? FMT_I2S : op <= BL_OP_TQ2_BGEMM ? FMT_TQ2 : FMT_TQ1;
+    const int gemm = op == BL_OP_I2S_BGEMM || op == BL_OP_TQ2_BGEMM || op == BL_OP_TQ1_BGEMM;
+    static const int64_t Ms[] = {1, 5, 9}, Ks[] = {256, 2304};
+    for (int ki = 0; ki < 2; ++ki)
+        for (int mi = 0; mi < 3; ++mi)
+            for (int worst = 0; worst < 3; ++worst) { /* random; all t = 1 against 127; against -128 */
+                const int64_t M = Ms[mi], K = Ks[ki], nb = K / 256, N = gemm ? 3 : 1, r0 = M > 1 ? 1 : 0;
+                for (int64_t i = 0; i < M * K; ++i) t_buf[i] = worst ? 1 : (int8_t)((int)(rnd() % 3) - 1);
+                for (int64_t i = 0; i < N * K; ++i) q_buf[i] = worst ? (int8_t)(worst == 1 ? 127 : -128) : (int8_t)(rnd() & 0xFF);
+                encode(fmt, t_buf, M, K, w_buf);
+                int32_t sums[MAX_N * 16];
+                for (int64_t n = 0; n < N; ++n) bl_block_sums_i8(q_buf + n * K, K, sums + n * nb);
+                const int64_t ld = (M - r0) * nb;
+                if (gemm) v->fn.bgemm(w_buf, q_buf, sums, out_buf, N, K, ld, r0, M);
+                else v->fn.bgemv(w_buf, q_buf, sums, out_buf, K, r0, M);
+                for (int64_t n = 0; n < N; ++n)
+                    for (int64_t r = r0; r < M; ++r)
+                        for (int64_t b = 0; b < nb; ++b) {
+                            const int32_t got = out_buf[n * ld + (r - r0) * nb + b];
+                            const int32_t want = ref_dot(t_buf + r * K + 256 * b, q_buf + n * K + 256 * b, 256);
+                            CHECK(got == want, "M=%lld K=%lld row %lld token %lld block %lld: %d, want %d", (long long)M,
+                                  (long long)K, (long long)r, (long long)n, (long long)b, got, want);
+                        }
+            }
+    return 0;
+}
+
 /* ---- driver ---------------------------------------------------------------------------------- */
 
 static int run_version(const bl_mad_version *v, const char *label) {
-    const int rc = v->op == BL_OP_QUANTIZE_ACT ? test_quantize(v) : test_product(v);
+    const int rc = v->op == BL_OP_QUANTIZE_ACT ? test_quantize(v) : is_block_op(v->op) ? test_blocks(v) : test_product(v);
     if (rc == 0) printf("MAD-OK [%s %s%s]\n", bl_mad_op_name(v->op), v->name, label);
     return rc;
 }

@@ -491,6 +491,25 @@ def test_kernel_bench_never_times_a_wrong_kernel(monkeypatch):
     assert "FAILED" in t.to_markdown()
 
 
+def test_kernel_bench_lm_head_kernels_checked_against_their_twins(monkeypatch):
+    """The engine's lm_head kernels run on the lm_head shape only, one version per float level,
+    and a wrong one is reported, not timed."""
+    from bitnet_lab.bench.kernels import LM_FLOAT_OPS, KernelShape
+    from bitnet_lab.kernels import lmhead
+
+    shapes = [KernelShape("small", 256, 512), KernelShape("lm_head", 96, 512)]
+    t = B.kernel_bench("", shapes=shapes, ops=("i2s_gemv",), threads=(1, 2), repeat=3, budget_s=0.01)
+    lm = [r for r in t.records if r["op"] in LM_FLOAT_OPS]
+    assert {r["op"] for r in lm} == set(LM_FLOAT_OPS) and all(r["shape"] == "lm_head" for r in lm)
+    assert all(r["verified"] and r["gb_s"] > 0 for r in lm)
+    assert {r["isa"] for r in lm} >= {"scalar"} and {r["threads"] for r in lm} == {1, 2}
+    real = lmhead.lm_head_q6_k
+    monkeypatch.setattr(lmhead, "lm_head_q6_k", lambda *a, **k: real(*a, **k) * 1.0001)
+    bad = B.kernel_bench("", shapes=shapes[1:], ops=(), threads=(1,), repeat=3, budget_s=0.01)
+    q6 = [r for r in bad.records if r["op"] == "q6_k_lm_gemv"]
+    assert q6 and not any(r["verified"] for r in q6)
+
+
 def test_layout_shapes_of_2b4t():
     shapes = {(s.M, s.K): s.name for s in B.layout_shapes("2B-4T")}
     assert shapes == {(2560, 2560): "q/output", (640, 2560): "k/v", (6912, 2560): "gate/up",

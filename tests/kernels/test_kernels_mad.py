@@ -415,7 +415,8 @@ def test_unavailable_version_is_a_clear_error():
 
 def test_kernel_versions_lists_what_runs():
     versions = kernels.kernel_versions()
-    assert set(versions) == {"quantize_act", *GEMV_OPS, *GEMM_OPS}
+    block_ops = {op for pair in kernels.BLOCK_OPS.values() for op in pair}  # tests/kernels/test_kernels_blocks.py
+    assert set(versions) == {"quantize_act", *GEMV_OPS, *GEMM_OPS, *block_ops}
     for op, entries in versions.items():
         assert entries[0][:2] == ("v0", "scalar")
         assert all(isa in AVAILABLE and desc for _, isa, desc in entries)

@@ -20,7 +20,7 @@ the steps with the others' decoding instead of stalling them.
 
 Lossless: a request's tokens (and texts) are those of `generate()` on it alone with the same
 sampler and seed — its logits are bit-identical (the engine's batched rows equal its rows alone;
-tests/engine/test_batch.py), its sampler sees its own history, its random draws come from its
+tests/engine/test_forward_batch.py), its sampler sees its own history, its random draws come from its
 own generator. The text logic (stop strings, held-back text) is loop.TextStream, generate()'s.
 No context shift here: a request whose cache fills up ends with reason "context".
 """

@@ -20,7 +20,7 @@ move a control. This test does the same through the UI, headless:
 
 Skipped, with the reason, only when Chromium or Playwright is missing (``.ci/run`` installs
 both). JupyterLab itself comes with the ``[notebook]`` extra; without it the test fails and says
-so. Runtime: the eight notebooks' own run time (~2–4 min on 2 cores) plus ~10 s per notebook.
+so. Runtime: the notebooks' own run time (~2–4 min on 2 cores) plus ~10 s per notebook.
 """
 
 from __future__ import annotations

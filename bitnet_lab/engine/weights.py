@@ -25,6 +25,7 @@ __all__ = [
     "PreparedWeights",
     "prepare_weights",
     "ENGINE_CHUNK",
+    "GEMV_BATCH_MAX",
     "I2S_LAYOUTS",
     "KV_DTYPES",
     "LAYOUT_CODE",
@@ -52,6 +53,9 @@ __all__ = [
 # Rows the C side processes at a time (longer inputs are cut into chunks of this many rows;
 # no result depends on the chunking). Bounds the per-call scratch.
 ENGINE_CHUNK: int = _k.ENGINE_CHUNK
+# Rows of a call up to which the AVX2 level runs the projections as row-blocked GEMVs, not the GEMM
+# (cython_kernels/src/engine.c gemv_batch_max): a short prompt's prefill then uses the GEMV kernels.
+GEMV_BATCH_MAX: int = _k.GEMV_BATCH_MAX
 MAX_HEAD_DIM = 1024  # per-head stack scratch of the attention kernels: 2 × 1024 doubles at most
 
 PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")

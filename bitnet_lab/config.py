@@ -141,6 +141,21 @@ class ModelConfig:
                 shapes[f"{p}{short}.weight"] = shape
         return shapes
 
+    def check_tensor_names(self, names: Iterable[str]) -> None:
+        """The tensors a backend builds this graph from: every one of :meth:`tensor_shapes` present,
+        and nothing else but the optional per-projection ``blk.N.<proj>.scale`` of the old
+        ``bitnet`` arch (a ConfigError listing the first few either way). Call after
+        :meth:`check_tensors`, which vouches for ``n_layers``."""
+        names = set(names)
+        needed = set(self.tensor_shapes())
+        missing = sorted(needed - names)
+        if missing:
+            raise ConfigError(f"missing tensors for {self.arch} ({len(missing)}): {', '.join(missing[:8])}")
+        optional = {f"blk.{i}.{p}.scale" for i in range(self.n_layers) for p in self.projection_shapes()}
+        unknown = sorted(names - needed - optional)
+        if unknown:
+            raise ConfigError(f"tensors the {self.arch} graph does not use ({len(unknown)}): {', '.join(unknown[:8])}")
+
     def check_tensors(self, shapes: Mapping[str, Iterable[int]], *, keys: Mapping[str, str] | None = None) -> None:
         """Every count of this config against the tensors a file actually has (``shapes``: name ->
         torch-order shape): the layer count against the ``blk.N`` tensors present (first, so that a

@@ -449,14 +449,7 @@ def prepare_weights(config: ModelConfig, tensors: Mapping[str, Any], *, x4: bool
     names = set(tensors)
     # every count against the tensors present, before anything is enumerated per layer
     config.check_tensors({n: tuple(getattr(t, "shape", ())) for n, t in tensors.items()})
-    needed = set(config.tensor_shapes())
-    missing = sorted(needed - names)
-    if missing:
-        raise ConfigError(f"missing tensors for {config.arch} ({len(missing)}): {', '.join(missing[:8])}")
-    optional = {f"blk.{i}.{p}.scale" for i in range(config.n_layers) for p in PROJECTIONS}
-    unknown = sorted(names - needed - optional)
-    if unknown:
-        raise ConfigError(f"tensors the {config.arch} graph does not use ({len(unknown)}): {', '.join(unknown[:8])}")
+    config.check_tensor_names(names)
 
     c = config
     H, V = c.hidden, c.vocab

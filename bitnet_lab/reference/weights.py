@@ -64,10 +64,6 @@ class PreparedModel:
     lm_head_q6_k: tuple[np.ndarray, np.ndarray] | None = None
 
 
-def _optional_scale_names(config: ModelConfig) -> set[str]:
-    return {f"blk.{i}.{p}.scale" for i in range(config.n_layers) for p in PROJECTIONS}
-
-
 def _float(tensors: Mapping[str, object], name: str, shape: tuple[int, ...]) -> FloatTensor:
     t = tensors[name]
     if not isinstance(t, FloatTensor):
@@ -119,16 +115,7 @@ def prepare(config: ModelConfig, tensors: Mapping[str, object], *, lm_head_dtype
     names = set(tensors)
     # every count against the tensors present, before anything is enumerated per layer
     config.check_tensors({n: tuple(getattr(t, "shape", ())) for n, t in tensors.items()})
-    needed = set(config.tensor_shapes())
-    missing = sorted(needed - names)
-    if missing:
-        raise ConfigError(f"missing tensors for {config.arch} ({len(missing)}): {', '.join(missing[:8])}")
-    unknown = sorted(names - needed - _optional_scale_names(config))
-    if unknown:
-        raise ConfigError(
-            f"tensors the {config.arch} reference graph does not use ({len(unknown)}): "
-            f"{', '.join(unknown[:8])}"
-        )
+    config.check_tensor_names(names)
     L, H = config.n_layers, config.hidden
     shapes = config.projection_shapes()
 

@@ -12,7 +12,7 @@ docs/formats.md#24-how-q8_0-and-q6_k-are-quantised (the quantisers).
 | F16 | 1 | 2 | little-endian IEEE binary16 |
 | BF16 | 1 | 2 | upper 16 bits of the binary32 |
 | Q8_0 | 32 | 34 | fp16 ``d``, then 32 int8 ``q``; ``x = q · d`` |
-| Q6_K | 256 | 210 | ``ql[128]``, ``qh[64]``, int8 ``scales[16]``, fp16 ``d`` (see _dequant_q6_k) |
+| Q6_K | 256 | 210 | ``ql[128]``, ``qh[64]``, int8 ``scales[16]``, fp16 ``d`` (see q6_k_parts) |
 | TQ1_0 | 256 | 54 | ternary, see packing.py |
 | TQ2_0 | 256 | 66 | ternary, see packing.py |
 
@@ -103,21 +103,29 @@ def _dequant_q8_0(blocks: np.ndarray) -> np.ndarray:
     return q * d                                       # float32 product, as ggml
 
 
-def _dequant_q6_k(blocks: np.ndarray) -> np.ndarray:
-    """Q6_K: element e of a 256-block, in half h = e // 128, with l = e % 32 and quarter
-    j = (e % 128) // 32: low 4 bits from ``ql[h·64 + (j % 2)·32 + l]`` (low nibble for j < 2,
-    high nibble for j ≥ 2), high 2 bits from ``qh[h·32 + l]`` at bits 2j+1:2j; ``q − 32`` times
-    ``d · scales[e // 16]`` (the product d·scale is formed first, in float32)."""
+def q6_k_parts(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Q6_K blocks (nb, 210) uint8 → ``(q int8 (nb, 256), scales int8 (nb, 16), d float32 (nb, 1))``,
+    ``q`` the 6-bit codes − 32 in element order. Element e of a 256-block, in half h = e // 128,
+    with l = e % 32 and quarter j = (e % 128) // 32: low 4 bits from ``ql[h·64 + (j % 2)·32 + l]``
+    (low nibble for j < 2, high nibble for j ≥ 2), high 2 bits from ``qh[h·32 + l]`` at bits
+    2j+1:2j. Shared by the dequantiser and the Q6_K lm_head's twin (quant/q6_k.py)."""
     nb = blocks.shape[0]
     ql = blocks[:, :128].reshape(nb, 2, 1, 2, 32)            # (nb, h, ·, j%2, l)
     qh = blocks[:, 128:192].reshape(nb, 2, 1, 32)            # (nb, h, ·, l)
-    sc = blocks[:, 192:208].view(np.int8).astype(np.float32)  # (nb, 16)
-    d = _fp16(blocks[:, 208:210])                            # (nb, 1)
     lo = (ql >> np.array([0, 4], dtype=np.uint8).reshape(1, 1, 2, 1, 1)) & 0x0F  # (nb, h, j//2, j%2, l)
     lo = lo.reshape(nb, 2, 4, 32)                            # quarter j = 2·(j//2) + j%2
     hi = (qh >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)) & 0x03  # (nb, h, j, l)
-    q = (lo | (hi << 4)).astype(np.int8) - np.int8(32)       # (nb, h, j, l) = element order
-    ds = (d * sc).reshape(nb, 16, 1)                         # per 16 elements
+    q = ((lo | (hi << 4)).astype(np.int8) - np.int8(32)).reshape(nb, 256)  # (nb, h, j, l) = element order
+    scales = np.ascontiguousarray(blocks[:, 192:208]).view(np.int8)         # (nb, 16)
+    return q, scales, _fp16(blocks[:, 208:210])
+
+
+def _dequant_q6_k(blocks: np.ndarray) -> np.ndarray:
+    """Q6_K (layout in :func:`q6_k_parts`): ``q − 32`` times ``d · scales[e // 16]`` (the product
+    d·scale is formed first, in float32)."""
+    nb = blocks.shape[0]
+    q, scales, d = q6_k_parts(blocks)
+    ds = (d * scales.astype(np.float32)).reshape(nb, 16, 1)  # per 16 elements
     return (ds * q.reshape(nb, 16, 16).astype(np.float32)).reshape(nb, 256)
 
 

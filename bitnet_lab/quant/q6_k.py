@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from bitnet_lab.errors import CodecError
+from bitnet_lab.quant.blockquant import q6_k_parts
 from bitnet_lab.quant.q8_k import QK_K
 
 Q6_K_BYTES = 210  # ql[128], qh[64], int8 scales[16], fp16 d
@@ -25,21 +26,14 @@ Q6_K_BYTES = 210  # ql[128], qh[64], int8 scales[16], fp16 d
 
 def decode_q6_k(rows: np.ndarray, K: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Raw Q6_K rows (V, K/256·210) uint8 → ``(w int8 (V, K) = u − 32, scales int8 (V, K/16),
-    d float32 (V, K/256))`` (the layout of blockquant._dequant_q6_k)."""
+    d float32 (V, K/256))`` (the block layout: blockquant.q6_k_parts)."""
     rows = np.asarray(rows)
     if rows.dtype != np.uint8 or rows.ndim != 2 or K % QK_K or rows.shape[1] != K // QK_K * Q6_K_BYTES:
         raise CodecError(f"decode_q6_k: expected uint8 (V, {K // QK_K * Q6_K_BYTES}) rows for K = {K} "
                          f"(a multiple of {QK_K}), got {rows.dtype} {rows.shape}")
     V, nb = rows.shape[0], K // QK_K
-    blocks = rows.reshape(V * nb, Q6_K_BYTES)
-    ql = blocks[:, :128].reshape(-1, 2, 1, 2, 32)  # (·, h, ·, j % 2, l)
-    qh = blocks[:, 128:192].reshape(-1, 2, 1, 32)  # (·, h, ·, l)
-    lo = ((ql >> np.array([0, 4], np.uint8).reshape(1, 1, 2, 1, 1)) & 0x0F).reshape(-1, 2, 4, 32)
-    hi = (qh >> np.array([0, 2, 4, 6], np.uint8).reshape(1, 1, 4, 1)) & 0x03
-    w = ((lo | (hi << 4)).astype(np.int8) - np.int8(32)).reshape(V, K)
-    scales = np.ascontiguousarray(blocks[:, 192:208]).view(np.int8).reshape(V, K // 16)
-    d = np.ascontiguousarray(blocks[:, 208:210]).view("<f2").astype(np.float32).reshape(V, nb)
-    return w, scales, d
+    q, scales, d = q6_k_parts(rows.reshape(V * nb, Q6_K_BYTES))
+    return q.reshape(V, K), scales.reshape(V, K // 16), d.reshape(V, nb)
 
 
 def block_isums(w: np.ndarray, scales: np.ndarray, q8: np.ndarray) -> np.ndarray:

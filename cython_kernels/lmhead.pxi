@@ -70,10 +70,11 @@ def lm_q8_0_rows(const uint8_t[:, ::1] W, Py_ssize_t K, const int8_t[:, ::1] qx,
 def lm_float_rows(int ftype, const uint8_t[:, ::1] W, Py_ssize_t K, const float[:, ::1] h, float[:, ::1] out, int isa,
                   int threads):
     """out (N, V) = the F32 (ftype 0) / F16 (1) / Q8_0 (2, exact q·d values) lm_head rows of W (V, row bytes)
-    against f32 hidden rows h (N, K), in the canonical 32-lane f32 order (engine_float.h)."""
+    against f32 hidden rows h (N, K), in the canonical 32-lane f32 order (engine_float.h). ftype 4: F16 rows
+    against hidden rows of fp16 values (the caller guarantees it; the kernels may fuse the exact products)."""
     cdef Py_ssize_t V = W.shape[0], N = h.shape[0], rows_per_chunk
-    cdef Py_ssize_t row_bytes = 4 * K if ftype == 0 else 2 * K if ftype == 1 else K // 32 * 34
-    if (ftype < 0 or ftype > 2 or (ftype == 2 and K % 32) or W.shape[1] != row_bytes or h.shape[1] != K
+    cdef Py_ssize_t row_bytes = 4 * K if ftype == 0 else 2 * K if ftype in (1, 4) else K // 32 * 34
+    if (ftype < 0 or ftype > 4 or ftype == 3 or (ftype == 2 and K % 32) or W.shape[1] != row_bytes or h.shape[1] != K
             or out.shape[0] != N or out.shape[1] != V):
         raise ValueError("lm_float_rows: inconsistent shapes or type")
     _check_threads(threads)

@@ -60,15 +60,24 @@ def lm_head_q8_0(rows, K: int, x, *, isa: str | None = None, threads: int | None
     return out
 
 
-def lm_head_float(rows, K: int, x, *, isa: str | None = None, threads: int | None = None) -> np.ndarray:
+def lm_head_float(rows, K: int, x, *, isa: str | None = None, threads: int | None = None,
+                  hidden_f16: bool = False) -> np.ndarray:
     """Logits (N, V) f32 of an F32 (float32 (V, K)) or F16 (float16 (V, K)) lm_head for f32 hidden
     rows x (N, K), in the canonical 32-lane f32 order (the engine's float lm_head; with a Q6_K file
-    and ``lm_head_dtype="f32"`` the engine runs it over the widened F32 copy)."""
+    and ``lm_head_dtype="f32"`` the engine runs it over the widened F32 copy). ``hidden_f16=True``
+    (F16 rows only): x holds fp16 numbers, as the engine's F16 lm_head input does — the kernel the
+    engine runs then (fused multiply-adds of exact products; the same bits)."""
     rows = np.asarray(rows)
     if rows.dtype not in (np.float32, np.float16) or rows.ndim != 2 or rows.shape[1] != K:
         raise CodecError(f"float lm_head: expected float32 / float16 rows (V, {K}), got {rows.dtype} {rows.shape}")
     x = _hidden(x, K, "float")
     ftype = 0 if rows.dtype == np.float32 else 1
+    if hidden_f16:
+        if ftype != 1:
+            raise CodecError("float lm_head: hidden_f16=True needs float16 rows")
+        if not np.array_equal(x.astype(np.float16).astype(np.float32), x, equal_nan=True):
+            raise CodecError("float lm_head: hidden_f16=True needs hidden rows of fp16 values")
+        ftype = 4
     raw = np.ascontiguousarray(rows).view(np.uint8)
     out = np.empty((x.shape[0], rows.shape[0]), np.float32)
     _k.lm_float_rows(ftype, raw, K, x, out, _isa_index(isa), effective_threads(threads))

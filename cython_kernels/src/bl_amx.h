@@ -27,4 +27,19 @@ static inline void bl_amx_configure(int n) {
     _tile_loadconfig(&c);
 }
 
+/* As bl_amx_configure, but the token-side tiles hold `rows` (1..16) rows: tiles 0 .. n_c - 1 (C)
+ * and n_c .. n_c + n_a - 1 (A) get `rows` rows, the rest up to n (B) stay 16 × 64 — a C tile has
+ * its A tile's rows and a B tile's row width, as TDPBSUD requires (Intel SDM). For GEMMs of fewer
+ * than 16 tokens: the tile products then read and write only the tokens that exist. */
+static inline void bl_amx_configure_rows(int n, int n_c, int n_a, int rows) {
+    bl_amx_config c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int i = 0; i < n; ++i) {
+        c.rows[i] = (uint8_t)(i < n_c + n_a ? rows : 16);
+        c.colsb[i] = 64;
+    }
+    _tile_loadconfig(&c);
+}
+
 #endif /* BL_AMX_H */

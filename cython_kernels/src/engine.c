@@ -815,8 +815,11 @@ static void lm_head_rows(const bl_thread *th, const bl_model *m, const bl_float_
                    m->vocab);
     else if (m->lm_q8)
         fk->lm_q8(m->lm_head.data, m->lm_head.row_bytes, m->hidden, r0, r1, qx, dx, qs4, N, out, m->vocab, th->nt == 1);
-    else
-        fk->lm_rows(m->lm_head.type, m->lm_head.data, m->lm_head.row_bytes, m->hidden, r0, r1, h, N, out, m->vocab);
+    else {
+        /* F16 rows against the fp16-rounded hidden state: exact products (BL_FT_F16_H16) */
+        const int type = m->lm_head.type == BL_FT_F16 && m->lm_f16 ? BL_FT_F16_H16 : m->lm_head.type;
+        fk->lm_rows(type, m->lm_head.data, m->lm_head.row_bytes, m->hidden, r0, r1, h, N, out, m->vocab);
+    }
 }
 
 /* ======================================================================================== */

@@ -68,6 +68,12 @@ typedef enum {
     BL_FT_F16 = 1,  /* IEEE binary16 rows (uint16 bits)                 */
     BL_FT_Q8_0 = 2, /* 34-byte blocks of 32: fp16 d, 32 int8 q; x = q·d */
     BL_FT_Q6_K = 3, /* 210-byte blocks of 256 (bl_q6k.h); as lm_head: the Q8_K dot  */
+    /* lm_rows only: F16 rows against hidden rows whose values are all fp16 numbers (the engine
+     * rounds an F16 lm_head's input to fp16, docs/numerics.md#9-embedding-and-lm_head). A product of
+     * two fp16 numbers is exact in f32 (11 + 11 significant bits), so a fused multiply-add rounds
+     * once where mul-then-add rounds the exact product (no-op) and the sum: the same bits, half the
+     * instructions. Kernels may treat it as BL_FT_F16. */
+    BL_FT_F16_H16 = 4,
 } bl_ftype;
 
 #define BL_Q8_0_BLOCK 32

@@ -277,8 +277,41 @@ static void dot2_f16(const float *h, const uint16_t *a, const uint16_t *b, int64
     *yb = finish(B, k, K, h, b, 1);
 }
 
+/* Hidden rows per pass of the multi-row F16 lm_head: 3·4 accumulators, a converted weight slice
+ * and a hidden-state load fit the 16 ymm registers. */
+#define LM_ROWS_MAX 3
+
+/* One fp16 weight row w against nh ≤ LM_ROWS_MAX hidden rows h (K apart): each 8-weight slice is
+ * converted once and used for every hidden row, each row in dot_any's order (lane k % 32, then
+ * finish), so every logit equals the single-row dot bit for bit. out[n·ldo]: row n's logit. */
+static inline __attribute__((always_inline)) void dotn_f16(const float *h, int nh, const uint16_t *w, int64_t K,
+                                                           float *out, int64_t ldo) {
+    acc32 acc[LM_ROWS_MAX];
+    for (int n = 0; n < nh; ++n) acc[n] = acc32_zero();
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32)
+        for (int i = 0; i < 4; ++i) {
+            const __m256 wv = cvt8_f16(w + k + 8 * i);
+            for (int n = 0; n < nh; ++n) acc[n].v[i] = madd(acc[n].v[i], _mm256_loadu_ps(h + n * K + k + 8 * i), wv);
+        }
+    for (int n = 0; n < nh; ++n) out[n * ldo] = finish(acc[n], k, K, h + n * K, w, 1);
+}
+
 static void lm_rows(int type, const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, int64_t r1,
                     const float *h, int64_t N, float *out, int64_t ldo) {
+    if (type == BL_FT_F16_H16) type = BL_FT_F16; /* (the mul-then-add order gives its bits too) */
+    if (type == BL_FT_F16 && N > 1) {
+        /* several hidden rows (a batch, a verification pass): each weight row is read and
+         * converted once per LM_ROWS_MAX hidden rows instead of once per hidden row */
+        for (int64_t r = r0; r < r1; ++r) {
+            const uint16_t *row = (const uint16_t *)(W + r * row_bytes);
+            int64_t n = 0;
+            for (; n + 3 <= N; n += 3) dotn_f16(h + n * K, 3, row, K, &out[n * ldo + r], ldo);
+            if (N - n == 2) dotn_f16(h + n * K, 2, row, K, &out[n * ldo + r], ldo);
+            else if (N - n == 1) dotn_f16(h + n * K, 1, row, K, &out[n * ldo + r], ldo);
+        }
+        return;
+    }
 #ifndef BL_LM_SINGLE_STREAM
     if (type == BL_FT_F16 && N == 1) { /* decode: rows r and r + half in one pass (as float_avx512.c) */
         const int64_t half = (r1 - r0) / 2;

@@ -21,6 +21,7 @@
  */
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 #include "engine_float.h"
 #include "bl_q6k.h"
@@ -653,8 +654,92 @@ static void dot2_f16(const float *h, const uint16_t *a, const uint16_t *b, int64
     *yb = finish(blo, bhi, k, K, h, b, 1);
 }
 
+/* The multi-row F16 lm_head (a batch, a verification pass: N > 1 hidden rows). Each weight row is
+ * converted once per LM_ROWS_MAX hidden rows, and the work is blocked so the operands stay in L1:
+ * LM_RB weight rows × LM_KC weights at a time, the LM_ROWS_MAX hidden rows' slice of LM_KC floats
+ * (16 KiB) re-used by every weight row of the block, each (weight row, hidden row) pair's 32 lane
+ * sums parked in `acc` between chunks. Each pair's lanes still add its products in k order, then
+ * finish: every logit equals dot_f16's bit for bit (engine_float.h, the canonical order). */
+#define LM_ROWS_MAX 8 /* 2·8 accumulators + 2 converted weight vectors in the 32 zmm registers */
+#define LM_RB 8       /* weight rows per block */
+#define LM_KC 512     /* weights per chunk (a multiple of 32) */
+
+/* Chunk [0, kc) (kc % 32 == 0) of one fp16 weight row w against nh ≤ LM_ROWS_MAX hidden rows h
+ * (K apart), continuing the lane sums acc[n] (lo: lanes 0..15, hi: 16..31). */
+static inline __attribute__((always_inline)) void dotn_f16_chunk(const float *h, int nh, int64_t K,
+                                                                 const uint16_t *w, int64_t kc,
+                                                                 float acc[][LANES], const int fused) {
+    __m512 lo[LM_ROWS_MAX], hi[LM_ROWS_MAX];
+    for (int n = 0; n < nh; ++n) {
+        lo[n] = _mm512_load_ps(acc[n]);
+        hi[n] = _mm512_load_ps(acc[n] + 16);
+    }
+    for (int64_t k = 0; k < kc; k += 32) {
+        const __m512 w0 = cvt16_f16(w + k), w1 = cvt16_f16(w + k + 16);
+        for (int n = 0; n < nh; ++n) {
+            const __m512 x0 = _mm512_loadu_ps(h + n * K + k), x1 = _mm512_loadu_ps(h + n * K + k + 16);
+            lo[n] = fused ? _mm512_fmadd_ps(x0, w0, lo[n]) : madd(lo[n], x0, w0);
+            hi[n] = fused ? _mm512_fmadd_ps(x1, w1, hi[n]) : madd(hi[n], x1, w1);
+        }
+    }
+    for (int n = 0; n < nh; ++n) {
+        _mm512_store_ps(acc[n], lo[n]);
+        _mm512_store_ps(acc[n] + 16, hi[n]);
+    }
+}
+
+/* dotn_f16_chunk with the row count and `fused` constants, so the accumulators are registers.
+ * fused (BL_FT_F16_H16): exact products, so fmadd gives the same bits as mul-then-add. */
+#define LM_CASE(nh)                                                                                 \
+    case nh:                                                                                        \
+        if (fused) dotn_f16_chunk(h, nh, K, w, kc, acc, 1);                                         \
+        else dotn_f16_chunk(h, nh, K, w, kc, acc, 0);                                               \
+        break;
+static void dotn_f16_any(const float *h, int nh, int64_t K, const uint16_t *w, int64_t kc, float acc[][LANES],
+                         int fused) {
+    switch (nh) {
+        LM_CASE(1) LM_CASE(2) LM_CASE(3) LM_CASE(4) LM_CASE(5) LM_CASE(6) LM_CASE(7)
+    default:
+        if (fused) dotn_f16_chunk(h, 8, K, w, kc, acc, 1);
+        else dotn_f16_chunk(h, 8, K, w, kc, acc, 0);
+        break;
+    }
+}
+#undef LM_CASE
+
+static void lm_f16_multi(const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, int64_t r1, const float *h,
+                         int64_t N, float *out, int64_t ldo, int fused) {
+    _Alignas(64) float acc[LM_RB][LM_ROWS_MAX][LANES];
+    const int64_t K32 = K / 32 * 32;
+    for (int64_t rb = r0; rb < r1; rb += LM_RB) {
+        const int64_t nr = r1 - rb < LM_RB ? r1 - rb : LM_RB;
+        for (int64_t n0 = 0; n0 < N; n0 += LM_ROWS_MAX) {
+            const int nh = N - n0 < LM_ROWS_MAX ? (int)(N - n0) : LM_ROWS_MAX;
+            memset(acc, 0, sizeof acc);
+            for (int64_t k0 = 0; k0 < K32; k0 += LM_KC) {
+                const int64_t kc = K32 - k0 < LM_KC ? K32 - k0 : LM_KC;
+                for (int64_t i = 0; i < nr; ++i)
+                    dotn_f16_any(h + n0 * K + k0, nh, K, (const uint16_t *)(W + (rb + i) * row_bytes) + k0, kc, acc[i],
+                                 fused);
+            }
+            for (int64_t i = 0; i < nr; ++i) {
+                const uint16_t *w = (const uint16_t *)(W + (rb + i) * row_bytes);
+                for (int n = 0; n < nh; ++n)
+                    out[(n0 + n) * ldo + rb + i] = finish(_mm512_load_ps(acc[i][n]), _mm512_load_ps(acc[i][n] + 16),
+                                                          K32, K, h + (n0 + n) * K, w, 1);
+            }
+        }
+    }
+}
+
 static void lm_rows(int type, const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, int64_t r1,
                     const float *h, int64_t N, float *out, int64_t ldo) {
+    const int fused = type == BL_FT_F16_H16;
+    if (fused) type = BL_FT_F16;
+    if (type == BL_FT_F16 && N > 1) { /* several hidden rows: blocked, each row converted once */
+        lm_f16_multi(W, row_bytes, K, r0, r1, h, N, out, ldo, fused);
+        return;
+    }
 #ifndef BL_LM_SINGLE_STREAM
     if (type == BL_FT_F16 && N == 1) { /* decode: rows r and r + half in one pass */
         const int64_t half = (r1 - r0) / 2;

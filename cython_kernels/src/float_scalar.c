@@ -61,7 +61,7 @@ static void lm_rows(int type, const uint8_t *W, int64_t row_bytes, int64_t K, in
         for (int64_t n = 0; n < N; ++n) {
             const float *hn = h + n * K;
             float s;
-            if (type == BL_FT_F16)
+            if (type == BL_FT_F16 || type == BL_FT_F16_H16)
                 s = dot_f16(hn, (const uint16_t *)row, K);
             else if (type == BL_FT_F32)
                 s = dot_f32(hn, (const float *)row, K);

@@ -3,7 +3,7 @@
  * Compiled with the AVX-512 VNNI flags plus -mamx-tile -mamx-int8; called only where bl_dispatch.c
  * found AMX-TILE and AMX-INT8, the OS saving tile state (XCR0 bits 17, 18) and, on Linux, this
  * process granted the tile data state (arch_prctl ARCH_REQ_XCOMP_PERM). The amx level is the
- * avx512vnni level with these three GEMMs: decode (one token) has nothing for a tile to reuse.
+ * avx512vnni level with these three GEMMs: decode of one token has nothing for a tile to reuse.
  *
  * The multiply (the activation-parallel GEMM of docs/kernels.md#26-activation-parallel-vs-weight-parallel,
  * on tiles): TDPBSUD
@@ -29,8 +29,10 @@
  * it (2 A + 2 B tile loads per 4 TDPBSUD), C re-loaded from out for the chunks after the first. The
  * next unit is decoded between the tile products of this one (software pipelining: the decode's
  * vector work overlaps the tile unit). Tokens go in slices whose activations stay in L2.
- * Rows past the last full 16-row panel and tokens past the last full 16-token block (and calls with
- * N < 16) run the avx512vnni GEMM v3 of the same layout: same integers, so any split is exact.
+ * Tokens past the last full 16-token block (a whole call of 2 to 15 tokens: a small batch, a
+ * verification pass) run on short tiles of that many rows (bl_amx_configure_rows), so the weights
+ * are still decoded once for them; rows past the last full 16-row panel, and a single token left
+ * over, run the avx512vnni GEMM v3 of the same layout: same integers, so any split is exact.
  */
 #include "bl_amx.h"
 #include "bl_mad_x86.h"
@@ -47,6 +49,11 @@
 #endif
 #define BL_AMX_ROWS 32 /* weight rows per panel: two B tiles of 16 columns */
 #define BL_AMX_TOK 16  /* tokens per A / C tile */
+/* Fewest tokens of a short-tile pass (the tokens past the last full 16): below it the v3 GEMM,
+ * which needs no decoded B tiles, takes them. */
+#ifndef BL_AMX_MIN_TOK
+#define BL_AMX_MIN_TOK 2
+#endif
 
 /* Tiles (all 16 rows × 64 bytes, bl_amx_configure(8)): tmm0..3 = C (tokens 0-15 / 16-31 × rows
  * 0-15 / 16-31), tmm4, 5 = A, tmm6, 7 = B. */
@@ -108,8 +115,8 @@ ALWAYS_INLINE void decode_block16(int fmt, const uint8_t *w, int64_t K, int64_t 
 }
 
 /* The start of a C tile (16 tokens × 16 rows): −sum_q of the row's token in every column. */
-ALWAYS_INLINE void neg_sums(const int32_t *sum_q, int32_t init[16][16]) {
-    for (int n = 0; n < 16; ++n) _mm512_store_si512((__m512i *)init[n], _mm512_set1_epi32(-sum_q[n]));
+ALWAYS_INLINE void neg_sums(const int32_t *sum_q, int nt, int32_t init[16][16]) {
+    for (int n = 0; n < nt; ++n) _mm512_store_si512((__m512i *)init[n], _mm512_set1_epi32(-sum_q[n]));
 }
 
 /* One unit of work: rows [r, r + 16·nb) (nb = 1 or 2 B column tiles) × weights [k0, k0 + kc). */
@@ -154,13 +161,14 @@ ALWAYS_INLINE void sweep(int fmt, const uint8_t *w, const int8_t *Q, const int32
     int64_t countdown = every;
     for (int64_t n = n0; n < n1; n += 2 * BL_AMX_TOK) {
         const int two = n + BL_AMX_TOK < n1; /* a second block of 16 tokens */
+        const int nt = n1 - n < BL_AMX_TOK ? (int)(n1 - n) : BL_AMX_TOK; /* < 16: a short-tile call */
         int32_t *c0 = out + n * ld_out + u.r, *c1 = c0 + 16 * ld_out;
         if (u.k0 == 0) {
-            neg_sums(sum_q + n, init[0]);
+            neg_sums(sum_q + n, nt, init[0]);
             _tile_loadd(0, init[0], 64);
             if (nb == 2) _tile_loadd(1, init[0], 64);
             if (two) {
-                neg_sums(sum_q + n + 16, init[1]);
+                neg_sums(sum_q + n + 16, BL_AMX_TOK, init[1]);
                 _tile_loadd(2, init[1], 64);
                 if (nb == 2) _tile_loadd(3, init[1], 64);
             }
@@ -254,24 +262,34 @@ ALWAYS_INLINE void gemm_amx(int fmt, bl_gemm_fn tail_gemm, int op, const uint8_t
                             int64_t r1) {
     /* x4: rows from r1 / 4 * 4 on are the row-major M % 4 tail (bl_mad.h): v3 reads them */
     const int64_t full = fmt == FMT_I2S_X4 ? r1 / 4 * 4 : r1;
-    const int64_t n16 = N / BL_AMX_TOK * BL_AMX_TOK;
+    const int64_t n16 = N / BL_AMX_TOK * BL_AMX_TOK, rem = N - n16;
+    /* tokens that run on tiles: the full blocks of 16, and the last rem < 16 on short tiles */
+    const int64_t ntile = rem >= BL_AMX_MIN_TOK ? N : n16;
     int64_t r16 = full > r0 ? r0 + (full - r0) / 16 * 16 : r0;
-    if (n16 > 0 && r16 > r0) {
-        bl_amx_configure(8);
-        /* Tokens in slices whose activations (slice × K bytes) stay in L2 while every panel of
-         * rows sweeps them; inside a slice, panels outer and weight chunks inner, so the slice's
-         * int32 results of one panel (≤ 64 KiB) stay in L2 between chunks. Each slice decodes the
-         * weights again: ~100 cycles per 2048 weights against ≥ 16 tile products that reuse them. */
-        int64_t slice = BL_AMX_SLICE_BYTES / K / (2 * BL_AMX_TOK) * (2 * BL_AMX_TOK);
-        if (slice < 2 * BL_AMX_TOK) slice = 2 * BL_AMX_TOK;
-        for (int64_t n0 = 0; n0 < n16; n0 += slice)
-            slice_amx(fmt, w, Q, sum_q, out, n0, n16 - n0 < slice ? n16 : n0 + slice, K, ld_out, r0, r16);
+    if (ntile > 0 && r16 > r0) {
+        if (n16 > 0) {
+            bl_amx_configure(8);
+            /* Tokens in slices whose activations (slice × K bytes) stay in L2 while every panel of
+             * rows sweeps them; inside a slice, panels outer and weight chunks inner, so the slice's
+             * int32 results of one panel (≤ 64 KiB) stay in L2 between chunks. Each slice decodes the
+             * weights again: ~100 cycles per 2048 weights against ≥ 16 tile products that reuse them. */
+            int64_t slice = BL_AMX_SLICE_BYTES / K / (2 * BL_AMX_TOK) * (2 * BL_AMX_TOK);
+            if (slice < 2 * BL_AMX_TOK) slice = 2 * BL_AMX_TOK;
+            for (int64_t n0 = 0; n0 < n16; n0 += slice)
+                slice_amx(fmt, w, Q, sum_q, out, n0, n16 - n0 < slice ? n16 : n0 + slice, K, ld_out, r0, r16);
+        }
+        if (ntile > n16) {
+            /* the last rem tokens (a small batch, a short verification pass): C and A tiles of rem
+             * rows, so the weights are decoded once and nothing past token N is read or written */
+            bl_amx_configure_rows(8, 4, 2, (int)rem);
+            slice_amx(fmt, w, Q, sum_q, out, n16, N, K, ld_out, r0, r16);
+        }
         _tile_release();
     } else {
         r16 = r0; /* nothing ran on tiles: v3 takes every row */
     }
-    vnni_part(tail_gemm, op, w, Q, sum_q, out, n16, K, ld_out, r16, r1);                 /* rows past the panels */
-    vnni_part(tail_gemm, op, w, Q + n16 * K, sum_q + n16, out + n16 * ld_out, N - n16, K, ld_out, r0, r1); /* tokens */
+    vnni_part(tail_gemm, op, w, Q, sum_q, out, ntile, K, ld_out, r16, r1); /* rows past the panels */
+    vnni_part(tail_gemm, op, w, Q + ntile * K, sum_q + ntile, out + ntile * ld_out, N - ntile, K, ld_out, r0, r1);
     bl_gemx_fault(op, out, r0, r1);
 }
 

@@ -91,7 +91,9 @@ def test_q8_0_kernel_matches_twin(isa):
 def test_float_kernel_matches_twin(isa):
     """F32 and F16 rows (the old path of a Q6_K lm_head, widened at load; the 2B-4T's F16 lm_head)."""
     rng = np.random.default_rng(6)
-    for V, K, N in ((33, 64, 1), (70, 2560, 2), (9, 100, 1)):
+    # N > 1: the multi-row F16 kernels (each weight row converted once for several hidden rows;
+    # groups of 8 on AVX-512, 3 on AVX2) with every group remainder, and K with a tail
+    for V, K, N in ((33, 64, 1), (70, 2560, 2), (9, 100, 1), (21, 100, 3), (17, 2560, 8), (13, 160, 11)):
         x = rng.standard_normal((N, K)).astype(np.float32)
         for dtype in (np.float32, np.float16):
             rows = (0.1 * rng.standard_normal((V, K))).astype(dtype)
@@ -100,6 +102,13 @@ def test_float_kernel_matches_twin(isa):
                 got = lmhead.lm_head_float(rows, K, x, isa=isa, threads=threads)
                 np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32),
                                               err_msg=f"{isa} {np.dtype(dtype)} V={V} K={K} threads={threads}")
+            # the engine's F16 lm_head: fp16-valued hidden rows (fused exact products: the same bits)
+            x16 = x.astype(np.float16).astype(np.float32)
+            want16 = f32_dot_canonical(rows, x16)
+            if dtype == np.float16:
+                got = lmhead.lm_head_float(rows, K, x16, isa=isa, threads=2, hidden_f16=True)
+                np.testing.assert_array_equal(got.view(np.uint32), want16.view(np.uint32),
+                                              err_msg=f"{isa} hidden_f16 V={V} K={K} N={N}")
 
 
 def test_bad_shapes_are_one_line_errors():

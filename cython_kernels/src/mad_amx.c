@@ -49,6 +49,9 @@
 #endif
 #define BL_AMX_ROWS 32 /* weight rows per panel: two B tiles of 16 columns */
 #define BL_AMX_TOK 16  /* tokens per A / C tile */
+#ifndef BL_AMX_PF_ROWS
+#define BL_AMX_PF_ROWS BL_AMX_ROWS /* rows ahead of the decode that are prefetched: the next panel */
+#endif
 /* Fewest tokens of a short-tile pass (the tokens past the last full 16): below it the v3 GEMM,
  * which needs no decoded B tiles, takes them. */
 #ifndef BL_AMX_MIN_TOK
@@ -131,20 +134,29 @@ typedef struct {
     amx_unit u;
     uint8_t *buf;
     int64_t done, total;
+    int64_t r_end; /* the end of the rows on tiles: the next panel is prefetched while below it */
 } amx_decoder;
 
-ALWAYS_INLINE void decode_start(amx_decoder *d, amx_unit u, uint8_t *buf) {
+ALWAYS_INLINE void decode_start(amx_decoder *d, amx_unit u, uint8_t *buf, int64_t r_end) {
     d->u = u;
     d->buf = buf;
     d->done = 0;
     d->total = u.kc / 128 * u.nb;
+    d->r_end = r_end;
 }
 
 ALWAYS_INLINE void decode_piece(int fmt, const uint8_t *w, int64_t K, amx_decoder *d) {
     if (d->done >= d->total) return;
     const int64_t b = d->done / d->u.nb;
     const int g = (int)(d->done % d->u.nb);
-    decode_block16(fmt, w, K, d->u.r + 16 * g, d->u.k0 / 128 + b, d->buf + (4 * b + g) * 1024, 2048);
+    const int64_t row = d->u.r + 16 * g;
+    /* The same block of the next panel's rows, into L2: a panel's weights are a few short strided
+     * runs the hardware prefetchers do not pick up before they end, which left a call of a few
+     * tokens (the tiles' work per weight is small then) waiting on memory. */
+    if (row + BL_AMX_PF_ROWS + 16 <= d->r_end)
+        for (int i = 0; i < 16; ++i)
+            _mm_prefetch((const char *)block_bytes(fmt, w, K, row + BL_AMX_PF_ROWS + i, d->u.k0 / 128 + b), _MM_HINT_T1);
+    decode_block16(fmt, w, K, row, d->u.k0 / 128 + b, d->buf + (4 * b + g) * 1024, 2048);
     ++d->done;
 }
 
@@ -233,12 +245,12 @@ ALWAYS_INLINE void slice_amx(int fmt, const uint8_t *w, const int8_t *Q, const i
     _Alignas(64) uint8_t bufs[2][(BL_AMX_KC / 64) * 2 * 1024];
     amx_unit cur = {r0, 0, K < BL_AMX_KC ? K : BL_AMX_KC, r16 - r0 >= BL_AMX_ROWS ? 2 : 1};
     amx_decoder dec;
-    decode_start(&dec, cur, bufs[0]);
+    decode_start(&dec, cur, bufs[0], r16);
     while (dec.done < dec.total) decode_piece(fmt, w, K, &dec);
     for (int i = 0;; i ^= 1) {
         amx_unit nxt = cur;
         const int more = next_unit(&nxt, r16, K);
-        decode_start(&dec, nxt, bufs[i ^ 1]);
+        decode_start(&dec, nxt, bufs[i ^ 1], r16);
         if (!more) dec.total = 0;
         const int64_t steps = (n1 - n0 + 2 * BL_AMX_TOK - 1) / (2 * BL_AMX_TOK) * (cur.kc / 64);
         const int64_t every = dec.total ? (steps / dec.total > 1 ? steps / dec.total : 1) : steps + 1;

@@ -654,77 +654,101 @@ static void dot2_f16(const float *h, const uint16_t *a, const uint16_t *b, int64
     *yb = finish(blo, bhi, k, K, h, b, 1);
 }
 
-/* The multi-row F16 lm_head (a batch, a verification pass: N > 1 hidden rows). Each weight row is
- * converted once per LM_ROWS_MAX hidden rows, and the work is blocked so the operands stay in L1:
- * LM_RB weight rows × LM_KC weights at a time, the LM_ROWS_MAX hidden rows' slice of LM_KC floats
- * (16 KiB) re-used by every weight row of the block, each (weight row, hidden row) pair's 32 lane
- * sums parked in `acc` between chunks. Each pair's lanes still add its products in k order, then
- * finish: every logit equals dot_f16's bit for bit (engine_float.h, the canonical order). */
-#define LM_ROWS_MAX 8 /* 2·8 accumulators + 2 converted weight vectors in the 32 zmm registers */
-#define LM_RB 8       /* weight rows per block */
-#define LM_KC 512     /* weights per chunk (a multiple of 32) */
+/* The multi-row F16 lm_head (a batch, a verification pass: N > 1 hidden rows). Register tiles of
+ * 2 weight rows × LM_HG hidden rows (each converted weight vector feeds LM_HG products, each loaded
+ * hidden vector 2), blocked so the operands stay in L1: LM_RB weight rows × LM_KC weights at a
+ * time, the hidden rows' slice of LM_KC floats re-used by every weight row of the block, each
+ * (weight row, hidden row) pair's 32 lane sums parked in `acc` between chunks. Each pair's lanes
+ * still add its products in k order, then finish: every logit equals dot_f16's bit for bit
+ * (engine_float.h, the canonical order). */
+#define LM_HG 4   /* hidden rows per register tile: 2·2·4 accumulators + 4 weight vectors */
+#define LM_RB 8   /* weight rows per block (even) */
+#define LM_KC 512 /* weights per chunk (a multiple of 32) */
+#define LM_NMAX 8 /* hidden rows per block: two register tiles' worth */
 
-/* Chunk [0, kc) (kc % 32 == 0) of one fp16 weight row w against nh ≤ LM_ROWS_MAX hidden rows h
- * (K apart), continuing the lane sums acc[n] (lo: lanes 0..15, hi: 16..31). */
-static inline __attribute__((always_inline)) void dotn_f16_chunk(const float *h, int nh, int64_t K,
-                                                                 const uint16_t *w, int64_t kc,
-                                                                 float acc[][LANES], const int fused) {
-    __m512 lo[LM_ROWS_MAX], hi[LM_ROWS_MAX];
-    for (int n = 0; n < nh; ++n) {
-        lo[n] = _mm512_load_ps(acc[n]);
-        hi[n] = _mm512_load_ps(acc[n] + 16);
-    }
+/* Chunk [0, kc) (kc % 32 == 0) of nw ≤ 2 fp16 weight rows w[0..nw) against nh ≤ LM_HG hidden rows h
+ * (K apart), continuing the lane sums acc[i][n] (lo: lanes 0..15, hi: 16..31). */
+static inline __attribute__((always_inline)) void dot_tile_chunk(const float *h, int nh, int64_t K,
+                                                                 const uint16_t *w0, const uint16_t *w1, int nw,
+                                                                 int64_t kc, float acc[][LM_NMAX][LANES],
+                                                                 const int fused) {
+    __m512 lo[2][LM_HG], hi[2][LM_HG];
+    for (int i = 0; i < nw; ++i)
+        for (int n = 0; n < nh; ++n) {
+            lo[i][n] = _mm512_load_ps(acc[i][n]);
+            hi[i][n] = _mm512_load_ps(acc[i][n] + 16);
+        }
     for (int64_t k = 0; k < kc; k += 32) {
-        const __m512 w0 = cvt16_f16(w + k), w1 = cvt16_f16(w + k + 16);
+        __m512 wl[2], wh[2];
+        wl[0] = cvt16_f16(w0 + k);
+        wh[0] = cvt16_f16(w0 + k + 16);
+        if (nw == 2) {
+            wl[1] = cvt16_f16(w1 + k);
+            wh[1] = cvt16_f16(w1 + k + 16);
+        }
         for (int n = 0; n < nh; ++n) {
             const __m512 x0 = _mm512_loadu_ps(h + n * K + k), x1 = _mm512_loadu_ps(h + n * K + k + 16);
-            lo[n] = fused ? _mm512_fmadd_ps(x0, w0, lo[n]) : madd(lo[n], x0, w0);
-            hi[n] = fused ? _mm512_fmadd_ps(x1, w1, hi[n]) : madd(hi[n], x1, w1);
+            for (int i = 0; i < nw; ++i) {
+                lo[i][n] = fused ? _mm512_fmadd_ps(x0, wl[i], lo[i][n]) : madd(lo[i][n], x0, wl[i]);
+                hi[i][n] = fused ? _mm512_fmadd_ps(x1, wh[i], hi[i][n]) : madd(hi[i][n], x1, wh[i]);
+            }
         }
     }
-    for (int n = 0; n < nh; ++n) {
-        _mm512_store_ps(acc[n], lo[n]);
-        _mm512_store_ps(acc[n] + 16, hi[n]);
-    }
+    for (int i = 0; i < nw; ++i)
+        for (int n = 0; n < nh; ++n) {
+            _mm512_store_ps(acc[i][n], lo[i][n]);
+            _mm512_store_ps(acc[i][n] + 16, hi[i][n]);
+        }
 }
 
-/* dotn_f16_chunk with the row count and `fused` constants, so the accumulators are registers.
- * fused (BL_FT_F16_H16): exact products, so fmadd gives the same bits as mul-then-add. */
-#define LM_CASE(nh)                                                                                 \
-    case nh:                                                                                        \
-        if (fused) dotn_f16_chunk(h, nh, K, w, kc, acc, 1);                                         \
-        else dotn_f16_chunk(h, nh, K, w, kc, acc, 0);                                               \
+/* dot_tile_chunk with nh, nw and fused constants, so the accumulators are registers. fused
+ * (BL_FT_F16_H16): exact products, so fmadd gives the same bits as mul-then-add. */
+static void dot_tile_any(const float *h, int nh, int64_t K, const uint16_t *w0, const uint16_t *w1, int nw,
+                         int64_t kc, float acc[][LM_NMAX][LANES], int fused) {
+#define LM_CASE(NH)                                                                                 \
+    case NH:                                                                                        \
+        if (nw == 2) {                                                                              \
+            if (fused) dot_tile_chunk(h, NH, K, w0, w1, 2, kc, acc, 1);                             \
+            else dot_tile_chunk(h, NH, K, w0, w1, 2, kc, acc, 0);                                   \
+        } else {                                                                                    \
+            if (fused) dot_tile_chunk(h, NH, K, w0, w1, 1, kc, acc, 1);                             \
+            else dot_tile_chunk(h, NH, K, w0, w1, 1, kc, acc, 0);                                   \
+        }                                                                                           \
         break;
-static void dotn_f16_any(const float *h, int nh, int64_t K, const uint16_t *w, int64_t kc, float acc[][LANES],
-                         int fused) {
     switch (nh) {
-        LM_CASE(1) LM_CASE(2) LM_CASE(3) LM_CASE(4) LM_CASE(5) LM_CASE(6) LM_CASE(7)
+        LM_CASE(1) LM_CASE(2) LM_CASE(3)
     default:
-        if (fused) dotn_f16_chunk(h, 8, K, w, kc, acc, 1);
-        else dotn_f16_chunk(h, 8, K, w, kc, acc, 0);
-        break;
+        LM_CASE(4)
     }
-}
 #undef LM_CASE
+}
 
 static void lm_f16_multi(const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, int64_t r1, const float *h,
                          int64_t N, float *out, int64_t ldo, int fused) {
-    _Alignas(64) float acc[LM_RB][LM_ROWS_MAX][LANES];
+    _Alignas(64) float acc[LM_RB][LM_NMAX][LANES];
     const int64_t K32 = K / 32 * 32;
     for (int64_t rb = r0; rb < r1; rb += LM_RB) {
         const int64_t nr = r1 - rb < LM_RB ? r1 - rb : LM_RB;
-        for (int64_t n0 = 0; n0 < N; n0 += LM_ROWS_MAX) {
-            const int nh = N - n0 < LM_ROWS_MAX ? (int)(N - n0) : LM_ROWS_MAX;
+        for (int64_t n0 = 0; n0 < N; n0 += LM_NMAX) {
+            const int nn = N - n0 < LM_NMAX ? (int)(N - n0) : LM_NMAX;
             memset(acc, 0, sizeof acc);
             for (int64_t k0 = 0; k0 < K32; k0 += LM_KC) {
                 const int64_t kc = K32 - k0 < LM_KC ? K32 - k0 : LM_KC;
-                for (int64_t i = 0; i < nr; ++i)
-                    dotn_f16_any(h + n0 * K + k0, nh, K, (const uint16_t *)(W + (rb + i) * row_bytes) + k0, kc, acc[i],
-                                 fused);
+                for (int64_t i = 0; i < nr; i += 2) {
+                    const int nw = nr - i >= 2 ? 2 : 1;
+                    const uint16_t *w0 = (const uint16_t *)(W + (rb + i) * row_bytes) + k0;
+                    const uint16_t *w1 = nw == 2 ? (const uint16_t *)(W + (rb + i + 1) * row_bytes) + k0 : w0;
+                    for (int n = 0; n < nn; n += LM_HG) {
+                        /* acc + i: rows i, i + 1; the hidden rows' columns from n (a view of acc) */
+                        float(*a)[LM_NMAX][LANES] = (float(*)[LM_NMAX][LANES])&acc[i][n][0];
+                        dot_tile_any(h + (n0 + n) * K + k0, nn - n < LM_HG ? nn - n : LM_HG, K, w0, w1, nw, kc, a,
+                                     fused);
+                    }
+                }
             }
             for (int64_t i = 0; i < nr; ++i) {
                 const uint16_t *w = (const uint16_t *)(W + (rb + i) * row_bytes);
-                for (int n = 0; n < nh; ++n)
+                for (int n = 0; n < nn; ++n)
                     out[(n0 + n) * ldo + rb + i] = finish(_mm512_load_ps(acc[i][n]), _mm512_load_ps(acc[i][n] + 16),
                                                           K32, K, h + (n0 + n) * K, w, 1);
             }

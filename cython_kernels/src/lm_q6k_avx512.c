@@ -1,9 +1,55 @@
-/* lm_q6k_avx512.c — the Q6_K × Q8_K lm_head at the AVX-512 levels: the AVX2 body (lm_q6k_x86.h)
- * compiled with AVX-512 flags. A 512-bit body would halve the instruction count per block; it is
- * not written yet because no machine at hand could test it bit for bit. */
+/* lm_q6k_avx512.c — the Q6_K × Q8_K lm_head at the AVX-512 levels (bl_q6k.h): the row loop of
+ * lm_q6k_x86.h with a 512-bit block body.
+ *
+ * Per half h of a block: ql[64h .. 64h + 63] is one 64-byte load whose low nibbles are the codes of
+ * elements 128h + 0..63 and whose high nibbles those of 128h + 64..127; qh[32h .. 32h + 31] is
+ * loaded into both 256-bit halves, each half shifted to its own 2-bit field (0 / 2 for the low
+ * nibbles' elements, 4 / 6 for the high nibbles'), so the 6-bit codes u of 64 consecutive elements
+ * come out in one vector, in element order. maddubs(u, q8) gives 32 exact int16 pair sums
+ * (|.| <= 2·63·127), madd with each int16 lane's sub-block scale (vpermw from the 16 scales) gives
+ * int32 — the same exact integer as the AVX2 body in half the instructions; the −32 offset is
+ * Σ_s scales[s] · 32 · bsums[s], as there. */
 #include "lm_q6k_x86.h"
+
+/* vpermw indices: int16 lane j of the vector of elements 64v .. 64v + 63 of a block takes scale
+ * (64v + 2j) / 16 = 4v + j / 8 (v = 0 .. 3: the four 64-element runs of a block). */
+static inline __m512i q6k_scale_index(int v) {
+    return _mm512_set_epi16(4 * v + 3, 4 * v + 3, 4 * v + 3, 4 * v + 3, 4 * v + 3, 4 * v + 3, 4 * v + 3, 4 * v + 3,
+                            4 * v + 2, 4 * v + 2, 4 * v + 2, 4 * v + 2, 4 * v + 2, 4 * v + 2, 4 * v + 2, 4 * v + 2,
+                            4 * v + 1, 4 * v + 1, 4 * v + 1, 4 * v + 1, 4 * v + 1, 4 * v + 1, 4 * v + 1, 4 * v + 1,
+                            4 * v + 0, 4 * v + 0, 4 * v + 0, 4 * v + 0, 4 * v + 0, 4 * v + 0, 4 * v + 0, 4 * v + 0);
+}
+
+static inline int32_t q6k_block_isum512(const uint8_t *blk, const int8_t *x, const int16_t *bs) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m3 = _mm512_set1_epi8(0x03);
+    const __m128i sc8 = _mm_loadu_si128((const __m128i *)(blk + BL_Q6_K_SCALES));
+    const __m512i sc16 = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(sc8)); /* 16 scales as int16 */
+    __m512i acc = _mm512_setzero_si512();
+    for (int h = 0; h < 2; ++h) {
+        const __m512i ql = _mm512_loadu_si512((const void *)(blk + 64 * h));
+        const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + BL_Q6_K_QH + 32 * h)));
+        /* low half: fields at bits 1:0 (elements 0..31 of the run), high half: 3:2 (32..63) */
+        const __m512i qh01 = _mm512_mask_blend_epi64(0xF0, qh, _mm512_srli_epi16(qh, 2));
+        const __m512i qh23 = _mm512_srli_epi16(qh01, 4); /* fields 5:4 and 7:6 */
+        /* high bits masked to 0..3 before the 16-bit shift by 4, so nothing crosses a byte */
+        const __m512i u01 = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_slli_epi16(_mm512_and_si512(qh01, m3), 4));
+        const __m512i u23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                            _mm512_slli_epi16(_mm512_and_si512(qh23, m3), 4));
+        const __m512i p01 = _mm512_maddubs_epi16(u01, _mm512_loadu_si512((const void *)(x + 128 * h)));
+        const __m512i p23 = _mm512_maddubs_epi16(u23, _mm512_loadu_si512((const void *)(x + 128 * h + 64)));
+        acc = _mm512_add_epi32(acc, _mm512_madd_epi16(p01, _mm512_permutexvar_epi16(q6k_scale_index(2 * h), sc16)));
+        acc = _mm512_add_epi32(acc, _mm512_madd_epi16(p23, _mm512_permutexvar_epi16(q6k_scale_index(2 * h + 1), sc16)));
+    }
+    const __m256i corr = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), _mm256_loadu_si256((const __m256i *)bs));
+    const __m256i a8 = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+    const __m256i t = _mm256_sub_epi32(a8, _mm256_slli_epi32(corr, 5));
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
 
 void bl_lm_q6k_avx512(const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, int64_t r1, const int8_t *q8,
                       const float *d8, const int16_t *bsums, int64_t N, float *out, int64_t ldo) {
-    q6k_lm_rows_x86(W, row_bytes, K, r0, r1, q8, d8, bsums, N, out, ldo);
+    q6k_lm_rows_with(q6k_block_isum512, W, row_bytes, K, r0, r1, q8, d8, bsums, N, out, ldo);
 }

@@ -70,9 +70,16 @@ static inline void q6k_prefetch(const uint8_t *blk) {
     _mm_prefetch(p + 192, _MM_HINT_T1);
 }
 
-static inline void q6k_lm_rows_x86(const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, int64_t r1,
-                                   const int8_t *q8, const float *d8, const int16_t *bsums, int64_t N, float *out,
-                                   int64_t ldo) {
+/* The exact integer of one block: q6k_block_isum here, a wider body at the AVX-512 levels. */
+typedef int32_t (*q6k_isum_fn)(const uint8_t *blk, const int8_t *x, const int16_t *bs);
+
+/* Rows [r0, r1) against N hidden rows, blocks summed in the canonical order (bl_q6k.h); `isum` is a
+ * constant at every call site, so it is inlined. */
+static inline __attribute__((always_inline)) void q6k_lm_rows_with(q6k_isum_fn isum, const uint8_t *W,
+                                                                   int64_t row_bytes, int64_t K, int64_t r0,
+                                                                   int64_t r1, const int8_t *q8, const float *d8,
+                                                                   const int16_t *bsums, int64_t N, float *out,
+                                                                   int64_t ldo) {
     const int64_t nb = K / BL_QK_K;
     for (int64_t r = r0; r < r1; ++r) {
         const uint8_t *row = W + r * row_bytes;
@@ -84,16 +91,22 @@ static inline void q6k_lm_rows_x86(const uint8_t *W, int64_t row_bytes, int64_t 
             for (int64_t b = 0; b < nb; ++b) {
                 const uint8_t *blk = row + b * BL_Q6_K_BYTES;
                 if (n == 0) q6k_prefetch(blk);
-                const int32_t isum = q6k_block_isum(blk, x + b * BL_QK_K, bs + b * 16);
+                const int32_t is = isum(blk, x + b * BL_QK_K, bs + b * 16);
                 uint16_t dbits;
                 memcpy(&dbits, blk + BL_Q6_K_D, 2);
                 const float dd = _cvtsh_ss(dbits) * dn[b];
-                const float t = (float)isum * dd;
+                const float t = (float)is * dd;
                 sum = sum + t;
             }
             out[n * ldo + r] = sum;
         }
     }
+}
+
+static inline void q6k_lm_rows_x86(const uint8_t *W, int64_t row_bytes, int64_t K, int64_t r0, int64_t r1,
+                                   const int8_t *q8, const float *d8, const int16_t *bsums, int64_t N, float *out,
+                                   int64_t ldo) {
+    q6k_lm_rows_with(q6k_block_isum, W, row_bytes, K, r0, r1, q8, d8, bsums, N, out, ldo);
 }
 
 #endif /* BL_LM_Q6K_X86_H */

@@ -17,14 +17,26 @@
  * int32 (cvtepi16_epi32) — exact for every int8 activation row (bl_lut.h).
  * Invalid indices: a running unsigned byte max of all indices; when it exceeds the limit the
  * kernel returns the exact scan of its range (lut_scalar.c), as every level does.
- * Memory: rows in groups of sub-tiles walked in blob order (bl_lut_group) with a prefetch of
- * the group's next K-tile, as lut_avx2.c. Stack: the group's int32 sums (at most
- * BL_LUT_GROUP * 64 * 4 = 4 KiB), as lut_avx2.c.
+ * Tables with two planes per register (TL1 bm = 32, TL2) are built once per (group, K-tile)
+ * into registers kept on the stack and reloaded by each sub-tile of the group.
+ * Memory: rows in groups of sub-tiles walked in blob order (bl_lut_group), as lut_avx2.c, with
+ * a software prefetch a fixed distance ahead of every load (LUT512_PF_*). Stack: the group's int32 sums (at most
+ * BL_LUT_GROUP * 64 * 4 = 4 KiB, as lut_avx2.c) and the K-tile's table registers (TL1: at most
+ * 32 * 256 B = 8 KiB; TL2: at most 21 * 256 B = 5.25 KiB).
  */
 #include <immintrin.h>
 
 #include "bl_lut.h"
 #include "bl_lut_layout.h"
+
+/* Software prefetch, a fixed distance ahead of each 64-byte load (index bytes) and of each
+ * sign unit: the blob is walked in its own order, so the address a distance ahead is the one
+ * read next (past a block's end it is the next block in the blob; a prefetch never faults).
+ * The sign stream moves at a quarter of the index stream's rate, hence a quarter of the
+ * distance. A prefetch per load, rather than lut_avx2.c's burst of a whole K-tile, keeps the
+ * line-fill buffers from filling at once (docs/benchmarks.md). */
+#define LUT512_PF_INDEX 1024
+#define LUT512_PF_SIGN 256
 
 /* ---- lookups --------------------------------------------------------------------------- */
 
@@ -129,27 +141,39 @@ static inline void tl1_widen(int64_t bm, __m512i *a0, __m512i *a1, int32_t *acc)
     *a1 = _mm512_setzero_si512();
 }
 
-/* acc[0 .. bm) += the sums of one (K-tile, sub-tile) block: index bytes blk, tables L. */
-static inline void tl1_block(const uint8_t *blk, const uint8_t *L, int64_t bm, int64_t nyb,
-                             __m512i *mx, int32_t *acc) {
+/* bm = 32: the K-tile's table registers, built once per (group, K-tile) and shared by the
+ * group's sub-tiles (a masked broadcast is a blend uop; a reload of the built register is not).
+ * Tables T0..T3 of compute block yb at L + 128 yb + 0, 32, 64, 96. */
+#define TL1_MAX_NYB (256 / 8)
+static inline void tl1_planes32(const uint8_t *L, int64_t nyb, planes4 *tabs) {
+    for (int64_t yb = 0; yb < nyb; ++yb) {
+        const uint8_t *T = L + 4 * BL_LUT_TABLE_BYTES * yb;
+        tabs[yb].al = alternate(T, T + 64);
+        tabs[yb].ah = alternate(T + 16, T + 80);
+        tabs[yb].bl = alternate(T + 32, T + 96);
+        tabs[yb].bh = alternate(T + 48, T + 112);
+    }
+}
+
+/* acc[0 .. bm) += the sums of one (K-tile, sub-tile) block: index bytes blk, tables L (bm = 64)
+ * or tabs (bm = 32). */
+static inline void tl1_block(const uint8_t *blk, const uint8_t *L, const planes4 *tabs, int64_t bm,
+                             int64_t nyb, __m512i *mx, int32_t *acc) {
     __m512i a0acc = _mm512_setzero_si512(), a1acc = _mm512_setzero_si512();
     int64_t pending = 0;
     for (int64_t yb = 0; yb < nyb; ++yb) {
         planes4 t;
-        if (bm == 64) { /* tables T0, T1 at L + 64 yb */
+        if (bm == 64) { /* tables T0, T1 at L + 64 yb, in every lane: plain broadcasts */
             const uint8_t *T = L + 2 * BL_LUT_TABLE_BYTES * yb;
             t.al = bcast4(T);
             t.ah = bcast4(T + 16);
             t.bl = bcast4(T + 32);
             t.bh = bcast4(T + 48);
-        } else { /* tables T0..T3 at L + 128 yb + 0, 32, 64, 96 */
-            const uint8_t *T = L + 4 * BL_LUT_TABLE_BYTES * yb;
-            t.al = alternate(T, T + 64);
-            t.ah = alternate(T + 16, T + 80);
-            t.bl = alternate(T + 32, T + 96);
-            t.bh = alternate(T + 48, T + 112);
+        } else {
+            t = tabs[yb];
         }
         __m512i a0, a1, b0, b1;
+        _mm_prefetch((const char *)(blk + 64 * yb + LUT512_PF_INDEX), _MM_HINT_T0);
         lookup(_mm512_loadu_si512((const void *)(blk + 64 * yb)), &t, mx, &a0, &a1, &b0, &b1);
         a0acc = _mm512_add_epi16(a0acc, _mm512_add_epi16(a0, b0));
         a1acc = _mm512_add_epi16(a1acc, _mm512_add_epi16(a1, b1));
@@ -167,17 +191,16 @@ static inline void tl1_groups(const uint8_t *data, const uint8_t *lut, int64_t K
                               int32_t *out) {
     const int64_t subs = BM / bm, nyb = BK / (256 / bm), s1 = r1 / bm;
     int32_t acc[BL_LUT_GROUP * 64];
+    planes4 tabs[TL1_MAX_NYB]; /* bm = 32 only */
     for (int64_t s = r0 / bm; s < s1;) {
         const int64_t mt = s / subs, bt0 = s % subs, g = bl_lut_group(s, s1, subs);
         for (int64_t i = 0; i < g * bm; ++i) acc[i] = 0;
         for (int64_t kt = 0; kt < K / BK; ++kt) {
             const uint8_t *L = lut + BL_LUT_TABLE_BYTES * (kt * (BK / 2));
-            if (kt + 1 < K / BK) { /* next K-tile's bytes of the group, one tile ahead */
-                const uint8_t *nb = data + bl_tl1_block_offset(K, BM, BK, bm, mt, kt + 1, bt0);
-                for (int64_t o = 0; o < g * (bm * BK / 4); o += 64) _mm_prefetch((const char *)(nb + o), _MM_HINT_T0);
-            }
+            if (bm == 32) tl1_planes32(L, nyb, tabs);
             for (int64_t b = 0; b < g; ++b)
-                tl1_block(data + bl_tl1_block_offset(K, BM, BK, bm, mt, kt, bt0 + b), L, bm, nyb, mx, acc + b * bm);
+                tl1_block(data + bl_tl1_block_offset(K, BM, BK, bm, mt, kt, bt0 + b), L, tabs, bm, nyb, mx,
+                          acc + b * bm);
         }
         for (int64_t i = 0; i < g * bm; ++i) out[s * bm + i] = acc[i];
         s += g;
@@ -238,18 +261,26 @@ static inline void tl2_widen(__m512i lo, __m512i hi, int32_t *acc) {
     widen_add16(acc + 16, _mm256_add_epi16(_mm512_castsi512_si256(hi), _mm512_extracti64x4_epi64(hi, 1)));
 }
 
-/* acc[0 .. 32) += one (K-tile, sub-tile) block of triples: index bytes xi, sign units sg. */
-static inline void tl2_block(const uint8_t *xi, const uint8_t *sg, const uint8_t *L, int64_t units,
+/* The table registers of n steps from L, built once per (group, K-tile) and shared by the
+ * group's sub-tiles (as tl1_planes32). */
+#define TL2_MAX_STEPS (256 / 12)
+static inline void tl2_planes(const uint8_t *L, int64_t n, planes4 *tabs) {
+    for (int64_t i = 0; i < n; ++i) step_planes(L + 4 * BL_LUT_TABLE_BYTES * i, &tabs[i]);
+}
+
+/* acc[0 .. 32) += one (K-tile, sub-tile) block of triples: index bytes xi, sign units sg,
+ * table registers tabs (one per step). */
+static inline void tl2_block(const uint8_t *xi, const uint8_t *sg, const planes4 *tabs, int64_t units,
                              __m512i *mx, int32_t *acc) {
     __m512i lo_acc = _mm512_setzero_si512(), hi_acc = lo_acc; /* rows 0-15, 16-31 */
     for (int64_t u = 0; u < units; ++u) {
+        _mm_prefetch((const char *)(sg + 32 * u + LUT512_PF_SIGN), _MM_HINT_T0);
         const __m512i w = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(sg + 32 * u)));
         for (int p = 0; p < 2; ++p) {
             const int64_t yb = 4 * u + 2 * p;
-            planes4 t;
-            step_planes(L + 2 * BL_LUT_TABLE_BYTES * yb, &t);
             __m512i a0, a1, b0, b1;
-            lookup(_mm512_loadu_si512((const void *)(xi + 32 * yb)), &t, mx, &a0, &a1, &b0, &b1);
+            _mm_prefetch((const char *)(xi + 32 * yb + LUT512_PF_INDEX), _MM_HINT_T0);
+            lookup(_mm512_loadu_si512((const void *)(xi + 32 * yb)), &tabs[yb / 2], mx, &a0, &a1, &b0, &b1);
             const uint16_t(*bits)[32] = TL2_SIGN_BITS + 4 * p;
             lo_acc = _mm512_add_epi16(lo_acc, negate_where(a0, _mm512_test_epi16_mask(w, _mm512_load_si512((const void *)bits[0]))));
             hi_acc = _mm512_add_epi16(hi_acc, negate_where(a1, _mm512_test_epi16_mask(w, _mm512_load_si512((const void *)bits[1]))));
@@ -261,13 +292,11 @@ static inline void tl2_block(const uint8_t *xi, const uint8_t *sg, const uint8_t
 }
 
 /* acc[0 .. 32) += one 32-column block of the pair tail (8 compute blocks, 4 steps). */
-static inline void tl2_tail_block(const uint8_t *xt, const uint8_t *L, __m512i *mx, int32_t *acc) {
+static inline void tl2_tail_block(const uint8_t *xt, const planes4 *tabs, __m512i *mx, int32_t *acc) {
     __m512i lo_acc = _mm512_setzero_si512(), hi_acc = lo_acc;
     for (int yb = 0; yb < 8; yb += 2) {
-        planes4 t;
-        step_planes(L + 2 * BL_LUT_TABLE_BYTES * yb, &t);
         __m512i a0, a1, b0, b1;
-        lookup(_mm512_loadu_si512((const void *)(xt + 32 * yb)), &t, mx, &a0, &a1, &b0, &b1);
+        lookup(_mm512_loadu_si512((const void *)(xt + 32 * yb)), &tabs[yb / 2], mx, &a0, &a1, &b0, &b1);
         lo_acc = _mm512_add_epi16(lo_acc, _mm512_add_epi16(a0, b0));
         hi_acc = _mm512_add_epi16(hi_acc, _mm512_add_epi16(a1, b1));
     }
@@ -280,26 +309,23 @@ bl_lut_status bl_tl2_gemv_avx512(const uint8_t *data, const uint8_t *lut, int64_
     const uint8_t *tail_lut = lut + BL_LUT_TABLE_BYTES * (K3 / 3);
     __m512i mx3 = _mm512_setzero_si512(), mx2 = _mm512_setzero_si512();
     int32_t acc[BL_LUT_GROUP * 32];
+    planes4 tabs[TL2_MAX_STEPS];
     for (int64_t s = r0 / 32; s < s1;) {
         const int64_t mt = s / subs, bt0 = s % subs, g = bl_lut_group(s, s1, subs);
         for (int64_t i = 0; i < g * 32; ++i) acc[i] = 0;
         for (int64_t kt = 0; kt < K3 / BK; ++kt) {
             const uint8_t *L = lut + BL_LUT_TABLE_BYTES * (kt * (BK / 3));
-            if (kt + 1 < K3 / BK) { /* next K-tile's bytes of the group, one tile ahead */
-                const uint8_t *ni = data + bl_tl2_index_offset(K3, BM, BK, mt, kt + 1, bt0);
-                const uint8_t *ns = data + bl_tl2_sign_offset(M, K3, BM, BK, mt, kt + 1, bt0);
-                for (int64_t o = 0; o < g * (BK / 6 * 32); o += 64) _mm_prefetch((const char *)(ni + o), _MM_HINT_T0);
-                for (int64_t o = 0; o < g * (BK / 24 * 32); o += 64) _mm_prefetch((const char *)(ns + o), _MM_HINT_T0);
-            }
+            tl2_planes(L, BK / 12, tabs);
             for (int64_t b = 0; b < g; ++b)
                 tl2_block(data + bl_tl2_index_offset(K3, BM, BK, mt, kt, bt0 + b),
-                          data + bl_tl2_sign_offset(M, K3, BM, BK, mt, kt, bt0 + b), L, BK / 24, &mx3,
+                          data + bl_tl2_sign_offset(M, K3, BM, BK, mt, kt, bt0 + b), tabs, BK / 24, &mx3,
                           acc + 32 * b);
         }
-        for (int64_t kt2 = 0; kt2 < K2 / BL_TL2_TAIL_BK; ++kt2)
+        for (int64_t kt2 = 0; kt2 < K2 / BL_TL2_TAIL_BK; ++kt2) {
+            tl2_planes(tail_lut + BL_LUT_TABLE_BYTES * (kt2 * 16), 4, tabs);
             for (int64_t b = 0; b < g; ++b)
-                tl2_tail_block(data + bl_tl2_tail_offset(M, K3, K2, BM, mt, kt2, bt0 + b),
-                               tail_lut + BL_LUT_TABLE_BYTES * (kt2 * 16), &mx2, acc + 32 * b);
+                tl2_tail_block(data + bl_tl2_tail_offset(M, K3, K2, BM, mt, kt2, bt0 + b), tabs, &mx2, acc + 32 * b);
+        }
         for (int64_t i = 0; i < g * 32; ++i) out[s * 32 + i] = acc[i];
         s += g;
     }

@@ -21,8 +21,9 @@
  * into registers kept on the stack and reloaded by each sub-tile of the group.
  * Memory: rows in groups of sub-tiles walked in blob order (bl_lut_group), as lut_avx2.c, with
  * a software prefetch a fixed distance ahead of every load (LUT512_PF_*). Stack: the group's int32 sums (at most
- * BL_LUT_GROUP * 64 * 4 = 4 KiB, as lut_avx2.c) and the K-tile's table registers (TL1: at most
- * 32 * 256 B = 8 KiB; TL2: at most 21 * 256 B = 5.25 KiB).
+ * BL_LUT_GROUP * 64 * 4 = 4 KiB, as lut_avx2.c), the K-tile's table registers (TL1: at most
+ * 32 * 256 B = 8 KiB; TL2: at most 21 * 256 B = 5.25 KiB) and, for TL1, the group's int16 sums
+ * (BL_LUT_GROUP * 192 B = 3 KiB).
  */
 #include <immintrin.h>
 
@@ -35,8 +36,15 @@
  * The sign stream moves at a quarter of the index stream's rate, hence a quarter of the
  * distance. A prefetch per load, rather than lut_avx2.c's burst of a whole K-tile, keeps the
  * line-fill buffers from filling at once (docs/benchmarks.md). */
+#ifndef LUT512_PF_INDEX
 #define LUT512_PF_INDEX 1024
-#define LUT512_PF_SIGN 256
+#endif
+#ifndef LUT512_PF_SIGN
+#define LUT512_PF_SIGN (LUT512_PF_INDEX / 4)
+#endif
+#ifndef LUT512_PF_HINT
+#define LUT512_PF_HINT _MM_HINT_T0
+#endif
 
 /* ---- lookups --------------------------------------------------------------------------- */
 
@@ -95,8 +103,8 @@ static inline void widen_add16(int32_t *acc, __m256i v) {
  *   bm = 32 (by = 8, 4 pairs): lane L = (rc, pq) = (L/2, L%2); pq takes pairs 2pq (high nibble)
  *     and 2pq + 1 (low): tables [T0 | T2 | T0 | T2] and [T1 | T3 | T1 | T3]. Accumulator v, lane L
  *     holds rows 16(L/2) + 8v .. +7, partial sums over pairs of parity L%2, added in int32.
- * An int16 lane adds 2 entries (|e| <= 256) per compute block, so it is widened at the latest
- * after 63 blocks (126 entries, |sum| <= 32256), and at the end of every block. The widening
+ * An int16 lane adds 2 entries (|e| <= 256) per compute block, so it is widened after 63 blocks
+ * (126 entries, |sum| <= 32256) — counted across K-tiles — and at the end of the group. The widening
  * gathers each row's int16 words into row order (vpermt2w) before cvtepi16_epi32. */
 
 #define TL1_FLUSH_BLOCKS 63
@@ -155,12 +163,18 @@ static inline void tl1_planes32(const uint8_t *L, int64_t nyb, planes4 *tabs) {
     }
 }
 
-/* acc[0 .. bm) += the sums of one (K-tile, sub-tile) block: index bytes blk, tables L (bm = 64)
- * or tabs (bm = 32). */
+/* A sub-tile's int16 sums, kept across the K-tiles of its group until they must be widened. */
+typedef struct {
+    __m512i a0, a1;
+    int64_t pending; /* compute blocks added since the last widening */
+} tl1_part;
+
+/* p += one (K-tile, sub-tile) block: index bytes blk, tables L (bm = 64) or tabs (bm = 32);
+ * widened into acc[0 .. bm) whenever TL1_FLUSH_BLOCKS blocks have been added. */
 static inline void tl1_block(const uint8_t *blk, const uint8_t *L, const planes4 *tabs, int64_t bm,
-                             int64_t nyb, __m512i *mx, int32_t *acc) {
-    __m512i a0acc = _mm512_setzero_si512(), a1acc = _mm512_setzero_si512();
-    int64_t pending = 0;
+                             int64_t nyb, __m512i *mx, tl1_part *p, int32_t *acc) {
+    __m512i a0acc = p->a0, a1acc = p->a1;
+    int64_t pending = p->pending;
     for (int64_t yb = 0; yb < nyb; ++yb) {
         planes4 t;
         if (bm == 64) { /* tables T0, T1 at L + 64 yb, in every lane: plain broadcasts */
@@ -173,7 +187,7 @@ static inline void tl1_block(const uint8_t *blk, const uint8_t *L, const planes4
             t = tabs[yb];
         }
         __m512i a0, a1, b0, b1;
-        _mm_prefetch((const char *)(blk + 64 * yb + LUT512_PF_INDEX), _MM_HINT_T0);
+        _mm_prefetch((const char *)(blk + 64 * yb + LUT512_PF_INDEX), LUT512_PF_HINT);
         lookup(_mm512_loadu_si512((const void *)(blk + 64 * yb)), &t, mx, &a0, &a1, &b0, &b1);
         a0acc = _mm512_add_epi16(a0acc, _mm512_add_epi16(a0, b0));
         a1acc = _mm512_add_epi16(a1acc, _mm512_add_epi16(a1, b1));
@@ -182,26 +196,37 @@ static inline void tl1_block(const uint8_t *blk, const uint8_t *L, const planes4
             pending = 0;
         }
     }
-    if (pending) tl1_widen(bm, &a0acc, &a1acc, acc);
+    p->a0 = a0acc;
+    p->a1 = a1acc;
+    p->pending = pending;
 }
 
-/* The group walk, specialised per bm so the block loop is straight-line. */
+/* The group walk, specialised per bm so the block loop is straight-line. The int16 sums of a
+ * sub-tile run on over its K-tiles (widened only every TL1_FLUSH_BLOCKS compute blocks and at
+ * the group's end), so short K-tiles (BK = 64: 8 blocks) do not pay a widening each. */
 static inline void tl1_groups(const uint8_t *data, const uint8_t *lut, int64_t K, int64_t BM,
                               int64_t BK, int64_t bm, int64_t r0, int64_t r1, __m512i *mx,
                               int32_t *out) {
     const int64_t subs = BM / bm, nyb = BK / (256 / bm), s1 = r1 / bm;
     int32_t acc[BL_LUT_GROUP * 64];
+    tl1_part part[BL_LUT_GROUP];
     planes4 tabs[TL1_MAX_NYB]; /* bm = 32 only */
     for (int64_t s = r0 / bm; s < s1;) {
         const int64_t mt = s / subs, bt0 = s % subs, g = bl_lut_group(s, s1, subs);
         for (int64_t i = 0; i < g * bm; ++i) acc[i] = 0;
+        for (int64_t b = 0; b < g; ++b) {
+            part[b].a0 = part[b].a1 = _mm512_setzero_si512();
+            part[b].pending = 0;
+        }
         for (int64_t kt = 0; kt < K / BK; ++kt) {
             const uint8_t *L = lut + BL_LUT_TABLE_BYTES * (kt * (BK / 2));
             if (bm == 32) tl1_planes32(L, nyb, tabs);
             for (int64_t b = 0; b < g; ++b)
                 tl1_block(data + bl_tl1_block_offset(K, BM, BK, bm, mt, kt, bt0 + b), L, tabs, bm, nyb, mx,
-                          acc + b * bm);
+                          &part[b], acc + b * bm);
         }
+        for (int64_t b = 0; b < g; ++b)
+            if (part[b].pending) tl1_widen(bm, &part[b].a0, &part[b].a1, acc + b * bm);
         for (int64_t i = 0; i < g * bm; ++i) out[s * bm + i] = acc[i];
         s += g;
     }
@@ -274,12 +299,12 @@ static inline void tl2_block(const uint8_t *xi, const uint8_t *sg, const planes4
                              __m512i *mx, int32_t *acc) {
     __m512i lo_acc = _mm512_setzero_si512(), hi_acc = lo_acc; /* rows 0-15, 16-31 */
     for (int64_t u = 0; u < units; ++u) {
-        _mm_prefetch((const char *)(sg + 32 * u + LUT512_PF_SIGN), _MM_HINT_T0);
+        _mm_prefetch((const char *)(sg + 32 * u + LUT512_PF_SIGN), LUT512_PF_HINT);
         const __m512i w = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(sg + 32 * u)));
         for (int p = 0; p < 2; ++p) {
             const int64_t yb = 4 * u + 2 * p;
             __m512i a0, a1, b0, b1;
-            _mm_prefetch((const char *)(xi + 32 * yb + LUT512_PF_INDEX), _MM_HINT_T0);
+            _mm_prefetch((const char *)(xi + 32 * yb + LUT512_PF_INDEX), LUT512_PF_HINT);
             lookup(_mm512_loadu_si512((const void *)(xi + 32 * yb)), &tabs[yb / 2], mx, &a0, &a1, &b0, &b1);
             const uint16_t(*bits)[32] = TL2_SIGN_BITS + 4 * p;
             lo_acc = _mm512_add_epi16(lo_acc, negate_where(a0, _mm512_test_epi16_mask(w, _mm512_load_si512((const void *)bits[0]))));

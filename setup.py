@@ -110,9 +110,11 @@ ISA_SOURCES = (
     IsaSource("amx", f"{C_SRC_DIR}/ceiling_amx.c", "BL_BUILD_CEILING_AMX"),
     IsaSource("neon", f"{C_SRC_DIR}/ceiling_neon.c", "BL_BUILD_CEILING_NEON"),
     IsaSource("neon_dotprod", f"{C_SRC_DIR}/ceiling_neon_dotprod.c", "BL_BUILD_CEILING_NEON_DOTPROD"),
-    # TL1 / TL2 LUT kernels (bl_lut.h); the levels above avx2 / neon reuse these (bl_dispatch.c).
+    # TL1 / TL2 LUT kernels (bl_lut.h); avxvnni / neon_dotprod reuse avx2 / neon (bl_dispatch.c).
     IsaSource("scalar", f"{C_SRC_DIR}/lut_scalar.c"),
     IsaSource("avx2", f"{C_SRC_DIR}/lut_avx2.c", "BL_BUILD_LUT_AVX2"),
+    # AVX-512 GEMVs (their LUT build is AVX2's); the avx512vnni and amx levels run them.
+    IsaSource("avx512vnni", f"{C_SRC_DIR}/lut_avx512.c", "BL_BUILD_LUT_AVX512"),
     IsaSource("neon", f"{C_SRC_DIR}/lut_neon.c", "BL_BUILD_LUT_NEON"),
     # MAD family (bl_mad.h): activation quantisation and the I2_S / TQ2_0 / TQ1_0 products.
     # A level's macro is defined once, by its first file above; these only add objects — except

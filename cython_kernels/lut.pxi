@@ -39,6 +39,11 @@ cdef extern from *:
         {"v1", 1, "AVX2: pshufb on 16-byte planes, unpack to int16, sign (x+s)^s, int16 acc per K-tile",
          bl_tl1_build_lut_avx2, bl_tl2_build_lut_avx2, bl_tl1_gemv_avx2, bl_tl2_gemv_avx2},
     #endif
+    #if defined(BL_BUILD_LUT_AVX512)
+        /* GEMVs only (NULL: the level's build is v1's) */
+        {"v2", 3, "AVX-512: vpshufb on four 16-byte planes per register, 64 index bytes per step, vptestmw sign masks",
+         NULL, NULL, bl_tl1_gemv_avx512, bl_tl2_gemv_avx512},
+    #endif
     #if defined(BL_BUILD_LUT_NEON)
         {"neon", 4, "NEON: vqtbl1q_u8 on 16-byte planes, vzip to int16, int16 acc per K-tile",
          bl_tl1_build_lut_neon, bl_tl2_build_lut_neon, bl_tl1_gemv_neon, bl_tl2_gemv_neon},
@@ -80,10 +85,13 @@ def lut_fault_bits():
 
 
 def lut_versions():
-    """Every LUT implementation compiled in, per op: tuples (op, version, isa index, description)."""
+    """Every LUT implementation compiled in, per op: tuples (op, version, isa index, description);
+    a version without its own kernel for an op (v2's builds) is not listed for it."""
     out = []
-    for op in _LUT_OPS:
+    for o, op in enumerate(_LUT_OPS):
         for i in range(bl_lut_impl_count()):
+            if bl_lut_impl_fn(i, o) == NULL:
+                continue
             out.append((op, bl_lut_impls[i].name.decode(), bl_lut_impls[i].isa, bl_lut_impls[i].desc.decode()))
     return out
 

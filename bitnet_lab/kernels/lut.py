@@ -15,8 +15,8 @@ __all__ = ["lut_kernel_versions", "tl1_build_lut", "tl1_gemv", "tl2_build_lut", 
 # already quantised int8 activations (bitnet_lab's single policy,
 # bitnet_lab.quant.quantize_activations — not bitnet.cpp's floor-less TL scale, see the twin
 # module's docstring) and return the exact int32 Σ t·q; the epilogue acc / s_x · γ is the
-# caller's. Levels: scalar (v0), avx2 (v1; also what avxvnni / avx512vnni run), neon (also
-# neon_dotprod) — see lut_kernel_versions().
+# caller's. Levels: scalar (v0), avx2 (v1; also what avxvnni runs), avx512vnni (v2 GEMVs with
+# v1's builds; also what amx runs), neon (also neon_dotprod) — see lut_kernel_versions().
 
 
 def _lut_blob_len(data) -> int | None:
@@ -125,7 +125,8 @@ def tl2_gemv(
 
 def lut_kernel_versions() -> list[dict]:
     """The LUT kernels compiled in, one dict per (op, implementation): ``op`` (tl1_build_lut,
-    tl2_build_lut, tl1_gemv, tl2_gemv), ``version`` (v0 scalar, v1 AVX2, neon), ``isa`` (the
+    tl2_build_lut, tl1_gemv, tl2_gemv), ``version`` (v0 scalar, v1 AVX2, v2 AVX-512 (GEMVs only),
+    neon), ``isa`` (the
     level the code needs), ``description``, and ``default_for``: the available levels whose
     dispatch table runs it (read from the C table's function pointers)."""
     out = []

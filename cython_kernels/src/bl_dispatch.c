@@ -168,17 +168,24 @@ void bl_dispatch_init(void) {
 #endif
 #endif
     for (int i = 0; i < BL_ISA_COUNT; ++i) built_table[i].mad = bl_mad_defaults(i); /* mad_dispatch.c */
-    /* LUT family: own kernels for scalar, avx2 and neon. avxvnni / avx512vnni / amx and
+    /* LUT family: own kernels for scalar, avx2, avx512vnni (GEMVs) and neon. avxvnni and
      * neon_dotprod add only dot products, which table lookups do not use: they run the AVX2 /
-     * NEON ones. */
+     * NEON ones; amx runs avx512vnni's. */
     set_lut(BL_ISA_SCALAR, bl_tl1_build_lut_scalar, bl_tl2_build_lut_scalar, bl_tl1_gemv_scalar,
             bl_tl2_gemv_scalar);
 #if defined(BL_BUILD_LUT_AVX2)
     set_lut(BL_ISA_AVX2, bl_tl1_build_lut_avx2, bl_tl2_build_lut_avx2, bl_tl1_gemv_avx2, bl_tl2_gemv_avx2);
     set_lut(BL_ISA_AVXVNNI, bl_tl1_build_lut_avx2, bl_tl2_build_lut_avx2, bl_tl1_gemv_avx2, bl_tl2_gemv_avx2);
+#if defined(BL_BUILD_LUT_AVX512)
+    /* AVX-512 GEMVs with the AVX2 build (lut_avx512.c); amx adds only tile products. */
+    set_lut(BL_ISA_AVX512VNNI, bl_tl1_build_lut_avx2, bl_tl2_build_lut_avx2, bl_tl1_gemv_avx512,
+            bl_tl2_gemv_avx512);
+    set_lut(BL_ISA_AMX, bl_tl1_build_lut_avx2, bl_tl2_build_lut_avx2, bl_tl1_gemv_avx512, bl_tl2_gemv_avx512);
+#else
     set_lut(BL_ISA_AVX512VNNI, bl_tl1_build_lut_avx2, bl_tl2_build_lut_avx2, bl_tl1_gemv_avx2,
             bl_tl2_gemv_avx2);
     set_lut(BL_ISA_AMX, bl_tl1_build_lut_avx2, bl_tl2_build_lut_avx2, bl_tl1_gemv_avx2, bl_tl2_gemv_avx2);
+#endif
 #endif
 #if defined(BL_BUILD_LUT_NEON)
     set_lut(BL_ISA_NEON, bl_tl1_build_lut_neon, bl_tl2_build_lut_neon, bl_tl1_gemv_neon, bl_tl2_gemv_neon);

@@ -1,5 +1,5 @@
 /* bl_lut.h — TL1 / TL2 lookup-table kernels: LUT construction and GEMV, one implementation
- * per ISA level (lut_scalar.c, lut_avx2.c, lut_neon.c). Self-contained (only <stdint.h>; the
+ * per ISA level (lut_scalar.c, lut_avx2.c, lut_avx512.c, lut_neon.c). Self-contained (only <stdint.h>; the
  * one global it reads is the fault mask, below), so a C caller (the engine) can include it alone; bl_kernels.h includes it and puts the
  * functions into the dispatch table (fields tl1_build_lut, tl2_build_lut, tl1_gemv, tl2_gemv).
  * numpy twins and the full statement of the layouts: bitnet_lab/quant/lut.py (tables) and
@@ -133,6 +133,13 @@ bl_lut_status bl_tl1_gemv_avx2(const uint8_t *data, const uint8_t *lut, int64_t 
                                int32_t *out);
 bl_lut_status bl_tl2_gemv_avx2(const uint8_t *data, const uint8_t *lut, int64_t M, int64_t K,
                                int64_t BM, int64_t BK, int64_t r0, int64_t r1, int32_t *out);
+
+/* AVX-512 (lut_avx512.c): GEMVs only; the avx512vnni / amx levels pair them with the AVX2 build. */
+bl_lut_status bl_tl1_gemv_avx512(const uint8_t *data, const uint8_t *lut, int64_t M, int64_t K,
+                                 int64_t BM, int64_t BK, int64_t bm, int64_t r0, int64_t r1,
+                                 int32_t *out);
+bl_lut_status bl_tl2_gemv_avx512(const uint8_t *data, const uint8_t *lut, int64_t M, int64_t K,
+                                 int64_t BM, int64_t BK, int64_t r0, int64_t r1, int32_t *out);
 
 void bl_tl1_build_lut_neon(const int8_t *q, int64_t K, uint8_t *lut);
 void bl_tl2_build_lut_neon(const int8_t *q, int64_t K, int64_t BK, uint8_t *lut);

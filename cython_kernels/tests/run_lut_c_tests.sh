@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build and run test_lut.c, the C-level test of the TL1 / TL2 LUT kernels (lut_*.c).
 #
-#   run_lut_c_tests.sh native    x86-64 host: scalar + AVX2 files, run directly
+#   run_lut_c_tests.sh native    x86-64 host: scalar + AVX2 + AVX-512 files, run directly
 #   run_lut_c_tests.sh aarch64   cross-compile scalar + NEON with aarch64-linux-gnu-gcc (static)
 #                                and run under qemu-aarch64 (-cpu max and -cpu cortex-a53)
 #
@@ -26,6 +26,8 @@ native)
     bl_isa_flags avx2 avx2
     "$cc" "${common[@]}" "${scalar[@]}" -c "$src/lut_scalar.c" -o "$out/scalar.o"
     "$cc" "${common[@]}" "${avx2[@]}" -c "$src/lut_avx2.c" -o "$out/avx2.o"
+    bl_isa_flags avx512vnni avx512
+    "$cc" "${common[@]}" "${avx512[@]}" -c "$src/lut_avx512.c" -o "$out/avx512.o"
     "$cc" "${common[@]}" "$here/test_lut.c" "$out"/*.o -o "$out/test_lut"
     "$out/test_lut"
     ;;

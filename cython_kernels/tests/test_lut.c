@@ -1,5 +1,5 @@
 /* test_lut.c — C-level test of the TL1 / TL2 LUT kernels of every SIMD level built for this
- * target (x86-64: avx2 when the CPU has it; aarch64: neon) against the scalar kernels.
+ * target (x86-64: avx2 and avx512 when the CPU has them; aarch64: neon) against the scalar kernels.
  * Built and run by run_lut_c_tests.sh (natively, or cross-compiled and run under qemu-aarch64:
  * the only way to execute lut_neon.c on an x86 machine). Calls the per-ISA functions of
  * bl_lut.h directly (no dispatcher), so it links only the lut_*.c files.
@@ -261,7 +261,7 @@ static int check_tl2(const level *lv) {
 }
 
 int main(void) {
-    level levels[3];
+    level levels[4];
     int n = 0;
     levels[n++] = (level){"scalar", bl_tl1_build_lut_scalar, bl_tl2_build_lut_scalar, bl_tl1_gemv_scalar, bl_tl2_gemv_scalar};
 #if defined(__x86_64__)
@@ -270,6 +270,12 @@ int main(void) {
         levels[n++] = (level){"avx2", bl_tl1_build_lut_avx2, bl_tl2_build_lut_avx2, bl_tl1_gemv_avx2, bl_tl2_gemv_avx2};
     else
         printf("skip [avx2] CPU lacks AVX2\n");
+    /* the avx512vnni level's GEMVs with the AVX2 build (as bl_dispatch.c pairs them) */
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl"))
+        levels[n++] = (level){"avx512", bl_tl1_build_lut_avx2, bl_tl2_build_lut_avx2, bl_tl1_gemv_avx512, bl_tl2_gemv_avx512};
+    else
+        printf("skip [avx512] CPU lacks AVX-512 F/BW/VL\n");
 #elif defined(__aarch64__)
     levels[n++] = (level){"neon", bl_tl1_build_lut_neon, bl_tl2_build_lut_neon, bl_tl1_gemv_neon, bl_tl2_gemv_neon};
 #endif

@@ -554,6 +554,118 @@ void bl_tq1_gemv_v2(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *o
     bl_gemx_fault(BL_OP_TQ1_GEMV, out, r0, r1);
 }
 
+/* ---- TQ1_0 GEMV v3: the trits as a linear form of the byte powers ----------------------------- */
+
+/* Trit n of a byte b is t_n = (3·q_n) >> 8 with q_n = b·3^n mod 256 (bl_tq1_trit), and
+ * q_{n+1} = 3·q_n mod 256 = 3·q_n − 256·t_n, so 256·t_n = 3·q_n − q_{n+1} exactly, for every byte.
+ * Σ t_n·a is therefore (3·Σ q_n·a − Σ q_{n+1}·a) / 256, and each q_n is a u8 that vpdpbusd
+ * multiplies as it is: no compare, no code vector. Per 64-byte load of a block (its 52 code bytes;
+ * bytes 52..63 meet zero activations) a row costs 5 ×3 steps (2 byte adds each) and 10 dpbusd
+ * into two accumulators, a3 += q_n·a_n and a1 += q_{n+1}·a_n, for 256 weights (v2: 8 ×3 steps,
+ * 8 trit extractions of 4 ops, 8 dpbusd, in 256-bit halves). A lane of a3/a1 holds the same bytes
+ * of the same planes, so 3·a3 − a1 is 256·Σ t·a lane by lane and one exact arithmetic shift per
+ * lane restores it. The activations are re-ordered once per call (tq1_acts) into the byte order of
+ * the block: the TQ1_0 bytes are read as stored. */
+
+/* Blocks per chunk of re-ordered activations: 64 · 320 bytes = 20 KiB of stack. Per lane and chunk
+ * |3·a3| + |a1| ≤ 4 · 20 products · 255·128 · 64 blocks < 2^31 (the shift per chunk keeps it). */
+#define TQ1_V3_CHUNK 64
+#define TQ1_V3_AP 320 /* re-ordered activation bytes per block: 5 planes × 64 */
+
+/* ap[320·b + 64·n + i] (block b of nb, plane n < 5): the activation that trit n of byte i of
+ * block b multiplies (docs/formats.md#35-tq1_0-type-34): byte i < 32 (qs[0..31]): element 32n + i;
+ * 32 ≤ i < 48 (qs[32..47]): 160 + 16n + (i − 32); 48 ≤ i < 52 (qh): 240 + 4n + (i − 48) for n < 4,
+ * 0 for n = 4 (qh holds 4 trits); i ≥ 52: 0 (the block scale d and the next block's bytes). */
+static void tq1_acts(const int8_t *q, int64_t nb, int8_t *ap) {
+    for (int64_t b = 0; b < nb; ++b) {
+        const int8_t *qb = q + BL_TQ_BLOCK * b;
+        for (int n = 0; n < 5; ++n) {
+            int32_t h = 0;
+            if (n < 4) memcpy(&h, qb + 240 + 4 * n, 4);
+            __m512i v = _mm512_zextsi256_si512(load256(qb + 32 * n));
+            v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(qb + 160 + 16 * n)), 2);
+            v = _mm512_inserti32x4(v, _mm_cvtsi32_si128(h), 3);
+            _mm512_storeu_si512((void *)(ap + TQ1_V3_AP * b + 64 * n), v);
+        }
+    }
+}
+
+ALWAYS_INLINE __m512i times3_512(__m512i x) { return _mm512_add_epi8(x, _mm512_add_epi8(x, x)); }
+
+/* One block's 64 loaded bytes x of one row into its accumulators (5 planes). */
+ALWAYS_INLINE void tq1_block_v3(__m512i *a3, __m512i *a1, __m512i x, const __m512i A[5]) {
+    for (int n = 0; n < 5; ++n) {
+        *a3 = dpbusd(*a3, x, A[n]);
+        x = times3_512(x);
+        *a1 = dpbusd(*a1, x, A[n]);
+    }
+}
+
+/* R (4 or 1) rows from w_row0, blocks [0, nb) of the chunk whose activations are ap; d[i] = the 16
+ * lanes of Σ c·q of row i. The last block's load stops at its 52 code bytes (masked: the bytes
+ * after the tensor's last block may be unmapped). PF: prefetch into L2 as the I2_S GEMV v3. */
+ALWAYS_INLINE void tq1_rows_v3(const uint8_t *w_row0, int64_t rb, const int8_t *ap, int64_t nb, const int R,
+                               const int PF, __m512i *d) {
+    __m512i a3[4], a1[4];
+    for (int i = 0; i < R; ++i) a3[i] = a1[i] = _mm512_setzero_si512();
+    pf_front f = pf_start(rb, R);
+    int64_t b = 0;
+    for (; b + 1 < nb; ++b) {
+        if (PF) pf_step(&f, w_row0, rb, R, BL_TQ1_BLOCK_BYTES);
+        __m512i A[5];
+        for (int n = 0; n < 5; ++n) A[n] = _mm512_load_si512((const void *)(ap + TQ1_V3_AP * b + 64 * n));
+        for (int i = 0; i < R; ++i) {
+            const __m512i x = _mm512_loadu_si512((const void *)(w_row0 + i * rb + BL_TQ1_BLOCK_BYTES * b));
+            tq1_block_v3(&a3[i], &a1[i], x, A);
+        }
+    }
+    {
+        __m512i A[5];
+        for (int n = 0; n < 5; ++n) A[n] = _mm512_load_si512((const void *)(ap + TQ1_V3_AP * b + 64 * n));
+        for (int i = 0; i < R; ++i) {
+            const __m512i x = _mm512_maskz_loadu_epi8((__mmask64)0x000FFFFFFFFFFFFFull,
+                                                      (const void *)(w_row0 + i * rb + BL_TQ1_BLOCK_BYTES * b));
+            tq1_block_v3(&a3[i], &a1[i], x, A);
+        }
+    }
+    for (int i = 0; i < R; ++i) /* exact: 3·a3 − a1 is 256·Σ t·a in every lane */
+        d[i] = _mm512_srai_epi32(_mm512_sub_epi32(_mm512_add_epi32(a3[i], _mm512_add_epi32(a3[i], a3[i])), a1[i]), 8);
+}
+
+ALWAYS_INLINE void tq1_gemv_v3_impl(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *out, int64_t K,
+                                    int64_t r0, int64_t r1, const int PF) {
+    const int64_t rb = bl_tq1_row_bytes(K), nb = K / BL_TQ_BLOCK;
+    _Alignas(64) int8_t ap[TQ1_V3_CHUNK * TQ1_V3_AP];
+    for (int64_t b0 = 0; b0 < nb; b0 += TQ1_V3_CHUNK) { /* one chunk for K ≤ 16384 */
+        const int64_t nc = nb - b0 < TQ1_V3_CHUNK ? nb - b0 : TQ1_V3_CHUNK;
+        tq1_acts(q + BL_TQ_BLOCK * b0, nc, ap);
+        const uint8_t *wc = w + BL_TQ1_BLOCK_BYTES * b0;
+        __m512i d[4];
+        int64_t r = r0;
+        for (; r + 4 <= r1; r += 4) {
+            tq1_rows_v3(wc + r * rb, rb, ap, nc, 4, PF, d);
+            const __m128i s = reduce4(d[0], d[1], d[2], d[3]);
+            const __m128i prev = b0 == 0 ? _mm_set1_epi32(-sum_q) : _mm_loadu_si128((const __m128i *)(out + r));
+            _mm_storeu_si128((__m128i *)(out + r), _mm_add_epi32(prev, s));
+        }
+        for (; r < r1; ++r) {
+            tq1_rows_v3(wc + r * rb, rb, ap, nc, 1, PF, d);
+            out[r] = (b0 == 0 ? -sum_q : out[r]) + _mm512_reduce_add_epi32(d[0]);
+        }
+    }
+    bl_gemx_fault(BL_OP_TQ1_GEMV, out, r0, r1);
+}
+
+void bl_tq1_gemv_v3(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *out, int64_t K, int64_t r0,
+                    int64_t r1) {
+    tq1_gemv_v3_impl(w, q, sum_q, out, K, r0, r1, 1);
+}
+
+void bl_tq1_gemv_v3n(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *out, int64_t K, int64_t r0,
+                     int64_t r1) {
+    tq1_gemv_v3_impl(w, q, sum_q, out, K, r0, r1, 0);
+}
+
 /* ---- GEMM: blocked driver (bl_mad_impl.h) + a 4 rows x 4 tokens dpbusd tile ----------------- */
 
 /* res[i][j] = Σ_k codes[i][k]·a[j][k] over kc elements (kc % 128 == 0): 16 int32 accumulators,

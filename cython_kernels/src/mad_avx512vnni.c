@@ -666,6 +666,88 @@ void bl_tq1_gemv_v3n(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *
     tq1_gemv_v3_impl(w, q, sum_q, out, K, r0, r1, 0);
 }
 
+/* ---- TQ1_0 GEMV v4: v3 over the row as one byte stream ---------------------------------------- */
+
+/* v3 loads 64 bytes per 54-byte block, of which 52 are codes: 12 of 64 lanes do no work. v4 reads
+ * each row as a flat stream of 64-byte vectors at offsets 0, 64, 128, … (the bytes as stored), and
+ * the per-call re-order places every activation at the byte position its trit comes from:
+ * position o of the row's stream is byte o % 54 of block o / 54; the block scales d (bytes 52, 53)
+ * and positions past the row meet zero activations. Per 54 bytes of weights: 54/64 of v3's work. */
+
+#define TQ1_V4_CHUNK 64 /* blocks per chunk: 64 · 54 = 3456 bytes = 54 vectors a row; 5 planes = 17 KiB */
+
+/* ap[L·n + 54·b + i] (plane n < 5, block b of nb, L = the planes' stride, a multiple of 64 ≥ 54·nb):
+ * what tq1_acts puts at ap[320·b + 64·n + i] for i < 52; zero elsewhere. Blocks are stored in order,
+ * each block's 52 activations and 2 zeros (its d) written by one masked store. */
+static void tq1_acts_flat(const int8_t *q, int64_t nb, int64_t L, int8_t *ap) {
+    for (int n = 0; n < 5; ++n) memset(ap + L * n + 54 * nb, 0, (size_t)(L - 54 * nb));
+    for (int64_t b = 0; b < nb; ++b) {
+        const int8_t *qb = q + BL_TQ_BLOCK * b;
+        for (int n = 0; n < 5; ++n) {
+            int32_t h = 0;
+            if (n < 4) memcpy(&h, qb + 240 + 4 * n, 4);
+            __m512i v = _mm512_zextsi256_si512(load256(qb + 32 * n));
+            v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(qb + 160 + 16 * n)), 2);
+            v = _mm512_inserti32x4(v, _mm_cvtsi32_si128(h), 3);
+            /* 54 bytes: the codes' activations and the zeros of d */
+            _mm512_mask_storeu_epi8((void *)(ap + L * n + 54 * b), (__mmask64)0x003FFFFFFFFFFFFFull, v);
+        }
+    }
+}
+
+/* R (4 or 1) rows from w_row0 (rows rb apart), the chunk's nv 64-byte vectors (the last one `tail`
+ * bytes, 1..64, loaded masked: the bytes after the tensor may be unmapped); d[i] = the 16 lanes of
+ * Σ c·q of row i. */
+ALWAYS_INLINE void tq1_rows_v4(const uint8_t *w_row0, int64_t rb, const int8_t *ap, int64_t L, int64_t nv,
+                               int64_t tail, const int R, __m512i *d) {
+    __m512i a3[4], a1[4];
+    for (int i = 0; i < R; ++i) a3[i] = a1[i] = _mm512_setzero_si512();
+    pf_front f = pf_start(rb, R);
+    int64_t j = 0;
+    for (; j + 1 < nv; ++j) {
+        pf_step(&f, w_row0, rb, R, 64);
+        __m512i A[5];
+        for (int n = 0; n < 5; ++n) A[n] = _mm512_load_si512((const void *)(ap + L * n + 64 * j));
+        for (int i = 0; i < R; ++i)
+            tq1_block_v3(&a3[i], &a1[i], _mm512_loadu_si512((const void *)(w_row0 + i * rb + 64 * j)), A);
+    }
+    {
+        const __mmask64 m = tail == 64 ? ~(__mmask64)0 : (((__mmask64)1 << tail) - 1);
+        __m512i A[5];
+        for (int n = 0; n < 5; ++n) A[n] = _mm512_load_si512((const void *)(ap + L * n + 64 * j));
+        for (int i = 0; i < R; ++i)
+            tq1_block_v3(&a3[i], &a1[i], _mm512_maskz_loadu_epi8(m, (const void *)(w_row0 + i * rb + 64 * j)), A);
+    }
+    for (int i = 0; i < R; ++i) /* exact: 3·a3 − a1 is 256·Σ t·a in every lane */
+        d[i] = _mm512_srai_epi32(_mm512_sub_epi32(_mm512_add_epi32(a3[i], _mm512_add_epi32(a3[i], a3[i])), a1[i]), 8);
+}
+
+void bl_tq1_gemv_v4(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *out, int64_t K, int64_t r0,
+                    int64_t r1) {
+    const int64_t rb = bl_tq1_row_bytes(K), nb = K / BL_TQ_BLOCK;
+    _Alignas(64) int8_t ap[5 * BL_TQ1_BLOCK_BYTES * TQ1_V4_CHUNK];
+    for (int64_t b0 = 0; b0 < nb; b0 += TQ1_V4_CHUNK) { /* one chunk for K ≤ 16384 */
+        const int64_t nc = nb - b0 < TQ1_V4_CHUNK ? nb - b0 : TQ1_V4_CHUNK;
+        const int64_t bytes = BL_TQ1_BLOCK_BYTES * nc, nv = (bytes + 63) / 64, L = 64 * nv;
+        tq1_acts_flat(q + BL_TQ_BLOCK * b0, nc, L, ap);
+        const uint8_t *wc = w + BL_TQ1_BLOCK_BYTES * b0;
+        const int64_t tail = bytes - 64 * (nv - 1);
+        __m512i d[4];
+        int64_t r = r0;
+        for (; r + 4 <= r1; r += 4) {
+            tq1_rows_v4(wc + r * rb, rb, ap, L, nv, tail, 4, d);
+            const __m128i s = reduce4(d[0], d[1], d[2], d[3]);
+            const __m128i prev = b0 == 0 ? _mm_set1_epi32(-sum_q) : _mm_loadu_si128((const __m128i *)(out + r));
+            _mm_storeu_si128((__m128i *)(out + r), _mm_add_epi32(prev, s));
+        }
+        for (; r < r1; ++r) {
+            tq1_rows_v4(wc + r * rb, rb, ap, L, nv, tail, 1, d);
+            out[r] = (b0 == 0 ? -sum_q : out[r]) + _mm512_reduce_add_epi32(d[0]);
+        }
+    }
+    bl_gemx_fault(BL_OP_TQ1_GEMV, out, r0, r1);
+}
+
 /* ---- GEMM: blocked driver (bl_mad_impl.h) + a 4 rows x 4 tokens dpbusd tile ----------------- */
 
 /* res[i][j] = Σ_k codes[i][k]·a[j][k] over kc elements (kc % 128 == 0): 16 int32 accumulators,

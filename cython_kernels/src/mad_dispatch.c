@@ -114,6 +114,7 @@ static const bl_mad_version versions[] = {
     GEMV(BL_OP_TQ2_GEMV, "v4", BL_ISA_AVX512VNNI, "v3 with activations joined once per call (1 load/plane); faster in L2, slower from DRAM", bl_tq2_gemv_v4),
     GEMV(BL_OP_TQ1_GEMV, "v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI: base-3 decode with mask compares, dpbusd", bl_tq1_gemv_v2),
     GEMV(BL_OP_TQ1_GEMV, "v3", BL_ISA_AVX512VNNI, "AVX-512 VNNI: 256·trit = 3·q_n − q_{n+1} (q_n = b·3^n mod 256) into two dpbusd sums; acts re-ordered per call; L2 prefetch", bl_tq1_gemv_v3),
+    GEMV(BL_OP_TQ1_GEMV, "v4", BL_ISA_AVX512VNNI, "tq1 v3 reading each row as one stream of 64-byte vectors (acts placed at each byte's position): no idle lanes", bl_tq1_gemv_v4),
     GEMV(BL_OP_TQ1_GEMV, "v3n", BL_ISA_AVX512VNNI, "tq1 v3 without the L2 prefetch", bl_tq1_gemv_v3n),
     GEMM(BL_OP_TQ2_GEMM, "v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI decode chunk once, 2x4 dpbusd tile", bl_tq2_gemm_v2),
     GEMM(BL_OP_TQ2_GEMM, "v3", BL_ISA_AVX512VNNI, "AVX-512 VNNI 4-row panels over the whole row, 4x6 tile reduced once", bl_tq2_gemm_v3),
@@ -177,7 +178,7 @@ static const bl_mad_kernels avxvnni_defaults = {
 #endif
 #if defined(BL_BUILD_AVX512VNNI)
 static const bl_mad_kernels avx512vnni_defaults = {
-    bl_quantize_act_avx512, bl_i2s_gemv_v3, bl_i2s_gemm_v3, bl_tq2_gemv_v3, bl_tq1_gemv_v3, bl_tq2_gemm_v3, bl_tq1_gemm_v3,
+    bl_quantize_act_avx512, bl_i2s_gemv_v3, bl_i2s_gemm_v3, bl_tq2_gemv_v3, bl_tq1_gemv_v4, bl_tq2_gemm_v3, bl_tq1_gemm_v3,
     bl_i2s_x4_gemv_v3, bl_i2s_x4_gemm_v3,
     bl_i2s_bgemv_v2, bl_i2s_bgemm_v2, bl_tq2_bgemv_v2, bl_tq2_bgemm_v2, bl_tq1_bgemv_v2, bl_tq1_bgemm_v2,
 };
@@ -185,7 +186,7 @@ static const bl_mad_kernels avx512vnni_defaults = {
 #if defined(BL_BUILD_AMX) && defined(BL_BUILD_AVX512VNNI)
 /* avx512vnni's kernels with the tile GEMMs (decode has one token: nothing for a tile to reuse) */
 static const bl_mad_kernels amx_defaults = {
-    bl_quantize_act_avx512, bl_i2s_gemv_v3, bl_i2s_gemm_amx, bl_tq2_gemv_v3, bl_tq1_gemv_v3, bl_tq2_gemm_amx, bl_tq1_gemm_v3,
+    bl_quantize_act_avx512, bl_i2s_gemv_v3, bl_i2s_gemm_amx, bl_tq2_gemv_v3, bl_tq1_gemv_v4, bl_tq2_gemm_amx, bl_tq1_gemm_v3,
     bl_i2s_x4_gemv_v3, bl_i2s_x4_gemm_amx,
     bl_i2s_bgemv_v2, bl_i2s_bgemm_v2, bl_tq2_bgemv_v2, bl_tq2_bgemm_v2, bl_tq1_bgemv_v2, bl_tq1_bgemm_v2,
 };

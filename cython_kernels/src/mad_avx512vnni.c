@@ -748,6 +748,73 @@ void bl_tq1_gemv_v4(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *o
     bl_gemx_fault(BL_OP_TQ1_GEMV, out, r0, r1);
 }
 
+/* ---- TQ1_0 decode in 512-bit vectors (GEMM v4, amx) --------------------------------------------- */
+
+/* The trit (x·3) >> 8 of every byte: 1 from 86, one more from 171 (unsigned mask compares). */
+ALWAYS_INLINE __m512i trit512(__m512i x) {
+    const __m512i one = _mm512_set1_epi8(1);
+    const __m512i c = _mm512_maskz_mov_epi8(_mm512_cmpge_epu8_mask(x, _mm512_set1_epi8(86)), one);
+    return _mm512_mask_add_epi8(c, _mm512_cmpge_epu8_mask(x, _mm512_set1_epi8((char)171)), c, one);
+}
+ALWAYS_INLINE __m128i trit128(__m128i x) {
+    const __m128i one = _mm_set1_epi8(1);
+    const __m128i c = _mm_maskz_mov_epi8(_mm_cmpge_epu8_mask(x, _mm_set1_epi8(86)), one);
+    return _mm_mask_add_epi8(c, _mm_cmpge_epu8_mask(x, _mm_set1_epi8((char)171)), c, one);
+}
+
+/* The trits of one 54-byte block, 64 bytes at a time: P[n] = plane n of V = [qs[0..31] | y | 3y]
+ * (y = qs[32..47], ×3 mod 256 per byte), i.e. [trit n of qs (elements 32n + m) | trit n of y |
+ * trit n + 1 of y]; hh = trit n of qh byte j in byte 4n + j (elements 240 + 4n + j). In element
+ * order (tq1_block_codes' c[0..7]): c[n] = P[n]'s lower half (n < 5), c[5] = [t0(y) | t1(y)] = P[0]'s
+ * upper half, c[6] = P[2]'s, c[7] = [t4(y) | hh] = [P[4]'s lane 2 | hh]. */
+ALWAYS_INLINE void tq1_block_planes(const uint8_t *p, __m512i P[5], __m128i *hh) {
+    int32_t qh;
+    memcpy(&qh, p + 48, 4);
+    const __m128i y = _mm_loadu_si128((const __m128i *)(p + 32));
+    __m512i v = _mm512_castsi256_si512(load256(p));
+    v = _mm512_inserti32x4(v, y, 2);
+    v = _mm512_inserti32x4(v, times3_128(y), 3);
+    for (int n = 0; n < 5; ++n) {
+        P[n] = trit512(v);
+        if (n < 4) v = times3_512(v);
+    }
+    const __m128i h0 = _mm_set1_epi32(qh), h1 = times3_128(h0), h2 = times3_128(h1), h3 = times3_128(h2);
+    *hh = trit128(_mm_blend_epi32(_mm_blend_epi32(h0, h1, 0x2), _mm_blend_epi32(h2, h3, 0x8), 0xC));
+}
+
+/* decode_tq1 (bl_mad_x86.h) with tq1_block_planes: the same codes. */
+static inline void decode_tq1_512(const uint8_t *w, int64_t K, int64_t row, int64_t k0, int64_t kc, uint8_t *codes) {
+    const uint8_t *p = w + row * bl_tq1_row_bytes(K) + (k0 / BL_TQ_BLOCK) * BL_TQ1_BLOCK_BYTES;
+    for (int64_t b = 0; b < kc / BL_TQ_BLOCK; ++b, p += BL_TQ1_BLOCK_BYTES, codes += BL_TQ_BLOCK) {
+        __m512i P[5];
+        __m128i hh;
+        tq1_block_planes(p, P, &hh);
+        for (int n = 0; n < 5; ++n) _mm256_storeu_si256((__m256i *)(codes + 32 * n), _mm512_castsi512_si256(P[n]));
+        _mm256_storeu_si256((__m256i *)(codes + 160), _mm512_extracti64x4_epi64(P[0], 1));
+        _mm256_storeu_si256((__m256i *)(codes + 192), _mm512_extracti64x4_epi64(P[2], 1));
+        _mm_storeu_si128((__m128i *)(codes + 224), _mm512_extracti32x4_epi32(P[4], 2));
+        _mm_storeu_si128((__m128i *)(codes + 240), hh);
+    }
+}
+
+/* One TQ1_0 block -> the TQ2_0 block of the same codes (docs/formats.md#34-tq2_0-type-35: element
+ * 128h + 32j + m at bits 2j+1:2j of qs[32h + m]) and the same fp16 d. Codes are ≤ 2, so a 16-bit
+ * shift by ≤ 6 keeps every byte's bits inside it. */
+ALWAYS_INLINE void tq1_block_to_tq2(const uint8_t *p, uint8_t *dst) {
+    __m512i P[5];
+    __m128i hh;
+    tq1_block_planes(p, P, &hh);
+    const __m512i lo = _mm512_or_si512(_mm512_or_si512(P[0], _mm512_slli_epi16(P[1], 2)),
+                                       _mm512_or_si512(_mm512_slli_epi16(P[2], 4), _mm512_slli_epi16(P[3], 6)));
+    const __m256i c7 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm512_extracti32x4_epi32(P[4], 2)), hh, 1);
+    const __m256i hi = _mm256_or_si256(
+        _mm256_or_si256(_mm512_castsi512_si256(P[4]), _mm256_slli_epi16(_mm512_extracti64x4_epi64(P[0], 1), 2)),
+        _mm256_or_si256(_mm256_slli_epi16(_mm512_extracti64x4_epi64(P[2], 1), 4), _mm256_slli_epi16(c7, 6)));
+    _mm256_storeu_si256((__m256i *)dst, _mm512_castsi512_si256(lo));
+    _mm256_storeu_si256((__m256i *)(dst + 32), hi);
+    memcpy(dst + 64, p + 52, 2);
+}
+
 /* ---- GEMM: blocked driver (bl_mad_impl.h) + a 4 rows x 4 tokens dpbusd tile ----------------- */
 
 /* res[i][j] = Σ_k codes[i][k]·a[j][k] over kc elements (kc % 128 == 0): 16 int32 accumulators,
@@ -898,6 +965,21 @@ void bl_tq2_gemm_v3(const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int
 void bl_tq1_gemm_v3(const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int32_t *out, int64_t N, int64_t K,
                     int64_t ld_out, int64_t r0, int64_t r1) {
     gemm_v3(decode_tq1, BL_OP_TQ1_GEMM, w, Q, sum_q, out, N, K, ld_out, r0, r1);
+}
+
+/* GEMM v4: v3 decoding with tq1_block_planes (512-bit) instead of tq1_block_codes (256-bit). */
+void bl_tq1_gemm_v4(const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int32_t *out, int64_t N, int64_t K,
+                    int64_t ld_out, int64_t r0, int64_t r1) {
+    gemm_v3(decode_tq1_512, BL_OP_TQ1_GEMM, w, Q, sum_q, out, N, K, ld_out, r0, r1);
+}
+
+/* Rows [r0, r1) of a TQ1_0 tensor -> the same codes as TQ2_0 rows (row r at dst + (r − r0)·K/256·66),
+ * for the amx level's TQ1_0 GEMM (mad_dispatch.c). */
+void bl_tq1_to_tq2_rows(const uint8_t *w, uint8_t *dst, int64_t K, int64_t r0, int64_t r1) {
+    const int64_t nb = K / BL_TQ_BLOCK;
+    const uint8_t *p = w + r0 * bl_tq1_row_bytes(K);
+    for (int64_t i = 0; i < (r1 - r0) * nb; ++i, p += BL_TQ1_BLOCK_BYTES, dst += BL_TQ2_BLOCK_BYTES)
+        tq1_block_to_tq2(p, dst);
 }
 
 /* ---- per-block products (bl_mad.h): the GEMM tile over one 256-weight block at a time -------- */

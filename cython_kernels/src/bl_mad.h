@@ -234,6 +234,17 @@ void bl_tq2_gemm_v3(const uint8_t *, const int8_t *, const int32_t *, int32_t *,
                     int64_t);
 void bl_tq1_gemm_v3(const uint8_t *, const int8_t *, const int32_t *, int32_t *, int64_t, int64_t, int64_t, int64_t,
                     int64_t);
+/* mad_avx512vnni.c: TQ1_0 GEMV v3 = 256·t_n = 3·q_n − q_{n+1} (q_n = b·3^n mod 256) fed to dpbusd as
+ * it is, activations re-ordered once per call into the block's byte order; v3n without prefetch */
+void bl_tq1_gemv_v3(const uint8_t *, const int8_t *, int32_t, int32_t *, int64_t, int64_t, int64_t);
+/* mad_avx512vnni.c: TQ1_0 GEMV v4 = v3 reading each row as a flat stream of 64-byte vectors */
+void bl_tq1_gemv_v4(const uint8_t *, const int8_t *, int32_t, int32_t *, int64_t, int64_t, int64_t);
+void bl_tq1_gemv_v3n(const uint8_t *, const int8_t *, int32_t, int32_t *, int64_t, int64_t, int64_t);
+/* mad_avx512vnni.c: TQ1_0 GEMM v4 = v3 with a 512-bit base-3 decode; rows [r0, r1) of TQ1_0 as TQ2_0
+ * rows of the same codes (dst: (r1 − r0)·K/256·66 bytes) for the amx TQ1_0 GEMM (mad_dispatch.c) */
+void bl_tq1_gemm_v4(const uint8_t *, const int8_t *, const int32_t *, int32_t *, int64_t, int64_t, int64_t, int64_t,
+                    int64_t);
+void bl_tq1_to_tq2_rows(const uint8_t *w, uint8_t *dst, int64_t K, int64_t r0, int64_t r1);
 /* mad_amx.c: AMX-INT8 tile GEMMs (tails and N < 16 through the v3 GEMM of the same layout) */
 void bl_i2s_gemm_amx(const uint8_t *, const int8_t *, const int32_t *, int32_t *, int64_t, int64_t, int64_t, int64_t,
                      int64_t);

@@ -554,6 +554,267 @@ void bl_tq1_gemv_v2(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *o
     bl_gemx_fault(BL_OP_TQ1_GEMV, out, r0, r1);
 }
 
+/* ---- TQ1_0 GEMV v3: the trits as a linear form of the byte powers ----------------------------- */
+
+/* Trit n of a byte b is t_n = (3·q_n) >> 8 with q_n = b·3^n mod 256 (bl_tq1_trit), and
+ * q_{n+1} = 3·q_n mod 256 = 3·q_n − 256·t_n, so 256·t_n = 3·q_n − q_{n+1} exactly, for every byte.
+ * Σ t_n·a is therefore (3·Σ q_n·a − Σ q_{n+1}·a) / 256, and each q_n is a u8 that vpdpbusd
+ * multiplies as it is: no compare, no code vector. Per 64-byte load of a block (its 52 code bytes;
+ * bytes 52..63 meet zero activations) a row costs 5 ×3 steps (2 byte adds each) and 10 dpbusd
+ * into two accumulators, a3 += q_n·a_n and a1 += q_{n+1}·a_n, for 256 weights (v2: 8 ×3 steps,
+ * 8 trit extractions of 4 ops, 8 dpbusd, in 256-bit halves). A lane of a3/a1 holds the same bytes
+ * of the same planes, so 3·a3 − a1 is 256·Σ t·a lane by lane and one exact arithmetic shift per
+ * lane restores it. The activations are re-ordered once per call (tq1_acts) into the byte order of
+ * the block: the TQ1_0 bytes are read as stored. */
+
+/* Blocks per chunk of re-ordered activations: 64 · 320 bytes = 20 KiB of stack. Per lane and chunk
+ * |3·a3| + |a1| ≤ 4 · 20 products · 255·128 · 64 blocks < 2^31 (the shift per chunk keeps it). */
+#define TQ1_V3_CHUNK 64
+#define TQ1_V3_AP 320 /* re-ordered activation bytes per block: 5 planes × 64 */
+
+/* ap[320·b + 64·n + i] (block b of nb, plane n < 5): the activation that trit n of byte i of
+ * block b multiplies (docs/formats.md#35-tq1_0-type-34): byte i < 32 (qs[0..31]): element 32n + i;
+ * 32 ≤ i < 48 (qs[32..47]): 160 + 16n + (i − 32); 48 ≤ i < 52 (qh): 240 + 4n + (i − 48) for n < 4,
+ * 0 for n = 4 (qh holds 4 trits); i ≥ 52: 0 (the block scale d and the next block's bytes). */
+static void tq1_acts(const int8_t *q, int64_t nb, int8_t *ap) {
+    for (int64_t b = 0; b < nb; ++b) {
+        const int8_t *qb = q + BL_TQ_BLOCK * b;
+        for (int n = 0; n < 5; ++n) {
+            int32_t h = 0;
+            if (n < 4) memcpy(&h, qb + 240 + 4 * n, 4);
+            __m512i v = _mm512_zextsi256_si512(load256(qb + 32 * n));
+            v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(qb + 160 + 16 * n)), 2);
+            v = _mm512_inserti32x4(v, _mm_cvtsi32_si128(h), 3);
+            _mm512_storeu_si512((void *)(ap + TQ1_V3_AP * b + 64 * n), v);
+        }
+    }
+}
+
+ALWAYS_INLINE __m512i times3_512(__m512i x) { return _mm512_add_epi8(x, _mm512_add_epi8(x, x)); }
+
+/* One block's 64 loaded bytes x of one row into its accumulators (5 planes). */
+ALWAYS_INLINE void tq1_block_v3(__m512i *a3, __m512i *a1, __m512i x, const __m512i A[5]) {
+    for (int n = 0; n < 5; ++n) {
+        *a3 = dpbusd(*a3, x, A[n]);
+        x = times3_512(x);
+        *a1 = dpbusd(*a1, x, A[n]);
+    }
+}
+
+/* R (4 or 1) rows from w_row0, blocks [0, nb) of the chunk whose activations are ap; d[i] = the 16
+ * lanes of Σ c·q of row i. The last block's load stops at its 52 code bytes (masked: the bytes
+ * after the tensor's last block may be unmapped). PF: prefetch into L2 as the I2_S GEMV v3. */
+ALWAYS_INLINE void tq1_rows_v3(const uint8_t *w_row0, int64_t rb, const int8_t *ap, int64_t nb, const int R,
+                               const int PF, __m512i *d) {
+    __m512i a3[4], a1[4];
+    for (int i = 0; i < R; ++i) a3[i] = a1[i] = _mm512_setzero_si512();
+    pf_front f = pf_start(rb, R);
+    int64_t b = 0;
+    for (; b + 1 < nb; ++b) {
+        if (PF) pf_step(&f, w_row0, rb, R, BL_TQ1_BLOCK_BYTES);
+        __m512i A[5];
+        for (int n = 0; n < 5; ++n) A[n] = _mm512_load_si512((const void *)(ap + TQ1_V3_AP * b + 64 * n));
+        for (int i = 0; i < R; ++i) {
+            const __m512i x = _mm512_loadu_si512((const void *)(w_row0 + i * rb + BL_TQ1_BLOCK_BYTES * b));
+            tq1_block_v3(&a3[i], &a1[i], x, A);
+        }
+    }
+    {
+        __m512i A[5];
+        for (int n = 0; n < 5; ++n) A[n] = _mm512_load_si512((const void *)(ap + TQ1_V3_AP * b + 64 * n));
+        for (int i = 0; i < R; ++i) {
+            const __m512i x = _mm512_maskz_loadu_epi8((__mmask64)0x000FFFFFFFFFFFFFull,
+                                                      (const void *)(w_row0 + i * rb + BL_TQ1_BLOCK_BYTES * b));
+            tq1_block_v3(&a3[i], &a1[i], x, A);
+        }
+    }
+    for (int i = 0; i < R; ++i) /* exact: 3·a3 − a1 is 256·Σ t·a in every lane */
+        d[i] = _mm512_srai_epi32(_mm512_sub_epi32(_mm512_add_epi32(a3[i], _mm512_add_epi32(a3[i], a3[i])), a1[i]), 8);
+}
+
+ALWAYS_INLINE void tq1_gemv_v3_impl(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *out, int64_t K,
+                                    int64_t r0, int64_t r1, const int PF) {
+    const int64_t rb = bl_tq1_row_bytes(K), nb = K / BL_TQ_BLOCK;
+    _Alignas(64) int8_t ap[TQ1_V3_CHUNK * TQ1_V3_AP];
+    for (int64_t b0 = 0; b0 < nb; b0 += TQ1_V3_CHUNK) { /* one chunk for K ≤ 16384 */
+        const int64_t nc = nb - b0 < TQ1_V3_CHUNK ? nb - b0 : TQ1_V3_CHUNK;
+        tq1_acts(q + BL_TQ_BLOCK * b0, nc, ap);
+        const uint8_t *wc = w + BL_TQ1_BLOCK_BYTES * b0;
+        __m512i d[4];
+        int64_t r = r0;
+        for (; r + 4 <= r1; r += 4) {
+            tq1_rows_v3(wc + r * rb, rb, ap, nc, 4, PF, d);
+            const __m128i s = reduce4(d[0], d[1], d[2], d[3]);
+            const __m128i prev = b0 == 0 ? _mm_set1_epi32(-sum_q) : _mm_loadu_si128((const __m128i *)(out + r));
+            _mm_storeu_si128((__m128i *)(out + r), _mm_add_epi32(prev, s));
+        }
+        for (; r < r1; ++r) {
+            tq1_rows_v3(wc + r * rb, rb, ap, nc, 1, PF, d);
+            out[r] = (b0 == 0 ? -sum_q : out[r]) + _mm512_reduce_add_epi32(d[0]);
+        }
+    }
+    bl_gemx_fault(BL_OP_TQ1_GEMV, out, r0, r1);
+}
+
+void bl_tq1_gemv_v3(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *out, int64_t K, int64_t r0,
+                    int64_t r1) {
+    tq1_gemv_v3_impl(w, q, sum_q, out, K, r0, r1, 1);
+}
+
+void bl_tq1_gemv_v3n(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *out, int64_t K, int64_t r0,
+                     int64_t r1) {
+    tq1_gemv_v3_impl(w, q, sum_q, out, K, r0, r1, 0);
+}
+
+/* ---- TQ1_0 GEMV v4: v3 over the row as one byte stream ---------------------------------------- */
+
+/* v3 loads 64 bytes per 54-byte block, of which 52 are codes: 12 of 64 lanes do no work. v4 reads
+ * each row as a flat stream of 64-byte vectors at offsets 0, 64, 128, … (the bytes as stored), and
+ * the per-call re-order places every activation at the byte position its trit comes from:
+ * position o of the row's stream is byte o % 54 of block o / 54; the block scales d (bytes 52, 53)
+ * and positions past the row meet zero activations. Per 54 bytes of weights: 54/64 of v3's work. */
+
+#define TQ1_V4_CHUNK 64 /* blocks per chunk: 64 · 54 = 3456 bytes = 54 vectors a row; 5 planes = 17 KiB */
+
+/* ap[L·n + 54·b + i] (plane n < 5, block b of nb, L = the planes' stride, a multiple of 64 ≥ 54·nb):
+ * what tq1_acts puts at ap[320·b + 64·n + i] for i < 52; zero elsewhere. Blocks are stored in order,
+ * each block's 52 activations and 2 zeros (its d) written by one masked store. */
+static void tq1_acts_flat(const int8_t *q, int64_t nb, int64_t L, int8_t *ap) {
+    for (int n = 0; n < 5; ++n) memset(ap + L * n + 54 * nb, 0, (size_t)(L - 54 * nb));
+    for (int64_t b = 0; b < nb; ++b) {
+        const int8_t *qb = q + BL_TQ_BLOCK * b;
+        for (int n = 0; n < 5; ++n) {
+            int32_t h = 0;
+            if (n < 4) memcpy(&h, qb + 240 + 4 * n, 4);
+            __m512i v = _mm512_zextsi256_si512(load256(qb + 32 * n));
+            v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(qb + 160 + 16 * n)), 2);
+            v = _mm512_inserti32x4(v, _mm_cvtsi32_si128(h), 3);
+            /* 54 bytes: the codes' activations and the zeros of d */
+            _mm512_mask_storeu_epi8((void *)(ap + L * n + 54 * b), (__mmask64)0x003FFFFFFFFFFFFFull, v);
+        }
+    }
+}
+
+/* R (4 or 1) rows from w_row0 (rows rb apart), the chunk's nv 64-byte vectors (the last one `tail`
+ * bytes, 1..64, loaded masked: the bytes after the tensor may be unmapped); d[i] = the 16 lanes of
+ * Σ c·q of row i. */
+ALWAYS_INLINE void tq1_rows_v4(const uint8_t *w_row0, int64_t rb, const int8_t *ap, int64_t L, int64_t nv,
+                               int64_t tail, const int R, __m512i *d) {
+    __m512i a3[4], a1[4];
+    for (int i = 0; i < R; ++i) a3[i] = a1[i] = _mm512_setzero_si512();
+    pf_front f = pf_start(rb, R);
+    int64_t j = 0;
+    for (; j + 1 < nv; ++j) {
+        pf_step(&f, w_row0, rb, R, 64);
+        __m512i A[5];
+        for (int n = 0; n < 5; ++n) A[n] = _mm512_load_si512((const void *)(ap + L * n + 64 * j));
+        for (int i = 0; i < R; ++i)
+            tq1_block_v3(&a3[i], &a1[i], _mm512_loadu_si512((const void *)(w_row0 + i * rb + 64 * j)), A);
+    }
+    {
+        const __mmask64 m = tail == 64 ? ~(__mmask64)0 : (((__mmask64)1 << tail) - 1);
+        __m512i A[5];
+        for (int n = 0; n < 5; ++n) A[n] = _mm512_load_si512((const void *)(ap + L * n + 64 * j));
+        for (int i = 0; i < R; ++i)
+            tq1_block_v3(&a3[i], &a1[i], _mm512_maskz_loadu_epi8(m, (const void *)(w_row0 + i * rb + 64 * j)), A);
+    }
+    for (int i = 0; i < R; ++i) /* exact: 3·a3 − a1 is 256·Σ t·a in every lane */
+        d[i] = _mm512_srai_epi32(_mm512_sub_epi32(_mm512_add_epi32(a3[i], _mm512_add_epi32(a3[i], a3[i])), a1[i]), 8);
+}
+
+void bl_tq1_gemv_v4(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *out, int64_t K, int64_t r0,
+                    int64_t r1) {
+    const int64_t rb = bl_tq1_row_bytes(K), nb = K / BL_TQ_BLOCK;
+    _Alignas(64) int8_t ap[5 * BL_TQ1_BLOCK_BYTES * TQ1_V4_CHUNK];
+    for (int64_t b0 = 0; b0 < nb; b0 += TQ1_V4_CHUNK) { /* one chunk for K ≤ 16384 */
+        const int64_t nc = nb - b0 < TQ1_V4_CHUNK ? nb - b0 : TQ1_V4_CHUNK;
+        const int64_t bytes = BL_TQ1_BLOCK_BYTES * nc, nv = (bytes + 63) / 64, L = 64 * nv;
+        tq1_acts_flat(q + BL_TQ_BLOCK * b0, nc, L, ap);
+        const uint8_t *wc = w + BL_TQ1_BLOCK_BYTES * b0;
+        const int64_t tail = bytes - 64 * (nv - 1);
+        __m512i d[4];
+        int64_t r = r0;
+        for (; r + 4 <= r1; r += 4) {
+            tq1_rows_v4(wc + r * rb, rb, ap, L, nv, tail, 4, d);
+            const __m128i s = reduce4(d[0], d[1], d[2], d[3]);
+            const __m128i prev = b0 == 0 ? _mm_set1_epi32(-sum_q) : _mm_loadu_si128((const __m128i *)(out + r));
+            _mm_storeu_si128((__m128i *)(out + r), _mm_add_epi32(prev, s));
+        }
+        for (; r < r1; ++r) {
+            tq1_rows_v4(wc + r * rb, rb, ap, L, nv, tail, 1, d);
+            out[r] = (b0 == 0 ? -sum_q : out[r]) + _mm512_reduce_add_epi32(d[0]);
+        }
+    }
+    bl_gemx_fault(BL_OP_TQ1_GEMV, out, r0, r1);
+}
+
+/* ---- TQ1_0 decode in 512-bit vectors (GEMM v4, amx) --------------------------------------------- */
+
+/* The trit (x·3) >> 8 of every byte: 1 from 86, one more from 171 (unsigned mask compares). */
+ALWAYS_INLINE __m512i trit512(__m512i x) {
+    const __m512i one = _mm512_set1_epi8(1);
+    const __m512i c = _mm512_maskz_mov_epi8(_mm512_cmpge_epu8_mask(x, _mm512_set1_epi8(86)), one);
+    return _mm512_mask_add_epi8(c, _mm512_cmpge_epu8_mask(x, _mm512_set1_epi8((char)171)), c, one);
+}
+ALWAYS_INLINE __m128i trit128(__m128i x) {
+    const __m128i one = _mm_set1_epi8(1);
+    const __m128i c = _mm_maskz_mov_epi8(_mm_cmpge_epu8_mask(x, _mm_set1_epi8(86)), one);
+    return _mm_mask_add_epi8(c, _mm_cmpge_epu8_mask(x, _mm_set1_epi8((char)171)), c, one);
+}
+
+/* The trits of one 54-byte block, 64 bytes at a time: P[n] = plane n of V = [qs[0..31] | y | 3y]
+ * (y = qs[32..47], ×3 mod 256 per byte), i.e. [trit n of qs (elements 32n + m) | trit n of y |
+ * trit n + 1 of y]; hh = trit n of qh byte j in byte 4n + j (elements 240 + 4n + j). In element
+ * order (tq1_block_codes' c[0..7]): c[n] = P[n]'s lower half (n < 5), c[5] = [t0(y) | t1(y)] = P[0]'s
+ * upper half, c[6] = P[2]'s, c[7] = [t4(y) | hh] = [P[4]'s lane 2 | hh]. */
+ALWAYS_INLINE void tq1_block_planes(const uint8_t *p, __m512i P[5], __m128i *hh) {
+    int32_t qh;
+    memcpy(&qh, p + 48, 4);
+    const __m128i y = _mm_loadu_si128((const __m128i *)(p + 32));
+    __m512i v = _mm512_castsi256_si512(load256(p));
+    v = _mm512_inserti32x4(v, y, 2);
+    v = _mm512_inserti32x4(v, times3_128(y), 3);
+    for (int n = 0; n < 5; ++n) {
+        P[n] = trit512(v);
+        if (n < 4) v = times3_512(v);
+    }
+    const __m128i h0 = _mm_set1_epi32(qh), h1 = times3_128(h0), h2 = times3_128(h1), h3 = times3_128(h2);
+    *hh = trit128(_mm_blend_epi32(_mm_blend_epi32(h0, h1, 0x2), _mm_blend_epi32(h2, h3, 0x8), 0xC));
+}
+
+/* decode_tq1 (bl_mad_x86.h) with tq1_block_planes: the same codes. */
+static inline void decode_tq1_512(const uint8_t *w, int64_t K, int64_t row, int64_t k0, int64_t kc, uint8_t *codes) {
+    const uint8_t *p = w + row * bl_tq1_row_bytes(K) + (k0 / BL_TQ_BLOCK) * BL_TQ1_BLOCK_BYTES;
+    for (int64_t b = 0; b < kc / BL_TQ_BLOCK; ++b, p += BL_TQ1_BLOCK_BYTES, codes += BL_TQ_BLOCK) {
+        __m512i P[5];
+        __m128i hh;
+        tq1_block_planes(p, P, &hh);
+        for (int n = 0; n < 5; ++n) _mm256_storeu_si256((__m256i *)(codes + 32 * n), _mm512_castsi512_si256(P[n]));
+        _mm256_storeu_si256((__m256i *)(codes + 160), _mm512_extracti64x4_epi64(P[0], 1));
+        _mm256_storeu_si256((__m256i *)(codes + 192), _mm512_extracti64x4_epi64(P[2], 1));
+        _mm_storeu_si128((__m128i *)(codes + 224), _mm512_extracti32x4_epi32(P[4], 2));
+        _mm_storeu_si128((__m128i *)(codes + 240), hh);
+    }
+}
+
+/* One TQ1_0 block -> the TQ2_0 block of the same codes (docs/formats.md#34-tq2_0-type-35: element
+ * 128h + 32j + m at bits 2j+1:2j of qs[32h + m]) and the same fp16 d. Codes are ≤ 2, so a 16-bit
+ * shift by ≤ 6 keeps every byte's bits inside it. */
+ALWAYS_INLINE void tq1_block_to_tq2(const uint8_t *p, uint8_t *dst) {
+    __m512i P[5];
+    __m128i hh;
+    tq1_block_planes(p, P, &hh);
+    const __m512i lo = _mm512_or_si512(_mm512_or_si512(P[0], _mm512_slli_epi16(P[1], 2)),
+                                       _mm512_or_si512(_mm512_slli_epi16(P[2], 4), _mm512_slli_epi16(P[3], 6)));
+    const __m256i c7 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm512_extracti32x4_epi32(P[4], 2)), hh, 1);
+    const __m256i hi = _mm256_or_si256(
+        _mm256_or_si256(_mm512_castsi512_si256(P[4]), _mm256_slli_epi16(_mm512_extracti64x4_epi64(P[0], 1), 2)),
+        _mm256_or_si256(_mm256_slli_epi16(_mm512_extracti64x4_epi64(P[2], 1), 4), _mm256_slli_epi16(c7, 6)));
+    _mm256_storeu_si256((__m256i *)dst, _mm512_castsi512_si256(lo));
+    _mm256_storeu_si256((__m256i *)(dst + 32), hi);
+    memcpy(dst + 64, p + 52, 2);
+}
+
 /* ---- GEMM: blocked driver (bl_mad_impl.h) + a 4 rows x 4 tokens dpbusd tile ----------------- */
 
 /* res[i][j] = Σ_k codes[i][k]·a[j][k] over kc elements (kc % 128 == 0): 16 int32 accumulators,
@@ -704,6 +965,21 @@ void bl_tq2_gemm_v3(const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int
 void bl_tq1_gemm_v3(const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int32_t *out, int64_t N, int64_t K,
                     int64_t ld_out, int64_t r0, int64_t r1) {
     gemm_v3(decode_tq1, BL_OP_TQ1_GEMM, w, Q, sum_q, out, N, K, ld_out, r0, r1);
+}
+
+/* GEMM v4: v3 decoding with tq1_block_planes (512-bit) instead of tq1_block_codes (256-bit). */
+void bl_tq1_gemm_v4(const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int32_t *out, int64_t N, int64_t K,
+                    int64_t ld_out, int64_t r0, int64_t r1) {
+    gemm_v3(decode_tq1_512, BL_OP_TQ1_GEMM, w, Q, sum_q, out, N, K, ld_out, r0, r1);
+}
+
+/* Rows [r0, r1) of a TQ1_0 tensor -> the same codes as TQ2_0 rows (row r at dst + (r − r0)·K/256·66),
+ * for the amx level's TQ1_0 GEMM (mad_dispatch.c). */
+void bl_tq1_to_tq2_rows(const uint8_t *w, uint8_t *dst, int64_t K, int64_t r0, int64_t r1) {
+    const int64_t nb = K / BL_TQ_BLOCK;
+    const uint8_t *p = w + r0 * bl_tq1_row_bytes(K);
+    for (int64_t i = 0; i < (r1 - r0) * nb; ++i, p += BL_TQ1_BLOCK_BYTES, dst += BL_TQ2_BLOCK_BYTES)
+        tq1_block_to_tq2(p, dst);
 }
 
 /* ---- per-block products (bl_mad.h): the GEMM tile over one 256-weight block at a time -------- */

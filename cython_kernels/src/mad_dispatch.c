@@ -57,6 +57,35 @@ X4_VIA(neon, bl_i2s_gemv_neon, bl_i2s_gemm_neon)
 X4_VIA(neon_dotprod, bl_i2s_gemv_neon_dotprod, bl_i2s_gemm_neon_dotprod)
 #endif
 
+#if defined(BL_BUILD_AMX) && defined(BL_BUILD_AVX512VNNI)
+/* Bytes of TQ2_0 rows the amx TQ1_0 GEMM converts at a time (stack): 32 rows up to K = 7936, 16 up
+ * to K = 15872. */
+#define TQ1_AMX_BUF 65536
+
+/* amx for TQ1_0: the AMX tile GEMM reads 2-bit codes, so panels of 32 (or 16) rows are turned into
+ * TQ2_0 rows on the stack (bl_tq1_to_tq2_rows: the same codes; the weights stay 1.69-bit in memory)
+ * and multiplied by bl_tq2_gemm_amx, whose own fault is taken back. N < 16 (nothing for a tile) and
+ * rows too long for 16 of them to fit the buffer run the avx512vnni level's GEMM (v3). */
+static void tq1_gemm_amx(const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int32_t *out, int64_t N, int64_t K,
+                         int64_t ld_out, int64_t r0, int64_t r1) {
+    const int64_t rb2 = (K / BL_TQ_BLOCK) * BL_TQ2_BLOCK_BYTES;
+    int64_t rows = rb2 > 0 ? TQ1_AMX_BUF / rb2 : 0;
+    rows = rows >= 32 ? 32 : rows / 16 * 16;
+    if (N < 16 || rows == 0) {
+        bl_tq1_gemm_v3(w, Q, sum_q, out, N, K, ld_out, r0, r1);
+        return;
+    }
+    _Alignas(64) uint8_t buf[TQ1_AMX_BUF];
+    for (int64_t r = r0; r < r1; r += rows) {
+        const int64_t n = r1 - r < rows ? r1 - r : rows;
+        bl_tq1_to_tq2_rows(w, buf, K, r, r + n);
+        bl_tq2_gemm_amx(buf, Q, sum_q, out + r, N, K, ld_out, 0, n);
+        out[r] -= BL_MAD_FAULT(BL_OP_TQ2_GEMM);
+    }
+    if (r0 == 0 && r1 > r0 && BL_MAD_FAULT(BL_OP_TQ1_GEMM)) out[0] += 1;
+}
+#endif
+
 const char *bl_mad_op_name(int op) { return (op >= 0 && op < BL_OP_COUNT) ? op_names[op] : NULL; }
 
 #define ACT(n, isa, d, f) {n, BL_OP_QUANTIZE_ACT, isa, d, {.act = f}}
@@ -113,10 +142,14 @@ static const bl_mad_version versions[] = {
     GEMV(BL_OP_TQ2_GEMV, "v3", BL_ISA_AVX512VNNI, "v2 without shifts: planes masked in place (4^j·c), rescaled once; L2 prefetch, 4-row reduction", bl_tq2_gemv_v3),
     GEMV(BL_OP_TQ2_GEMV, "v4", BL_ISA_AVX512VNNI, "v3 with activations joined once per call (1 load/plane); faster in L2, slower from DRAM", bl_tq2_gemv_v4),
     GEMV(BL_OP_TQ1_GEMV, "v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI: base-3 decode with mask compares, dpbusd", bl_tq1_gemv_v2),
+    GEMV(BL_OP_TQ1_GEMV, "v3", BL_ISA_AVX512VNNI, "AVX-512 VNNI: 256·trit = 3·q_n − q_{n+1} (q_n = b·3^n mod 256) into two dpbusd sums; acts re-ordered per call; L2 prefetch", bl_tq1_gemv_v3),
+    GEMV(BL_OP_TQ1_GEMV, "v4", BL_ISA_AVX512VNNI, "tq1 v3 reading each row as one stream of 64-byte vectors (acts placed at each byte's position): no idle lanes", bl_tq1_gemv_v4),
+    GEMV(BL_OP_TQ1_GEMV, "v3n", BL_ISA_AVX512VNNI, "tq1 v3 without the L2 prefetch", bl_tq1_gemv_v3n),
     GEMM(BL_OP_TQ2_GEMM, "v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI decode chunk once, 2x4 dpbusd tile", bl_tq2_gemm_v2),
     GEMM(BL_OP_TQ2_GEMM, "v3", BL_ISA_AVX512VNNI, "AVX-512 VNNI 4-row panels over the whole row, 4x6 tile reduced once", bl_tq2_gemm_v3),
     GEMM(BL_OP_TQ1_GEMM, "v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI decode chunk once, 2x4 dpbusd tile", bl_tq1_gemm_v2),
     GEMM(BL_OP_TQ1_GEMM, "v3", BL_ISA_AVX512VNNI, "AVX-512 VNNI 4-row panels over the whole row, 4x6 tile reduced once", bl_tq1_gemm_v3),
+    GEMM(BL_OP_TQ1_GEMM, "v4", BL_ISA_AVX512VNNI, "tq1 GEMM v3 with a 512-bit base-3 decode (mask compares, 64 bytes per plane)", bl_tq1_gemm_v4),
     GEMV(BL_OP_I2S_X4_GEMV, "v2", BL_ISA_AVX512VNNI, "AVX-512 I2_S v3 on each group re-ordered to row-major", x4_gemv_v3),
     GEMV(BL_OP_I2S_X4_GEMV, "v3", BL_ISA_AVX512VNNI, "I2_S v3 on the x4 layout: one sequential stream, no prefetch", bl_i2s_x4_gemv_v3),
     GEMM(BL_OP_I2S_X4_GEMM, "v2", BL_ISA_AVX512VNNI, "AVX-512 I2_S GEMM v3 on each group re-ordered to row-major", x4_gemm_v3),
@@ -125,6 +158,7 @@ static const bl_mad_version versions[] = {
 #endif
 #if defined(BL_BUILD_AMX) && defined(BL_BUILD_AVX512VNNI)
     GEMM(BL_OP_I2S_GEMM, "amx", BL_ISA_AMX, "AMX tdpbsud: 32-row panels transposed packed, 2x2 tiles of 16 tokens x 16 rows; tails v3", bl_i2s_gemm_amx),
+    GEMM(BL_OP_TQ1_GEMM, "amx", BL_ISA_AMX, "AMX: 32-row panels of TQ1_0 turned into TQ2_0 rows on the stack, TQ2_0 amx on them; N < 16 GEMM v3", tq1_gemm_amx),
     GEMM(BL_OP_TQ2_GEMM, "amx", BL_ISA_AMX, "AMX tdpbsud on TQ2_0 (LSB-first planes), as I2_S amx; tails v3", bl_tq2_gemm_amx),
     GEMM(BL_OP_I2S_X4_GEMM, "amx", BL_ISA_AMX, "AMX tdpbsud decoding straight from the x4 layout; tails v3", bl_i2s_x4_gemm_amx),
 #endif
@@ -175,15 +209,16 @@ static const bl_mad_kernels avxvnni_defaults = {
 #endif
 #if defined(BL_BUILD_AVX512VNNI)
 static const bl_mad_kernels avx512vnni_defaults = {
-    bl_quantize_act_avx512, bl_i2s_gemv_v3, bl_i2s_gemm_v3, bl_tq2_gemv_v3, bl_tq1_gemv_v2, bl_tq2_gemm_v3, bl_tq1_gemm_v3,
+    bl_quantize_act_avx512, bl_i2s_gemv_v3, bl_i2s_gemm_v3, bl_tq2_gemv_v3, bl_tq1_gemv_v4, bl_tq2_gemm_v3, bl_tq1_gemm_v3,
     bl_i2s_x4_gemv_v3, bl_i2s_x4_gemm_v3,
     bl_i2s_bgemv_v2, bl_i2s_bgemm_v2, bl_tq2_bgemv_v2, bl_tq2_bgemm_v2, bl_tq1_bgemv_v2, bl_tq1_bgemm_v2,
 };
 #endif
 #if defined(BL_BUILD_AMX) && defined(BL_BUILD_AVX512VNNI)
-/* avx512vnni's kernels with the tile GEMMs (decode has one token: nothing for a tile to reuse) */
+/* avx512vnni's kernels with the tile GEMMs (decode has one token: nothing for a tile to reuse); TQ1_0's
+ * through TQ2_0 rows converted on the stack (tq1_gemm_amx above) */
 static const bl_mad_kernels amx_defaults = {
-    bl_quantize_act_avx512, bl_i2s_gemv_v3, bl_i2s_gemm_amx, bl_tq2_gemv_v3, bl_tq1_gemv_v2, bl_tq2_gemm_amx, bl_tq1_gemm_v3,
+    bl_quantize_act_avx512, bl_i2s_gemv_v3, bl_i2s_gemm_amx, bl_tq2_gemv_v3, bl_tq1_gemv_v4, bl_tq2_gemm_amx, tq1_gemm_amx,
     bl_i2s_x4_gemv_v3, bl_i2s_x4_gemm_amx,
     bl_i2s_bgemv_v2, bl_i2s_bgemm_v2, bl_tq2_bgemv_v2, bl_tq2_bgemm_v2, bl_tq1_bgemv_v2, bl_tq1_bgemm_v2,
 };

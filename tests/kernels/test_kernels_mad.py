@@ -150,6 +150,38 @@ def test_int16_worst_case_is_exact(op, version):
                 np.testing.assert_array_equal(got, np.full((35, 40), value * K, np.int32))
 
 
+def tq1_raw(rng: np.random.Generator, M: int, K: int, fill: int | None = None) -> np.ndarray:
+    """M·K/256 TQ1_0 blocks of arbitrary code bytes (TQ1_0 has no invalid byte), each block's fp16
+    scale set to 1.0 (the kernels ignore it)."""
+    nb = M * K // 256
+    b = rng.integers(0, 256, size=(nb, 54), dtype=np.uint8) if fill is None else np.full((nb, 54), fill, np.uint8)
+    b[:, 52:54] = np.frombuffer(np.float16(1.0).tobytes(), np.uint8)
+    return b.reshape(-1)
+
+
+@pytest.mark.parametrize("op,version", version_params(["tq1_gemv", "tq1_gemm"]))
+def test_tq1_any_bytes_and_long_rows_match_numpy(op, version):
+    """TQ1_0 code bytes of any value (not only the quantiser's), the all-0xFF and all-0x00 blocks
+    against all 127 / all -128 (the largest q_n = b·3^n mod 256 the GEMV v3's two dpbusd sums
+    meet), odd row counts over 1, 2 and 3 threads (row ranges starting off the 4-row step), and K
+    past the GEMV v3's 64-block chunk of re-ordered activations (16384: one chunk; 16640, 33024:
+    several, the last one short; the amx GEMM's stack buffer holds 32 rows up to K = 7936, 16 up to
+    15872, none past it). Checked against the numpy twin and the scalar v0."""
+    rng = np.random.default_rng(21)
+    twin = GEMV_OPS[op] if op in GEMV_OPS else GEMM_OPS[op]
+    for M, K in ((1, 256), (7, 768), (13, 2560), (5, 16384), (6, 16640), (3, 33024)):
+        cases = [(tq1_raw(rng, M, K), rng.integers(-128, 128, size=K, dtype=np.int8))]
+        cases += [(tq1_raw(rng, M, K, fill), np.full(K, v, np.int8)) for fill in (0xFF, 0x00) for v in (127, -128)]
+        for data, q in cases:
+            # GEMM: 35 tokens, so the amx version's tiles (16 tokens) run, then its token tail
+            acts = q if op in GEMV_OPS else np.stack([q, q[::-1], -np.maximum(q, -127), np.roll(q, 5), ~q] * 7)
+            want = twin(data, acts, M, K)
+            np.testing.assert_array_equal(KERNEL[op](data, acts, M, K, version="v0"), want)
+            for threads in (1, 2, 3):
+                got = KERNEL[op](data, acts, M, K, version=version, threads=threads)
+                np.testing.assert_array_equal(got, want, err_msg=f"{op} {version} M={M} K={K} threads={threads}")
+
+
 @pytest.mark.parametrize("op,version", version_params(["i2s_gemv"]))
 def test_i2s_gemv_thread_counts_agree(op, version):
     rng = np.random.default_rng(3)

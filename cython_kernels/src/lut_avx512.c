@@ -34,8 +34,8 @@
  * sign unit: the blob is walked in its own order, so the address a distance ahead is the one
  * read next (past a block's end it is the next block in the blob; a prefetch never faults).
  * The sign stream moves at a quarter of the index stream's rate, hence a quarter of the
- * distance. A prefetch per load, rather than lut_avx2.c's burst of a whole K-tile, keeps the
- * line-fill buffers from filling at once; the far one into L2 lets the near one hit L2
+ * distance. A prefetch per load streamed from DRAM faster than lut_avx2.c's burst of a whole
+ * K-tile, and a second one further ahead into L2 faster still
  * (docs/benchmarks.md#tl1--tl2-avx-512-gemvs). The distances are overridable at compile time. */
 #ifndef LUT512_PF_INDEX
 #define LUT512_PF_INDEX 1024
@@ -46,7 +46,7 @@
 #ifndef LUT512_PF_HINT
 #define LUT512_PF_HINT _MM_HINT_T0
 #endif
-/* and a second one further ahead into L2 (the near one then mostly hits L2, not DRAM) */
+/* the second prefetch, into L2 */
 #ifndef LUT512_PF_FAR
 #define LUT512_PF_FAR 8192
 #endif

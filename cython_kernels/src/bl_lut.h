@@ -34,6 +34,9 @@
  * results are identical. Tiling: BM, BK, bm as runtime arguments; the caller guarantees a
  * legal tiling (bitnet_lab.quant.tiling.validate_tiling; BK <= 256) — the kernels do not
  * re-check. No allocation, no global state; the kernels only read data and lut.
+ * Stack: the SIMD GEMVs keep a sub-tile group's int32 sums there (AVX2: < 5 KiB); the AVX-512
+ * ones also keep the K-tile's table registers and TL1's running int16 sums (TL1 < 16 KiB, TL2
+ * < 10 KiB). The builds use none to speak of.
  *
  * Exactness: SIMD paths sum the looked-up entries in int16 and widen into int32 before any
  * int16 accumulator can exceed 127 entries of |e| <= 256 (TL1 pairs) or 85 of |e| <= 384

@@ -20,7 +20,7 @@
  * Tables with two planes per register (TL1 bm = 32, TL2) are built once per (group, K-tile)
  * into registers kept on the stack and reloaded by each sub-tile of the group.
  * Memory: rows in groups of sub-tiles walked in blob order (bl_lut_group), as lut_avx2.c, with
- * a software prefetch a fixed distance ahead of every load (LUT512_PF_*). Stack: the group's int32 sums (at most
+ * software prefetches a fixed distance ahead of every load (LUT512_PF_*). Stack: the group's int32 sums (at most
  * BL_LUT_GROUP * 64 * 4 = 4 KiB, as lut_avx2.c), the K-tile's table registers (TL1: at most
  * 32 * 256 B = 8 KiB; TL2: at most 21 * 256 B = 5.25 KiB) and, for TL1, the group's int16 sums
  * (BL_LUT_GROUP * 192 B = 3 KiB).
@@ -34,8 +34,9 @@
  * sign unit: the blob is walked in its own order, so the address a distance ahead is the one
  * read next (past a block's end it is the next block in the blob; a prefetch never faults).
  * The sign stream moves at a quarter of the index stream's rate, hence a quarter of the
- * distance. A prefetch per load, rather than lut_avx2.c's burst of a whole K-tile, keeps the
- * line-fill buffers from filling at once (docs/benchmarks.md). */
+ * distance. A prefetch per load streamed from DRAM faster than lut_avx2.c's burst of a whole
+ * K-tile, and a second one further ahead into L2 faster still
+ * (docs/benchmarks.md#tl1--tl2-avx-512-gemvs). The distances are overridable at compile time. */
 #ifndef LUT512_PF_INDEX
 #define LUT512_PF_INDEX 1024
 #endif
@@ -44,6 +45,13 @@
 #endif
 #ifndef LUT512_PF_HINT
 #define LUT512_PF_HINT _MM_HINT_T0
+#endif
+/* the second prefetch, into L2 */
+#ifndef LUT512_PF_FAR
+#define LUT512_PF_FAR 8192
+#endif
+#ifndef LUT512_PF_SIGN_FAR
+#define LUT512_PF_SIGN_FAR (LUT512_PF_FAR / 4)
 #endif
 
 /* ---- lookups --------------------------------------------------------------------------- */
@@ -188,6 +196,7 @@ static inline void tl1_block(const uint8_t *blk, const uint8_t *L, const planes4
         }
         __m512i a0, a1, b0, b1;
         _mm_prefetch((const char *)(blk + 64 * yb + LUT512_PF_INDEX), LUT512_PF_HINT);
+        _mm_prefetch((const char *)(blk + 64 * yb + LUT512_PF_FAR), _MM_HINT_T1);
         lookup(_mm512_loadu_si512((const void *)(blk + 64 * yb)), &t, mx, &a0, &a1, &b0, &b1);
         a0acc = _mm512_add_epi16(a0acc, _mm512_add_epi16(a0, b0));
         a1acc = _mm512_add_epi16(a1acc, _mm512_add_epi16(a1, b1));
@@ -300,11 +309,15 @@ static inline void tl2_block(const uint8_t *xi, const uint8_t *sg, const planes4
     __m512i lo_acc = _mm512_setzero_si512(), hi_acc = lo_acc; /* rows 0-15, 16-31 */
     for (int64_t u = 0; u < units; ++u) {
         _mm_prefetch((const char *)(sg + 32 * u + LUT512_PF_SIGN), LUT512_PF_HINT);
+#if LUT512_PF_SIGN_FAR > 0
+        _mm_prefetch((const char *)(sg + 32 * u + LUT512_PF_SIGN_FAR), _MM_HINT_T1);
+#endif
         const __m512i w = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(sg + 32 * u)));
         for (int p = 0; p < 2; ++p) {
             const int64_t yb = 4 * u + 2 * p;
             __m512i a0, a1, b0, b1;
             _mm_prefetch((const char *)(xi + 32 * yb + LUT512_PF_INDEX), LUT512_PF_HINT);
+            _mm_prefetch((const char *)(xi + 32 * yb + LUT512_PF_FAR), _MM_HINT_T1);
             lookup(_mm512_loadu_si512((const void *)(xi + 32 * yb)), &tabs[yb / 2], mx, &a0, &a1, &b0, &b1);
             const uint16_t(*bits)[32] = TL2_SIGN_BITS + 4 * p;
             lo_acc = _mm512_add_epi16(lo_acc, negate_where(a0, _mm512_test_epi16_mask(w, _mm512_load_si512((const void *)bits[0]))));

@@ -50,14 +50,14 @@ bl_build_objects() {
         for f in pack_avx2 act_avx2 mad_avx2 lut_avx2; do
             "$cc" "${common[@]}" "${avx2[@]}" -c "$src/$f.c" -o "$out/$f.o"
         done
-        for f in pack_avx512vnni act_avx512 mad_avx512vnni; do
+        for f in pack_avx512vnni act_avx512 mad_avx512vnni lut_avx512; do
             "$cc" "${common[@]}" "${avx512[@]}" -c "$src/$f.c" -o "$out/$f.o"
         done
         "$cc" "${common[@]}" "${vnni[@]}" -c "$src/mad_avxvnni.c" -o "$out/mad_avxvnni.o"
         "$cc" "${common[@]}" "${amx[@]}" -c "$src/mad_amx.c" -o "$out/mad_amx.o"
         for f in bl_dispatch mad_dispatch mad_x4; do
             "$cc" "${common[@]}" -DBL_BUILD_AVX2=1 -DBL_BUILD_AVX512VNNI=1 -DBL_BUILD_AVXVNNI=1 \
-                -DBL_BUILD_AMX=1 -DBL_BUILD_LUT_AVX2=1 -c "$src/$f.c" -o "$out/$f.o"
+                -DBL_BUILD_AMX=1 -DBL_BUILD_LUT_AVX2=1 -DBL_BUILD_LUT_AVX512=1 -c "$src/$f.c" -o "$out/$f.o"
         done
         ;;
     aarch64)

@@ -31,7 +31,8 @@
  * TQ1_0 GEMV v3: no trit extraction. With q_n = b·3^n mod 256, 256·trit_n = 3·q_n − q_{n+1}, so
  *   the u8 powers q_0..q_5 of a 64-byte load (byte adds) go to dpbusd as they are, into two sums per
  *   row (a3 += q_n·a_n, a1 += q_{n+1}·a_n; Σ t·a = (3·a3 − a1) / 256, exact lane by lane): 10 adds
- *   and 10 dpbusd per 64 bytes, against v2's 16 adds, 32 trit ops and 8 dpbusd per 256-bit pair.
+ *   and 10 dpbusd per 64 bytes, against v2's ~24 byte adds, 32 compare/mask ops and 8 (256-bit)
+ *   dpbusd per 54-byte block.
  *   The activations are re-ordered once per call into the byte order of a block (tq1_acts).
  * TQ1_0 GEMV v4 (the level's default): v3 reading each row as one stream of 64-byte vectors, the
  *   activations placed at the byte position their trit comes from (v3 leaves 12 of 64 lanes idle
@@ -571,8 +572,8 @@ void bl_tq1_gemv_v2(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *o
  * Σ t_n·a is therefore (3·Σ q_n·a − Σ q_{n+1}·a) / 256, and each q_n is a u8 that vpdpbusd
  * multiplies as it is: no compare, no code vector. Per 64-byte load of a block (its 52 code bytes;
  * bytes 52..63 meet zero activations) a row costs 5 ×3 steps (2 byte adds each) and 10 dpbusd
- * into two accumulators, a3 += q_n·a_n and a1 += q_{n+1}·a_n, for 256 weights (v2: 8 ×3 steps,
- * 8 trit extractions of 4 ops, 8 dpbusd, in 256-bit halves). A lane of a3/a1 holds the same bytes
+ * into two accumulators, a3 += q_n·a_n and a1 += q_{n+1}·a_n, for 256 weights (v2: ~12 ×3 steps,
+ * 8 trit extractions of 4 ops, 8 dpbusd, in 256-bit vectors). A lane of a3/a1 holds the same bytes
  * of the same planes, so 3·a3 − a1 is 256·Σ t·a lane by lane and one exact arithmetic shift per
  * lane restores it. The activations are re-ordered once per call (tq1_acts) into the byte order of
  * the block: the TQ1_0 bytes are read as stored. */

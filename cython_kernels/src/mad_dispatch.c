@@ -144,7 +144,7 @@ static const bl_mad_version versions[] = {
     GEMV(BL_OP_TQ2_GEMV, "v4", BL_ISA_AVX512VNNI, "v3 with activations joined once per call (1 load/plane); faster in L2, slower from DRAM", bl_tq2_gemv_v4),
     GEMV(BL_OP_TQ1_GEMV, "v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI: base-3 decode with mask compares, dpbusd", bl_tq1_gemv_v2),
     GEMV(BL_OP_TQ1_GEMV, "v3", BL_ISA_AVX512VNNI, "AVX-512 VNNI: 256·trit = 3·q_n − q_{n+1} (q_n = b·3^n mod 256) into two dpbusd sums; acts re-ordered per call; L2 prefetch", bl_tq1_gemv_v3),
-    GEMV(BL_OP_TQ1_GEMV, "v4", BL_ISA_AVX512VNNI, "tq1 v3 reading each row as one stream of 64-byte vectors (acts placed at each byte's position): no idle lanes", bl_tq1_gemv_v4),
+    GEMV(BL_OP_TQ1_GEMV, "v4", BL_ISA_AVX512VNNI, "tq1 v3 reading each row as one stream of 64-byte vectors, acts placed at each byte's position (2 idle bytes in 54: the scales)", bl_tq1_gemv_v4),
     GEMM(BL_OP_TQ2_GEMM, "v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI decode chunk once, 2x4 dpbusd tile", bl_tq2_gemm_v2),
     GEMM(BL_OP_TQ2_GEMM, "v3", BL_ISA_AVX512VNNI, "AVX-512 VNNI 4-row panels over the whole row, 4x6 tile reduced once", bl_tq2_gemm_v3),
     GEMM(BL_OP_TQ1_GEMM, "v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI decode chunk once, 2x4 dpbusd tile", bl_tq1_gemm_v2),

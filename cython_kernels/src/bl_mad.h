@@ -28,8 +28,9 @@
  *           GEMM: int32 base of (N, ld_out), writes out[n*ld_out + r], n < N, r in [r0, r1)
  *  Stack    GEMMs use ≈ 19 KiB of stack (a decoded 8-row panel + a token block of partial sums;
  *           AVX-512 GEMM v3: 32 KiB of codes; amx: 34 KiB, two 16 KiB buffers of B tiles and two
- *           1 KiB C tiles of −sum_q), GEMVs and quantize_act < 4 KiB (AVX-512 GEMV v4: 16 KiB of
- *           re-ordered activations). Nothing is allocated on the heap.
+ *           1 KiB C tiles of −sum_q; TQ1_0 amx: 64 KiB of TQ2_0 rows on top), GEMVs and quantize_act
+ *           < 4 KiB (AVX-512 GEMV v4: 16 KiB of re-ordered activations; TQ1_0 GEMV v3: 20 KiB,
+ *           v4: 17 KiB). Nothing is allocated on the heap.
  *  Result   out = Σ_k t[r,k]·q[k] exactly (int32; |value| ≤ 128·K). Internal int32 accumulators
  *           hold up to 256·K: K ≤ 2^22 (the Python wrappers check it; real models have K ≤ 65536).
  *
@@ -235,11 +236,10 @@ void bl_tq2_gemm_v3(const uint8_t *, const int8_t *, const int32_t *, int32_t *,
 void bl_tq1_gemm_v3(const uint8_t *, const int8_t *, const int32_t *, int32_t *, int64_t, int64_t, int64_t, int64_t,
                     int64_t);
 /* mad_avx512vnni.c: TQ1_0 GEMV v3 = 256·t_n = 3·q_n − q_{n+1} (q_n = b·3^n mod 256) fed to dpbusd as
- * it is, activations re-ordered once per call into the block's byte order; v3n without prefetch */
+ * it is, activations re-ordered once per call into the block's byte order; v4 = v3 reading each row
+ * as one stream of 64-byte vectors (the level's default) */
 void bl_tq1_gemv_v3(const uint8_t *, const int8_t *, int32_t, int32_t *, int64_t, int64_t, int64_t);
-/* mad_avx512vnni.c: TQ1_0 GEMV v4 = v3 reading each row as a flat stream of 64-byte vectors */
 void bl_tq1_gemv_v4(const uint8_t *, const int8_t *, int32_t, int32_t *, int64_t, int64_t, int64_t);
-void bl_tq1_gemv_v3n(const uint8_t *, const int8_t *, int32_t, int32_t *, int64_t, int64_t, int64_t);
 /* mad_avx512vnni.c: TQ1_0 GEMM v4 = v3 with a 512-bit base-3 decode; rows [r0, r1) of TQ1_0 as TQ2_0
  * rows of the same codes (dst: (r1 − r0)·K/256·66 bytes) for the amx TQ1_0 GEMM (mad_dispatch.c) */
 void bl_tq1_gemm_v4(const uint8_t *, const int8_t *, const int32_t *, int32_t *, int64_t, int64_t, int64_t, int64_t,

@@ -28,6 +28,17 @@
  *   shifts as I2_S v3 does.
  * TQ1_0 GEMV v2: 256-bit base-3 decode (byte adds for ×3, two AVX-512VL unsigned mask compares
  *   for the trit), 8 dpbusd per block.
+ * TQ1_0 GEMV v3: no trit extraction. With q_n = b·3^n mod 256, 256·trit_n = 3·q_n − q_{n+1}, so
+ *   the u8 powers q_0..q_5 of a 64-byte load (byte adds) go to dpbusd as they are, into two sums per
+ *   row (a3 += q_n·a_n, a1 += q_{n+1}·a_n; Σ t·a = (3·a3 − a1) / 256, exact lane by lane): 10 adds
+ *   and 10 dpbusd per 64 bytes, against v2's ~24 byte adds, 32 compare/mask ops and 8 (256-bit)
+ *   dpbusd per 54-byte block.
+ *   The activations are re-ordered once per call into the byte order of a block (tq1_acts).
+ * TQ1_0 GEMV v4 (the level's default): v3 reading each row as one stream of 64-byte vectors, the
+ *   activations placed at the byte position their trit comes from (v3 leaves 12 of 64 lanes idle
+ *   per 54-byte block; v4 2 of 54, the block scales). L2 prefetch as I2_S v3.
+ * TQ1_0 GEMM v4: GEMM v3 with a 512-bit base-3 decode (tq1_block_planes), which also turns TQ1_0
+ *   rows into TQ2_0 rows for the amx level's TQ1_0 GEMM (mad_dispatch.c).
  * I2_S x4 GEMV v3 (the x4 layout, bl_mad.h): v3's arithmetic on groups of 4 rows read front to
  *   back; groups g and g + n/2 of a thread's range run in one pass (two streams), each row with
  *   two plane accumulators instead of four (see i2s_x4_group_pair).
@@ -561,8 +572,8 @@ void bl_tq1_gemv_v2(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *o
  * Σ t_n·a is therefore (3·Σ q_n·a − Σ q_{n+1}·a) / 256, and each q_n is a u8 that vpdpbusd
  * multiplies as it is: no compare, no code vector. Per 64-byte load of a block (its 52 code bytes;
  * bytes 52..63 meet zero activations) a row costs 5 ×3 steps (2 byte adds each) and 10 dpbusd
- * into two accumulators, a3 += q_n·a_n and a1 += q_{n+1}·a_n, for 256 weights (v2: 8 ×3 steps,
- * 8 trit extractions of 4 ops, 8 dpbusd, in 256-bit halves). A lane of a3/a1 holds the same bytes
+ * into two accumulators, a3 += q_n·a_n and a1 += q_{n+1}·a_n, for 256 weights (v2: ~12 ×3 steps,
+ * 8 trit extractions of 4 ops, 8 dpbusd, in 256-bit vectors). A lane of a3/a1 holds the same bytes
  * of the same planes, so 3·a3 − a1 is 256·Σ t·a lane by lane and one exact arithmetic shift per
  * lane restores it. The activations are re-ordered once per call (tq1_acts) into the byte order of
  * the block: the TQ1_0 bytes are read as stored. */
@@ -603,15 +614,16 @@ ALWAYS_INLINE void tq1_block_v3(__m512i *a3, __m512i *a1, __m512i x, const __m51
 
 /* R (4 or 1) rows from w_row0, blocks [0, nb) of the chunk whose activations are ap; d[i] = the 16
  * lanes of Σ c·q of row i. The last block's load stops at its 52 code bytes (masked: the bytes
- * after the tensor's last block may be unmapped). PF: prefetch into L2 as the I2_S GEMV v3. */
+ * after the tensor's last block may be unmapped). Weights are prefetched into L2 as in the I2_S GEMV
+ * v3 (without, the rows streamed from DRAM markedly slower: docs/benchmarks.md). */
 ALWAYS_INLINE void tq1_rows_v3(const uint8_t *w_row0, int64_t rb, const int8_t *ap, int64_t nb, const int R,
-                               const int PF, __m512i *d) {
+                               __m512i *d) {
     __m512i a3[4], a1[4];
     for (int i = 0; i < R; ++i) a3[i] = a1[i] = _mm512_setzero_si512();
     pf_front f = pf_start(rb, R);
     int64_t b = 0;
     for (; b + 1 < nb; ++b) {
-        if (PF) pf_step(&f, w_row0, rb, R, BL_TQ1_BLOCK_BYTES);
+        pf_step(&f, w_row0, rb, R, BL_TQ1_BLOCK_BYTES);
         __m512i A[5];
         for (int n = 0; n < 5; ++n) A[n] = _mm512_load_si512((const void *)(ap + TQ1_V3_AP * b + 64 * n));
         for (int i = 0; i < R; ++i) {
@@ -632,8 +644,8 @@ ALWAYS_INLINE void tq1_rows_v3(const uint8_t *w_row0, int64_t rb, const int8_t *
         d[i] = _mm512_srai_epi32(_mm512_sub_epi32(_mm512_add_epi32(a3[i], _mm512_add_epi32(a3[i], a3[i])), a1[i]), 8);
 }
 
-ALWAYS_INLINE void tq1_gemv_v3_impl(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *out, int64_t K,
-                                    int64_t r0, int64_t r1, const int PF) {
+void bl_tq1_gemv_v3(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *out, int64_t K, int64_t r0,
+                    int64_t r1) {
     const int64_t rb = bl_tq1_row_bytes(K), nb = K / BL_TQ_BLOCK;
     _Alignas(64) int8_t ap[TQ1_V3_CHUNK * TQ1_V3_AP];
     for (int64_t b0 = 0; b0 < nb; b0 += TQ1_V3_CHUNK) { /* one chunk for K ≤ 16384 */
@@ -643,28 +655,19 @@ ALWAYS_INLINE void tq1_gemv_v3_impl(const uint8_t *w, const int8_t *q, int32_t s
         __m512i d[4];
         int64_t r = r0;
         for (; r + 4 <= r1; r += 4) {
-            tq1_rows_v3(wc + r * rb, rb, ap, nc, 4, PF, d);
+            tq1_rows_v3(wc + r * rb, rb, ap, nc, 4, d);
             const __m128i s = reduce4(d[0], d[1], d[2], d[3]);
             const __m128i prev = b0 == 0 ? _mm_set1_epi32(-sum_q) : _mm_loadu_si128((const __m128i *)(out + r));
             _mm_storeu_si128((__m128i *)(out + r), _mm_add_epi32(prev, s));
         }
         for (; r < r1; ++r) {
-            tq1_rows_v3(wc + r * rb, rb, ap, nc, 1, PF, d);
+            tq1_rows_v3(wc + r * rb, rb, ap, nc, 1, d);
             out[r] = (b0 == 0 ? -sum_q : out[r]) + _mm512_reduce_add_epi32(d[0]);
         }
     }
     bl_gemx_fault(BL_OP_TQ1_GEMV, out, r0, r1);
 }
 
-void bl_tq1_gemv_v3(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *out, int64_t K, int64_t r0,
-                    int64_t r1) {
-    tq1_gemv_v3_impl(w, q, sum_q, out, K, r0, r1, 1);
-}
-
-void bl_tq1_gemv_v3n(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *out, int64_t K, int64_t r0,
-                     int64_t r1) {
-    tq1_gemv_v3_impl(w, q, sum_q, out, K, r0, r1, 0);
-}
 
 /* ---- TQ1_0 GEMV v4: v3 over the row as one byte stream ---------------------------------------- */
 

@@ -8,7 +8,8 @@
  * Version names: v0 scalar, v1 AVX2 (maddubs, int16 ≤ 16 blocks), v1w1 AVX2 widening every
  * block, v2 AVX-512 VNNI, v3 AVX-512 VNNI without shifts (I2_S and TQ2_0 GEMV), avxvnni (256-bit VEX
  * dpbusd), v4 AVX-512 VNNI with the activations joined once per call (GEMV), v3 AVX-512 VNNI
- * whole-row panels with 4 x 6 tiles (GEMM), amx (AMX-INT8 tile GEMMs), neon, neon_dotprod. The descriptions repeat the file headers in one line;
+ * whole-row panels with 4 x 6 tiles (GEMM), amx (AMX-INT8 tile GEMMs), neon, neon_dotprod. TQ1_0's
+ * v3/v4 GEMV are the base-3 linear form (mad_avx512vnni.c), its v4 GEMM v3 with a 512-bit decode. The descriptions repeat the file headers in one line;
  * kernel_versions() in Python shows them. Defaults per level: bl_mad_defaults below.
  */
 #include <stddef.h>
@@ -143,8 +144,7 @@ static const bl_mad_version versions[] = {
     GEMV(BL_OP_TQ2_GEMV, "v4", BL_ISA_AVX512VNNI, "v3 with activations joined once per call (1 load/plane); faster in L2, slower from DRAM", bl_tq2_gemv_v4),
     GEMV(BL_OP_TQ1_GEMV, "v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI: base-3 decode with mask compares, dpbusd", bl_tq1_gemv_v2),
     GEMV(BL_OP_TQ1_GEMV, "v3", BL_ISA_AVX512VNNI, "AVX-512 VNNI: 256·trit = 3·q_n − q_{n+1} (q_n = b·3^n mod 256) into two dpbusd sums; acts re-ordered per call; L2 prefetch", bl_tq1_gemv_v3),
-    GEMV(BL_OP_TQ1_GEMV, "v4", BL_ISA_AVX512VNNI, "tq1 v3 reading each row as one stream of 64-byte vectors (acts placed at each byte's position): no idle lanes", bl_tq1_gemv_v4),
-    GEMV(BL_OP_TQ1_GEMV, "v3n", BL_ISA_AVX512VNNI, "tq1 v3 without the L2 prefetch", bl_tq1_gemv_v3n),
+    GEMV(BL_OP_TQ1_GEMV, "v4", BL_ISA_AVX512VNNI, "tq1 v3 reading each row as one stream of 64-byte vectors, acts placed at each byte's position (2 idle bytes in 54: the scales)", bl_tq1_gemv_v4),
     GEMM(BL_OP_TQ2_GEMM, "v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI decode chunk once, 2x4 dpbusd tile", bl_tq2_gemm_v2),
     GEMM(BL_OP_TQ2_GEMM, "v3", BL_ISA_AVX512VNNI, "AVX-512 VNNI 4-row panels over the whole row, 4x6 tile reduced once", bl_tq2_gemm_v3),
     GEMM(BL_OP_TQ1_GEMM, "v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI decode chunk once, 2x4 dpbusd tile", bl_tq1_gemm_v2),

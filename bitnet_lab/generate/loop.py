@@ -479,9 +479,11 @@ def _loop(runner, tokenizer, cache, new_ids, history, n, sampler, rng, used_seed
             room = cache.n_ctx - cache.pos - 1   # drafts that fit after tok, and that -n still wants
             if n >= 0:
                 room = min(room, n - len(out.generated))
-            draft = spec.propose(context + [tok], room, sampler, rng) if spec else None
-            if not draft:
-                context.append(tok)
+            context.append(tok)                  # drafts continue tok (no copy of the context per step)
+            draft = spec.propose(context, room, sampler, rng) if spec else None
+            if draft:
+                context.pop()                    # verify_step feeds tok itself, after the context
+            else:
                 row = np.asarray(runner.forward([tok], cache))[-1]
         if not draft:
             step_ms = (time.perf_counter() - te) * 1e3

@@ -35,6 +35,7 @@ little over plain decoding. The loop (`bitnet_lab.generate.loop`) runs `verify_s
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import inspect
 import os
@@ -440,8 +441,10 @@ class Speculation:
         self.n_declined = 0                # steps run plainly because no draft length paid
         self._step_ms: float | None = None                 # moving averages of the timings
         self._pass_ms: dict[int, float] = {}               # width (k + 1) -> ms
+        self._widths: list[int] = []                       # its keys, sorted (cost() runs k times a step)
         self._acc, self._rej = 1.0, 1.0                    # decayed counts: acceptances, rejections
         self._since_probe = 0
+        self._declined: tuple[int, int] | None = None      # (k, n_pass) of the last "no k pays"
 
     # ---- timing -----------------------------------------------------------------------------
     @staticmethod
@@ -459,7 +462,10 @@ class Speculation:
             return None
         if width in self._pass_ms:
             return self._pass_ms[width] / self._step_ms
-        known = sorted(w for w in self._pass_ms if w < width) or sorted(self._pass_ms)[:1]
+        widths = self._widths
+        if len(widths) != len(self._pass_ms):        # a width timed for the first time (keys only grow)
+            widths = self._widths = sorted(self._pass_ms)
+        known = widths[: bisect.bisect_left(widths, width)] or widths[:1]
         w1 = known[-1]
         c1 = self._pass_ms[w1] / self._step_ms
         w0, c0 = (known[-2], self._pass_ms[known[-2]] / self._step_ms) if len(known) > 1 else (1, 1.0)
@@ -473,12 +479,17 @@ class Speculation:
     def _paying_k(self, k: int) -> int:
         if not self.cost_aware or self.cost(2) is None:
             return k                      # nothing timed yet: draft, and learn what it costs
-        a = min(self.acceptance(), 0.999)
-        best_k, best = 0, 1.0
-        for j in range(1, k + 1):
-            gain = (1.0 - a ** (j + 1)) / (1.0 - a) / max(self.cost(j + 1), 1e-9)
-            if gain > best:
-                best_k, best = j, gain
+        best_k = 0
+        if self._declined != (k, self.n_pass):
+            # weigh every k (the estimates move only with a pass, so a "none pays" stands until the
+            # next one: the plain steps in between pay nothing for the cost model)
+            a = min(self.acceptance(), 0.999)
+            best = 1.0
+            for j in range(1, k + 1):
+                gain = (1.0 - a ** (j + 1)) / (1.0 - a) / max(self.cost(j + 1), 1e-9)
+                if gain > best:
+                    best_k, best = j, gain
+            self._declined = None if best_k else (k, self.n_pass)
         if best_k:
             self._since_probe = 0
             return best_k

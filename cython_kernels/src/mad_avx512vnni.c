@@ -587,17 +587,19 @@ void bl_tq1_gemv_v2(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *o
  * block b multiplies (docs/formats.md#35-tq1_0-type-34): byte i < 32 (qs[0..31]): element 32n + i;
  * 32 ≤ i < 48 (qs[32..47]): 160 + 16n + (i − 32); 48 ≤ i < 52 (qh): 240 + 4n + (i − 48) for n < 4,
  * 0 for n = 4 (qh holds 4 trits); i ≥ 52: 0 (the block scale d and the next block's bytes). */
+/* The 64 activations of plane n of one block qb in its bytes' order (above); zero past byte 52. */
+static inline __m512i tq1_block_plane(const int8_t *qb, int n) {
+    int32_t h = 0;
+    if (n < 4) memcpy(&h, qb + 240 + 4 * n, 4);
+    __m512i v = _mm512_zextsi256_si512(load256(qb + 32 * n));
+    v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(qb + 160 + 16 * n)), 2);
+    return _mm512_inserti32x4(v, _mm_cvtsi32_si128(h), 3);
+}
+
 static void tq1_acts(const int8_t *q, int64_t nb, int8_t *ap) {
     for (int64_t b = 0; b < nb; ++b) {
         const int8_t *qb = q + BL_TQ_BLOCK * b;
-        for (int n = 0; n < 5; ++n) {
-            int32_t h = 0;
-            if (n < 4) memcpy(&h, qb + 240 + 4 * n, 4);
-            __m512i v = _mm512_zextsi256_si512(load256(qb + 32 * n));
-            v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(qb + 160 + 16 * n)), 2);
-            v = _mm512_inserti32x4(v, _mm_cvtsi32_si128(h), 3);
-            _mm512_storeu_si512((void *)(ap + TQ1_V3_AP * b + 64 * n), v);
-        }
+        for (int n = 0; n < 5; ++n) _mm512_storeu_si512((void *)(ap + TQ1_V3_AP * b + 64 * n), tq1_block_plane(qb, n));
     }
 }
 
@@ -687,13 +689,9 @@ static void tq1_acts_flat(const int8_t *q, int64_t nb, int64_t L, int8_t *ap) {
     for (int64_t b = 0; b < nb; ++b) {
         const int8_t *qb = q + BL_TQ_BLOCK * b;
         for (int n = 0; n < 5; ++n) {
-            int32_t h = 0;
-            if (n < 4) memcpy(&h, qb + 240 + 4 * n, 4);
-            __m512i v = _mm512_zextsi256_si512(load256(qb + 32 * n));
-            v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(qb + 160 + 16 * n)), 2);
-            v = _mm512_inserti32x4(v, _mm_cvtsi32_si128(h), 3);
             /* 54 bytes: the codes' activations and the zeros of d */
-            _mm512_mask_storeu_epi8((void *)(ap + L * n + 54 * b), (__mmask64)0x003FFFFFFFFFFFFFull, v);
+            _mm512_mask_storeu_epi8((void *)(ap + L * n + 54 * b), (__mmask64)0x003FFFFFFFFFFFFFull,
+                                    tq1_block_plane(qb, n));
         }
     }
 }

@@ -306,7 +306,8 @@ static void lm_rows(int type, const uint8_t *W, int64_t row_bytes, int64_t K, in
         for (int64_t r = r0; r < r1; ++r) {
             const uint16_t *row = (const uint16_t *)(W + r * row_bytes);
             int64_t n = 0;
-            for (; n + 3 <= N; n += 3) dotn_f16(h + n * K, 3, row, K, &out[n * ldo + r], ldo);
+            for (; n + LM_ROWS_MAX <= N; n += LM_ROWS_MAX)
+                dotn_f16(h + n * K, LM_ROWS_MAX, row, K, &out[n * ldo + r], ldo);
             if (N - n == 2) dotn_f16(h + n * K, 2, row, K, &out[n * ldo + r], ldo);
             else if (N - n == 1) dotn_f16(h + n * K, 1, row, K, &out[n * ldo + r], ldo);
         }

@@ -30,6 +30,12 @@ cdef extern from "bl_kernels.h" nogil:
                                              int64_t K, int64_t BM, int64_t BK, int64_t r0,
                                              int64_t r1, int32_t *out)
 
+    ctypedef bl_lut_status (*bl_tl1_gemm_fn)(const uint8_t *data, const int8_t *Q, const int32_t *sum_q,
+                                             int64_t N, int64_t M, int64_t K, int64_t BM, int64_t BK,
+                                             int64_t bm, int64_t r0, int64_t r1, int64_t ld_out, int32_t *out)
+    ctypedef bl_lut_status (*bl_tl2_gemm_fn)(const uint8_t *data, const int8_t *Q, const int32_t *sum_q,
+                                             int64_t N, int64_t M, int64_t K, int64_t BM, int64_t BK,
+                                             int64_t r0, int64_t r1, int64_t ld_out, int32_t *out)
     ctypedef struct bl_isa_kernels:
         const char *name
         bl_unpack_i2_s_fn unpack_i2_s
@@ -38,6 +44,8 @@ cdef extern from "bl_kernels.h" nogil:
         bl_tl2_build_lut_fn tl2_build_lut
         bl_tl1_gemv_fn tl1_gemv
         bl_tl2_gemv_fn tl2_gemv
+        bl_tl1_gemm_fn tl1_gemm
+        bl_tl2_gemm_fn tl2_gemm
 
     void bl_dispatch_init()
     const char *bl_isa_name(int isa)

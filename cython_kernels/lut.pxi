@@ -31,34 +31,44 @@ cdef extern from *:
         bl_tl2_build_lut_fn tl2_build_lut;
         bl_tl1_gemv_fn tl1_gemv;
         bl_tl2_gemv_fn tl2_gemv;
+        bl_tl1_gemm_fn tl1_gemm;
+        bl_tl2_gemm_fn tl2_gemm;
     } bl_lut_impl;
     static const bl_lut_impl bl_lut_impls[] = {
         {"v0", 0, "scalar: byte-plane lookups straight into int32",
-         bl_tl1_build_lut_scalar, bl_tl2_build_lut_scalar, bl_tl1_gemv_scalar, bl_tl2_gemv_scalar},
+         bl_tl1_build_lut_scalar, bl_tl2_build_lut_scalar, bl_tl1_gemv_scalar, bl_tl2_gemv_scalar, NULL, NULL},
     #if defined(BL_BUILD_LUT_AVX2)
         {"v1", 1, "AVX2: pshufb on 16-byte planes, unpack to int16, sign (x+s)^s, int16 acc per K-tile",
-         bl_tl1_build_lut_avx2, bl_tl2_build_lut_avx2, bl_tl1_gemv_avx2, bl_tl2_gemv_avx2},
+         bl_tl1_build_lut_avx2, bl_tl2_build_lut_avx2, bl_tl1_gemv_avx2, bl_tl2_gemv_avx2, NULL, NULL},
     #endif
     #if defined(BL_BUILD_LUT_AVX512)
         /* GEMVs only (NULL: the level's build is v1's) */
         {"v2", 3, "AVX-512: vpshufb on four 16-byte planes per register, 64 index bytes per step, vptestmw sign masks",
-         NULL, NULL, bl_tl1_gemv_avx512, bl_tl2_gemv_avx512},
+         NULL, NULL, bl_tl1_gemv_avx512, bl_tl2_gemv_avx512, NULL, NULL},
+    #endif
+    #if defined(BL_BUILD_AMX) && defined(BL_BUILD_AVX512VNNI)
+        /* GEMMs only: prefill on AMX tiles (mad_amx.c) */
+        {"amx", 4, "AMX: index nibbles decoded once per call into tile codes (TL1 straight per 16 rows, TL2 via a weight-major buffer), TDPBSUD over all tokens",
+         NULL, NULL, NULL, NULL, bl_tl1_gemm_amx, bl_tl2_gemm_amx},
     #endif
     #if defined(BL_BUILD_LUT_NEON)
-        {"neon", 4, "NEON: vqtbl1q_u8 on 16-byte planes, vzip to int16, int16 acc per K-tile",
-         bl_tl1_build_lut_neon, bl_tl2_build_lut_neon, bl_tl1_gemv_neon, bl_tl2_gemv_neon},
+        {"neon", 5, "NEON: vqtbl1q_u8 on 16-byte planes, vzip to int16, int16 acc per K-tile",
+         bl_tl1_build_lut_neon, bl_tl2_build_lut_neon, bl_tl1_gemv_neon, bl_tl2_gemv_neon, NULL, NULL},
     #endif
     };
     static int bl_lut_impl_count(void) { return (int)(sizeof bl_lut_impls / sizeof bl_lut_impls[0]); }
-    /* Function pointer of op (0..3: tl1_build_lut, tl2_build_lut, tl1_gemv, tl2_gemv), as void*. */
+    /* Function pointer of op (0..5: tl1_build_lut, tl2_build_lut, tl1_gemv, tl2_gemv, tl1_gemm,
+     * tl2_gemm), as void*; NULL where the implementation (or level) has none. */
     static const void *bl_lut_impl_fn(int i, int op) {
         const bl_lut_impl *v = &bl_lut_impls[i];
         return op == 0 ? (const void *)v->tl1_build_lut : op == 1 ? (const void *)v->tl2_build_lut
-             : op == 2 ? (const void *)v->tl1_gemv : (const void *)v->tl2_gemv;
+             : op == 2 ? (const void *)v->tl1_gemv : op == 3 ? (const void *)v->tl2_gemv
+             : op == 4 ? (const void *)v->tl1_gemm : (const void *)v->tl2_gemm;
     }
     static const void *bl_lut_table_fn(const bl_isa_kernels *t, int op) {
         return op == 0 ? (const void *)t->tl1_build_lut : op == 1 ? (const void *)t->tl2_build_lut
-             : op == 2 ? (const void *)t->tl1_gemv : (const void *)t->tl2_gemv;
+             : op == 2 ? (const void *)t->tl1_gemv : op == 3 ? (const void *)t->tl2_gemv
+             : op == 4 ? (const void *)t->tl1_gemm : (const void *)t->tl2_gemm;
     }
     """
     ctypedef struct bl_lut_impl:
@@ -73,15 +83,17 @@ cdef extern from *:
 
 cdef extern from "bl_lut.h" nogil:
     int BL_FAULT_TL1_BUILD_LUT, BL_FAULT_TL2_BUILD_LUT, BL_FAULT_TL1_GEMV, BL_FAULT_TL2_GEMV
+    int BL_FAULT_TL1_GEMM, BL_FAULT_TL2_GEMM
 
 
-_LUT_OPS = ("tl1_build_lut", "tl2_build_lut", "tl1_gemv", "tl2_gemv")
+_LUT_OPS = ("tl1_build_lut", "tl2_build_lut", "tl1_gemv", "tl2_gemv", "tl1_gemm", "tl2_gemm")
 
 
 def lut_fault_bits():
     """(op, bit) of each LUT op in the shared fault-injection mask (bl_lut.h), in _LUT_OPS order."""
     return (("tl1_build_lut", BL_FAULT_TL1_BUILD_LUT), ("tl2_build_lut", BL_FAULT_TL2_BUILD_LUT),
-            ("tl1_gemv", BL_FAULT_TL1_GEMV), ("tl2_gemv", BL_FAULT_TL2_GEMV))
+            ("tl1_gemv", BL_FAULT_TL1_GEMV), ("tl2_gemv", BL_FAULT_TL2_GEMV),
+            ("tl1_gemm", BL_FAULT_TL1_GEMM), ("tl2_gemm", BL_FAULT_TL2_GEMM))
 
 
 def lut_versions():
@@ -97,9 +109,12 @@ def lut_versions():
 
 
 def lut_default_version(op, int isa):
-    """Version name of the implementation the level's dispatch table holds for op."""
+    """Version name of the implementation the level's dispatch table holds for op (None: the level
+    has no such kernel, as every level but amx for the GEMMs)."""
     cdef int o = _LUT_OPS.index(op)
     cdef const void *f = bl_lut_table_fn(_table(isa), o)
+    if f == NULL:
+        return None
     for i in range(bl_lut_impl_count()):
         if bl_lut_impl_fn(i, o) == f:
             return bl_lut_impls[i].name.decode()
@@ -300,3 +315,77 @@ def tl2_gemv(data, q, Py_ssize_t M, Py_ssize_t K, Py_ssize_t BM, Py_ssize_t BK,
             f"{total} invalid {what}; first in byte {first}, in the {part} part "
             f"(weights of row {r}, columns {k}..{k + span - 1})")
     return out if q.ndim == 2 else out.reshape(M)
+
+
+def _tl_gemm_status(who, st, M, K, tiling, layout):
+    """Raise the GEMV's error for an invalid index found by a GEMM (status (count, first byte))."""
+    total, first = st
+    if not total:
+        return
+    if layout == "tl1":
+        r, k = _lut_twin.tl1_byte_location(first, M, K, tiling)
+        raise CodecError(
+            f"{who}: TL1 data for a ({M}, {K}) tensor (tiling BM={tiling.BM} BK={tiling.BK} bm={tiling.bm}) "
+            f"holds {total} invalid pair index nibble(s) (> 8); first in byte {first} "
+            f"(weights of row {r}, columns {k}..{k + 3})")
+    part, r, k = _lut_twin.tl2_byte_location(first, M, K, tiling)
+    span = 6 if part == "triples" else 4
+    raise CodecError(
+        f"{who}: TL2 data for a ({M}, {K}) tensor (tiling BM={tiling.BM} BK={tiling.BK} bm=32) holds "
+        f"{total} invalid triple magnitude nibble(s) (> 13) or tail pair index nibble(s) (> 8); first in "
+        f"byte {first}, in the {part} part (weights of row {r}, columns {k}..{k + span - 1})")
+
+
+def tl_gemm(layout, data, q, Py_ssize_t M, Py_ssize_t K, Py_ssize_t BM, Py_ssize_t BK, Py_ssize_t bm,
+            int isa, int threads, name=None):
+    """Exact int32 (N, M) sum_k t[r, k] q[n, k] of TL1 / TL2 data for q (N, K) by the level's GEMM
+    (bl_lut.h); KernelError where the level has none."""
+    who = _who(name, f"{layout}_gemm")
+    cdef const C.bl_isa_kernels *tab = _table(isa)
+    _check_threads(threads)
+    if layout == "tl1":
+        _tl1_check(M, K, BM, BK, bm, who)
+    else:
+        _tl2_check(M, K, BM, BK, who)
+        bm = 32
+    if K % 64:
+        raise CodecError(f"{who}: the TL GEMMs need K % 64 == 0, got K = {K}")
+    cdef C.bl_tl1_gemm_fn g1 = tab.tl1_gemm
+    cdef C.bl_tl2_gemm_fn g2 = tab.tl2_gemm
+    if (layout == "tl1" and g1 == NULL) or (layout == "tl2" and g2 == NULL):
+        raise KernelError(f"{who}: ISA level {C.bl_isa_name(isa).decode()} has no {layout.upper()} GEMM "
+                          f"(only amx has one; the engine runs the GEMV per token there)")
+    arr = _as_1d_uint8(data, who)
+    cdef Py_ssize_t three_k = (K // BK) * BK
+    cdef Py_ssize_t need = M * K // 4 if layout == "tl1" else M * three_k // 6 + M * three_k // 24 + M * (K - three_k) // 4
+    if arr.shape[0] < need:
+        raise CodecError(f"{who}: a ({M}, {K}) {layout.upper()} tensor needs {need} bytes, got {arr.shape[0]}")
+    rows = _q_rows(q, K, who)
+    cdef Py_ssize_t N = rows.shape[0]
+    out = np.zeros((N, M), dtype=np.int32)
+    if N == 0:
+        return out
+    sums = rows.sum(axis=1, dtype=np.int32)
+    cdef const int8_t[:, ::1] qv = rows
+    cdef const int32_t[::1] sv = sums
+    cdef const uint8_t[::1] src = arr
+    cdef int32_t[:, ::1] dst = out
+    cdef Py_ssize_t per
+    cdef int n_chunks = _chunks(M // bm, threads, &per)
+    status_arr = np.zeros((n_chunks, 2), dtype=np.int64)
+    cdef int64_t[:, ::1] status = status_arr
+    cdef int c
+    cdef C.bl_lut_status st
+    cdef int is_tl1 = layout == "tl1"
+    with nogil:
+        for c in prange(n_chunks, num_threads=threads, schedule="static", chunksize=1):
+            if is_tl1:
+                st = g1(&src[0], &qv[0, 0], &sv[0], N, M, K, BM, BK, bm, c * per * bm,
+                        min(M, (c + 1) * per * bm), M, &dst[0, 0])
+            else:
+                st = g2(&src[0], &qv[0, 0], &sv[0], N, M, K, BM, BK, c * per * 32,
+                        min(M, (c + 1) * per * 32), M, &dst[0, 0])
+            status[c, 0] = st.n_bad
+            status[c, 1] = st.first_bad_byte
+    _tl_gemm_status(who, _lut_status(status), M, K, _TLTiling(BM, BK, bm), layout)
+    return out

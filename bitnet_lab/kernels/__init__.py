@@ -60,10 +60,13 @@ from bitnet_lab.kernels.isa import (
     use_isa,
 )
 from bitnet_lab.kernels.lut import (
+    has_tl_gemm,
     lut_kernel_versions,
     tl1_build_lut,
+    tl1_gemm,
     tl1_gemv,
     tl2_build_lut,
+    tl2_gemm,
     tl2_gemv,
 )
 from bitnet_lab.kernels.mad import (
@@ -117,6 +120,7 @@ __all__ = [
     "LAYOUT_OPS",
     "LUT_OPS",
     "KernelError",
+    "has_tl_gemm",
     "lut_kernel_versions",
     "MAD_OPS",
     "microbench",
@@ -126,8 +130,10 @@ __all__ = [
     "quantize_act",
     "set_isa",
     "tl1_build_lut",
+    "tl1_gemm",
     "tl1_gemv",
     "tl2_build_lut",
+    "tl2_gemm",
     "tl2_gemv",
     "tq1_gemm",
     "tq1_gemv",

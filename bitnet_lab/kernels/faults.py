@@ -9,7 +9,8 @@ Every kernel the native engine runs can be made wrong (:data:`FAULT_OPS`):
   AMX tile GEMMs included, and the per-block ``*_bgemv`` / ``*_bgemm``): a product adds 1 to
   ``out[0]`` (row 0, token 0; a per-block op: block 0), quantize_act adds 1 to ``sum_q[0]``;
 * the TL1 / TL2 LUT ops (:data:`LUT_OPS`): a build adds 1 to every entry of its first table (so
-  every row's sum moves by ±1), a GEMV adds 1 to ``out[0]``.
+  every row's sum moves by ±1), a GEMV or a GEMM (the prefill GEMMs, amx level only) adds 1 to
+  ``out[0]``.
 
 Only in the call whose range starts at row 0, so the wrong value is the same for every thread
 split. :data:`LAYOUT_OPS` says which ops the engine runs on each weight layout
@@ -35,15 +36,16 @@ FAULT_OPS: tuple[str, ...] = MAD_OPS + LUT_OPS
 _FAULT_BIT = {**_OP_ID, **_LUT_BITS}
 
 # The ops the native engine runs on a projection of each layout (engine.weights.LAYOUT_CODE names):
-# the GEMV first (decode; TL layouts also prefill row by row), then what else it calls.
+# the GEMV first (decode), then what else it calls. TL layouts prefill with their GEMM on the amx
+# level (kernels.has_tl_gemm) and row by row through the LUT GEMV elsewhere.
 # quantize_act runs before every layout's product.
 LAYOUT_OPS: dict[str, tuple[str, ...]] = {
     "i2_s": ("i2s_gemv", "i2s_gemm"),
     "i2_s_x4": ("i2s_x4_gemv", "i2s_x4_gemm"),
     "tq2_0": ("tq2_gemv", "tq2_gemm"),
     "tq1_0": ("tq1_gemv", "tq1_gemm"),
-    "tl1": ("tl1_gemv", "tl1_build_lut"),
-    "tl2": ("tl2_gemv", "tl2_build_lut"),
+    "tl1": ("tl1_gemv", "tl1_build_lut", "tl1_gemm"),
+    "tl2": ("tl2_gemv", "tl2_build_lut", "tl2_gemm"),
 }
 
 # The ops a projection runs instead when it needs per-256-block products: a TQ tensor whose block

@@ -7,7 +7,8 @@ import numpy as np
 from bitnet_lab.errors import CodecError
 from bitnet_lab.kernels.isa import ISA_ORDER, _INDEX, _dim, _isa_index, _k, available_isas, effective_threads
 
-__all__ = ["lut_kernel_versions", "tl1_build_lut", "tl1_gemv", "tl2_build_lut", "tl2_gemv"]
+__all__ = ["has_tl_gemm", "lut_kernel_versions", "tl1_build_lut", "tl1_gemm", "tl1_gemv", "tl2_build_lut", "tl2_gemm",
+           "tl2_gemv"]
 
 # ---- TL1 / TL2 LUT kernels -------------------------------------------------------------------
 #
@@ -17,6 +18,8 @@ __all__ = ["lut_kernel_versions", "tl1_build_lut", "tl1_gemv", "tl2_build_lut", 
 # module's docstring) and return the exact int32 Σ t·q; the epilogue acc / s_x · γ is the
 # caller's. Levels: scalar (v0), avx2 (v1; also what avxvnni runs), avx512vnni (v2 GEMVs with
 # v1's builds; also what amx runs), neon (also neon_dotprod) — see lut_kernel_versions().
+# The amx level also has TL GEMMs (prefill: the index nibbles decoded once per call into AMX
+# tiles, no LUT), the only level with them; elsewhere the engine runs the GEMV per token.
 
 
 def _lut_blob_len(data) -> int | None:
@@ -123,10 +126,50 @@ def tl2_gemv(
     return _k.tl2_gemv(data, q, M, K, int(tiling.BM), int(tiling.BK), _isa_index(isa), effective_threads(threads), name)
 
 
+def has_tl_gemm(isa: str | None = None) -> bool:
+    """Whether ISA level ``isa`` (default: the active one) has the TL1 / TL2 GEMMs (only amx)."""
+    return _k.lut_default_version("tl1_gemm", _isa_index(isa)) is not None
+
+
+def _tl_gemm(layout: str, data, Q: np.ndarray, M: int, K: int, tiling, threads, isa, name) -> np.ndarray:
+    from bitnet_lab.quant import packing
+    from bitnet_lab.quant.tiling import validate_tiling
+
+    M, K = _dim(M, "M"), _dim(K, "K")
+    validate_tiling(layout, M, K, tiling)
+    who = f"{layout}_gemm({name!r})" if name is not None else f"{layout}_gemm"
+    if not isinstance(Q, np.ndarray) or Q.ndim != 2:
+        raise CodecError(f"{who}: Q must be a 2-D int8 array (N, K)")
+    if layout == "tl1":
+        allowed = {"tl1_nbytes": packing.tl1_nbytes(M, K), "with the scale slot": packing.tl1_ggml_nbytes(M, K)}
+    else:
+        allowed = {"tl2_nbytes": packing.tl2_nbytes(M, K, tiling), "tl2_padded_nbytes": packing.tl2_padded_nbytes(M, K),
+                   "tl2_ggml_nbytes": packing.tl2_ggml_nbytes(M, K)}
+    _check_blob(who, data, allowed, M, K, tiling)
+    return _k.tl_gemm(layout, data, Q, M, K, int(tiling.BM), int(tiling.BK), int(tiling.bm), _isa_index(isa),
+                      effective_threads(threads), name)
+
+
+def tl1_gemm(data, Q: np.ndarray, M: int, K: int, tiling, *, threads: int | None = None, isa: str | None = None,
+             name: str | None = None) -> np.ndarray:
+    """Exact ``Σ_k t[r, k]·Q[n, k]`` (int32 ``(N, M)``) of a TL1 tensor for a block of activation
+    rows ``Q`` (int8 ``(N, K)``, K % 64 == 0) by the prefill GEMM: the index nibbles are decoded
+    once into AMX tiles for all N rows. Same numbers as :func:`tl1_gemv` row by row (numpy twin:
+    :func:`bitnet_lab.quant.lut.tl1_gemv_ref`); same data checks and errors. KernelError on a level
+    without the GEMM (:func:`has_tl_gemm`)."""
+    return _tl_gemm("tl1", data, Q, M, K, tiling, threads, isa, name)
+
+
+def tl2_gemm(data, Q: np.ndarray, M: int, K: int, tiling, *, threads: int | None = None, isa: str | None = None,
+             name: str | None = None) -> np.ndarray:
+    """The TL2 twin of :func:`tl1_gemm` (triples with their sign plane, then the pair tail)."""
+    return _tl_gemm("tl2", data, Q, M, K, tiling, threads, isa, name)
+
+
 def lut_kernel_versions() -> list[dict]:
     """The LUT kernels compiled in, one dict per (op, implementation): ``op`` (tl1_build_lut,
-    tl2_build_lut, tl1_gemv, tl2_gemv), ``version`` (v0 scalar, v1 AVX2, v2 AVX-512 (GEMVs only),
-    neon), ``isa`` (the
+    tl2_build_lut, tl1_gemv, tl2_gemv, tl1_gemm, tl2_gemm), ``version`` (v0 scalar, v1 AVX2, v2 AVX-512
+    (GEMVs only), amx (GEMMs only), neon), ``isa`` (the
     level the code needs), ``description``, and ``default_for``: the available levels whose
     dispatch table runs it (read from the C table's function pointers)."""
     out = []

@@ -70,6 +70,10 @@ typedef struct {
     bl_tl2_build_lut_fn tl2_build_lut;
     bl_tl1_gemv_fn tl1_gemv;
     bl_tl2_gemv_fn tl2_gemv;
+    /* TL prefill GEMMs (bl_lut.h): the amx level's tile GEMMs; NULL elsewhere (the engine then
+     * runs the GEMV once per token). */
+    bl_tl1_gemm_fn tl1_gemm;
+    bl_tl2_gemm_fn tl2_gemm;
 } bl_isa_kernels;
 
 /* ---- per-ISA implementations (each defined only in its own file) ---------------------- */

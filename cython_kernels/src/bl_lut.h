@@ -88,18 +88,35 @@ typedef bl_lut_status (*bl_tl2_gemv_fn)(const uint8_t *data, const uint8_t *lut,
                                         int64_t K, int64_t BM, int64_t BK, int64_t r0,
                                         int64_t r1, int32_t *out);
 
+/* ---- GEMM (prefill, several tokens) -------------------------------------------------------
+ * out[n·ld_out + r] = sum_k t[r, k] · Q[n·K + k] (exact int32) for the N rows of Q (stride K)
+ * and the rows r in [r0, r1), with sum_q[n] = sum_k Q[n·K + k]. No LUT: the index nibbles are
+ * decoded once per call into the codes t + 1 of the tile GEMM (mad_amx.c), so the weights are
+ * read once for all N tokens instead of once per token. Same tiling, row-range and invalid-index
+ * contract as the GEMVs; also K % 64 == 0. Only the amx level has them (NULL elsewhere: the
+ * engine then runs the GEMV per token). */
+typedef bl_lut_status (*bl_tl1_gemm_fn)(const uint8_t *data, const int8_t *Q, const int32_t *sum_q,
+                                        int64_t N, int64_t M, int64_t K, int64_t BM, int64_t BK,
+                                        int64_t bm, int64_t r0, int64_t r1, int64_t ld_out,
+                                        int32_t *out);
+typedef bl_lut_status (*bl_tl2_gemm_fn)(const uint8_t *data, const int8_t *Q, const int32_t *sum_q,
+                                        int64_t N, int64_t M, int64_t K, int64_t BM, int64_t BK,
+                                        int64_t r0, int64_t r1, int64_t ld_out, int32_t *out);
+
 /* ---- fault injection -------------------------------------------------------------------
  * The MAD family's switch (bl_mad.h: bl_mad_set_fault), with its own bits after the MAD ops, so
  * one mask covers every kernel the engine runs. Build: every int16 entry of the call's first
  * table (the table of q[0 .. 2) / q[0 .. 3)) is 1 too large, so every row's sum moves by ±1 (TL2
  * applies the triple's sign). GEMV: out[0] + 1 in the call whose range starts at row 0 (the same
- * value for every thread split). Each kernel reads the flag once per call. Off by default. */
+ * value for every thread split); GEMM: the same, token 0's row 0. Each kernel reads the flag once per call. Off by default. */
 enum {
     BL_FAULT_TL1_BUILD_LUT = 15, /* = BL_OP_COUNT (bl_mad.h; mad_dispatch.c asserts it) */
     BL_FAULT_TL2_BUILD_LUT = 16,
     BL_FAULT_TL1_GEMV = 17,
     BL_FAULT_TL2_GEMV = 18,
-    BL_FAULT_COUNT = 19
+    BL_FAULT_TL1_GEMM = 19,
+    BL_FAULT_TL2_GEMM = 20,
+    BL_FAULT_COUNT = 21
 };
 extern volatile int bl_mad_fault_mask; /* mad_dispatch.c */
 #define BL_LUT_FAULT(bit) ((bl_mad_fault_mask >> (bit)) & 1)
@@ -151,6 +168,14 @@ bl_lut_status bl_tl1_gemv_neon(const uint8_t *data, const uint8_t *lut, int64_t 
                                int32_t *out);
 bl_lut_status bl_tl2_gemv_neon(const uint8_t *data, const uint8_t *lut, int64_t M, int64_t K,
                                int64_t BM, int64_t BK, int64_t r0, int64_t r1, int32_t *out);
+
+/* AMX tile GEMMs (mad_amx.c). */
+bl_lut_status bl_tl1_gemm_amx(const uint8_t *data, const int8_t *Q, const int32_t *sum_q, int64_t N,
+                              int64_t M, int64_t K, int64_t BM, int64_t BK, int64_t bm, int64_t r0,
+                              int64_t r1, int64_t ld_out, int32_t *out);
+bl_lut_status bl_tl2_gemm_amx(const uint8_t *data, const int8_t *Q, const int32_t *sum_q, int64_t N,
+                              int64_t M, int64_t K, int64_t BM, int64_t BK, int64_t r0, int64_t r1,
+                              int64_t ld_out, int32_t *out);
 
 /* Exact scans for invalid indices over rows [r0, r1) (lut_scalar.c); the SIMD GEMVs call
  * them only after their cheap test fired. Same result as the scalar GEMVs' status. */

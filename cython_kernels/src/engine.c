@@ -604,6 +604,16 @@ static void block_rows(const bl_mad_kernels *mad, const bl_job *j, const bl_act 
     }
 }
 
+/* A TL kernel's invalid-index report as the job's error. */
+static void tl_report(const bl_job *j, bl_lut_status st, int64_t r0, int64_t r1, bl_error *err) {
+    if (!st.n_bad) return;
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s: %s data holds %lld invalid LUT index(es) in rows %lld..%lld; first at byte %lld",
+             j->name, j->w->layout == BL_W_TL1 ? "TL1" : "TL2", (long long)st.n_bad, (long long)r0, (long long)r1 - 1,
+             (long long)st.first_bad_byte);
+    bl_fail(err, BL_E_DATA, msg);
+}
+
 /* Exact Σ t·q of rows [r0, r1) of a TL job for input row n through its LUT, into j->acc row n. */
 static void tl_rows(const bl_isa_kernels *tab, const bl_job *j, const uint8_t *lut, int64_t n, int64_t r0, int64_t r1,
                     bl_error *err) {
@@ -612,13 +622,25 @@ static void tl_rows(const bl_isa_kernels *tab, const bl_job *j, const uint8_t *l
     bl_lut_status st = w->layout == BL_W_TL1
                            ? tab->tl1_gemv(w->data, lut, w->M, w->K, w->BM, w->BK, w->bm, r0, r1, out)
                            : tab->tl2_gemv(w->data, lut, w->M, w->K, w->BM, w->BK, r0, r1, out);
-    if (st.n_bad) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "%s: %s data holds %lld invalid LUT index(es) in rows %lld..%lld; first at byte %lld",
-                 j->name, w->layout == BL_W_TL1 ? "TL1" : "TL2", (long long)st.n_bad, (long long)r0, (long long)r1 - 1,
-                 (long long)st.first_bad_byte);
-        bl_fail(err, BL_E_DATA, msg);
-    }
+    tl_report(j, st, r0, r1, err);
+}
+
+/* Rows [r0, r1) of a TL job for all N input rows at once by the level's TL GEMM (prefill, a batch,
+ * a verification pass: the weights are read once, not once per row), when the level has one and
+ * the input fits it (N > gemv_max, rows of stride K, K % 64 == 0). 0: not run (tl_rows then). */
+static int tl_gemm_rows(const bl_isa_kernels *tab, const bl_job *j, const bl_act *a, int64_t r0, int64_t r1,
+                        bl_error *err) {
+    const bl_tweight *w = j->w;
+    if (a->N <= a->gemv_max || a->stride != w->K || w->K % 64) return 0;
+    bl_lut_status st;
+    if (w->layout == BL_W_TL1 && tab->tl1_gemm)
+        st = tab->tl1_gemm(w->data, a->q, a->sum, a->N, w->M, w->K, w->BM, w->BK, w->bm, r0, r1, w->M, j->acc);
+    else if (w->layout == BL_W_TL2 && tab->tl2_gemm)
+        st = tab->tl2_gemm(w->data, a->q, a->sum, a->N, w->M, w->K, w->BM, w->BK, r0, r1, w->M, j->acc);
+    else
+        return 0;
+    tl_report(j, st, r0, r1, err);
+    return 1;
 }
 
 /* BitLinear epilogue of rows [r0, r1) (docs/numerics.md#32-bitnetcpp-i2_s-epilogue-and-its-order; reference
@@ -675,9 +697,12 @@ static void run_group(bl_thread *th, const bl_isa_kernels *tab, const bl_job *jo
         r1[j] = t0 < t1 ? (t1 * g < M ? t1 * g : M) : 0;
         first += tiles;
     }
+    int by_gemm[3] = {0, 0, 0}; /* TL jobs done by the TL GEMM */
     for (int j = 0; j < njobs; ++j) {
-        if (r0[j] >= r1[j] || is_tl(jobs[j].w)) continue;
-        if (uses_blocks(jobs[j].w))
+        if (r0[j] >= r1[j]) continue;
+        if (is_tl(jobs[j].w))
+            by_gemm[j] = tl_gemm_rows(tab, &jobs[j], a, r0[j], r1[j], err);
+        else if (uses_blocks(jobs[j].w))
             block_rows(tab->mad, &jobs[j], a, r0[j], r1[j]); /* products and epilogue */
         else
             mad_rows(tab->mad, &jobs[j], a, r0[j], r1[j]);
@@ -686,7 +711,7 @@ static void run_group(bl_thread *th, const bl_isa_kernels *tab, const bl_job *jo
         int built[3] = {0, 0, 0};
         for (int j = 0; j < njobs; ++j) {
             const bl_tweight *w = jobs[j].w;
-            if (r0[j] >= r1[j] || !is_tl(w)) continue;
+            if (r0[j] >= r1[j] || !is_tl(w) || by_gemm[j]) continue;
             int slot = j;
             for (int k = 0; k < j; ++k) /* a table of the same kind built for this row already */
                 if (built[k] && jobs[k].w->layout == w->layout && jobs[k].w->K == w->K &&

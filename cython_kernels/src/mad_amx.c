@@ -1,9 +1,10 @@
-/* mad_amx.c — MAD kernels, amx: the prefill GEMMs (I2_S, I2_S x4, TQ2_0) on Intel AMX-INT8 tiles.
+/* mad_amx.c — the prefill GEMMs on Intel AMX-INT8 tiles: I2_S, I2_S x4, TQ2_0 (MAD, bl_mad.h) and
+ * TL1 / TL2 (LUT formats, bl_lut.h: decoded to the same codes, no lookup table).
  *
  * Compiled with the AVX-512 VNNI flags plus -mamx-tile -mamx-int8; called only where bl_dispatch.c
  * found AMX-TILE and AMX-INT8, the OS saving tile state (XCR0 bits 17, 18) and, on Linux, this
  * process granted the tile data state (arch_prctl ARCH_REQ_XCOMP_PERM). The amx level is the
- * avx512vnni level with these three GEMMs: decode of one token has nothing for a tile to reuse.
+ * avx512vnni level with these five GEMMs: decode of one token has nothing for a tile to reuse.
  *
  * The multiply (the activation-parallel GEMM of docs/kernels.md#26-activation-parallel-vs-weight-parallel,
  * on tiles): TDPBSUD
@@ -35,6 +36,8 @@
  * over, run the avx512vnni GEMM v3 of the same layout: same integers, so any split is exact.
  */
 #include "bl_amx.h"
+#include "bl_lut.h"
+#include "bl_lut_layout.h"
 #include "bl_mad_x86.h"
 
 /* Weights per unit of work (a chunk of a 32-row panel): 32 rows × 512 codes = 16 KiB of B tiles,
@@ -62,8 +65,17 @@
  * 0-15 / 16-31), tmm4, 5 = A, tmm6, 7 = B. */
 
 /* The three packed layouts differ only in where a 128-weight block's 32 bytes are and in which
- * order its four 2-bit planes sit. */
-enum { FMT_I2S, FMT_I2S_X4, FMT_TQ2 };
+ * order its four 2-bit planes sit. TL1 and TL2 (the LUT formats) have decoders of their own, below. */
+enum { FMT_I2S, FMT_I2S_X4, FMT_TQ2, FMT_TL1, FMT_TL2 };
+
+/* A TL tensor's shape and tiling (bl_lut_layout.h), the byte strides its decoders step by (so no
+ * division by a run-time tiling is left in their inner loops), and whether a decoded code was
+ * invalid. */
+typedef struct {
+    int64_t M, BM, BK, bm;
+    int64_t K3, tile_stride; /* TL2: three_k; bytes between K-tiles kt and kt + 1 of a sub-tile */
+    int bad;
+} tl_geom;
 
 ALWAYS_INLINE const uint8_t *block_bytes(int fmt, const uint8_t *w, int64_t K, int64_t row, int64_t b) {
     if (fmt == FMT_I2S) return w + row * bl_i2s_row_bytes(K) + 32 * b;
@@ -122,6 +134,161 @@ ALWAYS_INLINE void neg_sums(const int32_t *sum_q, int nt, int32_t init[16][16]) 
     for (int n = 0; n < nt; ++n) _mm512_store_si512((__m512i *)init[n], _mm512_set1_epi32(-sum_q[n]));
 }
 
+/* ---- TL1 / TL2 -> B tiles ----------------------------------------------------------------
+ * The tile GEMM multiplies codes c = t + 1; a TL index holds two (TL1: pair index 3·c0 + c1) or
+ * three (TL2: triple magnitude plus a sign bit) of them. Decoding one 64-weight step of 16 rows
+ * gives one 1024-byte B tile, the same bytes the I2_S decode gives for the same weights, so the
+ * sums are the same exact integers the LUT GEMVs give. An index outside the format's range
+ * decodes to a code with bit 7 set; the call then reports the exact scan (bl_tl1_scan /
+ * bl_tl2_scan) and its out is unspecified, as the GEMVs' is. */
+#define TL_BAD 0x80
+
+/* TL1: for a 16-row group, the 16 bytes of each 4-weight group j are consecutive in the blob
+ * (byte r16 = row r16; high nibble weights 4j, 4j + 1, low nibble 4j + 2, 4j + 3), which is one B
+ * tile row once every byte is spread over a dword: lane L of the register takes rows 4L .. 4L + 3. */
+ALWAYS_INLINE void tl1_decode_step16(const uint8_t *w, int64_t K, tl_geom *g, int64_t row, int64_t k,
+                                     uint8_t *dst) {
+    const int64_t bm = g->bm, subs = g->BM / bm, sub = row / bm;
+    const int pq_bits = bm == 32; /* 4-weight groups per compute-block row: 64 / bm = 2 or 1 */
+    const int64_t rc = (row % bm) / 16;
+    int64_t kt = k / g->BK, jl = (k - kt * g->BK) / 4; /* K-tile, 4-weight group inside it */
+    const uint8_t *tile = w + bl_tl1_block_offset(K, g->BM, g->BK, bm, sub / subs, kt, sub % subs);
+    const __m512i spread = _mm512_set_epi8(15, 15, 15, 15, 14, 14, 14, 14, 13, 13, 13, 13, 12, 12, 12, 12, /* lane 3 */
+                                           11, 11, 11, 11, 10, 10, 10, 10, 9, 9, 9, 9, 8, 8, 8, 8,
+                                           7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4,
+                                           3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    /* bytes 0, 1 of a dword take the high nibble (word shifted by 4), bytes 2, 3 the low one */
+    const __m512i shift = _mm512_set1_epi32(4), nib = _mm512_set1_epi8(0x0F);
+    const __m512i div3 = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 0, 0, 1, 1, 1, 2, 2, 2, TL_BAD, TL_BAD, TL_BAD,
+                                                              TL_BAD, TL_BAD, TL_BAD, TL_BAD));
+    const __m512i mod3 = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 0, 1, 2, 0, 1, 2, TL_BAD, TL_BAD, TL_BAD,
+                                                              TL_BAD, TL_BAD, TL_BAD, TL_BAD));
+    const __mmask64 odd = 0xAAAAAAAAAAAAAAAAull; /* bytes 1, 3: the second weight of a pair, u % 3 */
+    const int64_t groups = g->BK / 4, pq_mask = pq_bits ? 1 : 0;
+    __m512i any = _mm512_setzero_si512();
+    for (int k4 = 0; k4 < 16; ++k4) {
+        const uint8_t *src = tile + (jl >> pq_bits) * 64 + ((rc << pq_bits) + (jl & pq_mask)) * 16;
+        const __m512i x = _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)src)), spread);
+        const __m512i u = _mm512_and_si512(_mm512_srlv_epi16(x, shift), nib);
+        const __m512i c = _mm512_mask_blend_epi8(odd, _mm512_shuffle_epi8(div3, u), _mm512_shuffle_epi8(mod3, u));
+        any = _mm512_or_si512(any, c);
+        _mm512_store_si512((__m512i *)(dst + 64 * k4), c);
+        if (++jl == groups) { /* the next K-tile of the same sub-tile */
+            jl = 0;
+            tile += g->tile_stride;
+        }
+    }
+    g->bad |= _mm512_movepi8_mask(any) != 0;
+}
+
+/* TL2: one compute block (32 index bytes, rows in the sub-tile's swapped order) -> the codes of
+ * its weights, one 32-byte vector (rows 0..31 in order) per weight. Triples: 6 weights, each
+ * magnitude's digits looked up and reflected (c -> 2 - c) where the sign bit is set; the pair
+ * tail: 4 weights, as TL1. */
+ALWAYS_INLINE __m256i tl2_rows_in_order(const uint8_t *idx) {
+    /* byte p holds row 8·SWAP[p / 8] + p % 8, SWAP = 0, 2, 1, 3: swap the middle quadwords */
+    return _mm256_permute4x64_epi64(_mm256_loadu_si256((const __m256i *)idx), 0xD8);
+}
+
+ALWAYS_INLINE __mmask32 tl2_sign_mask(__m256i words, int g8) {
+    /* sign of triple g8 of a unit, row r: bit 15 − (2·g8 + r / 16) of word r % 16 */
+    const __mmask16 lo = _mm256_test_epi16_mask(words, _mm256_set1_epi16((short)(1 << (15 - 2 * g8))));
+    const __mmask16 hi = _mm256_test_epi16_mask(words, _mm256_set1_epi16((short)(1 << (14 - 2 * g8))));
+    return (__mmask32)((uint32_t)lo | (uint32_t)hi << 16);
+}
+
+ALWAYS_INLINE void tl2_triples(const uint8_t *idx, const uint8_t *unit, int g8, __m256i c[6]) {
+    const __m256i v = tl2_rows_in_order(idx), nib = _mm256_set1_epi8(0x0F), two = _mm256_set1_epi8(2);
+    const __m256i m[2] = {_mm256_and_si256(_mm256_srli_epi16(v, 4), nib), _mm256_and_si256(v, nib)};
+    /* digits (t0, t1, t2) + 1 of magnitude 9·t0 + 3·t1 + t2 (docs/kernels.md#41-lut-construction) */
+    const __m256i d[3] = {
+        _mm256_broadcastsi128_si256(_mm_setr_epi8(1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, TL_BAD, TL_BAD)),
+        _mm256_broadcastsi128_si256(_mm_setr_epi8(1, 1, 2, 2, 2, 0, 0, 0, 1, 1, 1, 2, 2, 2, TL_BAD, TL_BAD)),
+        _mm256_broadcastsi128_si256(_mm_setr_epi8(1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, TL_BAD, TL_BAD))};
+    const __m256i words = _mm256_loadu_si256((const __m256i *)unit);
+    for (int h = 0; h < 2; ++h) { /* high nibble: triple 2·yb (sign g8), low: 2·yb + 1 */
+        const __mmask32 neg = tl2_sign_mask(words, g8 + h);
+        for (int i = 0; i < 3; ++i) {
+            const __m256i x = _mm256_shuffle_epi8(d[i], m[h]);
+            c[3 * h + i] = _mm256_mask_sub_epi8(x, neg, two, x);
+        }
+    }
+}
+
+ALWAYS_INLINE void tl2_pairs(const uint8_t *idx, __m256i c[4]) {
+    const __m256i v = tl2_rows_in_order(idx), nib = _mm256_set1_epi8(0x0F);
+    const __m256i div3 = _mm256_broadcastsi128_si256(_mm_setr_epi8(0, 0, 0, 1, 1, 1, 2, 2, 2, TL_BAD, TL_BAD, TL_BAD,
+                                                                   TL_BAD, TL_BAD, TL_BAD, TL_BAD));
+    const __m256i mod3 = _mm256_broadcastsi128_si256(_mm_setr_epi8(0, 1, 2, 0, 1, 2, 0, 1, 2, TL_BAD, TL_BAD, TL_BAD,
+                                                                   TL_BAD, TL_BAD, TL_BAD, TL_BAD));
+    const __m256i m[2] = {_mm256_and_si256(_mm256_srli_epi16(v, 4), nib), _mm256_and_si256(v, nib)};
+    for (int h = 0; h < 2; ++h) {
+        c[2 * h] = _mm256_shuffle_epi8(div3, m[h]);
+        c[2 * h + 1] = _mm256_shuffle_epi8(mod3, m[h]);
+    }
+}
+
+/* Weights [k, k + 64) of the 32-row sub-tile at `row` -> the B tiles of rows 0-15 (dst) and
+ * 16-31 (dst + 1024). The step may start inside a compute block or cross from the triples into
+ * the pair tail: the codes go to a weight-major buffer first (row r of weight i at ct[i][r]),
+ * then four weights at a time are interleaved into each row's dword. */
+ALWAYS_INLINE void tl2_decode_step32(const uint8_t *w, int64_t K, tl_geom *g, int64_t row, int64_t k, uint8_t *dst) {
+    _Alignas(32) uint8_t ct[64][32];
+    const int64_t BK = g->BK, K3 = g->K3, sub = row / 32, subs = g->BM / 32;
+    const int64_t mt = sub / subs, bt = sub % subs, ke = k + 64, ybs = BK / 6;
+    /* the sub-tile's first index, sign and tail blocks; K-tiles are g->tile_stride (index),
+     * tile_stride / 4 (signs) and subs·256 (tail) bytes apart */
+    const uint8_t *idx0 = w + bl_tl2_index_offset(K3, g->BM, BK, mt, 0, bt);
+    const uint8_t *sgn0 = w + bl_tl2_sign_offset(g->M, K3, g->BM, BK, mt, 0, bt);
+    const uint8_t *tail0 = w + bl_tl2_tail_offset(g->M, K3, K - K3, g->BM, mt, 0, bt);
+    int64_t kt = 0, yb = 0;
+    if (k < K3) {
+        kt = k / BK;
+        yb = (k - kt * BK) / 6;
+    }
+    __m256i any = _mm256_setzero_si256();
+    for (int64_t kk = k; kk < ke;) {
+        __m256i c[6];
+        int64_t kb, n;
+        if (kk < K3) {
+            kb = kt * BK + 6 * yb;
+            n = 6;
+            tl2_triples(idx0 + kt * g->tile_stride + 32 * yb, sgn0 + kt * (g->tile_stride / 4) + 32 * (yb / 4),
+                        (int)(2 * (yb % 4)), c);
+            if (++yb == ybs) {
+                yb = 0;
+                ++kt;
+            }
+        } else {
+            const int64_t kt2 = (kk - K3) / BL_TL2_TAIL_BK, yb2 = ((kk - K3) % BL_TL2_TAIL_BK) / 4;
+            kb = K3 + kt2 * BL_TL2_TAIL_BK + 4 * yb2;
+            n = 4;
+            tl2_pairs(tail0 + kt2 * subs * 256 + 32 * yb2, c);
+        }
+        for (int64_t i = 0; i < n; ++i)
+            if (kb + i >= k && kb + i < ke) {
+                any = _mm256_or_si256(any, c[i]);
+                _mm256_store_si256((__m256i *)ct[kb + i - k], c[i]);
+            }
+        kk = kb + n;
+    }
+    g->bad |= _mm256_movemask_epi8(any) != 0;
+    for (int k4 = 0; k4 < 16; ++k4) {
+        const __m256i v0 = _mm256_load_si256((const __m256i *)ct[4 * k4]), v1 = _mm256_load_si256((const __m256i *)ct[4 * k4 + 1]);
+        const __m256i v2 = _mm256_load_si256((const __m256i *)ct[4 * k4 + 2]), v3 = _mm256_load_si256((const __m256i *)ct[4 * k4 + 3]);
+        /* per 128-bit lane (rows 0-15 | rows 16-31): byte, then word interleaves give each row's dword */
+        const __m256i a = _mm256_unpacklo_epi8(v0, v1), b = _mm256_unpacklo_epi8(v2, v3);
+        const __m256i a2 = _mm256_unpackhi_epi8(v0, v1), b2 = _mm256_unpackhi_epi8(v2, v3);
+        const __m256i e = _mm256_unpacklo_epi16(a, b), f = _mm256_unpackhi_epi16(a, b);     /* rows 0-3, 4-7   */
+        const __m256i e2 = _mm256_unpacklo_epi16(a2, b2), f2 = _mm256_unpackhi_epi16(a2, b2); /* rows 8-11, 12-15 */
+        uint8_t *t0 = dst + 64 * k4, *t1 = dst + 1024 + 64 * k4;
+        _mm256_store_si256((__m256i *)t0, _mm256_permute2x128_si256(e, f, 0x20));
+        _mm256_store_si256((__m256i *)(t0 + 32), _mm256_permute2x128_si256(e2, f2, 0x20));
+        _mm256_store_si256((__m256i *)t1, _mm256_permute2x128_si256(e, f, 0x31));
+        _mm256_store_si256((__m256i *)(t1 + 32), _mm256_permute2x128_si256(e2, f2, 0x31));
+    }
+}
+
 /* One unit of work: rows [r, r + 16·nb) (nb = 1 or 2 B column tiles) × weights [k0, k0 + kc). */
 typedef struct {
     int64_t r, k0, kc;
@@ -137,16 +304,27 @@ typedef struct {
     int64_t r_end; /* the end of the rows on tiles: the next panel is prefetched while below it */
 } amx_decoder;
 
-ALWAYS_INLINE void decode_start(amx_decoder *d, amx_unit u, uint8_t *buf, int64_t r_end) {
+ALWAYS_INLINE void decode_start(int fmt, amx_decoder *d, amx_unit u, uint8_t *buf, int64_t r_end) {
     d->u = u;
     d->buf = buf;
     d->done = 0;
-    d->total = u.kc / 128 * u.nb;
+    d->total = fmt == FMT_TL1 ? u.kc / 64 * u.nb : fmt == FMT_TL2 ? u.kc / 64 : u.kc / 128 * u.nb;
     d->r_end = r_end;
 }
 
-ALWAYS_INLINE void decode_piece(int fmt, const uint8_t *w, int64_t K, amx_decoder *d) {
+ALWAYS_INLINE void decode_piece(int fmt, const uint8_t *w, int64_t K, tl_geom *tg, amx_decoder *d) {
     if (d->done >= d->total) return;
+    if (fmt == FMT_TL1) { /* piece d: 64-weight step d / nb of column tile d % nb */
+        const int64_t st = d->done / d->u.nb, g = d->done % d->u.nb;
+        tl1_decode_step16(w, K, tg, d->u.r + 16 * g, d->u.k0 + 64 * st, d->buf + st * 2048 + g * 1024);
+        ++d->done;
+        return;
+    }
+    if (fmt == FMT_TL2) { /* piece d: 64-weight step d of both column tiles (a TL2 sub-tile) */
+        tl2_decode_step32(w, K, tg, d->u.r, d->u.k0 + 64 * d->done, d->buf + d->done * 2048);
+        ++d->done;
+        return;
+    }
     const int64_t b = d->done / d->u.nb;
     const int g = (int)(d->done % d->u.nb);
     const int64_t row = d->u.r + 16 * g;
@@ -164,7 +342,7 @@ ALWAYS_INLINE void decode_piece(int fmt, const uint8_t *w, int64_t K, amx_decode
  * (k0 == 0: from −sum_q; else added to what out holds). Meanwhile `next` is decoded, one piece
  * every `every` steps: tile products run on their own unit, so the vector work of the decode
  * overlaps them (decoding between sweeps instead made the GEMM much slower on 2B-4T shapes). */
-ALWAYS_INLINE void sweep(int fmt, const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int32_t *out, int64_t n0,
+ALWAYS_INLINE void sweep(int fmt, const uint8_t *w, tl_geom *tg, const int8_t *Q, const int32_t *sum_q, int32_t *out, int64_t n0,
                          int64_t n1, int64_t K, int64_t ld_out, amx_unit u, const uint8_t *btiles, amx_decoder *next,
                          int64_t every) {
     _Alignas(64) int32_t init[2][16][16];
@@ -210,7 +388,7 @@ ALWAYS_INLINE void sweep(int fmt, const uint8_t *w, const int8_t *Q, const int32
                 if (nb == 2) _tile_dpbsud(3, 5, 7);
             }
             if (--countdown == 0) {
-                decode_piece(fmt, w, K, next);
+                decode_piece(fmt, w, K, tg, next);
                 countdown = every;
             }
         }
@@ -221,7 +399,7 @@ ALWAYS_INLINE void sweep(int fmt, const uint8_t *w, const int8_t *Q, const int32
             if (nb == 2) _tile_stored(3, c1 + 16, ldo);
         }
     }
-    while (next->done < next->total) decode_piece(fmt, w, K, next);
+    while (next->done < next->total) decode_piece(fmt, w, K, tg, next);
 }
 
 /* The units of a slice in order: panels of 32 rows outer, weight chunks inner (so a panel's
@@ -240,21 +418,21 @@ ALWAYS_INLINE int next_unit(amx_unit *u, int64_t r16, int64_t K) {
 
 /* Rows [r0, r16) (a multiple of 16) × tokens [n0, n1) on tiles, the units software-pipelined:
  * unit i + 1 is decoded into one buffer while unit i's products read the other. */
-ALWAYS_INLINE void slice_amx(int fmt, const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int32_t *out, int64_t n0,
+ALWAYS_INLINE void slice_amx(int fmt, const uint8_t *w, tl_geom *tg, const int8_t *Q, const int32_t *sum_q, int32_t *out, int64_t n0,
                              int64_t n1, int64_t K, int64_t ld_out, int64_t r0, int64_t r16) {
     _Alignas(64) uint8_t bufs[2][(BL_AMX_KC / 64) * 2 * 1024];
     amx_unit cur = {r0, 0, K < BL_AMX_KC ? K : BL_AMX_KC, r16 - r0 >= BL_AMX_ROWS ? 2 : 1};
     amx_decoder dec;
-    decode_start(&dec, cur, bufs[0], r16);
-    while (dec.done < dec.total) decode_piece(fmt, w, K, &dec);
+    decode_start(fmt, &dec, cur, bufs[0], r16);
+    while (dec.done < dec.total) decode_piece(fmt, w, K, tg, &dec);
     for (int i = 0;; i ^= 1) {
         amx_unit nxt = cur;
         const int more = next_unit(&nxt, r16, K);
-        decode_start(&dec, nxt, bufs[i ^ 1], r16);
+        decode_start(fmt, &dec, nxt, bufs[i ^ 1], r16);
         if (!more) dec.total = 0;
         const int64_t steps = (n1 - n0 + 2 * BL_AMX_TOK - 1) / (2 * BL_AMX_TOK) * (cur.kc / 64);
         const int64_t every = dec.total ? (steps / dec.total > 1 ? steps / dec.total : 1) : steps + 1;
-        sweep(fmt, w, Q, sum_q, out, n0, n1, K, ld_out, cur, bufs[i], &dec, every);
+        sweep(fmt, w, tg, Q, sum_q, out, n0, n1, K, ld_out, cur, bufs[i], &dec, every);
         if (!more) break;
         cur = nxt;
     }
@@ -269,6 +447,31 @@ ALWAYS_INLINE void vnni_part(bl_gemm_fn gemm, int op, const uint8_t *w, const in
     if (r0 == 0) out[0] -= BL_MAD_FAULT(op);
 }
 
+/* Tokens [0, ntile) × rows [r0, r16) (a multiple of 16) on tiles: the full blocks of 16 tokens
+ * in slices, then the last ntile − n16 < 16 on short tiles of that many rows (a small batch, a
+ * short verification pass), so the weights are decoded once for them and nothing past token
+ * ntile is read or written. */
+ALWAYS_INLINE void tiles_amx(int fmt, const uint8_t *w, tl_geom *tg, const int8_t *Q, const int32_t *sum_q,
+                             int32_t *out, int64_t ntile, int64_t K, int64_t ld_out, int64_t r0, int64_t r16) {
+    const int64_t n16 = ntile / BL_AMX_TOK * BL_AMX_TOK;
+    if (n16 > 0) {
+        bl_amx_configure(8);
+        /* Tokens in slices whose activations (slice × K bytes) stay in L2 while every panel of
+         * rows sweeps them; inside a slice, panels outer and weight chunks inner, so the slice's
+         * int32 results of one panel (≤ 64 KiB) stay in L2 between chunks. Each slice decodes the
+         * weights again: ~100 cycles per 2048 weights against ≥ 16 tile products that reuse them. */
+        int64_t slice = BL_AMX_SLICE_BYTES / K / (2 * BL_AMX_TOK) * (2 * BL_AMX_TOK);
+        if (slice < 2 * BL_AMX_TOK) slice = 2 * BL_AMX_TOK;
+        for (int64_t n0 = 0; n0 < n16; n0 += slice)
+            slice_amx(fmt, w, tg, Q, sum_q, out, n0, n16 - n0 < slice ? n16 : n0 + slice, K, ld_out, r0, r16);
+    }
+    if (ntile > n16) {
+        bl_amx_configure_rows(8, 4, 2, (int)(ntile - n16));
+        slice_amx(fmt, w, tg, Q, sum_q, out, n16, ntile, K, ld_out, r0, r16);
+    }
+    _tile_release();
+}
+
 ALWAYS_INLINE void gemm_amx(int fmt, bl_gemm_fn tail_gemm, int op, const uint8_t *w, const int8_t *Q,
                             const int32_t *sum_q, int32_t *out, int64_t N, int64_t K, int64_t ld_out, int64_t r0,
                             int64_t r1) {
@@ -278,28 +481,10 @@ ALWAYS_INLINE void gemm_amx(int fmt, bl_gemm_fn tail_gemm, int op, const uint8_t
     /* tokens that run on tiles: the full blocks of 16, and the last rem < 16 on short tiles */
     const int64_t ntile = rem >= BL_AMX_MIN_TOK ? N : n16;
     int64_t r16 = full > r0 ? r0 + (full - r0) / 16 * 16 : r0;
-    if (ntile > 0 && r16 > r0) {
-        if (n16 > 0) {
-            bl_amx_configure(8);
-            /* Tokens in slices whose activations (slice × K bytes) stay in L2 while every panel of
-             * rows sweeps them; inside a slice, panels outer and weight chunks inner, so the slice's
-             * int32 results of one panel (≤ 64 KiB) stay in L2 between chunks. Each slice decodes the
-             * weights again: ~100 cycles per 2048 weights against ≥ 16 tile products that reuse them. */
-            int64_t slice = BL_AMX_SLICE_BYTES / K / (2 * BL_AMX_TOK) * (2 * BL_AMX_TOK);
-            if (slice < 2 * BL_AMX_TOK) slice = 2 * BL_AMX_TOK;
-            for (int64_t n0 = 0; n0 < n16; n0 += slice)
-                slice_amx(fmt, w, Q, sum_q, out, n0, n16 - n0 < slice ? n16 : n0 + slice, K, ld_out, r0, r16);
-        }
-        if (ntile > n16) {
-            /* the last rem tokens (a small batch, a short verification pass): C and A tiles of rem
-             * rows, so the weights are decoded once and nothing past token N is read or written */
-            bl_amx_configure_rows(8, 4, 2, (int)rem);
-            slice_amx(fmt, w, Q, sum_q, out, n16, N, K, ld_out, r0, r16);
-        }
-        _tile_release();
-    } else {
+    if (ntile > 0 && r16 > r0)
+        tiles_amx(fmt, w, NULL, Q, sum_q, out, ntile, K, ld_out, r0, r16);
+    else
         r16 = r0; /* nothing ran on tiles: v3 takes every row */
-    }
     vnni_part(tail_gemm, op, w, Q, sum_q, out, ntile, K, ld_out, r16, r1); /* rows past the panels */
     vnni_part(tail_gemm, op, w, Q + ntile * K, sum_q + ntile, out + ntile * ld_out, N - ntile, K, ld_out, r0, r1);
     bl_gemx_fault(op, out, r0, r1);
@@ -318,4 +503,24 @@ void bl_i2s_x4_gemm_amx(const uint8_t *w, const int8_t *Q, const int32_t *sum_q,
 void bl_tq2_gemm_amx(const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int32_t *out, int64_t N, int64_t K,
                      int64_t ld_out, int64_t r0, int64_t r1) {
     gemm_amx(FMT_TQ2, bl_tq2_gemm_v3, BL_OP_TQ2_GEMM, w, Q, sum_q, out, N, K, ld_out, r0, r1);
+}
+
+/* TL1 / TL2 (bl_lut.h): every token on tiles (a single one too: its short tile still decodes the
+ * weights once), rows in whole sub-tiles (multiples of 16 and 32). */
+bl_lut_status bl_tl1_gemm_amx(const uint8_t *data, const int8_t *Q, const int32_t *sum_q, int64_t N, int64_t M,
+                              int64_t K, int64_t BM, int64_t BK, int64_t bm, int64_t r0, int64_t r1, int64_t ld_out,
+                              int32_t *out) {
+    tl_geom g = {M, BM, BK, bm, 0, BM * BK / 4, 0}; /* block (mt, kt + 1, bt) is BM·BK/4 bytes on */
+    if (N > 0 && r1 > r0) tiles_amx(FMT_TL1, data, &g, Q, sum_q, out, N, K, ld_out, r0, r1);
+    const bl_lut_status st = g.bad ? bl_tl1_scan(data, M, K, BM, BK, bm, r0, r1) : (bl_lut_status){0, -1};
+    return N > 0 ? bl_lut_fault_out(BL_FAULT_TL1_GEMM, st, out, r0, r1) : st;
+}
+
+bl_lut_status bl_tl2_gemm_amx(const uint8_t *data, const int8_t *Q, const int32_t *sum_q, int64_t N, int64_t M,
+                              int64_t K, int64_t BM, int64_t BK, int64_t r0, int64_t r1, int64_t ld_out, int32_t *out) {
+    /* index block (mt, kt + 1, bt) is BM·BK/6 bytes on (its sign block BM·BK/24) */
+    tl_geom g = {M, BM, BK, BL_TL2_SUBTILE, bl_tl2_three_k(K, BK), BM * BK / 6, 0};
+    if (N > 0 && r1 > r0) tiles_amx(FMT_TL2, data, &g, Q, sum_q, out, N, K, ld_out, r0, r1);
+    const bl_lut_status st = g.bad ? bl_tl2_scan(data, M, K, BM, BK, r0, r1) : (bl_lut_status){0, -1};
+    return N > 0 ? bl_lut_fault_out(BL_FAULT_TL2_GEMM, st, out, r0, r1) : st;
 }

@@ -448,12 +448,12 @@ def _lut_run(layout: str, data, q, M, K, tiling, isa, threads):
 
 
 def test_lut_ops_are_fault_ops():
-    assert set(kernels.LUT_OPS) == {"tl1_build_lut", "tl2_build_lut", "tl1_gemv", "tl2_gemv"}
+    assert set(kernels.LUT_OPS) == {"tl1_build_lut", "tl2_build_lut", "tl1_gemv", "tl2_gemv", "tl1_gemm", "tl2_gemm"}
     assert kernels.FAULT_OPS == kernels.MAD_OPS + kernels.LUT_OPS
     # every op the engine runs on some layout can be broken
     assert {op for ops in kernels.LAYOUT_OPS.values() for op in ops} <= set(kernels.FAULT_OPS)
     for layout in ("tl1", "tl2"):
-        assert kernels.LAYOUT_OPS[layout] == (f"{layout}_gemv", f"{layout}_build_lut")
+        assert kernels.LAYOUT_OPS[layout] == (f"{layout}_gemv", f"{layout}_build_lut", f"{layout}_gemm")
 
 
 @pytest.mark.parametrize("layout", ["tl1", "tl2"])
@@ -513,8 +513,8 @@ def test_lut_fault_env_var():
 
 @pytest.mark.parametrize("layout", ["tl1", "tl2"])
 def test_verify_catches_a_lut_fault(tmp_path, layout, no_fault):
-    """On a TL model the engine runs the LUT kernels: a fault in either is caught by verify's
-    kernel tier (named) and by its model tier."""
+    """On a TL model the engine runs the LUT kernels (and, on the amx level, the TL GEMM for
+    prefill): a fault in any is caught by verify's kernel tier (named) and by its model tier."""
     pytest.importorskip("jax")
     import bitnet_lab
     from bitnet_lab.tools.dummy import generate_dummy
@@ -525,8 +525,11 @@ def test_verify_catches_a_lut_fault(tmp_path, layout, no_fault):
         assert model.runner.packed_weight("blk.0.attn_q.weight")[0] == layout
         isa = (kernels.active_isa(),)
         for op in kernels.LAYOUT_OPS[layout]:
+            if op.endswith("_gemm") and not kernels.has_tl_gemm():
+                continue  # the prefill GEMM exists on the amx level only
             kernels.inject_fault(op)
-            rep = bitnet_lab.verify(model, n=1, threads=2, isas=isa, progress=False)
+            # n = 2: a decoded step too, where the GEMV runs when the prompt went through the GEMM
+            rep = bitnet_lab.verify(model, n=2, threads=2, isas=isa, progress=False)
             kernels.inject_fault(None)
             assert not rep.passed and not rep.model_tier.passed, (op, rep.summary())
             assert op in {c.op for c in rep.kernel.failures}, (op, [c.op for c in rep.kernel.failures])

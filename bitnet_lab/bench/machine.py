@@ -42,7 +42,7 @@ from bitnet_lab.tensors import FloatTensor, TernaryWeight
 
 # /proc/cpuinfo flags worth printing next to a benchmark (x86 names, then aarch64 "Features").
 SIMD_FLAGS = (
-    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512vbmi",
     "avx_vnni", "avx512_bf16", "amx_int8", "asimd", "asimddp", "i8mm", "sve", "sve2",
 )
 

@@ -39,9 +39,9 @@
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define BL_TARGET_X86 1
-enum { F_AVX2, F_FMA, F_AVX512F, F_AVX512BW, F_AVX512VL, F_AVX512VNNI, F_AVXVNNI, F_AMX_INT8, F_COUNT };
+enum { F_AVX2, F_FMA, F_AVX512F, F_AVX512BW, F_AVX512VL, F_AVX512VNNI, F_AVX512VBMI, F_AVXVNNI, F_AMX_INT8, F_COUNT };
 static const char *const feature_names[F_COUNT] = {
-    "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni", "amx_int8",
+    "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avx512vbmi", "avxvnni", "amx_int8",
 };
 #elif defined(__aarch64__)
 #define BL_TARGET_ARM64 1
@@ -84,6 +84,7 @@ static void read_cpu_features(void) {
     feature_values[F_AVX512BW] = __builtin_cpu_supports("avx512bw") != 0;
     feature_values[F_AVX512VL] = __builtin_cpu_supports("avx512vl") != 0;
     feature_values[F_AVX512VNNI] = __builtin_cpu_supports("avx512vnni") != 0;
+    feature_values[F_AVX512VBMI] = __builtin_cpu_supports("avx512vbmi") != 0;
 #if (defined(__clang__) && __clang_major__ >= 13) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11)
     feature_values[F_AVXVNNI] = __builtin_cpu_supports("avxvnni") != 0;
 #else
@@ -137,7 +138,8 @@ void bl_dispatch_init(void) {
     supported[BL_ISA_AVXVNNI] = has(F_AVX2) && has(F_FMA) && has(F_AVXVNNI);
     supported[BL_ISA_AVX512VNNI] = has(F_AVX2) && has(F_FMA) && has(F_AVX512F) && has(F_AVX512BW) &&
                                    has(F_AVX512VL) && has(F_AVX512VNNI);
-    supported[BL_ISA_AMX] = supported[BL_ISA_AVX512VNNI] && has(F_AMX_INT8);
+    /* VBMI (byte permutes, in the TL decoders): every CPU with AMX-INT8 has it */
+    supported[BL_ISA_AMX] = supported[BL_ISA_AVX512VNNI] && has(F_AVX512VBMI) && has(F_AMX_INT8);
 #if defined(BL_BUILD_AVX2)
     built_table[BL_ISA_AVX2].unpack_i2_s = bl_unpack_i2_s_avx2;
     built_table[BL_ISA_AVX2].pack_i2_s = bl_pack_i2_s_avx2;

@@ -50,6 +50,9 @@
 #ifndef BL_AMX_SLICE_BYTES
 #define BL_AMX_SLICE_BYTES (1 << 20) /* activations of one token slice: half a 2 MiB L2 */
 #endif
+#ifndef BL_AMX_TL_SLICE
+#define BL_AMX_TL_SLICE 256 /* fewest tokens per slice of a TL GEMM (tiles_amx) */
+#endif
 #define BL_AMX_ROWS 32 /* weight rows per panel: two B tiles of 16 columns */
 #define BL_AMX_TOK 16  /* tokens per A / C tile */
 #ifndef BL_AMX_PF_ROWS
@@ -70,10 +73,13 @@ enum { FMT_I2S, FMT_I2S_X4, FMT_TQ2, FMT_TL1, FMT_TL2 };
 
 /* A TL tensor's shape and tiling (bl_lut_layout.h), the byte strides its decoders step by (so no
  * division by a run-time tiling is left in their inner loops), and whether a decoded code was
- * invalid. */
+ * invalid. A sub-tile's K-tiles lie BM·BK/4 (TL1) or BM·BK/6 (TL2) bytes apart, further than the
+ * hardware prefetchers follow, so the decoders prefetch the next sub-tile's block (the rows
+ * decoded after these) into L2 themselves, as the I2_S decode prefetches the next panel. */
 typedef struct {
     int64_t M, BM, BK, bm;
     int64_t K3, tile_stride; /* TL2: three_k; bytes between K-tiles kt and kt + 1 of a sub-tile */
+    int64_t next_sub;        /* bytes from a block to the same block of the next sub-tile */
     int bad;
 } tl_geom;
 
@@ -168,6 +174,7 @@ ALWAYS_INLINE void tl1_decode_step16(const uint8_t *w, int64_t K, tl_geom *g, in
     __m512i any = _mm512_setzero_si512();
     for (int k4 = 0; k4 < 16; ++k4) {
         const uint8_t *src = tile + (jl >> pq_bits) * 64 + ((rc << pq_bits) + (jl & pq_mask)) * 16;
+        _mm_prefetch((const char *)(src + g->next_sub), _MM_HINT_T1);
         const __m512i x = _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)src)), spread);
         const __m512i u = _mm512_and_si512(_mm512_srlv_epi16(x, shift), nib);
         const __m512i c = _mm512_mask_blend_epi8(odd, _mm512_shuffle_epi8(div3, u), _mm512_shuffle_epi8(mod3, u));
@@ -215,6 +222,33 @@ ALWAYS_INLINE void tl2_triples(const uint8_t *idx, const uint8_t *unit, int g8, 
     }
 }
 
+/* Two consecutive compute blocks (yb even, so both lie in one K-tile and one sign unit) at once,
+ * block yb in the low and yb + 1 in the high 256 bits: c[i] = weight i of each (i < 3: the high
+ * nibble's triple). The sign bit of row r is moved to the word's top by a variable shift. */
+ALWAYS_INLINE void tl2_triples2(const uint8_t *idx, const uint8_t *unit, int g8, __m512i c[6]) {
+    const __m512i v = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 1, 3, 4, 6, 5, 7),
+                                                _mm512_loadu_si512((const void *)idx));
+    const __m512i nib = _mm512_set1_epi8(0x0F), two = _mm512_set1_epi8(2);
+    const __m512i m[2] = {_mm512_and_si512(_mm512_srli_epi16(v, 4), nib), _mm512_and_si512(v, nib)};
+    const __m512i d[3] = {
+        _mm512_broadcast_i32x4(_mm_setr_epi8(1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, TL_BAD, TL_BAD)),
+        _mm512_broadcast_i32x4(_mm_setr_epi8(1, 1, 2, 2, 2, 0, 0, 0, 1, 1, 1, 2, 2, 2, TL_BAD, TL_BAD)),
+        _mm512_broadcast_i32x4(_mm_setr_epi8(1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, TL_BAD, TL_BAD))};
+    /* word r % 16 in both halves; rows 16-31 read the bit one below rows 0-15's (tl2_sign_mask) */
+    const __m512i words = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)unit));
+    const __m512i half = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(1), 1);
+    for (int h = 0; h < 2; ++h) {
+        const __m512i sh = _mm512_add_epi16(half, _mm512_set1_epi16((short)(2 * (g8 + h))));
+        const __mmask32 n0 = _mm512_movepi16_mask(_mm512_sllv_epi16(words, sh));
+        const __mmask32 n1 = _mm512_movepi16_mask(_mm512_sllv_epi16(words, _mm512_add_epi16(sh, _mm512_set1_epi16(4))));
+        const __mmask64 neg = _mm512_kunpackd((__mmask64)n1, (__mmask64)n0);
+        for (int i = 0; i < 3; ++i) {
+            const __m512i x = _mm512_shuffle_epi8(d[i], m[h]);
+            c[3 * h + i] = _mm512_mask_sub_epi8(x, neg, two, x);
+        }
+    }
+}
+
 ALWAYS_INLINE void tl2_pairs(const uint8_t *idx, __m256i c[4]) {
     const __m256i v = tl2_rows_in_order(idx), nib = _mm256_set1_epi8(0x0F);
     const __m256i div3 = _mm256_broadcastsi128_si256(_mm_setr_epi8(0, 0, 0, 1, 1, 1, 2, 2, 2, TL_BAD, TL_BAD, TL_BAD,
@@ -233,7 +267,10 @@ ALWAYS_INLINE void tl2_pairs(const uint8_t *idx, __m256i c[4]) {
  * the pair tail: the codes go to a weight-major buffer first (row r of weight i at ct[i][r]),
  * then four weights at a time are interleaved into each row's dword. */
 ALWAYS_INLINE void tl2_decode_step32(const uint8_t *w, int64_t K, tl_geom *g, int64_t row, int64_t k, uint8_t *dst) {
-    _Alignas(32) uint8_t ct[64][32];
+    /* a block that straddles the step's ends writes up to 5 weights before it, a pair of blocks
+     * up to 11 after it */
+    _Alignas(64) uint8_t ct_margins[6 + 64 + 12][32];
+    uint8_t(*ct)[32] = ct_margins + 6;
     const int64_t BK = g->BK, K3 = g->K3, sub = row / 32, subs = g->BM / 32;
     const int64_t mt = sub / subs, bt = sub % subs, ke = k + 64, ybs = BK / 6;
     /* the sub-tile's first index, sign and tail blocks; K-tiles are g->tile_stride (index),
@@ -250,11 +287,34 @@ ALWAYS_INLINE void tl2_decode_step32(const uint8_t *w, int64_t K, tl_geom *g, in
     for (int64_t kk = k; kk < ke;) {
         __m256i c[6];
         int64_t kb, n;
+        if (kk < K3 && (yb & 1) == 0) { /* blocks yb, yb + 1 */
+            kb = kt * BK + 6 * yb;
+            const uint8_t *idx = idx0 + kt * g->tile_stride + 32 * yb, *sgn = sgn0 + kt * (g->tile_stride / 4) + 32 * (yb / 4);
+            _mm_prefetch((const char *)(idx + g->next_sub), _MM_HINT_T1);
+            if ((yb & 7) == 0) _mm_prefetch((const char *)(sgn + g->next_sub / 4), _MM_HINT_T1);
+            __m512i c2[6];
+            tl2_triples2(idx, sgn, (int)(2 * (yb % 4)), c2);
+            for (int i = 0; i < 6; ++i) {
+                const __m256i lo = _mm512_castsi512_si256(c2[i]), hi = _mm512_extracti64x4_epi64(c2[i], 1);
+                any = _mm256_or_si256(any, _mm256_or_si256(lo, hi));
+                _mm256_store_si256((__m256i *)ct[kb + i - k], lo);
+                _mm256_store_si256((__m256i *)ct[kb + 6 + i - k], hi);
+            }
+            yb += 2;
+            if (yb == ybs) {
+                yb = 0;
+                ++kt;
+            }
+            kk = kb + 12;
+            continue;
+        }
         if (kk < K3) {
             kb = kt * BK + 6 * yb;
             n = 6;
-            tl2_triples(idx0 + kt * g->tile_stride + 32 * yb, sgn0 + kt * (g->tile_stride / 4) + 32 * (yb / 4),
-                        (int)(2 * (yb % 4)), c);
+            const uint8_t *idx = idx0 + kt * g->tile_stride + 32 * yb, *sgn = sgn0 + kt * (g->tile_stride / 4) + 32 * (yb / 4);
+            _mm_prefetch((const char *)(idx + g->next_sub), _MM_HINT_T1);
+            if ((yb & 7) == 0) _mm_prefetch((const char *)(sgn + g->next_sub / 4), _MM_HINT_T1);
+            tl2_triples(idx, sgn, (int)(2 * (yb % 4)), c);
             if (++yb == ybs) {
                 yb = 0;
                 ++kt;
@@ -263,29 +323,34 @@ ALWAYS_INLINE void tl2_decode_step32(const uint8_t *w, int64_t K, tl_geom *g, in
             const int64_t kt2 = (kk - K3) / BL_TL2_TAIL_BK, yb2 = ((kk - K3) % BL_TL2_TAIL_BK) / 4;
             kb = K3 + kt2 * BL_TL2_TAIL_BK + 4 * yb2;
             n = 4;
+            _mm_prefetch((const char *)(tail0 + kt2 * subs * 256 + 32 * yb2 + 256), _MM_HINT_T1);
             tl2_pairs(tail0 + kt2 * subs * 256 + 32 * yb2, c);
         }
-        for (int64_t i = 0; i < n; ++i)
-            if (kb + i >= k && kb + i < ke) {
-                any = _mm256_or_si256(any, c[i]);
-                _mm256_store_si256((__m256i *)ct[kb + i - k], c[i]);
-            }
+        /* every code of the block, those outside the step into the margins (their indices are
+         * the tensor's too, so a bad one among them is still a bad index of this call's rows) */
+        for (int64_t i = 0; i < n; ++i) {
+            any = _mm256_or_si256(any, c[i]);
+            _mm256_store_si256((__m256i *)ct[kb + i - k], c[i]);
+        }
         kk = kb + n;
     }
     g->bad |= _mm256_movemask_epi8(any) != 0;
+    /* byte 4r + i of a B tile row = row r (+ 16 for the second tile) of weight 4·k4 + i: one
+     * two-table byte permute (VBMI) of weights 4·k4, +1 (table a) and 4·k4 + 2, +3 (table b) */
+    _Alignas(64) static const uint8_t pick[64] = {
+        0, 32, 64, 96, 1, 33, 65, 97, 2, 34, 66, 98, 3, 35, 67, 99, 4, 36, 68, 100, 5, 37, 69, 101,
+        6, 38, 70, 102, 7, 39, 71, 103, 8, 40, 72, 104, 9, 41, 73, 105, 10, 42, 74, 106, 11, 43, 75, 107,
+        12, 44, 76, 108, 13, 45, 77, 109, 14, 46, 78, 110, 15, 47, 79, 111};
+    const __m512i lo = _mm512_load_si512((const __m512i *)pick), hi = _mm512_add_epi8(lo, _mm512_set1_epi8(16));
     for (int k4 = 0; k4 < 16; ++k4) {
-        const __m256i v0 = _mm256_load_si256((const __m256i *)ct[4 * k4]), v1 = _mm256_load_si256((const __m256i *)ct[4 * k4 + 1]);
-        const __m256i v2 = _mm256_load_si256((const __m256i *)ct[4 * k4 + 2]), v3 = _mm256_load_si256((const __m256i *)ct[4 * k4 + 3]);
-        /* per 128-bit lane (rows 0-15 | rows 16-31): byte, then word interleaves give each row's dword */
-        const __m256i a = _mm256_unpacklo_epi8(v0, v1), b = _mm256_unpacklo_epi8(v2, v3);
-        const __m256i a2 = _mm256_unpackhi_epi8(v0, v1), b2 = _mm256_unpackhi_epi8(v2, v3);
-        const __m256i e = _mm256_unpacklo_epi16(a, b), f = _mm256_unpackhi_epi16(a, b);     /* rows 0-3, 4-7   */
-        const __m256i e2 = _mm256_unpacklo_epi16(a2, b2), f2 = _mm256_unpackhi_epi16(a2, b2); /* rows 8-11, 12-15 */
-        uint8_t *t0 = dst + 64 * k4, *t1 = dst + 1024 + 64 * k4;
-        _mm256_store_si256((__m256i *)t0, _mm256_permute2x128_si256(e, f, 0x20));
-        _mm256_store_si256((__m256i *)(t0 + 32), _mm256_permute2x128_si256(e2, f2, 0x20));
-        _mm256_store_si256((__m256i *)t1, _mm256_permute2x128_si256(e, f, 0x31));
-        _mm256_store_si256((__m256i *)(t1 + 32), _mm256_permute2x128_si256(e2, f2, 0x31));
+        /* 32-byte loads, one per 32-byte store above: a 64-byte load over two stores would not
+         * be forwarded from the store buffer and waits for both to reach the cache */
+        const __m512i a = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_load_si256((const __m256i *)ct[4 * k4])),
+                                             _mm256_load_si256((const __m256i *)ct[4 * k4 + 1]), 1);
+        const __m512i b = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_load_si256((const __m256i *)ct[4 * k4 + 2])),
+                                             _mm256_load_si256((const __m256i *)ct[4 * k4 + 3]), 1);
+        _mm512_store_si512((__m512i *)(dst + 64 * k4), _mm512_permutex2var_epi8(a, lo, b));
+        _mm512_store_si512((__m512i *)(dst + 1024 + 64 * k4), _mm512_permutex2var_epi8(a, hi, b));
     }
 }
 
@@ -462,6 +527,13 @@ ALWAYS_INLINE void tiles_amx(int fmt, const uint8_t *w, tl_geom *tg, const int8_
          * weights again: ~100 cycles per 2048 weights against ≥ 16 tile products that reuse them. */
         int64_t slice = BL_AMX_SLICE_BYTES / K / (2 * BL_AMX_TOK) * (2 * BL_AMX_TOK);
         if (slice < 2 * BL_AMX_TOK) slice = 2 * BL_AMX_TOK;
+        if (fmt == FMT_TL1 || fmt == FMT_TL2) {
+            /* the TL decodes cost more per weight than the I2_S one: at least BL_AMX_TL_SLICE tokens
+             * per decode, and slices of equal size (not a full one and a short rest) */
+            if (slice < BL_AMX_TL_SLICE) slice = BL_AMX_TL_SLICE;
+            const int64_t parts = (n16 + slice - 1) / slice, per = (n16 + parts - 1) / parts;
+            slice = (per + 2 * BL_AMX_TOK - 1) / (2 * BL_AMX_TOK) * (2 * BL_AMX_TOK);
+        }
         for (int64_t n0 = 0; n0 < n16; n0 += slice)
             slice_amx(fmt, w, tg, Q, sum_q, out, n0, n16 - n0 < slice ? n16 : n0 + slice, K, ld_out, r0, r16);
     }
@@ -510,7 +582,7 @@ void bl_tq2_gemm_amx(const uint8_t *w, const int8_t *Q, const int32_t *sum_q, in
 bl_lut_status bl_tl1_gemm_amx(const uint8_t *data, const int8_t *Q, const int32_t *sum_q, int64_t N, int64_t M,
                               int64_t K, int64_t BM, int64_t BK, int64_t bm, int64_t r0, int64_t r1, int64_t ld_out,
                               int32_t *out) {
-    tl_geom g = {M, BM, BK, bm, 0, BM * BK / 4, 0}; /* block (mt, kt + 1, bt) is BM·BK/4 bytes on */
+    tl_geom g = {M, BM, BK, bm, 0, BM * BK / 4, bm * BK / 4, 0}; /* block (mt, kt + 1, bt) is BM·BK/4 bytes on */
     if (N > 0 && r1 > r0) tiles_amx(FMT_TL1, data, &g, Q, sum_q, out, N, K, ld_out, r0, r1);
     const bl_lut_status st = g.bad ? bl_tl1_scan(data, M, K, BM, BK, bm, r0, r1) : (bl_lut_status){0, -1};
     return N > 0 ? bl_lut_fault_out(BL_FAULT_TL1_GEMM, st, out, r0, r1) : st;
@@ -519,7 +591,7 @@ bl_lut_status bl_tl1_gemm_amx(const uint8_t *data, const int8_t *Q, const int32_
 bl_lut_status bl_tl2_gemm_amx(const uint8_t *data, const int8_t *Q, const int32_t *sum_q, int64_t N, int64_t M,
                               int64_t K, int64_t BM, int64_t BK, int64_t r0, int64_t r1, int64_t ld_out, int32_t *out) {
     /* index block (mt, kt + 1, bt) is BM·BK/6 bytes on (its sign block BM·BK/24) */
-    tl_geom g = {M, BM, BK, BL_TL2_SUBTILE, bl_tl2_three_k(K, BK), BM * BK / 6, 0};
+    tl_geom g = {M, BM, BK, BL_TL2_SUBTILE, bl_tl2_three_k(K, BK), BM * BK / 6, BK / 6 * BL_TL2_SUBTILE, 0};
     if (N > 0 && r1 > r0) tiles_amx(FMT_TL2, data, &g, Q, sum_q, out, N, K, ld_out, r0, r1);
     const bl_lut_status st = g.bad ? bl_tl2_scan(data, M, K, BM, BK, r0, r1) : (bl_lut_status){0, -1};
     return N > 0 ? bl_lut_fault_out(BL_FAULT_TL2_GEMM, st, out, r0, r1) : st;

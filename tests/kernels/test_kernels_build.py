@@ -229,6 +229,8 @@ def test_available_isas_follow_features_and_build():
         assert ("avxvnni" in ISAS) == (feats["avx2"] and feats["fma"] and feats.get("avxvnni") is True)
         want512 = all(feats[f] for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512vnni"))
         assert ("avx512vnni" in ISAS) == want512
+        # amx: its TL decoders use VBMI byte permutes (every AMX CPU has VBMI)
+        assert ("amx" in ISAS) <= (want512 and feats["avx512vbmi"] and feats["amx_int8"])
         assert not {"neon", "neon_dotprod"} & set(ISAS)
     elif info["target_arch"] == "aarch64":
         assert "neon" in ISAS and ("neon_dotprod" in ISAS) == (feats.get("dotprod") is True)

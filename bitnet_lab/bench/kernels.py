@@ -40,7 +40,8 @@ from bitnet_lab.errors import BitnetLabError, KernelError
 
 GEMV_OPS = ("i2s_gemv", "i2s_x4_gemv", "tq2_gemv", "tq1_gemv", "tl1_gemv", "tl2_gemv")
 DEFAULT_OPS = ("quantize_act", "i2s_gemv", "i2s_x4_gemv", "tq2_gemv", "tq1_gemv", "tl1_gemv", "tl2_gemv", "i2s_gemm",
-               "i2s_x4_gemm")
+               "i2s_x4_gemm", "tl1_gemm", "tl2_gemm")
+LUT_OPS = ("tl1_gemv", "tl2_gemv", "tl1_gemm", "tl2_gemm")  # versions from kernels.lut_kernel_versions()
 # the engine's lm_head kernels: rows of this format against a float hidden state (module docstring)
 LM_FLOAT_OPS = ("f16_lm_gemv", "f32_lm_gemv", "q8_0_lm_gemv", "q6_k_lm_gemv")
 LM_HEAD_OPS = ("i2s_gemv", "i2s_x4_gemv", *LM_FLOAT_OPS)
@@ -156,7 +157,7 @@ def _versions(op: str) -> list[tuple[str, str]]:
 
     if op in LM_FLOAT_OPS:
         return [(v, isa) for v, isa in _FLOAT_VERSIONS if isa in kernels.available_isas()]
-    if op in ("tl1_gemv", "tl2_gemv"):
+    if op in LUT_OPS:
         out = []
         for v in kernels.lut_kernel_versions():
             if v["op"] == op and v["default_for"]:
@@ -190,12 +191,15 @@ def _runner(op: str, data: _ShapeData, version: str, isa: str, threads: int) -> 
             moved = rows.nbytes + sum(a.nbytes for a in operand)
         check = lambda got: np.array_equal(got.view(np.uint32), want.view(np.uint32))
         return call, check, 2.0 * M * K, float(moved + 4 * M)
-    if op in ("tl1_gemv", "tl2_gemv"):
+    if op in LUT_OPS:
         blob, til = data.packed(op[:3])
-        fn = kernels.tl1_gemv if op == "tl1_gemv" else kernels.tl2_gemv
-        call = lambda: fn(blob, data.q, M, K, til, threads=threads, isa=isa)
-        want = data.want("gemv")
-        return call, (lambda got: np.array_equal(got, want)), 2.0 * M * K, float(blob.nbytes + K + 4 * M)
+        kind = op[4:]
+        fn = getattr(kernels, op)
+        acts = data.q if kind == "gemv" else data.Q
+        call = lambda: fn(blob, acts, M, K, til, threads=threads, isa=isa)
+        want = data.want(kind)
+        n = 1 if kind == "gemv" else acts.shape[0]
+        return call, (lambda got: np.array_equal(got, want)), 2.0 * M * K * n, float(blob.nbytes + acts.nbytes + 4 * M * n)
     fmt, kind = op.rsplit("_", 1)
     blob = data.packed(fmt)
     fn = getattr(kernels, op)

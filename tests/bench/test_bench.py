@@ -478,6 +478,13 @@ def test_kernel_bench_verifies_then_times():
     assert all(r["verified"] and r["us"] > 0 for r in cold.records) and any("cold" in n for n in cold.notes)
     versions = {r["version"] for r in recs if r["op"] == "i2s_gemv" and r["shape"] == "small"}
     assert versions == {v for v, _, _ in kernels.kernel_versions()["i2s_gemv"]}
+    # the TL prefill GEMMs sit beside the GEMVs where the level has them (amx), checked and timed
+    tl = B.kernel_bench("", shapes=shapes[:1], ops=("tl2_gemv", "tl2_gemm"), threads=(1,), repeat=3, budget_s=0.01,
+                        gemm_n=20)
+    got = {(r["op"], r["version"], r["isa"], r["N"]) for r in tl.records if r["verified"]}
+    assert ("tl2_gemm", "amx", "amx", 20) in got if "amx" in kernels.available_isas() else \
+        not any(r["op"] == "tl2_gemm" for r in tl.records)
+    assert any(op == "tl2_gemv" for op, *_ in got)
 
 
 def test_kernel_bench_never_times_a_wrong_kernel(monkeypatch):

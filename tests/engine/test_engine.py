@@ -405,8 +405,9 @@ def test_captures_match_reference(dummy_models):
 # ---- self-consistency --------------------------------------------------------------------------
 
 
-def test_prefill_plus_decode_equals_full_forward(dummy_models):
-    m = dummy_models["i2_s"]
+@pytest.mark.parametrize("layout", ["i2_s", "tl1", "tl2"])  # TL: the prefill GEMM (amx) against the per-token GEMV
+def test_prefill_plus_decode_equals_full_forward(dummy_models, layout):
+    m = dummy_models[layout]
     eng = NativeEngine(m.config, m.tensors, threads=2)
     C = ENGINE_CHUNK
     ids = np.random.default_rng(2).integers(0, m.config.vocab, C + 62)  # calls longer than one chunk

@@ -17,7 +17,7 @@
 #include "bl_mad.h"
 #include "bl_lut.h" /* the LUT kernels' fault bits follow the MAD ops in the same mask */
 
-_Static_assert(BL_FAULT_TL1_BUILD_LUT == BL_OP_COUNT, "LUT fault bits must follow the MAD ops");
+_Static_assert((int)BL_FAULT_TL1_BUILD_LUT == (int)BL_OP_COUNT, "LUT fault bits must follow the MAD ops");
 _Static_assert(BL_FAULT_COUNT <= 31, "one int mask");
 
 volatile int bl_mad_fault_mask = 0;

@@ -184,7 +184,7 @@ void bl_dispatch_init(void) {
             bl_tl2_gemv_avx512);
     set_lut(BL_ISA_AMX, bl_tl1_build_lut_avx2, bl_tl2_build_lut_avx2, bl_tl1_gemv_avx512, bl_tl2_gemv_avx512);
 #if defined(BL_BUILD_AMX) && defined(BL_BUILD_AVX512VNNI)
-    /* prefill of TL weights on tiles (mad_amx.c): decode uses the GEMVs' AVX-512 flags */
+    /* prefill of TL weights on tiles (mad_amx.c); decode keeps the AVX-512 GEMVs set above */
     built_table[BL_ISA_AMX].tl1_gemm = bl_tl1_gemm_amx;
     built_table[BL_ISA_AMX].tl2_gemm = bl_tl2_gemm_amx;
 #endif

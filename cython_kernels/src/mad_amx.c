@@ -149,6 +149,21 @@ ALWAYS_INLINE void neg_sums(const int32_t *sum_q, int nt, int32_t init[16][16]) 
  * bl_tl2_scan) and its out is unspecified, as the GEMVs' is. */
 #define TL_BAD 0x80
 
+/* 16-entry nibble tables (one vpshufb each), TL_BAD past the format's range. A pair index
+ * 3·c0 + c1 (TL1, the TL2 tail): c0 = index ÷ 3, c1 = index mod 3. A TL2 triple magnitude
+ * 9·t0 + 3·t1 + t2: its digits + 1 (docs/kernels.md#41-lut-construction). */
+_Alignas(16) static const uint8_t tl_pair_first[16] = {0, 0, 0, 1, 1, 1, 2, 2, 2, TL_BAD, TL_BAD, TL_BAD,
+                                                      TL_BAD, TL_BAD, TL_BAD, TL_BAD};
+_Alignas(16) static const uint8_t tl_pair_second[16] = {0, 1, 2, 0, 1, 2, 0, 1, 2, TL_BAD, TL_BAD, TL_BAD,
+                                                       TL_BAD, TL_BAD, TL_BAD, TL_BAD};
+_Alignas(16) static const uint8_t tl2_digit[3][16] = {
+    {1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, TL_BAD, TL_BAD},
+    {1, 1, 2, 2, 2, 0, 0, 0, 1, 1, 1, 2, 2, 2, TL_BAD, TL_BAD},
+    {1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, TL_BAD, TL_BAD}};
+
+ALWAYS_INLINE __m512i table512(const uint8_t t[16]) { return _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)t)); }
+ALWAYS_INLINE __m256i table256(const uint8_t t[16]) { return _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)t)); }
+
 /* TL1: for a 16-row group, the 16 bytes of each 4-weight group j are consecutive in the blob
  * (byte r16 = row r16; high nibble weights 4j, 4j + 1, low nibble 4j + 2, 4j + 3), which is one B
  * tile row once every byte is spread over a dword: lane L of the register takes rows 4L .. 4L + 3. */
@@ -165,11 +180,8 @@ ALWAYS_INLINE void tl1_decode_step16(const uint8_t *w, int64_t K, tl_geom *g, in
                                            3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
     /* bytes 0, 1 of a dword take the high nibble (word shifted by 4), bytes 2, 3 the low one */
     const __m512i shift = _mm512_set1_epi32(4), nib = _mm512_set1_epi8(0x0F);
-    const __m512i div3 = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 0, 0, 1, 1, 1, 2, 2, 2, TL_BAD, TL_BAD, TL_BAD,
-                                                              TL_BAD, TL_BAD, TL_BAD, TL_BAD));
-    const __m512i mod3 = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 0, 1, 2, 0, 1, 2, TL_BAD, TL_BAD, TL_BAD,
-                                                              TL_BAD, TL_BAD, TL_BAD, TL_BAD));
-    const __mmask64 odd = 0xAAAAAAAAAAAAAAAAull; /* bytes 1, 3: the second weight of a pair, u % 3 */
+    const __m512i first = table512(tl_pair_first), second = table512(tl_pair_second);
+    const __mmask64 odd = 0xAAAAAAAAAAAAAAAAull; /* bytes 1, 3: the second weight of a pair */
     const int64_t groups = g->BK / 4, pq_mask = pq_bits ? 1 : 0;
     __m512i any = _mm512_setzero_si512();
     for (int k4 = 0; k4 < 16; ++k4) {
@@ -177,7 +189,7 @@ ALWAYS_INLINE void tl1_decode_step16(const uint8_t *w, int64_t K, tl_geom *g, in
         _mm_prefetch((const char *)(src + g->next_sub), _MM_HINT_T1);
         const __m512i x = _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)src)), spread);
         const __m512i u = _mm512_and_si512(_mm512_srlv_epi16(x, shift), nib);
-        const __m512i c = _mm512_mask_blend_epi8(odd, _mm512_shuffle_epi8(div3, u), _mm512_shuffle_epi8(mod3, u));
+        const __m512i c = _mm512_mask_blend_epi8(odd, _mm512_shuffle_epi8(first, u), _mm512_shuffle_epi8(second, u));
         any = _mm512_or_si512(any, c);
         _mm512_store_si512((__m512i *)(dst + 64 * k4), c);
         if (++jl == groups) { /* the next K-tile of the same sub-tile */
@@ -188,56 +200,25 @@ ALWAYS_INLINE void tl1_decode_step16(const uint8_t *w, int64_t K, tl_geom *g, in
     g->bad |= _mm512_movepi8_mask(any) != 0;
 }
 
-/* TL2: one compute block (32 index bytes, rows in the sub-tile's swapped order) -> the codes of
- * its weights, one 32-byte vector (rows 0..31 in order) per weight. Triples: 6 weights, each
- * magnitude's digits looked up and reflected (c -> 2 - c) where the sign bit is set; the pair
- * tail: 4 weights, as TL1. */
-ALWAYS_INLINE __m256i tl2_rows_in_order(const uint8_t *idx) {
-    /* byte p holds row 8·SWAP[p / 8] + p % 8, SWAP = 0, 2, 1, 3: swap the middle quadwords */
-    return _mm256_permute4x64_epi64(_mm256_loadu_si256((const __m256i *)idx), 0xD8);
-}
+/* TL2: compute blocks of 32 index bytes (6 weights of the sub-tile's 32 rows, rows in its swapped
+ * order: byte p holds row 8·SWAP[p / 8] + p % 8, SWAP = 0, 2, 1, 3) -> the codes of their weights,
+ * 32 bytes (rows 0..31 in order) per weight. Triples: each magnitude's digits looked up and
+ * reflected (c -> 2 - c) where the sign bit is set; the pair tail: 4 weights, as TL1. */
 
-ALWAYS_INLINE __mmask32 tl2_sign_mask(__m256i words, int g8) {
-    /* sign of triple g8 of a unit, row r: bit 15 − (2·g8 + r / 16) of word r % 16 */
-    const __mmask16 lo = _mm256_test_epi16_mask(words, _mm256_set1_epi16((short)(1 << (15 - 2 * g8))));
-    const __mmask16 hi = _mm256_test_epi16_mask(words, _mm256_set1_epi16((short)(1 << (14 - 2 * g8))));
-    return (__mmask32)((uint32_t)lo | (uint32_t)hi << 16);
-}
-
-ALWAYS_INLINE void tl2_triples(const uint8_t *idx, const uint8_t *unit, int g8, __m256i c[6]) {
-    const __m256i v = tl2_rows_in_order(idx), nib = _mm256_set1_epi8(0x0F), two = _mm256_set1_epi8(2);
-    const __m256i m[2] = {_mm256_and_si256(_mm256_srli_epi16(v, 4), nib), _mm256_and_si256(v, nib)};
-    /* digits (t0, t1, t2) + 1 of magnitude 9·t0 + 3·t1 + t2 (docs/kernels.md#41-lut-construction) */
-    const __m256i d[3] = {
-        _mm256_broadcastsi128_si256(_mm_setr_epi8(1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, TL_BAD, TL_BAD)),
-        _mm256_broadcastsi128_si256(_mm_setr_epi8(1, 1, 2, 2, 2, 0, 0, 0, 1, 1, 1, 2, 2, 2, TL_BAD, TL_BAD)),
-        _mm256_broadcastsi128_si256(_mm_setr_epi8(1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, TL_BAD, TL_BAD))};
-    const __m256i words = _mm256_loadu_si256((const __m256i *)unit);
-    for (int h = 0; h < 2; ++h) { /* high nibble: triple 2·yb (sign g8), low: 2·yb + 1 */
-        const __mmask32 neg = tl2_sign_mask(words, g8 + h);
-        for (int i = 0; i < 3; ++i) {
-            const __m256i x = _mm256_shuffle_epi8(d[i], m[h]);
-            c[3 * h + i] = _mm256_mask_sub_epi8(x, neg, two, x);
-        }
-    }
-}
-
-/* Two consecutive compute blocks (yb even, so both lie in one K-tile and one sign unit) at once,
- * block yb in the low and yb + 1 in the high 256 bits: c[i] = weight i of each (i < 3: the high
- * nibble's triple). The sign bit of row r is moved to the word's top by a variable shift. */
-ALWAYS_INLINE void tl2_triples2(const uint8_t *idx, const uint8_t *unit, int g8, __m512i c[6]) {
+/* Blocks yb and yb + 1 (yb even, so both lie in one K-tile and one sign unit) at once, block yb
+ * in the low and yb + 1 in the high 256 bits: c[i] = weight i of each (i < 3: the high nibble's
+ * triple). The sign of triple s of a unit, row r, is bit 15 − (2·s + r / 16) of word r % 16: a
+ * variable shift moves it to the word's top. */
+ALWAYS_INLINE void tl2_triples(const uint8_t *idx, const uint8_t *unit, int g8, __m512i c[6]) {
     const __m512i v = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 1, 3, 4, 6, 5, 7),
                                                 _mm512_loadu_si512((const void *)idx));
     const __m512i nib = _mm512_set1_epi8(0x0F), two = _mm512_set1_epi8(2);
     const __m512i m[2] = {_mm512_and_si512(_mm512_srli_epi16(v, 4), nib), _mm512_and_si512(v, nib)};
-    const __m512i d[3] = {
-        _mm512_broadcast_i32x4(_mm_setr_epi8(1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, TL_BAD, TL_BAD)),
-        _mm512_broadcast_i32x4(_mm_setr_epi8(1, 1, 2, 2, 2, 0, 0, 0, 1, 1, 1, 2, 2, 2, TL_BAD, TL_BAD)),
-        _mm512_broadcast_i32x4(_mm_setr_epi8(1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, TL_BAD, TL_BAD))};
-    /* word r % 16 in both halves; rows 16-31 read the bit one below rows 0-15's (tl2_sign_mask) */
+    const __m512i d[3] = {table512(tl2_digit[0]), table512(tl2_digit[1]), table512(tl2_digit[2])};
+    /* the unit's 16 words in both halves; rows 16-31 read the bit one below rows 0-15's */
     const __m512i words = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)unit));
     const __m512i half = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(1), 1);
-    for (int h = 0; h < 2; ++h) {
+    for (int h = 0; h < 2; ++h) { /* triple g8 + h of block yb, g8 + 2 + h of block yb + 1 */
         const __m512i sh = _mm512_add_epi16(half, _mm512_set1_epi16((short)(2 * (g8 + h))));
         const __mmask32 n0 = _mm512_movepi16_mask(_mm512_sllv_epi16(words, sh));
         const __mmask32 n1 = _mm512_movepi16_mask(_mm512_sllv_epi16(words, _mm512_add_epi16(sh, _mm512_set1_epi16(4))));
@@ -250,27 +231,25 @@ ALWAYS_INLINE void tl2_triples2(const uint8_t *idx, const uint8_t *unit, int g8,
 }
 
 ALWAYS_INLINE void tl2_pairs(const uint8_t *idx, __m256i c[4]) {
-    const __m256i v = tl2_rows_in_order(idx), nib = _mm256_set1_epi8(0x0F);
-    const __m256i div3 = _mm256_broadcastsi128_si256(_mm_setr_epi8(0, 0, 0, 1, 1, 1, 2, 2, 2, TL_BAD, TL_BAD, TL_BAD,
-                                                                   TL_BAD, TL_BAD, TL_BAD, TL_BAD));
-    const __m256i mod3 = _mm256_broadcastsi128_si256(_mm_setr_epi8(0, 1, 2, 0, 1, 2, 0, 1, 2, TL_BAD, TL_BAD, TL_BAD,
-                                                                   TL_BAD, TL_BAD, TL_BAD, TL_BAD));
+    const __m256i v = _mm256_permute4x64_epi64(_mm256_loadu_si256((const __m256i *)idx), 0xD8); /* rows in order */
+    const __m256i nib = _mm256_set1_epi8(0x0F), first = table256(tl_pair_first), second = table256(tl_pair_second);
     const __m256i m[2] = {_mm256_and_si256(_mm256_srli_epi16(v, 4), nib), _mm256_and_si256(v, nib)};
     for (int h = 0; h < 2; ++h) {
-        c[2 * h] = _mm256_shuffle_epi8(div3, m[h]);
-        c[2 * h + 1] = _mm256_shuffle_epi8(mod3, m[h]);
+        c[2 * h] = _mm256_shuffle_epi8(first, m[h]);
+        c[2 * h + 1] = _mm256_shuffle_epi8(second, m[h]);
     }
 }
 
 /* Weights [k, k + 64) of the 32-row sub-tile at `row` -> the B tiles of rows 0-15 (dst) and
- * 16-31 (dst + 1024). The step may start inside a compute block or cross from the triples into
+ * 16-31 (dst + 1024). The step may start inside a pair of blocks or cross from the triples into
  * the pair tail: the codes go to a weight-major buffer first (row r of weight i at ct[i][r]),
  * then four weights at a time are interleaved into each row's dword. */
 ALWAYS_INLINE void tl2_decode_step32(const uint8_t *w, int64_t K, tl_geom *g, int64_t row, int64_t k, uint8_t *dst) {
-    /* a block that straddles the step's ends writes up to 5 weights before it, a pair of blocks
-     * up to 11 after it */
-    _Alignas(64) uint8_t ct_margins[6 + 64 + 12][32];
-    uint8_t(*ct)[32] = ct_margins + 6;
+    /* whole pairs of blocks (and tail blocks) are decoded: up to 11 weights either side of the
+     * step land in the margins (their indices are the tensor's too, in this call's rows, so a bad
+     * one among them is still one to report) */
+    _Alignas(64) uint8_t ct_margins[12 + 64 + 12][32];
+    uint8_t(*ct)[32] = ct_margins + 12;
     const int64_t BK = g->BK, K3 = g->K3, sub = row / 32, subs = g->BM / 32;
     const int64_t mt = sub / subs, bt = sub % subs, ke = k + 64, ybs = BK / 6;
     /* the sub-tile's first index, sign and tail blocks; K-tiles are g->tile_stride (index),
@@ -281,21 +260,19 @@ ALWAYS_INLINE void tl2_decode_step32(const uint8_t *w, int64_t K, tl_geom *g, in
     int64_t kt = 0, yb = 0;
     if (k < K3) {
         kt = k / BK;
-        yb = (k - kt * BK) / 6;
+        yb = (k - kt * BK) / 6 / 2 * 2; /* the pair of blocks holding weight k */
     }
     __m256i any = _mm256_setzero_si256();
     for (int64_t kk = k; kk < ke;) {
-        __m256i c[6];
-        int64_t kb, n;
-        if (kk < K3 && (yb & 1) == 0) { /* blocks yb, yb + 1 */
-            kb = kt * BK + 6 * yb;
+        if (kk < K3) {
+            const int64_t kb = kt * BK + 6 * yb;
             const uint8_t *idx = idx0 + kt * g->tile_stride + 32 * yb, *sgn = sgn0 + kt * (g->tile_stride / 4) + 32 * (yb / 4);
             _mm_prefetch((const char *)(idx + g->next_sub), _MM_HINT_T1);
-            if ((yb & 7) == 0) _mm_prefetch((const char *)(sgn + g->next_sub / 4), _MM_HINT_T1);
-            __m512i c2[6];
-            tl2_triples2(idx, sgn, (int)(2 * (yb % 4)), c2);
+            if (yb % 8 == 0) _mm_prefetch((const char *)(sgn + g->next_sub / 4), _MM_HINT_T1);
+            __m512i c[6];
+            tl2_triples(idx, sgn, (int)(2 * (yb % 4)), c);
             for (int i = 0; i < 6; ++i) {
-                const __m256i lo = _mm512_castsi512_si256(c2[i]), hi = _mm512_extracti64x4_epi64(c2[i], 1);
+                const __m256i lo = _mm512_castsi512_si256(c[i]), hi = _mm512_extracti64x4_epi64(c[i], 1);
                 any = _mm256_or_si256(any, _mm256_or_si256(lo, hi));
                 _mm256_store_si256((__m256i *)ct[kb + i - k], lo);
                 _mm256_store_si256((__m256i *)ct[kb + 6 + i - k], hi);
@@ -306,33 +283,19 @@ ALWAYS_INLINE void tl2_decode_step32(const uint8_t *w, int64_t K, tl_geom *g, in
                 ++kt;
             }
             kk = kb + 12;
-            continue;
-        }
-        if (kk < K3) {
-            kb = kt * BK + 6 * yb;
-            n = 6;
-            const uint8_t *idx = idx0 + kt * g->tile_stride + 32 * yb, *sgn = sgn0 + kt * (g->tile_stride / 4) + 32 * (yb / 4);
-            _mm_prefetch((const char *)(idx + g->next_sub), _MM_HINT_T1);
-            if ((yb & 7) == 0) _mm_prefetch((const char *)(sgn + g->next_sub / 4), _MM_HINT_T1);
-            tl2_triples(idx, sgn, (int)(2 * (yb % 4)), c);
-            if (++yb == ybs) {
-                yb = 0;
-                ++kt;
-            }
         } else {
             const int64_t kt2 = (kk - K3) / BL_TL2_TAIL_BK, yb2 = ((kk - K3) % BL_TL2_TAIL_BK) / 4;
-            kb = K3 + kt2 * BL_TL2_TAIL_BK + 4 * yb2;
-            n = 4;
-            _mm_prefetch((const char *)(tail0 + kt2 * subs * 256 + 32 * yb2 + 256), _MM_HINT_T1);
-            tl2_pairs(tail0 + kt2 * subs * 256 + 32 * yb2, c);
+            const int64_t kb = K3 + kt2 * BL_TL2_TAIL_BK + 4 * yb2;
+            const uint8_t *idx = tail0 + kt2 * subs * 256 + 32 * yb2;
+            _mm_prefetch((const char *)(idx + 256), _MM_HINT_T1);
+            __m256i c[4];
+            tl2_pairs(idx, c);
+            for (int i = 0; i < 4; ++i) {
+                any = _mm256_or_si256(any, c[i]);
+                _mm256_store_si256((__m256i *)ct[kb + i - k], c[i]);
+            }
+            kk = kb + 4;
         }
-        /* every code of the block, those outside the step into the margins (their indices are
-         * the tensor's too, so a bad one among them is still a bad index of this call's rows) */
-        for (int64_t i = 0; i < n; ++i) {
-            any = _mm256_or_si256(any, c[i]);
-            _mm256_store_si256((__m256i *)ct[kb + i - k], c[i]);
-        }
-        kk = kb + n;
     }
     g->bad |= _mm256_movemask_epi8(any) != 0;
     /* byte 4r + i of a B tile row = row r (+ 16 for the second tile) of weight 4·k4 + i: one

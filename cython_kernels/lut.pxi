@@ -223,6 +223,42 @@ cdef tuple _lut_status(int64_t[:, ::1] status):
     return total, first
 
 
+def _tl_blob(data, layout, Py_ssize_t M, Py_ssize_t K, Py_ssize_t BK, who):
+    """data as a 1-D uint8 array holding at least the bytes a TL1 / TL2 kernel reads (memory safety
+    for direct calls; the public wrappers check the exact blob lengths first)."""
+    arr = _as_1d_uint8(data, who)
+    if layout == "tl1":
+        if arr.shape[0] < M * K // 4:
+            raise CodecError(f"{who}: a ({M}, {K}) TL1 tensor needs M*K/4 = {M * K // 4} bytes, got {arr.shape[0]}")
+        return arr
+    cdef Py_ssize_t three_k = (K // BK) * BK
+    cdef Py_ssize_t need = M * three_k // 6 + M * three_k // 24 + M * (K - three_k) // 4
+    if arr.shape[0] < need:
+        raise CodecError(f"{who}: a ({M}, {K}) TL2 tensor with BK={BK} needs {need} bytes, got {arr.shape[0]}")
+    return arr
+
+
+def _tl_raise_invalid(who, layout, status, Py_ssize_t M, Py_ssize_t K, Py_ssize_t BM, Py_ssize_t BK, Py_ssize_t bm):
+    """CodecError naming the count and first position of invalid indices (status: (count, first
+    byte) from _lut_status); nothing when there are none."""
+    total, first = status
+    if not total:
+        return
+    if layout == "tl1":
+        r, k = _lut_twin.tl1_byte_location(first, M, K, _TLTiling(BM, BK, bm))
+        raise CodecError(
+            f"{who}: TL1 data for a ({M}, {K}) tensor (tiling BM={BM} BK={BK} bm={bm}) holds "
+            f"{total} invalid pair index nibble(s) (> 8); first in byte {first} "
+            f"(weights of row {r}, columns {k}..{k + 3})")
+    part, r, k = _lut_twin.tl2_byte_location(first, M, K, _TLTiling(BM, BK, 32))
+    what = ("triple magnitude nibble(s) (> 13) or tail pair index nibble(s) (> 8)")
+    span = 6 if part == "triples" else 4
+    raise CodecError(
+        f"{who}: TL2 data for a ({M}, {K}) tensor (tiling BM={BM} BK={BK} bm=32) holds "
+        f"{total} invalid {what}; first in byte {first}, in the {part} part "
+        f"(weights of row {r}, columns {k}..{k + span - 1})")
+
+
 def tl1_gemv(data, q, Py_ssize_t M, Py_ssize_t K, Py_ssize_t BM, Py_ssize_t BK, Py_ssize_t bm,
              int isa, int threads, name=None):
     """Exact int32 sum_k t[r, k] q[n, k] of TL1 data: (M,) for q (K,), (N, M) for q (N, K)."""
@@ -230,9 +266,7 @@ def tl1_gemv(data, q, Py_ssize_t M, Py_ssize_t K, Py_ssize_t BM, Py_ssize_t BK, 
     cdef const C.bl_isa_kernels *tab = _table(isa)
     _check_threads(threads)
     _tl1_check(M, K, BM, BK, bm, who)
-    arr = _as_1d_uint8(data, who)
-    if arr.shape[0] < M * K // 4:
-        raise CodecError(f"{who}: a ({M}, {K}) TL1 tensor needs M*K/4 = {M * K // 4} bytes, got {arr.shape[0]}")
+    arr = _tl_blob(data, "tl1", M, K, BK, who)
     rows = _q_rows(q, K, who)
     cdef Py_ssize_t N = rows.shape[0]
     cdef Py_ssize_t lut_bytes = (K // 2) * C.BL_LUT_TABLE_BYTES
@@ -258,13 +292,7 @@ def tl1_gemv(data, q, Py_ssize_t M, Py_ssize_t K, Py_ssize_t BM, Py_ssize_t BK, 
         for c in prange(n_chunks, num_threads=threads, schedule="static", chunksize=1):
             _tl1_run(fn, &src[0], &lv[0, 0], lut_bytes, N, M, K, BM, BK, bm,
                      c * per * bm, min(M, (c + 1) * per * bm), &dst[0, 0], &status[c, 0])
-    total, first = _lut_status(status)
-    if total:
-        r, k = _lut_twin.tl1_byte_location(first, M, K, _TLTiling(BM, BK, bm))
-        raise CodecError(
-            f"{who}: TL1 data for a ({M}, {K}) tensor (tiling BM={BM} BK={BK} bm={bm}) holds "
-            f"{total} invalid pair index nibble(s) (> 8); first in byte {first} "
-            f"(weights of row {r}, columns {k}..{k + 3})")
+    _tl_raise_invalid(who, "tl1", _lut_status(status), M, K, BM, BK, bm)
     return out if q.ndim == 2 else out.reshape(M)
 
 
@@ -275,11 +303,8 @@ def tl2_gemv(data, q, Py_ssize_t M, Py_ssize_t K, Py_ssize_t BM, Py_ssize_t BK,
     cdef const C.bl_isa_kernels *tab = _table(isa)
     _check_threads(threads)
     _tl2_check(M, K, BM, BK, who)
-    arr = _as_1d_uint8(data, who)
+    arr = _tl_blob(data, "tl2", M, K, BK, who)
     cdef Py_ssize_t three_k = (K // BK) * BK, two_k = K - three_k
-    cdef Py_ssize_t need = M * three_k // 6 + M * three_k // 24 + M * two_k // 4
-    if arr.shape[0] < need:
-        raise CodecError(f"{who}: a ({M}, {K}) TL2 tensor with BK={BK} needs {need} bytes, got {arr.shape[0]}")
     rows = _q_rows(q, K, who)
     cdef Py_ssize_t N = rows.shape[0]
     cdef Py_ssize_t lut_bytes = (three_k // 3 + two_k // 2) * C.BL_LUT_TABLE_BYTES
@@ -305,35 +330,8 @@ def tl2_gemv(data, q, Py_ssize_t M, Py_ssize_t K, Py_ssize_t BM, Py_ssize_t BK,
         for c in prange(n_chunks, num_threads=threads, schedule="static", chunksize=1):
             _tl2_run(fn, &src[0], &lv[0, 0], lut_bytes, N, M, K, BM, BK,
                      c * per * 32, min(M, (c + 1) * per * 32), &dst[0, 0], &status[c, 0])
-    total, first = _lut_status(status)
-    if total:
-        part, r, k = _lut_twin.tl2_byte_location(first, M, K, _TLTiling(BM, BK, 32))
-        what = ("triple magnitude nibble(s) (> 13) or tail pair index nibble(s) (> 8)")
-        span = 6 if part == "triples" else 4
-        raise CodecError(
-            f"{who}: TL2 data for a ({M}, {K}) tensor (tiling BM={BM} BK={BK} bm=32) holds "
-            f"{total} invalid {what}; first in byte {first}, in the {part} part "
-            f"(weights of row {r}, columns {k}..{k + span - 1})")
+    _tl_raise_invalid(who, "tl2", _lut_status(status), M, K, BM, BK, 32)
     return out if q.ndim == 2 else out.reshape(M)
-
-
-def _tl_gemm_status(who, st, M, K, tiling, layout):
-    """Raise the GEMV's error for an invalid index found by a GEMM (status (count, first byte))."""
-    total, first = st
-    if not total:
-        return
-    if layout == "tl1":
-        r, k = _lut_twin.tl1_byte_location(first, M, K, tiling)
-        raise CodecError(
-            f"{who}: TL1 data for a ({M}, {K}) tensor (tiling BM={tiling.BM} BK={tiling.BK} bm={tiling.bm}) "
-            f"holds {total} invalid pair index nibble(s) (> 8); first in byte {first} "
-            f"(weights of row {r}, columns {k}..{k + 3})")
-    part, r, k = _lut_twin.tl2_byte_location(first, M, K, tiling)
-    span = 6 if part == "triples" else 4
-    raise CodecError(
-        f"{who}: TL2 data for a ({M}, {K}) tensor (tiling BM={tiling.BM} BK={tiling.BK} bm=32) holds "
-        f"{total} invalid triple magnitude nibble(s) (> 13) or tail pair index nibble(s) (> 8); first in "
-        f"byte {first}, in the {part} part (weights of row {r}, columns {k}..{k + span - 1})")
 
 
 def tl_gemm(layout, data, q, Py_ssize_t M, Py_ssize_t K, Py_ssize_t BM, Py_ssize_t BK, Py_ssize_t bm,
@@ -355,11 +353,7 @@ def tl_gemm(layout, data, q, Py_ssize_t M, Py_ssize_t K, Py_ssize_t BM, Py_ssize
     if (layout == "tl1" and g1 == NULL) or (layout == "tl2" and g2 == NULL):
         raise KernelError(f"{who}: ISA level {C.bl_isa_name(isa).decode()} has no {layout.upper()} GEMM "
                           f"(only amx has one; the engine runs the GEMV per token there)")
-    arr = _as_1d_uint8(data, who)
-    cdef Py_ssize_t three_k = (K // BK) * BK
-    cdef Py_ssize_t need = M * K // 4 if layout == "tl1" else M * three_k // 6 + M * three_k // 24 + M * (K - three_k) // 4
-    if arr.shape[0] < need:
-        raise CodecError(f"{who}: a ({M}, {K}) {layout.upper()} tensor needs {need} bytes, got {arr.shape[0]}")
+    arr = _tl_blob(data, layout, M, K, BK, who)
     rows = _q_rows(q, K, who)
     cdef Py_ssize_t N = rows.shape[0]
     out = np.zeros((N, M), dtype=np.int32)
@@ -387,5 +381,5 @@ def tl_gemm(layout, data, q, Py_ssize_t M, Py_ssize_t K, Py_ssize_t BM, Py_ssize
                         min(M, (c + 1) * per * 32), M, &dst[0, 0])
             status[c, 0] = st.n_bad
             status[c, 1] = st.first_bad_byte
-    _tl_gemm_status(who, _lut_status(status), M, K, _TLTiling(BM, BK, bm), layout)
+    _tl_raise_invalid(who, layout, _lut_status(status), M, K, BM, BK, bm)
     return out

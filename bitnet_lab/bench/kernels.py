@@ -191,20 +191,15 @@ def _runner(op: str, data: _ShapeData, version: str, isa: str, threads: int) -> 
             moved = rows.nbytes + sum(a.nbytes for a in operand)
         check = lambda got: np.array_equal(got.view(np.uint32), want.view(np.uint32))
         return call, check, 2.0 * M * K, float(moved + 4 * M)
-    if op in LUT_OPS:
-        blob, til = data.packed(op[:3])
-        kind = op[4:]
-        fn = getattr(kernels, op)
-        acts = data.q if kind == "gemv" else data.Q
-        call = lambda: fn(blob, acts, M, K, til, threads=threads, isa=isa)
-        want = data.want(kind)
-        n = 1 if kind == "gemv" else acts.shape[0]
-        return call, (lambda got: np.array_equal(got, want)), 2.0 * M * K * n, float(blob.nbytes + acts.nbytes + 4 * M * n)
     fmt, kind = op.rsplit("_", 1)
-    blob = data.packed(fmt)
     fn = getattr(kernels, op)
     acts = data.q if kind == "gemv" else data.Q
-    call = lambda: fn(blob, acts, M, K, threads=threads, version=version)
+    if op in LUT_OPS:  # the tiling travels with the blob; a level, not a version, picks the code
+        blob, til = data.packed(fmt)
+        call = lambda: fn(blob, acts, M, K, til, threads=threads, isa=isa)
+    else:
+        blob = data.packed(fmt)
+        call = lambda: fn(blob, acts, M, K, threads=threads, version=version)
     want = data.want(kind)
     n = 1 if kind == "gemv" else acts.shape[0]
     return call, (lambda got: np.array_equal(got, want)), 2.0 * M * K * n, float(blob.nbytes + acts.nbytes + 4 * M * n)

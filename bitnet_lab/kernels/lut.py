@@ -41,6 +41,24 @@ def _check_blob(who: str, data, allowed: dict[str, int], M: int, K: int, tiling)
         raise CodecError(f"{who}: a ({M}, {K}) tensor with tiling {tiling} needs one of {sizes} bytes; got {n}")
 
 
+def _checked_tensor(layout: str, op: str, data, M: int, K: int, tiling, name) -> tuple[int, int]:
+    """(M, K) of a TL product's arguments once the tiling is legal for them and ``data`` has one of
+    the layout's blob lengths (TL1: the packed bytes, with or without the scale slot; TL2: the real
+    packed bytes, the converter's padded blob, or that with the scale slot)."""
+    from bitnet_lab.quant import packing
+    from bitnet_lab.quant.tiling import validate_tiling
+
+    M, K = _dim(M, "M"), _dim(K, "K")
+    validate_tiling(layout, M, K, tiling)
+    if layout == "tl1":
+        allowed = {"tl1_nbytes": packing.tl1_nbytes(M, K), "with the scale slot": packing.tl1_ggml_nbytes(M, K)}
+    else:
+        allowed = {"tl2_nbytes": packing.tl2_nbytes(M, K, tiling), "tl2_padded_nbytes": packing.tl2_padded_nbytes(M, K),
+                   "tl2_ggml_nbytes": packing.tl2_ggml_nbytes(M, K)}
+    _check_blob(f"{op}({name!r})" if name is not None else op, data, allowed, M, K, tiling)
+    return M, K
+
+
 def tl1_build_lut(q_row: np.ndarray, *, isa: str | None = None) -> np.ndarray:
     """TL1 lookup tables of one int8 activation row ``(K,)`` (K even) in byte-plane form:
     uint8 ``(K/2, 32)``, table j = pair (q[2j], q[2j+1]), 16 low bytes then 16 high bytes of
@@ -88,13 +106,7 @@ def tl1_gemv(
     on a bad argument or an invalid pair index (> 8) in the data (count and first position).
     Bit-identical for every ``threads`` and ISA level. Numpy twin:
     :func:`bitnet_lab.quant.lut.tl1_gemv_ref`."""
-    from bitnet_lab.quant import packing
-    from bitnet_lab.quant.tiling import validate_tiling
-
-    M, K = _dim(M, "M"), _dim(K, "K")
-    validate_tiling("tl1", M, K, tiling)
-    who = f"tl1_gemv({name!r})" if name is not None else "tl1_gemv"
-    _check_blob(who, data, {"tl1_nbytes": packing.tl1_nbytes(M, K), "with the scale slot": packing.tl1_ggml_nbytes(M, K)}, M, K, tiling)
+    M, K = _checked_tensor("tl1", "tl1_gemv", data, M, K, tiling, name)
     return _k.tl1_gemv(data, q, M, K, int(tiling.BM), int(tiling.BK), int(tiling.bm), _isa_index(isa), effective_threads(threads), name)
 
 
@@ -111,18 +123,7 @@ def tl2_gemv(
     packed bytes are read. Raises CodecError on a bad argument or an invalid index (triple
     magnitude > 13, tail pair index > 8). Bit-identical for every ``threads`` and ISA level.
     Numpy twin: :func:`bitnet_lab.quant.lut.tl2_gemv_ref`."""
-    from bitnet_lab.quant import packing
-    from bitnet_lab.quant.tiling import validate_tiling
-
-    M, K = _dim(M, "M"), _dim(K, "K")
-    validate_tiling("tl2", M, K, tiling)
-    who = f"tl2_gemv({name!r})" if name is not None else "tl2_gemv"
-    allowed = {
-        "tl2_nbytes": packing.tl2_nbytes(M, K, tiling),
-        "tl2_padded_nbytes": packing.tl2_padded_nbytes(M, K),
-        "tl2_ggml_nbytes": packing.tl2_ggml_nbytes(M, K),
-    }
-    _check_blob(who, data, allowed, M, K, tiling)
+    M, K = _checked_tensor("tl2", "tl2_gemv", data, M, K, tiling, name)
     return _k.tl2_gemv(data, q, M, K, int(tiling.BM), int(tiling.BK), _isa_index(isa), effective_threads(threads), name)
 
 
@@ -132,20 +133,10 @@ def has_tl_gemm(isa: str | None = None) -> bool:
 
 
 def _tl_gemm(layout: str, data, Q: np.ndarray, M: int, K: int, tiling, threads, isa, name) -> np.ndarray:
-    from bitnet_lab.quant import packing
-    from bitnet_lab.quant.tiling import validate_tiling
-
-    M, K = _dim(M, "M"), _dim(K, "K")
-    validate_tiling(layout, M, K, tiling)
-    who = f"{layout}_gemm({name!r})" if name is not None else f"{layout}_gemm"
+    M, K = _checked_tensor(layout, f"{layout}_gemm", data, M, K, tiling, name)
     if not isinstance(Q, np.ndarray) or Q.ndim != 2:
+        who = f"{layout}_gemm({name!r})" if name is not None else f"{layout}_gemm"
         raise CodecError(f"{who}: Q must be a 2-D int8 array (N, K)")
-    if layout == "tl1":
-        allowed = {"tl1_nbytes": packing.tl1_nbytes(M, K), "with the scale slot": packing.tl1_ggml_nbytes(M, K)}
-    else:
-        allowed = {"tl2_nbytes": packing.tl2_nbytes(M, K, tiling), "tl2_padded_nbytes": packing.tl2_padded_nbytes(M, K),
-                   "tl2_ggml_nbytes": packing.tl2_ggml_nbytes(M, K)}
-    _check_blob(who, data, allowed, M, K, tiling)
     return _k.tl_gemm(layout, data, Q, M, K, int(tiling.BM), int(tiling.BK), int(tiling.bm), _isa_index(isa),
                       effective_threads(threads), name)
 

@@ -272,7 +272,7 @@ extensions = [
     Extension(
         "bitnet_lab._kernels",
         sources=[f"{KERNEL_DIR}/_kernels.pyx", f"{C_SRC_DIR}/bl_dispatch.c", f"{C_SRC_DIR}/mad_dispatch.c",
-                 f"{C_SRC_DIR}/mad_x4.c", f"{C_SRC_DIR}/engine.c",
+                 f"{C_SRC_DIR}/mad_x4.c", f"{C_SRC_DIR}/mad_x16.c", f"{C_SRC_DIR}/engine.c",
                  f"{C_SRC_DIR}/q8k.c"],
         # The per-ISA files are linked as objects; listing them here makes a change to any
         # of them relink the module.

@@ -40,6 +40,8 @@ cdef extern from "bl_mad.h" nogil:
         bl_bgemm_fn tq2_bgemm
         bl_bgemv_fn tq1_bgemv
         bl_bgemm_fn tq1_bgemm
+        bl_gemv_fn tq1_x16_gemv
+        bl_gemm_fn tq1_x16_gemm
 
     ctypedef union bl_mad_fn_union:
         bl_quantize_act_fn act
@@ -58,7 +60,8 @@ cdef extern from "bl_mad.h" nogil:
     int BL_OP_QUANTIZE_ACT, BL_OP_I2S_GEMV, BL_OP_I2S_GEMM, BL_OP_TQ2_GEMV, BL_OP_TQ1_GEMV
     int BL_OP_TQ2_GEMM, BL_OP_TQ1_GEMM, BL_OP_I2S_X4_GEMV, BL_OP_I2S_X4_GEMM, BL_OP_COUNT
     int BL_OP_I2S_BGEMV, BL_OP_I2S_BGEMM, BL_OP_TQ2_BGEMV, BL_OP_TQ2_BGEMM, BL_OP_TQ1_BGEMV, BL_OP_TQ1_BGEMM
-    int BL_X4_MAX_K
+    int BL_OP_TQ1_X16_GEMV, BL_OP_TQ1_X16_GEMM
+    int BL_X4_MAX_K, BL_X16_MAX_K
     int BL_ROUND_HALF_EVEN, BL_ROUND_HALF_AWAY
 
     const char *bl_mad_op_name(int op)
@@ -72,6 +75,8 @@ cdef extern from "bl_mad.h" nogil:
     void bl_i2s_x4_interleave(const uint8_t *src, uint8_t *dst, int64_t M, int64_t K)
     void bl_i2s_x4_rows(const uint8_t *w, uint8_t *dst, int64_t K, int64_t r0, int64_t r1)
     void bl_tq2_to_i2s(const uint8_t *src, uint8_t *dst, int64_t M, int64_t K)
+    void bl_tq1_x16_interleave(const uint8_t *src, uint8_t *dst, int64_t M, int64_t K)
+    void bl_tq1_x16_rows(const uint8_t *w, uint8_t *dst, int64_t M, int64_t K, int64_t r0, int64_t r1)
 
 
 # ---- registry ------------------------------------------------------------------------------
@@ -110,12 +115,15 @@ cdef const void *_default_fn(int op, int isa):
     if op == BL_OP_TQ2_BGEMM: return <const void *>d.tq2_bgemm
     if op == BL_OP_TQ1_BGEMV: return <const void *>d.tq1_bgemv
     if op == BL_OP_TQ1_BGEMM: return <const void *>d.tq1_bgemm
+    if op == BL_OP_TQ1_X16_GEMV: return <const void *>d.tq1_x16_gemv
+    if op == BL_OP_TQ1_X16_GEMM: return <const void *>d.tq1_x16_gemm
     return NULL
 
 
 cdef const void *_version_fn(const bl_mad_version *v):
     if v.op == BL_OP_QUANTIZE_ACT: return <const void *>v.fn.act
-    if v.op == BL_OP_I2S_GEMV or v.op == BL_OP_TQ2_GEMV or v.op == BL_OP_TQ1_GEMV or v.op == BL_OP_I2S_X4_GEMV:
+    if (v.op == BL_OP_I2S_GEMV or v.op == BL_OP_TQ2_GEMV or v.op == BL_OP_TQ1_GEMV or v.op == BL_OP_I2S_X4_GEMV
+            or v.op == BL_OP_TQ1_X16_GEMV):
         return <const void *>v.fn.gemv
     if v.op == BL_OP_I2S_BGEMV or v.op == BL_OP_TQ2_BGEMV or v.op == BL_OP_TQ1_BGEMV:
         return <const void *>v.fn.bgemv
@@ -206,6 +214,10 @@ cdef tuple _layout(int op, Py_ssize_t M, Py_ssize_t K, str who):
         if K % 128 or K > BL_X4_MAX_K:
             raise CodecError(f"{who}: the I2_S x4 layout needs K % 128 == 0 and K <= {BL_X4_MAX_K}, got K={K}")
         return M * (K // 4), -1, f"a ({M}, {K}) I2_S x4 tensor (M*K/4)"
+    if op == BL_OP_TQ1_X16_GEMV or op == BL_OP_TQ1_X16_GEMM:
+        if K % 256 or K > BL_X16_MAX_K:
+            raise CodecError(f"{who}: the TQ1_0 x16 layout needs K % 256 == 0 and K <= {BL_X16_MAX_K}, got K={K}")
+        return M * (K // 256) * 52, -1, f"a ({M}, {K}) TQ1_0 x16 tensor (52 bytes per 256 weights)"
     if K % 256:
         raise CodecError(f"{who}: TQ1_0/TQ2_0 need K % 256 == 0 (256-weight blocks per row), got K={K}")
     if op == BL_OP_TQ2_GEMV or op == BL_OP_TQ2_GEMM or op == BL_OP_TQ2_BGEMV or op == BL_OP_TQ2_BGEMM:
@@ -279,7 +291,7 @@ def gemv(int vi, w, q, Py_ssize_t M, Py_ssize_t K, int threads):
     """int32 (M,) = Σ_k t[r, k]·q[k] for the packed tensor w (format = the version's op)."""
     cdef const bl_mad_version *v = bl_mad_version_at(vi)
     if v == NULL or not (v.op == BL_OP_I2S_GEMV or v.op == BL_OP_TQ2_GEMV or v.op == BL_OP_TQ1_GEMV
-                         or v.op == BL_OP_I2S_X4_GEMV):
+                         or v.op == BL_OP_I2S_X4_GEMV or v.op == BL_OP_TQ1_X16_GEMV):
         raise KernelError(f"version index {vi} is not a GEMV kernel")
     v = _version(vi, v.op)
     who = bl_mad_op_name(v.op).decode()
@@ -292,7 +304,7 @@ def gemv(int vi, w, q, Py_ssize_t M, Py_ssize_t K, int threads):
     cdef const int8_t[::1] qv = q
     cdef int32_t[::1] ov = out
     cdef int32_t sum_q = bl_sum_i8(&qv[0], K)
-    cdef Py_ssize_t per = _run_length(M, threads, 4)  # x4: ranges start on a group (bl_mad.h)
+    cdef Py_ssize_t per = _run_length(M, threads, 16)  # x4 / x16: ranges start on a group (bl_mad.h)
     cdef Py_ssize_t n_runs = (M + per - 1) // per
     cdef bl_gemv_fn fn = v.fn.gemv
     cdef Py_ssize_t c
@@ -306,7 +318,7 @@ def gemm(int vi, w, Q, Py_ssize_t M, Py_ssize_t K, int threads):
     """int32 (N, M) = Σ_k t[r, k]·Q[n, k] for the packed tensor w (format = the version's op)."""
     cdef const bl_mad_version *v = bl_mad_version_at(vi)
     if v == NULL or not (v.op == BL_OP_I2S_GEMM or v.op == BL_OP_TQ2_GEMM or v.op == BL_OP_TQ1_GEMM
-                         or v.op == BL_OP_I2S_X4_GEMM):
+                         or v.op == BL_OP_I2S_X4_GEMM or v.op == BL_OP_TQ1_X16_GEMM):
         raise KernelError(f"version index {vi} is not a GEMM kernel")
     v = _version(vi, v.op)
     who = bl_mad_op_name(v.op).decode()
@@ -324,7 +336,8 @@ def gemm(int vi, w, Q, Py_ssize_t M, Py_ssize_t K, int threads):
     cdef Py_ssize_t n
     for n in range(N):
         sv[n] = bl_sum_i8(&Qv[n, 0], K)
-    cdef Py_ssize_t per = _run_length(M, threads, 8)  # BL_GEMM_PANEL rows per decoded panel
+    # BL_GEMM_PANEL rows per decoded panel; x16: ranges start on a group
+    cdef Py_ssize_t per = _run_length(M, threads, 16 if v.op == BL_OP_TQ1_X16_GEMM else 8)
     cdef Py_ssize_t n_runs = (M + per - 1) // per
     cdef bl_gemm_fn fn = v.fn.gemm
     cdef Py_ssize_t c
@@ -436,4 +449,42 @@ def tq2_to_i2s(src, Py_ssize_t M, Py_ssize_t K):
     cdef uint8_t[::1] ov = out
     with nogil:
         bl_tq2_to_i2s(&sv[0], &ov[0], M, K)
+    return out
+
+
+# ---- the TQ1_0 x16 layout --------------------------------------------------------------------
+
+def tq1_x16_interleave(src, Py_ssize_t M, Py_ssize_t K, out=None):
+    """An (M, K) TQ1_0 tensor (54-byte blocks) -> its code bytes in the x16 order (bl_mad.h, "The
+    TQ1_0 x16 layout"; block scales dropped), into ``out`` (1-D uint8 of M*K/256*52 bytes, not
+    overlapping src) or a new array."""
+    who = "tq1_x16_interleave"
+    need, alt, what = _layout(BL_OP_TQ1_GEMV, M, K, who)
+    n_out, _, _ = _layout(BL_OP_TQ1_X16_GEMV, M, K, who)
+    src = _packed(src, need, alt, who, what)
+    if out is None:
+        out = np.empty(n_out, dtype=np.uint8)
+    elif not (isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.ndim == 1 and out.shape[0] == n_out
+              and out.flags.c_contiguous and out.flags.writeable):
+        raise CodecError(f"{who}: out must be a writeable contiguous 1-D uint8 array of {n_out} bytes")
+    elif np.shares_memory(out, src):
+        raise CodecError(f"{who}: out must not overlap the source")
+    cdef const uint8_t[::1] sv = src
+    cdef uint8_t[::1] ov = out
+    with nogil:
+        bl_tq1_x16_interleave(&sv[0], &ov[0], M, K)
+    return out
+
+
+def tq1_x16_rows(w, Py_ssize_t M, Py_ssize_t K):
+    """The inverse of tq1_x16_interleave: x16 bytes -> a new TQ1_0 uint8 array whose block scales
+    are 0 (the x16 layout does not hold them)."""
+    who = "tq1_x16_rows"
+    need, alt, what = _layout(BL_OP_TQ1_X16_GEMV, M, K, who)
+    w = _packed(w, need, alt, who, what)
+    out = np.empty(M * (K // 256) * 54, dtype=np.uint8)
+    cdef const uint8_t[::1] wv = w
+    cdef uint8_t[::1] ov = out
+    with nogil:
+        bl_tq1_x16_rows(&wv[0], &ov[0], M, K, 0, M)
     return out

@@ -38,9 +38,9 @@ import numpy as np
 from bitnet_lab.bench.table import Column, Table
 from bitnet_lab.errors import BitnetLabError, KernelError
 
-GEMV_OPS = ("i2s_gemv", "i2s_x4_gemv", "tq2_gemv", "tq1_gemv", "tl1_gemv", "tl2_gemv")
-DEFAULT_OPS = ("quantize_act", "i2s_gemv", "i2s_x4_gemv", "tq2_gemv", "tq1_gemv", "tl1_gemv", "tl2_gemv", "i2s_gemm",
-               "i2s_x4_gemm", "tl1_gemm", "tl2_gemm")
+GEMV_OPS = ("i2s_gemv", "i2s_x4_gemv", "tq2_gemv", "tq1_gemv", "tq1_x16_gemv", "tl1_gemv", "tl2_gemv")
+DEFAULT_OPS = ("quantize_act", "i2s_gemv", "i2s_x4_gemv", "tq2_gemv", "tq1_gemv", "tq1_x16_gemv", "tl1_gemv", "tl2_gemv",
+               "i2s_gemm", "i2s_x4_gemm", "tl1_gemm", "tl2_gemm")
 LUT_OPS = ("tl1_gemv", "tl2_gemv", "tl1_gemm", "tl2_gemm")  # versions from kernels.lut_kernel_versions()
 # the engine's lm_head kernels: rows of this format against a float hidden state (module docstring)
 LM_FLOAT_OPS = ("f16_lm_gemv", "f32_lm_gemv", "q8_0_lm_gemv", "q6_k_lm_gemv")
@@ -130,6 +130,8 @@ class _ShapeData:
             elif fmt in ("tq2", "tq1"):
                 d = packing.tq_default_block_scales(t, 1.0)
                 self._packed[fmt] = (packing.pack_tq2_0 if fmt == "tq2" else packing.pack_tq1_0)(t, d)
+            elif fmt == "tq1_x16":  # the engine's re-order of TQ1_0 (src/bl_mad.h)
+                self._packed[fmt] = kernels.tq1_x16_interleave(self.packed("tq1"), M, K)
             elif fmt in ("tl1", "tl2"):
                 til = tiling.default_tiling(fmt, M, K)
                 data = (packing.pack_tl1 if fmt == "tl1" else packing.pack_tl2)(t, til)
@@ -249,7 +251,7 @@ def kernel_bench(
     from bitnet_lab.kernels.native import _k
     from bitnet_lab.bench.machine import _ceiling_isa, llc_bytes, read_buffer
 
-    known = set(DEFAULT_OPS) | {"tq2_gemm", "tq1_gemm"} | set(LM_FLOAT_OPS)
+    known = set(DEFAULT_OPS) | {"tq2_gemm", "tq1_gemm", "tq1_x16_gemm"} | set(LM_FLOAT_OPS)
     bad = [o for o in ops if o not in known]
     if bad:
         raise BitnetLabError(f"kernel_bench: unknown op(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
@@ -315,6 +317,9 @@ def kernel_bench(
     if any(r["op"].startswith("i2s_x4") for r in records):
         notes.append("i2s_x4: I2_S re-ordered 4 rows per 64-byte step (what the engine runs where the level has a "
                      "native x4 GEMV); other levels' versions copy each group back to row-major first.")
+    if any(r["op"].startswith("tq1_x16") for r in records):
+        notes.append("tq1_x16: TQ1_0's code bytes re-ordered 16 rows per 4-byte word, block scales dropped (what the "
+                     "engine runs where the level has a native x16 GEMV); other versions copy rows back to TQ1_0 first.")
     notes.append(f"every result checked against the exact numpy product before timing; µs = median of up to "
                  f"{repeat} calls (≥ 3, stopping after {budget_s:g} s), Python call overhead included.")
     notes.append("GOP/s: 2 ops per multiply-add; GB/s: packed weights + activations + int32 (lm_head: f32) outputs "

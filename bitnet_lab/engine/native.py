@@ -21,14 +21,15 @@ What happens where:
   embedding, the norms and an untied lm_head, a KV cache larger than the machine's memory) with
   the project's errors; before each call, the files still mapped are checked for truncation or
   an in-place rewrite (one fstat each: a truncated mapping would otherwise end in SIGBUS).
-  The float tensors (embedding, lm_head, norms) and the TL1/TL2/TQ1_0 projections are handed to C
+  The float tensors (embedding, lm_head, norms) and the TL1/TL2 projections are handed to C
   *without copying*: they point into the memory-mapped file. I2_S and TQ2_0 projections are, by
   default (``i2s_layout="auto"``, on a level with a native x4 GEMV: AVX-512 VNNI, AVX2), re-ordered
   ONCE at load into the x4 layout — the same 2-bit codes, 4 rows interleaved per 64-byte step, so
   a decode GEMV reads one sequential stream (src/bl_mad.h; the gain per token is in
-  docs/benchmarks.md#decode-memory-layout-and-streaming). That copy is read with preadv and the
-  mapping's pages are dropped, so RSS stays about one file size. ``i2s_layout="file"`` keeps the
-  file's bytes in place. Layouts no kernel reads (``int8``, ``hf_packed``, F32/F16 ``t·γ`` tensors, I2_S rows whose K is not a
+  docs/benchmarks.md#decode-memory-layout-and-streaming); TQ1_0 projections likewise into the x16
+  layout (the same 1.69-bit codes without the block scales, 16 rows interleaved per 4-byte word;
+  on AVX-512 VNNI and AMX). That copy is read with preadv and the mapping's pages are dropped, so
+  RSS stays about one file size. ``i2s_layout="file"`` keeps the file's bytes in place. Layouts no kernel reads (``int8``, ``hf_packed``, F32/F16 ``t·γ`` tensors, I2_S rows whose K is not a
   multiple of 128) are repacked ONCE into I2_S bytes (2 bits a weight, K padded with zero weights
   to a multiple of 128) — never dequantised to float.
 * **C (cython_kernels/src/engine.c)**: one call per forward — embedding, every layer, the
@@ -95,6 +96,7 @@ from bitnet_lab.engine.weights import (
     rope_tables,
     spin_us_setting,
     x4_wanted,
+    x16_wanted,
 )
 from bitnet_lab.errors import BitnetLabError, ConfigError
 from bitnet_lab.kernels.native import _k
@@ -197,7 +199,7 @@ class NativeEngine:
             raise ConfigError(f"kv_dtype {kv_dtype!r} is not one of {KV_DTYPES}")
         if lm_head_dtype not in LM_HEAD_DTYPES:
             raise ConfigError(f"lm_head_dtype {lm_head_dtype!r} is not one of {LM_HEAD_DTYPES}")
-        x4 = x4_wanted(i2s_layout)
+        x4, x16 = x4_wanted(i2s_layout), x16_wanted(i2s_layout)
         self.config = config
         self.vocab_size = config.vocab
         self.threads = kernels.effective_threads(threads)
@@ -213,7 +215,7 @@ class NativeEngine:
         # depends on its position only), so a cache of a huge n_ctx costs nothing until it fills.
         self._rope_cos = self._rope_sin = np.zeros((0, max(config.rot_dim // 2, 1)), np.float32)
 
-        w = prepare_weights(config, tensors, x4=x4, lm_head_dtype=lm_head_dtype, numerics=profile)
+        w = prepare_weights(config, tensors, x4=x4, x16=x16, lm_head_dtype=lm_head_dtype, numerics=profile)
         self._packed = w.packed
         self.i2s_layout = w.i2s_layout
         c = config

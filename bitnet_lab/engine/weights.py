@@ -46,6 +46,7 @@ __all__ = [
     "spin_us_setting",
     "to_x4",
     "x4_repacked_names",
+    "x16_wanted",
     "x4_wanted",
 ]
 
@@ -68,11 +69,13 @@ KV_DTYPES = ("f32", "f16")
 LM_HEAD_DTYPES = ("auto", "f16", "f32")
 
 # Codes of src/engine.h / engine_float.h / bl_mad.h.
-LAYOUT_CODE = {"i2_s": 0, "tq2_0": 1, "tq1_0": 2, "tl1": 3, "tl2": 4, "i2_s_x4": 5}
-# How the engine holds I2_S projections: "x4" re-orders them at load into one anonymous THP
-# arena, 4 rows interleaved per 64-byte step (src/bl_mad.h: a decode GEMV then reads one
-# sequential stream); "file" uses the file's bytes in place; "auto" = x4 where the active ISA
-# level has a native x4 GEMV (kernels.i2s_x4_native), else file.
+LAYOUT_CODE = {"i2_s": 0, "tq2_0": 1, "tq1_0": 2, "tl1": 3, "tl2": 4, "i2_s_x4": 5, "tq1_0_x16": 6}
+# How the engine holds I2_S, TQ2_0 and TQ1_0 projections: "x4" re-orders them at load into one
+# anonymous THP arena — I2_S and TQ2_0 into the x4 layout (4 rows interleaved per 64-byte step),
+# TQ1_0 into the x16 layout (16 rows interleaved per 4-byte word) — so a decode GEMV reads one
+# sequential stream (src/bl_mad.h); "file" uses the file's bytes in place; "auto" = each re-order
+# where the active ISA level has a native GEMV for it (kernels.i2s_x4_native,
+# kernels.tq1_x16_native), else file.
 I2S_LAYOUTS = ("auto", "x4", "file")
 _FT_F32, _FT_F16, _FT_Q8_0, _FT_Q6_K = 0, 1, 2, 3
 ROUNDING_CODE = {"half_even": 0, "half_away": 1}
@@ -231,23 +234,29 @@ def projection_spec(name: str, w: Any, shape: tuple[int, int], deferred: bool = 
     return (LAYOUT_CODE["i2_s"], data, M, K, K_pad, float(np.float32(w.gamma())), None, None, None)
 
 
-def x4_wanted(i2s_layout: str) -> bool:
+def _check_i2s_layout(i2s_layout: str) -> None:
     if i2s_layout not in I2S_LAYOUTS:
         raise ConfigError(f"i2s_layout {i2s_layout!r} is not one of {I2S_LAYOUTS}")
+
+
+def x4_wanted(i2s_layout: str) -> bool:
+    """Does ``i2s_layout`` re-order I2_S and TQ2_0 projections into x4?"""
+    _check_i2s_layout(i2s_layout)
     return i2s_layout == "x4" or (i2s_layout == "auto" and kernels.i2s_x4_native())
+
+
+def x16_wanted(i2s_layout: str) -> bool:
+    """Does ``i2s_layout`` re-order TQ1_0 projections into x16?"""
+    _check_i2s_layout(i2s_layout)
+    return i2s_layout == "x4" or (i2s_layout == "auto" and kernels.tq1_x16_native())
 
 
 def _x4_fits(K_pad: int) -> bool:
     return K_pad <= kernels.X4_MAX_K
 
 
-def x4_repacked_names(config: ModelConfig, tensors: Mapping[str, Any], i2s_layout: str = "auto") -> set[str]:
-    """Names of the file-layout I2_S and TQ2_0 projections a NativeEngine built with
-    ``i2s_layout`` would re-order into x4 memory of its own (``load(mmap=False)`` leaves them out
-    of its copy). TQ2_0 holds the same 2-bit codes in another order (kernels.tq2_to_i2s); its
-    uniform block scale becomes gamma, as on the TQ2_0 kernels."""
-    if not x4_wanted(i2s_layout):
-        return set()
+def _reordered_names(config: ModelConfig, tensors: Mapping[str, Any], x4: bool, x16: bool) -> set[str]:
+    """The projections the re-order reads: file-layout I2_S and TQ2_0 ones (x4), TQ1_0 ones (x16)."""
     shapes = config.projection_shapes()
     out = set()
     for i in range(config.n_layers):
@@ -255,21 +264,35 @@ def x4_repacked_names(config: ModelConfig, tensors: Mapping[str, Any], i2s_layou
             name = f"blk.{i}.{p}.weight"
             w = tensors.get(name)
             K = shapes[p][1]
-            if not (isinstance(w, TernaryWeight) and _x4_fits(K)):
+            if not isinstance(w, TernaryWeight):
                 continue
-            if (w.layout == "i2_s" and K % _I2S_BLOCK == 0) or (w.layout == "tq2_0" and K % _TQ_BLOCK == 0):
+            if x4 and _x4_fits(K) and ((w.layout == "i2_s" and K % _I2S_BLOCK == 0)
+                                       or (w.layout == "tq2_0" and K % _TQ_BLOCK == 0)):
+                out.add(name)
+            if x16 and w.layout == "tq1_0" and K % _TQ_BLOCK == 0 and K <= kernels.X16_MAX_K:
                 out.add(name)
     return out
 
 
-def to_x4(specs: list[tuple[str, list]], deferred: Mapping[str, TernaryWeight], threads: int) -> None:
-    """Re-order every I2_S spec (K_pad <= X4_MAX_K) and every deferred TQ2_0 spec in place into
-    the x4 layout, all in one anonymous THP arena (a deferred TQ2_0 tensor whose block scales turn
-    out not uniform stays TQ2_0, read in place by the per-block kernels, with its scales in slot 8).
+def x4_repacked_names(config: ModelConfig, tensors: Mapping[str, Any], i2s_layout: str = "auto") -> set[str]:
+    """Names of the file-layout I2_S, TQ2_0 and TQ1_0 projections a NativeEngine built with
+    ``i2s_layout`` would re-order into memory of its own (``load(mmap=False)`` leaves them out
+    of its copy). TQ2_0 holds the same 2-bit codes in another order (kernels.tq2_to_i2s); TQ1_0
+    keeps its codes (kernels.tq1_x16_interleave); a uniform block scale becomes gamma, as on the
+    TQ kernels."""
+    return _reordered_names(config, tensors, x4_wanted(i2s_layout), x16_wanted(i2s_layout))
+
+
+def to_x4(specs: list[tuple[str, list]], deferred: Mapping[str, TernaryWeight], threads: int, *,
+          x4: bool = True) -> None:
+    """Re-order every I2_S spec (K_pad <= X4_MAX_K; only with ``x4``) and every deferred TQ2_0 spec
+    in place into the x4 layout, and every deferred TQ1_0 spec into the x16 layout, all in one
+    anonymous THP arena (a deferred TQ tensor whose block scales turn out not uniform stays as
+    stored, read in place by the per-block kernels, with its scales in slot 8).
     Deferred tensors (``x4_repacked_names``) are
     read with preadv into a scratch buffer (the mapping's pages never enter RSS) and checked
-    there — code 3, and for TQ2_0 the uniform block scale that becomes gamma — TQ2_0 codes are
-    re-ordered to I2_S, then every tensor is interleaved. The tensors are spread over
+    there — code 3, and for TQ2_0 / TQ1_0 the uniform block scale that becomes gamma — TQ2_0 codes
+    are re-ordered to I2_S, then every tensor is interleaved. The tensors are spread over
     ``threads`` threads (preadv, the checks and the re-orders release the GIL): most of the time
     goes into first touches of the arena's new pages."""
     from concurrent.futures import ThreadPoolExecutor
@@ -277,11 +300,13 @@ def to_x4(specs: list[tuple[str, list]], deferred: Mapping[str, TernaryWeight], 
 
     from bitnet_lab.engine.residency import _arena, copy_bytes, drop_pages
 
-    i2s, tq2 = LAYOUT_CODE["i2_s"], LAYOUT_CODE["tq2_0"]
-    todo = [(n, s) for n, s in specs if (s[0] == i2s and _x4_fits(s[4])) or (s[0] == tq2 and n in deferred)]
+    i2s, tq2, tq1 = LAYOUT_CODE["i2_s"], LAYOUT_CODE["tq2_0"], LAYOUT_CODE["tq1_0"]
+    todo = [(n, s) for n, s in specs
+            if (x4 and s[0] == i2s and _x4_fits(s[4])) or (s[0] in (tq2, tq1) and n in deferred)]
     if not todo:
         return
-    sizes = [int(s[2]) * int(s[4]) // 4 for _, s in todo]
+    # x4: the I2_S bytes (2 bits a weight); x16: TQ1_0's 52 code bytes per 256 weights
+    sizes = [int(s[2]) * int(s[4]) // 256 * 52 if s[0] == tq1 else int(s[2]) * int(s[4]) // 4 for _, s in todo]
     offsets = np.concatenate([[0], np.cumsum([-(-n // 64) * 64 for n in sizes])])  # 64-byte aligned rows
     arena = _arena(int(offsets[-1]))
 
@@ -295,17 +320,23 @@ def to_x4(specs: list[tuple[str, list]], deferred: Mapping[str, TernaryWeight], 
                 buf = scratch[: src.nbytes]
                 copy_bytes(src.reshape(-1), buf)
                 drop_pages(src)  # pages a reader touched (e.g. the TQ2_0 scales) leave RSS
-                if s[0] == tq2:
-                    _check_2bit_codes(buf, name, "TQ2_0", _TQ_BLOCK_BYTES["tq2_0"], 64)
+                if s[0] in (tq2, tq1):
                     w = deferred[name]
+                    nbytes = _TQ_BLOCK_BYTES[w.layout]
+                    if s[0] == tq2:
+                        _check_2bit_codes(buf, name, "TQ2_0", nbytes, 64)
                     scales = w.block_scales  # a view of the blocks' own fp16 (GGUF): read from the copy
                     if np.may_share_memory(scales, w.data):
-                        scales = np.ascontiguousarray(buf.reshape(-1, 66)[:, 64:]).view(np.float16)
+                        scales = np.ascontiguousarray(buf.reshape(-1, nbytes)[:, nbytes - 2 :]).view(np.float16)
                     gamma, d = _tq_scales(replace(w, data=buf, block_scales=scales.reshape(M, K // _TQ_BLOCK)), name)
-                    if d is not None:  # scales differ: the per-block kernels read TQ2_0 in place
+                    if d is not None:  # scales differ: the per-block kernels read the tensor in place
                         s[5], s[8] = float(gamma), d
                         continue
                     s[5] = float(gamma)
+                    if s[0] == tq1:
+                        s[1] = kernels.tq1_x16_interleave(buf, M, K, out=arena[off : off + n])
+                        s[0] = LAYOUT_CODE["tq1_0_x16"]
+                        continue
                     buf = kernels.tq2_to_i2s(buf, M, K)
                 else:
                     _check_2bit_codes(buf, name, "I2_S")
@@ -433,11 +464,12 @@ class PreparedWeights:
 NUMERICS = ("bitnet", "llama.cpp")
 
 
-def prepare_weights(config: ModelConfig, tensors: Mapping[str, Any], *, x4: bool,
+def prepare_weights(config: ModelConfig, tensors: Mapping[str, Any], *, x4: bool, x16: bool = False,
                     lm_head_dtype: str = "auto", numerics: str = "bitnet") -> PreparedWeights:
     """Check every tensor the graph uses against ``config`` and describe each to the C side in
-    the layout its kernel reads: used in place (mapped), re-ordered to x4 (``x4``), repacked to
-    I2_S, or (float tensors) widened once; a mapped lm_head moves into 2 MiB pages.
+    the layout its kernel reads: used in place (mapped), re-ordered to x4 (I2_S and TQ2_0, ``x4``)
+    or x16 (TQ1_0, ``x16``), repacked to I2_S, or (float tensors) widened once; a mapped lm_head
+    moves into 2 MiB pages.
 
     ``numerics="llama.cpp"``: every projection runs the per-block kernels with Q8_K activations
     (docs/numerics.md#36-llamacpp-tq-dot-with-q8_k-activations): no x4, TL1/TL2 repacked to I2_S,
@@ -445,7 +477,7 @@ def prepare_weights(config: ModelConfig, tensors: Mapping[str, Any], *, x4: bool
     if numerics not in NUMERICS:
         raise ConfigError(f"numerics {numerics!r} is not one of {NUMERICS}")
     q8k = numerics == "llama.cpp"
-    x4 = x4 and not q8k
+    x4, x16 = x4 and not q8k, x16 and not q8k
     names = set(tensors)
     # every count against the tensors present, before anything is enumerated per layer
     config.check_tensors({n: tuple(getattr(t, "shape", ())) for n, t in tensors.items()})
@@ -456,7 +488,7 @@ def prepare_weights(config: ModelConfig, tensors: Mapping[str, Any], *, x4: bool
     shapes = c.projection_shapes()
     layers = []
     packed: dict[str, tuple[str, np.ndarray]] = {}
-    deferred = {n: tensors[n] for n in x4_repacked_names(config, tensors, "x4")} if x4 else {}
+    deferred = {n: tensors[n] for n in _reordered_names(config, tensors, x4, x16)}
     all_specs: list[tuple[str, list]] = []
     for i in range(c.n_layers):
         spec: dict[str, Any] = {
@@ -482,8 +514,8 @@ def prepare_weights(config: ModelConfig, tensors: Mapping[str, Any], *, x4: bool
             all_specs.append((name, s))
         spec["w"] = ws
         layers.append(spec)
-    if x4:
-        to_x4(all_specs, deferred, load_workers())
+    if x4 or deferred:
+        to_x4(all_specs, deferred, load_workers(), x4=x4)
     block_mode = any(s[8] is not None for _, s in all_specs)
     if block_mode or q8k:  # per-256-block arithmetic for every projection
         bad = {p: shapes[p][1] for p in PROJECTIONS if shapes[p][1] % _TQ_BLOCK}
@@ -495,7 +527,8 @@ def prepare_weights(config: ModelConfig, tensors: Mapping[str, Any], *, x4: bool
         packed[name] = (layout_name[s[0]], s[1])
     for spec in layers:
         spec["w"] = [tuple(s) for s in spec["w"]]
-    i2s_layout = "x4" if any(s[0] == LAYOUT_CODE["i2_s_x4"] for _, s in all_specs) else "file"
+    reordered = (LAYOUT_CODE["i2_s_x4"], LAYOUT_CODE["tq1_0_x16"])
+    i2s_layout = "x4" if any(s[0] in reordered for _, s in all_specs) else "file"
 
     emb_t = tensors["token_embd.weight"]
     lm_t = emb_t if c.tied_output else tensors["output.weight"]

@@ -5,7 +5,7 @@ once per call. Off by default; :func:`fault_status` and ``build_info()["fault"]`
 
 Every kernel the native engine runs can be made wrong (:data:`FAULT_OPS`):
 
-* the MAD ops (:data:`MAD_OPS`: quantize_act, the I2_S / x4 / TQ2_0 / TQ1_0 GEMVs and GEMMs, the
+* the MAD ops (:data:`MAD_OPS`: quantize_act, the I2_S / x4 / TQ2_0 / TQ1_0 / x16 GEMVs and GEMMs, the
   AMX tile GEMMs included, and the per-block ``*_bgemv`` / ``*_bgemm``): a product adds 1 to
   ``out[0]`` (row 0, token 0; a per-block op: block 0), quantize_act adds 1 to ``sum_q[0]``;
 * the TL1 / TL2 LUT ops (:data:`LUT_OPS`): a build adds 1 to every entry of its first table (so
@@ -44,6 +44,7 @@ LAYOUT_OPS: dict[str, tuple[str, ...]] = {
     "i2_s_x4": ("i2s_x4_gemv", "i2s_x4_gemm"),
     "tq2_0": ("tq2_gemv", "tq2_gemm"),
     "tq1_0": ("tq1_gemv", "tq1_gemm"),
+    "tq1_0_x16": ("tq1_x16_gemv", "tq1_x16_gemm"),
     "tl1": ("tl1_gemv", "tl1_build_lut", "tl1_gemm"),
     "tl2": ("tl2_gemv", "tl2_build_lut", "tl2_gemm"),
 }

@@ -256,6 +256,45 @@ def tq1_gemv(data, q: np.ndarray, M: int, K: int, *, threads: int | None = None,
     return _gemv("tq1_gemv", data, q, M, K, threads, isa, version)
 
 
+# Levels whose TQ1_0 x16 GEMV reads the layout itself (src/mad_dispatch.c); elsewhere the x16 kernels
+# run the level's TQ1_0 kernel on rows re-ordered on the stack, so the engine keeps TQ1_0 there.
+_X16_NATIVE_GEMV = {"avx512vnni": "v3", "amx": "v3"}
+X16_MAX_K = 16384  # BL_X16_MAX_K: the _via kernels re-order 16 TQ1_0 rows on the stack
+
+
+def tq1_x16_native(isa: str | None = None) -> bool:
+    """True when ``isa`` (None: the active level) runs the TQ1_0 x16 GEMV natively, as its default."""
+    level = active_isa() if isa is None else _check_isa(isa, "isa=")
+    want = _X16_NATIVE_GEMV.get(level)
+    return want is not None and default_version("tq1_x16_gemv", level) == want
+
+
+def tq1_x16_interleave(data, M: int, K: int, out: np.ndarray | None = None) -> np.ndarray:
+    """An (M, K) TQ1_0 tensor (``M*K/256*54`` bytes) -> its code bytes in the x16 order
+    (src/bl_mad.h, "The TQ1_0 x16 layout"; numpy statement: mad_reference.tq1_x16_from_tq1), into
+    ``out`` (uint8, ``M*K/256*52`` bytes, not overlapping ``data``) or a new array. The block scales
+    are dropped: the engine uses x16 only for tensors whose block scales are all equal."""
+    return _k.tq1_x16_interleave(data, _dim(M, "M"), _dim(K, "K"), out)
+
+
+def tq1_x16_rows(data, M: int, K: int) -> np.ndarray:
+    """The inverse of :func:`tq1_x16_interleave`: a new TQ1_0 uint8 array whose block scales are 0."""
+    return _k.tq1_x16_rows(data, _dim(M, "M"), _dim(K, "K"))
+
+
+def tq1_x16_gemv(data, q: np.ndarray, M: int, K: int, *, threads: int | None = None, isa: str | None = None,
+                 version: str | None = None) -> np.ndarray:
+    """:func:`tq1_gemv` on the TQ1_0 x16 layout (``data`` from :func:`tq1_x16_interleave`): int32 (M,).
+    Numpy twin: :func:`bitnet_lab.quant.mad_reference.tq1_x16_gemv_ref`."""
+    return _gemv("tq1_x16_gemv", data, q, M, K, threads, isa, version)
+
+
+def tq1_x16_gemm(data, Q: np.ndarray, M: int, K: int, *, threads: int | None = None, isa: str | None = None,
+                 version: str | None = None) -> np.ndarray:
+    """:func:`tq1_gemm` on the TQ1_0 x16 layout: int32 (N, M)."""
+    return _gemm("tq1_x16_gemm", data, Q, M, K, threads, isa, version)
+
+
 def tq2_gemm(data, Q: np.ndarray, M: int, K: int, *, threads: int | None = None, isa: str | None = None,
              version: str | None = None) -> np.ndarray:
     """TQ2_0 batched product: int32 (N, M)."""
@@ -290,8 +329,10 @@ def block_gemm(fmt: str, data, Q: np.ndarray, M: int, K: int, *, gemv: bool = Fa
 
 # ---- microbenchmark ----------------------------------------------------------------------------
 
-_GEMV_TWINS = {"i2s_gemv": _ref.i2s_gemv_ref, "i2s_x4_gemv": _ref.i2s_x4_gemv_ref, "tq2_gemv": _ref.tq2_gemv_ref, "tq1_gemv": _ref.tq1_gemv_ref}
-_GEMM_TWINS = {"i2s_gemm": _ref.i2s_gemm_ref, "i2s_x4_gemm": _ref.i2s_x4_gemm_ref, "tq2_gemm": _ref.tq2_gemm_ref, "tq1_gemm": _ref.tq1_gemm_ref}
+_GEMV_TWINS = {"i2s_gemv": _ref.i2s_gemv_ref, "i2s_x4_gemv": _ref.i2s_x4_gemv_ref, "tq2_gemv": _ref.tq2_gemv_ref,
+               "tq1_gemv": _ref.tq1_gemv_ref, "tq1_x16_gemv": _ref.tq1_x16_gemv_ref}
+_GEMM_TWINS = {"i2s_gemm": _ref.i2s_gemm_ref, "i2s_x4_gemm": _ref.i2s_x4_gemm_ref, "tq2_gemm": _ref.tq2_gemm_ref,
+               "tq1_gemm": _ref.tq1_gemm_ref, "tq1_x16_gemm": _ref.tq1_x16_gemm_ref}
 _BLOCK_TWINS = {
     "i2s_bgemv": _ref.i2s_block_gemm_ref, "i2s_bgemm": _ref.i2s_block_gemm_ref, "tq2_bgemv": _ref.tq2_block_gemm_ref,
     "tq2_bgemm": _ref.tq2_block_gemm_ref, "tq1_bgemv": _ref.tq1_block_gemm_ref, "tq1_bgemm": _ref.tq1_block_gemm_ref,
@@ -300,6 +341,7 @@ _KERNELS = {
     "i2s_gemv": i2s_gemv, "tq2_gemv": tq2_gemv, "tq1_gemv": tq1_gemv, "i2s_x4_gemv": i2s_x4_gemv,
     "i2s_x4_gemm": i2s_x4_gemm,
     "i2s_gemm": i2s_gemm, "tq2_gemm": tq2_gemm, "tq1_gemm": tq1_gemm,
+    "tq1_x16_gemv": tq1_x16_gemv, "tq1_x16_gemm": tq1_x16_gemm,
 }
 
 
@@ -309,6 +351,8 @@ def _pack_for(op: str, t: np.ndarray) -> np.ndarray:
     if op.startswith("i2s"):
         return _packing.pack_i2_s(t)
     d = _packing.tq_default_block_scales(t, 1.0)
+    if op.startswith("tq1_x16"):
+        return tq1_x16_interleave(_packing.pack_tq1_0(t, d), *t.shape)
     return _packing.pack_tq2_0(t, d) if op.startswith("tq2") else _packing.pack_tq1_0(t, d)
 
 

@@ -46,6 +46,10 @@ __all__ = [
     "raw_code_dot_ref",
     "tq1_gemm_ref",
     "tq1_gemv_ref",
+    "tq1_x16_from_tq1",
+    "tq1_x16_gemm_ref",
+    "tq1_x16_gemv_ref",
+    "tq1_x16_to_tq1",
     "tq2_gemm_ref",
     "tq2_gemv_ref",
     "tq_uniform_scale",
@@ -210,6 +214,45 @@ def tq1_gemm_ref(data, Q: np.ndarray, M: int, K: int) -> np.ndarray:
     """TQ1_0 batched product: int32 (N, M)."""
     t, _ = packing.unpack_tq1_0(data, M, K)
     return _int_product(t, _act(Q, K, "tq1_gemm_ref", True))
+
+
+# ----------------------------------------------------------------------------- TQ1_0 x16
+
+
+def _x16_groups(M: int) -> list[tuple[int, int]]:
+    """(first row, rows) of each group of the x16 layout: 16 rows, the last one M % 16 when short."""
+    return [(g, min(16, M - g)) for g in range(0, M, 16)]
+
+
+def tq1_x16_from_tq1(data, M: int, K: int) -> np.ndarray:
+    """A TQ1_0 tensor -> the x16 order (src/bl_mad.h, "The TQ1_0 x16 layout"): the 52 code bytes of
+    every block (scales dropped), and in each group of m ≤ 16 rows, the rows' 4-byte words side by
+    side. The numpy statement of the layout the C repack must agree with."""
+    if K % 256:
+        raise CodecError(f"tq1_x16_from_tq1: TQ1_0 needs K % 256 == 0, got K = {K}")
+    nb = K // 256
+    codes = np.asarray(data, dtype=np.uint8).reshape(M, nb, 54)[:, :, :52].reshape(M, nb * 52 // 4, 4)
+    return np.concatenate([codes[g : g + m].transpose(1, 0, 2).reshape(-1) for g, m in _x16_groups(M)])
+
+
+def tq1_x16_to_tq1(data, M: int, K: int) -> np.ndarray:
+    """The inverse of :func:`tq1_x16_from_tq1`: TQ1_0 bytes whose block scales are 0."""
+    nb, cb = K // 256, K // 256 * 52
+    src = np.asarray(data, dtype=np.uint8).reshape(-1)
+    out = np.zeros((M, nb, 54), dtype=np.uint8)
+    for g, m in _x16_groups(M):
+        out[g : g + m, :, :52] = src[g * cb : (g + m) * cb].reshape(cb // 4, m, 4).transpose(1, 0, 2).reshape(m, nb, 52)
+    return out.reshape(-1)
+
+
+def tq1_x16_gemv_ref(data, q: np.ndarray, M: int, K: int) -> np.ndarray:
+    """:func:`tq1_gemv_ref` of a TQ1_0 x16 tensor: int32 (M,)."""
+    return tq1_gemv_ref(tq1_x16_to_tq1(data, M, K), q, M, K)
+
+
+def tq1_x16_gemm_ref(data, Q: np.ndarray, M: int, K: int) -> np.ndarray:
+    """:func:`tq1_gemm_ref` of a TQ1_0 x16 tensor: int32 (N, M)."""
+    return tq1_gemm_ref(tq1_x16_to_tq1(data, M, K), Q, M, K)
 
 
 def tq_uniform_scale(block_scales: np.ndarray, t: np.ndarray | None = None, *, name: str | None = None) -> np.float32:

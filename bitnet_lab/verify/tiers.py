@@ -49,7 +49,7 @@ ACT_OF_PROFILE = {"bitnet": INT8, "llama.cpp": Q8_K}
 _BLOCK_FMT = {"i2_s": "i2s", "tq2_0": "tq2", "tq1_0": "tq1"}
 
 _MAD_OPS = {"i2_s": ("i2s_gemv", "i2s_gemm"), "i2_s_x4": ("i2s_x4_gemv", "i2s_x4_gemm"), "tq2_0": ("tq2_gemv", "tq2_gemm"),
-            "tq1_0": ("tq1_gemv", "tq1_gemm")}
+            "tq1_0": ("tq1_gemv", "tq1_gemm"), "tq1_0_x16": ("tq1_x16_gemv", "tq1_x16_gemm")}
 
 
 # =============================================================================================

@@ -110,13 +110,13 @@ typedef bl_lut_status (*bl_tl2_gemm_fn)(const uint8_t *data, const int8_t *Q, co
  * applies the triple's sign). GEMV: out[0] + 1 in the call whose range starts at row 0 (the same
  * value for every thread split); GEMM: the same, token 0's row 0. Each kernel reads the flag once per call. Off by default. */
 enum {
-    BL_FAULT_TL1_BUILD_LUT = 15, /* = BL_OP_COUNT (bl_mad.h; mad_dispatch.c asserts it) */
-    BL_FAULT_TL2_BUILD_LUT = 16,
-    BL_FAULT_TL1_GEMV = 17,
-    BL_FAULT_TL2_GEMV = 18,
-    BL_FAULT_TL1_GEMM = 19,
-    BL_FAULT_TL2_GEMM = 20,
-    BL_FAULT_COUNT = 21
+    BL_FAULT_TL1_BUILD_LUT = 17, /* = BL_OP_COUNT (bl_mad.h; mad_dispatch.c asserts it) */
+    BL_FAULT_TL2_BUILD_LUT = 18,
+    BL_FAULT_TL1_GEMV = 19,
+    BL_FAULT_TL2_GEMV = 20,
+    BL_FAULT_TL1_GEMM = 21,
+    BL_FAULT_TL2_GEMM = 22,
+    BL_FAULT_COUNT = 23
 };
 extern volatile int bl_mad_fault_mask; /* mad_dispatch.c */
 #define BL_LUT_FAULT(bit) ((bl_mad_fault_mask >> (bit)) & 1)

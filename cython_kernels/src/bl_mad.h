@@ -49,6 +49,22 @@
  * level's I2_S kernel on one group at a time, re-ordered into a stack buffer
  * (bl_i2s_x4_*_via): same results, one extra copy.
  *
+ * ---- The TQ1_0 x16 layout (the engine's repack of TQ1_0 for decode) ---------------------------
+ * TQ1_0 packs 5 trits a byte, and its GEMV does ~10 vector instructions per 64 bytes: close to
+ * what a core's share of the memory delivers, so the stream must never stall. A row-major GEMV
+ * reads 4 rows in lockstep (4 streams), which overlapped badly with that much arithmetic
+ * (docs/kernels.md#tq1_0-x16). x16 keeps the 1.69-bit codes and drops the per-block fp16 scales
+ * (the engine requires them uniform and keeps the one value as gamma):
+ *   cb = 52·K/256 code bytes per row: each block's qs[0..47] and qh[0..3], blocks in order;
+ *   group g = rows 16g..16g+m−1 (m = 16, or the M − 16g rows of a last short group) occupies
+ *   [16g·cb, 16g·cb + m·cb); inside it, row 16g+i's 4-byte word j (its bytes 4j..4j+3) at
+ *   4m·j + 4i. A 64-byte load of a full group is one word of 16 rows: 16 int32 lanes, one row
+ *   each, so a row's sum never leaves its lane, and the whole tensor is one sequential stream.
+ * Kernels over x16 take row ranges with r0 % 16 == 0 and r1 % 16 == 0 or r1 == M; K ≤ BL_X16_MAX_K
+ * (a group of 16 TQ1_0 rows fits the _via kernels' stack buffer). Native: GEMV v3 (AVX-512 VNNI);
+ * everything else re-orders a group or two on the stack and runs the level's TQ1_0 kernel
+ * (bl_tq1_x16_*_via).
+ *
  * ---- Fault injection ------------------------------------------------------------------------
  * bl_mad_set_fault(1 << BL_OP_<op>) makes that op deliberately wrong, for the tests of `verify`:
  * a GEMV/GEMM adds 1 to out[0] (row 0, token 0) and quantize_act adds 1 to sum_q[0] — only in the
@@ -130,6 +146,8 @@ typedef struct bl_mad_kernels {
     bl_bgemm_fn tq2_bgemm;
     bl_bgemv_fn tq1_bgemv;
     bl_bgemm_fn tq1_bgemm;
+    bl_gemv_fn tq1_x16_gemv; /* the TQ1_0 x16 layout (above): native, or the level's TQ1_0 via a copy */
+    bl_gemm_fn tq1_x16_gemm;
 } bl_mad_kernels;
 
 /* ---- ops, versions, dispatch (mad_dispatch.c) ------------------------------------------- */
@@ -149,7 +167,9 @@ typedef enum {
     BL_OP_TQ2_BGEMM = 12,
     BL_OP_TQ1_BGEMV = 13,
     BL_OP_TQ1_BGEMM = 14,
-    BL_OP_COUNT = 15
+    BL_OP_TQ1_X16_GEMV = 15,
+    BL_OP_TQ1_X16_GEMM = 16,
+    BL_OP_COUNT = 17
 } bl_mad_op;
 
 /* One numbered implementation of one op. Exactly one member of fn is set, by op. */
@@ -278,6 +298,27 @@ void bl_i2s_x4_gemv_via(bl_gemv_fn gemv, const uint8_t *w, const int8_t *q, int3
                         int64_t r0, int64_t r1);
 void bl_i2s_x4_gemm_via(bl_gemm_fn gemm, const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int32_t *out,
                         int64_t N, int64_t K, int64_t ld_out, int64_t r0, int64_t r1);
+
+/* mad_avx512vnni.c: TQ1_0 GEMV v3 on the x16 layout (one sequential stream, a row per lane) */
+void bl_tq1_x16_gemv_v3(const uint8_t *, const int8_t *, int32_t, int32_t *, int64_t, int64_t, int64_t);
+
+/* mad_x16.c (portable): the TQ1_0 x16 layout. */
+#define BL_X16_MAX_K 16384 /* 16 TQ1_0 rows (≤ 54 KiB) are re-ordered on the stack by the _via kernels */
+#define BL_X16_ROWS 16
+/* Code bytes per row of the x16 layout: 52 per 256 weights. */
+static inline int64_t bl_tq1_x16_row_bytes(int64_t K) { return (K / 256) * 52; }
+/* src: an (M, K) TQ1_0 tensor (54-byte blocks) -> dst: its code bytes in x16 order (M·cb bytes). */
+void bl_tq1_x16_interleave(const uint8_t *src, uint8_t *dst, int64_t M, int64_t K);
+/* Rows [r0, r1) of an x16 tensor w (M rows) as TQ1_0 rows into dst (row r at dst + (r − r0)·54·K/256;
+ * the block scales written as 0, which no TQ1_0 product reads); r0 % 16 == 0. */
+void bl_tq1_x16_rows(const uint8_t *w, uint8_t *dst, int64_t M, int64_t K, int64_t r0, int64_t r1);
+/* x16 GEMV / GEMM through a level's TQ1_0 kernel on rows re-ordered on the stack (GEMV: a group at
+ * a time; GEMM: 32 rows, whole panels for the tile GEMMs). The inner kernel's own fault (its range
+ * always starts at 0) is taken back; the x16 op's applies. */
+void bl_tq1_x16_gemv_via(bl_gemv_fn gemv, const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *out, int64_t K,
+                         int64_t r0, int64_t r1);
+void bl_tq1_x16_gemm_via(bl_gemm_fn gemm, const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int32_t *out,
+                         int64_t N, int64_t K, int64_t ld_out, int64_t r0, int64_t r1);
 
 /* Shared scalar helper: Σ q[k] over K int8 (exact int32). */
 int32_t bl_sum_i8(const int8_t *q, int64_t K);

@@ -489,7 +489,8 @@ typedef struct {
 } bl_job;
 
 /* Rows per work tile: TL kernels need multiples of their sub-tile; MAD kernels take any range
- * (32 keeps the 4- and 8-row kernels aligned and the tiles' outputs on separate cache lines). */
+ * (32 keeps the 4- and 8-row kernels and the x4 / x16 groups aligned, and the tiles' outputs on
+ * separate cache lines). */
 static int64_t tile_rows(const bl_tweight *w) {
     if (w->layout == BL_W_TL1) return w->bm;
     if (w->layout == BL_W_TL2) return BL_TL2_SUBTILE;
@@ -519,14 +520,16 @@ static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 static void mad_rows(const bl_mad_kernels *mad, const bl_job *j, const bl_act *a, int64_t r0, int64_t r1) {
     const bl_tweight *w = j->w;
     const int64_t M = w->M, N = a->N;
-    bl_gemv_fn gemv = w->layout == BL_W_I2S      ? mad->i2s_gemv
-                      : w->layout == BL_W_I2S_X4 ? mad->i2s_x4_gemv
-                      : w->layout == BL_W_TQ2_0  ? mad->tq2_gemv
-                                                 : mad->tq1_gemv;
-    bl_gemm_fn gemm = w->layout == BL_W_I2S      ? mad->i2s_gemm
-                      : w->layout == BL_W_I2S_X4 ? mad->i2s_x4_gemm
-                      : w->layout == BL_W_TQ2_0  ? mad->tq2_gemm
-                                                 : mad->tq1_gemm;
+    bl_gemv_fn gemv = w->layout == BL_W_I2S       ? mad->i2s_gemv
+                      : w->layout == BL_W_I2S_X4  ? mad->i2s_x4_gemv
+                      : w->layout == BL_W_TQ2_0   ? mad->tq2_gemv
+                      : w->layout == BL_W_TQ1_X16 ? mad->tq1_x16_gemv
+                                                  : mad->tq1_gemv;
+    bl_gemm_fn gemm = w->layout == BL_W_I2S       ? mad->i2s_gemm
+                      : w->layout == BL_W_I2S_X4  ? mad->i2s_x4_gemm
+                      : w->layout == BL_W_TQ2_0   ? mad->tq2_gemm
+                      : w->layout == BL_W_TQ1_X16 ? mad->tq1_x16_gemm
+                                                  : mad->tq1_gemm;
     if (N > a->gemv_max && a->stride == w->K_pad) {
         /* prefill: activation-parallel GEMM, each weight row decoded once for N tokens
          * (docs/kernels.md#26-activation-parallel-vs-weight-parallel) */
@@ -1320,6 +1323,7 @@ static int check_kernels(const bl_model *m, const bl_isa_kernels *tab, const bl_
                     case BL_W_I2S_X4: if (!mad->i2s_x4_gemv || !mad->i2s_x4_gemm) missing = "I2_S x4 GEMV/GEMM"; break;
                     case BL_W_TQ2_0: if (!mad->tq2_gemv || !mad->tq2_gemm) missing = "TQ2_0 GEMV/GEMM"; break;
                     case BL_W_TQ1_0: if (!mad->tq1_gemv || !mad->tq1_gemm) missing = "TQ1_0 GEMV/GEMM"; break;
+                    case BL_W_TQ1_X16: if (!mad->tq1_x16_gemv || !mad->tq1_x16_gemm) missing = "TQ1_0 x16 GEMV/GEMM"; break;
                     case BL_W_TL1: if (!tab->tl1_gemv || !tab->tl1_build_lut) missing = "TL1 LUT kernels"; break;
                     case BL_W_TL2: if (!tab->tl2_gemv || !tab->tl2_build_lut) missing = "TL2 LUT kernels"; break;
                     default: missing = "a kernel for an unknown layout"; break;

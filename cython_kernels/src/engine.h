@@ -39,7 +39,8 @@ typedef enum {
     BL_W_TL1 = 3,   /* LUT kernels, tiling (BM, BK, bm)                                    */
     BL_W_TL2 = 4,   /* LUT kernels, tiling (BM, BK, 32)                                    */
     BL_W_I2S_X4 = 5, /* MAD kernels, I2_S rows interleaved in groups of 4 (bl_mad.h)       */
-    BL_W_COUNT = 6
+    BL_W_TQ1_X16 = 6, /* MAD kernels, TQ1_0 codes, 16 rows interleaved by words (bl_mad.h) */
+    BL_W_COUNT = 7
 } bl_wlayout;
 
 /* How a projection turns its integer products into floats (docs/numerics.md#3-bitlinear-integer-product-and-epilogue). */

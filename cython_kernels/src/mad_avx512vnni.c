@@ -37,6 +37,10 @@
  * TQ1_0 GEMV v4 (the level's default): v3 reading each row as one stream of 64-byte vectors, the
  *   activations placed at the byte position their trit comes from (v3 leaves 12 of 64 lanes idle
  *   per 54-byte block; v4 2 of 54, the block scales). L2 prefetch as I2_S v3.
+ * TQ1_0 x16 GEMV v3 (the x16 layout, bl_mad.h): v3's arithmetic on a 64-byte load that is one
+ *   4-byte word of 16 rows, so each int32 lane sums one row and needs no reduction; the tensor is
+ *   one sequential stream, prefetched into L1 BL_X16_PF_BYTES ahead; activations broadcast a word
+ *   at a time from the per-call planes.
  * TQ1_0 GEMM v4: GEMM v3 with a 512-bit base-3 decode (tq1_block_planes), which also turns TQ1_0
  *   rows into TQ2_0 rows for the amx level's TQ1_0 GEMM (mad_dispatch.c).
  * I2_S x4 GEMV v3 (the x4 layout, bl_mad.h): v3's arithmetic on groups of 4 rows read front to
@@ -747,6 +751,84 @@ void bl_tq1_gemv_v4(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *o
         }
     }
     bl_gemx_fault(BL_OP_TQ1_GEMV, out, r0, r1);
+}
+
+/* ---- TQ1_0 GEMV v3 on the x16 layout ------------------------------------------------------------ */
+
+/* The x16 stream is read with one software prefetch per 64 bytes, into L1, this far ahead: with ~10
+ * vector instructions per 64 bytes the hardware prefetchers alone left the stream well short of the
+ * read bandwidth, and prefetcht1 (into L2) or a shorter / longer distance was slower
+ * (docs/benchmarks.md#tq1_0-x16-layout). */
+#ifndef BL_X16_PF_BYTES
+#define BL_X16_PF_BYTES 2048
+#endif
+
+/* ap[cb·n + 52·b + i] (plane n < 5, block b, byte i < 52 of the block's codes): what tq1_acts puts
+ * at ap[320·b + 64·n + i] — the activation that trit n of code byte i of block b multiplies. */
+static void tq1_acts_x16(const int8_t *q, int64_t nb, int64_t cb, int8_t *ap) {
+    for (int64_t b = 0; b < nb; ++b)
+        for (int n = 0; n < 5; ++n)
+            _mm512_mask_storeu_epi8((void *)(ap + cb * n + 52 * b), (__mmask64)0x000FFFFFFFFFFFFFull,
+                                    tq1_block_plane(q + BL_TQ_BLOCK * b, n));
+}
+
+/* One word (16 rows × 4 bytes, x) into the accumulators of parity u: 5 planes, split by the
+ * plane's parity so no dpbusd waits on the one before it (8 chains in all). */
+ALWAYS_INLINE void tq1_x16_word(__m512i a3[2][2], __m512i a1[2][2], int u, __m512i x, const int8_t *ap, int64_t cb,
+                                int64_t j) {
+    for (int n = 0; n < 5; ++n) {
+        int32_t v;
+        memcpy(&v, ap + cb * n + 4 * j, 4);
+        const __m512i A = _mm512_set1_epi32(v); /* a load-port broadcast */
+        a3[u][n & 1] = dpbusd(a3[u][n & 1], x, A);
+        x = times3_512(x);
+        a1[u][n & 1] = dpbusd(a1[u][n & 1], x, A);
+    }
+}
+
+/* Word j of a group at p with `step` bytes per word: a plain load (full group, step 64) or a load of
+ * the 4m bytes of a last group of m rows (lanes ≥ m zero). */
+ALWAYS_INLINE __m512i x16_load(const uint8_t *p, int64_t step, int64_t j, const int full, __mmask64 m) {
+    return full ? _mm512_loadu_si512((const void *)(p + 64 * j)) : _mm512_maskz_loadu_epi8(m, (const void *)(p + step * j));
+}
+
+/* The 16 lanes Σ c·q of the group at p (full: 16 rows; else m rows, step = 4m, mask = their bytes). */
+ALWAYS_INLINE __m512i tq1_x16_group(const uint8_t *p, const int8_t *ap, int64_t cb, const int full, int64_t step,
+                                    __mmask64 m) {
+    const int64_t words = cb / 4;
+    __m512i a3[2][2], a1[2][2];
+    for (int u = 0; u < 2; ++u)
+        for (int v = 0; v < 2; ++v) a3[u][v] = a1[u][v] = _mm512_setzero_si512();
+    int64_t j = 0;
+    for (; j + 2 <= words; j += 2) {
+        _mm_prefetch((const char *)(p + step * j + BL_X16_PF_BYTES), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p + step * j + 64 + BL_X16_PF_BYTES), _MM_HINT_T0);
+        tq1_x16_word(a3, a1, 0, x16_load(p, step, j, full, m), ap, cb, j);
+        tq1_x16_word(a3, a1, 1, x16_load(p, step, j + 1, full, m), ap, cb, j + 1);
+    }
+    if (j < words) tq1_x16_word(a3, a1, 0, x16_load(p, step, j, full, m), ap, cb, j);
+    const __m512i s3 = _mm512_add_epi32(_mm512_add_epi32(a3[0][0], a3[0][1]), _mm512_add_epi32(a3[1][0], a3[1][1]));
+    const __m512i s1 = _mm512_add_epi32(_mm512_add_epi32(a1[0][0], a1[0][1]), _mm512_add_epi32(a1[1][0], a1[1][1]));
+    /* exact: 3·a3 − a1 is 256·Σ c·q in every lane (one row's, |value| ≤ 2^30 for K ≤ 16384) */
+    return _mm512_srai_epi32(_mm512_sub_epi32(_mm512_add_epi32(s3, _mm512_add_epi32(s3, s3)), s1), 8);
+}
+
+void bl_tq1_x16_gemv_v3(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *out, int64_t K, int64_t r0,
+                        int64_t r1) {
+    const int64_t nb = K / BL_TQ_BLOCK, cb = bl_tq1_x16_row_bytes(K);
+    _Alignas(64) int8_t ap[5 * (BL_X16_MAX_K / BL_TQ_BLOCK) * 52];
+    tq1_acts_x16(q, nb, cb, ap);
+    const __m512i s = _mm512_set1_epi32(sum_q);
+    int64_t g = r0;
+    for (; g + BL_X16_ROWS <= r1; g += BL_X16_ROWS) /* full groups: plain 64-byte loads */
+        _mm512_storeu_si512((void *)(out + g),
+                            _mm512_sub_epi32(tq1_x16_group(w + g * cb, ap, cb, 1, 64, ~(__mmask64)0), s));
+    if (g < r1) { /* the last, short group of the tensor (r1 == M) */
+        const int64_t m = r1 - g;
+        const __m512i d = tq1_x16_group(w + g * cb, ap, cb, 0, 4 * m, ((__mmask64)1 << (4 * m)) - 1);
+        _mm512_mask_storeu_epi32((void *)(out + g), (__mmask16)((1u << m) - 1), _mm512_sub_epi32(d, s));
+    }
+    bl_gemx_fault(BL_OP_TQ1_X16_GEMV, out, r0, r1);
 }
 
 /* ---- TQ1_0 decode in 512-bit vectors (GEMM v4, amx) --------------------------------------------- */

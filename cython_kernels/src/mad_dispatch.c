@@ -27,7 +27,7 @@ int bl_mad_get_fault(void) { return bl_mad_fault_mask; }
 
 static const char *const op_names[BL_OP_COUNT] = {
     "quantize_act", "i2s_gemv", "i2s_gemm", "tq2_gemv", "tq1_gemv", "tq2_gemm", "tq1_gemm", "i2s_x4_gemv", "i2s_x4_gemm",
-    "i2s_bgemv", "i2s_bgemm", "tq2_bgemv", "tq2_bgemm", "tq1_bgemv", "tq1_bgemm",
+    "i2s_bgemv", "i2s_bgemm", "tq2_bgemv", "tq2_bgemm", "tq1_bgemv", "tq1_bgemm", "tq1_x16_gemv", "tq1_x16_gemm",
 };
 
 /* The x4 layout's kernels at levels without a native one: the level's I2_S kernel on one group
@@ -58,6 +58,25 @@ X4_VIA(neon, bl_i2s_gemv_neon, bl_i2s_gemm_neon)
 X4_VIA(neon_dotprod, bl_i2s_gemv_neon_dotprod, bl_i2s_gemm_neon_dotprod)
 #endif
 
+/* The TQ1_0 x16 layout's kernels through a level's TQ1_0 kernels on rows re-ordered on the stack
+ * (mad_x16.c): every level's GEMM, and the GEMV where the level has no native x16 one. */
+#define X16_VIA(sfx, gemv_fn, gemm_fn)                                                                          \
+    static void x16_gemv_##sfx(const uint8_t *w, const int8_t *q, int32_t s, int32_t *o, int64_t K, int64_t r0, \
+                               int64_t r1) {                                                                     \
+        bl_tq1_x16_gemv_via(gemv_fn, w, q, s, o, K, r0, r1);                                                    \
+    }                                                                                                           \
+    static void x16_gemm_##sfx(const uint8_t *w, const int8_t *Q, const int32_t *s, int32_t *o, int64_t N,      \
+                               int64_t K, int64_t ld, int64_t r0, int64_t r1) {                                  \
+        bl_tq1_x16_gemm_via(gemm_fn, w, Q, s, o, N, K, ld, r0, r1);                                             \
+    }
+X16_VIA(v0, bl_tq1_gemv_v0, bl_tq1_gemm_v0)
+#if defined(BL_BUILD_AVX2)
+X16_VIA(v1, bl_tq1_gemv_v1, bl_tq1_gemm_v1)
+#endif
+#if defined(BL_BUILD_AVX512VNNI)
+X16_VIA(v3, bl_tq1_gemv_v4, bl_tq1_gemm_v3)
+#endif
+
 #if defined(BL_BUILD_AMX) && defined(BL_BUILD_AVX512VNNI)
 /* Bytes of TQ2_0 rows the amx TQ1_0 GEMM converts at a time (stack): 32 rows up to K = 7936, 16 up
  * to K = 15872. */
@@ -84,6 +103,11 @@ static void tq1_gemm_amx(const uint8_t *w, const int8_t *Q, const int32_t *sum_q
         out[r] -= BL_MAD_FAULT(BL_OP_TQ2_GEMM);
     }
     if (r0 == 0 && r1 > r0 && BL_MAD_FAULT(BL_OP_TQ1_GEMM)) out[0] += 1;
+}
+
+static void x16_gemm_amx(const uint8_t *w, const int8_t *Q, const int32_t *s, int32_t *o, int64_t N, int64_t K,
+                         int64_t ld, int64_t r0, int64_t r1) {
+    bl_tq1_x16_gemm_via(tq1_gemm_amx, w, Q, s, o, N, K, ld, r0, r1);
 }
 #endif
 
@@ -112,6 +136,8 @@ static const bl_mad_version versions[] = {
     GEMV(BL_OP_I2S_X4_GEMV, "v0", BL_ISA_SCALAR, "scalar I2_S v0 on each group re-ordered to row-major", x4_gemv_v0),
     GEMM(BL_OP_I2S_X4_GEMM, "v0", BL_ISA_SCALAR, "scalar I2_S v0 on each group re-ordered to row-major", x4_gemm_v0),
     BLOCK_VERSIONS("v0", BL_ISA_SCALAR, "scalar: decode a chunk, one int32 dot per 256-weight block", v0),
+    GEMV(BL_OP_TQ1_X16_GEMV, "v0", BL_ISA_SCALAR, "scalar TQ1_0 v0 on each group re-ordered to TQ1_0 rows", x16_gemv_v0),
+    GEMM(BL_OP_TQ1_X16_GEMM, "v0", BL_ISA_SCALAR, "scalar TQ1_0 v0 on 32 rows at a time re-ordered to TQ1_0 rows", x16_gemm_v0),
 #if defined(BL_BUILD_AVX2)
     ACT("v1", BL_ISA_AVX2, "AVX2: 8 floats/step, integer max, round_ps + cvtt", bl_quantize_act_avx2),
     GEMV(BL_OP_I2S_GEMV, "v1", BL_ISA_AVX2, "AVX2 maddubs, 4 rows/step, int16 acc widened every 16 blocks", bl_i2s_gemv_v1),
@@ -125,6 +151,8 @@ static const bl_mad_version versions[] = {
     GEMV(BL_OP_I2S_X4_GEMV, "v1x", BL_ISA_AVX2, "AVX2 I2_S v1 on the x4 layout in place: one sequential stream", bl_i2s_x4_gemv_v1x),
     GEMM(BL_OP_I2S_X4_GEMM, "v1", BL_ISA_AVX2, "AVX2 I2_S v1 on each group re-ordered to row-major", x4_gemm_v1),
     BLOCK_VERSIONS("v1", BL_ISA_AVX2, "AVX2: GEMM v1's decoded panels, the 2x4 maddubs tile once per 256-weight block", v1),
+    GEMV(BL_OP_TQ1_X16_GEMV, "v1", BL_ISA_AVX2, "AVX2 TQ1_0 v1 on each group re-ordered to TQ1_0 rows", x16_gemv_v1),
+    GEMM(BL_OP_TQ1_X16_GEMM, "v1", BL_ISA_AVX2, "AVX2 TQ1_0 v1 on 32 rows at a time re-ordered to TQ1_0 rows", x16_gemm_v1),
 #endif
 #if defined(BL_BUILD_AVXVNNI)
     GEMV(BL_OP_I2S_GEMV, "avxvnni", BL_ISA_AVXVNNI, "AVX-VNNI 256-bit dpbusd straight into int32, 4 rows/step", bl_i2s_gemv_avxvnni),
@@ -155,12 +183,16 @@ static const bl_mad_version versions[] = {
     GEMM(BL_OP_I2S_X4_GEMM, "v2", BL_ISA_AVX512VNNI, "AVX-512 I2_S GEMM v3 on each group re-ordered to row-major", x4_gemm_v3),
     GEMM(BL_OP_I2S_X4_GEMM, "v3", BL_ISA_AVX512VNNI, "I2_S GEMM v3 decoding straight from the x4 layout", bl_i2s_x4_gemm_v3),
     BLOCK_VERSIONS("v2", BL_ISA_AVX512VNNI, "AVX-512 VNNI: GEMM v2's decoded panels, the 4x4 dpbusd tile once per 256-weight block", v2),
+    GEMV(BL_OP_TQ1_X16_GEMV, "v2", BL_ISA_AVX512VNNI, "AVX-512 TQ1_0 v4 on each group re-ordered to TQ1_0 rows", x16_gemv_v3),
+    GEMV(BL_OP_TQ1_X16_GEMV, "v3", BL_ISA_AVX512VNNI, "tq1 v3 arithmetic on the x16 layout: one sequential stream, a row per int32 lane, L1 prefetch", bl_tq1_x16_gemv_v3),
+    GEMM(BL_OP_TQ1_X16_GEMM, "v3", BL_ISA_AVX512VNNI, "AVX-512 TQ1_0 GEMM v3 on 32 rows at a time re-ordered to TQ1_0 rows", x16_gemm_v3),
 #endif
 #if defined(BL_BUILD_AMX) && defined(BL_BUILD_AVX512VNNI)
     GEMM(BL_OP_I2S_GEMM, "amx", BL_ISA_AMX, "AMX tdpbsud: 32-row panels transposed packed, 2x2 tiles of 16 tokens x 16 rows; tails v3", bl_i2s_gemm_amx),
     GEMM(BL_OP_TQ1_GEMM, "amx", BL_ISA_AMX, "AMX: 32-row panels of TQ1_0 turned into TQ2_0 rows on the stack, TQ2_0 amx on them; N < 16 GEMM v3", tq1_gemm_amx),
     GEMM(BL_OP_TQ2_GEMM, "amx", BL_ISA_AMX, "AMX tdpbsud on TQ2_0 (LSB-first planes), as I2_S amx; tails v3", bl_tq2_gemm_amx),
     GEMM(BL_OP_I2S_X4_GEMM, "amx", BL_ISA_AMX, "AMX tdpbsud decoding straight from the x4 layout; tails v3", bl_i2s_x4_gemm_amx),
+    GEMM(BL_OP_TQ1_X16_GEMM, "amx", BL_ISA_AMX, "TQ1_0 amx on 32 rows at a time re-ordered to TQ1_0 rows", x16_gemm_amx),
 #endif
 #if defined(BL_BUILD_NEON)
     ACT("neon", BL_ISA_NEON, "NEON: vcvtnq (ties even) / vcvtaq (ties away), saturating narrow", bl_quantize_act_neon),
@@ -192,12 +224,14 @@ static const bl_mad_kernels scalar_defaults = {
     bl_quantize_act_scalar, bl_i2s_gemv_v0, bl_i2s_gemm_v0, bl_tq2_gemv_v0, bl_tq1_gemv_v0, bl_tq2_gemm_v0, bl_tq1_gemm_v0,
     x4_gemv_v0, x4_gemm_v0,
     bl_i2s_bgemv_v0, bl_i2s_bgemm_v0, bl_tq2_bgemv_v0, bl_tq2_bgemm_v0, bl_tq1_bgemv_v0, bl_tq1_bgemm_v0,
+    x16_gemv_v0, x16_gemm_v0,
 };
 #if defined(BL_BUILD_AVX2)
 static const bl_mad_kernels avx2_defaults = {
     bl_quantize_act_avx2, bl_i2s_gemv_v1, bl_i2s_gemm_v1, bl_tq2_gemv_v1, bl_tq1_gemv_v1, bl_tq2_gemm_v1, bl_tq1_gemm_v1,
     bl_i2s_x4_gemv_v1x, x4_gemm_v1,
     bl_i2s_bgemv_v1, bl_i2s_bgemm_v1, bl_tq2_bgemv_v1, bl_tq2_bgemm_v1, bl_tq1_bgemv_v1, bl_tq1_bgemm_v1,
+    x16_gemv_v1, x16_gemm_v1,
 };
 #endif
 #if defined(BL_BUILD_AVXVNNI) && defined(BL_BUILD_AVX2)
@@ -205,6 +239,7 @@ static const bl_mad_kernels avxvnni_defaults = {
     bl_quantize_act_avx2, bl_i2s_gemv_avxvnni, bl_i2s_gemm_avxvnni, bl_tq2_gemv_v1, bl_tq1_gemv_v1, bl_tq2_gemm_v1, bl_tq1_gemm_v1,
     x4_gemv_avxvnni, x4_gemm_avxvnni,
     bl_i2s_bgemv_v1, bl_i2s_bgemm_v1, bl_tq2_bgemv_v1, bl_tq2_bgemm_v1, bl_tq1_bgemv_v1, bl_tq1_bgemm_v1,
+    x16_gemv_v1, x16_gemm_v1,
 };
 #endif
 #if defined(BL_BUILD_AVX512VNNI)
@@ -212,6 +247,7 @@ static const bl_mad_kernels avx512vnni_defaults = {
     bl_quantize_act_avx512, bl_i2s_gemv_v3, bl_i2s_gemm_v3, bl_tq2_gemv_v3, bl_tq1_gemv_v4, bl_tq2_gemm_v3, bl_tq1_gemm_v3,
     bl_i2s_x4_gemv_v3, bl_i2s_x4_gemm_v3,
     bl_i2s_bgemv_v2, bl_i2s_bgemm_v2, bl_tq2_bgemv_v2, bl_tq2_bgemm_v2, bl_tq1_bgemv_v2, bl_tq1_bgemm_v2,
+    bl_tq1_x16_gemv_v3, x16_gemm_v3,
 };
 #endif
 #if defined(BL_BUILD_AMX) && defined(BL_BUILD_AVX512VNNI)
@@ -221,6 +257,7 @@ static const bl_mad_kernels amx_defaults = {
     bl_quantize_act_avx512, bl_i2s_gemv_v3, bl_i2s_gemm_amx, bl_tq2_gemv_v3, bl_tq1_gemv_v4, bl_tq2_gemm_amx, tq1_gemm_amx,
     bl_i2s_x4_gemv_v3, bl_i2s_x4_gemm_amx,
     bl_i2s_bgemv_v2, bl_i2s_bgemm_v2, bl_tq2_bgemv_v2, bl_tq2_bgemm_v2, bl_tq1_bgemv_v2, bl_tq1_bgemm_v2,
+    bl_tq1_x16_gemv_v3, x16_gemm_amx,
 };
 #endif
 #if defined(BL_BUILD_NEON)
@@ -229,6 +266,7 @@ static const bl_mad_kernels neon_defaults = {
     bl_quantize_act_neon, bl_i2s_gemv_neon, bl_i2s_gemm_neon, bl_tq2_gemv_v0, bl_tq1_gemv_v0, bl_tq2_gemm_v0, bl_tq1_gemm_v0,
     x4_gemv_neon, x4_gemm_neon,
     bl_i2s_bgemv_v0, bl_i2s_bgemm_v0, bl_tq2_bgemv_v0, bl_tq2_bgemm_v0, bl_tq1_bgemv_v0, bl_tq1_bgemm_v0,
+    x16_gemv_v0, x16_gemm_v0,
 };
 #endif
 #if defined(BL_BUILD_NEON_DOTPROD) && defined(BL_BUILD_NEON)
@@ -236,6 +274,7 @@ static const bl_mad_kernels neon_dotprod_defaults = {
     bl_quantize_act_neon, bl_i2s_gemv_neon_dotprod, bl_i2s_gemm_neon_dotprod,
     bl_tq2_gemv_v0, bl_tq1_gemv_v0, bl_tq2_gemm_v0, bl_tq1_gemm_v0, x4_gemv_neon_dotprod, x4_gemm_neon_dotprod,
     bl_i2s_bgemv_v0, bl_i2s_bgemm_v0, bl_tq2_bgemv_v0, bl_tq2_bgemm_v0, bl_tq1_bgemv_v0, bl_tq1_bgemm_v0,
+    x16_gemv_v0, x16_gemm_v0,
 };
 #endif
 

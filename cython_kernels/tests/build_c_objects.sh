@@ -55,7 +55,7 @@ bl_build_objects() {
         done
         "$cc" "${common[@]}" "${vnni[@]}" -c "$src/mad_avxvnni.c" -o "$out/mad_avxvnni.o"
         "$cc" "${common[@]}" "${amx[@]}" -c "$src/mad_amx.c" -o "$out/mad_amx.o"
-        for f in bl_dispatch mad_dispatch mad_x4; do
+        for f in bl_dispatch mad_dispatch mad_x4 mad_x16; do
             "$cc" "${common[@]}" -DBL_BUILD_AVX2=1 -DBL_BUILD_AVX512VNNI=1 -DBL_BUILD_AVXVNNI=1 \
                 -DBL_BUILD_AMX=1 -DBL_BUILD_LUT_AVX2=1 -DBL_BUILD_LUT_AVX512=1 -c "$src/$f.c" -o "$out/$f.o"
         done
@@ -73,7 +73,7 @@ bl_build_objects() {
             "$cc" "${common[@]}" "${neon[@]}" -c "$src/$f.c" -o "$out/$f.o"
         done
         "$cc" "${common[@]}" "${dotprod[@]}" -c "$src/mad_neon_dotprod.c" -o "$out/mad_neon_dotprod.o"
-        for f in bl_dispatch mad_dispatch mad_x4; do
+        for f in bl_dispatch mad_dispatch mad_x4 mad_x16; do
             "$cc" "${common[@]}" -DBL_BUILD_NEON=1 -DBL_BUILD_NEON_DOTPROD=1 -DBL_BUILD_LUT_NEON=1 \
                 -c "$src/$f.c" -o "$out/$f.o"
         done

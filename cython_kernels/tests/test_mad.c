@@ -21,6 +21,9 @@
  *   I2_S x4      the same checks on the I2_S encoding re-ordered here (bl_mad.h: per group of 4
  *                rows, the rows' 64-byte steps side by side, then their 32-byte odd blocks), with
  *                row ranges that start on a group (the layout's contract);
+ *   TQ1_0 x16    the same on the TQ1_0 encoding re-ordered here (bl_mad.h: the 52 code bytes of each
+ *                block, per group of ≤ 16 rows the rows' 4-byte words side by side), whole groups,
+ *                a short last group and group-aligned ranges;
  *   fault        with the fault bit set, out[0] (or sum_q[0]) is off by exactly +1 in the call that
  *                starts at row 0 and untouched in a call that does not.
  * With -DBL_AVXVNNI_EMULATED (x86 hosts without AVX-VNNI, see build_c_objects.sh) the avxvnni
@@ -56,7 +59,7 @@ static int failures = 0;
         }                                                 \
     } while (0)
 
-enum { FMT_I2S, FMT_TQ2, FMT_TQ1, FMT_I2S_X4 };
+enum { FMT_I2S, FMT_TQ2, FMT_TQ1, FMT_I2S_X4, FMT_TQ1_X16 };
 /* SMALL_N token rows in the sweeps; the buffers also hold the one tile case (test_product) */
 enum { MAX_M = 70, MAX_N = 35, SMALL_N = 5, MAX_K = 8192, SENTINEL = 0x5A5A5A5A };
 
@@ -67,10 +70,22 @@ static int32_t out_buf[(MAX_N + 1) * (MAX_M + 3)];
 
 /* ---- encoders (docs/formats.md), independent of the kernels ------------------------------------- */
 
-static uint8_t x4_tmp[MAX_M * MAX_K / 4];
+static uint8_t x4_tmp[MAX_M * MAX_K / 4]; /* also a TQ1_0 encoding (54/256 < 1/4 byte a weight) */
 
 static void encode(int fmt, const int8_t *t, int64_t M, int64_t K, uint8_t *w) {
     const int64_t n = M * K;
+    if (fmt == FMT_TQ1_X16) { /* TQ1_0, then code byte o of row 16g+i (block o/52, byte o%52) at
+                               * 16g·cb + 4m·(o/4) + 4i + o%4, m = the group's rows (≤ 16) */
+        const int64_t cb = K / 256 * 52;
+        encode(FMT_TQ1, t, M, K, x4_tmp);
+        for (int64_t g = 0; g < M; g += 16) {
+            const int64_t m = M - g < 16 ? M - g : 16;
+            for (int64_t i = 0; i < m; ++i)
+                for (int64_t o = 0; o < cb; ++o)
+                    w[g * cb + 4 * m * (o / 4) + 4 * i + o % 4] = x4_tmp[(g + i) * (K / 256 * 54) + 54 * (o / 52) + o % 52];
+        }
+        return;
+    }
     if (fmt == FMT_I2S_X4) { /* I2_S, then byte j of step s of row 4g+i at group + 256s + 64i + j */
         const int64_t rb = K / 4, S = rb / 64;
         encode(FMT_I2S, t, M, K, x4_tmp);
@@ -140,13 +155,15 @@ static int32_t sum_i8(const int8_t *q, int64_t K) {
 
 static int fmt_of(int op) {
     if (op == BL_OP_I2S_X4_GEMV || op == BL_OP_I2S_X4_GEMM) return FMT_I2S_X4;
+    if (op == BL_OP_TQ1_X16_GEMV || op == BL_OP_TQ1_X16_GEMM) return FMT_TQ1_X16;
     if (op == BL_OP_I2S_GEMV || op == BL_OP_I2S_GEMM) return FMT_I2S;
     if (op == BL_OP_TQ2_GEMV || op == BL_OP_TQ2_GEMM) return FMT_TQ2;
     return FMT_TQ1;
 }
 
 static int is_gemm(int op) {
-    return op == BL_OP_I2S_GEMM || op == BL_OP_TQ2_GEMM || op == BL_OP_TQ1_GEMM || op == BL_OP_I2S_X4_GEMM;
+    return op == BL_OP_I2S_GEMM || op == BL_OP_TQ2_GEMM || op == BL_OP_TQ1_GEMM || op == BL_OP_I2S_X4_GEMM ||
+           op == BL_OP_TQ1_X16_GEMM;
 }
 
 /* ---- products -------------------------------------------------------------------------------- */
@@ -183,7 +200,8 @@ static int test_product(const bl_mad_version *v) {
     static const int64_t Ms[] = {1, 3, 4, 5, 9};
     static const int64_t Ks_i2s[] = {128, 384, 1280, 2304};
     static const int64_t Ks_tq[] = {256, 768, 2304};
-    const int i2s = fmt == FMT_I2S || fmt == FMT_I2S_X4, x4 = fmt == FMT_I2S_X4;
+    const int i2s = fmt == FMT_I2S || fmt == FMT_I2S_X4, x4 = fmt == FMT_I2S_X4, x16 = fmt == FMT_TQ1_X16;
+    const int64_t group = x4 ? 4 : x16 ? 16 : 1; /* row ranges of the interleaved layouts start on a group */
     const int64_t *Ks = i2s ? Ks_i2s : Ks_tq;
     const int nK = i2s ? 4 : 3;
     const int64_t N = is_gemm(v->op) ? SMALL_N : 1;
@@ -194,16 +212,18 @@ static int test_product(const bl_mad_version *v) {
             for (int64_t i = 0; i < N * K; ++i) q_buf[i] = (int8_t)(rnd() & 0xFF);
             for (int64_t n = 1; n <= N; n += 2)
                 if (check_case(v, M, K, n, 0, M)) return 1;
-            if (!x4 && M >= 3 && check_case(v, M, K, N, 1, M - 1)) return 1; /* a range inside the tensor */
+            if (group == 1 && M >= 3 && check_case(v, M, K, N, 1, M - 1)) return 1; /* a range inside the tensor */
             if (x4 && M > 4 && (check_case(v, M, K, N, 4, M) || check_case(v, M, K, N, 0, 4))) return 1;
         }
     /* past the tile GEMMs' blocks (amx: 16-token tiles, 32-row panels; v3 tails): 35 tokens, 70 rows,
-     * the whole tensor and rows [8, 64) (a range off a panel boundary; x4: group-aligned) */
-    if (is_gemm(v->op)) {
-        const int64_t M = MAX_M, K = i2s ? 1280 : 768, NT = MAX_N;
+     * the whole tensor and rows [8, 64) (a range off a panel boundary; x4: group-aligned; x16: [16, 64)
+     * and [48, 70), its short last group); the x16 GEMVs too */
+    if (is_gemm(v->op) || x16) {
+        const int64_t M = MAX_M, K = i2s ? 1280 : 768, NT = is_gemm(v->op) ? MAX_N : 1;
         for (int64_t i = 0; i < M * K; ++i) t_buf[i] = (int8_t)((int)(rnd() % 3) - 1);
         for (int64_t i = 0; i < NT * K; ++i) q_buf[i] = (int8_t)(rnd() & 0xFF);
-        if (check_case(v, M, K, NT, 0, M) || check_case(v, M, K, NT, 8, 64)) return 1;
+        if (check_case(v, M, K, NT, 0, M) || check_case(v, M, K, NT, x16 ? 16 : 8, 64)) return 1;
+        if (x16 && check_case(v, M, K, NT, 48, M)) return 1;
     }
     /* int16 worst case: all t = +1 against all q = 127, then all q = -128 */
     for (int64_t K = 4096; K <= MAX_K; K *= 2) {
@@ -218,7 +238,7 @@ static int test_product(const bl_mad_version *v) {
     }
     /* fault injection: +1 on out[0] only in the call that owns row 0 */
     {
-        const int64_t M = x4 ? 8 : 4, K = i2s ? 256 : 512, step = x4 ? 4 : 2;
+        const int64_t M = x4 ? 8 : x16 ? 32 : 4, K = i2s ? 256 : 512, step = x4 ? 4 : x16 ? 16 : 2;
         for (int64_t i = 0; i < M * K; ++i) t_buf[i] = (int8_t)((int)(rnd() % 3) - 1);
         for (int64_t i = 0; i < N * K; ++i) q_buf[i] = (int8_t)(rnd() & 0xFF);
         encode(fmt, t_buf, M, K, w_buf);
@@ -227,7 +247,7 @@ static int test_product(const bl_mad_version *v) {
         for (int pass = 0; pass < 2; ++pass) {
             int32_t *o = pass ? faulty : clean;
             bl_mad_set_fault(pass ? 1 << v->op : 0);
-            for (int64_t r0 = 0; r0 < M; r0 += step) { /* two calls: rows [0,2) and [2,4) (x4: of 4) */
+            for (int64_t r0 = 0; r0 < M; r0 += step) { /* two calls: rows [0,2) and [2,4) (x4: of 4, x16: of 16) */
                 if (is_gemm(v->op)) v->fn.gemm(w_buf, q_buf, sums, o, N, K, M, r0, r0 + step);
                 else v->fn.gemv(w_buf, q_buf, sums[0], o, K, r0, r0 + step);
             }

@@ -563,21 +563,27 @@ def test_weights_are_not_copied(dummy_models):
 
 
 @pytest.mark.parametrize("layout,i2s_layout", [("i2_s", "x4"), ("i2_s", "auto"), ("i2_s", "file"), ("tq2_0", "x4"),
-                                               ("tq2_0", "file")])
+                                               ("tq2_0", "file"), ("tq1_0", "x4"), ("tq1_0", "auto"), ("tq1_0", "file")])
 def test_i2s_x4_layout_is_a_reordered_copy_with_the_same_results(dummy_models, layout, i2s_layout):
-    """x4 holds the file's I2_S bytes (TQ2_0: its codes as I2_S, kernels.tq2_to_i2s) re-ordered;
-    logits are bit-identical to the kernels that read the file's layout, at every ISA level."""
+    """x4 holds the file's I2_S bytes (TQ2_0: its codes as I2_S, kernels.tq2_to_i2s) re-ordered,
+    x16 the TQ1_0 codes re-ordered (block scales dropped); logits are bit-identical to the kernels
+    that read the file's layout, at every ISA level."""
     m = dummy_models[layout]
     eng = NativeEngine(m.config, m.tensors, threads=2, i2s_layout=i2s_layout)
-    x4 = i2s_layout == "x4" or (i2s_layout == "auto" and kernels.i2s_x4_native())
-    assert eng.i2s_layout == eng.numerics["i2s_layout"] == ("x4" if x4 else "file")
+    native = kernels.tq1_x16_native() if layout == "tq1_0" else kernels.i2s_x4_native()
+    moved = i2s_layout == "x4" or (i2s_layout == "auto" and native)
+    assert eng.i2s_layout == eng.numerics["i2s_layout"] == ("x4" if moved else "file")
     shapes = m.config.projection_shapes()
     for name in ("blk.0.attn_k.weight", "blk.3.ffn_down.weight"):
         M, K = shapes[name.split(".")[2]]
         kind, data = eng.packed_weight(name)
         file_bytes = np.asarray(m.tensors[name].data).reshape(-1)
-        codes = mad_reference.tq2_0_to_i2s(file_bytes, M, K) if layout == "tq2_0" else file_bytes[: M * K // 4]
-        if x4:
+        if moved and layout == "tq1_0":
+            assert kind == "tq1_0_x16" and not np.shares_memory(data, file_bytes)
+            assert np.array_equal(data, mad_reference.tq1_x16_from_tq1(file_bytes, M, K))
+            assert data.__array_interface__["data"][0] % 64 == 0
+        elif moved:
+            codes = mad_reference.tq2_0_to_i2s(file_bytes, M, K) if layout == "tq2_0" else file_bytes[: M * K // 4]
             assert kind == "i2_s_x4" and not np.shares_memory(data, file_bytes)
             assert np.array_equal(data, mad_reference.i2s_x4_from_rowmajor(codes, M, K))
             assert data.__array_interface__["data"][0] % 64 == 0

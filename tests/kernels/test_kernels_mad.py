@@ -34,9 +34,9 @@ AVAILABLE = set(kernels.available_isas())
 ALL_VERSIONS = kernels.kernel_versions(include_unavailable=True)
 
 GEMV_OPS = {"i2s_gemv": ref.i2s_gemv_ref, "tq2_gemv": ref.tq2_gemv_ref, "tq1_gemv": ref.tq1_gemv_ref,
-            "i2s_x4_gemv": ref.i2s_x4_gemv_ref}
+            "i2s_x4_gemv": ref.i2s_x4_gemv_ref, "tq1_x16_gemv": ref.tq1_x16_gemv_ref}
 GEMM_OPS = {"i2s_gemm": ref.i2s_gemm_ref, "tq2_gemm": ref.tq2_gemm_ref, "tq1_gemm": ref.tq1_gemm_ref,
-            "i2s_x4_gemm": ref.i2s_x4_gemm_ref}
+            "i2s_x4_gemm": ref.i2s_x4_gemm_ref, "tq1_x16_gemm": ref.tq1_x16_gemm_ref}
 KERNEL = {op: getattr(kernels, op) for op in [*GEMV_OPS, *GEMM_OPS]}
 
 
@@ -63,6 +63,8 @@ def pack(op: str, t: np.ndarray, scale: float = 0.75) -> np.ndarray:
     if op.startswith("i2s"):
         return packing.pack_i2_s(t)
     d = packing.tq_default_block_scales(t, scale)
+    if op.startswith("tq1_x16"):  # the numpy statement of the layout, as for x4
+        return ref.tq1_x16_from_tq1(packing.pack_tq1_0(t, d), *t.shape)
     return packing.pack_tq2_0(t, d) if op.startswith("tq2") else packing.pack_tq1_0(t, d)
 
 
@@ -71,7 +73,7 @@ def ks_for(op: str) -> list[int]:
     return [128, 384, 1280, 2304] if op.startswith("i2s") else [256, 768, 2304]
 
 
-MS = [1, 3, 4, 5, 13]  # M = 1, odd, the 4-row unroll, not a multiple of it
+MS = [1, 3, 4, 5, 13, 16, 35]  # M = 1, odd, the 4-row unroll, not a multiple of it; x16: a group, 2 + a tail
 
 
 # ---- products vs numpy twins ------------------------------------------------------------------
@@ -193,6 +195,52 @@ def test_i2s_gemv_thread_counts_agree(op, version):
     for r in results[1:]:
         np.testing.assert_array_equal(r, results[0])
     np.testing.assert_array_equal(results[0], ref.i2s_gemv_ref(data, q, M, K))
+
+
+@pytest.mark.parametrize("op,version", version_params(["tq1_x16_gemv", "tq1_x16_gemm"]))
+def test_tq1_x16_thread_counts_and_shapes_agree(op, version):
+    """x16 groups: M = 16·g + a short group (1, 15 rows), thread runs of one and several groups,
+    odd word counts (K = 2304: 117 words a row), the largest K (16384), and the int32 lane bound at
+    it (every trit −1 against −128: |Σ| = 128·K in one lane)."""
+    rng = np.random.default_rng(9)
+    for M, K in ((49, 2304), (47, 768), (64, 6912), (17, 16384)):
+        data = pack(op, rng.integers(-1, 2, size=(M, K), dtype=np.int8))
+        q = rng.integers(-128, 128, size=(3, K) if op.endswith("gemm") else K, dtype=np.int8)
+        want = GEMV_OPS[op](data, q, M, K) if op in GEMV_OPS else GEMM_OPS[op](data, q, M, K)
+        for n in (1, 2, 3, 8):
+            np.testing.assert_array_equal(KERNEL[op](data, q, M, K, version=version, threads=n), want,
+                                          err_msg=f"{op} {version} M={M} K={K} threads={n}")
+    M, K = 17, 16384
+    data = pack(op, -np.ones((M, K), np.int8))
+    q = np.full((2, K) if op.endswith("gemm") else K, -128, np.int8)
+    got = KERNEL[op](data, q, M, K, version=version, threads=2)
+    np.testing.assert_array_equal(got, np.full(got.shape, 128 * K, np.int64))
+
+
+def test_tq1_x16_interleave_is_the_numpy_layout_and_inverts():
+    rng = np.random.default_rng(7)
+    for M in (1, 15, 16, 17, 40):
+        for K in (256, 768, 2560, 6912):
+            t = rng.integers(-1, 2, size=(M, K), dtype=np.int8)
+            tq = packing.pack_tq1_0(t, packing.tq_default_block_scales(t, 0.5))
+            x16 = kernels.tq1_x16_interleave(tq, M, K)
+            assert x16.size == M * K // 256 * 52
+            np.testing.assert_array_equal(x16, ref.tq1_x16_from_tq1(tq, M, K), err_msg=f"M={M} K={K}")
+            back = kernels.tq1_x16_rows(x16, M, K)
+            np.testing.assert_array_equal(back, ref.tq1_x16_to_tq1(x16, M, K))
+            np.testing.assert_array_equal(packing.unpack_tq1_0(back, M, K)[0], t)  # every trit kept
+            if M >= 16:  # word 0 of rows 0..15 side by side: the first 4 code bytes of each row
+                np.testing.assert_array_equal(x16[:64].reshape(16, 4), tq.reshape(M, -1)[:16, :4])
+    ones = np.ones((16, 256), np.int8)
+    tq = packing.pack_tq1_0(ones, packing.tq_default_block_scales(ones, 0.5))
+    out = np.empty(16 * 52, np.uint8)
+    assert kernels.tq1_x16_interleave(tq, 16, 256, out=out) is out
+    with pytest.raises(CodecError, match="out must be"):
+        kernels.tq1_x16_interleave(tq, 16, 256, out=np.empty(10, np.uint8))
+    with pytest.raises(CodecError, match="TQ1_0 tensor"):
+        kernels.tq1_x16_interleave(tq[:-1], 16, 256)
+    with pytest.raises(CodecError, match="K <= 16384"):
+        kernels.tq1_x16_gemv(np.zeros(52 * 128, np.uint8), np.zeros(32768, np.int8), 1, 32768)
 
 
 @pytest.mark.parametrize("op,version", version_params(["i2s_x4_gemv", "i2s_x4_gemm"]))
@@ -514,6 +562,8 @@ def test_fault_injection_is_visible_and_off_by_default():
         "tq1_gemv": lambda: kernels.tq1_gemv(pack("tq1", t), Q[0], M, K),
         "tq2_gemm": lambda: kernels.tq2_gemm(pack("tq2", t), Q, M, K),
         "tq1_gemm": lambda: kernels.tq1_gemm(pack("tq1", t), Q, M, K),
+        "tq1_x16_gemv": lambda: kernels.tq1_x16_gemv(pack("tq1_x16", t), Q[0], M, K, threads=2),
+        "tq1_x16_gemm": lambda: kernels.tq1_x16_gemm(pack("tq1_x16", t), Q, M, K, threads=2),
         "quantize_act": lambda: kernels.quantize_act(x)[2],
     }
     baseline = {op: fn() for op, fn in clean.items()}

@@ -299,8 +299,10 @@ void bl_i2s_x4_gemv_via(bl_gemv_fn gemv, const uint8_t *w, const int8_t *q, int3
 void bl_i2s_x4_gemm_via(bl_gemm_fn gemm, const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int32_t *out,
                         int64_t N, int64_t K, int64_t ld_out, int64_t r0, int64_t r1);
 
-/* mad_avx512vnni.c: TQ1_0 GEMV v3 on the x16 layout (one sequential stream, a row per lane) */
+/* mad_avx512vnni.c: TQ1_0 GEMV v3 on the x16 layout (one sequential stream, a row per lane), and
+ * bl_tq1_x16_rows with one gather per block and row (for this level's x16 GEMMs) */
 void bl_tq1_x16_gemv_v3(const uint8_t *, const int8_t *, int32_t, int32_t *, int64_t, int64_t, int64_t);
+void bl_tq1_x16_rows_v3(const uint8_t *w, uint8_t *dst, int64_t M, int64_t K, int64_t r0, int64_t r1);
 
 /* mad_x16.c (portable): the TQ1_0 x16 layout. */
 #define BL_X16_MAX_K 16384 /* 16 TQ1_0 rows (≤ 54 KiB) are re-ordered on the stack by the _via kernels */
@@ -317,8 +319,9 @@ void bl_tq1_x16_rows(const uint8_t *w, uint8_t *dst, int64_t M, int64_t K, int64
  * always starts at 0) is taken back; the x16 op's applies. */
 void bl_tq1_x16_gemv_via(bl_gemv_fn gemv, const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *out, int64_t K,
                          int64_t r0, int64_t r1);
-void bl_tq1_x16_gemm_via(bl_gemm_fn gemm, const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int32_t *out,
-                         int64_t N, int64_t K, int64_t ld_out, int64_t r0, int64_t r1);
+typedef void (*bl_x16_rows_fn)(const uint8_t *w, uint8_t *dst, int64_t M, int64_t K, int64_t r0, int64_t r1);
+void bl_tq1_x16_gemm_via(bl_x16_rows_fn rows, bl_gemm_fn gemm, const uint8_t *w, const int8_t *Q, const int32_t *sum_q,
+                         int32_t *out, int64_t N, int64_t K, int64_t ld_out, int64_t r0, int64_t r1);
 
 /* Shared scalar helper: Σ q[k] over K int8 (exact int32). */
 int32_t bl_sum_i8(const int8_t *q, int64_t K);

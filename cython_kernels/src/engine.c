@@ -85,17 +85,26 @@ static inline void bl_cpu_relax(void) {
  * (docs/benchmarks.md#threads-and-barriers).
  * Generation counting: a thread reads `gen`, arrives; the last arrival resets the count and
  * bumps `gen` (release), which lets the others through (acquire). */
+/* Threads that share out a phase's rows dynamically (work_claim below): one run per thread, on
+ * its own cache line. */
+#define BL_STEAL_MAX 64
+typedef struct {
+    _Alignas(64) _Atomic uint64_t run;
+} bl_run_slot;
+
 typedef struct {
     _Alignas(64) atomic_int arrived;
     _Alignas(64) atomic_int gen;
     atomic_int sleepers;
     int64_t spin_ns;
+    bl_run_slot runs[BL_STEAL_MAX];
 } bl_barrier;
 
 static void bl_barrier_init(bl_barrier *b, int64_t spin_ns) {
     atomic_init(&b->arrived, 0);
     atomic_init(&b->gen, 0);
     atomic_init(&b->sleepers, 0);
+    for (int i = 0; i < BL_STEAL_MAX; ++i) atomic_init(&b->runs[i].run, 0); /* phase 0, empty */
     b->spin_ns = spin_ns;
 }
 
@@ -165,6 +174,7 @@ typedef struct {
     double *prof;   /* this thread's row of BL_PROF_STRIDE doubles, or NULL     */
     double t_last;  /* wall time of the last phase boundary (profiling only)    */
     double c_last;  /* thread CPU time of the last phase boundary               */
+    uint32_t phase; /* dynamic phases begun in this call (work_begin)          */
 } bl_thread;
 
 static inline double bl_cpu_ns(void) {
@@ -196,6 +206,65 @@ static inline void bl_sync(bl_thread *th, int cls) {
     prof_mark(th, cls);
     bl_barrier_wait(th->bar, th->nt);
     prof_mark(th, BL_PROF_SYNC);
+}
+
+/* ---- dynamic shares: work stealing over a phase's units ----------------------------------------
+ * A decode step streams every weight once, and two cores of a shared machine rarely stream at the
+ * same rate: with fixed shares the faster one waits at the barrier (docs/benchmarks.md#threads-and-
+ * barriers). In a dynamic phase each thread owns its bl_split share of the units as a run
+ * [front, back), takes work from its front — half of what is left, at least `grain` units, so a
+ * streaming kernel gets few long calls — and when its own run is empty takes `grain` units from
+ * the back of another thread's run. A run is one 64-bit word (phase, front, back) changed only by
+ * compare-and-swap, so no unit is taken twice; the phase tag (every thread begins the same phases
+ * in the same order) keeps a thread from taking units of a run not yet set for this phase. Which
+ * thread computes a row never changes a result: rows are independent, each computed whole. */
+#define BL_RUN_UNIT_MAX ((int64_t)1 << 24)
+
+static inline uint64_t run_pack(uint32_t phase, int64_t front, int64_t back) {
+    return ((uint64_t)(phase & 0xFFFF) << 48) | ((uint64_t)front << 24) | (uint64_t)back;
+}
+
+/* Can this call share n units dynamically? (else: the fixed bl_split shares) */
+static inline int work_dynamic(const bl_thread *th, int64_t n) {
+    return th->nt > 1 && th->nt <= BL_STEAL_MAX && n < BL_RUN_UNIT_MAX;
+}
+
+/* Begin a dynamic phase over n units: publish this thread's run. */
+static void work_begin(bl_thread *th, int64_t n) {
+    int64_t lo, hi;
+    bl_split(n, th->tid, th->nt, &lo, &hi);
+    ++th->phase;
+    atomic_store_explicit(&th->bar->runs[th->tid].run, run_pack(th->phase, lo, hi), memory_order_release);
+}
+
+/* Take units from run `v` (the front of one's own, the back of another's): [*a, *b). 0 if empty
+ * or not yet set for this phase. */
+static int work_take(bl_thread *th, int v, int64_t grain, int64_t *a, int64_t *b) {
+    _Atomic uint64_t *run = &th->bar->runs[v].run;
+    uint64_t old = atomic_load_explicit(run, memory_order_acquire);
+    for (;;) {
+        const uint32_t ph = (uint32_t)(old >> 48);
+        const int64_t front = (int64_t)((old >> 24) & 0xFFFFFF), back = (int64_t)(old & 0xFFFFFF);
+        if (ph != (th->phase & 0xFFFF) || front >= back) return 0;
+        const int64_t rest = back - front;
+        int64_t take = v == th->tid ? rest / 2 : grain;
+        take = take < grain ? grain : take;
+        take = take > rest ? rest : take;
+        const uint64_t next = v == th->tid ? run_pack(th->phase, front + take, back) : run_pack(th->phase, front, back - take);
+        if (atomic_compare_exchange_weak_explicit(run, &old, next, memory_order_acq_rel, memory_order_acquire)) {
+            *a = v == th->tid ? front : back - take;
+            *b = *a + take;
+            return 1;
+        }
+    }
+}
+
+/* The next units of a dynamic phase for this thread: its own first, then the others'. */
+static int work_claim(bl_thread *th, int64_t grain, int64_t *a, int64_t *b) {
+    if (work_take(th, th->tid, grain, a, b)) return 1;
+    for (int k = 1; k < th->nt; ++k)
+        if (work_take(th, (th->tid + k) % th->nt, grain, a, b)) return 1;
+    return 0;
 }
 
 /* ======================================================================================== */
@@ -686,11 +755,80 @@ static void epilogue_rows(const bl_job *j, const bl_act *a, int64_t r0, int64_t 
  * TL jobs build their tables privately (one input row at a time, into `lut`, one slot of
  * lut_max bytes per job; jobs of the same kind share a table). Ends with a barrier (the outputs
  * are read by every thread next); the work is booked to profile class `cls`. */
+/* Captures of rows [r0, r1) of job j (the acc and out copies of every input row). */
+static void capture_rows(const bl_job *j, const bl_act *a, int64_t row0, int64_t r0, int64_t r1) {
+    const int64_t M = j->w->M;
+    for (int64_t n = 0; n < a->N; ++n) {
+        if (j->cap_acc)
+            memcpy((int32_t *)j->cap_acc + (row0 + n) * M + r0, j->acc + n * M + r0, (size_t)(r1 - r0) * 4);
+        if (j->cap_out)
+            memcpy((float *)j->cap_out + (row0 + n) * M + r0, j->y + n * j->ldy + r0, (size_t)(r1 - r0) * 4);
+    }
+}
+
+/* Tiles of a dynamic decode group taken at a time from another thread (and the least taken from
+ * one's own run): 4 tiles (128 rows of a MAD job), long enough that a GEMV call's set-up stays
+ * small. */
+#define BL_GROUP_GRAIN 4
+
+/* The table of TL job j for input row n, built into this thread's slot on first use (a job of
+ * the same kind and shape whose table is built already lends its own). */
+static const uint8_t *tl_table(const bl_isa_kernels *tab, const bl_job *jobs, int j, const bl_act *a, int64_t n,
+                               uint8_t *lut, int64_t lut_max, int *built) {
+    const bl_tweight *w = jobs[j].w;
+    for (int k = 0; k < j; ++k)
+        if (built[k] && jobs[k].w->layout == w->layout && jobs[k].w->K == w->K &&
+            (w->layout == BL_W_TL1 || jobs[k].w->BK == w->BK))
+            return lut + k * lut_max;
+    uint8_t *tbl = lut + j * lut_max;
+    if (!built[j]) {
+        if (w->layout == BL_W_TL1)
+            tab->tl1_build_lut(a->q + n * a->stride, w->K, tbl);
+        else
+            tab->tl2_build_lut(a->q + n * a->stride, w->K, w->BK, tbl);
+        built[j] = 1;
+    }
+    return tbl;
+}
+
+/* run_group for one input row (decode) of MAD jobs: the tiles shared out dynamically (work_claim). */
+static void run_group_dynamic(bl_thread *th, const bl_isa_kernels *tab, const bl_job *jobs, int njobs,
+                              const bl_act *a, int64_t row0, int64_t n_tiles, int cls) {
+    work_begin(th, n_tiles);
+    int64_t t0, t1;
+    while (work_claim(th, BL_GROUP_GRAIN, &t0, &t1)) {
+        int64_t first = 0;
+        for (int j = 0; j < njobs; ++j) { /* the claimed tiles that fall in job j */
+            const int64_t g = tile_rows(jobs[j].w), M = jobs[j].w->M, tiles = (M + g - 1) / g;
+            const int64_t u0 = t0 > first ? t0 - first : 0, u1 = t1 - first < tiles ? t1 - first : tiles;
+            if (u0 < u1) {
+                const int64_t r0 = u0 * g, r1 = u1 * g < M ? u1 * g : M;
+                mad_rows(tab->mad, &jobs[j], a, r0, r1);
+                epilogue_rows(&jobs[j], a, r0, r1);
+                capture_rows(&jobs[j], a, row0, r0, r1);
+            }
+            first += tiles;
+        }
+    }
+    bl_sync(th, cls);
+}
+
 static void run_group(bl_thread *th, const bl_isa_kernels *tab, const bl_job *jobs, int njobs, const bl_act *a,
                       uint8_t *lut, int64_t lut_max, int64_t row0, bl_error *err, int cls) {
     const int tid = th->tid, nt = th->nt;
     int64_t n_tiles = 0, r0[3], r1[3];
-    for (int j = 0; j < njobs; ++j) n_tiles += (jobs[j].w->M + tile_rows(jobs[j].w) - 1) / tile_rows(jobs[j].w);
+    int all_mad = 1;
+    for (int j = 0; j < njobs; ++j) {
+        n_tiles += (jobs[j].w->M + tile_rows(jobs[j].w) - 1) / tile_rows(jobs[j].w);
+        all_mad &= !is_tl(jobs[j].w) && !uses_blocks(jobs[j].w);
+    }
+    /* decode of MAD jobs: dynamic shares. Prefill, TL and per-block jobs keep the fixed ones: their
+     * calls carry per-call work (tile packing, tables, block sums), and TL decode measured slower
+     * with dynamic shares (docs/benchmarks.md#dynamic-decode-shares-2026-12-07) */
+    if (a->N == 1 && all_mad && work_dynamic(th, n_tiles)) {
+        run_group_dynamic(th, tab, jobs, njobs, a, row0, n_tiles, cls);
+        return;
+    }
     int64_t lo, hi, first = 0;
     bl_split(n_tiles, tid, nt, &lo, &hi);
     for (int j = 0; j < njobs; ++j) { /* this thread's rows of each job: [r0, r1), maybe empty */
@@ -715,36 +853,13 @@ static void run_group(bl_thread *th, const bl_isa_kernels *tab, const bl_job *jo
         for (int j = 0; j < njobs; ++j) {
             const bl_tweight *w = jobs[j].w;
             if (r0[j] >= r1[j] || !is_tl(w) || by_gemm[j]) continue;
-            int slot = j;
-            for (int k = 0; k < j; ++k) /* a table of the same kind built for this row already */
-                if (built[k] && jobs[k].w->layout == w->layout && jobs[k].w->K == w->K &&
-                    (w->layout == BL_W_TL1 || jobs[k].w->BK == w->BK)) {
-                    slot = k;
-                    break;
-                }
-            uint8_t *tbl = lut + slot * lut_max;
-            if (slot == j) {
-                if (w->layout == BL_W_TL1)
-                    tab->tl1_build_lut(a->q + n * a->stride, w->K, tbl);
-                else
-                    tab->tl2_build_lut(a->q + n * a->stride, w->K, w->BK, tbl);
-                built[j] = 1;
-            }
-            tl_rows(tab, &jobs[j], tbl, n, r0[j], r1[j], err);
+            tl_rows(tab, &jobs[j], tl_table(tab, jobs, j, a, n, lut, lut_max, built), n, r0[j], r1[j], err);
         }
     }
     for (int j = 0; j < njobs; ++j) {
         if (r0[j] >= r1[j]) continue;
-        const int64_t M = jobs[j].w->M;
         if (!uses_blocks(jobs[j].w)) epilogue_rows(&jobs[j], a, r0[j], r1[j]);
-        for (int64_t n = 0; n < a->N; ++n) {
-            if (jobs[j].cap_acc)
-                memcpy((int32_t *)jobs[j].cap_acc + (row0 + n) * M + r0[j], jobs[j].acc + n * M + r0[j],
-                       (size_t)(r1[j] - r0[j]) * 4);
-            if (jobs[j].cap_out)
-                memcpy((float *)jobs[j].cap_out + (row0 + n) * M + r0[j], jobs[j].y + n * jobs[j].ldy + r0[j],
-                       (size_t)(r1[j] - r0[j]) * 4);
-        }
+        capture_rows(&jobs[j], a, row0, r0[j], r1[j]);
     }
     bl_sync(th, cls);
 }
@@ -829,14 +944,13 @@ static void quantize_q8_k_lm(const float *x, int64_t K, int8_t *q, float *d, int
     bl_q8_k_bsums(q, K, bsums);
 }
 
-/* Rows of the vocabulary are split across threads in contiguous runs (each logit is one dot in
- * the canonical order, so the split never changes a result). h: the f32 hidden rows; qx, dx, qs4:
+/* Vocabulary rows [r0, r1) of the lm_head (each logit is one dot in the canonical order, so which
+ * thread computes it never changes a result). h: the f32 hidden rows; qx, dx, qs4:
  * the same rows quantised to Q8_0 (Q8_0 lm_head) or to Q8_K (Q6_K lm_head: dx the per-256 scales,
  * qs4 holding the int16 bsums). */
-static void lm_head_rows(const bl_thread *th, const bl_model *m, const bl_float_kernels *fk, const float *h,
-                         const int8_t *qx, const float *dx, const int32_t *qs4, int64_t N, float *out) {
-    int64_t r0, r1;
-    bl_split(m->vocab, th->tid, th->nt, &r0, &r1);
+static void lm_head_range(const bl_thread *th, const bl_model *m, const bl_float_kernels *fk, const float *h,
+                          const int8_t *qx, const float *dx, const int32_t *qs4, int64_t N, float *out, int64_t r0,
+                          int64_t r1) {
     if (r0 >= r1) return;
     if (m->lm_head.type == BL_FT_Q6_K)
         fk->lm_q6k(m->lm_head.data, m->lm_head.row_bytes, m->hidden, r0, r1, qx, dx, (const int16_t *)qs4, N, out,
@@ -848,6 +962,27 @@ static void lm_head_rows(const bl_thread *th, const bl_model *m, const bl_float_
         const int type = m->lm_head.type == BL_FT_F16 && m->lm_f16 ? BL_FT_F16_H16 : m->lm_head.type;
         fk->lm_rows(type, m->lm_head.data, m->lm_head.row_bytes, m->hidden, r0, r1, h, N, out, m->vocab);
     }
+}
+
+/* Vocabulary rows per unit of the lm_head's dynamic shares, and units taken at a time from
+ * another thread: 64 · 8 rows = 2.6 MB of a 2560-wide F16 lm_head. */
+#define BL_LM_UNIT 64
+#define BL_LM_GRAIN 8
+
+static void lm_head_rows(bl_thread *th, const bl_model *m, const bl_float_kernels *fk, const float *h,
+                         const int8_t *qx, const float *dx, const int32_t *qs4, int64_t N, float *out) {
+    const int64_t units = (m->vocab + BL_LM_UNIT - 1) / BL_LM_UNIT;
+    if (!work_dynamic(th, units)) {
+        int64_t r0, r1;
+        bl_split(m->vocab, th->tid, th->nt, &r0, &r1);
+        lm_head_range(th, m, fk, h, qx, dx, qs4, N, out, r0, r1);
+        return;
+    }
+    work_begin(th, units);
+    int64_t u0, u1;
+    while (work_claim(th, BL_LM_GRAIN, &u0, &u1))
+        lm_head_range(th, m, fk, h, qx, dx, qs4, N, out, u0 * BL_LM_UNIT,
+                      u1 * BL_LM_UNIT < m->vocab ? u1 * BL_LM_UNIT : m->vocab);
 }
 
 /* ======================================================================================== */

@@ -831,6 +831,26 @@ void bl_tq1_x16_gemv_v3(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_
     bl_gemx_fault(BL_OP_TQ1_X16_GEMV, out, r0, r1);
 }
 
+/* Rows [r0, r1) of an x16 tensor back to TQ1_0 rows (bl_tq1_x16_rows, for the x16 GEMMs of this
+ * level and amx): a block's 13 words of one row are 13 dwords 4m bytes apart, so one masked
+ * gather collects them and one masked store writes the 52 code bytes and the zero scale. */
+void bl_tq1_x16_rows_v3(const uint8_t *w, uint8_t *dst, int64_t M, int64_t K, int64_t r0, int64_t r1) {
+    const int64_t nb = K / BL_TQ_BLOCK, cb = bl_tq1_x16_row_bytes(K), rb = bl_tq1_row_bytes(K);
+    for (int64_t r = r0; r < r1; ++r) {
+        const int64_t g = r / BL_X16_ROWS * BL_X16_ROWS, i = r - g, m = M - g < BL_X16_ROWS ? M - g : BL_X16_ROWS;
+        /* dword lane k (< 13) of block b: word 13b + k of row i, at 4m·(13b + k) + 4i */
+        const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0, 0, 0),
+                                               _mm512_set1_epi32((int)m));
+        const uint8_t *row = w + g * cb + 4 * i;
+        uint8_t *out = dst + (r - r0) * rb;
+        for (int64_t b = 0; b < nb; ++b) {
+            const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), (__mmask16)0x1FFF, idx,
+                                                          (const void *)(row + 52 * m * b), 4);
+            _mm512_mask_storeu_epi8((void *)(out + BL_TQ1_BLOCK_BYTES * b), (__mmask64)0x003FFFFFFFFFFFFFull, v);
+        }
+    }
+}
+
 /* ---- TQ1_0 decode in 512-bit vectors (GEMM v4, amx) --------------------------------------------- */
 
 /* The trit (x·3) >> 8 of every byte: 1 from 86, one more from 171 (unsigned mask compares). */

@@ -59,22 +59,23 @@ X4_VIA(neon_dotprod, bl_i2s_gemv_neon_dotprod, bl_i2s_gemm_neon_dotprod)
 #endif
 
 /* The TQ1_0 x16 layout's kernels through a level's TQ1_0 kernels on rows re-ordered on the stack
- * (mad_x16.c): every level's GEMM, and the GEMV where the level has no native x16 one. */
-#define X16_VIA(sfx, gemv_fn, gemm_fn)                                                                          \
+ * (mad_x16.c; the GEMMs with the level's copy-back): every level's GEMM, and the GEMV where the
+ * level has no native x16 one. */
+#define X16_VIA(sfx, rows_fn, gemv_fn, gemm_fn)                                                                 \
     static void x16_gemv_##sfx(const uint8_t *w, const int8_t *q, int32_t s, int32_t *o, int64_t K, int64_t r0, \
                                int64_t r1) {                                                                     \
         bl_tq1_x16_gemv_via(gemv_fn, w, q, s, o, K, r0, r1);                                                    \
     }                                                                                                           \
     static void x16_gemm_##sfx(const uint8_t *w, const int8_t *Q, const int32_t *s, int32_t *o, int64_t N,      \
                                int64_t K, int64_t ld, int64_t r0, int64_t r1) {                                  \
-        bl_tq1_x16_gemm_via(gemm_fn, w, Q, s, o, N, K, ld, r0, r1);                                             \
+        bl_tq1_x16_gemm_via(rows_fn, gemm_fn, w, Q, s, o, N, K, ld, r0, r1);                                    \
     }
-X16_VIA(v0, bl_tq1_gemv_v0, bl_tq1_gemm_v0)
+X16_VIA(v0, bl_tq1_x16_rows, bl_tq1_gemv_v0, bl_tq1_gemm_v0)
 #if defined(BL_BUILD_AVX2)
-X16_VIA(v1, bl_tq1_gemv_v1, bl_tq1_gemm_v1)
+X16_VIA(v1, bl_tq1_x16_rows, bl_tq1_gemv_v1, bl_tq1_gemm_v1)
 #endif
 #if defined(BL_BUILD_AVX512VNNI)
-X16_VIA(v3, bl_tq1_gemv_v4, bl_tq1_gemm_v3)
+X16_VIA(v3, bl_tq1_x16_rows_v3, bl_tq1_gemv_v4, bl_tq1_gemm_v3)
 #endif
 
 #if defined(BL_BUILD_AMX) && defined(BL_BUILD_AVX512VNNI)
@@ -107,7 +108,7 @@ static void tq1_gemm_amx(const uint8_t *w, const int8_t *Q, const int32_t *sum_q
 
 static void x16_gemm_amx(const uint8_t *w, const int8_t *Q, const int32_t *s, int32_t *o, int64_t N, int64_t K,
                          int64_t ld, int64_t r0, int64_t r1) {
-    bl_tq1_x16_gemm_via(tq1_gemm_amx, w, Q, s, o, N, K, ld, r0, r1);
+    bl_tq1_x16_gemm_via(bl_tq1_x16_rows_v3, tq1_gemm_amx, w, Q, s, o, N, K, ld, r0, r1);
 }
 #endif
 

@@ -60,13 +60,14 @@ void bl_tq1_x16_gemv_via(bl_gemv_fn gemv, const uint8_t *w, const int8_t *q, int
     bl_gemx_fault(BL_OP_TQ1_X16_GEMV, out, r0, r1);
 }
 
-void bl_tq1_x16_gemm_via(bl_gemm_fn gemm, const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int32_t *out,
-                         int64_t N, int64_t K, int64_t ld_out, int64_t r0, int64_t r1) {
+void bl_tq1_x16_gemm_via(bl_x16_rows_fn rows_fn, bl_gemm_fn gemm, const uint8_t *w, const int8_t *Q,
+                         const int32_t *sum_q, int32_t *out, int64_t N, int64_t K, int64_t ld_out, int64_t r0,
+                         int64_t r1) {
     _Alignas(64) uint8_t rows[2 * VIA_BUF];
     const int64_t M = range_rows(r1);
     for (int64_t r = r0; r < r1; r += 2 * BL_X16_ROWS) {
         const int64_t n = r1 - r < 2 * BL_X16_ROWS ? r1 - r : 2 * BL_X16_ROWS;
-        bl_tq1_x16_rows(w, rows, M, K, r, r + n);
+        rows_fn(w, rows, M, K, r, r + n);
         gemm(rows, Q, sum_q, out + r, N, K, ld_out, 0, n);
         out[r] -= BL_MAD_FAULT(BL_OP_TQ1_GEMM);
     }

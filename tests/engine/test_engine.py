@@ -546,6 +546,25 @@ def test_decode_lm_head_row_pairs_agree_on_odd_thread_ranges(tmp_path, embedding
             np.testing.assert_array_equal(three.forward([t], c3).view(np.uint32), one.forward([t], c1).view(np.uint32))
 
 
+@pytest.mark.parametrize("layout", ["i2_s", "tq1_0", "tq2_0", "tl1", "tl2"])
+def test_dynamic_decode_shares_never_change_a_bit(dummy_models, layout):
+    """Decode shares the projections' tiles and the lm_head's rows out dynamically (engine.c
+    work_claim: a thread that runs out takes work from another's run), so which thread computes a
+    row differs from step to step and run to run; more threads than cores make the stealing
+    frequent. Every step's logits must equal the 1-thread ones bit for bit."""
+    m = dummy_models[layout]
+    ids = [1, 5, 900, 31000, 77, 123, 4, 8]
+    one = NativeEngine(m.config, m.tensors, threads=1)
+    c1 = one.new_cache(16)
+    want = [one.forward([t], c1).view(np.uint32) for t in ids]
+    for threads in (2, 3, 5):
+        eng = NativeEngine(m.config, m.tensors, threads=threads)
+        for _ in range(3):
+            c = eng.new_cache(16)
+            for t, w in zip(ids, want):
+                assert np.array_equal(eng.forward([t], c).view(np.uint32), w), (layout, threads)
+
+
 # ---- loading, memory, errors ----------------------------------------------------------------------
 
 

@@ -84,6 +84,10 @@ cdef extern from *:
 cdef extern from "bl_lut.h" nogil:
     int BL_FAULT_TL1_BUILD_LUT, BL_FAULT_TL2_BUILD_LUT, BL_FAULT_TL1_GEMV, BL_FAULT_TL2_GEMV
     int BL_FAULT_TL1_GEMM, BL_FAULT_TL2_GEMM
+    C.bl_lut_status bl_tl1_ternary(const uint8_t *data, int64_t M, int64_t K, int64_t BM, int64_t BK, int64_t bm,
+                                   int64_t r0, int64_t r1, int8_t *t)
+    C.bl_lut_status bl_tl2_ternary(const uint8_t *data, int64_t M, int64_t K, int64_t BM, int64_t BK, int64_t r0,
+                                   int64_t r1, int8_t *t)
 
 
 _LUT_OPS = ("tl1_build_lut", "tl2_build_lut", "tl1_gemv", "tl2_gemv", "tl1_gemm", "tl2_gemm")
@@ -382,4 +386,23 @@ def tl_gemm(layout, data, q, Py_ssize_t M, Py_ssize_t K, Py_ssize_t BM, Py_ssize
             status[c, 0] = st.n_bad
             status[c, 1] = st.first_bad_byte
     _tl_raise_invalid(who, layout, _lut_status(status), M, K, BM, BK, bm)
+    return out
+
+
+def tl_ternary(data, layout, Py_ssize_t M, Py_ssize_t K, Py_ssize_t BM, Py_ssize_t BK, Py_ssize_t bm, name=None):
+    """The ternary values of a TL1 / TL2 tensor: int8 (M, K). CodecError on invalid indices (the
+    GEMVs' message). The tiling is checked by the Python wrapper."""
+    who = _who(name, f"{layout}_ternary")
+    arr = _tl_blob(data, layout, M, K, BK, who)
+    out = np.empty((M, K), dtype=np.int8)
+    cdef const uint8_t[::1] dv = arr
+    cdef int8_t[:, ::1] ov = out
+    cdef C.bl_lut_status st
+    cdef bint tl1 = layout == "tl1"
+    with nogil:
+        if tl1:
+            st = bl_tl1_ternary(&dv[0], M, K, BM, BK, bm, 0, M, &ov[0, 0])
+        else:
+            st = bl_tl2_ternary(&dv[0], M, K, BM, BK, 0, M, &ov[0, 0])
+    _tl_raise_invalid(who, layout, (st.n_bad, st.first_bad_byte), M, K, BM, BK, bm)
     return out

@@ -76,6 +76,7 @@ cdef extern from "bl_mad.h" nogil:
     void bl_i2s_x4_rows(const uint8_t *w, uint8_t *dst, int64_t K, int64_t r0, int64_t r1)
     void bl_tq2_to_i2s(const uint8_t *src, uint8_t *dst, int64_t M, int64_t K)
     void bl_tq1_x16_interleave(const uint8_t *src, uint8_t *dst, int64_t M, int64_t K)
+    void bl_tq1_x16_pack(const int8_t *t, uint8_t *dst, int64_t M, int64_t K)
     void bl_tq1_x16_rows(const uint8_t *w, uint8_t *dst, int64_t M, int64_t K, int64_t r0, int64_t r1)
 
 
@@ -487,4 +488,26 @@ def tq1_x16_rows(w, Py_ssize_t M, Py_ssize_t K):
     cdef uint8_t[::1] ov = out
     with nogil:
         bl_tq1_x16_rows(&wv[0], &ov[0], M, K, 0, M)
+    return out
+
+
+def tq1_x16_pack(t, out=None):
+    """int8 ternary values (M, K) -> their TQ1_0 codes in the x16 order (M*K/256*52 bytes), into
+    ``out`` or a new array: TQ1_0's encoding (bl_mad.h) without the block scales."""
+    who = "tq1_x16_pack"
+    if not (isinstance(t, np.ndarray) and t.dtype == np.int8 and t.ndim == 2 and t.flags.c_contiguous):
+        raise CodecError(f"{who}: t must be a C-contiguous int8 array (M, K)")
+    cdef Py_ssize_t M = t.shape[0], K = t.shape[1]
+    n_out, _, _ = _layout(BL_OP_TQ1_X16_GEMV, M, K, who)
+    if t.size and (t.min() < -1 or t.max() > 1):
+        raise CodecError(f"{who}: t holds values outside {{-1, 0, 1}} (min {t.min()}, max {t.max()})")
+    if out is None:
+        out = np.empty(n_out, dtype=np.uint8)
+    elif not (isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.ndim == 1 and out.shape[0] == n_out
+              and out.flags.c_contiguous and out.flags.writeable):
+        raise CodecError(f"{who}: out must be a writeable contiguous 1-D uint8 array of {n_out} bytes")
+    cdef const int8_t[:, ::1] tv = t
+    cdef uint8_t[::1] ov = out
+    with nogil:
+        bl_tq1_x16_pack(&tv[0, 0], &ov[0], M, K)
     return out

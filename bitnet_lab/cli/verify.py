@@ -2,7 +2,8 @@
 
     bitnet-lab verify [-m MODEL] [-n 64] [-p PROMPT] [-t N] [--isa LEVELS] [--tolerance 1e-4]
                       [--numerics bitnet|llama.cpp] [--rounding half_even|half_away] [--kv-dtype f32|f16]
-                      [--lm-head-dtype auto|f16|f32] [--layers I,J] [--json] [--no-progress]
+                      [--lm-head-dtype auto|f16|f32] [--i2s-layout auto|x4|file] [--layers I,J] [--json]
+                      [--no-progress]
     bitnet-lab verify --numerics llama.cpp --against bitnet [-m MODEL] [-p TEXT | -f FILE]
                       [--backend native|reference] [--tie-rel 1e-3] [--json]
 
@@ -31,6 +32,7 @@ from bitnet_lab.cli.args import (
     resolve_model,
     tl_tiling_options,
 )
+from bitnet_lab.cli.run import add_i2s_layout_flag
 from bitnet_lab.quant.ternary import DEFAULT_ROUNDING, ROUNDING_MODES
 
 EXIT_FAILED = 1
@@ -107,6 +109,7 @@ def add_parser(subparsers) -> None:
                    help="KV cache dtype (default f32; f16 with --numerics llama.cpp)")
     p.add_argument("--lm-head-dtype", choices=("auto", "f16", "f32"), default=None,
                    help="lm_head precision; auto = f16 iff the weight is F16 (default auto)")
+    add_i2s_layout_flag(p)
     g = p.add_argument_group("comparing two numerics profiles (--against)")
     g.add_argument("--against", choices=NUMERICS_CHOICES, default=None, metavar="PROFILE",
                    help="compare --numerics (A, default bitnet) against this profile (B) on one backend, "
@@ -139,6 +142,8 @@ def run_profiles(args: argparse.Namespace, source) -> int:
     tier_flags = [f for f, on in (("--rounding", args.rounding), ("--kv-dtype", args.kv_dtype),
                                   ("--lm-head-dtype", args.lm_head_dtype), ("--layers", args.layers),
                                   ("--isa", args.isa)) if on is not None]
+    if args.i2s_layout != "auto":
+        tier_flags.append("--i2s-layout")
     if tier_flags:
         raise ConfigError(f"{', '.join(tier_flags)} set one backend's options; with --against each profile "
                           "brings its own")
@@ -170,7 +175,8 @@ def run_verify(args: argparse.Namespace) -> int:
     report = verify(
         source, n=args.n_predict, prompt=args.prompt, threads=clamp_threads(args.threads), isas=args.isa,
         tolerance=args.tolerance, numerics=args.numerics, rounding=args.rounding, kv_dtype=args.kv_dtype,
-        lm_head_dtype=args.lm_head_dtype, layers=args.layers, progress=args.progress, **tl_tiling_options(args),
+        lm_head_dtype=args.lm_head_dtype, layers=args.layers, progress=args.progress, i2s_layout=args.i2s_layout,
+        **tl_tiling_options(args),
     )
     print(report.to_json() if args.json else report.to_text(), flush=True)
     if not report.passed:

@@ -70,12 +70,14 @@ LM_HEAD_DTYPES = ("auto", "f16", "f32")
 
 # Codes of src/engine.h / engine_float.h / bl_mad.h.
 LAYOUT_CODE = {"i2_s": 0, "tq2_0": 1, "tq1_0": 2, "tl1": 3, "tl2": 4, "i2_s_x4": 5, "tq1_0_x16": 6}
-# How the engine holds I2_S, TQ2_0 and TQ1_0 projections: "x4" re-orders them at load into one
-# anonymous THP arena — I2_S and TQ2_0 into the x4 layout (4 rows interleaved per 64-byte step),
-# TQ1_0 into the x16 layout (16 rows interleaved per 4-byte word) — so a decode GEMV reads one
-# sequential stream (src/bl_mad.h); "file" uses the file's bytes in place; "auto" = each re-order
-# where the active ISA level has a native GEMV for it (kernels.i2s_x4_native,
-# kernels.tq1_x16_native), else file.
+# How the engine holds I2_S, TQ2_0, TQ1_0, TL1 and TL2 projections: "x4" re-orders them at load into
+# one anonymous THP arena — I2_S and TQ2_0 (and TL1, the same 2 bits a weight) into the x4 layout
+# (4 rows interleaved per 64-byte step), TQ1_0 (and TL2, 1.67 bits a weight as stored, 1.625 in
+# x16) into the x16 layout (16 rows interleaved per 4-byte word) — so a decode GEMV reads one
+# sequential stream (src/bl_mad.h); "file" uses the file's bytes in place (TL files: the LUT
+# kernels); "auto" = I2_S/TQ2_0 into x4 where the active ISA level has a native x4 GEMV
+# (kernels.i2s_x4_native), TQ1_0, TL1 and TL2 where it has the native x16 GEMV
+# (kernels.tq1_x16_native: the levels whose MAD GEMVs out-stream the LUT ones), else file.
 I2S_LAYOUTS = ("auto", "x4", "file")
 _FT_F32, _FT_F16, _FT_Q8_0, _FT_Q6_K = 0, 1, 2, 3
 ROUNDING_CODE = {"half_even": 0, "half_away": 1}
@@ -246,7 +248,7 @@ def x4_wanted(i2s_layout: str) -> bool:
 
 
 def x16_wanted(i2s_layout: str) -> bool:
-    """Does ``i2s_layout`` re-order TQ1_0 projections into x16?"""
+    """Does ``i2s_layout`` re-order TQ1_0 projections into x16 (and TL1 / TL2 ones into x4 / x16)?"""
     _check_i2s_layout(i2s_layout)
     return i2s_layout == "x4" or (i2s_layout == "auto" and kernels.tq1_x16_native())
 
@@ -269,17 +271,20 @@ def _reordered_names(config: ModelConfig, tensors: Mapping[str, Any], x4: bool, 
             if x4 and _x4_fits(K) and ((w.layout == "i2_s" and K % _I2S_BLOCK == 0)
                                        or (w.layout == "tq2_0" and K % _TQ_BLOCK == 0)):
                 out.add(name)
-            if x16 and w.layout == "tq1_0" and K % _TQ_BLOCK == 0 and K <= kernels.X16_MAX_K:
+            if x16 and w.layout in ("tq1_0", "tl2") and K % _TQ_BLOCK == 0 and K <= kernels.X16_MAX_K:
+                out.add(name)
+            if x16 and w.layout == "tl1" and K % _I2S_BLOCK == 0 and _x4_fits(K):
                 out.add(name)
     return out
 
 
 def x4_repacked_names(config: ModelConfig, tensors: Mapping[str, Any], i2s_layout: str = "auto") -> set[str]:
-    """Names of the file-layout I2_S, TQ2_0 and TQ1_0 projections a NativeEngine built with
-    ``i2s_layout`` would re-order into memory of its own (``load(mmap=False)`` leaves them out
-    of its copy). TQ2_0 holds the same 2-bit codes in another order (kernels.tq2_to_i2s); TQ1_0
-    keeps its codes (kernels.tq1_x16_interleave); a uniform block scale becomes gamma, as on the
-    TQ kernels."""
+    """Names of the file-layout I2_S, TQ2_0, TQ1_0, TL1 and TL2 projections a NativeEngine built
+    with ``i2s_layout`` would re-order into memory of its own (``load(mmap=False)`` leaves them
+    out of its copy). TQ2_0 holds the same 2-bit codes in another order (kernels.tq2_to_i2s);
+    TQ1_0 keeps its codes (kernels.tq1_x16_interleave); TL1 / TL2 are decoded
+    (kernels.tl_ternary) and re-encoded as I2_S / TQ1_0 codes; a uniform block scale becomes
+    gamma, as on the TQ kernels."""
     return _reordered_names(config, tensors, x4_wanted(i2s_layout), x16_wanted(i2s_layout))
 
 
@@ -301,12 +306,14 @@ def to_x4(specs: list[tuple[str, list]], deferred: Mapping[str, TernaryWeight], 
     from bitnet_lab.engine.residency import _arena, copy_bytes, drop_pages
 
     i2s, tq2, tq1 = LAYOUT_CODE["i2_s"], LAYOUT_CODE["tq2_0"], LAYOUT_CODE["tq1_0"]
+    tl1, tl2 = LAYOUT_CODE["tl1"], LAYOUT_CODE["tl2"]
     todo = [(n, s) for n, s in specs
-            if (x4 and s[0] == i2s and _x4_fits(s[4])) or (s[0] in (tq2, tq1) and n in deferred)]
+            if (x4 and s[0] == i2s and _x4_fits(s[4])) or (s[0] in (tq2, tq1, tl1, tl2) and n in deferred)]
     if not todo:
         return
     # x4: the I2_S bytes (2 bits a weight); x16: TQ1_0's 52 code bytes per 256 weights
-    sizes = [int(s[2]) * int(s[4]) // 256 * 52 if s[0] == tq1 else int(s[2]) * int(s[4]) // 4 for _, s in todo]
+    sizes = [int(s[2]) * int(s[4]) // 256 * 52 if s[0] in (tq1, tl2) else int(s[2]) * int(s[4]) // 4
+             for _, s in todo]
     offsets = np.concatenate([[0], np.cumsum([-(-n // 64) * 64 for n in sizes])])  # 64-byte aligned rows
     arena = _arena(int(offsets[-1]))
 
@@ -320,7 +327,19 @@ def to_x4(specs: list[tuple[str, list]], deferred: Mapping[str, TernaryWeight], 
                 buf = scratch[: src.nbytes]
                 copy_bytes(src.reshape(-1), buf)
                 drop_pages(src)  # pages a reader touched (e.g. the TQ2_0 scales) leave RSS
-                if s[0] in (tq2, tq1):
+                if s[0] in (tl1, tl2):  # decoded, re-encoded in the MAD layout of the same or fewer bytes
+                    from bitnet_lab.quant import tiling
+
+                    w = deferred[name]
+                    t = kernels.tl_ternary(w.layout, buf, M, K, tiling.validate_tiling(w.layout, M, K, w.tiling),
+                                           name=name)
+                    s[7] = None
+                    if s[0] == tl2:
+                        s[1] = kernels.tq1_x16_pack(t, out=arena[off : off + n])
+                        s[0] = LAYOUT_CODE["tq1_0_x16"]
+                        continue
+                    buf = kernels.pack_i2_s(t, threads=1)
+                elif s[0] in (tq2, tq1):
                     w = deferred[name]
                     nbytes = _TQ_BLOCK_BYTES[w.layout]
                     if s[0] == tq2:

@@ -157,6 +157,17 @@ def tl2_gemm(data, Q: np.ndarray, M: int, K: int, tiling, *, threads: int | None
     return _tl_gemm("tl2", data, Q, M, K, tiling, threads, isa, name)
 
 
+def tl_ternary(layout: str, data, M: int, K: int, tiling, *, name: str | None = None) -> np.ndarray:
+    """The ternary values of a TL1 / TL2 tensor, int8 ``(M, K)`` in {−1, 0, 1}: how the native
+    engine brings TL files into the MAD layouts at load (docs/kernels.md#tl-files-in-the-mad-layouts).
+    Same data checks and invalid-index errors as the GEMVs. Numpy twins:
+    :func:`bitnet_lab.quant.packing.unpack_tl1`, :func:`~bitnet_lab.quant.packing.unpack_tl2`."""
+    if layout not in ("tl1", "tl2"):
+        raise CodecError(f"tl_ternary: layout must be 'tl1' or 'tl2', got {layout!r}")
+    M, K = _checked_tensor(layout, f"{layout}_ternary", data, M, K, tiling, name)
+    return _k.tl_ternary(data, layout, M, K, int(tiling.BM), int(tiling.BK), int(tiling.bm), name)
+
+
 def lut_kernel_versions() -> list[dict]:
     """The LUT kernels compiled in, one dict per (op, implementation): ``op`` (tl1_build_lut,
     tl2_build_lut, tl1_gemv, tl2_gemv, tl1_gemm, tl2_gemm), ``version`` (v0 scalar, v1 AVX2, v2 AVX-512

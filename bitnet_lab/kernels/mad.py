@@ -277,6 +277,13 @@ def tq1_x16_interleave(data, M: int, K: int, out: np.ndarray | None = None) -> n
     return _k.tq1_x16_interleave(data, _dim(M, "M"), _dim(K, "K"), out)
 
 
+def tq1_x16_pack(t: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """int8 ternary values ``(M, K)`` (K % 256 == 0, K <= X16_MAX_K) -> their TQ1_0 codes in the x16
+    order, into ``out`` or a new array (numpy statement: ``mad_reference.tq1_x16_from_tq1`` of
+    ``packing.pack_tq1_0(t, d)``, any d): how the engine brings TL2 files into x16."""
+    return _k.tq1_x16_pack(t, out)
+
+
 def tq1_x16_rows(data, M: int, K: int) -> np.ndarray:
     """The inverse of :func:`tq1_x16_interleave`: a new TQ1_0 uint8 array whose block scales are 0."""
     return _k.tq1_x16_rows(data, _dim(M, "M"), _dim(K, "K"))

@@ -73,6 +73,7 @@ def verify(
     native_tensors: Mapping[str, Any] | None = None,
     progress: bool = True,
     tl_tiling: Any = None,
+    i2s_layout: str | None = None,
 ) -> VerifyReport:
     """Run the reference and the native path side by side; return a :class:`VerifyReport`.
 
@@ -86,7 +87,9 @@ def verify(
     bound on ``max|Δlogit| / max|logit|``, also the relative bound for float captures when
     locating. ``numerics`` (the profile, docs/numerics.md#12-numerics-profiles) / ``rounding`` /
     ``kv_dtype`` / ``lm_head_dtype``: the numerics both backends use (None: the profile's default).
-    ``tl_tiling``: for a path, :func:`bitnet_lab.load`'s option of that name.
+    ``tl_tiling``: for a path, :func:`bitnet_lab.load`'s option of that name. ``i2s_layout``: the
+    native engine's option of that name — which layouts it holds the projections in, so which
+    kernels are checked (None: a Model's own load option, else "auto").
     ``layers``: the layers T1/T2 check (default: module docstring). ``native_tensors``: the
     tensors the native engine is built from (default: the model's own) — a modified copy shows
     how verify localises a difference. ``progress``: tqdm bars on stderr.
@@ -103,6 +106,8 @@ def verify(
     from bitnet_lab.backend import numerics_options
 
     opts = numerics_options(numerics, rounding=rounding, kv_dtype=kv_dtype, lm_head_dtype=lm_head_dtype)
+    if i2s_layout is None:
+        i2s_layout = getattr(model_or_path, "backend_options", {}).get("i2s_layout", "auto")
     isas = _check_isas(isas)
     n_threads = kernels.effective_threads(threads)
     thread_set = sorted({1, n_threads})
@@ -115,14 +120,15 @@ def verify(
         sample = _sample_layers(config.n_layers, layers)
         return _run(config, tensors, native_tensors if native_tensors is not None else tensors, name, ids, n,
                     tolerance, opts, isas, n_threads, thread_set, sample,
-                    DEFAULT_PROMPT if prompt is None else prompt if isinstance(prompt, str) else None, progress)
+                    DEFAULT_PROMPT if prompt is None else prompt if isinstance(prompt, str) else None, progress,
+                    i2s_layout)
     finally:
         if closer is not None:
             closer()
 
 
 def _run(config, tensors, nat_tensors, name, ids, n, tolerance, opts, isas, n_threads, thread_set, sample,
-         prompt_text, progress) -> VerifyReport:
+         prompt_text, progress, i2s_layout) -> VerifyReport:
     from bitnet_lab.engine.native import NativeEngine
     from bitnet_lab.reference import ReferenceModel
 
@@ -130,7 +136,7 @@ def _run(config, tensors, nat_tensors, name, ids, n, tolerance, opts, isas, n_th
     rounding = opts["rounding"]
     act = ACT_OF_PROFILE[opts["numerics"]]
     ref = ReferenceModel(config, tensors, n_ctx_max=n_ctx, **opts)
-    engines = {th: NativeEngine(config, nat_tensors, threads=th, **opts) for th in thread_set}
+    engines = {th: NativeEngine(config, nat_tensors, threads=th, i2s_layout=i2s_layout, **opts) for th in thread_set}
     nat = engines[n_threads]
     model_isa = isas[-1]  # the best requested level (ISA_ORDER puts the best last)
 

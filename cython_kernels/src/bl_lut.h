@@ -183,6 +183,14 @@ bl_lut_status bl_tl1_scan(const uint8_t *data, int64_t M, int64_t K, int64_t BM,
                           int64_t bm, int64_t r0, int64_t r1);
 bl_lut_status bl_tl2_scan(const uint8_t *data, int64_t M, int64_t K, int64_t BM, int64_t BK,
                           int64_t r0, int64_t r1);
+/* Rows [r0, r1) (multiples of the sub-tile: bm for TL1, 32 for TL2) as int8 ternary values, row r at
+ * t + (r − r0)·K: the engine's load-time transcode of TL files into the MAD layouts
+ * (docs/kernels.md#tl-files-in-the-mad-layouts). Invalid indices are counted as by the scans (an
+ * out-of-range nibble decodes as 0 there; the caller reports the status). */
+bl_lut_status bl_tl1_ternary(const uint8_t *data, int64_t M, int64_t K, int64_t BM, int64_t BK, int64_t bm,
+                             int64_t r0, int64_t r1, int8_t *t);
+bl_lut_status bl_tl2_ternary(const uint8_t *data, int64_t M, int64_t K, int64_t BM, int64_t BK, int64_t r0,
+                             int64_t r1, int8_t *t);
 
 #ifdef __cplusplus
 }

@@ -311,6 +311,9 @@ void bl_tq1_x16_rows_v3(const uint8_t *w, uint8_t *dst, int64_t M, int64_t K, in
 static inline int64_t bl_tq1_x16_row_bytes(int64_t K) { return (K / 256) * 52; }
 /* src: an (M, K) TQ1_0 tensor (54-byte blocks) -> dst: its code bytes in x16 order (M·cb bytes). */
 void bl_tq1_x16_interleave(const uint8_t *src, uint8_t *dst, int64_t M, int64_t K);
+/* t: (M, K) int8 ternary values (row-major, each in {−1, 0, 1}) -> dst: their TQ1_0 codes in x16 order
+ * (M·cb bytes): how the engine brings TL2 files into x16. */
+void bl_tq1_x16_pack(const int8_t *t, uint8_t *dst, int64_t M, int64_t K);
 /* Rows [r0, r1) of an x16 tensor w (M rows) as TQ1_0 rows into dst (row r at dst + (r − r0)·54·K/256;
  * the block scales written as 0, which no TQ1_0 product reads); r0 % 16 == 0. */
 void bl_tq1_x16_rows(const uint8_t *w, uint8_t *dst, int64_t M, int64_t K, int64_t r0, int64_t r1);

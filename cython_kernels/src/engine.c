@@ -210,8 +210,9 @@ static inline void bl_sync(bl_thread *th, int cls) {
 
 /* ---- dynamic shares: work stealing over a phase's units ----------------------------------------
  * A decode step streams every weight once, and two cores of a shared machine rarely stream at the
- * same rate: with fixed shares the faster one waits at the barrier (docs/benchmarks.md#threads-and-
- * barriers). In a dynamic phase each thread owns its bl_split share of the units as a run
+ * same rate: with fixed shares the faster one waits at the barrier
+ * (docs/benchmarks.md#dynamic-decode-shares-2026-12-07). In a dynamic phase each thread owns its
+ * bl_split share of the units as a run
  * [front, back), takes work from its front — half of what is left, at least `grain` units, so a
  * streaming kernel gets few long calls — and when its own run is empty takes `grain` units from
  * the back of another thread's run. A run is one 64-bit word (phase, front, back) changed only by

@@ -188,3 +188,82 @@ bl_lut_status bl_tl2_scan(const uint8_t *data, int64_t M, int64_t K, int64_t BM,
     }
     return st;
 }
+
+/* ---- TL1 / TL2 back to ternary values (the engine's load-time transcode, bl_lut.h) ---------- */
+
+bl_lut_status bl_tl1_ternary(const uint8_t *data, int64_t M, int64_t K, int64_t BM, int64_t BK, int64_t bm,
+                             int64_t r0, int64_t r1, int8_t *t) {
+    (void)M;
+    bl_lut_status st = {0, -1};
+    const int64_t by = 256 / bm, subs = BM / bm;
+    for (int64_t s = r0 / bm; s < r1 / bm; ++s) {
+        const int64_t mt = s / subs, bt = s % subs;
+        int8_t *rows = t + (s * bm - r0) * K; /* row rc·16 + r16 of the sub-tile */
+        for (int64_t kt = 0; kt < K / BK; ++kt) {
+            const int64_t base = bl_tl1_block_offset(K, BM, BK, bm, mt, kt, bt);
+            for (int64_t yb = 0; yb < BK / by; ++yb) {
+                const int64_t pair0 = kt * (BK / 2) + yb * (by / 2);
+                for (int64_t rc = 0; rc < bm / 16; ++rc)
+                    for (int64_t pq = 0; pq < by / 4; ++pq)
+                        for (int r16 = 0; r16 < 16; ++r16) {
+                            const int64_t off = base + ((yb * (bm / 16) + rc) * (by / 4) + pq) * 16 + r16;
+                            const unsigned b = data[off], hi = b >> 4, lo = b & 0x0F;
+                            if (hi > BL_TL1_MAX_INDEX) BL_LUT_BAD(st, off);
+                            if (lo > BL_TL1_MAX_INDEX) BL_LUT_BAD(st, off);
+                            int8_t *w = rows + (rc * 16 + r16) * K + 2 * (pair0 + 2 * pq);
+                            w[0] = TL1_T0[hi], w[1] = TL1_T1[hi], w[2] = TL1_T0[lo], w[3] = TL1_T1[lo];
+                        }
+            }
+        }
+    }
+    return st;
+}
+
+bl_lut_status bl_tl2_ternary(const uint8_t *data, int64_t M, int64_t K, int64_t BM, int64_t BK, int64_t r0,
+                             int64_t r1, int8_t *t) {
+    bl_lut_status st = {0, -1};
+    const int64_t K3 = bl_tl2_three_k(K, BK), K2 = K - K3, subs = BM / 32;
+    for (int64_t s = r0 / 32; s < r1 / 32; ++s) {
+        const int64_t mt = s / subs, bt = s % subs;
+        int8_t *rows = t + (s * 32 - r0) * K;
+        for (int64_t kt = 0; kt < K3 / BK; ++kt) {
+            const int64_t ibase = bl_tl2_index_offset(K3, BM, BK, mt, kt, bt);
+            const uint8_t *signs = data + bl_tl2_sign_offset(M, K3, BM, BK, mt, kt, bt);
+            for (int64_t yb = 0; yb < BK / 6; ++yb) {
+                const int64_t tri0 = kt * (BK / 3) + 2 * yb; /* triple of the high nibble */
+                const uint8_t *unit = signs + 32 * (yb / 4);
+                const int g8 = (int)(2 * (yb % 4));
+                for (int p = 0; p < 32; ++p) {
+                    const int64_t off = ibase + 32 * yb + p;
+                    const unsigned b = data[off], hi = b >> 4, lo = b & 0x0F;
+                    const int r = bl_tl2_row_of_byte(p);
+                    if (hi > BL_TL2_MAX_MAG) BL_LUT_BAD(st, off);
+                    if (lo > BL_TL2_MAX_MAG) BL_LUT_BAD(st, off);
+                    const unsigned m[2] = {hi > BL_TL2_MAX_MAG ? 0 : hi, lo > BL_TL2_MAX_MAG ? 0 : lo};
+                    for (int e = 0; e < 2; ++e) {
+                        const int neg = (int)tl2_sign(unit, g8 + e, r);
+                        int8_t *w = rows + r * K + 3 * (tri0 + e);
+                        w[0] = (int8_t)(neg ? -TL2_T0[m[e]] : TL2_T0[m[e]]);
+                        w[1] = (int8_t)(neg ? -TL2_T1[m[e]] : TL2_T1[m[e]]);
+                        w[2] = (int8_t)(neg ? -TL2_T2[m[e]] : TL2_T2[m[e]]);
+                    }
+                }
+            }
+        }
+        for (int64_t kt2 = 0; kt2 < K2 / BL_TL2_TAIL_BK; ++kt2) {
+            const int64_t tbase = bl_tl2_tail_offset(M, K3, K2, BM, mt, kt2, bt);
+            for (int64_t yb = 0; yb < 8; ++yb) {
+                const int64_t pair0 = kt2 * 16 + 2 * yb;
+                for (int p = 0; p < 32; ++p) {
+                    const int64_t off = tbase + 32 * yb + p;
+                    const unsigned b = data[off], hi = b >> 4, lo = b & 0x0F;
+                    if (hi > BL_TL1_MAX_INDEX) BL_LUT_BAD(st, off);
+                    if (lo > BL_TL1_MAX_INDEX) BL_LUT_BAD(st, off);
+                    int8_t *w = rows + bl_tl2_row_of_byte(p) * K + K3 + 2 * pair0;
+                    w[0] = TL1_T0[hi], w[1] = TL1_T1[hi], w[2] = TL1_T0[lo], w[3] = TL1_T1[lo];
+                }
+            }
+        }
+    }
+    return st;
+}

@@ -758,7 +758,7 @@ void bl_tq1_gemv_v4(const uint8_t *w, const int8_t *q, int32_t sum_q, int32_t *o
 /* The x16 stream is read with one software prefetch per 64 bytes, into L1, this far ahead: with ~10
  * vector instructions per 64 bytes the hardware prefetchers alone left the stream well short of the
  * read bandwidth, and prefetcht1 (into L2) or a shorter / longer distance was slower
- * (docs/benchmarks.md#tq1_0-x16-layout). */
+ * (docs/benchmarks.md#tq1_0-x16-layout-2026-12-07). */
 #ifndef BL_X16_PF_BYTES
 #define BL_X16_PF_BYTES 2048
 #endif

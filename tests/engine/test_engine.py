@@ -36,7 +36,7 @@ from bitnet_lab.engine import residency
 from bitnet_lab.tools.dummy import generate_dummy
 from bitnet_lab.engine import ENGINE_CHUNK, PROJECTIONS, NativeEngine, rope_tables
 from bitnet_lab.errors import BitnetLabError, CodecError, ConfigError
-from bitnet_lab.quant import mad_reference, ternary
+from bitnet_lab.quant import mad_reference, packing, ternary
 from bitnet_lab.tensors import FloatTensor, TernaryWeight
 from bitnet_lab.tools.testing import tiny_model
 
@@ -582,14 +582,17 @@ def test_weights_are_not_copied(dummy_models):
 
 
 @pytest.mark.parametrize("layout,i2s_layout", [("i2_s", "x4"), ("i2_s", "auto"), ("i2_s", "file"), ("tq2_0", "x4"),
-                                               ("tq2_0", "file"), ("tq1_0", "x4"), ("tq1_0", "auto"), ("tq1_0", "file")])
+                                               ("tq2_0", "file"), ("tq1_0", "x4"), ("tq1_0", "auto"), ("tq1_0", "file"),
+                                               ("tl1", "x4"), ("tl1", "auto"), ("tl1", "file"), ("tl2", "x4"),
+                                               ("tl2", "auto"), ("tl2", "file")])
 def test_i2s_x4_layout_is_a_reordered_copy_with_the_same_results(dummy_models, layout, i2s_layout):
-    """x4 holds the file's I2_S bytes (TQ2_0: its codes as I2_S, kernels.tq2_to_i2s) re-ordered,
-    x16 the TQ1_0 codes re-ordered (block scales dropped); logits are bit-identical to the kernels
-    that read the file's layout, at every ISA level."""
+    """x4 holds the file's I2_S bytes (TQ2_0: its codes as I2_S, kernels.tq2_to_i2s; TL1: its weights
+    as I2_S) re-ordered, x16 the TQ1_0 codes re-ordered (block scales dropped; TL2: its weights as
+    TQ1_0 codes); logits are bit-identical to the kernels that read the file's layout (the LUT
+    kernels for TL), at every ISA level."""
     m = dummy_models[layout]
     eng = NativeEngine(m.config, m.tensors, threads=2, i2s_layout=i2s_layout)
-    native = kernels.tq1_x16_native() if layout == "tq1_0" else kernels.i2s_x4_native()
+    native = kernels.i2s_x4_native() if layout in ("i2_s", "tq2_0") else kernels.tq1_x16_native()
     moved = i2s_layout == "x4" or (i2s_layout == "auto" and native)
     assert eng.i2s_layout == eng.numerics["i2s_layout"] == ("x4" if moved else "file")
     shapes = m.config.projection_shapes()
@@ -597,7 +600,16 @@ def test_i2s_x4_layout_is_a_reordered_copy_with_the_same_results(dummy_models, l
         M, K = shapes[name.split(".")[2]]
         kind, data = eng.packed_weight(name)
         file_bytes = np.asarray(m.tensors[name].data).reshape(-1)
-        if moved and layout == "tq1_0":
+        if layout in ("tl1", "tl2") and moved:  # the weights the file holds, in a MAD layout
+            w = m.tensors[name].ternary_matrix()
+            if layout == "tl1":
+                assert kind == "i2_s_x4" and np.array_equal(data, mad_reference.i2s_x4_from_rowmajor(
+                    packing.pack_i2_s(w), M, K))
+            else:
+                assert kind == "tq1_0_x16" and np.array_equal(data, mad_reference.tq1_x16_from_tq1(
+                    packing.pack_tq1_0(w, packing.tq_default_block_scales(w, 1.0)), M, K))
+            assert not np.shares_memory(data, file_bytes) and data.__array_interface__["data"][0] % 64 == 0
+        elif moved and layout == "tq1_0":
             assert kind == "tq1_0_x16" and not np.shares_memory(data, file_bytes)
             assert np.array_equal(data, mad_reference.tq1_x16_from_tq1(file_bytes, M, K))
             assert data.__array_interface__["data"][0] % 64 == 0

@@ -267,6 +267,46 @@ def test_blob_lengths_accepted():
     np.testing.assert_array_equal(kernels.tl1_gemv(with_slot, q, M, K, TLTiling(64, 64, 32)), want)
 
 
+# ---- TL back to ternary values (the engine's load-time transcode) ---------------------------------
+
+
+@pytest.mark.parametrize("layout", ["tl1", "tl2"])
+def test_tl_ternary_is_the_unpack_twin(layout):
+    """kernels.tl_ternary (lut_scalar.c) gives the weights packing.unpack_tl1 / unpack_tl2 read, on
+    every preset and every extra tiling (tails, BK extremes, several tiles), blob lengths with the
+    scale slot included."""
+    rng = np.random.default_rng(12)
+    cases = TL1_CASES if layout == "tl1" else TL2_CASES
+    for M, K, tiling in cases:
+        t = ternary(rng, M, K)
+        data = (packing.pack_tl1 if layout == "tl1" else packing.pack_tl2)(t, tiling)
+        got = kernels.tl_ternary(layout, data, M, K, tiling)
+        assert got.dtype == np.int8 and got.shape == (M, K)
+        np.testing.assert_array_equal(got, t, err_msg=f"{layout} {case_id((M, K, tiling))}")
+        unpack = packing.unpack_tl1 if layout == "tl1" else packing.unpack_tl2
+        np.testing.assert_array_equal(got, unpack(data, M, K, tiling))
+
+
+def test_tl_ternary_reports_invalid_indices_as_the_gemvs():
+    rng = np.random.default_rng(13)
+    M, K, tiling = 128, 384, TLTiling(64, 128, 64)
+    bad = packing.pack_tl1(ternary(rng, M, K), tiling)
+    bad[[700, 9000]] = (0xF0 | (bad[700] & 0x0F), (bad[9000] & 0xF0) | 0x09)
+    r, k = lut.tl1_byte_location(700, M, K, tiling)
+    with pytest.raises(CodecError, match=rf"tl1_ternary\('w\.0'\): TL1 .* 2 invalid pair index nibble\(s\).*byte 700 .*row {r}, columns {k}\.\."):
+        kernels.tl_ternary("tl1", bad, M, K, tiling, name="w.0")
+    M, K, tiling = 64, 320, TLTiling(32, 96, 32)
+    bad = packing.pack_tl2(ternary(rng, M, K), tiling)
+    off = M * 288 // 6 - 3
+    bad[off] = (bad[off] & 0x0F) | 0xE0
+    with pytest.raises(CodecError, match=rf"1 invalid .*byte {off}, in the triples part"):
+        kernels.tl_ternary("tl2", bad, M, K, tiling)
+    with pytest.raises(CodecError, match="needs"):
+        kernels.tl_ternary("tl2", bad[:100], M, K, tiling)
+    with pytest.raises(CodecError, match="layout must be"):
+        kernels.tl_ternary("tq1_0", bad, M, K, tiling)
+
+
 # ---- invalid data and arguments ------------------------------------------------------------------
 
 
@@ -513,14 +553,16 @@ def test_lut_fault_env_var():
 
 @pytest.mark.parametrize("layout", ["tl1", "tl2"])
 def test_verify_catches_a_lut_fault(tmp_path, layout, no_fault):
-    """On a TL model the engine runs the LUT kernels (and, on the amx level, the TL GEMM for
-    prefill): a fault in any is caught by verify's kernel tier (named) and by its model tier."""
+    """On a TL model held in the file's layout (i2s_layout="file"; "auto" moves TL into the MAD
+    layouts where the level has the x16 GEMV) the engine runs the LUT kernels (and, on the amx
+    level, the TL GEMM for prefill): a fault in any is caught by verify's kernel tier (named) and
+    by its model tier."""
     pytest.importorskip("jax")
     import bitnet_lab
     from bitnet_lab.tools.dummy import generate_dummy
 
     path = generate_dummy("tiny", tmp_path / f"tiny_{layout}.gguf", outtype=layout, progress=False)
-    model = bitnet_lab.load(path)
+    model = bitnet_lab.load(path, i2s_layout="file")
     try:
         assert model.runner.packed_weight("blk.0.attn_q.weight")[0] == layout
         isa = (kernels.active_isa(),)

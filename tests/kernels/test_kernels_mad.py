@@ -243,6 +243,22 @@ def test_tq1_x16_interleave_is_the_numpy_layout_and_inverts():
         kernels.tq1_x16_gemv(np.zeros(52 * 128, np.uint8), np.zeros(32768, np.int8), 1, 32768)
 
 
+def test_tq1_x16_pack_is_tq1_encoding_in_x16_order():
+    rng = np.random.default_rng(14)
+    for M, K in ((1, 256), (16, 768), (35, 2560), (3, 6912)):
+        t = rng.integers(-1, 2, size=(M, K), dtype=np.int8)
+        want = ref.tq1_x16_from_tq1(packing.pack_tq1_0(t, packing.tq_default_block_scales(t, 0.5)), M, K)
+        np.testing.assert_array_equal(kernels.tq1_x16_pack(t), want, err_msg=f"M={M} K={K}")
+        out = np.empty(want.size, np.uint8)
+        assert kernels.tq1_x16_pack(t, out=out) is out
+    with pytest.raises(CodecError, match="outside"):
+        kernels.tq1_x16_pack(np.full((2, 256), 2, np.int8))
+    with pytest.raises(CodecError, match="C-contiguous int8"):
+        kernels.tq1_x16_pack(np.zeros((2, 256), np.int16))
+    with pytest.raises(CodecError, match="K % 256"):
+        kernels.tq1_x16_pack(np.zeros((2, 128), np.int8))
+
+
 @pytest.mark.parametrize("op,version", version_params(["i2s_x4_gemv", "i2s_x4_gemm"]))
 def test_i2s_x4_thread_counts_agree(op, version):
     """Row ranges of 4 rows and more, a tail group of 1 row (M = 37), odd block count (K = 1152)."""

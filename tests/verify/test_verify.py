@@ -136,8 +136,16 @@ def test_dummy_layouts_pass(tmp_path_factory, layout):
     # TQ2_0 runs on the x4 kernels where the level has a native x4 GEMV (the engine re-orders its
     # codes at load), else on its own kernels: verify checks the ones the engine runs
     tq2_ops = {GEMV_OP, GEMM_OP} if kernels.i2s_x4_native() else {"tq2_gemv", "tq2_gemm"}
-    tl2_ops = {"quantize_act", "tl2_build_lut", "tl2_gemv"} | ({"tl2_gemm"} if "amx" in kernels.available_isas() else set())  # prefill GEMM
+    # TL2 runs on the x16 kernels where the level has the native x16 GEMV (decoded at load,
+    # docs/kernels.md#tl-files-in-the-mad-layouts), else on the LUT kernels (and, on amx, the TL GEMM)
+    if kernels.tq1_x16_native():
+        tl2_ops = {"quantize_act", "tq1_x16_gemv", "tq1_x16_gemm"}
+    else:
+        tl2_ops = {"quantize_act", "tl2_build_lut", "tl2_gemv"} | ({"tl2_gemm"} if "amx" in kernels.available_isas() else set())
     assert ops == ({"quantize_act", *tq2_ops} if layout == "tq2_0" else tl2_ops)
+    if layout == "tl2":  # held in the file's layout, the LUT kernels are the ones checked
+        rep = verify(path, n=1, threads=THREADS, progress=False, i2s_layout="file")
+        assert rep.passed and "tl2_gemv" in {c.op for c in rep.kernel.checks}, rep.to_text()
 
 
 def test_options_are_mirrored_and_recorded(model):

@@ -86,8 +86,8 @@ def add_i2s_layout_flag(g: Any) -> None:
     """``--i2s-layout`` (run, chat, bench): the native engine's ``i2s_layout`` load option."""
     g.add_argument("--i2s-layout", choices=I2S_LAYOUT_CHOICES, default="auto",
                    help="native engine: I2_S/TQ2_0 projections re-ordered at load into the x4 layout and TQ1_0 "
-                        "ones into the x16 layout (x4), used as stored (file), or each where the CPU has a native "
-                        "GEMV for it (auto, default)")
+                        "ones into the x16 layout, TL1/TL2 ones decoded into x4/x16 (x4), used as stored (file: "
+                        "TL on the LUT kernels), or each where the CPU has a native GEMV for it (auto, default)")
 
 
 def i2s_layout_options(layout: str, backends: Sequence[str]) -> dict[str, str]:

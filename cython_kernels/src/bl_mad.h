@@ -53,7 +53,7 @@
  * TQ1_0 packs 5 trits a byte, and its GEMV does ~10 vector instructions per 64 bytes: close to
  * what a core's share of the memory delivers, so the stream must never stall. A row-major GEMV
  * reads 4 rows in lockstep (4 streams), which overlapped badly with that much arithmetic
- * (docs/kernels.md#tq1_0-x16). x16 keeps the 1.69-bit codes and drops the per-block fp16 scales
+ * (docs/kernels.md#the-tq1_0-x16-layout). x16 keeps the 1.69-bit codes and drops the per-block fp16 scales
  * (the engine requires them uniform and keeps the one value as gamma):
  *   cb = 52·K/256 code bytes per row: each block's qs[0..47] and qh[0..3], blocks in order;
  *   group g = rows 16g..16g+m−1 (m = 16, or the M − 16g rows of a last short group) occupies

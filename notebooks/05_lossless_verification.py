@@ -195,14 +195,15 @@ viz.show_report(report)
 # adds 1 to the entries of its first table. Any kernel the engine runs can be broken
 # (`kernels.FAULT_OPS`); we pick the GEMV this model's projections actually run
 # (`kernels.LAYOUT_OPS` of the layout the engine holds them in: I2_S, its x4 re-order, TQ1_0/TQ2_0,
-# TL1 or TL2). (The switch exists for exactly this purpose; it is off by default and
+# TQ1_0's x16 re-order, TL1 or TL2; a TL file is decoded into x4 / x16 at load where the ISA level
+# has the x16 GEMV). (The switch exists for exactly this purpose; it is off by default and
 # `kernels.fault_status()` shows it.) We verify again on the active ISA level with the fault on,
 # then switch it off and verify once more.
 
 # %%
 layout = native.runner.packed_weight(f"blk.0.{PROJECTIONS[0]}.weight")[0]
 print(f"the projections run as {layout}: the engine calls {', '.join(kernels.LAYOUT_OPS[layout])} (and quantize_act)")
-if FAULT_OP is None:  # e.g. i2s_x4_gemv where the engine re-orders I2_S at load, tl2_gemv on a TL2 file
+if FAULT_OP is None:  # e.g. i2s_x4_gemv where the engine re-orders I2_S at load, tl2_gemv on a TL2 file held as stored
     FAULT_OP = kernels.LAYOUT_OPS[layout][0]
 kernels.inject_fault(FAULT_OP)
 try:

@@ -20,37 +20,8 @@ static inline __m512i q6k_scale_index(int v) {
                             4 * v + 0, 4 * v + 0, 4 * v + 0, 4 * v + 0, 4 * v + 0, 4 * v + 0, 4 * v + 0, 4 * v + 0);
 }
 
-static inline int32_t q6k_block_isum512(const uint8_t *blk, const int8_t *x, const int16_t *bs) {
-    const __m512i m4 = _mm512_set1_epi8(0x0f), m3 = _mm512_set1_epi8(0x03);
-    const __m128i sc8 = _mm_loadu_si128((const __m128i *)(blk + BL_Q6_K_SCALES));
-    const __m512i sc16 = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(sc8)); /* 16 scales as int16 */
-    __m512i acc = _mm512_setzero_si512();
-    for (int h = 0; h < 2; ++h) {
-        const __m512i ql = _mm512_loadu_si512((const void *)(blk + 64 * h));
-        const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + BL_Q6_K_QH + 32 * h)));
-        /* low half: fields at bits 1:0 (elements 0..31 of the run), high half: 3:2 (32..63) */
-        const __m512i qh01 = _mm512_mask_blend_epi64(0xF0, qh, _mm512_srli_epi16(qh, 2));
-        const __m512i qh23 = _mm512_srli_epi16(qh01, 4); /* fields 5:4 and 7:6 */
-        /* high bits masked to 0..3 before the 16-bit shift by 4, so nothing crosses a byte */
-        const __m512i u01 = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_slli_epi16(_mm512_and_si512(qh01, m3), 4));
-        const __m512i u23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
-                                            _mm512_slli_epi16(_mm512_and_si512(qh23, m3), 4));
-        const __m512i p01 = _mm512_maddubs_epi16(u01, _mm512_loadu_si512((const void *)(x + 128 * h)));
-        const __m512i p23 = _mm512_maddubs_epi16(u23, _mm512_loadu_si512((const void *)(x + 128 * h + 64)));
-        acc = _mm512_add_epi32(acc, _mm512_madd_epi16(p01, _mm512_permutexvar_epi16(q6k_scale_index(2 * h), sc16)));
-        acc = _mm512_add_epi32(acc, _mm512_madd_epi16(p23, _mm512_permutexvar_epi16(q6k_scale_index(2 * h + 1), sc16)));
-    }
-    const __m256i corr = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), _mm256_loadu_si256((const __m256i *)bs));
-    const __m256i a8 = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
-    const __m256i t = _mm256_sub_epi32(a8, _mm256_slli_epi32(corr, 5));
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return _mm_cvtsi128_si32(s);
-}
-
 /* The 16 int32 lanes of one block's products, the −32 offset included (their sum is the block's
- * isum): q6k_block_isum512 before its horizontal reduction. */
+ * isum, q6k_block_isum512). */
 static inline __m512i q6k_block_lanes512(const uint8_t *blk, const int8_t *x, const int16_t *bs) {
     const __m512i m4 = _mm512_set1_epi8(0x0f), m3 = _mm512_set1_epi8(0x03);
     const __m128i sc8 = _mm_loadu_si128((const __m128i *)(blk + BL_Q6_K_SCALES));
@@ -71,6 +42,11 @@ static inline __m512i q6k_block_lanes512(const uint8_t *blk, const int8_t *x, co
         acc = _mm512_add_epi32(acc, _mm512_madd_epi16(p23, _mm512_permutexvar_epi16(q6k_scale_index(2 * h + 1), sc16)));
     }
     return acc;
+}
+
+/* The exact integer isum of one block (bl_q6k.h): the sum of its 16 lanes. */
+static inline int32_t q6k_block_isum512(const uint8_t *blk, const int8_t *x, const int16_t *bs) {
+    return _mm512_reduce_add_epi32(q6k_block_lanes512(blk, x, bs));
 }
 
 /* Lanes of four rows' accumulators summed per 128-bit chunk: chunk c holds [Σ_c a, Σ_c b, Σ_c c, Σ_c d]. */

@@ -304,6 +304,7 @@ def to_x4(specs: list[tuple[str, list]], deferred: Mapping[str, TernaryWeight], 
     from dataclasses import replace
 
     from bitnet_lab.engine.residency import _arena, copy_bytes, drop_pages
+    from bitnet_lab.quant.tiling import TLTiling
 
     i2s, tq2, tq1 = LAYOUT_CODE["i2_s"], LAYOUT_CODE["tq2_0"], LAYOUT_CODE["tq1_0"]
     tl1, tl2 = LAYOUT_CODE["tl1"], LAYOUT_CODE["tl2"]
@@ -328,11 +329,8 @@ def to_x4(specs: list[tuple[str, list]], deferred: Mapping[str, TernaryWeight], 
                 copy_bytes(src.reshape(-1), buf)
                 drop_pages(src)  # pages a reader touched (e.g. the TQ2_0 scales) leave RSS
                 if s[0] in (tl1, tl2):  # decoded, re-encoded in the MAD layout of the same or fewer bytes
-                    from bitnet_lab.quant import tiling
-
-                    w = deferred[name]
-                    t = kernels.tl_ternary(w.layout, buf, M, K, tiling.validate_tiling(w.layout, M, K, w.tiling),
-                                           name=name)
+                    # s[7]: the tiling projection_spec validated
+                    t = kernels.tl_ternary(deferred[name].layout, buf, M, K, TLTiling(*s[7]), name=name)
                     s[7] = None
                     if s[0] == tl2:
                         s[1] = kernels.tq1_x16_pack(t, out=arena[off : off + n])

@@ -750,12 +750,6 @@ static void epilogue_rows(const bl_job *j, const bl_act *a, int64_t r0, int64_t 
     }
 }
 
-/* All threads, each with its own copy `a` of the quantised input (every thread computed it, so
- * no barrier was needed before): the concatenated output rows of the jobs are cut into tiles,
- * each thread takes a contiguous run of tiles, computes the exact products and the epilogue.
- * TL jobs build their tables privately (one input row at a time, into `lut`, one slot of
- * lut_max bytes per job; jobs of the same kind share a table). Ends with a barrier (the outputs
- * are read by every thread next); the work is booked to profile class `cls`. */
 /* Captures of rows [r0, r1) of job j (the acc and out copies of every input row). */
 static void capture_rows(const bl_job *j, const bl_act *a, int64_t row0, int64_t r0, int64_t r1) {
     const int64_t M = j->w->M;
@@ -764,6 +758,18 @@ static void capture_rows(const bl_job *j, const bl_act *a, int64_t row0, int64_t
             memcpy((int32_t *)j->cap_acc + (row0 + n) * M + r0, j->acc + n * M + r0, (size_t)(r1 - r0) * 4);
         if (j->cap_out)
             memcpy((float *)j->cap_out + (row0 + n) * M + r0, j->y + n * j->ldy + r0, (size_t)(r1 - r0) * 4);
+    }
+}
+
+/* Tiles [t0, t1) of a group's concatenated jobs as each job's rows [r0[j], r1[j]) (empty: 0, 0). */
+static void tiles_to_rows(const bl_job *jobs, int njobs, int64_t t0, int64_t t1, int64_t *r0, int64_t *r1) {
+    int64_t first = 0;
+    for (int j = 0; j < njobs; ++j) {
+        const int64_t g = tile_rows(jobs[j].w), M = jobs[j].w->M, tiles = (M + g - 1) / g;
+        const int64_t u0 = t0 > first ? t0 - first : 0, u1 = t1 - first < tiles ? t1 - first : tiles;
+        r0[j] = u0 < u1 ? u0 * g : 0;
+        r1[j] = u0 < u1 ? (u1 * g < M ? u1 * g : M) : 0;
+        first += tiles;
     }
 }
 
@@ -796,24 +802,25 @@ static const uint8_t *tl_table(const bl_isa_kernels *tab, const bl_job *jobs, in
 static void run_group_dynamic(bl_thread *th, const bl_isa_kernels *tab, const bl_job *jobs, int njobs,
                               const bl_act *a, int64_t row0, int64_t n_tiles, int cls) {
     work_begin(th, n_tiles);
-    int64_t t0, t1;
+    int64_t t0, t1, r0[3], r1[3];
     while (work_claim(th, BL_GROUP_GRAIN, &t0, &t1)) {
-        int64_t first = 0;
-        for (int j = 0; j < njobs; ++j) { /* the claimed tiles that fall in job j */
-            const int64_t g = tile_rows(jobs[j].w), M = jobs[j].w->M, tiles = (M + g - 1) / g;
-            const int64_t u0 = t0 > first ? t0 - first : 0, u1 = t1 - first < tiles ? t1 - first : tiles;
-            if (u0 < u1) {
-                const int64_t r0 = u0 * g, r1 = u1 * g < M ? u1 * g : M;
-                mad_rows(tab->mad, &jobs[j], a, r0, r1);
-                epilogue_rows(&jobs[j], a, r0, r1);
-                capture_rows(&jobs[j], a, row0, r0, r1);
-            }
-            first += tiles;
+        tiles_to_rows(jobs, njobs, t0, t1, r0, r1);
+        for (int j = 0; j < njobs; ++j) {
+            if (r0[j] >= r1[j]) continue;
+            mad_rows(tab->mad, &jobs[j], a, r0[j], r1[j]);
+            epilogue_rows(&jobs[j], a, r0[j], r1[j]);
+            capture_rows(&jobs[j], a, row0, r0[j], r1[j]);
         }
     }
     bl_sync(th, cls);
 }
 
+/* All threads, each with its own copy `a` of the quantised input (every thread computed it, so
+ * no barrier was needed before): the concatenated output rows of the jobs are cut into tiles,
+ * each thread takes a contiguous run of tiles (decode of MAD jobs: shared out dynamically), computes the exact products and the epilogue.
+ * TL jobs build their tables privately (one input row at a time, into `lut`, one slot of
+ * lut_max bytes per job; jobs of the same kind share a table). Ends with a barrier (the outputs
+ * are read by every thread next); the work is booked to profile class `cls`. */
 static void run_group(bl_thread *th, const bl_isa_kernels *tab, const bl_job *jobs, int njobs, const bl_act *a,
                       uint8_t *lut, int64_t lut_max, int64_t row0, bl_error *err, int cls) {
     const int tid = th->tid, nt = th->nt;
@@ -830,15 +837,9 @@ static void run_group(bl_thread *th, const bl_isa_kernels *tab, const bl_job *jo
         run_group_dynamic(th, tab, jobs, njobs, a, row0, n_tiles, cls);
         return;
     }
-    int64_t lo, hi, first = 0;
+    int64_t lo, hi;
     bl_split(n_tiles, tid, nt, &lo, &hi);
-    for (int j = 0; j < njobs; ++j) { /* this thread's rows of each job: [r0, r1), maybe empty */
-        const int64_t g = tile_rows(jobs[j].w), M = jobs[j].w->M, tiles = (M + g - 1) / g;
-        const int64_t t0 = lo > first ? lo - first : 0, t1 = hi - first < tiles ? hi - first : tiles;
-        r0[j] = t0 < t1 ? t0 * g : 0;
-        r1[j] = t0 < t1 ? (t1 * g < M ? t1 * g : M) : 0;
-        first += tiles;
-    }
+    tiles_to_rows(jobs, njobs, lo, hi, r0, r1); /* this thread's rows of each job, maybe empty */
     int by_gemm[3] = {0, 0, 0}; /* TL jobs done by the TL GEMM */
     for (int j = 0; j < njobs; ++j) {
         if (r0[j] >= r1[j]) continue;

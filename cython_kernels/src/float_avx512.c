@@ -660,7 +660,9 @@ static void dot2_f16(const float *h, const uint16_t *a, const uint16_t *b, int64
  * time, the hidden rows' slice of LM_KC floats re-used by every weight row of the block, each
  * (weight row, hidden row) pair's 32 lane sums parked in `acc` between chunks. Each pair's lanes
  * still add its products in k order, then finish: every logit equals dot_f16's bit for bit
- * (engine_float.h, the canonical order). */
+ * (engine_float.h, the canonical order). The first tile of each row pair of a block prefetches the
+ * same lines of the next block's rows into L2: the access pattern (LM_RB short runs per chunk) is
+ * one the hardware prefetchers follow late, and the tiles' arithmetic is long enough to hide it. */
 #define LM_HG 4   /* hidden rows per register tile: 2·2·4 accumulators + 4 weight vectors */
 #define LM_RB 8   /* weight rows per block (even) */
 #define LM_KC 512 /* weights per chunk (a multiple of 32) */
@@ -671,7 +673,7 @@ static void dot2_f16(const float *h, const uint16_t *a, const uint16_t *b, int64
 static inline __attribute__((always_inline)) void dot_tile_chunk(const float *h, int nh, int64_t K,
                                                                  const uint16_t *w0, const uint16_t *w1, int nw,
                                                                  int64_t kc, float acc[][LM_NMAX][LANES],
-                                                                 const int fused) {
+                                                                 const int fused, int64_t pf) {
     __m512 lo[2][LM_HG], hi[2][LM_HG];
     for (int i = 0; i < nw; ++i)
         for (int n = 0; n < nh; ++n) {
@@ -680,6 +682,10 @@ static inline __attribute__((always_inline)) void dot_tile_chunk(const float *h,
         }
     for (int64_t k = 0; k < kc; k += 32) {
         __m512 wl[2], wh[2];
+        if (pf) { /* the same line of the next block's rows, into L2 (pf: bytes to them, 0: none) */
+            _mm_prefetch((const char *)(w0 + k) + pf, _MM_HINT_T1);
+            if (nw == 2) _mm_prefetch((const char *)(w1 + k) + pf, _MM_HINT_T1);
+        }
         wl[0] = cvt16_f16(w0 + k);
         wh[0] = cvt16_f16(w0 + k + 16);
         if (nw == 2) {
@@ -704,15 +710,15 @@ static inline __attribute__((always_inline)) void dot_tile_chunk(const float *h,
 /* dot_tile_chunk with nh, nw and fused constants, so the accumulators are registers. fused
  * (BL_FT_F16_H16): exact products, so fmadd gives the same bits as mul-then-add. */
 static void dot_tile_any(const float *h, int nh, int64_t K, const uint16_t *w0, const uint16_t *w1, int nw,
-                         int64_t kc, float acc[][LM_NMAX][LANES], int fused) {
+                         int64_t kc, float acc[][LM_NMAX][LANES], int fused, int64_t pf) {
 #define LM_CASE(NH)                                                                                 \
     case NH:                                                                                        \
         if (nw == 2) {                                                                              \
-            if (fused) dot_tile_chunk(h, NH, K, w0, w1, 2, kc, acc, 1);                             \
-            else dot_tile_chunk(h, NH, K, w0, w1, 2, kc, acc, 0);                                   \
+            if (fused) dot_tile_chunk(h, NH, K, w0, w1, 2, kc, acc, 1, pf);                         \
+            else dot_tile_chunk(h, NH, K, w0, w1, 2, kc, acc, 0, pf);                               \
         } else {                                                                                    \
-            if (fused) dot_tile_chunk(h, NH, K, w0, w1, 1, kc, acc, 1);                             \
-            else dot_tile_chunk(h, NH, K, w0, w1, 1, kc, acc, 0);                                   \
+            if (fused) dot_tile_chunk(h, NH, K, w0, w1, 1, kc, acc, 1, pf);                         \
+            else dot_tile_chunk(h, NH, K, w0, w1, 1, kc, acc, 0, pf);                               \
         }                                                                                           \
         break;
     switch (nh) {
@@ -741,8 +747,10 @@ static void lm_f16_multi(const uint8_t *W, int64_t row_bytes, int64_t K, int64_t
                     for (int n = 0; n < nn; n += LM_HG) {
                         /* acc + i: rows i, i + 1; the hidden rows' columns from n (a view of acc) */
                         float(*a)[LM_NMAX][LANES] = (float(*)[LM_NMAX][LANES])&acc[i][n][0];
+                        /* the first tile of a row pair prefetches the next block's same lines */
+                        const int64_t pf = n == 0 && n0 == 0 && rb + 2 * LM_RB <= r1 ? LM_RB * row_bytes : 0;
                         dot_tile_any(h + (n0 + n) * K + k0, nn - n < LM_HG ? nn - n : LM_HG, K, w0, w1, nw, kc, a,
-                                     fused);
+                                     fused, pf);
                     }
                 }
             }

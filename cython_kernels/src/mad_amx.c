@@ -507,6 +507,171 @@ ALWAYS_INLINE void tiles_amx(int fmt, const uint8_t *w, tl_geom *tg, const int8_
     _tile_release();
 }
 
+/* ---- Small calls (2 to 16 tokens): the weights as A tiles ---------------------------------
+ * A batch of a few sequences or a verification pass has too few tokens for the 16-token A tiles
+ * above to amortise the B tiles' decode (a transpose of 16 rows' packed dwords, then four planes
+ * split out of each), so such a call cost about what 16 tokens cost. Here the roles swap:
+ *   C[16 rows × N int32] += A[16 rows × 64 codes, uint8] · B[16 × N·4 int8]     (TDPBUSD)
+ * A row m is 64 consecutive codes of weight row r + m: two planes of the row's 32-byte block,
+ * already in weight order, so one 32-byte load, two shifts and two masks give a 128-weight block's
+ * two A rows (no shuffle at all). B holds the call's N activation rows in the VNNI order (row k4:
+ * for each token n the 4 activations of weights 4·k4 .. 4·k4 + 3), packed once per call; the C
+ * tiles of a panel of up to 64 rows stay in their registers over the whole K, starting at −sum_q
+ * of their column's token, so the integer result is Σ c·q − Σ q = Σ t·q exactly, as above. */
+#define BL_AMX_SN_GROUPS 4 /* C tiles (16 weight rows each) of a small-call panel */
+#ifndef BL_AMX_SN_DEPTH
+#define BL_AMX_SN_DEPTH 3 /* blocks of A tiles in flight: decoded D − 1 blocks ahead of their products */
+#endif
+#ifndef BL_AMX_SN_MAX
+#define BL_AMX_SN_MAX 16 /* most tokens of a small call (a B tile row holds 16 tokens' dwords) */
+#endif
+
+/* Tiles of a small call of n tokens: tmm0..3 = C (16 × n·4 bytes), tmm4, 5 = A (16 × 64),
+ * tmm6, 7 = B (16 × n·4); A and B each alternate between two registers, so a tile load need not
+ * wait for the product that reads the other one. */
+static inline void sn_configure(int n) {
+    bl_amx_config c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int i = 0; i < 8; ++i) {
+        c.rows[i] = 16;
+        c.colsb[i] = (uint16_t)(i == 4 || i == 5 ? 64 : 4 * n);
+    }
+    _tile_loadconfig(&c);
+}
+
+/* Q (n × K int8, rows K apart) -> bq: for each 64-weight step s, the 16 × n·4-byte B tile, whose
+ * row k4 holds dword (16·s + k4) of every token's row: a dword transpose. */
+static void sn_pack_b(const int8_t *Q, int64_t n, int64_t K, int32_t *bq) {
+    const int64_t K4 = K / 4;
+    for (int64_t t = 0; t < n; ++t) {
+        const int32_t *src = (const int32_t *)(Q + t * K);
+        for (int64_t k4 = 0; k4 < K4; ++k4) {
+            int32_t v;
+            memcpy(&v, src + k4, 4);
+            bq[k4 * n + t] = v;
+        }
+    }
+}
+
+/* Block b of the rows of 4-row groups [q0, q1) of the panel at r (16·g rows, r % 16 == 0) ->
+ * dst[h][g][16][64] (h = the block's first / second 64 weights): A row m of half h = planes 2h, 2h + 1 of the row's 32 bytes, shifted into each
+ * byte's low bits (64-bit shifts: the bits that cross into a byte from its neighbour are masked
+ * off). The rows' addresses are stepped, four rows (an x4 group) at a time, not recomputed: the
+ * decode is a few vector operations a row, and block_bytes' arithmetic would double it. Also
+ * prefetches the same block of the next panel's rows (pf_rows of them) into L2, once per line. */
+ALWAYS_INLINE void sn_decode_groups(int fmt, const uint8_t *w, int64_t K, int64_t r, int g, int64_t b, uint8_t *dst,
+                                    int64_t pf_rows, int q0, int q1) {
+    const __m512i three = _mm512_set1_epi8(3);
+    const int lo0 = plane_shift(fmt, 0), lo1 = plane_shift(fmt, 1), lo2 = plane_shift(fmt, 2), lo3 = plane_shift(fmt, 3);
+    const __m512i sh0 = _mm512_setr_epi64(lo0, lo0, lo0, lo0, lo1, lo1, lo1, lo1);
+    const __m512i sh1 = _mm512_setr_epi64(lo2, lo2, lo2, lo2, lo3, lo3, lo3, lo3);
+    const uint8_t *src;
+    int64_t in_group, per_group; /* bytes from row i to row i + 1 of a group of 4, and to the next group */
+    if (fmt == FMT_I2S_X4) {
+        const int64_t nb = K / 128;
+        const int odd_last = (nb & 1) && b == nb - 1; /* bl_i2s_x4_block */
+        src = w + r * (K / 4) + (odd_last ? 128 * b : 256 * (b >> 1) + 32 * (b & 1));
+        in_group = odd_last ? 32 : 64;
+        per_group = K;
+    } else if (fmt == FMT_I2S) {
+        src = w + r * (K / 4) + 32 * b;
+        in_group = K / 4;
+        per_group = K;
+    } else {
+        src = w + r * bl_tq2_row_bytes(K) + (b / 2) * BL_TQ2_BLOCK_BYTES + 32 * (b % 2);
+        in_group = bl_tq2_row_bytes(K);
+        per_group = 4 * in_group;
+    }
+    const int64_t pf_ahead = 4 * g * per_group; /* the next panel: 16·g rows on */
+    const int pf_block = fmt == FMT_TQ2 || !(b & 1); /* I2_S: a row's blocks b, b + 1 share a line */
+    src += q0 * per_group;
+    dst += q0 * 4 * 64;
+    for (int q = q0; q < q1; ++q, src += per_group, dst += 4 * 64) {
+        for (int i = 0; i < 4; ++i) {
+            if (pf_block && 4 * q + i < pf_rows) _mm_prefetch((const char *)(src + pf_ahead + i * in_group), _MM_HINT_T1);
+            const __m512i x = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(src + i * in_group)));
+            _mm512_store_si512((__m512i *)(dst + 64 * i), _mm512_and_si512(_mm512_srlv_epi64(x, sh0), three));
+            _mm512_store_si512((__m512i *)(dst + 64 * i + BL_AMX_SN_GROUPS * 1024),
+                               _mm512_and_si512(_mm512_srlv_epi64(x, sh1), three));
+        }
+    }
+}
+
+/* A panel of rows [r, r + 16·g) (g ≤ 4 C tiles) × the call's n tokens, over the whole K: each
+ * block's A tiles are decoded into one of two buffers while the other's products run. */
+ALWAYS_INLINE void sn_panel(int fmt, const uint8_t *w, int64_t K, int64_t r, int g, int64_t pf_rows,
+                            const int32_t *bq, int n, const int32_t init[16][16], int32_t *out, int64_t ld_out) {
+    _Alignas(64) uint8_t abuf[BL_AMX_SN_DEPTH][2][BL_AMX_SN_GROUPS][16][64];
+    _Alignas(64) int32_t cbuf[16][16];
+    const int64_t nb = K / 128;
+    const size_t bstride = (size_t)n * 4; /* bytes per B tile row */
+    switch (g) { /* tile numbers are immediates */
+    case 4: _tile_loadd(3, init, 64); /* fall through */
+    case 3: _tile_loadd(2, init, 64); /* fall through */
+    case 2: _tile_loadd(1, init, 64); /* fall through */
+    default: _tile_loadd(0, init, 64);
+    }
+    for (int64_t b = 0; b < BL_AMX_SN_DEPTH - 1 && b < nb; ++b)
+        sn_decode_groups(fmt, w, K, r, g, b, &abuf[b][0][0][0][0], pf_rows, 0, 4 * g);
+    /* each block's 2·g products, and after each of them two 4-row groups of block b + DEPTH − 1
+     * decoded (4·g groups in all): the vector work runs while the tile unit multiplies */
+#define SN_PRODUCT(h, t, areg, breg)                                                               \
+    do {                                                                                           \
+        _tile_loadd(areg, cur[h][t], 64);                                                          \
+        _tile_dpbusd(t, areg, breg);                                                               \
+        if (dec) sn_decode_groups(fmt, w, K, r, g, d, dec, pf_rows, 2 * (g * (h) + (t)), 2 * (g * (h) + (t)) + 2); \
+    } while (0)
+    for (int64_t b = 0; b < nb; ++b) {
+        uint8_t(*cur)[BL_AMX_SN_GROUPS][16][64] = abuf[b % BL_AMX_SN_DEPTH];
+        const int32_t *b0 = bq + (2 * b) * 16 * n, *b1 = b0 + 16 * n;
+        const int64_t d = b + BL_AMX_SN_DEPTH - 1;
+        uint8_t *dec = d < nb ? &abuf[d % BL_AMX_SN_DEPTH][0][0][0][0] : NULL;
+        _tile_loadd(6, b0, bstride);
+        _tile_loadd(7, b1, bstride);
+        SN_PRODUCT(0, 0, 4, 6);
+        if (g > 1) SN_PRODUCT(0, 1, 5, 6);
+        if (g > 2) SN_PRODUCT(0, 2, 4, 6);
+        if (g > 3) SN_PRODUCT(0, 3, 5, 6);
+        SN_PRODUCT(1, 0, 4, 7);
+        if (g > 1) SN_PRODUCT(1, 1, 5, 7);
+        if (g > 2) SN_PRODUCT(1, 2, 4, 7);
+        if (g > 3) SN_PRODUCT(1, 3, 5, 7);
+    }
+#undef SN_PRODUCT
+    for (int t = 0; t < g; ++t) {
+        switch (t) {
+        case 0: _tile_stored(0, cbuf, 64); break;
+        case 1: _tile_stored(1, cbuf, 64); break;
+        case 2: _tile_stored(2, cbuf, 64); break;
+        default: _tile_stored(3, cbuf, 64);
+        }
+        for (int tok = 0; tok < n; ++tok)
+            for (int m = 0; m < 16; ++m) out[tok * ld_out + r + 16 * t + m] = cbuf[m][tok];
+    }
+}
+
+/* Rows [r0, r16) (a multiple of 16) × all n (2..16) tokens of a small call on tiles; 0 (nothing
+ * done) if the B buffer could not be allocated. */
+ALWAYS_INLINE int small_amx(int fmt, const uint8_t *w, const int8_t *Q, const int32_t *sum_q, int32_t *out,
+                             int64_t n, int64_t K, int64_t ld_out, int64_t r0, int64_t r16) {
+    _Alignas(64) int32_t init[16][16];
+    int32_t *bq = aligned_alloc(64, (size_t)(n * K)); /* n·K bytes (K % 128 == 0): up to 16 × 65536 */
+    if (!bq) return 0;
+    sn_pack_b(Q, n, K, bq);
+    for (int m = 0; m < 16; ++m)
+        for (int t = 0; t < 16; ++t) init[m][t] = t < n ? -sum_q[t] : 0;
+    sn_configure((int)n);
+    for (int64_t r = r0; r < r16; r += 16 * BL_AMX_SN_GROUPS) {
+        const int g = r16 - r >= 16 * BL_AMX_SN_GROUPS ? BL_AMX_SN_GROUPS : (int)((r16 - r) / 16);
+        const int64_t next = r + 16 * g, pf = r16 - next < 16 * BL_AMX_SN_GROUPS ? r16 - next : 16 * BL_AMX_SN_GROUPS;
+        sn_panel(fmt, w, K, r, g, pf, bq, (int)n, (const int32_t(*)[16])init, out, ld_out);
+    }
+    _tile_release();
+    free(bq);
+    return 1;
+}
+
 ALWAYS_INLINE void gemm_amx(int fmt, bl_gemm_fn tail_gemm, int op, const uint8_t *w, const int8_t *Q,
                             const int32_t *sum_q, int32_t *out, int64_t N, int64_t K, int64_t ld_out, int64_t r0,
                             int64_t r1) {
@@ -516,6 +681,11 @@ ALWAYS_INLINE void gemm_amx(int fmt, bl_gemm_fn tail_gemm, int op, const uint8_t
     /* tokens that run on tiles: the full blocks of 16, and the last rem < 16 on short tiles */
     const int64_t ntile = rem >= BL_AMX_MIN_TOK ? N : n16;
     int64_t r16 = full > r0 ? r0 + (full - r0) / 16 * 16 : r0;
+    if (N >= BL_AMX_MIN_TOK && N <= BL_AMX_SN_MAX && r16 > r0 && small_amx(fmt, w, Q, sum_q, out, N, K, ld_out, r0, r16)) {
+        vnni_part(tail_gemm, op, w, Q, sum_q, out, N, K, ld_out, r16, r1); /* rows past the panels */
+        bl_gemx_fault(op, out, r0, r1);
+        return;
+    }
     if (ntile > 0 && r16 > r0)
         tiles_amx(fmt, w, NULL, Q, sum_q, out, ntile, K, ld_out, r0, r16);
     else

@@ -225,6 +225,19 @@ static int test_product(const bl_mad_version *v) {
         if (check_case(v, M, K, NT, 0, M) || check_case(v, M, K, NT, x16 ? 16 : 8, 64)) return 1;
         if (x16 && check_case(v, M, K, NT, 48, M)) return 1;
     }
+    /* the amx level's small calls (2..16 tokens: weights as A tiles, 64-row panels, rows past them
+     * on v3): every such token count over 70 rows, the whole tensor and rows [8, 64), with an even
+     * and an odd number of 128-weight blocks (the x4 layout's odd last block) */
+    if (is_gemm(v->op)) {
+        const int64_t M = MAX_M, Kc[2] = {i2s ? 1280 : 768, i2s ? 1152 : 1280};
+        for (int kc = 0; kc < 2; ++kc) {
+            const int64_t K = Kc[kc];
+            for (int64_t i = 0; i < M * K; ++i) t_buf[i] = (int8_t)((int)(rnd() % 3) - 1);
+            for (int64_t i = 0; i < 16 * K; ++i) q_buf[i] = (int8_t)(rnd() & 0xFF);
+            for (int64_t n = 2; n <= 16; ++n)
+                if (check_case(v, M, K, n, 0, M) || check_case(v, M, K, n, 8, 64)) return 1;
+        }
+    }
     /* int16 worst case: all t = +1 against all q = 127, then all q = -128 */
     for (int64_t K = 4096; K <= MAX_K; K *= 2) {
         const int64_t M = 5;

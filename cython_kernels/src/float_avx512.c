@@ -664,8 +664,15 @@ static void dot2_f16(const float *h, const uint16_t *a, const uint16_t *b, int64
  * same lines of the next block's rows into L2: the access pattern (LM_RB short runs per chunk) is
  * one the hardware prefetchers follow late, and the tiles' arithmetic is long enough to hide it. */
 #define LM_HG 4   /* hidden rows per register tile: 2·2·4 accumulators + 4 weight vectors */
+#ifndef LM_RB
 #define LM_RB 8   /* weight rows per block (even) */
-#define LM_KC 512 /* weights per chunk (a multiple of 32) */
+#endif
+#ifndef LM_KC
+#define LM_KC 1024 /* weights per chunk (a multiple of 32): 1024 beat 512, 1280 and 16-row blocks (docs/benchmarks.md) */
+#endif
+#ifndef LM_PF_HINT
+#define LM_PF_HINT _MM_HINT_T1
+#endif
 #define LM_NMAX 8 /* hidden rows per block: two register tiles' worth */
 
 /* Chunk [0, kc) (kc % 32 == 0) of nw ≤ 2 fp16 weight rows w[0..nw) against nh ≤ LM_HG hidden rows h
@@ -683,8 +690,8 @@ static inline __attribute__((always_inline)) void dot_tile_chunk(const float *h,
     for (int64_t k = 0; k < kc; k += 32) {
         __m512 wl[2], wh[2];
         if (pf) { /* the same line of the next block's rows, into L2 (pf: bytes to them, 0: none) */
-            _mm_prefetch((const char *)(w0 + k) + pf, _MM_HINT_T1);
-            if (nw == 2) _mm_prefetch((const char *)(w1 + k) + pf, _MM_HINT_T1);
+            _mm_prefetch((const char *)(w0 + k) + pf, LM_PF_HINT);
+            if (nw == 2) _mm_prefetch((const char *)(w1 + k) + pf, LM_PF_HINT);
         }
         wl[0] = cvt16_f16(w0 + k);
         wh[0] = cvt16_f16(w0 + k + 16);

@@ -29,7 +29,7 @@ import numpy as np
 
 from bitnet_lab.errors import ConfigError
 from bitnet_lab.generate.sampling import SamplerChain, log_softmax_at, make_sampler
-from bitnet_lab.generate.speculative import DRAFT_MAX_DEFAULT, Speculation, make_drafter, verify_step
+from bitnet_lab.generate.speculative import DRAFT_MAX_DEFAULT, Speculation, make_drafter, shared_costs, verify_step
 
 __all__ = ["TokenEvent", "DoneEvent", "Event", "generate", "stream_tokens", "stop_ids_for", "resolve_seed",
            "DONE_REASONS", "context_shift", "keep_count", "TextStream"]
@@ -359,6 +359,7 @@ def stream_tokens(
         spec = draft if isinstance(draft, Speculation) else Speculation(
             make_drafter(draft, None), draft_max=_positive(draft_max, "draft_max"),
             draft_min=_positive(draft_min, "draft_min"))
+        spec.share_costs(shared_costs(runner))  # what passes cost here, from earlier generations
     return _loop(runner, tokenizer, cache, new_ids, list(history), n, sampler, rng, used_seed,
                  stops, eog, should_stop, shift, spec)
 

@@ -39,7 +39,8 @@ import bisect
 import dataclasses
 import inspect
 import os
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
@@ -49,7 +50,7 @@ from bitnet_lab.generate.sampling import SamplerChain
 
 __all__ = ["Draft", "Drafter", "PromptLookup", "DraftModel", "SelfSpeculative", "AdaptiveK", "Speculation",
            "StepResult", "verify_step", "accept_or_resample", "target_probs", "make_drafter",
-           "check_same_vocabulary", "DRAFT_MAX_DEFAULT"]
+           "check_same_vocabulary", "DRAFT_MAX_DEFAULT", "PassCosts", "shared_costs"]
 
 DRAFT_MAX_DEFAULT = 16     # llama.cpp's --draft-max default
 
@@ -412,6 +413,31 @@ def verify_step(runner: Any, cache: Any, context: list, current: int, draft: Dra
     return StepResult(pos0, fed, tuple(draft.tokens), rows, accepted, correction)
 
 
+@dataclass
+class PassCosts:
+    """What a plain decode step and a verification pass of each width cost on one runner: moving
+    averages in ms, the cost model's timings. They depend on the machine, the model and the
+    threads, not on the text, so every `Speculation` of one runner shares one (`shared_costs`):
+    a new generation (a chat turn, a request, the next prompt of a workload) starts from what the
+    earlier ones measured instead of paying again for the passes that teach the costs."""
+
+    step_ms: float | None = None
+    pass_ms: dict[int, float] = field(default_factory=dict)  # width (k + 1) -> ms
+    widths: list[int] = field(default_factory=list)           # its keys, sorted (cost() runs k times a step)
+
+
+_SHARED_COSTS: "weakref.WeakKeyDictionary[Any, PassCosts]" = weakref.WeakKeyDictionary()
+
+
+def shared_costs(runner: Any) -> PassCosts | None:
+    """The `PassCosts` of ``runner`` (made on first use, dropped with the runner); None for a
+    runner that cannot be weakly referenced (nothing is shared then)."""
+    try:
+        return _SHARED_COSTS.setdefault(runner, PassCosts())
+    except TypeError:
+        return None
+
+
 class Speculation:
     """A drafter and its draft-length controller, as the generation loop uses them, with counters:
     ``n_pass`` verification passes, ``n_draft`` tokens drafted into them, ``n_accept`` accepted.
@@ -439,9 +465,7 @@ class Speculation:
         self.probe_every = max(1, int(probe_every))
         self.n_pass = self.n_draft = self.n_accept = 0
         self.n_declined = 0                # steps run plainly because no draft length paid
-        self._step_ms: float | None = None                 # moving averages of the timings
-        self._pass_ms: dict[int, float] = {}               # width (k + 1) -> ms
-        self._widths: list[int] = []                       # its keys, sorted (cost() runs k times a step)
+        self.costs = PassCosts()                            # the timings (share_costs: the runner's)
         self._acc, self._rej = 1.0, 1.0                    # decayed counts: acceptances, rejections
         self._since_probe = 0
         self._declined: tuple[int, int] | None = None      # (k, n_pass) of the last "no k pays"
@@ -451,24 +475,31 @@ class Speculation:
     def _average(old: float | None, new: float) -> float:
         return new if old is None else 0.8 * old + 0.2 * new
 
+    def share_costs(self, costs: PassCosts | None) -> None:
+        """Time passes into ``costs`` (the runner's `shared_costs`, which earlier generations on
+        it filled) — unless this one has timed something of its own already."""
+        if costs is not None and self.costs.step_ms is None and not self.costs.pass_ms:
+            self.costs = costs
+
     def note_step(self, ms: float) -> None:
         """The time of one plain decode step (the loop's, for the cost model)."""
-        self._step_ms = self._average(self._step_ms, float(ms))
+        self.costs.step_ms = self._average(self.costs.step_ms, float(ms))
 
     def cost(self, width: int) -> float | None:
         """A pass over ``width`` positions in plain steps' time: measured, else extrapolated from
         the widest measured passes (None before anything was measured)."""
-        if not self._step_ms or not self._pass_ms:
+        c = self.costs
+        if not c.step_ms or not c.pass_ms:
             return None
-        if width in self._pass_ms:
-            return self._pass_ms[width] / self._step_ms
-        widths = self._widths
-        if len(widths) != len(self._pass_ms):        # a width timed for the first time (keys only grow)
-            widths = self._widths = sorted(self._pass_ms)
+        if width in c.pass_ms:
+            return c.pass_ms[width] / c.step_ms
+        widths = c.widths
+        if len(widths) != len(c.pass_ms):            # a width timed for the first time (keys only grow)
+            widths = c.widths = sorted(c.pass_ms)
         known = widths[: bisect.bisect_left(widths, width)] or widths[:1]
         w1 = known[-1]
-        c1 = self._pass_ms[w1] / self._step_ms
-        w0, c0 = (known[-2], self._pass_ms[known[-2]] / self._step_ms) if len(known) > 1 else (1, 1.0)
+        c1 = c.pass_ms[w1] / c.step_ms
+        w0, c0 = (known[-2], c.pass_ms[known[-2]] / c.step_ms) if len(known) > 1 else (1, 1.0)
         slope = max((c1 - c0) / (w1 - w0), 0.0) if w1 != w0 else c1 / w1
         return c1 + (width - w1) * slope
 
@@ -526,4 +557,4 @@ class Speculation:
         self._rej = 0.9 * self._rej + (0 if step.correction is None else 1)
         if ms is not None:
             w = len(step.fed)
-            self._pass_ms[w] = self._average(self._pass_ms.get(w), float(ms))
+            self.costs.pass_ms[w] = self._average(self.costs.pass_ms.get(w), float(ms))

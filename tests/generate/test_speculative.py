@@ -31,6 +31,7 @@ from bitnet_lab.generate.speculative import (
     accept_or_resample,
     check_same_vocabulary,
     make_drafter,
+    shared_costs,
     target_probs,
     verify_step,
 )
@@ -247,7 +248,7 @@ def test_the_cost_model_drafts_only_what_pays():
         s = Speculation(PromptLookup(2), draft_max=8, probe_every=3)
         s.note_step(1.0)
         for w, c in cost_of_width.items():
-            s._pass_ms[w] = c
+            s.costs.pass_ms[w] = c
         s._acc, s._rej = acc, rej
         return s
 
@@ -281,6 +282,30 @@ def test_a_drafter_that_is_always_wrong_is_asked_less_and_less():
     assert done.n_accept == 0 and done.n_draft < 40 and wrong.calls < 30
     assert done.n_pass == done.n_eval == 299
 
+
+
+def test_a_new_generation_starts_from_the_pass_costs_measured_before_on_that_runner():
+    """The cost model's timings belong to the runner (machine, model, threads), not to a text: a
+    fresh Speculation on the same runner adopts them (no passes spent relearning them), one on
+    another runner starts empty, and the output stays plain decode's either way."""
+    vocab = 50
+    runner = RollbackRunner(_hash_next(vocab), vocab=vocab)
+    model = fake_model(runner, context=600)
+    prompt = [1, 2, 3]
+    plain = _events(generate(model, prompt, n=60, sampler=GREEDY, stop_ids=()))
+    first = Speculation(PromptLookup(2))
+    assert first.cost(2) is None
+    _same_stream(plain, _events(generate(model, prompt, n=60, sampler=GREEDY, stop_ids=(), draft=first)))
+    assert first.costs is shared_costs(runner) and first.costs.step_ms and first.costs.pass_ms
+    second = Speculation(PromptLookup(2))
+    _same_stream(plain, _events(generate(model, prompt, n=60, sampler=GREEDY, stop_ids=(), draft=second)))
+    assert second.costs is first.costs                       # learned once, shared
+    other = RollbackRunner(_hash_next(vocab), vocab=vocab)
+    assert shared_costs(other) is not first.costs and shared_costs(other).step_ms is None
+    own = Speculation(PromptLookup(2))
+    own.note_step(2.0)                                        # timed something itself: keeps its own
+    own.share_costs(first.costs)
+    assert own.costs is not first.costs and own.costs.step_ms == 2.0
 
 # =====================================================================================
 # Sampling: exactly the target distribution

@@ -30,10 +30,12 @@
  * it (2 A + 2 B tile loads per 4 TDPBSUD), C re-loaded from out for the chunks after the first. The
  * next unit is decoded between the tile products of this one (software pipelining: the decode's
  * vector work overlaps the tile unit). Tokens go in slices whose activations stay in L2.
- * Tokens past the last full 16-token block (a whole call of 2 to 15 tokens: a small batch, a
- * verification pass) run on short tiles of that many rows (bl_amx_configure_rows), so the weights
- * are still decoded once for them; rows past the last full 16-row panel, and a single token left
- * over, run the avx512vnni GEMM v3 of the same layout: same integers, so any split is exact.
+ * Tokens past the last full 16-token block run on short tiles of that many rows
+ * (bl_amx_configure_rows), so the weights are still decoded once for them; rows past the last full
+ * 16-row panel, and a single token left over, run the avx512vnni GEMM v3 of the same layout: same
+ * integers, so any split is exact. A whole call of 2 to 16 tokens (a small batch, a verification
+ * pass) of I2_S, I2_S x4 or TQ2_0 swaps the roles instead (small_amx, below): the weights as A
+ * tiles, decoded without a transpose.
  */
 #include "bl_amx.h"
 #include "bl_lut.h"
@@ -476,8 +478,8 @@ ALWAYS_INLINE void vnni_part(bl_gemm_fn gemm, int op, const uint8_t *w, const in
 }
 
 /* Tokens [0, ntile) × rows [r0, r16) (a multiple of 16) on tiles: the full blocks of 16 tokens
- * in slices, then the last ntile − n16 < 16 on short tiles of that many rows (a small batch, a
- * short verification pass), so the weights are decoded once for them and nothing past token
+ * in slices, then the last ntile − n16 < 16 on short tiles of that many rows (the TL GEMMs' small
+ * calls, the rest of a larger one), so the weights are decoded once for them and nothing past token
  * ntile is read or written. */
 ALWAYS_INLINE void tiles_amx(int fmt, const uint8_t *w, tl_geom *tg, const int8_t *Q, const int32_t *sum_q,
                              int32_t *out, int64_t ntile, int64_t K, int64_t ld_out, int64_t r0, int64_t r16) {
@@ -555,8 +557,8 @@ static void sn_pack_b(const int8_t *Q, int64_t n, int64_t K, int32_t *bq) {
 }
 
 /* Block b of the rows of 4-row groups [q0, q1) of the panel at r (16·g rows, r % 16 == 0) ->
- * dst[h][g][16][64] (h = the block's first / second 64 weights): A row m of half h = planes 2h, 2h + 1 of the row's 32 bytes, shifted into each
- * byte's low bits (64-bit shifts: the bits that cross into a byte from its neighbour are masked
+ * dst[h][g][16][64] (h = the block's first / second 64 weights): A row m of half h = planes 2h,
+ * 2h + 1 of the row's 32 bytes, shifted into each byte's low bits (64-bit shifts: the bits that cross into a byte from its neighbour are masked
  * off). The rows' addresses are stepped, four rows (an x4 group) at a time, not recomputed: the
  * decode is a few vector operations a row, and block_bytes' arithmetic would double it. Also
  * prefetches the same block of the next panel's rows (pf_rows of them) into L2, once per line. */
@@ -598,8 +600,9 @@ ALWAYS_INLINE void sn_decode_groups(int fmt, const uint8_t *w, int64_t K, int64_
     }
 }
 
-/* A panel of rows [r, r + 16·g) (g ≤ 4 C tiles) × the call's n tokens, over the whole K: each
- * block's A tiles are decoded into one of two buffers while the other's products run. */
+/* A panel of rows [r, r + 16·g) (g ≤ 4 C tiles) × the call's n tokens, over the whole K: the A
+ * tiles of block b + BL_AMX_SN_DEPTH − 1 are decoded into a ring of DEPTH buffers while block b's
+ * products run. */
 ALWAYS_INLINE void sn_panel(int fmt, const uint8_t *w, int64_t K, int64_t r, int g, int64_t pf_rows,
                             const int32_t *bq, int n, const int32_t init[16][16], int32_t *out, int64_t ld_out) {
     _Alignas(64) uint8_t abuf[BL_AMX_SN_DEPTH][2][BL_AMX_SN_GROUPS][16][64];

@@ -38,9 +38,6 @@ void bl_tq1_x16_rows(const uint8_t *w, uint8_t *dst, int64_t M, int64_t K, int64
     }
 }
 
-/* Rows per call of the _via kernels: the GEMV one group; the GEMM two (the amx TQ1_0 GEMM runs
- * whole 32-row panels on its tiles and sends shorter ones to its AVX-512 tail), one when 32 rows
- * of K do not fit the buffer. */
 /* The 52 code bytes of one TQ1_0 block of ternary values e[0..255] (docs/formats.md#35-tq1_0-type-34):
  * 5 trits a byte, the first most significant, stored as ⌈v·256/243⌉; qh holds 4 trits and a 0. */
 static void tq1_block_codes(const int8_t *e, uint8_t *p) {
@@ -70,11 +67,14 @@ void bl_tq1_x16_pack(const int8_t *t, uint8_t *dst, int64_t M, int64_t K) {
         for (int64_t i = 0; i < m; ++i)
             for (int64_t b = 0; b < nb; ++b) {
                 tq1_block_codes(t + (g + i) * K + BL_TQ_BLOCK * b, codes);
-                for (int w = 0; w < CODES / 4; ++w) memcpy(group + 4 * m * (13 * b + w) + 4 * i, codes + 4 * w, 4);
+                for (int w = 0; w < CODES / 4; ++w) memcpy(group + 4 * m * (CODES / 4 * b + w) + 4 * i, codes + 4 * w, 4);
             }
     }
 }
 
+/* Rows per call of the _via kernels: the GEMV one group; the GEMM two (the amx TQ1_0 GEMM runs
+ * whole 32-row panels on its tiles and sends shorter ones to its AVX-512 tail), one when 32 rows
+ * of K do not fit the buffer. */
 /* The kernels are not told M: a range that ends off a group boundary ends at M (bl_mad.h), and
  * one that ends on a boundary holds only full groups, for which any M past r1 gives m = 16. */
 static int64_t range_rows(int64_t r1) { return r1 % BL_X16_ROWS ? r1 : r1 + BL_X16_ROWS; }

@@ -18,6 +18,12 @@ exchange is one document; ``bitnet-lab train`` appends ``<|endoftext|>`` after e
 so the document is the rendering without that last token, and consecutive exchanges in the token
 file read as a multi-turn chat. A quarter of the exchanges open with a system message.
 
+With ``--copy-exercises``, also copy exercises (the default model's third fine-tune stage, which
+teaches it to copy code — what makes prompt-lookup speculative decoding pay on edit-style prompts):
+a function or method of the same sources, docstring and comments removed, then a request to write it
+again unchanged or renamed, then the copy, in exactly the form of ``bitnet-lab bench --spec``'s edit
+workload (``data/spec-edit-workload.json``), whose own functions are never exercises.
+
 Output (``--out``, default ``~/.cache/bitnet_lab/chat-corpus``), a corpus folder for ``bitnet-lab
 train --corpus``:
 
@@ -27,6 +33,8 @@ train --corpus``:
   (the trainer's held-out loss and ``bitnet-lab perplexity`` stay comparable with the base model);
 - ``chat_train.jsonl``, ``chat_valid.jsonl``: the exchanges as ``{"module", "name", "kind",
   "system", "question", "answer", "text"}`` (held-out ones for measuring the chat);
+- ``copy_train.jsonl``, ``copy_valid.jsonl`` (with ``--copy-exercises``): the exercises as
+  ``{"module", "name", "task", "prompt", "answer", "text"}`` (``text`` = prompt + answer);
 - ``chat_template.jinja``, ``manifest.json`` (counts, tokens, sha256 of each file, options),
   ``PROVENANCE.md``, ``LICENSE-PSF.txt``.
 
@@ -42,6 +50,7 @@ Usage::
     python scripts/gather_corpus.py                      # the original corpus, once
     python scripts/build_chat_corpus.py [--corpus DIR] [--out DIR] [--model GGUF] [--seed 0]
                                         [--heldout-percent 10] [--copies 2] [--max-answer-tokens 96]
+                                        [--copy-exercises 1.0] [--max-copy-tokens 200]
 """
 
 from __future__ import annotations
@@ -52,8 +61,11 @@ import hashlib
 import json
 import os
 import random
+import io
 import shutil
 import sys
+import textwrap
+import tokenize
 from pathlib import Path
 from typing import Iterator
 
@@ -226,6 +238,98 @@ def is_heldout(module: str, source: str, percent: int, valid_permille: int) -> b
 
 
 # =============================================================================================
+# Copy exercises: a function, then the request to write it again (unchanged or renamed), then the copy
+# =============================================================================================
+
+# The markers of the edit workload (data/spec-edit-workload.json), so an exercise reads like its prompts.
+COPY_MARKERS = {"reproduce": "# the same function again, unchanged\n",
+                "rename": "# the same function, renamed to {new}\n"}
+
+
+def function_code(lines: list[str], node) -> str | None:
+    """The source of a ``def`` (decorators left out), dedented, without its docstring, comment lines
+    and blank lines (a comment after code stays) — the form of the edit workload's functions. None
+    when nothing but a docstring is left or the text does not tokenize."""
+    body = node.body
+    skip = set()
+    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        skip = set(range(body[0].lineno, body[0].end_lineno + 1))
+        if len(body) == 1:
+            return None
+    kept = [(i, lines[i - 1]) for i in range(node.lineno, node.end_lineno + 1) if i not in skip]
+    text = textwrap.dedent("".join(line for _, line in kept))
+    try:
+        comments = [t.start for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type == tokenize.COMMENT]
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return None
+    out = text.splitlines()
+    for row, col in comments:
+        if not out[row - 1][:col].strip():
+            out[row - 1] = ""
+    code = "\n".join(line for line in out if line.strip())
+    return code if code.startswith(("def ", "async def ")) else None
+
+
+def functions_of_module(module: str, text: str, tree: ast.Module) -> Iterator[tuple[str, str, str]]:
+    """``(qualified name, short name, code)`` of the module-level functions and the methods of
+    module-level classes, in file order (the workload names them so: ``queue.Queue.qsize``)."""
+    shown = MODULE_ALIASES.get(module, module)
+    lines = text.splitlines(keepends=True)
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            pairs = [(f"{shown}.{node.name}", node)]
+        elif isinstance(node, ast.ClassDef):
+            pairs = [(f"{shown}.{node.name}.{m.name}", m) for m in node.body
+                     if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        else:
+            continue
+        for qual, fn in pairs:
+            code = function_code(lines, fn)
+            if code is not None:
+                yield qual, fn.name, code
+
+
+def copy_exercise(name: str, short: str, code: str, task: str) -> tuple[str, str]:
+    """``(prompt, answer)`` of one exercise: the prompt ends with the copy's first line, as the edit
+    workload's do; the answer is the rest of the copy."""
+    new = f"{short}_copy" if task == "rename" else short
+    copy = code.replace(f"def {short}(", f"def {new}(", 1)
+    first, _, rest = copy.partition("\n")
+    prompt = f"# {name}\n{code}\n\n\n{COPY_MARKERS[task].format(new=new)}{first}\n"
+    return prompt, rest
+
+
+def copy_exercises(tok, rng: random.Random, heldout_percent: int, valid_permille: int, exclude: set[str],
+                   max_tokens: int) -> dict[str, list[dict]]:
+    """One exercise per function of the sources (reproduce or rename, drawn), split by module as the
+    chat exchanges are; functions named in ``exclude`` (the edit workload's) and exercises over
+    ``max_tokens`` tokens are left out."""
+    root = gather_corpus.stdlib_dir()
+    out: dict[str, list[dict]] = {"train": [], "valid": []}
+    for rel in gather_corpus.source_files(root):
+        module = module_name(rel)
+        if module is None:
+            continue
+        try:
+            text = (root / rel).read_bytes().decode("utf-8")
+            tree = ast.parse(text)
+        except (SyntaxError, ValueError, UnicodeDecodeError):
+            continue
+        split = "valid" if is_heldout(module, f"stdlib/{rel.as_posix()}", heldout_percent, valid_permille) else "train"
+        for qual, short, code in functions_of_module(module, text, tree):
+            task = rng.choice(("reproduce", "rename"))
+            if qual in exclude:
+                continue
+            prompt, answer = copy_exercise(qual, short, code, task)
+            if len(tok.encode(prompt + answer, add_bos=False)) > max_tokens:
+                continue
+            out[split].append({"module": module, "name": qual, "task": task, "prompt": prompt, "answer": answer,
+                               "text": prompt + answer})
+    return out
+
+
+# =============================================================================================
 # Exchanges
 # =============================================================================================
 
@@ -275,7 +379,7 @@ def _sha256(path: Path) -> str:
 
 def build(corpus: str | os.PathLike, out: str | os.PathLike, *, model: str | os.PathLike | None = None,
           seed: int = 0, heldout_percent: int = 10, copies: int = 2, max_answer_tokens: int = 96,
-          quiet: bool = False) -> dict:
+          copy_repeats: int = 0, max_copy_tokens: int = 200, quiet: bool = False) -> dict:
     from bitnet_lab.formats.gguf import read_metadata
     from bitnet_lab.tokenizer import Tokenizer
     from bitnet_lab.tools.default_model import shipped_model_path
@@ -302,10 +406,21 @@ def build(corpus: str | os.PathLike, out: str | os.PathLike, *, model: str | os.
             chat[split].append({"module": module, "name": item["name"], **ex, "text": render(msgs)})
             stats["modules"][split].add(module)
 
+    copies_of = {"train": [], "valid": []}
+    if copy_repeats:
+        from bitnet_lab.bench.speculative import edit_workload
+
+        # its own generator: the chat exchanges stay those of a corpus built without exercises
+        copies_of = copy_exercises(tok, random.Random(f"copy-exercises/{seed}"), heldout_percent, valid_permille,
+                                   {item["name"] for item in edit_workload("edit")}, max_copy_tokens)
+
     docs = [json.loads(line) for line in open(corpus / "train.jsonl", encoding="utf-8")]
     n_code_tokens = sum(len(tok.encode(d["text"], add_bos=False)) + 1 for d in docs)
     n_chat_tokens = sum(len(tok.encode(e["text"], add_bos=False)) + 1 for e in chat["train"])
+    n_copy_tokens = copy_repeats * sum(len(tok.encode(e["text"], add_bos=False)) + 1 for e in copies_of["train"])
     mixed = docs + [{"source": f"chat/{e['kind']}/{e['name']}", "text": e["text"]} for e in chat["train"]]
+    mixed += [{"source": f"copy/{e['task']}/{e['name']}", "text": e["text"]}
+              for _ in range(copy_repeats) for e in copies_of["train"]]
     rng.shuffle(mixed)
     with open(out / "train.jsonl", "w", encoding="utf-8") as f:
         for d in mixed:
@@ -314,11 +429,17 @@ def build(corpus: str | os.PathLike, out: str | os.PathLike, *, model: str | os.
         with open(out / f"chat_{split}.jsonl", "w", encoding="utf-8") as f:
             for e in chat[split]:
                 f.write(json.dumps(e, ensure_ascii=False) + "\n")
+    if copy_repeats:
+        for split in ("train", "valid"):
+            with open(out / f"copy_{split}.jsonl", "w", encoding="utf-8") as f:
+                for e in copies_of[split]:
+                    f.write(json.dumps(e, ensure_ascii=False) + "\n")
     for name in ("valid.jsonl", "valid.txt", gather_corpus.LICENSE_NAME):
         shutil.copyfile(corpus / name, out / name)
     (out / "chat_template.jinja").write_text(CHAT_TEMPLATE, encoding="utf-8")
     files = {name: _sha256(out / name) for name in ("train.jsonl", "valid.jsonl", "valid.txt", "chat_train.jsonl",
-                                                     "chat_valid.jsonl", "chat_template.jinja")}
+                                                     "chat_valid.jsonl", "chat_template.jinja")
+             + (("copy_train.jsonl", "copy_valid.jsonl") if copy_repeats else ())}
     manifest = {
         "chat_corpus_version": CHAT_CORPUS_VERSION,
         "python": sys.version.split()[0],
@@ -326,14 +447,20 @@ def build(corpus: str | os.PathLike, out: str | os.PathLike, *, model: str | os.
         "tokenizer": {"model": str(model), "sha256": _sha256(model)},
         "options": {"seed": seed, "heldout_percent": heldout_percent, "copies": copies,
                     "max_answer_tokens": max_answer_tokens, "valid_permille": valid_permille,
-                    "system_share": SYSTEM_SHARE},
+                    "system_share": SYSTEM_SHARE,
+                    **({"copy_repeats": copy_repeats, "max_copy_tokens": max_copy_tokens} if copy_repeats else {})},
         "items": stats["items"], "answers_over_max_tokens": stats["too_long"],
         "chat_train": {"exchanges": len(chat["train"]), "modules": len(stats["modules"]["train"]),
                        "tokens": n_chat_tokens},
         "chat_valid": {"exchanges": len(chat["valid"]), "modules": len(stats["modules"]["valid"]),
                        "module_names": sorted(stats["modules"]["valid"])},
         "train": {"documents": len(mixed), "code_tokens": n_code_tokens, "chat_tokens": n_chat_tokens,
-                  "chat_share": round(n_chat_tokens / (n_chat_tokens + n_code_tokens), 4)},
+                  "chat_share": round(n_chat_tokens / (n_chat_tokens + n_code_tokens + n_copy_tokens), 4),
+                  **({"copy_tokens": n_copy_tokens,
+                      "copy_share": round(n_copy_tokens / (n_chat_tokens + n_code_tokens + n_copy_tokens), 4)}
+                     if copy_repeats else {})},
+        **({"copy_train": {"exercises": len(copies_of["train"])}, "copy_valid": {"exercises": len(copies_of["valid"])}}
+           if copy_repeats else {}),
         "sha256": files,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -346,9 +473,12 @@ def build(corpus: str | os.PathLike, out: str | os.PathLike, *, model: str | os.
         f"(`{gather_corpus.LICENSE_NAME}`); a model trained on it is a derived work under the same notice.\n")
     if not quiet:
         print(f"chat corpus: {out}  {len(chat['train'])} training exchanges ({n_chat_tokens:,} tokens, "
-              f"{manifest['train']['chat_share']:.0%} of {n_chat_tokens + n_code_tokens:,}) from "
+              f"{manifest['train']['chat_share']:.0%} of {n_chat_tokens + n_code_tokens + n_copy_tokens:,}) from "
               f"{len(stats['modules']['train'])} modules; {len(chat['valid'])} held-out exchanges from "
               f"{len(stats['modules']['valid'])} modules", file=sys.stderr)
+        if copy_repeats:
+            print(f"copy exercises: {len(copies_of['train'])} training × {copy_repeats} ({n_copy_tokens:,} tokens, "
+                  f"{manifest['train']['copy_share']:.0%}); {len(copies_of['valid'])} held out", file=sys.stderr)
     return manifest
 
 
@@ -418,6 +548,36 @@ def evaluate(model_path: str | os.PathLike, chat_valid: str | os.PathLike, *, n:
     return res
 
 
+def evaluate_copies(model_path: str | os.PathLike, copy_valid: str | os.PathLike, *, n: int = 200, seed: int = 0,
+                    quiet: bool = False) -> dict:
+    """Greedy copies of ``n`` held-out exercises (a seeded sample of ``copy_valid.jsonl``): the share
+    written exactly (the generation starts with the whole answer), and the mean share of the
+    answer's characters written before the first wrong one — what prompt lookup's drafts meet."""
+    import bitnet_lab
+    from bitnet_lab.generate.loop import DoneEvent
+
+    rows = [json.loads(line) for line in open(copy_valid, encoding="utf-8")]
+    picked = random.Random(seed).sample(rows, min(n, len(rows)))
+    model = bitnet_lab.load(model_path)
+    exact, shares, out = 0, [], []
+    for row in picked:
+        budget = len(model.tokenizer.encode(row["answer"], add_bos=False)) + 2
+        done = [ev for ev in model.generate(row["prompt"], n=budget, temp=0) if isinstance(ev, DoneEvent)][0]
+        got, want = done.generated_text, row["answer"]
+        same = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+        exact += got.startswith(want)
+        shares.append(same / max(len(want), 1))
+        out.append({"name": row["name"], "task": row["task"], "exact": got.startswith(want),
+                    "share": shares[-1], "answer": got})
+    res = {"model": str(model_path), "n": len(picked), "exact": exact / len(picked),
+           "mean_share_before_first_error": sum(shares) / len(shares), "copies": out}
+    if not quiet:
+        print(f"{model_path}: {exact}/{len(picked)} held-out functions copied exactly ({res['exact']:.1%}); "
+              f"{res['mean_share_before_first_error']:.1%} of an answer's characters right before the first "
+              "wrong one, on average", file=sys.stderr)
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     from_env = os.environ.get("BITNET_LAB_CACHE")
     cache = Path(from_env) if from_env else Path.home() / ".cache" / "bitnet_lab"
@@ -429,14 +589,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heldout-percent", type=int, default=10, help="modules held out besides the corpus's (default 10)")
     p.add_argument("--copies", type=int, default=2, help="question phrasings per training item and kind (default 2)")
     p.add_argument("--max-answer-tokens", type=int, default=96, help="drop longer answers (default 96)")
+    p.add_argument("--copy-exercises", type=int, default=0, metavar="N", help="add each training function's copy "
+                   "exercise N times (default 0: none; the default model's stage 3 used 1)")
+    p.add_argument("--max-copy-tokens", type=int, default=200, help="drop longer copy exercises (default 200)")
     p.add_argument("--eval", metavar="MODEL", help="instead of building: measure MODEL on --out's chat_valid.jsonl")
-    p.add_argument("--eval-n", type=int, default=200, help="held-out questions to ask (default 200)")
+    p.add_argument("--eval-copies", metavar="MODEL", help="instead of building: measure MODEL's greedy copies of "
+                   "--out's copy_valid.jsonl")
+    p.add_argument("--eval-n", type=int, default=200, help="held-out questions (or copy exercises) to ask (default 200)")
     p.add_argument("--eval-json", metavar="FILE", help="write the measurement and every answer here")
     p.add_argument("--eval-sampled", action="store_true", help="--eval with the chat's default sampler "
                    "(temperature 0.8, seed --seed + i) instead of greedy")
     p.add_argument("--file-template", action="store_true", help="--eval with the model's own chat format "
                    "(chat_format_for) instead of this corpus's template")
     a = p.parse_args(argv)
+    if a.eval_copies:
+        res = evaluate_copies(a.eval_copies, Path(a.out).expanduser() / "copy_valid.jsonl", n=a.eval_n, seed=a.seed)
+        if a.eval_json:
+            Path(a.eval_json).write_text(json.dumps(res, indent=1, ensure_ascii=False) + "\n")
+        return 0
     if a.eval:
         res = evaluate(a.eval, Path(a.out).expanduser() / "chat_valid.jsonl", n=a.eval_n, seed=a.seed,
                        template=None if a.file_template else CHAT_TEMPLATE, samples=5, sampled=a.eval_sampled)
@@ -444,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(a.eval_json).write_text(json.dumps(res, indent=1, ensure_ascii=False) + "\n")
         return 0
     build(a.corpus, a.out, model=a.model, seed=a.seed, heldout_percent=a.heldout_percent, copies=a.copies,
-          max_answer_tokens=a.max_answer_tokens)
+          max_answer_tokens=a.max_answer_tokens, copy_repeats=a.copy_exercises, max_copy_tokens=a.max_copy_tokens)
     return 0
 
 

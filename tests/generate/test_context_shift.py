@@ -244,10 +244,11 @@ def test_a_shift_on_the_default_model_is_exact(default_model):
     runner = model.runner
     ids = model.tokenizer.encode("def read_lines(path):\n    ", add_bos=True)
     shifts = []
-    events = list(generate(model, ids, n=80, sampler=GREEDY, n_ctx=64, ctx_shift=True, n_keep=4,
+    # no stop tokens: the model may end its function with the end token before the cache is full
+    events = list(generate(model, ids, n=80, sampler=GREEDY, n_ctx=64, ctx_shift=True, n_keep=4, stop_ids=(),
                            on_shift=lambda toks, d: shifts.append((list(toks), d))))
     done = events[-1]
-    assert done.reason in ("length", "eos") and shifts
+    assert done.reason == "length" and shifts
     # the first shift by hand: the cache right after it holds `kept`, which ends with the token
     # sampled when the cache was full
     kept, _ = shifts[0]

@@ -34,7 +34,8 @@ train --corpus``:
 - ``chat_train.jsonl``, ``chat_valid.jsonl``: the exchanges as ``{"module", "name", "kind",
   "system", "question", "answer", "text"}`` (held-out ones for measuring the chat);
 - ``copy_train.jsonl``, ``copy_valid.jsonl`` (with ``--copy-exercises``): the exercises as
-  ``{"module", "name", "task", "prompt", "answer", "text"}`` (``text`` = prompt + answer);
+  ``{"module", "name", "task", "prompt", "answer", "text", "tokens"}`` (``text`` = prompt + answer,
+  ``tokens`` its length without the end token);
 - ``chat_template.jinja``, ``manifest.json`` (counts, tokens, sha256 of each file, options),
   ``PROVENANCE.md``, ``LICENSE-PSF.txt``.
 
@@ -50,7 +51,7 @@ Usage::
     python scripts/gather_corpus.py                      # the original corpus, once
     python scripts/build_chat_corpus.py [--corpus DIR] [--out DIR] [--model GGUF] [--seed 0]
                                         [--heldout-percent 10] [--copies 2] [--max-answer-tokens 96]
-                                        [--copy-exercises 1.0] [--max-copy-tokens 200]
+                                        [--copy-exercises N] [--max-copy-tokens 200]
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ import ast
 import hashlib
 import json
 import os
-import random
 import io
+import random
 import shutil
 import sys
 import textwrap
@@ -216,19 +217,27 @@ def items_of_module(module: str, tree: ast.Module) -> Iterator[dict]:
                    "sig": _signature(node, drop_first=False)}
 
 
-def stdlib_items() -> Iterator[tuple[str, str, dict]]:
-    """``(module, corpus source name, item)`` for every item, in sorted file order."""
+def stdlib_modules() -> Iterator[tuple[str, str, str, ast.Module]]:
+    """``(module, corpus source name, text, tree)`` of every public module that parses, in sorted
+    file order (the chat exchanges and the copy exercises are both built from these)."""
     root = gather_corpus.stdlib_dir()
     for rel in gather_corpus.source_files(root):
         module = module_name(rel)
         if module is None:
             continue
         try:
-            tree = ast.parse((root / rel).read_bytes().decode("utf-8"))
+            text = (root / rel).read_bytes().decode("utf-8")
+            tree = ast.parse(text)
         except (SyntaxError, ValueError, UnicodeDecodeError):
             continue
+        yield module, f"stdlib/{rel.as_posix()}", text, tree
+
+
+def stdlib_items() -> Iterator[tuple[str, str, dict]]:
+    """``(module, corpus source name, item)`` for every item, in sorted file order."""
+    for module, source, _, tree in stdlib_modules():
         for item in items_of_module(module, tree):
-            yield module, f"stdlib/{rel.as_posix()}", item
+            yield module, source, item
 
 
 def is_heldout(module: str, source: str, percent: int, valid_permille: int) -> bool:
@@ -257,8 +266,7 @@ def function_code(lines: list[str], node) -> str | None:
         skip = set(range(body[0].lineno, body[0].end_lineno + 1))
         if len(body) == 1:
             return None
-    kept = [(i, lines[i - 1]) for i in range(node.lineno, node.end_lineno + 1) if i not in skip]
-    text = textwrap.dedent("".join(line for _, line in kept))
+    text = textwrap.dedent("".join(lines[i - 1] for i in range(node.lineno, node.end_lineno + 1) if i not in skip))
     try:
         comments = [t.start for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type == tokenize.COMMENT]
     except (tokenize.TokenError, IndentationError, SyntaxError):
@@ -305,27 +313,19 @@ def copy_exercises(tok, rng: random.Random, heldout_percent: int, valid_permille
     """One exercise per function of the sources (reproduce or rename, drawn), split by module as the
     chat exchanges are; functions named in ``exclude`` (the edit workload's) and exercises over
     ``max_tokens`` tokens are left out."""
-    root = gather_corpus.stdlib_dir()
     out: dict[str, list[dict]] = {"train": [], "valid": []}
-    for rel in gather_corpus.source_files(root):
-        module = module_name(rel)
-        if module is None:
-            continue
-        try:
-            text = (root / rel).read_bytes().decode("utf-8")
-            tree = ast.parse(text)
-        except (SyntaxError, ValueError, UnicodeDecodeError):
-            continue
-        split = "valid" if is_heldout(module, f"stdlib/{rel.as_posix()}", heldout_percent, valid_permille) else "train"
+    for module, source, text, tree in stdlib_modules():
+        split = "valid" if is_heldout(module, source, heldout_percent, valid_permille) else "train"
         for qual, short, code in functions_of_module(module, text, tree):
-            task = rng.choice(("reproduce", "rename"))
+            task = rng.choice(("reproduce", "rename"))   # drawn for every function: exclusions shift no draw
             if qual in exclude:
                 continue
             prompt, answer = copy_exercise(qual, short, code, task)
-            if len(tok.encode(prompt + answer, add_bos=False)) > max_tokens:
+            n_tokens = len(tok.encode(prompt + answer, add_bos=False))
+            if n_tokens > max_tokens:
                 continue
             out[split].append({"module": module, "name": qual, "task": task, "prompt": prompt, "answer": answer,
-                               "text": prompt + answer})
+                               "text": prompt + answer, "tokens": n_tokens})
     return out
 
 
@@ -417,7 +417,7 @@ def build(corpus: str | os.PathLike, out: str | os.PathLike, *, model: str | os.
     docs = [json.loads(line) for line in open(corpus / "train.jsonl", encoding="utf-8")]
     n_code_tokens = sum(len(tok.encode(d["text"], add_bos=False)) + 1 for d in docs)
     n_chat_tokens = sum(len(tok.encode(e["text"], add_bos=False)) + 1 for e in chat["train"])
-    n_copy_tokens = copy_repeats * sum(len(tok.encode(e["text"], add_bos=False)) + 1 for e in copies_of["train"])
+    n_copy_tokens = copy_repeats * sum(e["tokens"] + 1 for e in copies_of["train"])
     mixed = docs + [{"source": f"chat/{e['kind']}/{e['name']}", "text": e["text"]} for e in chat["train"]]
     mixed += [{"source": f"copy/{e['task']}/{e['name']}", "text": e["text"]}
               for _ in range(copy_repeats) for e in copies_of["train"]]
@@ -565,10 +565,10 @@ def evaluate_copies(model_path: str | os.PathLike, copy_valid: str | os.PathLike
         done = [ev for ev in model.generate(row["prompt"], n=budget, temp=0) if isinstance(ev, DoneEvent)][0]
         got, want = done.generated_text, row["answer"]
         same = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-        exact += got.startswith(want)
+        whole = got.startswith(want)
+        exact += whole
         shares.append(same / max(len(want), 1))
-        out.append({"name": row["name"], "task": row["task"], "exact": got.startswith(want),
-                    "share": shares[-1], "answer": got})
+        out.append({"name": row["name"], "task": row["task"], "exact": whole, "share": shares[-1], "answer": got})
     res = {"model": str(model_path), "n": len(picked), "exact": exact / len(picked),
            "mean_share_before_first_error": sum(shares) / len(shares), "copies": out}
     if not quiet:
@@ -590,12 +590,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--copies", type=int, default=2, help="question phrasings per training item and kind (default 2)")
     p.add_argument("--max-answer-tokens", type=int, default=96, help="drop longer answers (default 96)")
     p.add_argument("--copy-exercises", type=int, default=0, metavar="N", help="add each training function's copy "
-                   "exercise N times (default 0: none; the default model's stage 3 used 1)")
+                   "exercise N times (default 0: none; the default model's stage 3 used 6)")
     p.add_argument("--max-copy-tokens", type=int, default=200, help="drop longer copy exercises (default 200)")
     p.add_argument("--eval", metavar="MODEL", help="instead of building: measure MODEL on --out's chat_valid.jsonl")
     p.add_argument("--eval-copies", metavar="MODEL", help="instead of building: measure MODEL's greedy copies of "
                    "--out's copy_valid.jsonl")
-    p.add_argument("--eval-n", type=int, default=200, help="held-out questions (or copy exercises) to ask (default 200)")
+    p.add_argument("--eval-n", type=int, default=200,
+                   help="held-out questions (or copy exercises) to ask (default 200)")
     p.add_argument("--eval-json", metavar="FILE", help="write the measurement and every answer here")
     p.add_argument("--eval-sampled", action="store_true", help="--eval with the chat's default sampler "
                    "(temperature 0.8, seed --seed + i) instead of greedy")

@@ -31,15 +31,9 @@ def builder():
 
 def _source_functions(builder, names):
     """(qualified name, short name, code) of the named functions in this interpreter's stdlib."""
-    root = builder.gather_corpus.stdlib_dir()
-    modules = {n.rsplit(".", 2)[0] for n in names} | {n.rsplit(".", 1)[0] for n in names}
     found = {}
-    for rel in builder.gather_corpus.source_files(root):
-        module = builder.module_name(rel)
-        if module not in modules:
-            continue
-        text = (root / rel).read_text(encoding="utf-8")
-        for qual, short, code in builder.functions_of_module(module, text, ast.parse(text)):
+    for module, _, text, tree in builder.stdlib_modules():
+        for qual, short, code in builder.functions_of_module(module, text, tree):
             if qual in names:
                 found[qual] = (short, code)
     return found
@@ -88,5 +82,6 @@ def test_the_workload_functions_are_never_exercises_and_the_split_is_by_module(b
     assert not {e["module"] for e in ex["train"]} & {e["module"] for e in ex["valid"]}
     for e in ex["train"][:300] + ex["valid"][:100]:
         assert e["text"] == e["prompt"] + e["answer"]
+        assert e["tokens"] == len(tok.encode(e["text"], add_bos=False))
         assert e["prompt"].startswith(f"# {e['name']}\n") and e["task"] in ("reproduce", "rename")
-        assert len(tok.encode(e["text"], add_bos=False)) <= 200
+        assert e["tokens"] <= 200

@@ -1,7 +1,7 @@
 # ceilings.pxi — machine-ceiling microkernels (src/ceiling.h), included from _kernels.pyx.
 #
 # Measurement instruments for bitnet_lab.bench.machine_ceilings: a memory read-bandwidth loop
-# and an int8 dot-product peak loop per ISA level. This file only validates arguments and
+# (also while computing: the busy loop) and an int8 dot-product peak loop per ISA level. This file only validates arguments and
 # splits the work over OpenMP threads; the caller times the calls (they release the GIL) and
 # verifies the checksums against numpy.
 
@@ -11,6 +11,7 @@ cdef extern from "ceiling.h" nogil:
     int BL_CEILING_READ_ALIGN
     ctypedef uint64_t (*bl_ceiling_read_fn)(const uint8_t *buf, int64_t nbytes)
     ctypedef int64_t (*bl_ceiling_dot_fn)(const uint8_t *a, const int8_t *b, int64_t iters)
+    ctypedef uint64_t (*bl_ceiling_busy_fn)(const uint8_t *buf, int64_t nbytes, int fmas, float *sink)
     ctypedef struct bl_ceiling_kernels:
         const char *name
         const char *read_insn
@@ -23,6 +24,8 @@ cdef extern from "ceiling.h" nogil:
         int tile_cols
         bl_ceiling_read_fn read
         bl_ceiling_dot_fn dot
+        const char *busy_insn
+        bl_ceiling_busy_fn busy
     const bl_ceiling_kernels *bl_ceiling_for(int isa)
 
 
@@ -54,6 +57,7 @@ def ceiling_info(int isa):
         "group": tab.group,
         "lane_bits": tab.lane_bits,
         "tile_cols": tab.tile_cols,
+        "busy_insn": tab.busy_insn.decode() if tab.busy_insn != NULL else None,
         "read_align": BL_CEILING_READ_ALIGN,
     }
 
@@ -85,6 +89,40 @@ def ceiling_read(data, int isa, int threads):
             start = t * per * align
             stop = n if t == nt - 1 else (t + 1) * per * align
             sums[t] = fn(&buf[start], stop - start)
+    return int(sums_arr.sum(dtype=np.uint64))
+
+
+def ceiling_busy(data, int fmas, int isa, int threads):
+    """``ceiling_read`` with ``fmas`` vector multiply-adds per 64 bytes read (a multiple of 4, 0..4096) on
+    every thread; returns the sum of all bytes (uint64, as a Python int)."""
+    cdef const bl_ceiling_kernels *tab = _ceiling_table(isa)
+    if tab.busy == NULL:
+        raise ValueError(f"ceiling_busy: level {tab.name.decode()!r} has no busy loop in this build")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    if fmas < 0 or fmas > 4096 or fmas % 4:
+        raise ValueError(f"ceiling_busy: fmas must be a multiple of 4 in 0..4096, got {fmas}")
+    arr = _as_1d_uint8(data, "ceiling_busy")
+    cdef Py_ssize_t n = arr.shape[0]
+    cdef Py_ssize_t align = BL_CEILING_READ_ALIGN
+    if n == 0 or n % align:
+        raise ValueError(f"ceiling_busy: the buffer length must be a positive multiple of {align}, got {n}")
+    cdef Py_ssize_t units = n // align
+    cdef int nt = <int>min(<Py_ssize_t>threads, units)
+    cdef Py_ssize_t per = units // nt
+    sums_arr = np.zeros(nt, dtype=np.uint64)
+    sinks_arr = np.zeros(nt, dtype=np.float32)
+    cdef uint64_t[::1] sums = sums_arr
+    cdef float[::1] sinks = sinks_arr
+    cdef const uint8_t[::1] buf = arr
+    cdef bl_ceiling_busy_fn fn = tab.busy
+    cdef int t
+    cdef Py_ssize_t start, stop
+    with nogil:
+        for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
+            start = t * per * align
+            stop = n if t == nt - 1 else (t + 1) * per * align
+            sums[t] = fn(&buf[start], stop - start, fmas, &sinks[t])
     return int(sums_arr.sum(dtype=np.uint64))
 
 

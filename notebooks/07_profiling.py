@@ -86,7 +86,11 @@ print(bench.machine_header(bench.machine_info()))
 # Two numbers bound every kernel: how many bytes per second the cores can read from memory
 # (a SIMD loop summing a buffer much larger than the last-level cache), and how many int8
 # multiply-adds per second they can do (a register-only loop of the best dot-product
-# instruction). Both kernels check their own results against numpy before reporting.
+# instruction). Both kernels check their own results against numpy before reporting. The
+# `read + N FMA/64 B` rows stream the same buffer while every core also does N vector
+# multiply-adds per 64 bytes: decode does almost no arithmetic per weight byte, but a batch of
+# rows or a speculative verification pass does, and on a core that does not overlap the two
+# those passes stream slower than the plain read rate.
 
 # %%
 llc = llc_bytes()

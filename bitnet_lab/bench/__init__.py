@@ -33,6 +33,7 @@ from bitnet_lab.bench.kernels import (
     layout_shapes,
 )
 from bitnet_lab.bench.machine import (
+    busy_bandwidth,
     Ceiling,
     decode_bytes,
     decode_roofline,
@@ -82,6 +83,7 @@ __all__ = [
     "compare_external",
     "compare_llama_cpp",
     "decode_breakdown",
+    "busy_bandwidth",
     "decode_bytes",
     "decode_roofline",
     "int8_peak",

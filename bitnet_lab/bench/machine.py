@@ -326,6 +326,9 @@ def _ceiling_isa(isa: str | None) -> tuple[str, int]:
 
 
 PATTERN_BYTES = 1 << 16  # the read buffer is this random pattern repeated
+# Multiply-adds per 64 bytes read of the busy ceilings: a light and a heavy load (an 8-row F16 lm_head
+# pass does 16 zmm multiply-adds per 64 bytes of weights, a 2-row one 4)
+BUSY_FMAS = (4, 16)
 
 
 def read_buffer(nbytes: int, seed: int = 0) -> tuple[np.ndarray, int]:
@@ -363,6 +366,36 @@ def memory_bandwidth(threads: int = 1, *, isa: str | None = None, nbytes: int = 
     info = k.native._k.ceiling_info(i)
     return Ceiling("memory read", name, threads, "GB/s", tuple(samples),
                    f"{info['read_insn']}, {buf.nbytes / 2**20:.0f} MiB buffer, {threads} slice(s)")
+
+
+def busy_bandwidth(threads: int = 1, fmas: int = 16, *, isa: str | None = None, nbytes: int = 1 << 30,
+                   repeat: int = 5, buffer: tuple[np.ndarray, int] | None = None,
+                   clock=time.perf_counter_ns) -> Ceiling:
+    """Read bandwidth while computing: :func:`memory_bandwidth`'s stream with ``fmas`` vector
+    multiply-adds per 64 bytes read on every thread (src/ceiling.h, busy). What a pass that does
+    arithmetic per weight byte (a batch of rows, a verification pass) can stream at best; equal to
+    the plain read bandwidth only on a core that overlaps memory and arithmetic. Byte sums
+    checked as in :func:`memory_bandwidth`; KernelError where the level has no busy loop."""
+    k = _kernels()
+    name, i = _ceiling_isa(isa)
+    info = k.native._k.ceiling_info(i)
+    if not info.get("busy_insn"):
+        raise KernelError(f"ISA level {name!r} has no busy read loop in this build (src/ceiling.h)")
+    buf, expected = buffer if buffer is not None else read_buffer(nbytes)
+    threads = k.effective_threads(threads)
+    samples = []
+    for rep in range(repeat + 1):
+        t0 = clock()
+        got = k.native._k.ceiling_busy(buf, fmas, i, threads)
+        dt = clock() - t0
+        if got != expected:
+            raise KernelError(f"ceiling_busy({name}, {fmas} FMA, {threads} threads) summed {got}, numpy says "
+                              f"{expected}: the busy read kernel is wrong; no bandwidth reported")
+        if rep > 0:
+            samples.append(buf.nbytes / max(dt, 1))
+    return Ceiling(f"read + {fmas} FMA/64 B", name, threads, "GB/s", tuple(samples),
+                   f"the memory read loop plus {fmas} × {info['busy_insn']} per 64 bytes, "
+                   f"{buf.nbytes / 2**20:.0f} MiB buffer, {threads} slice(s)")
 
 
 def dot_expected(info: Mapping[str, int], a: np.ndarray, b: np.ndarray, iters: int) -> int:
@@ -423,25 +456,34 @@ def int8_peak(threads: int = 1, *, isa: str | None = None, seconds: float = 0.1,
 
 
 def machine_ceilings(threads: Iterable[int | None] = (1, None), *, isa: str | None = None, nbytes: int = 1 << 30,
-                     repeat: int = 5, dot_seconds: float = 0.1, progress: bool = False) -> MachineCeilings:
-    """Memory read bandwidth and int8 dot peak for each thread count (``None`` = all physical
-    cores, :func:`bitnet_lab.kernels.effective_threads`), on ``isa`` (default: the best level
-    with ceiling kernels). ``nbytes``: the bandwidth buffer (default 1 GiB; keep it much larger
-    than the last-level cache)."""
+                     repeat: int = 5, dot_seconds: float = 0.1, busy_fmas: Sequence[int] = BUSY_FMAS,
+                     progress: bool = False) -> MachineCeilings:
+    """Memory read bandwidth, the same while computing (``busy_fmas``: multiply-adds per 64 bytes,
+    :func:`busy_bandwidth`; levels without a busy loop skip it) and int8 dot peak for each thread
+    count (``None`` = all physical cores, :func:`bitnet_lab.kernels.effective_threads`), on
+    ``isa`` (default: the best level with ceiling kernels). ``nbytes``: the bandwidth buffer
+    (default 1 GiB; keep it much larger than the last-level cache)."""
     k = _kernels()
     counts = sorted({k.effective_threads(t) for t in threads})
     buffer = read_buffer(nbytes)
     out: list[Ceiling] = []
+    _, i = _ceiling_isa(isa)
+    fmas = list(busy_fmas) if k.native._k.ceiling_info(i).get("busy_insn") else []
     try:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=2 * len(counts), desc="ceilings", disable=not progress, leave=False)
+        bar = tqdm(total=(2 + len(fmas)) * len(counts), desc="ceilings", disable=not progress, leave=False)
     except ImportError:  # pragma: no cover - tqdm is a dependency
         bar = None
     for t in counts:
         out.append(memory_bandwidth(t, isa=isa, repeat=repeat, buffer=buffer))
         if bar is not None:
             bar.update()
+    for f in fmas:
+        for t in counts:
+            out.append(busy_bandwidth(t, f, isa=isa, repeat=repeat, buffer=buffer))
+            if bar is not None:
+                bar.update()
     del buffer
     for t in counts:
         out.append(int8_peak(t, isa=isa, seconds=dot_seconds, repeat=repeat))
@@ -449,8 +491,13 @@ def machine_ceilings(threads: Iterable[int | None] = (1, None), *, isa: str | No
             bar.update()
     if bar is not None:
         bar.close()
-    notes = ["GB/s = 1e9 bytes/s; GOP/s counts a multiply and an add as 2 operations (1e9/s).",
-             "best = the fastest of the timed runs (one warm-up excluded); checksums verified against numpy."]
+    notes = ["GB/s = 1e9 bytes/s; GOP/s counts a multiply and an add as 2 operations (1e9/s)."]
+    if fmas:
+        notes.append("read + N FMA/64 B: the read loop with N vector multiply-adds on registers per 64 bytes on every "
+                     "thread — what a pass doing that much arithmetic per weight byte can stream (an 8-row F16 "
+                     "lm_head pass: 16 zmm multiply-adds per 64 bytes of weights); the plain read rate only where "
+                     "the cores overlap memory and arithmetic.")
+    notes += ["best = the fastest of the timed runs (one warm-up excluded); checksums verified against numpy."]
     return MachineCeilings(out, notes)
 
 

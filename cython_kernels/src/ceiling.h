@@ -34,6 +34,15 @@
  *         elements, each wrapped to lane_bits. Multiply-accumulates per iteration:
  *         chains * vec_bytes * tile_cols.
  *
+ * busy  — bl_ceiling_busy_fn(buf, nbytes, fmas, sink): the read loop, with `fmas` float
+ *         multiply-adds of the level's widest vectors per 64 bytes read (fmas % 4 == 0; 0 is
+ *         the plain read), spread over 8 register accumulators that touch no memory. Returns the
+ *         byte sum as `read` does; the accumulators' final sum goes to *sink (so none of the
+ *         arithmetic can be dropped). How fast memory streams while each core is also busy
+ *         computing: the bound of a pass over the weights that does arithmetic per byte read (a
+ *         batch of rows, a verification pass), which reaches the plain read bandwidth only on a
+ *         core that overlaps the two. NULL at the levels without one (NEON: not written yet).
+ *
  * Nothing here is used by the engine; the files are measurement instruments.
  */
 #ifndef BL_CEILING_H
@@ -52,6 +61,7 @@ extern "C" {
 
 typedef uint64_t (*bl_ceiling_read_fn)(const uint8_t *buf, int64_t nbytes);
 typedef int64_t (*bl_ceiling_dot_fn)(const uint8_t *a, const int8_t *b, int64_t iters);
+typedef uint64_t (*bl_ceiling_busy_fn)(const uint8_t *buf, int64_t nbytes, int fmas, float *sink);
 
 typedef struct {
     const char *name;      /* the ISA level ("avx2", ...)                                    */
@@ -65,6 +75,8 @@ typedef struct {
     int tile_cols;         /* 0: vector lanes (above); > 0: a tile kernel's B columns         */
     bl_ceiling_read_fn read;
     bl_ceiling_dot_fn dot;
+    const char *busy_insn; /* the multiply-add of the busy loop, or NULL                     */
+    bl_ceiling_busy_fn busy;
 } bl_ceiling_kernels;
 
 /* One per level, each defined in its own file and linked only when setup.py built it
@@ -82,6 +94,8 @@ extern const bl_ceiling_kernels bl_ceiling_neon_dotprod;
 uint64_t bl_ceiling_read_avx2(const uint8_t *buf, int64_t nbytes);
 uint64_t bl_ceiling_read_avx512(const uint8_t *buf, int64_t nbytes);
 uint64_t bl_ceiling_read_neon(const uint8_t *buf, int64_t nbytes);
+uint64_t bl_ceiling_busy_avx2(const uint8_t *buf, int64_t nbytes, int fmas, float *sink);
+uint64_t bl_ceiling_busy_avx512(const uint8_t *buf, int64_t nbytes, int fmas, float *sink);
 
 /* The ceiling kernels of an ISA level (bl_isa), or NULL when this build has none for it.
  * Whether the CPU can run them is bl_isa_supported()'s business. */

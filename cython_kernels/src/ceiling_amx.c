@@ -45,5 +45,6 @@ const bl_ceiling_kernels bl_ceiling_amx = {
     "vmovdqu64 zmm + vpsadbw + vpaddq (64 bytes)",
     "tdpbusd (16x64 u8 . 64x16 s8: 16384 int8 MACs into 16x16 int32)",
     CHAINS, A_VECTORS, 1024, 64, 32, 16,
-    bl_ceiling_read_avx512, dot_amx, /* the read loop is AVX-512's (ceiling_avx512vnni.c) */
+    bl_ceiling_read_avx512, dot_amx, /* the read and busy loops are AVX-512's (ceiling_avx512vnni.c) */
+    "vfmadd231ps zmm (16 float lanes)", bl_ceiling_busy_avx512,
 };

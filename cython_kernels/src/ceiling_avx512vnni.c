@@ -2,7 +2,8 @@
  *
  * Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vnni, called only on CPUs with all
  * four. read: 64-byte loads, vpsadbw zmm, vpaddq into four accumulators (256 bytes per
- * iteration). dot: vpdpbusd zmm — 64 u8 x s8 products, four per int32 lane, accumulated in
+ * iteration). busy: the read loop plus vfmadd231ps zmm on 8 register accumulators (ceiling.h).
+ * dot: vpdpbusd zmm — 64 u8 x s8 products, four per int32 lane, accumulated in
  * place (docs/kernels.md#24-vnni-and-dot-product-instructions); 12 chains with their own `a` use 25 of the 32
  * zmm registers, enough to cover its latency (4-5 cycles) at two per cycle.
  */
@@ -22,6 +23,32 @@ uint64_t bl_ceiling_read_avx512(const uint8_t *buf, int64_t nbytes) {
         s2 = _mm512_add_epi64(s2, _mm512_sad_epu8(_mm512_loadu_si512((const void *)(buf + i + 128)), zero));
         s3 = _mm512_add_epi64(s3, _mm512_sad_epu8(_mm512_loadu_si512((const void *)(buf + i + 192)), zero));
     }
+    __m512i s = _mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3));
+    return (uint64_t)_mm512_reduce_add_epi64(s);
+}
+
+/* The read loop with `fmas` vfmadd231ps zmm per 64 bytes (ceiling.h, busy): f = f·m + c on 8
+ * accumulators, which converge to c / (1 − m) = 1 (no overflow, no subnormals). */
+uint64_t bl_ceiling_busy_avx512(const uint8_t *buf, int64_t nbytes, int fmas, float *sink) {
+    const __m512i zero = _mm512_setzero_si512();
+    __m512i s0 = zero, s1 = zero, s2 = zero, s3 = zero;
+    const __m512 m = _mm512_set1_ps(0.9990234375f), c = _mm512_set1_ps(0.0009765625f);
+    __m512 f0 = _mm512_set1_ps(1.0f), f1 = f0, f2 = f0, f3 = f0, f4 = f0, f5 = f0, f6 = f0, f7 = f0;
+    for (int64_t i = 0; i < nbytes; i += 256) {
+        s0 = _mm512_add_epi64(s0, _mm512_sad_epu8(_mm512_loadu_si512((const void *)(buf + i)), zero));
+        s1 = _mm512_add_epi64(s1, _mm512_sad_epu8(_mm512_loadu_si512((const void *)(buf + i + 64)), zero));
+        s2 = _mm512_add_epi64(s2, _mm512_sad_epu8(_mm512_loadu_si512((const void *)(buf + i + 128)), zero));
+        s3 = _mm512_add_epi64(s3, _mm512_sad_epu8(_mm512_loadu_si512((const void *)(buf + i + 192)), zero));
+        for (int f = 0; f < 4 * fmas; f += 8) {
+            f0 = _mm512_fmadd_ps(f0, m, c); f1 = _mm512_fmadd_ps(f1, m, c);
+            f2 = _mm512_fmadd_ps(f2, m, c); f3 = _mm512_fmadd_ps(f3, m, c);
+            f4 = _mm512_fmadd_ps(f4, m, c); f5 = _mm512_fmadd_ps(f5, m, c);
+            f6 = _mm512_fmadd_ps(f6, m, c); f7 = _mm512_fmadd_ps(f7, m, c);
+        }
+    }
+    const __m512 f = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(f0, f1), _mm512_add_ps(f2, f3)),
+                                   _mm512_add_ps(_mm512_add_ps(f4, f5), _mm512_add_ps(f6, f7)));
+    *sink = _mm512_reduce_add_ps(f);
     __m512i s = _mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3));
     return (uint64_t)_mm512_reduce_add_epi64(s);
 }
@@ -64,4 +91,5 @@ const bl_ceiling_kernels bl_ceiling_avx512vnni = {
     "vpdpbusd zmm (64 int8 MACs, int32 accumulator)",
     CHAINS, A_VECTORS, 64, 4, 32, 0,
     bl_ceiling_read_avx512, dot_avx512vnni,
+    "vfmadd231ps zmm (16 float lanes)", bl_ceiling_busy_avx512,
 };

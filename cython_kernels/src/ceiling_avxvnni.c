@@ -51,5 +51,6 @@ const bl_ceiling_kernels bl_ceiling_avxvnni = {
     "vmovdqu ymm + vpsadbw + vpaddq (32 bytes)",
     "{vex} vpdpbusd ymm (32 int8 MACs, int32 accumulator)",
     CHAINS, A_VECTORS, 32, 4, 32, 0,
-    bl_ceiling_read_avx2, dot_avxvnni, /* the read loop is AVX2's (ceiling_avx2.c) */
+    bl_ceiling_read_avx2, dot_avxvnni, /* the read and busy loops are AVX2's (ceiling_avx2.c) */
+    "vfmadd231ps ymm (8 float lanes)", bl_ceiling_busy_avx2,
 };

@@ -57,4 +57,5 @@ const bl_ceiling_kernels bl_ceiling_neon = {
     "smlal (8 int8 MACs, int16 accumulator)",
     CHAINS, CHAINS, 8, 1, 16, 0,
     bl_ceiling_read_neon, dot_neon,
+    0, 0, /* no busy loop yet */
 };

@@ -35,4 +35,5 @@ const bl_ceiling_kernels bl_ceiling_neon_dotprod = {
     "sdot (16 int8 MACs, int32 accumulator)",
     CHAINS, CHAINS, 16, 4, 32, 0,
     bl_ceiling_read_neon, dot_neon_dotprod, /* the read loop is NEON's (ceiling_neon.c) */
+    0, 0, /* no busy loop yet */
 };

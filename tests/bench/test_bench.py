@@ -261,10 +261,41 @@ def test_read_kernel_sums_every_byte(isa):
         _k.ceiling_read(buf[:-1], i, 1)
 
 
+@pytest.mark.parametrize("isa", kernels.available_isas())
+def test_busy_read_kernel_sums_every_byte_whatever_the_arithmetic(isa):
+    i = kernels.ISA_ORDER.index(isa)
+    if _k.ceiling_info(i)["busy_insn"] is None:
+        with pytest.raises(ValueError, match="no busy loop"):
+            _k.ceiling_busy(np.zeros(256, np.uint8), 4, i, 1)
+        return
+    buf = np.random.default_rng(3).integers(0, 256, 256 * 37, dtype=np.uint8)
+    for fmas in (0, 4, 16, 4096):
+        for t in (1, 2, 3):
+            assert _k.ceiling_busy(buf, fmas, i, t) == int(buf.sum(dtype=np.uint64))
+    for bad in (-4, 6, 4100):
+        with pytest.raises(ValueError, match="multiple of 4"):
+            _k.ceiling_busy(buf, bad, i, 1)
+    with pytest.raises(ValueError, match="multiple of 256"):
+        _k.ceiling_busy(buf[:-1], 4, i, 1)
+
+
+def test_busy_ceiling_reports_what_it_measured(monkeypatch):
+    x = B.busy_bandwidth(1, 16, nbytes=1 << 16, repeat=2)
+    assert x.what == "read + 16 FMA/64 B" and x.unit == "GB/s" and len(x.samples) == 2
+    assert all(math.isfinite(s) and s > 0 for s in x.samples) and "16 ×" in x.detail
+    monkeypatch.setattr(_k, "ceiling_busy", lambda buf, f, i, t: 12345)
+    with pytest.raises(KernelError, match="no bandwidth reported"):
+        B.busy_bandwidth(1, 16, nbytes=1 << 16, repeat=1)
+    monkeypatch.setattr(_k, "ceiling_info", lambda i: {"busy_insn": None})
+    with pytest.raises(KernelError, match="no busy read loop"):
+        B.busy_bandwidth(1, 16, nbytes=1 << 16, repeat=1)
+
+
 def test_ceilings_are_positive_and_finite():
     c = B.machine_ceilings(threads=(1, 2), nbytes=1 << 20, repeat=2, dot_seconds=0.002)
+    busy = {(f"read + {f} FMA/64 B", t) for f in bench_machine.BUSY_FMAS for t in (1, 2)}
     assert {(x.what, x.threads) for x in c.ceilings} == {("memory read", 1), ("memory read", 2),
-                                                          ("int8 dot", 1), ("int8 dot", 2)}
+                                                          ("int8 dot", 1), ("int8 dot", 2)} | busy
     for x in c.ceilings:
         assert len(x.samples) == 2 and all(math.isfinite(s) and s > 0 for s in x.samples)
     assert c.bandwidth(2) == max(x.best for x in c.ceilings if x.what == "memory read")

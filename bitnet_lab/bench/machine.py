@@ -29,7 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -344,6 +344,21 @@ def read_buffer(nbytes: int, seed: int = 0) -> tuple[np.ndarray, int]:
     return buf, int(pattern.sum(dtype=np.uint64)) * n_rep
 
 
+def _stream_samples(call: Callable[[], int], nbytes: int, expected: int, repeat: int, clock, what: str) -> tuple:
+    """GB/s of ``repeat`` timed passes of a stream kernel over ``nbytes`` (after one warm-up pass:
+    thread start-up, TLB), every pass's byte sum checked against ``expected``."""
+    samples = []
+    for rep in range(repeat + 1):
+        t0 = clock()
+        got = call()
+        dt = clock() - t0
+        if got != expected:
+            raise KernelError(f"{what} summed {got}, numpy says {expected}: the kernel is wrong; no bandwidth reported")
+        if rep > 0:
+            samples.append(nbytes / max(dt, 1))  # bytes per ns = GB/s
+    return tuple(samples)
+
+
 def memory_bandwidth(threads: int = 1, *, isa: str | None = None, nbytes: int = 1 << 30, repeat: int = 5,
                      buffer: tuple[np.ndarray, int] | None = None, clock=time.perf_counter_ns) -> Ceiling:
     """Read bandwidth with ``threads`` threads over a ``nbytes`` buffer (pass ``buffer`` from
@@ -353,18 +368,10 @@ def memory_bandwidth(threads: int = 1, *, isa: str | None = None, nbytes: int = 
     name, i = _ceiling_isa(isa)
     buf, expected = buffer if buffer is not None else read_buffer(nbytes)
     threads = k.effective_threads(threads)
-    samples = []
-    for rep in range(repeat + 1):
-        t0 = clock()
-        got = k.native._k.ceiling_read(buf, i, threads)
-        dt = clock() - t0
-        if got != expected:
-            raise KernelError(f"ceiling_read({name}, {threads} threads) summed {got}, numpy says {expected}: "
-                              "the read kernel is wrong; no bandwidth reported")
-        if rep > 0:  # pass 0 is the warm-up (thread start-up, TLB)
-            samples.append(buf.nbytes / max(dt, 1))  # bytes per ns = GB/s
+    samples = _stream_samples(lambda: k.native._k.ceiling_read(buf, i, threads), buf.nbytes, expected, repeat,
+                              clock, f"ceiling_read({name}, {threads} threads)")
     info = k.native._k.ceiling_info(i)
-    return Ceiling("memory read", name, threads, "GB/s", tuple(samples),
+    return Ceiling("memory read", name, threads, "GB/s", samples,
                    f"{info['read_insn']}, {buf.nbytes / 2**20:.0f} MiB buffer, {threads} slice(s)")
 
 
@@ -383,17 +390,9 @@ def busy_bandwidth(threads: int = 1, fmas: int = 16, *, isa: str | None = None, 
         raise KernelError(f"ISA level {name!r} has no busy read loop in this build (src/ceiling.h)")
     buf, expected = buffer if buffer is not None else read_buffer(nbytes)
     threads = k.effective_threads(threads)
-    samples = []
-    for rep in range(repeat + 1):
-        t0 = clock()
-        got = k.native._k.ceiling_busy(buf, fmas, i, threads)
-        dt = clock() - t0
-        if got != expected:
-            raise KernelError(f"ceiling_busy({name}, {fmas} FMA, {threads} threads) summed {got}, numpy says "
-                              f"{expected}: the busy read kernel is wrong; no bandwidth reported")
-        if rep > 0:
-            samples.append(buf.nbytes / max(dt, 1))
-    return Ceiling(f"read + {fmas} FMA/64 B", name, threads, "GB/s", tuple(samples),
+    samples = _stream_samples(lambda: k.native._k.ceiling_busy(buf, fmas, i, threads), buf.nbytes, expected, repeat,
+                              clock, f"ceiling_busy({name}, {fmas} FMA, {threads} threads)")
+    return Ceiling(f"read + {fmas} FMA/64 B", name, threads, "GB/s", samples,
                    f"the memory read loop plus {fmas} × {info['busy_insn']} per 64 bytes, "
                    f"{buf.nbytes / 2**20:.0f} MiB buffer, {threads} slice(s)")
 

@@ -1,8 +1,9 @@
 """The shipped default model in a chat (issue 18, item 20): its chat template ends an assistant turn
 with the model's end token, and greedy answers to questions about modules it was never taught
 (held out by scripts/build_chat_corpus.py) end with that token within 128 tokens — most of them:
-the model card measures 87.5 % (78 % before the copy fine-tune), so the test asks 12 fixed
-questions and wants at least 8 ended — as do the questions suggested for the README and notebook 06.
+the model card measures 94.5 % for the shipped stage 4 (87.5 % stage 3, 78 % before the copy
+fine-tune), so the test asks 12 fixed questions and wants at least 8 ended — as do the questions
+suggested for the README and notebook 06.
 
 The model before the chat fine-tune has no template (chat falls back to chatml, whose end
 marker is text) and answers every one of these questions with 128 tokens of junk.
@@ -37,8 +38,8 @@ HELD_OUT = [
     (None, "What arguments does `tkinter.Canvas.addtag_withtag` take?"),
     (None, "What does the method `tkinter.Variable.trace_add` do?"),
 ]
-# The model card measures 78 % (stage 2) and 87.5 % (the shipped stage 3) on 200 held-out questions;
-# both end 10 of these 12.
+# The model card measures 78 % (stage 2), 87.5 % (stage 3) and 94.5 % (the shipped stage 4) on 200
+# held-out questions; stages 2 and 3 end 10 of these 12, stage 4 all 12.
 MIN_ENDED = 8
 
 # The questions suggested for the README and notebook 06 (chosen after measuring: the model ends

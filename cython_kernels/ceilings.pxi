@@ -62,34 +62,46 @@ def ceiling_info(int isa):
     }
 
 
-def ceiling_read(data, int isa, int threads):
+cdef object _stream(const bl_ceiling_kernels *tab, data, int threads, int fmas, str what):
     """Stream ``data`` (1-D C-contiguous uint8, length a multiple of 256) once with ``threads``
-    OpenMP threads, each reading one contiguous slice; returns the sum of all bytes (uint64,
-    as a Python int)."""
-    cdef const bl_ceiling_kernels *tab = _ceiling_table(isa)
+    OpenMP threads, each through one contiguous slice of whole 256-byte units (the last thread
+    takes the remainder): the read loop when ``fmas`` < 0, else the busy loop with ``fmas``.
+    Returns the sum of all bytes (uint64, as a Python int)."""
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    arr = _as_1d_uint8(data, "ceiling_read")
+    arr = _as_1d_uint8(data, what)
     cdef Py_ssize_t n = arr.shape[0]
     cdef Py_ssize_t align = BL_CEILING_READ_ALIGN
     if n == 0 or n % align:
-        raise ValueError(f"ceiling_read: the buffer length must be a positive multiple of {align}, got {n}")
-    # Slices of whole 256-byte units; the last thread takes the remainder.
+        raise ValueError(f"{what}: the buffer length must be a positive multiple of {align}, got {n}")
     cdef Py_ssize_t units = n // align
     cdef int nt = <int>min(<Py_ssize_t>threads, units)
     cdef Py_ssize_t per = units // nt
     sums_arr = np.zeros(nt, dtype=np.uint64)
+    sinks_arr = np.zeros(nt, dtype=np.float32)   # where the busy loop's arithmetic ends up
     cdef uint64_t[::1] sums = sums_arr
+    cdef float[::1] sinks = sinks_arr
     cdef const uint8_t[::1] buf = arr
-    cdef bl_ceiling_read_fn fn = tab.read
+    cdef bl_ceiling_read_fn read = tab.read
+    cdef bl_ceiling_busy_fn busy = tab.busy
     cdef int t
     cdef Py_ssize_t start, stop
     with nogil:
         for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
             start = t * per * align
             stop = n if t == nt - 1 else (t + 1) * per * align
-            sums[t] = fn(&buf[start], stop - start)
+            if fmas < 0:
+                sums[t] = read(&buf[start], stop - start)
+            else:
+                sums[t] = busy(&buf[start], stop - start, fmas, &sinks[t])
     return int(sums_arr.sum(dtype=np.uint64))
+
+
+def ceiling_read(data, int isa, int threads):
+    """Stream ``data`` (1-D C-contiguous uint8, length a multiple of 256) once with ``threads``
+    OpenMP threads, each reading one contiguous slice; returns the sum of all bytes (uint64,
+    as a Python int)."""
+    return _stream(_ceiling_table(isa), data, threads, -1, "ceiling_read")
 
 
 def ceiling_busy(data, int fmas, int isa, int threads):
@@ -98,32 +110,9 @@ def ceiling_busy(data, int fmas, int isa, int threads):
     cdef const bl_ceiling_kernels *tab = _ceiling_table(isa)
     if tab.busy == NULL:
         raise ValueError(f"ceiling_busy: level {tab.name.decode()!r} has no busy loop in this build")
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
     if fmas < 0 or fmas > 4096 or fmas % 4:
         raise ValueError(f"ceiling_busy: fmas must be a multiple of 4 in 0..4096, got {fmas}")
-    arr = _as_1d_uint8(data, "ceiling_busy")
-    cdef Py_ssize_t n = arr.shape[0]
-    cdef Py_ssize_t align = BL_CEILING_READ_ALIGN
-    if n == 0 or n % align:
-        raise ValueError(f"ceiling_busy: the buffer length must be a positive multiple of {align}, got {n}")
-    cdef Py_ssize_t units = n // align
-    cdef int nt = <int>min(<Py_ssize_t>threads, units)
-    cdef Py_ssize_t per = units // nt
-    sums_arr = np.zeros(nt, dtype=np.uint64)
-    sinks_arr = np.zeros(nt, dtype=np.float32)
-    cdef uint64_t[::1] sums = sums_arr
-    cdef float[::1] sinks = sinks_arr
-    cdef const uint8_t[::1] buf = arr
-    cdef bl_ceiling_busy_fn fn = tab.busy
-    cdef int t
-    cdef Py_ssize_t start, stop
-    with nogil:
-        for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
-            start = t * per * align
-            stop = n if t == nt - 1 else (t + 1) * per * align
-            sums[t] = fn(&buf[start], stop - start, fmas, &sinks[t])
-    return int(sums_arr.sum(dtype=np.uint64))
+    return _stream(tab, data, threads, fmas, "ceiling_busy")
 
 
 def ceiling_dot(a, b, int64_t iters, int isa, int threads):

@@ -11,29 +11,19 @@
  *       ports busy.
  */
 #include <immintrin.h>
+#include <stddef.h>
 
 #include "ceiling.h"
 
 #define CHAINS 6
 
-uint64_t bl_ceiling_read_avx2(const uint8_t *buf, int64_t nbytes) {
-    const __m256i zero = _mm256_setzero_si256();
-    __m256i s0 = zero, s1 = zero, s2 = zero, s3 = zero;
-    for (int64_t i = 0; i < nbytes; i += 128) {
-        s0 = _mm256_add_epi64(s0, _mm256_sad_epu8(_mm256_loadu_si256((const __m256i *)(buf + i)), zero));
-        s1 = _mm256_add_epi64(s1, _mm256_sad_epu8(_mm256_loadu_si256((const __m256i *)(buf + i + 32)), zero));
-        s2 = _mm256_add_epi64(s2, _mm256_sad_epu8(_mm256_loadu_si256((const __m256i *)(buf + i + 64)), zero));
-        s3 = _mm256_add_epi64(s3, _mm256_sad_epu8(_mm256_loadu_si256((const __m256i *)(buf + i + 96)), zero));
-    }
-    __m256i s = _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3));
-    uint64_t lanes[4];
-    _mm256_storeu_si256((__m256i *)lanes, s);
-    return lanes[0] + lanes[1] + lanes[2] + lanes[3];
-}
-
-/* The read loop with `fmas` vfmadd231ps ymm per 64 bytes (ceiling.h, busy): f = f·m + c on 8
- * accumulators, which converge to c / (1 − m) = 1 (no overflow, no subnormals). */
-uint64_t bl_ceiling_busy_avx2(const uint8_t *buf, int64_t nbytes, int fmas, float *sink) {
+/* The stream of the read and busy loops: 128 bytes an iteration, each 32-byte load byte-summed
+ * (vpsadbw) into one of four accumulators, then `fmas` vfmadd231ps ymm per 64 bytes (ceiling.h,
+ * busy): f = f·m + c on 8 accumulators, which converge to c / (1 − m) = 1 (no overflow, no
+ * subnormals), their sum to *sink. Inlined with fmas = 0 and no sink, only the stream is left:
+ * that is the read loop. */
+static inline __attribute__((always_inline)) uint64_t stream_avx2(const uint8_t *buf, int64_t nbytes, int fmas,
+                                                                 float *sink) {
     const __m256i zero = _mm256_setzero_si256();
     __m256i s0 = zero, s1 = zero, s2 = zero, s3 = zero;
     const __m256 m = _mm256_set1_ps(0.9990234375f), c = _mm256_set1_ps(0.0009765625f);
@@ -50,15 +40,23 @@ uint64_t bl_ceiling_busy_avx2(const uint8_t *buf, int64_t nbytes, int fmas, floa
             f6 = _mm256_fmadd_ps(f6, m, c); f7 = _mm256_fmadd_ps(f7, m, c);
         }
     }
-    const __m256 f = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(f0, f1), _mm256_add_ps(f2, f3)),
-                                   _mm256_add_ps(_mm256_add_ps(f4, f5), _mm256_add_ps(f6, f7)));
-    float fl[8];
-    _mm256_storeu_ps(fl, f);
-    *sink = fl[0] + fl[1] + fl[2] + fl[3] + fl[4] + fl[5] + fl[6] + fl[7];
+    if (sink) { /* NULL from the read loop */
+        const __m256 f = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(f0, f1), _mm256_add_ps(f2, f3)),
+                                       _mm256_add_ps(_mm256_add_ps(f4, f5), _mm256_add_ps(f6, f7)));
+        float fl[8];
+        _mm256_storeu_ps(fl, f);
+        *sink = fl[0] + fl[1] + fl[2] + fl[3] + fl[4] + fl[5] + fl[6] + fl[7];
+    }
     __m256i s = _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3));
     uint64_t lanes[4];
     _mm256_storeu_si256((__m256i *)lanes, s);
     return lanes[0] + lanes[1] + lanes[2] + lanes[3];
+}
+
+uint64_t bl_ceiling_read_avx2(const uint8_t *buf, int64_t nbytes) { return stream_avx2(buf, nbytes, 0, NULL); }
+
+uint64_t bl_ceiling_busy_avx2(const uint8_t *buf, int64_t nbytes, int fmas, float *sink) {
+    return stream_avx2(buf, nbytes, fmas, sink);
 }
 
 /* Sum of the 16 int16 lanes of v, sign-extended. */

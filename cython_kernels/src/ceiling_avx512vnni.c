@@ -8,28 +8,20 @@
  * zmm registers, enough to cover its latency (4-5 cycles) at two per cycle.
  */
 #include <immintrin.h>
+#include <stddef.h>
 
 #include "ceiling.h"
 
 #define CHAINS 12
 #define A_VECTORS 2
 
-uint64_t bl_ceiling_read_avx512(const uint8_t *buf, int64_t nbytes) {
-    const __m512i zero = _mm512_setzero_si512();
-    __m512i s0 = zero, s1 = zero, s2 = zero, s3 = zero;
-    for (int64_t i = 0; i < nbytes; i += 256) {
-        s0 = _mm512_add_epi64(s0, _mm512_sad_epu8(_mm512_loadu_si512((const void *)(buf + i)), zero));
-        s1 = _mm512_add_epi64(s1, _mm512_sad_epu8(_mm512_loadu_si512((const void *)(buf + i + 64)), zero));
-        s2 = _mm512_add_epi64(s2, _mm512_sad_epu8(_mm512_loadu_si512((const void *)(buf + i + 128)), zero));
-        s3 = _mm512_add_epi64(s3, _mm512_sad_epu8(_mm512_loadu_si512((const void *)(buf + i + 192)), zero));
-    }
-    __m512i s = _mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3));
-    return (uint64_t)_mm512_reduce_add_epi64(s);
-}
-
-/* The read loop with `fmas` vfmadd231ps zmm per 64 bytes (ceiling.h, busy): f = f·m + c on 8
- * accumulators, which converge to c / (1 − m) = 1 (no overflow, no subnormals). */
-uint64_t bl_ceiling_busy_avx512(const uint8_t *buf, int64_t nbytes, int fmas, float *sink) {
+/* The stream of the read and busy loops: 256 bytes an iteration, each 64-byte load byte-summed
+ * (vpsadbw) into one of four accumulators, then `fmas` vfmadd231ps zmm per 64 bytes (ceiling.h,
+ * busy): f = f·m + c on 8 accumulators, which converge to c / (1 − m) = 1 (no overflow, no
+ * subnormals), their sum to *sink. Inlined with fmas = 0 and no sink, only the stream is left:
+ * that is the read loop. */
+static inline __attribute__((always_inline)) uint64_t stream_avx512(const uint8_t *buf, int64_t nbytes, int fmas,
+                                                                   float *sink) {
     const __m512i zero = _mm512_setzero_si512();
     __m512i s0 = zero, s1 = zero, s2 = zero, s3 = zero;
     const __m512 m = _mm512_set1_ps(0.9990234375f), c = _mm512_set1_ps(0.0009765625f);
@@ -46,11 +38,19 @@ uint64_t bl_ceiling_busy_avx512(const uint8_t *buf, int64_t nbytes, int fmas, fl
             f6 = _mm512_fmadd_ps(f6, m, c); f7 = _mm512_fmadd_ps(f7, m, c);
         }
     }
-    const __m512 f = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(f0, f1), _mm512_add_ps(f2, f3)),
-                                   _mm512_add_ps(_mm512_add_ps(f4, f5), _mm512_add_ps(f6, f7)));
-    *sink = _mm512_reduce_add_ps(f);
+    if (sink) { /* NULL from the read loop */
+        const __m512 f = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(f0, f1), _mm512_add_ps(f2, f3)),
+                                       _mm512_add_ps(_mm512_add_ps(f4, f5), _mm512_add_ps(f6, f7)));
+        *sink = _mm512_reduce_add_ps(f);
+    }
     __m512i s = _mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3));
     return (uint64_t)_mm512_reduce_add_epi64(s);
+}
+
+uint64_t bl_ceiling_read_avx512(const uint8_t *buf, int64_t nbytes) { return stream_avx512(buf, nbytes, 0, NULL); }
+
+uint64_t bl_ceiling_busy_avx512(const uint8_t *buf, int64_t nbytes, int fmas, float *sink) {
+    return stream_avx512(buf, nbytes, fmas, sink);
 }
 
 /* Named variables, not arrays (GCC keeps arrays of vectors partly on the stack). One step is

@@ -22,24 +22,19 @@ static uint64_t read_scalar(const uint8_t *buf, int64_t nbytes) {
     return s0 + s1 + s2 + s3;
 }
 
-/* The read loop with `fmas` float multiply-adds (a multiply then an add: the build contracts
- * nothing) per 64 bytes, on 8 accumulators converging to c / (1 − m) = 1. */
+/* The read loop, 256 bytes at a time, each block followed by 4·fmas float multiply-adds (a multiply
+ * then an add: the build contracts nothing), on 8 accumulators converging to c / (1 − m) = 1. */
 static uint64_t busy_scalar(const uint8_t *buf, int64_t nbytes, int fmas, float *sink) {
-    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    uint64_t sum = 0;
     const float m = 0.9990234375f, c = 0.0009765625f;
     float f[8] = {1, 1, 1, 1, 1, 1, 1, 1};
     for (int64_t i = 0; i < nbytes; i += 256) {
-        for (int64_t j = i; j < i + 256; j += 4) {
-            s0 += buf[j];
-            s1 += buf[j + 1];
-            s2 += buf[j + 2];
-            s3 += buf[j + 3];
-        }
-        for (int k = 0; k < 4 * fmas; k += 8) /* 256 bytes: four times the per-64-byte count */
+        sum += read_scalar(buf + i, 256);
+        for (int k = 0; k < 4 * fmas; k += 8)
             for (int l = 0; l < 8; ++l) f[l] = f[l] * m + c;
     }
     *sink = f[0] + f[1] + f[2] + f[3] + f[4] + f[5] + f[6] + f[7];
-    return s0 + s1 + s2 + s3;
+    return sum;
 }
 
 /* CHAINS x VEC int32 lanes, one product per lane per iteration. Unsigned lanes: the

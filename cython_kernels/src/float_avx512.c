@@ -655,83 +655,63 @@ static void dot2_f16(const float *h, const uint16_t *a, const uint16_t *b, int64
 }
 
 /* The multi-row F16 lm_head (a batch, a verification pass: N > 1 hidden rows). Register tiles of
- * 2 weight rows × LM_HG hidden rows (each converted weight vector feeds LM_HG products, each loaded
- * hidden vector 2), blocked so the operands stay in L1: LM_RB weight rows × LM_KC weights at a
- * time, the hidden rows' slice of LM_KC floats re-used by every weight row of the block, each
- * (weight row, hidden row) pair's 32 lane sums parked in `acc` between chunks. Each pair's lanes
- * still add its products in k order, then finish: every logit equals dot_f16's bit for bit
- * (engine_float.h, the canonical order). The first tile of each row pair of a block prefetches the
- * same lines of the next block's rows into L2: the access pattern (LM_RB short runs per chunk) is
- * one the hardware prefetchers follow late, and the tiles' arithmetic is long enough to hide it. */
-#define LM_HG 4   /* hidden rows per register tile: 2·2·4 accumulators + 4 weight vectors */
+ * ONE weight row × up to LM_NMAX hidden rows: each 32-weight slice of the row is converted once
+ * and feeds 2·nh products (the conversion runs on the same two ports as the multiply-adds, so
+ * converting a slice once instead of once per 4 hidden rows is a sixth fewer of their uops),
+ * 2·nh accumulators in registers. Blocked so the operands stay in L1: LM_RB weight rows × LM_KC
+ * weights at a time, the hidden rows' LM_KC-float slices (8 KiB for 8 rows) reused by every row of
+ * the block, each (weight row, hidden row) pair's 32 lane sums parked in `acc` between chunks.
+ * Each pair's lanes still add its products in k order, then finish: every logit equals dot_f16's
+ * bit for bit (engine_float.h, the canonical order). Each weight line prefetches the same line of
+ * the next block's rows into L2 (LM_RB short runs per chunk are a pattern the hardware
+ * prefetchers follow late). Chunk and block sizes: docs/benchmarks.md#the-batched-f16-lm_head-2026-12-08. */
 #ifndef LM_RB
-#define LM_RB 8   /* weight rows per block (even) */
+#define LM_RB 8    /* weight rows per block */
 #endif
 #ifndef LM_KC
-#define LM_KC 1024 /* weights per chunk (a multiple of 32): 1024 beat 512, 1280 and 16-row blocks (docs/benchmarks.md) */
+#define LM_KC 256  /* weights per chunk (a multiple of 32) */
 #endif
-#ifndef LM_PF_HINT
-#define LM_PF_HINT _MM_HINT_T1
-#endif
-#define LM_NMAX 8 /* hidden rows per block: two register tiles' worth */
+#define LM_NMAX 8  /* hidden rows per pass over a block: 16 accumulators + 2 weight vectors */
 
-/* Chunk [0, kc) (kc % 32 == 0) of nw ≤ 2 fp16 weight rows w[0..nw) against nh ≤ LM_HG hidden rows h
- * (K apart), continuing the lane sums acc[i][n] (lo: lanes 0..15, hi: 16..31). */
-static inline __attribute__((always_inline)) void dot_tile_chunk(const float *h, int nh, int64_t K,
-                                                                 const uint16_t *w0, const uint16_t *w1, int nw,
-                                                                 int64_t kc, float acc[][LM_NMAX][LANES],
-                                                                 const int fused, int64_t pf) {
-    __m512 lo[2][LM_HG], hi[2][LM_HG];
-    for (int i = 0; i < nw; ++i)
-        for (int n = 0; n < nh; ++n) {
-            lo[i][n] = _mm512_load_ps(acc[i][n]);
-            hi[i][n] = _mm512_load_ps(acc[i][n] + 16);
-        }
+/* Chunk [0, kc) (kc % 32 == 0) of one fp16 weight row w against nh ≤ LM_NMAX hidden rows h (K
+ * apart), continuing the lane sums acc[n] (lanes 0..15, 16..31). pf: bytes from w to the line to
+ * prefetch into L2 (0: none). */
+static inline __attribute__((always_inline)) void dot_row_chunk(const float *h, const int nh, int64_t K,
+                                                                const uint16_t *w, int64_t kc,
+                                                                float acc[][LANES], const int fused, int64_t pf) {
+    __m512 lo[LM_NMAX], hi[LM_NMAX];
+    for (int n = 0; n < nh; ++n) {
+        lo[n] = _mm512_load_ps(acc[n]);
+        hi[n] = _mm512_load_ps(acc[n] + 16);
+    }
     for (int64_t k = 0; k < kc; k += 32) {
-        __m512 wl[2], wh[2];
-        if (pf) { /* the same line of the next block's rows, into L2 (pf: bytes to them, 0: none) */
-            _mm_prefetch((const char *)(w0 + k) + pf, LM_PF_HINT);
-            if (nw == 2) _mm_prefetch((const char *)(w1 + k) + pf, LM_PF_HINT);
-        }
-        wl[0] = cvt16_f16(w0 + k);
-        wh[0] = cvt16_f16(w0 + k + 16);
-        if (nw == 2) {
-            wl[1] = cvt16_f16(w1 + k);
-            wh[1] = cvt16_f16(w1 + k + 16);
-        }
+        if (pf) _mm_prefetch((const char *)(w + k) + pf, _MM_HINT_T1);
+        const __m512 wl = cvt16_f16(w + k), wh = cvt16_f16(w + k + 16);
         for (int n = 0; n < nh; ++n) {
             const __m512 x0 = _mm512_loadu_ps(h + n * K + k), x1 = _mm512_loadu_ps(h + n * K + k + 16);
-            for (int i = 0; i < nw; ++i) {
-                lo[i][n] = fused ? _mm512_fmadd_ps(x0, wl[i], lo[i][n]) : madd(lo[i][n], x0, wl[i]);
-                hi[i][n] = fused ? _mm512_fmadd_ps(x1, wh[i], hi[i][n]) : madd(hi[i][n], x1, wh[i]);
-            }
+            lo[n] = fused ? _mm512_fmadd_ps(x0, wl, lo[n]) : madd(lo[n], x0, wl);
+            hi[n] = fused ? _mm512_fmadd_ps(x1, wh, hi[n]) : madd(hi[n], x1, wh);
         }
     }
-    for (int i = 0; i < nw; ++i)
-        for (int n = 0; n < nh; ++n) {
-            _mm512_store_ps(acc[i][n], lo[i][n]);
-            _mm512_store_ps(acc[i][n] + 16, hi[i][n]);
-        }
+    for (int n = 0; n < nh; ++n) {
+        _mm512_store_ps(acc[n], lo[n]);
+        _mm512_store_ps(acc[n] + 16, hi[n]);
+    }
 }
 
-/* dot_tile_chunk with nh, nw and fused constants, so the accumulators are registers. fused
+/* dot_row_chunk with nh and fused constants, so the accumulators are registers. fused
  * (BL_FT_F16_H16): exact products, so fmadd gives the same bits as mul-then-add. */
-static void dot_tile_any(const float *h, int nh, int64_t K, const uint16_t *w0, const uint16_t *w1, int nw,
-                         int64_t kc, float acc[][LM_NMAX][LANES], int fused, int64_t pf) {
+static void dot_row_any(const float *h, int nh, int64_t K, const uint16_t *w, int64_t kc, float acc[][LANES],
+                        int fused, int64_t pf) {
 #define LM_CASE(NH)                                                                                 \
     case NH:                                                                                        \
-        if (nw == 2) {                                                                              \
-            if (fused) dot_tile_chunk(h, NH, K, w0, w1, 2, kc, acc, 1, pf);                         \
-            else dot_tile_chunk(h, NH, K, w0, w1, 2, kc, acc, 0, pf);                               \
-        } else {                                                                                    \
-            if (fused) dot_tile_chunk(h, NH, K, w0, w1, 1, kc, acc, 1, pf);                         \
-            else dot_tile_chunk(h, NH, K, w0, w1, 1, kc, acc, 0, pf);                               \
-        }                                                                                           \
+        if (fused) dot_row_chunk(h, NH, K, w, kc, acc, 1, pf);                                      \
+        else dot_row_chunk(h, NH, K, w, kc, acc, 0, pf);                                            \
         break;
     switch (nh) {
-        LM_CASE(1) LM_CASE(2) LM_CASE(3)
+        LM_CASE(1) LM_CASE(2) LM_CASE(3) LM_CASE(4) LM_CASE(5) LM_CASE(6) LM_CASE(7)
     default:
-        LM_CASE(4)
+        LM_CASE(8)
     }
 #undef LM_CASE
 }
@@ -742,24 +722,16 @@ static void lm_f16_multi(const uint8_t *W, int64_t row_bytes, int64_t K, int64_t
     const int64_t K32 = K / 32 * 32;
     for (int64_t rb = r0; rb < r1; rb += LM_RB) {
         const int64_t nr = r1 - rb < LM_RB ? r1 - rb : LM_RB;
+        /* the next block's rows, while there is a whole next block in [r0, r1) */
+        const int64_t pf = rb + 2 * LM_RB <= r1 ? LM_RB * row_bytes : 0;
         for (int64_t n0 = 0; n0 < N; n0 += LM_NMAX) {
             const int nn = N - n0 < LM_NMAX ? (int)(N - n0) : LM_NMAX;
             memset(acc, 0, sizeof acc);
             for (int64_t k0 = 0; k0 < K32; k0 += LM_KC) {
                 const int64_t kc = K32 - k0 < LM_KC ? K32 - k0 : LM_KC;
-                for (int64_t i = 0; i < nr; i += 2) {
-                    const int nw = nr - i >= 2 ? 2 : 1;
-                    const uint16_t *w0 = (const uint16_t *)(W + (rb + i) * row_bytes) + k0;
-                    const uint16_t *w1 = nw == 2 ? (const uint16_t *)(W + (rb + i + 1) * row_bytes) + k0 : w0;
-                    for (int n = 0; n < nn; n += LM_HG) {
-                        /* acc + i: rows i, i + 1; the hidden rows' columns from n (a view of acc) */
-                        float(*a)[LM_NMAX][LANES] = (float(*)[LM_NMAX][LANES])&acc[i][n][0];
-                        /* the first tile of a row pair prefetches the next block's same lines */
-                        const int64_t pf = n == 0 && n0 == 0 && rb + 2 * LM_RB <= r1 ? LM_RB * row_bytes : 0;
-                        dot_tile_any(h + (n0 + n) * K + k0, nn - n < LM_HG ? nn - n : LM_HG, K, w0, w1, nw, kc, a,
-                                     fused, pf);
-                    }
-                }
+                for (int64_t i = 0; i < nr; ++i)
+                    dot_row_any(h + n0 * K + k0, nn, K, (const uint16_t *)(W + (rb + i) * row_bytes) + k0, kc, acc[i],
+                                fused, n0 == 0 ? pf : 0);
             }
             for (int64_t i = 0; i < nr; ++i) {
                 const uint16_t *w = (const uint16_t *)(W + (rb + i) * row_bytes);

@@ -92,8 +92,10 @@ def test_float_kernel_matches_twin(isa):
     """F32 and F16 rows (the old path of a Q6_K lm_head, widened at load; the 2B-4T's F16 lm_head)."""
     rng = np.random.default_rng(6)
     # N > 1: the multi-row F16 kernels (each weight row converted once for several hidden rows;
-    # groups of 8 on AVX-512, 3 on AVX2) with every group remainder, and K with a tail
-    for V, K, N in ((33, 64, 1), (70, 2560, 2), (9, 100, 1), (21, 100, 3), (17, 2560, 8), (13, 160, 11)):
+    # groups of 8 on AVX-512, 3 on AVX2) with every group remainder, K with a tail, and enough
+    # rows per thread for several blocks (the next block's prefetch) and a partial last block
+    for V, K, N in ((33, 64, 1), (70, 2560, 2), (9, 100, 1), (21, 100, 3), (17, 2560, 8), (13, 160, 11),
+                    (70, 2560, 5), (45, 300, 6), (38, 96, 7), (50, 352, 16), (35, 544, 4)):
         x = rng.standard_normal((N, K)).astype(np.float32)
         for dtype in (np.float32, np.float16):
             rows = (0.1 * rng.standard_normal((V, K))).astype(dtype)

@@ -302,12 +302,18 @@ cdef class EngineCore:
             _raise(&err)
 
     def forward_batch(self, tokens, list ks, list vs, n_ctx, cos, sin, seq_len, seq_pos0, logits, want,
-                      int isa, int threads):
+                      int isa, int threads, prof=None):
         """Run bl_forward_batch: sequence i's cache is (ks[i], vs[i], n_ctx[i]); ``seq_len`` /
-        ``seq_pos0``: int64 arrays; ``want``: uint8 per row (validated by bitnet_lab/engine)."""
+        ``seq_pos0``: int64 arrays; ``want``: uint8 per row (validated by bitnet_lab/engine).
+        ``prof``: None or a zeroed float64 array (threads, PROF_STRIDE), as in ``forward``."""
         cdef bl_error err
         cdef int rc
         cdef int64_t n = len(ks), i
+        cdef double *prof_ptr = NULL
+        if prof is not None:
+            if prof.shape != (threads, BL_PROF_STRIDE):
+                raise ValueError(f"prof: expected shape {(threads, BL_PROF_STRIDE)}, got {prof.shape}")
+            prof_ptr = <double *>_addr(prof, "prof", np.float64)
         if len(vs) != n or seq_len.shape[0] != n or seq_pos0.shape[0] != n or len(n_ctx) != n:
             raise ValueError(f"forward_batch: {n} caches but {len(vs)} V caches, {seq_len.shape[0]} lengths, "
                              f"{seq_pos0.shape[0]} positions, {len(n_ctx)} sizes")
@@ -333,7 +339,7 @@ cdef class EngineCore:
             raise
         with self._lock:
             with nogil:
-                rc = bl_forward_batch(&self.model, kvs, n, lens, pos, tok, out, wp, isa, threads, self.ws, NULL,
+                rc = bl_forward_batch(&self.model, kvs, n, lens, pos, tok, out, wp, isa, threads, self.ws, prof_ptr,
                                       &err)
         free(kvs)
         if rc != BL_OK:

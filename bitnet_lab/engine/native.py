@@ -390,39 +390,56 @@ class NativeEngine:
         return self.forward(ids, self.new_cache(n_ctx), capture=capture)
 
     # ---- profile -------------------------------------------------------------------------------
-    def profile_decode(self, *, position: int = 64, steps: int = 10, seed: int = 0) -> DecodeProfile:
+    def profile_decode(self, *, position: int = 64, steps: int = 10, seed: int = 0,
+                       sequences: int = 1) -> DecodeProfile:
         """Per-op times of a decode step at cache position ``position`` (tg128's mean position
         is 64), from timers inside the C forward pass (one ``clock_gettime`` per phase boundary:
         ~30 ns each, a few hundred per step).
 
         ``position`` random tokens are prefilled (untimed), then ``steps`` single-token steps run
-        at that same position (the cache is rewound after each). Returns a
-        :class:`DecodeProfile` (median over the steps). This is what
-        ``bitnet_lab.bench.profile.decode_breakdown`` can show for the native backend instead of
-        estimating the split from differences of whole-step times.
+        at that same position (the cache is rewound after each). ``sequences`` > 1: that many
+        sequences, each prefilled so, step together through :meth:`forward_batch`'s C path (one
+        token each per step: a batched decode step). Returns a :class:`DecodeProfile` (median
+        over the steps). This is what ``bitnet_lab.bench.profile.decode_breakdown`` can show for
+        the native backend instead of estimating the split from differences of whole-step times.
         """
         import time
 
-        if position < 0 or steps < 1:
-            raise BitnetLabError(f"profile_decode: need position >= 0 and steps >= 1, got {position}, {steps}")
+        if position < 0 or steps < 1 or sequences < 1:
+            raise BitnetLabError(f"profile_decode: need position >= 0, steps >= 1 and sequences >= 1, "
+                                 f"got {position}, {steps}, {sequences}")
         rng = np.random.default_rng(seed)
-        cache = self.new_cache(position + 1)
+        caches = [self.new_cache(position + 1) for _ in range(sequences)]
         if position:
-            self.forward(rng.integers(0, self.vocab_size, position), cache, last_only=True)
-        tok = np.array([int(rng.integers(0, self.vocab_size))], dtype=np.int32)
+            if sequences == 1:
+                self.forward(rng.integers(0, self.vocab_size, position), caches[0], last_only=True)
+            else:
+                self.forward_batch([rng.integers(0, self.vocab_size, position) for _ in caches], caches)
+        tok = rng.integers(0, self.vocab_size, sequences).astype(np.int32)
         isa = self._isa_index()
-        logits = np.empty((1, self.vocab_size), dtype=np.float32)
-        cos, sin = self._rope(cache.pos + 1)
+        logits = np.empty((sequences, self.vocab_size), dtype=np.float32)
+        cos, sin = self._rope(position + 1)
+        ones = np.ones(sequences, dtype=np.int64)
+        pos0 = np.full(sequences, position, dtype=np.int64)
+        want = np.ones(sequences, dtype=np.uint8)
+
+        def step(prof=None) -> None:  # one token per sequence at `position`; caches not advanced
+            if sequences == 1:
+                self._core.forward(tok, caches[0].k, caches[0].v, caches[0].n_ctx, cos, sin, position, logits, 0,
+                                   None, isa, self.threads, prof)
+            else:
+                self._core.forward_batch(tok, [c.k for c in caches], [c.v for c in caches],
+                                         [c.n_ctx for c in caches], cos, sin, ones, pos0, logits, want, isa,
+                                         self.threads, prof)
+
         self._mapped.check()
-        self._core.forward(tok, cache.k, cache.v, cache.n_ctx, cos, sin, cache.pos, logits, 0,
-                           None, isa, self.threads)  # warm-up (pages, caches)
+        step()  # warm-up (pages, caches)
         rows, walls = [], []
         n_cls = len(PROF_CLASSES)
         for _ in range(steps):
             prof = np.zeros((self.threads, _k.PROF_STRIDE), dtype=np.float64)
             t0 = time.perf_counter_ns()
-            self._core.forward(tok, cache.k, cache.v, cache.n_ctx, cos, sin, cache.pos, logits,
-                               0, None, isa, self.threads, prof)
+            step(prof)
             walls.append(time.perf_counter_ns() - t0)
             rows.append(np.concatenate([prof[:, :n_cls], prof[:, _k.PROF_CPU : _k.PROF_CPU + n_cls]], axis=1) / 1e6)
         per = np.median(np.stack(rows), axis=0)  # (threads, 2·classes) ms: wall, then CPU
@@ -432,7 +449,7 @@ class NativeEngine:
         return DecodeProfile(position=position, threads=self.threads, isa=kernels.active_isa(), steps=steps,
                              step_ms=statistics.median(walls) / 1e6, region_ms=float(per[0, :n_cls].sum()),
                              ops_ms=dict(wall[0]), ops_cpu_ms=dict(cpu[0]), threads_ms=wall, threads_cpu_ms=cpu,
-                             loadavg=load)
+                             loadavg=load, sequences=sequences)
 
     # ---- one projection ----------------------------------------------------------------------
     def bitlinear(self, name: str, x: np.ndarray, *, return_acc: bool = False):

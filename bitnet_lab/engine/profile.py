@@ -32,15 +32,18 @@ class DecodeProfile:
     threads_ms: list[dict[str, float]] = field(default_factory=list)
     threads_cpu_ms: list[dict[str, float]] = field(default_factory=list)
     loadavg: float | None = None
+    sequences: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {"position": self.position, "threads": self.threads, "isa": self.isa, "steps": self.steps,
                 "step_ms": self.step_ms, "region_ms": self.region_ms, "ops_ms": dict(self.ops_ms),
                 "ops_cpu_ms": dict(self.ops_cpu_ms), "threads_ms": [dict(t) for t in self.threads_ms],
-                "threads_cpu_ms": [dict(t) for t in self.threads_cpu_ms], "loadavg": self.loadavg}
+                "threads_cpu_ms": [dict(t) for t in self.threads_cpu_ms], "loadavg": self.loadavg,
+                "sequences": self.sequences}
 
     def __str__(self) -> str:
-        head = (f"decode step at position {self.position}, {self.threads} thread(s), isa {self.isa}, "
+        what = "decode step" if self.sequences == 1 else f"batched decode step of {self.sequences} sequences"
+        head = (f"{what} at position {self.position}, {self.threads} thread(s), isa {self.isa}, "
                 f"median of {self.steps}: {self.step_ms:.3f} ms (C region {self.region_ms:.3f} ms)"
                 + (f", load average {self.loadavg:.2f}" if self.loadavg is not None else ""))
         cols = "".join(f"{f'wall t{i}':>10}{f'cpu t{i}':>10}" for i in range(len(self.threads_ms)))

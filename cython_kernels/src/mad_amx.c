@@ -522,7 +522,10 @@ ALWAYS_INLINE void tiles_amx(int fmt, const uint8_t *w, tl_geom *tg, const int8_
  * of their column's token, so the integer result is Σ c·q − Σ q = Σ t·q exactly, as above. */
 #define BL_AMX_SN_GROUPS 4 /* C tiles (16 weight rows each) of a small-call panel */
 #ifndef BL_AMX_SN_DEPTH
-#define BL_AMX_SN_DEPTH 3 /* blocks of A tiles in flight: decoded D − 1 blocks ahead of their products */
+/* blocks of A tiles in flight: decoded D − 1 blocks ahead of their products. 2 beat 3 and 4 (the
+ * ring's 8 KiB a block, the call's B tiles and the weight lines in flight share L1:
+ * docs/benchmarks.md#small-amx-calls-a-two-block-ring-2026-12-08) */
+#define BL_AMX_SN_DEPTH 2
 #endif
 #ifndef BL_AMX_SN_MAX
 #define BL_AMX_SN_MAX 16 /* most tokens of a small call (a B tile row holds 16 tokens' dwords) */

@@ -481,6 +481,15 @@ def test_profile_decode_classes(dummy_models, threads):
     assert prof.to_dict()["ops_ms"]["lm_head"] == prof.ops_ms["lm_head"]
     with pytest.raises(BitnetLabError, match="steps >= 1"):
         eng.profile_decode(steps=0)
+    # a batched step of several sequences (forward_batch's C path), timed the same way
+    batch = eng.profile_decode(position=8, steps=3, sequences=3)
+    assert batch.sequences == 3 and batch.to_dict()["sequences"] == 3
+    for name in ("qkv", "attention", "gate_up", "down", "lm_head"):
+        assert batch.ops_ms[name] > 0, name
+    assert batch.region_ms == pytest.approx(sum(batch.ops_ms.values()))
+    assert "batched decode step of 3 sequences" in str(batch)
+    with pytest.raises(BitnetLabError, match="sequences >= 1"):
+        eng.profile_decode(sequences=0)
 
 
 def test_spin_option(tiny_b158, monkeypatch):

@@ -991,18 +991,29 @@ static void lm_head_rows(bl_thread *th, const bl_model *m, const bl_float_kernel
 /* 7. workspace                                                                              */
 /* ======================================================================================== */
 
-/* Threads share only what the split work writes: the projection outputs (two buffers used
+/* Threads share what the split work writes: the projection outputs (two buffers used
  * alternately, so a thread still reading one group's outputs never races with the next
  * group's writers), the accumulators and the attention output. Everything a row needs in
- * order — residual stream, norms, activation quantisation, FFN activation, lm_head input —
- * every thread computes for itself (identical code and inputs, so identical bits): that costs
- * O(N·(H+I)) per thread and saves a barrier before each group. Decode then needs 5 barriers
- * per layer (one after each of q/k/v, attention, o, gate/up, down). */
+ * order — residual stream, norms, activation quantisation, FFN activation, lm_head input — a
+ * decode step (one row) has every thread compute for itself (identical code and inputs, so
+ * identical bits): that costs O(H+I) per thread and saves a barrier before each group, so decode
+ * needs 5 barriers per layer (one after each of q/k/v, attention, o, gate/up, down). With
+ * several rows (a batch, a verification pass, prefill) that work grows with the rows, so each
+ * thread does it for its own rows only (row_split) and quantises them into the shared buffers
+ * below, read by all after one more barrier per group (4 a layer), and the residual stream is
+ * gathered once before the lm_head (docs/benchmarks.md#split-row-wise-stages-2026-12-08). */
 typedef struct {
     float *yA;       /* (N, max(qd + 2kvd, 2I)) outputs of q/k/v and gate/up          */
     float *yB;       /* (N, H) outputs of o and down                                  */
     int32_t *acc;    /* (N, max(qd + 2kvd, 2I, H)) integer accumulators              */
     float *xb;       /* (N, qd) attention output                                      */
+    /* split rows (row_split): each thread quantises its own rows into these, read by all */
+    int8_t *q;       /* (N, stride_max) quantised activations                          */
+    float *s;        /* (N)                                                            */
+    int32_t *sum;    /* (N)                                                            */
+    int32_t *bsum;   /* (N, stride_max/256) per-block Σ q (per-block projections only)  */
+    float *d8;       /* (N, stride_max/256) Q8_K block scales (llama.cpp profile only)  */
+    float *h;        /* (N, H) the residual stream gathered before the output norm      */
 } bl_shared;
 
 typedef struct {
@@ -1052,14 +1063,24 @@ static void model_maxima(const bl_model *m, int64_t *stride, int64_t *lut) {
 }
 
 /* Sizes of the regions (64-byte multiples) of the shared and private blocks for N rows. */
-#define BL_N_SHARED 4
+#define BL_N_SHARED 10
+static int64_t block_width(const bl_model *m);
 static void shared_sizes(const bl_model *m, int64_t N, size_t sz[BL_N_SHARED]) {
     const int64_t H = m->hidden, qd = m->n_heads * m->head_dim, kvd = m->n_kv_heads * m->head_dim, I = m->ffn;
     const int64_t wa = max64(qd + 2 * kvd, 2 * I);
+    int64_t stride, lut;
+    model_maxima(m, &stride, &lut);
+    const int64_t nbs = block_width(m) ? stride / BL_TQ_BLOCK : 0, q8k = m->act_q8k ? 1 : 0;
     sz[0] = up64((size_t)(4 * N * wa));
     sz[1] = up64((size_t)(4 * N * H));
     sz[2] = up64((size_t)(4 * N * max64(wa, H)));
     sz[3] = up64((size_t)(4 * N * qd));
+    sz[4] = up64((size_t)(N * stride));
+    sz[5] = up64((size_t)(4 * N));
+    sz[6] = up64((size_t)(4 * N));
+    sz[7] = up64((size_t)(4 * N * nbs));
+    sz[8] = up64((size_t)(q8k * 4 * N * nbs));
+    sz[9] = up64((size_t)(4 * N * H));
 }
 
 /* Blocks per row of the widest per-block projection's input (0: the model has none). */
@@ -1145,6 +1166,18 @@ static void shared_carve(const bl_ws *ws, const bl_model *m, int64_t N, bl_share
     S->acc = (int32_t *)p;
     p += sz[2];
     S->xb = (float *)p;
+    p += sz[3];
+    S->q = (int8_t *)p;
+    p += sz[4];
+    S->s = (float *)p;
+    p += sz[5];
+    S->sum = (int32_t *)p;
+    p += sz[6];
+    S->bsum = (int32_t *)p;
+    p += sz[7];
+    S->d8 = (float *)p;
+    p += sz[8];
+    S->h = (float *)p;
 }
 
 static void private_carve(const bl_ws *ws, const bl_model *m, int64_t N, int64_t n_ctx, int tid, bl_private *P) {
@@ -1223,43 +1256,70 @@ typedef struct {
 static inline const bl_kv *row_kv(const bl_ctx *c, int64_t n) { return c->rkv ? c->rkv[c->row0 + n] : c->kv; }
 static inline int64_t row_pos(const bl_ctx *c, int64_t n) { return c->rpos ? c->rpos[c->row0 + n] : c->pos + n; }
 
-/* Thread 0 copies N rows of width `width` (elem bytes each, row stride ld elements) of a
- * private buffer into capture `id` (NULL: not captured). */
+/* Split rows: with several rows and threads, the row-wise stages (norms, activation quantisation,
+ * FFN activation, residual) run each row on one thread — bl_split of the rows — instead of every
+ * row on every thread, and the quantised inputs go to shared buffers read by all after a barrier.
+ * One row alone keeps the private copies (a barrier costs more than its row-wise work). Each row's
+ * arithmetic is the same whichever thread runs it, so the results do not change. */
+static inline int row_split(const bl_ctx *c) { return c->N > 1 && c->th->nt > 1; }
+
+/* The rows [lo, hi) of the chunk whose row-wise stages this thread computes. */
+static inline void own_rows(const bl_ctx *c, int64_t *lo, int64_t *hi) {
+    if (row_split(c)) {
+        bl_split(c->N, c->th->tid, c->th->nt, lo, hi);
+    } else {
+        *lo = 0;
+        *hi = c->N;
+    }
+}
+
+/* Copy the rows of width `width` (elem bytes each, row stride ld elements) of a buffer that this
+ * thread computed into capture `id` (NULL: not captured): its own rows when the rows are split,
+ * else all of them, by thread 0. */
 static void cap_private(void *const *lcaps, int id, const void *src, int64_t elem, int64_t width, int64_t ld,
                         const bl_ctx *c) {
-    if (!lcaps || !lcaps[id] || c->th->tid != 0) return;
-    for (int64_t n = 0; n < c->N; ++n)
+    if (!lcaps || !lcaps[id] || (!row_split(c) && c->th->tid != 0)) return;
+    int64_t lo, hi;
+    own_rows(c, &lo, &hi);
+    for (int64_t n = lo; n < hi; ++n)
         memcpy((char *)lcaps[id] + (c->row0 + n) * width * elem, (const char *)src + n * ld * elem, (size_t)(width * elem));
 }
 
-/* RMSNorm of all N rows of x (N, n) into P->xn (w NULL: no norm, x is the input), then their
- * activation quantisation into P's buffers (this thread's copy), stride = the group's K_pad. */
+/* RMSNorm of this thread's rows of x (N, n) into P->xn (w NULL: no norm, x is the input), then
+ * their activation quantisation, stride = the group's K_pad: into P's buffers (every row, this
+ * thread's copy) or, rows split, into the shared ones, followed by a barrier. */
 static void norm_quant(const bl_ctx *c, bl_private *P, const float *x, const float *w, int64_t n, int64_t stride,
                        bl_act *a, void *const *lcaps, int cap_norm, int cap_q) {
+    int64_t lo, hi;
+    own_rows(c, &lo, &hi);
     const float *in = x;
     if (w) {
-        for (int64_t r = 0; r < c->N; ++r) rms_norm_row(c->fk, x + r * n, w, P->xn + r * n, n, c->m->eps);
+        for (int64_t r = lo; r < hi; ++r) rms_norm_row(c->fk, x + r * n, w, P->xn + r * n, n, c->m->eps);
         prof_mark(c->th, BL_PROF_NORM);
         cap_private(lcaps, cap_norm, P->xn, 4, n, n, c);
         in = P->xn;
     }
-    a->q = P->q;
-    a->s = P->s;
-    a->sum = P->sum;
+    const int split = row_split(c);
+    a->q = split ? c->S->q : P->q;
+    a->s = split ? c->S->s : P->s;
+    a->sum = split ? c->S->sum : P->sum;
     a->K = n;
     a->stride = stride;
     a->N = c->N;
     a->gemv_max = c->gemv_max;
     const int blocks = block_width(c->m) > 0;
     a->q8k = c->m->act_q8k;
-    a->bsum = blocks ? P->bsum : NULL;
-    a->d8 = P->d8;
-    a->blk = P->blk;
-    quantize_rows(c->tab->mad, in, a, 0, c->N, c->m->rounding);
+    a->bsum = blocks ? (split ? c->S->bsum : P->bsum) : NULL;
+    a->d8 = split ? c->S->d8 : P->d8;
+    a->blk = P->blk; /* the projections' scratch: always this thread's */
+    quantize_rows(c->tab->mad, in, a, lo, hi, c->m->rounding);
     cap_private(lcaps, cap_q, a->q, 1, n, stride, c);
     cap_private(lcaps, cap_q + 1, a->s, 4, 1, 1, c);
     cap_private(lcaps, cap_q + 2, a->sum, 4, 1, 1, c);
-    prof_mark(c->th, BL_PROF_QUANT);
+    if (split)
+        bl_sync(c->th, BL_PROF_QUANT); /* every row quantised before any thread's products read them */
+    else
+        prof_mark(c->th, BL_PROF_QUANT);
 }
 
 /* RoPE, K/V cache and attention of layer l for the chunk's N rows (all threads; ends with a
@@ -1368,9 +1428,11 @@ static void attention_block(const bl_ctx *c, bl_private *P, int64_t l, void *con
     bl_sync(c->th, BL_PROF_ATTN);
 }
 
-/* Residual h += y (f32 add) for the chunk's rows. */
+/* Residual h += y (f32 add) for this thread's rows (own_rows) of width n. */
 static void residual(const bl_ctx *c, float *h, const float *y, int64_t n) {
-    for (int64_t e = 0; e < n; ++e) h[e] = h[e] + y[e];
+    int64_t lo, hi;
+    own_rows(c, &lo, &hi);
+    for (int64_t e = lo * n; e < hi * n; ++e) h[e] = h[e] + y[e];
     prof_mark(c->th, BL_PROF_RESID);
 }
 
@@ -1383,6 +1445,8 @@ static void layer_forward(const bl_ctx *c, bl_private *P, int64_t l, void *const
     bl_job jobs[3];
     char names[3][64];
     bl_act a;
+    int64_t lo, hi; /* this thread's rows of the row-wise stages */
+    own_rows(c, &lo, &hi);
 
     /* ---- attention block ------------------------------------------------------------ */
     /* one quantisation shared by q, k, v (docs/numerics.md#26-where-the-quantisation-happens) */
@@ -1398,7 +1462,7 @@ static void layer_forward(const bl_ctx *c, bl_private *P, int64_t l, void *const
     cap_private(lcaps, BL_CAP_ATTN_OUT, S->xb, 4, qd, qd, c);
     const float *o_in = S->xb;
     if (m->sub_norms) { /* attn_sub_norm before o_proj (docs/numerics.md#8-sub-norm-placement) */
-        for (int64_t n = 0; n < N; ++n) rms_norm_row(c->fk, S->xb + n * qd, L->attn_sub_norm, P->xn + n * qd, qd, m->eps);
+        for (int64_t n = lo; n < hi; ++n) rms_norm_row(c->fk, S->xb + n * qd, L->attn_sub_norm, P->xn + n * qd, qd, m->eps);
         prof_mark(c->th, BL_PROF_NORM);
         cap_private(lcaps, BL_CAP_ATTN_SUB_NORM, P->xn, 4, qd, qd, c);
         o_in = P->xn;
@@ -1410,7 +1474,7 @@ static void layer_forward(const bl_ctx *c, bl_private *P, int64_t l, void *const
         make_jobs(jobs, L, slots, 1, N, S->yB, S->acc, lcaps, caps, names, l);
         run_group(c->th, c->tab, jobs, 1, &a, P->lut, c->lut_max, c->row0, c->err, BL_PROF_O);
     }
-    residual(c, P->h, S->yB, N * H);
+    residual(c, P->h, S->yB, H);
     cap_private(lcaps, BL_CAP_ATTN_RESID, P->h, 4, H, H, c);
 
     /* ---- FFN block -------------------------------------------------------------------- */
@@ -1422,13 +1486,13 @@ static void layer_forward(const bl_ctx *c, bl_private *P, int64_t l, void *const
         make_jobs(jobs, L, slots, 2, N, S->yA, S->acc, lcaps, caps, names, l);
         run_group(c->th, c->tab, jobs, 2, &a, P->lut, c->lut_max, c->row0, c->err, BL_PROF_GATE_UP);
     }
-    for (int64_t n = 0; n < N; ++n)
+    for (int64_t n = lo; n < hi; ++n)
         gated_act(c->fk, S->yA + n * 2 * I, S->yA + n * 2 * I + I, P->xf + n * I, I, m->act_relu2);
     prof_mark(c->th, BL_PROF_ACT);
     cap_private(lcaps, BL_CAP_FFN_ACT, P->xf, 4, I, I, c);
     const float *d_in = P->xf;
     if (m->sub_norms) { /* ffn_sub_norm before down_proj */
-        for (int64_t n = 0; n < N; ++n) rms_norm_row(c->fk, P->xf + n * I, L->ffn_sub_norm, P->xn + n * I, I, m->eps);
+        for (int64_t n = lo; n < hi; ++n) rms_norm_row(c->fk, P->xf + n * I, L->ffn_sub_norm, P->xn + n * I, I, m->eps);
         prof_mark(c->th, BL_PROF_NORM);
         cap_private(lcaps, BL_CAP_FFN_SUB_NORM, P->xn, 4, I, I, c);
         d_in = P->xn;
@@ -1440,7 +1504,7 @@ static void layer_forward(const bl_ctx *c, bl_private *P, int64_t l, void *const
         make_jobs(jobs, L, slots, 1, N, S->yB, S->acc, lcaps, caps, names, l);
         run_group(c->th, c->tab, jobs, 1, &a, P->lut, c->lut_max, c->row0, c->err, BL_PROF_DOWN);
     }
-    residual(c, P->h, S->yB, N * H);
+    residual(c, P->h, S->yB, H);
     cap_private(lcaps, BL_CAP_FFN_RESID, P->h, 4, H, H, c);
 }
 
@@ -1559,6 +1623,13 @@ static int forward_rows(const bl_model *m, const bl_kv *kv, int64_t pos0, const 
             prof_mark(&th, BL_PROF_EMBED);
             for (int64_t l = 0; l < m->n_layers; ++l)
                 layer_forward(&c, &P, l, caps ? caps + l * BL_CAP_LAYER_COUNT : NULL);
+            if (row_split(&c)) { /* each thread holds its own rows of h: gather them for the lm_head */
+                int64_t lo, hi;
+                own_rows(&c, &lo, &hi);
+                memcpy(S.h + lo * H, P.h + lo * H, (size_t)((hi - lo) * H) * sizeof(float));
+                bl_sync(&th, BL_PROF_RESID);
+                memcpy(P.h, S.h, (size_t)(N * H) * sizeof(float));
+            }
             /* output norm, then the lm_head on the wanted rows, gathered in row order */
             const int cap_norm = gcaps && gcaps[BL_CAP_OUTPUT_NORM] && th.tid == 0;
             int64_t n_lm = 0;
@@ -1702,7 +1773,7 @@ int bl_bitlinear(const bl_tweight *w, const float *x, int64_t N, float *y, int32
 #endif
     {
         bl_thread th = {bl_tid(), bl_nth(), bar, NULL, 0.0, 0.0};
-        /* each thread quantises every row for itself (as in bl_forward), then takes its tiles */
+        /* each thread quantises every row for itself (as bl_forward does for one row), then takes its tiles */
         int8_t *q = (int8_t *)calloc((size_t)(N * w->K_pad + 64), 1);
         float *s = (float *)malloc((size_t)N * 4 + 64);
         int32_t *sum = (int32_t *)malloc((size_t)N * 4 + 64);

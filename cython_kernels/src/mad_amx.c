@@ -692,6 +692,17 @@ ALWAYS_INLINE void gemm_amx(int fmt, bl_gemm_fn tail_gemm, int op, const uint8_t
         bl_gemx_fault(op, out, r0, r1);
         return;
     }
+    /* 17 to 32 tokens: two small calls of half the tokens each (the weights decoded into A tiles
+     * twice) cost less than one pass of the 16-token tiles, whose B-tile decode is the dearer one
+     * (docs/benchmarks.md#issue-20s-2b-4t-targets-end-of-session-2026-12-08) */
+    const int64_t half = N / 2;
+    if (N > BL_AMX_SN_MAX && N <= 2 * BL_AMX_SN_MAX && r16 > r0 &&
+        small_amx(fmt, w, Q, sum_q, out, half, K, ld_out, r0, r16) &&
+        small_amx(fmt, w, Q + half * K, sum_q + half, out + half * ld_out, N - half, K, ld_out, r0, r16)) {
+        vnni_part(tail_gemm, op, w, Q, sum_q, out, N, K, ld_out, r16, r1);
+        bl_gemx_fault(op, out, r0, r1);
+        return;
+    }
     if (ntile > 0 && r16 > r0)
         tiles_amx(fmt, w, NULL, Q, sum_q, out, ntile, K, ld_out, r0, r16);
     else

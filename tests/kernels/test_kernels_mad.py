@@ -115,11 +115,12 @@ def test_gemm_tile_shapes_match_numpy(op, version):
     """Shapes that cross the tile GEMMs' blocks (amx: 16-token tiles in pairs, 32-row panels of two
     16-row tiles, 512-weight units, token slices of 1 MiB of activations; the v3 tails): full and
     partial token blocks and panels, several units with a short last one, two slices (K = 8192:
-    128 tokens a slice), calls of 2 to 15 tokens (amx: short tiles of that many rows), and 2
-    threads, whose row runs start off a panel boundary."""
+    128 tokens a slice), calls of 2 to 15 tokens (amx: short tiles of that many rows), of 17 and
+    32 (amx: two small calls), and 2 threads, whose row runs start off a panel boundary."""
     rng = np.random.default_rng(13)
     shapes = [(1280, 32, 16), (2304, 70, 64), (768, 48, 33), (2560, 45, 47)]
     shapes += [(1280, 64, 2), (2560, 40, 8), (768, 70, 15)]  # amx: a whole call on short tiles
+    shapes += [(1280, 48, 17), (768, 70, 32)]  # amx: two small calls of half the tokens each
     shapes += [(8192, 40, 200)] if op.startswith("i2s") else [(8192, 36, 150)]
     for K, M, N in shapes:
         t = rng.integers(-1, 2, size=(M, K), dtype=np.int8)

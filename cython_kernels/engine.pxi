@@ -114,6 +114,13 @@ cdef uintptr_t _addr(a, str what, dtype=None) except 0:
     return <uintptr_t>a.ctypes.data
 
 
+cdef double *_prof_ptr(prof, int threads) except NULL:
+    """The C timers' array of a forward call: a zeroed float64 (threads, PROF_STRIDE) ndarray."""
+    if prof.shape != (threads, BL_PROF_STRIDE):
+        raise ValueError(f"prof: expected shape {(threads, BL_PROF_STRIDE)}, got {prof.shape}")
+    return <double *>_addr(prof, "prof", np.float64)
+
+
 cdef _raise(bl_error *err):
     from bitnet_lab.errors import BitnetLabError, CodecError, KernelError
     msg = err.msg.decode("utf-8", "replace")
@@ -269,9 +276,7 @@ cdef class EngineCore:
         cdef void **cap_ptrs = NULL
         cdef double *prof_ptr = NULL
         if prof is not None:
-            if prof.shape != (threads, BL_PROF_STRIDE):
-                raise ValueError(f"prof: expected shape {(threads, BL_PROF_STRIDE)}, got {prof.shape}")
-            prof_ptr = <double *>_addr(prof, "prof", np.float64)
+            prof_ptr = _prof_ptr(prof, threads)
         cdef const int32_t *tok = <const int32_t *>_addr(tokens, "tokens", np.int32)
         cdef float *out = <float *>_addr(logits, "logits", np.float32)
         kv.k = <void *>_addr(k, "cache k")
@@ -311,9 +316,7 @@ cdef class EngineCore:
         cdef int64_t n = len(ks), i
         cdef double *prof_ptr = NULL
         if prof is not None:
-            if prof.shape != (threads, BL_PROF_STRIDE):
-                raise ValueError(f"prof: expected shape {(threads, BL_PROF_STRIDE)}, got {prof.shape}")
-            prof_ptr = <double *>_addr(prof, "prof", np.float64)
+            prof_ptr = _prof_ptr(prof, threads)
         if len(vs) != n or seq_len.shape[0] != n or seq_pos0.shape[0] != n or len(n_ctx) != n:
             raise ValueError(f"forward_batch: {n} caches but {len(vs)} V caches, {seq_len.shape[0]} lengths, "
                              f"{seq_pos0.shape[0]} positions, {len(n_ctx)} sizes")

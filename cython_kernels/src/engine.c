@@ -1159,25 +1159,13 @@ static void shared_carve(const bl_ws *ws, const bl_model *m, int64_t N, bl_share
     size_t sz[BL_N_SHARED];
     shared_sizes(m, N, sz);
     char *p = (char *)ws->shared;
-    S->yA = (float *)p;
-    p += sz[0];
-    S->yB = (float *)p;
-    p += sz[1];
-    S->acc = (int32_t *)p;
-    p += sz[2];
-    S->xb = (float *)p;
-    p += sz[3];
-    S->q = (int8_t *)p;
-    p += sz[4];
-    S->s = (float *)p;
-    p += sz[5];
-    S->sum = (int32_t *)p;
-    p += sz[6];
-    S->bsum = (int32_t *)p;
-    p += sz[7];
-    S->d8 = (float *)p;
-    p += sz[8];
-    S->h = (float *)p;
+    void **dst[BL_N_SHARED] = {(void **)&S->yA, (void **)&S->yB,  (void **)&S->acc,  (void **)&S->xb,
+                               (void **)&S->q,  (void **)&S->s,   (void **)&S->sum,  (void **)&S->bsum,
+                               (void **)&S->d8, (void **)&S->h};
+    for (int i = 0; i < BL_N_SHARED; ++i) {
+        *dst[i] = p;
+        p += sz[i];
+    }
 }
 
 static void private_carve(const bl_ws *ws, const bl_model *m, int64_t N, int64_t n_ctx, int tid, bl_private *P) {

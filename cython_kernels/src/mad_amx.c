@@ -687,19 +687,14 @@ ALWAYS_INLINE void gemm_amx(int fmt, bl_gemm_fn tail_gemm, int op, const uint8_t
     /* tokens that run on tiles: the full blocks of 16, and the last rem < 16 on short tiles */
     const int64_t ntile = rem >= BL_AMX_MIN_TOK ? N : n16;
     int64_t r16 = full > r0 ? r0 + (full - r0) / 16 * 16 : r0;
-    if (N >= BL_AMX_MIN_TOK && N <= BL_AMX_SN_MAX && r16 > r0 && small_amx(fmt, w, Q, sum_q, out, N, K, ld_out, r0, r16)) {
+    /* Small calls: 2 to 16 tokens in one; 17 to 32 in two of half the tokens each (the weights
+     * decoded into A tiles twice), which cost less than one pass of the 16-token tiles, whose B-tile
+     * decode is the dearer one (docs/benchmarks.md#issue-20s-2b-4t-targets-end-of-session-2026-12-08) */
+    const int64_t n1 = N <= BL_AMX_SN_MAX ? N : N / 2;
+    if (N >= BL_AMX_MIN_TOK && N <= 2 * BL_AMX_SN_MAX && r16 > r0 &&
+        small_amx(fmt, w, Q, sum_q, out, n1, K, ld_out, r0, r16) &&
+        (n1 == N || small_amx(fmt, w, Q + n1 * K, sum_q + n1, out + n1 * ld_out, N - n1, K, ld_out, r0, r16))) {
         vnni_part(tail_gemm, op, w, Q, sum_q, out, N, K, ld_out, r16, r1); /* rows past the panels */
-        bl_gemx_fault(op, out, r0, r1);
-        return;
-    }
-    /* 17 to 32 tokens: two small calls of half the tokens each (the weights decoded into A tiles
-     * twice) cost less than one pass of the 16-token tiles, whose B-tile decode is the dearer one
-     * (docs/benchmarks.md#issue-20s-2b-4t-targets-end-of-session-2026-12-08) */
-    const int64_t half = N / 2;
-    if (N > BL_AMX_SN_MAX && N <= 2 * BL_AMX_SN_MAX && r16 > r0 &&
-        small_amx(fmt, w, Q, sum_q, out, half, K, ld_out, r0, r16) &&
-        small_amx(fmt, w, Q + half * K, sum_q + half, out + half * ld_out, N - half, K, ld_out, r0, r16)) {
-        vnni_part(tail_gemm, op, w, Q, sum_q, out, N, K, ld_out, r16, r1);
         bl_gemx_fault(op, out, r0, r1);
         return;
     }
